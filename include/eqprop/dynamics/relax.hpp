@@ -1,0 +1,117 @@
+// Relaxation of a layered network to its fixed point, for one batch.
+//
+// relax_state<S, P> is the workspace of one batch: neuron states of scalar S (real or
+// complex) for a network with parameters of type P (real_t<S>, or S for complex-step
+// tests). All buffers are sized by set_input(); step() and relax() never allocate.
+//
+// One synchronous step computes, for every layer j at once,
+//   pre_j = W_j l_{j-1} + b_j + W_{j+1}^T h_{j+1} - beta * dC/dh_j      (l_{-1} = x)
+//   h_j  <- sigma(pre_j)
+// where the input drive W_0 x + b_0 is computed once per batch, and dC/dh is
+// W_out^T (softmax(z) - y) for the readout or (h_{K-1} - y) for an output layer.
+// The residual of a sample is |h_new - h_old| (L2 over all layers, complex modulus).
+#pragma once
+#include <complex>
+#include <cstdint>
+#include <span>
+#include <vector>
+
+#include "eqprop/core/rng.hpp"
+#include "eqprop/core/scalar.hpp"
+#include "eqprop/model/layered_network.hpp"
+
+namespace eqprop {
+
+struct relax_options {
+  long max_steps = 100;    ///< steps to run (all of them unless stop_early)
+  double tol = 0;          ///< a sample has converged when its residual <= tol (0: the scalar's default_tol)
+  bool stop_early = false; ///< stop as soon as every sample has converged
+  double noise_std = 0;    ///< Gaussian noise added to every pre-activation at every step (real)
+  rng_t* noise_rng = nullptr;
+};
+
+/// What a relaxation did. Never silently hides a failure: non-finite states and samples
+/// whose residual stays above tol are counted.
+struct relax_report {
+  long steps = 0;
+  double max_residual = 0;    ///< largest per-sample residual at the last step
+  double mean_residual = 0;
+  long n_not_converged = 0;   ///< samples with residual > tol (or non-finite)
+  long n_non_finite = 0;      ///< samples with NaN/Inf states
+  bool converged() const { return n_not_converged == 0; }
+};
+
+/// Converts labels to one-hot columns (n_classes x batch); throws shape_error on a bad label.
+template <class R>
+matrix<R> one_hot(std::span<const int32_t> labels, int n_classes);
+
+template <class S, class P = real_t<S>>
+class relax_state {
+ public:
+  using real = real_t<S>;
+  using network = layered_network<P>;
+
+  relax_state() = default;
+
+  /// Sizes the buffers for this batch, stores x (n_in x B) and the target y (n_out x B,
+  /// one-hot for the readout), computes the input drive, and resets states to zero.
+  void set_input(const network& net, const matrix<real>& x, const matrix<real>& y);
+  /// Recomputes the input drive after the parameters changed (same x).
+  void refresh_drive(const network& net);
+
+  void reset();                                  ///< all states to zero
+  void copy_states_from(const relax_state& other);  ///< same network and batch
+  void set_states_from_real(const std::vector<matrix<real>>& h);  ///< e.g. a real free state into complex states
+
+  /// One synchronous step with nudge beta; returns the largest per-sample residual.
+  real step(const network& net, S beta, double noise_std = 0, rng_t* rng = nullptr);
+  relax_report relax(const network& net, S beta, const relax_options& opt);
+
+  /// Cost C per sample at the current state (readout CE or squared error), as S.
+  void cost_per_sample(const network& net, vector<S>& out);
+  /// Mean cost over the batch (real part).
+  double mean_cost(const network& net);
+  /// Argmax of the output (readout logits or output layer, real parts) per sample.
+  std::vector<int32_t> predictions(const network& net);
+  /// Real parts of the output scores (readout logits or output layer), n_out x B.
+  void output_scores(const network& net, matrix<real>& out);
+
+  /// grad += Re( coef * dF/dtheta(h, beta) ), with samples weighted by w (size B; the
+  /// batch mean uses w = 1/B). dF/dW_j = -h_j diag(w) l_{j-1}^T, dF/db_j = -h_j w,
+  /// dF/dW_out = beta (p - y) diag(w) h_{K-1}^T, dF/db_out = beta (p - y) w.
+  void add_dF_dtheta(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad);
+
+  /// dC/dh at the current state, per layer (zero except the last), into out.
+  void dC_dh(const network& net, std::vector<matrix<S>>& out);
+  /// out_j = W_j v_{j-1} + W_{j+1}^T v_{j+1} (the coupling Jacobian d pre / d h, symmetric).
+  static void apply_coupling(const network& net, const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out);
+
+  std::vector<matrix<S>>& h() { return h_; }
+  const std::vector<matrix<S>>& h() const { return h_; }
+  /// Pre-activations of the last step (those sigma was applied to).
+  const std::vector<matrix<S>>& pre() const { return pre_; }
+  const matrix<real>& x() const { return x_; }
+  const matrix<real>& y() const { return y_; }
+  const vector<real>& residual() const { return residual_; }  ///< per sample, last step
+  long batch() const { return x_.cols(); }
+
+  /// sigma'(pre) elementwise for every layer, into out (sized like pre).
+  void activation_deriv(activation_kind kind, std::vector<matrix<S>>& out) const;
+
+ private:
+  void compute_readout(const network& net);  // logits_, probs_ from h_.back()
+  std::vector<matrix<S>> h_, pre_;
+  matrix<S> drive_;                  // W_0 x + b_0
+  matrix<S> logits_, probs_, grad_h_;  // readout buffers; grad_h_ = dC/dh_{K-1}
+  matrix<S> tmp_, tmp2_;             // scratch for gradients
+  matrix<real> x_, y_;
+  vector<real> residual_;
+};
+
+extern template class relax_state<float>;
+extern template class relax_state<double>;
+extern template class relax_state<std::complex<float>>;
+extern template class relax_state<std::complex<double>>;
+extern template class relax_state<std::complex<double>, std::complex<double>>;
+
+}  // namespace eqprop

@@ -1,0 +1,63 @@
+// Equilibrium propagation with N teaching signals on a circle: the N-point Cauchy
+// estimator of holomorphic EP (hep.md §3), which contains classic one-sided EP (N = 1)
+// and symmetric +-beta EP (N = 2) as special cases.
+//
+// With beta_k = r e^{2 pi i k / N} and f(beta) = dF/dtheta at the nudged fixed point,
+//   N = 1:  g = (f(r) - f(0)) / r                                  error O(r)
+//   N >= 2: g = Re (1/N) sum_k f(beta_k) / beta_k                  error O(r^N)
+// Real parameters and inputs make f(conj beta) = conj f(beta), so with start =
+// free_state the points k and N-k are computed once (doubled), and the points +-r run
+// in real arithmetic: 1 or 2 real and ceil(N/2)-1 complex relaxations per estimate.
+// With start = warm the points are visited in order around the circle, each starting
+// from the previous point's final state (all complex, no conjugate trick).
+#pragma once
+#include <complex>
+#include <string>
+#include <vector>
+
+#include "eqprop/learn/estimator.hpp"
+
+namespace eqprop {
+
+enum class ep_start {
+  free_state,  ///< every point starts from the free equilibrium (hep.md §4.2)
+  warm,        ///< sequentially around the circle, each from the previous point (§4.3)
+};
+
+struct ep_options {
+  int n_points = 1;        ///< N
+  double beta = 0.1;       ///< |beta|, the radius r
+  relax_options free{100, 0, false};
+  relax_options nudged{100, 0, false};
+  ep_start start = ep_start::free_state;
+  nonconvergence_policy on_failure = nonconvergence_policy::drop;
+  double fail_residual = 1.0;  ///< a sample whose residual exceeds this in any phase has failed
+  void validate() const;
+};
+
+template <class R>
+class cauchy_ep : public grad_estimator<R> {
+ public:
+  using complex = std::complex<R>;
+  explicit cauchy_ep(ep_options opt);
+  std::string name() const override;
+  grad_result estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                       std::span<R> grad) override;
+  const ep_options& options() const { return opt_; }
+  /// The free-phase workspace of the last estimate (states, residuals).
+  const relax_state<R>& free_state() const { return free_; }
+
+ private:
+  ep_options opt_;
+  relax_state<R> free_;
+  std::vector<relax_state<R>> real_points_;        // +r and, for even N, -r
+  std::vector<relax_state<complex>> complex_points_;
+  std::vector<R> real_betas_;
+  std::vector<complex> complex_betas_, complex_coefs_;
+  std::vector<R> real_coefs_;
+};
+
+extern template class cauchy_ep<float>;
+extern template class cauchy_ep<double>;
+
+}  // namespace eqprop

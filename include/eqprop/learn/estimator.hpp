@@ -1,0 +1,46 @@
+// The one interface every gradient estimator and exact reference implements, so the
+// training loop never knows which one it runs.
+//
+// Convention (docs/concepts.md): the loss of a batch is L = mean_b C(h*_b), with h* the
+// free fixed point; an estimator writes its estimate of dL/dtheta into grad (layout of
+// layered_network::params()), and the optimiser descends: theta <- theta - lr * grad.
+#pragma once
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eqprop/dynamics/relax.hpp"
+#include "eqprop/model/layered_network.hpp"
+
+namespace eqprop {
+
+/// What happens to samples whose relaxation failed (non-finite, or residual above
+/// drop_residual): they are always counted and reported.
+enum class nonconvergence_policy {
+  drop,   ///< the sample contributes nothing; the gradient is the mean over kept samples
+  error,  ///< throw convergence_error
+  keep,   ///< use the sample anyway (for studies of the failure itself); non-finite still dropped
+};
+
+struct grad_result {
+  double loss = 0;                    ///< mean cost at the free state (kept samples)
+  std::vector<int32_t> predictions;   ///< argmax of the output at the free state
+  relax_report free;                  ///< the free phase (empty for estimators without one)
+  std::vector<relax_report> points;   ///< one per nudged relaxation actually run
+  long n_dropped = 0;                 ///< samples excluded from the gradient
+  long relax_steps = 0;               ///< total synchronous steps run, all phases (cost)
+};
+
+template <class R>
+class grad_estimator {
+ public:
+  virtual ~grad_estimator() = default;
+  /// Human-readable description, e.g. "holomorphic EP N=4 |beta|=0.1".
+  virtual std::string name() const = 0;
+  /// Estimates dL/dtheta on the batch (x: n_in x B, y: n_out x B) into grad (overwritten).
+  virtual grad_result estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                               std::span<R> grad) = 0;
+};
+
+}  // namespace eqprop

@@ -1,0 +1,115 @@
+// Layered energy-based network (the "primitive function" model of the hEP spec, §1.2).
+//
+// Layers: the clamped input x (sizes[0]), then K = sizes.size() - 1 dynamical layers
+// h_0 .. h_{K-1} (sizes[1..K]). Dense weights W_j map layer j-1 to layer j (W_0 maps x to
+// h_0), shape sizes[j+1] x sizes[j], with bias b_j. The output is either
+//  - output_kind::readout: a linear softmax readout z = W_out h_{K-1} + b_out (not dynamical)
+//    with cost C = cross-entropy(z, y), or
+//  - output_kind::layer: the last dynamical layer is the output, cost C = 1/2 |h_{K-1} - y|^2
+//    (no |.|: the holomorphic continuation is the plain square).
+// Energy (the sign convention used throughout eqprop, see docs/concepts.md):
+//   E(h) = sum_i int sigma^{-1} - sum_j h_j^T (W_j l_{j-1} + b_j),  F = E + beta * C,
+// so the fixed points h = sigma(-dF/dh + h-terms) are h_j = sigma(W_j l_{j-1} + b_j
+// + W_{j+1}^T h_{j+1} - beta dC/dh_j).
+//
+// Parameters are stored in one flat buffer (W_0, b_0, W_1, b_1, ..., W_out, b_out), so
+// optimisers, checkpoints and gradient checks see a single vector; gradients use the
+// same layout. P is real in normal use; P = complex<double> exists only for complex-step
+// differentiation tests.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eqprop/core/scalar.hpp"
+#include "eqprop/model/activation.hpp"
+
+namespace eqprop {
+
+enum class output_kind { readout, layer };
+
+std::string_view to_string(output_kind k);
+output_kind parse_output(std::string_view name);  ///< "readout" | "layer"
+
+struct network_spec {
+  std::vector<int> sizes;  ///< [n_input, n_1, ..., n_K]; with output_kind::layer, n_K is the output size
+  int n_readout = 0;       ///< number of classes of the softmax readout (output_kind::readout only)
+  output_kind output = output_kind::readout;
+  activation_kind activation = activation_kind::sigmoid;
+  double init_scale = 0;   ///< 0: truncated normal with std 1/sqrt(fan_in); > 0: that std (truncated at 2 std)
+  uint64_t seed = 0;
+
+  int n_layers() const { return static_cast<int>(sizes.size()) - 1; }  ///< K, dynamical layers
+  int n_output() const { return output == output_kind::readout ? n_readout : sizes.back(); }
+  /// Throws config_error with a clear message if the spec is unusable.
+  void validate() const;
+};
+
+/// One named block of the flat parameter buffer (a weight matrix or a bias vector).
+struct param_block {
+  std::string name;  ///< "W0", "b0", ..., "Wout", "bout"
+  int group;         ///< layer index j for W_j/b_j, K for the readout
+  long rows, cols, offset;
+  long size() const { return rows * cols; }
+};
+
+std::vector<param_block> param_layout(const network_spec& spec);
+std::vector<std::string> param_group_names(const network_spec& spec);  ///< "layer0".., "readout"
+
+template <class P>
+class layered_network {
+ public:
+  layered_network() = default;
+  /// Allocates and initialises the parameters from spec.seed (real P only).
+  explicit layered_network(network_spec spec);
+
+  const network_spec& spec() const { return spec_; }
+  int n_layers() const { return spec_.n_layers(); }
+  const std::vector<param_block>& layout() const { return layout_; }
+
+  std::span<P> params() { return params_; }
+  std::span<const P> params() const { return params_; }
+  long n_params() const { return static_cast<long>(params_.size()); }
+
+  matrix_map<P> W(int j) { return block(2 * j); }
+  const_matrix_map<P> W(int j) const { return block(2 * j); }
+  vector_map<P> b(int j) { return bias(2 * j + 1); }
+  const_vector_map<P> b(int j) const { return bias(2 * j + 1); }
+  matrix_map<P> W_out() { return block(2 * n_layers()); }
+  const_matrix_map<P> W_out() const { return block(2 * n_layers()); }
+  vector_map<P> b_out() { return bias(2 * n_layers() + 1); }
+  const_vector_map<P> b_out() const { return bias(2 * n_layers() + 1); }
+
+  /// Same network with parameters converted to Q (e.g. to complex<double> for complex-step tests).
+  template <class Q>
+  layered_network<Q> cast() const {
+    layered_network<Q> out;
+    out.spec_ = spec_;
+    out.layout_ = layout_;
+    out.params_.assign(params_.begin(), params_.end());
+    return out;
+  }
+
+ private:
+  template <class>
+  friend class layered_network;
+  matrix_map<P> block(int i) { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows, l.cols}; }
+  const_matrix_map<P> block(int i) const { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows, l.cols}; }
+  vector_map<P> bias(int i) { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows}; }
+  const_vector_map<P> bias(int i) const { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows}; }
+
+  network_spec spec_;
+  std::vector<param_block> layout_;
+  std::vector<P> params_;
+};
+
+/// Views of a gradient (or any) buffer laid out like the parameters.
+template <class R>
+inline matrix_map<R> block_view(std::span<R> buf, const param_block& b) { return {buf.data() + b.offset, b.rows, b.cols}; }
+
+extern template class layered_network<float>;
+extern template class layered_network<double>;
+extern template class layered_network<std::complex<double>>;
+
+}  // namespace eqprop

@@ -1,0 +1,181 @@
+// Run configuration: a flat set of dotted keys ("optimizer.lr") declared in a schema,
+// filled from defaults, then TOML files, then command-line overrides (later sources win).
+// The schema fixes each key's type (the type of its default); every value given by a file
+// or an override is checked against it, and unknown keys are rejected with a suggestion.
+#pragma once
+#include <concepts>
+#include <cstdint>
+#include <filesystem>
+#include <limits>
+#include <map>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "eqprop/core/error.hpp"
+
+namespace eqprop {
+
+/// The value types a config key may have. The alternative held by a key's default is its type.
+using config_value = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
+                                  std::vector<double>, std::vector<std::string>>;
+
+/// Human-readable name of a config value's type: "bool", "integer", "float", "string",
+/// "integer array", "float array", "string array".
+std::string config_type_name(const config_value& v);
+/// A value written as a TOML value ("0.05", "[784, 256, 10]", "\"holo\""). Floats always
+/// carry a '.', an exponent, inf or nan, and are printed with round-trip precision.
+std::string format_config_value(const config_value& v);
+
+/// One declared key.
+struct config_key {
+  std::string key;             ///< dotted name, e.g. "optimizer.lr"
+  config_value default_value;  ///< also fixes the key's type
+  std::string doc;             ///< one-line description (written as a comment by to_toml)
+};
+
+/// The set of keys a config accepts, in declaration order.
+class config_schema {
+ public:
+  /// Declares a key. Throws config_error for a malformed name (components must be
+  /// non-empty [A-Za-z0-9_-]), a duplicate, or a key that is also a prefix of another
+  /// ("a" and "a.b"), which TOML cannot represent.
+  config_schema& add(std::string key, config_value default_value, std::string doc);
+  /// The declaration of `key`, or nullptr.
+  const config_key* find(std::string_view key) const;
+  const std::vector<config_key>& keys() const { return keys_; }
+  /// Every declared key name, in declaration order.
+  std::vector<std::string> key_names() const;
+
+ private:
+  std::vector<config_key> keys_;
+  std::map<std::string, std::size_t, std::less<>> index_;
+};
+
+/// The closest candidate to `name` by edit distance (case-insensitive), or "" when none is
+/// close enough to be a plausible typo. For dotted names the last components are compared
+/// too, so "lr" or "network.lr" suggest "optimizer.lr".
+std::string suggest_closest(std::string_view name, const std::vector<std::string>& candidates);
+
+/// A resolved configuration. Holds a copy of its schema.
+class config {
+ public:
+  /// Every key at its default.
+  explicit config(const config_schema& schema);
+
+  /// Loads a TOML file: tables map to dotted keys ([optimizer] lr = 0.1 is optimizer.lr),
+  /// dotted keys are accepted too. Throws config_error on a missing/unreadable file, a parse
+  /// error (file:line:col), an unknown key or a wrongly typed value. Values later loaded
+  /// (files or overrides) replace earlier ones.
+  void load_toml_file(const std::filesystem::path& file);
+  /// Same as load_toml_file for a document held in memory; source_name is used in messages.
+  void load_toml_string(std::string_view toml, std::string_view source_name);
+  /// Loads values from a JSON object as produced by to_json() (nested objects map to dotted
+  /// keys; dotted member names are accepted too). Used to restore a run's saved config.
+  void load_json(const nlohmann::json& j, std::string_view source_name);
+  /// Applies "key=value". The value is parsed as a TOML value ("0.05", "[784,256,10]",
+  /// "\"x\""); for a string key unparsable text (or text that is not a TOML string) is taken
+  /// verbatim, so "estimator.kind=holo" works. For array keys the brackets may be left out
+  /// ("network.layers=784,256,10") and bare words are accepted in string arrays.
+  void set_override(std::string_view assignment);
+  /// Sets one key programmatically (same type rules as files); source_name for messages.
+  void set(std::string_view key, const config_value& value, std::string_view source_name = "code");
+
+  /// Typed access. T may be bool, any integer type (range-checked), float/double,
+  /// std::string, or std::vector of those (e.g. std::vector<int>). Throws config_error for
+  /// an unknown key or a T that does not match the key's declared type.
+  template <class T>
+  T get(std::string_view key) const;
+  /// The raw value of a key (throws config_error for an unknown key).
+  const config_value& value(std::string_view key) const;
+  /// True when a file, override or set() gave the key a value (even one equal to the default).
+  bool is_set_by_user(std::string_view key) const;
+  /// Where the key's value came from: "default", "file.toml:3:1", "override `a=1`"...
+  const std::string& source_of(std::string_view key) const;
+
+  /// The resolved config as a TOML document: every key, in schema order, grouped in one
+  /// table per first component, each preceded by its doc comment. Loading it back gives
+  /// the same values.
+  std::string to_toml() const;
+  /// The resolved config as nested JSON objects ({"optimizer": {"lr": 0.05}, ...}).
+  nlohmann::json to_json() const;
+
+  const config_schema& schema() const { return schema_; }
+
+ private:
+  std::size_t index_of(std::string_view key, std::string_view source) const;
+  void assign(std::size_t index, config_value v, std::string source);
+  [[noreturn]] void type_mismatch(std::string_view key, const char* requested) const;
+
+  bool get_bool(std::string_view key) const;
+  int64_t get_int(std::string_view key) const;
+  double get_double(std::string_view key) const;
+  const std::string& get_string(std::string_view key) const;
+  const std::vector<int64_t>& get_int_array(std::string_view key) const;
+  const std::vector<double>& get_double_array(std::string_view key) const;
+  const std::vector<std::string>& get_string_array(std::string_view key) const;
+  [[noreturn]] void int_out_of_range(std::string_view key, int64_t v, const char* type) const;
+
+  template <class T>
+  static constexpr bool is_int_v = std::is_integral_v<T> && !std::is_same_v<T, bool>;
+
+  template <class I>
+  I narrow_int(std::string_view key, int64_t v) const {
+    if constexpr (std::is_signed_v<I>) {
+      if (v < static_cast<int64_t>(std::numeric_limits<I>::min()) ||
+          v > static_cast<int64_t>(std::numeric_limits<I>::max()))
+        int_out_of_range(key, v, "the requested integer type");
+    } else {
+      if (v < 0 || static_cast<uint64_t>(v) > static_cast<uint64_t>(std::numeric_limits<I>::max()))
+        int_out_of_range(key, v, "the requested unsigned integer type");
+    }
+    return static_cast<I>(v);
+  }
+
+  template <class>
+  struct is_vector : std::false_type {};
+  template <class E, class A>
+  struct is_vector<std::vector<E, A>> : std::true_type {};
+
+  config_schema schema_;
+  std::vector<config_value> values_;
+  std::vector<std::string> sources_;  // "default" when not set by the user
+  std::vector<bool> user_set_;
+};
+
+template <class T>
+T config::get(std::string_view key) const {
+  if constexpr (std::is_same_v<T, bool>) {
+    return get_bool(key);
+  } else if constexpr (is_int_v<T>) {
+    return narrow_int<T>(key, get_int(key));
+  } else if constexpr (std::is_floating_point_v<T>) {
+    return static_cast<T>(get_double(key));
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    return get_string(key);
+  } else if constexpr (is_vector<T>::value) {
+    using E = typename T::value_type;
+    if constexpr (std::is_same_v<E, std::string>) {
+      return get_string_array(key);
+    } else if constexpr (is_int_v<E>) {
+      const auto& src = get_int_array(key);
+      T out;
+      out.reserve(src.size());
+      for (int64_t x : src) out.push_back(narrow_int<E>(key, x));
+      return out;
+    } else if constexpr (std::is_floating_point_v<E>) {
+      const auto& src = get_double_array(key);
+      return T(src.begin(), src.end());
+    } else {
+      static_assert(sizeof(E) == 0, "config::get: unsupported array element type");
+    }
+  } else {
+    static_assert(sizeof(T) == 0, "config::get: unsupported type");
+  }
+}
+
+}  // namespace eqprop

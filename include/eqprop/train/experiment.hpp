@@ -1,0 +1,27 @@
+// The experiment config: every key a training run understands, with defaults that train
+// a holomorphic-EP network on the built-in Yin-Yang data, and the builders that turn a
+// resolved config into typed settings. One schema serves config files, --set overrides,
+// the saved run config and (later) Python keyword arguments.
+#pragma once
+#include <memory>
+#include <string>
+
+#include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/estimator.hpp"
+#include "eqprop/train/config.hpp"
+#include "eqprop/train/optimizer.hpp"
+
+namespace eqprop {
+
+const config_schema& experiment_schema();
+
+/// Network spec from network.* keys; input size and classes come from the data.
+network_spec make_network_spec(const config& cfg, int n_input, int n_classes);
+/// Estimator from estimator.* and relax.* keys ("classic", "symmetric", "holomorphic",
+/// "bptt", "implicit").
+template <class R>
+std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg);
+optimizer_options make_optimizer_options(const config& cfg);
+schedule_options make_schedule_options(const config& cfg);
+
+}  // namespace eqprop

@@ -1,0 +1,65 @@
+// Optimisers over the flat parameter buffer, with per-group (per-layer) learning rates and
+// weight decays. They see only parameters and gradients, never the network or the rule.
+//
+//   sgd  (coupled decay):   g' = g + wd th;  m = mu m + g';  th -= lr m
+//   sgd  (decoupled decay): m = mu m + g;    th = (1 - lr wd) th - lr m        (hEP ConvNets)
+//   adam:  g' = g + wd th; m, v moments of g'; th -= lr mhat / (sqrt(vhat) + eps)
+//   adamw: as adam on g, then th -= lr wd th
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eqprop/model/layered_network.hpp"
+
+namespace eqprop {
+
+enum class optimizer_kind { sgd, adam, adamw };
+optimizer_kind parse_optimizer(std::string_view);
+
+struct optimizer_options {
+  optimizer_kind kind = optimizer_kind::sgd;
+  double lr = 0.05;
+  std::vector<double> lr_per_group;  ///< one per parameter group (layer0.., readout); empty: lr everywhere
+  double momentum = 0;
+  double weight_decay = 0;
+  std::vector<double> wd_per_group;  ///< empty: weight_decay everywhere
+  bool decoupled_wd = false;         ///< sgd: decoupled decay (th *= 1 - lr wd); adamw is always decoupled
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+};
+
+enum class schedule_kind { constant, cosine };
+struct schedule_options {
+  schedule_kind kind = schedule_kind::constant;
+  bool per_step = false;      ///< cosine: anneal per step (fractional epochs) instead of per epoch
+  double min_factor = 0;      ///< cosine: final lr = lr * min_factor
+  long epochs = 0;            ///< cosine: anneal over this many epochs (0: the run's epochs)
+  /// Multiplier of the base lr at (epoch, step within epoch of steps_per_epoch).
+  double factor(long epoch, long step, long steps_per_epoch, long run_epochs) const;
+};
+
+template <class R>
+class optimizer {
+ public:
+  optimizer(optimizer_options opt, const std::vector<param_block>& layout, int n_groups);
+  /// params -= update(grad); lr_factor scales every group's learning rate (schedule).
+  void step(std::span<R> params, std::span<const R> grad, double lr_factor);
+  const optimizer_options& options() const { return opt_; }
+  /// State for checkpoints: moment buffers and the step count.
+  std::vector<R>& m() { return m_; }
+  std::vector<R>& v() { return v_; }
+  int64_t& t() { return t_; }
+
+ private:
+  optimizer_options opt_;
+  std::vector<double> lr_, wd_;  // per parameter entry group -> value, expanded per block
+  std::vector<param_block> layout_;
+  std::vector<R> m_, v_;
+  int64_t t_ = 0;
+};
+
+extern template class optimizer<float>;
+extern template class optimizer<double>;
+
+}  // namespace eqprop

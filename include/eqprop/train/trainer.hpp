@@ -1,0 +1,47 @@
+// The training loop: any estimator, any dataset, from one resolved experiment config.
+// A run lives in a directory: config.toml (resolved), build.json, metrics.jsonl/.csv and
+// checkpoint.eqck (written atomically each checkpoint_every epochs). Everything random is
+// a function of (run.seed, epoch), so --resume reproduces an uninterrupted run exactly.
+#pragma once
+#include <filesystem>
+#include <functional>
+#include <ostream>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "eqprop/train/config.hpp"
+
+namespace eqprop {
+
+struct train_options {
+  std::filesystem::path run_dir;      ///< empty: from run.dir or runs/<name>-<time>
+  std::string name = "default";       ///< used in the default run directory name
+  std::string data_dir;               ///< --data-dir (data.dir in the config wins when set)
+  bool resume = false;                ///< continue the run in run_dir from its checkpoint
+  std::ostream* out = nullptr;        ///< progress and messages (nullptr: std::cout)
+  bool quiet = false;                 ///< no progress display, only the final summary
+  long kill_after_batches = -1;       ///< testing aid: _Exit(137) after this many batches (a simulated kill)
+  /// Called after every epoch with the metrics row (epoch, losses, accuracies, timing...).
+  std::function<void(const nlohmann::ordered_json&)> on_epoch;
+};
+
+struct train_result {
+  std::filesystem::path run_dir;
+  long epochs_done = 0;
+  double test_accuracy = 0, test_top5 = 0, test_loss = 0, train_accuracy = 0;
+  bool diverged = false;
+  std::string message;  ///< why the run stopped early, if it did
+};
+
+train_result train(const config& cfg, const train_options& opt);
+
+struct eval_result {
+  double accuracy = 0, top5 = 0, loss = 0;
+  long n = 0, n_not_converged = 0;
+  double mean_residual = 0;
+};
+/// Evaluates the checkpoint of a run directory (or a checkpoint file) on its test split.
+eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
+
+}  // namespace eqprop

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole test suite: sets up (packages + Release build), runs every test, then runs
+# the unit tests again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+
+echo "== tests (Release) =="
+ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
+
+echo "== unit tests under ASan + UBSan =="
+if [ ! -f build-sanitize/build.ninja ]; then
+  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQPROP_SANITIZE=ON \
+        -DEQPROP_BUILD_BENCH=OFF > /dev/null
+fi
+cmake --build build-sanitize -j"$(nproc)" --target eqprop_tests eqprop_cli
+# Slow tests (names containing "Slow") are skipped under the sanitizers.
+ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  EQPROP_CLI="$PWD/build-sanitize/eqprop" ./build-sanitize/eqprop_tests --gtest_filter='-*Slow*' --gtest_brief=1

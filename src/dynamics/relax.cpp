@@ -1,0 +1,388 @@
+#include "eqprop/dynamics/relax.hpp"
+
+#include <cmath>
+#include <limits>
+
+#include <fmt/format.h>
+
+#include "eqprop/core/error.hpp"
+
+namespace eqprop {
+
+template <class R>
+matrix<R> one_hot(std::span<const int32_t> labels, int n_classes) {
+  matrix<R> y = matrix<R>::Zero(n_classes, static_cast<long>(labels.size()));
+  for (size_t b = 0; b < labels.size(); ++b) {
+    if (labels[b] < 0 || labels[b] >= n_classes)
+      throw shape_error(fmt::format("label {} of sample {} is outside [0, {})", labels[b], b, n_classes));
+    y(labels[b], static_cast<long>(b)) = R(1);
+  }
+  return y;
+}
+template matrix<float> one_hot<float>(std::span<const int32_t>, int);
+template matrix<double> one_hot<double>(std::span<const int32_t>, int);
+
+namespace {
+template <class S>
+bool is_finite(const S& v) {
+  if constexpr (is_complex_v<S>) return std::isfinite(v.real()) && std::isfinite(v.imag());
+  else return std::isfinite(v);
+}
+}  // namespace
+
+template <class S, class P>
+void relax_state<S, P>::set_input(const network& net, const matrix<real>& x, const matrix<real>& y) {
+  const auto& spec = net.spec();
+  const long B = x.cols();
+  if (x.rows() != spec.sizes[0])
+    throw shape_error(fmt::format("input has {} rows but the network expects {} inputs", x.rows(), spec.sizes[0]));
+  if (y.cols() != B || y.rows() != spec.n_output())
+    throw shape_error(fmt::format("target is {}x{} but the network needs {}x{} (outputs x batch)", y.rows(), y.cols(),
+                                  spec.n_output(), B));
+  if (B <= 0) throw shape_error("empty batch");
+  x_ = x;
+  y_ = y;
+  const int K = net.n_layers();
+  h_.resize(K);
+  pre_.resize(K);
+  for (int j = 0; j < K; ++j) {
+    h_[j].setZero(spec.sizes[j + 1], B);
+    pre_[j].setZero(spec.sizes[j + 1], B);
+  }
+  drive_.resize(spec.sizes[1], B);
+  grad_h_.setZero(spec.sizes.back(), B);
+  if (spec.output == output_kind::readout) {
+    logits_.resize(spec.n_readout, B);
+    probs_.resize(spec.n_readout, B);
+  }
+  residual_.setZero(B);
+  refresh_drive(net);
+}
+
+template <class S, class P>
+void relax_state<S, P>::refresh_drive(const network& net) {
+  // The input is real; the drive is computed once per batch in the parameter type and
+  // converted to the state type.
+  matrix<P> d = net.W(0) * x_.template cast<P>();
+  d.colwise() += net.b(0);
+  drive_ = d.template cast<S>();
+}
+
+template <class S, class P>
+void relax_state<S, P>::reset() {
+  for (auto& m : h_) m.setZero();
+}
+
+template <class S, class P>
+void relax_state<S, P>::copy_states_from(const relax_state& other) {
+  for (size_t j = 0; j < h_.size(); ++j) h_[j] = other.h_[j];
+}
+
+template <class S, class P>
+void relax_state<S, P>::set_states_from_real(const std::vector<matrix<real>>& h) {
+  if (h.size() != h_.size()) throw shape_error("set_states_from_real: layer count mismatch");
+  for (size_t j = 0; j < h_.size(); ++j) {
+    if (h[j].rows() != h_[j].rows() || h[j].cols() != h_[j].cols())
+      throw shape_error("set_states_from_real: layer shape mismatch");
+    h_[j] = h[j].template cast<S>();
+  }
+}
+
+template <class S, class P>
+void relax_state<S, P>::compute_readout(const network& net) {
+  logits_.noalias() = net.W_out() * h_.back();
+  const auto bo = net.b_out();
+  const long B = logits_.cols(), C = logits_.rows();
+  for (long b = 0; b < B; ++b) {
+    // Overflow-safe softmax: subtract the largest real part (any constant shift is exact).
+    real mx = -std::numeric_limits<real>::infinity();
+    for (long c = 0; c < C; ++c) {
+      logits_(c, b) += S(bo(c));
+      mx = std::max(mx, real_part(logits_(c, b)));
+    }
+    S sum(0);
+    for (long c = 0; c < C; ++c) {
+      probs_(c, b) = std::exp(logits_(c, b) - S(mx));
+      sum += probs_(c, b);
+    }
+    for (long c = 0; c < C; ++c) probs_(c, b) /= sum;
+  }
+}
+
+template <class S, class P>
+void relax_state<S, P>::dC_dh(const network& net, std::vector<matrix<S>>& out) {
+  out.resize(h_.size());
+  for (size_t j = 0; j < h_.size(); ++j) out[j].setZero(h_[j].rows(), h_[j].cols());
+  auto& last = out.back();
+  if (net.spec().output == output_kind::readout) {
+    compute_readout(net);
+    probs_ -= y_.template cast<S>();
+    last.noalias() = net.W_out().transpose() * probs_;
+    probs_ += y_.template cast<S>();
+  } else {
+    last = h_.back() - y_.template cast<S>();
+  }
+}
+
+template <class S, class P>
+typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng) {
+  const int K = net.n_layers();
+  const long B = batch();
+  // 1. Pre-activations of every layer from the current (old) states.
+  for (int j = 0; j < K; ++j) {
+    auto& p = pre_[j];
+    if (j == 0) {
+      p = drive_;
+    } else {
+      p.noalias() = net.W(j) * h_[j - 1];
+      const auto bj = net.b(j);
+      for (long b = 0; b < B; ++b)
+        for (long i = 0; i < p.rows(); ++i) p(i, b) += S(bj(i));
+    }
+    if (j + 1 < K) p.noalias() += net.W(j + 1).transpose() * h_[j + 1];
+  }
+  if (beta != S(0)) {
+    auto& p = pre_.back();
+    if (net.spec().output == output_kind::readout) {
+      compute_readout(net);
+      probs_ -= y_.template cast<S>();
+      grad_h_.noalias() = net.W_out().transpose() * probs_;
+      p.noalias() -= beta * grad_h_;
+    } else {
+      p.noalias() -= beta * (h_.back() - y_.template cast<S>());
+    }
+  }
+  if (noise_std > 0) {
+    if (!rng) throw internal_error("relax_state::step: noise requested without an rng");
+    for (auto& p : pre_)
+      for (long i = 0; i < p.size(); ++i) p.data()[i] += S(real(noise_std * standard_normal(*rng)));
+  }
+  // 2. States <- sigma(pre), fused with the per-sample residual.
+  residual_.setZero();
+  dispatch_activation<S>(net.spec().activation, [&](auto a) {
+    using Act = decltype(a);
+    for (int j = 0; j < K; ++j) {
+      auto& hj = h_[j];
+      const auto& pj = pre_[j];
+      const long n = hj.rows();
+      for (long b = 0; b < B; ++b) {
+        real acc = 0;
+        S* hc = hj.data() + b * n;
+        const S* pc = pj.data() + b * n;
+        for (long i = 0; i < n; ++i) {
+          const S v = activate<Act>(pc[i]);
+          acc += abs2(v - hc[i]);
+          hc[i] = v;
+        }
+        residual_(b) += acc;
+      }
+    }
+  });
+  real mx = 0;
+  for (long b = 0; b < B; ++b) {
+    residual_(b) = std::sqrt(residual_(b));
+    if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
+  }
+  return mx;
+}
+
+template <class S, class P>
+relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_options& opt) {
+  if (opt.max_steps < 0) throw config_error("relax: max_steps must be >= 0");
+  const real tol = opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol;
+  relax_report rep;
+  real mx = 0;
+  for (long t = 0; t < opt.max_steps; ++t) {
+    mx = step(net, beta, opt.noise_std, opt.noise_rng);
+    rep.steps = t + 1;
+    if (opt.stop_early && mx <= tol) break;
+    if (!std::isfinite(mx)) break;  // diverged: further steps cannot help
+  }
+  const long B = batch();
+  double sum = 0;
+  for (long b = 0; b < B; ++b) {
+    bool finite = std::isfinite(residual_(b));
+    for (const auto& hj : h_) {
+      if (!finite) break;
+      for (long i = 0; i < hj.rows(); ++i)
+        if (!is_finite(hj(i, b))) { finite = false; break; }
+    }
+    if (!finite) {
+      ++rep.n_non_finite;
+      ++rep.n_not_converged;
+      rep.max_residual = std::numeric_limits<double>::infinity();
+      continue;
+    }
+    if (residual_(b) > tol) ++rep.n_not_converged;
+    rep.max_residual = std::max(rep.max_residual, double(residual_(b)));
+    sum += residual_(b);
+  }
+  rep.mean_residual = rep.n_non_finite ? std::numeric_limits<double>::infinity() : sum / double(B);
+  return rep;
+}
+
+template <class S, class P>
+void relax_state<S, P>::cost_per_sample(const network& net, vector<S>& out) {
+  const long B = batch();
+  out.resize(B);
+  if (net.spec().output == output_kind::readout) {
+    compute_readout(net);
+    for (long b = 0; b < B; ++b) {
+      // C = logsumexp(z) * sum(y) - y.z, with the max real part subtracted for stability.
+      real mx = -std::numeric_limits<real>::infinity();
+      for (long c = 0; c < logits_.rows(); ++c) mx = std::max(mx, real_part(logits_(c, b)));
+      S s(0), yz(0);
+      real ysum = 0;
+      for (long c = 0; c < logits_.rows(); ++c) {
+        s += std::exp(logits_(c, b) - S(mx));
+        yz += S(y_(c, b)) * logits_(c, b);
+        ysum += y_(c, b);
+      }
+      out(b) = (std::log(s) + S(mx)) * S(ysum) - yz;
+    }
+  } else {
+    for (long b = 0; b < B; ++b) {
+      S acc(0);
+      for (long i = 0; i < h_.back().rows(); ++i) {
+        const S d = h_.back()(i, b) - S(y_(i, b));
+        acc += d * d;
+      }
+      out(b) = S(0.5) * acc;
+    }
+  }
+}
+
+template <class S, class P>
+double relax_state<S, P>::mean_cost(const network& net) {
+  vector<S> c;
+  cost_per_sample(net, c);
+  double s = 0;
+  for (long b = 0; b < c.size(); ++b) s += double(real_part(c(b)));
+  return s / double(c.size());
+}
+
+template <class S, class P>
+std::vector<int32_t> relax_state<S, P>::predictions(const network& net) {
+  const matrix<S>* out = &h_.back();
+  if (net.spec().output == output_kind::readout) {
+    compute_readout(net);
+    out = &logits_;
+  }
+  std::vector<int32_t> pred(batch());
+  for (long b = 0; b < batch(); ++b) {
+    long best = 0;
+    for (long c = 1; c < out->rows(); ++c)
+      if (real_part((*out)(c, b)) > real_part((*out)(best, b))) best = c;
+    pred[b] = static_cast<int32_t>(best);
+  }
+  return pred;
+}
+
+template <class S, class P>
+void relax_state<S, P>::output_scores(const network& net, matrix<real>& out) {
+  const matrix<S>* o = &h_.back();
+  if (net.spec().output == output_kind::readout) {
+    compute_readout(net);
+    o = &logits_;
+  }
+  out.resize(o->rows(), o->cols());
+  for (long i = 0; i < o->size(); ++i) out.data()[i] = real_part(o->data()[i]);
+}
+
+namespace {
+// Copy of m with column b scaled by w(b); columns with w(b) == 0 are set to exactly zero
+// (not multiplied), so a dropped sample with NaN states cannot poison the gradient.
+template <class S, class R>
+void weighted_columns(const matrix<S>& m, const vector<R>& w, matrix<S>& out) {
+  out.resize(m.rows(), m.cols());
+  for (long b = 0; b < m.cols(); ++b) {
+    if (w(b) == R(0)) out.col(b).setZero();
+    else out.col(b) = m.col(b) * S(w(b));
+  }
+}
+template <class S, class R>
+void masked_columns(const matrix<S>& m, const vector<R>& w, matrix<S>& out) {
+  out.resize(m.rows(), m.cols());
+  for (long b = 0; b < m.cols(); ++b) {
+    if (w(b) == R(0)) out.col(b).setZero();
+    else out.col(b) = m.col(b);
+  }
+}
+// grad_block += Re(coef * (a diag(w) c^T)); tmp and tmp2 are scratch.
+template <class S, class R>
+void add_outer(matrix<S>& tmp, matrix<S>& tmp2, const matrix<S>& a, const vector<R>& w, const matrix<S>& c, S coef,
+               matrix_map<R> grad_block) {
+  weighted_columns(a, w, tmp);
+  masked_columns(c, w, tmp2);
+  const matrix<S> prod = tmp * tmp2.transpose();
+  if constexpr (is_complex_v<S>) {
+    grad_block.array() += coef.real() * prod.real().array() - coef.imag() * prod.imag().array();
+  } else {
+    grad_block.array() += coef * prod.array();
+  }
+}
+// grad_block += Re(coef * a w)
+template <class S, class R>
+void add_weighted_sum(matrix<S>& tmp, const matrix<S>& a, const vector<R>& w, S coef, matrix_map<R> grad_block) {
+  weighted_columns(a, w, tmp);
+  const vector<S> s = tmp.rowwise().sum();
+  if constexpr (is_complex_v<S>) {
+    grad_block.array() += coef.real() * s.real().array() - coef.imag() * s.imag().array();
+  } else {
+    grad_block.array() += coef * s.array();
+  }
+}
+}  // namespace
+
+template <class S, class P>
+void relax_state<S, P>::add_dF_dtheta(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad) {
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  if (w.size() != batch()) throw shape_error("add_dF_dtheta: sample weights must have one entry per sample");
+  const auto& lay = net.layout();
+  const int K = net.n_layers();
+  const matrix<S> xs = x_.template cast<S>();
+  for (int j = 0; j < K; ++j) {
+    const matrix<S>& prev = j == 0 ? xs : h_[j - 1];
+    add_outer<S, real>(tmp_, tmp2_, h_[j], w, prev, S(-1) * coef, block_view(grad, lay[2 * j]));
+    add_weighted_sum<S, real>(tmp_, h_[j], w, S(-1) * coef, block_view(grad, lay[2 * j + 1]));
+  }
+  if (net.spec().output == output_kind::readout && beta != S(0)) {
+    compute_readout(net);
+    matrix<S> e = probs_ - y_.template cast<S>();
+    add_outer<S, real>(tmp_, tmp2_, e, w, h_.back(), beta * coef, block_view(grad, lay[2 * K]));
+    add_weighted_sum<S, real>(tmp_, e, w, beta * coef, block_view(grad, lay[2 * K + 1]));
+  }
+}
+
+template <class S, class P>
+void relax_state<S, P>::apply_coupling(const network& net, const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out) {
+  const int K = net.n_layers();
+  out.resize(K);
+  for (int j = 0; j < K; ++j) {
+    out[j].resize(v[j].rows(), v[j].cols());
+    if (j > 0) out[j].noalias() = net.W(j) * v[j - 1];
+    else out[j].setZero();
+    if (j + 1 < K) out[j].noalias() += net.W(j + 1).transpose() * v[j + 1];
+  }
+}
+
+template <class S, class P>
+void relax_state<S, P>::activation_deriv(activation_kind kind, std::vector<matrix<S>>& out) const {
+  out.resize(pre_.size());
+  dispatch_activation<S>(kind, [&](auto a) {
+    using Act = decltype(a);
+    for (size_t j = 0; j < pre_.size(); ++j) {
+      out[j].resize(pre_[j].rows(), pre_[j].cols());
+      for (long i = 0; i < pre_[j].size(); ++i) out[j].data()[i] = Act::deriv(pre_[j].data()[i]);
+    }
+  });
+}
+
+template class relax_state<float>;
+template class relax_state<double>;
+template class relax_state<std::complex<float>>;
+template class relax_state<std::complex<double>>;
+template class relax_state<std::complex<double>, std::complex<double>>;
+
+}  // namespace eqprop

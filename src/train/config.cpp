@@ -1,0 +1,681 @@
+// Run configuration: schema, TOML/JSON loading, overrides, typed access, serialization.
+#include "eqprop/train/config.hpp"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <fstream>
+#include <optional>
+#include <sstream>
+
+#include <fmt/format.h>
+#include <toml++/toml.h>
+
+namespace eqprop {
+
+namespace {
+
+// ---------------------------------------------------------------------------------------
+// Small string helpers
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.front()))) s.remove_prefix(1);
+  while (!s.empty() && std::isspace(static_cast<unsigned char>(s.back()))) s.remove_suffix(1);
+  return s;
+}
+
+std::string to_lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+std::string_view last_component(std::string_view key) {
+  auto dot = key.rfind('.');
+  return dot == std::string_view::npos ? key : key.substr(dot + 1);
+}
+
+std::vector<std::string_view> split_dots(std::string_view key) {
+  std::vector<std::string_view> parts;
+  std::size_t start = 0;
+  while (true) {
+    auto dot = key.find('.', start);
+    parts.push_back(key.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start));
+    if (dot == std::string_view::npos) break;
+    start = dot + 1;
+  }
+  return parts;
+}
+
+bool valid_component(std::string_view c) {
+  if (c.empty()) return false;
+  return std::all_of(c.begin(), c.end(), [](char ch) {
+    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
+  });
+}
+
+/// Optimal-string-alignment distance (Levenshtein plus adjacent transpositions).
+std::size_t edit_distance(std::string_view a, std::string_view b) {
+  const std::size_t n = a.size(), m = b.size();
+  std::vector<std::size_t> prev2(m + 1), prev(m + 1), cur(m + 1);
+  for (std::size_t j = 0; j <= m; ++j) prev[j] = j;
+  for (std::size_t i = 1; i <= n; ++i) {
+    cur[0] = i;
+    for (std::size_t j = 1; j <= m; ++j) {
+      const std::size_t cost = a[i - 1] == b[j - 1] ? 0 : 1;
+      cur[j] = std::min({prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost});
+      if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+        cur[j] = std::min(cur[j], prev2[j - 2] + 1);
+    }
+    prev2.swap(prev);
+    prev.swap(cur);
+  }
+  return prev[m];
+}
+
+std::size_t typo_threshold(std::size_t len) { return len <= 3 ? 1 : std::max<std::size_t>(2, len / 3); }
+
+// ---------------------------------------------------------------------------------------
+// Value formatting
+
+std::string toml_quote(std::string_view s) {
+  std::string out = "\"";
+  for (char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    switch (ch) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\b': out += "\\b"; break;
+      case '\t': out += "\\t"; break;
+      case '\n': out += "\\n"; break;
+      case '\f': out += "\\f"; break;
+      case '\r': out += "\\r"; break;
+      default:
+        if (c < 0x20 || c == 0x7f) out += fmt::format("\\u{:04X}", static_cast<unsigned>(c));
+        else out += ch;
+    }
+  }
+  out += '"';
+  return out;
+}
+
+std::string format_double(double d) {
+  if (std::isnan(d)) return std::signbit(d) ? "-nan" : "nan";
+  if (std::isinf(d)) return d < 0 ? "-inf" : "inf";
+  std::string s = fmt::format("{}", d);
+  if (s.find_first_of(".eE") == std::string::npos) s += ".0";
+  return s;
+}
+
+template <class V, class F>
+std::string format_array(const std::vector<V>& v, F&& f) {
+  std::string out = "[";
+  for (std::size_t i = 0; i < v.size(); ++i) {
+    if (i) out += ", ";
+    out += f(v[i]);
+  }
+  return out + "]";
+}
+
+std::string with_article(const std::string& type) {
+  const char c = type.empty() ? 'x' : type[0];
+  return (c == 'a' || c == 'e' || c == 'i' || c == 'o' || c == 'u' ? "an " : "a ") + type;
+}
+
+// ---------------------------------------------------------------------------------------
+// Conversion of TOML / JSON values to a config_value of a given type.
+
+std::optional<config_value> from_toml(const toml::node& n, const config_value& expected) {
+  auto array_of = [&](auto tag) -> std::optional<config_value> {
+    using E = typename decltype(tag)::type;
+    const toml::array* arr = n.as_array();
+    if (!arr) return std::nullopt;
+    std::vector<E> out;
+    out.reserve(arr->size());
+    for (const toml::node& el : *arr) {
+      if constexpr (std::is_same_v<E, int64_t>) {
+        if (!el.is_integer()) return std::nullopt;
+        out.push_back(el.as_integer()->get());
+      } else if constexpr (std::is_same_v<E, double>) {
+        if (el.is_integer()) out.push_back(static_cast<double>(el.as_integer()->get()));
+        else if (el.is_floating_point()) out.push_back(el.as_floating_point()->get());
+        else return std::nullopt;
+      } else {
+        if (!el.is_string()) return std::nullopt;
+        out.push_back(el.as_string()->get());
+      }
+    }
+    return config_value(std::move(out));
+  };
+  switch (expected.index()) {
+    case 0:
+      if (auto* b = n.as_boolean()) return config_value(b->get());
+      return std::nullopt;
+    case 1:
+      if (auto* i = n.as_integer()) return config_value(i->get());
+      return std::nullopt;
+    case 2:
+      if (auto* f = n.as_floating_point()) return config_value(f->get());
+      if (auto* i = n.as_integer()) return config_value(static_cast<double>(i->get()));
+      return std::nullopt;
+    case 3:
+      if (auto* s = n.as_string()) return config_value(s->get());
+      return std::nullopt;
+    case 4: return array_of(std::type_identity<int64_t>{});
+    case 5: return array_of(std::type_identity<double>{});
+    case 6: return array_of(std::type_identity<std::string>{});
+  }
+  return std::nullopt;
+}
+
+std::string toml_type_name(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::table: return "table";
+    case toml::node_type::array: return "array";
+    case toml::node_type::string: return "string";
+    case toml::node_type::integer: return "integer";
+    case toml::node_type::floating_point: return "float";
+    case toml::node_type::boolean: return "bool";
+    case toml::node_type::date: return "date";
+    case toml::node_type::time: return "time";
+    case toml::node_type::date_time: return "date-time";
+    default: return "value";
+  }
+}
+
+std::string toml_text(const toml::node& n) {
+  std::ostringstream os;
+  n.visit([&](const auto& x) { os << x; });
+  std::string s = os.str();
+  if (s.size() > 80) s = s.substr(0, 77) + "...";
+  return s;
+}
+
+std::optional<config_value> from_json(const nlohmann::json& j, const config_value& expected) {
+  auto as_double = [](const nlohmann::json& x) -> std::optional<double> {
+    if (x.is_number()) return x.get<double>();
+    if (x.is_null()) return std::numeric_limits<double>::quiet_NaN();  // JSON has no NaN
+    return std::nullopt;
+  };
+  auto as_int = [](const nlohmann::json& x) -> std::optional<int64_t> {
+    if (x.is_number_integer() && !x.is_number_unsigned()) return x.get<int64_t>();
+    if (x.is_number_unsigned() && x.get<uint64_t>() <= static_cast<uint64_t>(INT64_MAX))
+      return static_cast<int64_t>(x.get<uint64_t>());
+    return std::nullopt;
+  };
+  switch (expected.index()) {
+    case 0:
+      if (j.is_boolean()) return config_value(j.get<bool>());
+      return std::nullopt;
+    case 1:
+      if (auto i = as_int(j)) return config_value(*i);
+      return std::nullopt;
+    case 2:
+      if (auto d = as_double(j)) return config_value(*d);
+      return std::nullopt;
+    case 3:
+      if (j.is_string()) return config_value(j.get<std::string>());
+      return std::nullopt;
+    case 4: {
+      if (!j.is_array()) return std::nullopt;
+      std::vector<int64_t> out;
+      for (const auto& el : j) {
+        auto i = as_int(el);
+        if (!i) return std::nullopt;
+        out.push_back(*i);
+      }
+      return config_value(std::move(out));
+    }
+    case 5: {
+      if (!j.is_array()) return std::nullopt;
+      std::vector<double> out;
+      for (const auto& el : j) {
+        auto d = as_double(el);
+        if (!d) return std::nullopt;
+        out.push_back(*d);
+      }
+      return config_value(std::move(out));
+    }
+    case 6: {
+      if (!j.is_array()) return std::nullopt;
+      std::vector<std::string> out;
+      for (const auto& el : j) {
+        if (!el.is_string()) return std::nullopt;
+        out.push_back(el.get<std::string>());
+      }
+      return config_value(std::move(out));
+    }
+  }
+  return std::nullopt;
+}
+
+std::string json_type_name(const nlohmann::json& j) {
+  if (j.is_number_integer()) return "integer";
+  if (j.is_number_float()) return "float";
+  if (j.is_boolean()) return "bool";
+  return j.type_name();
+}
+
+nlohmann::json to_json_value(const config_value& v) {
+  return std::visit([](const auto& x) { return nlohmann::json(x); }, v);
+}
+
+std::string where_of(const toml::source_region& src, std::string_view fallback) {
+  std::string file = src.path ? std::string(*src.path) : std::string(fallback);
+  if (src.begin.line == 0) return file;
+  return fmt::format("{}:{}:{}", file, src.begin.line, src.begin.column);
+}
+
+}  // namespace
+
+// -----------------------------------------------------------------------------------------
+// Free functions
+
+std::string config_type_name(const config_value& v) {
+  static const char* const names[] = {"bool",          "integer",     "float",       "string",
+                                      "integer array", "float array", "string array"};
+  return names[v.index()];
+}
+
+std::string format_config_value(const config_value& v) {
+  return std::visit(
+      [](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, bool>) return x ? "true" : "false";
+        else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(x);
+        else if constexpr (std::is_same_v<T, double>) return format_double(x);
+        else if constexpr (std::is_same_v<T, std::string>) return toml_quote(x);
+        else if constexpr (std::is_same_v<T, std::vector<int64_t>>)
+          return format_array(x, [](int64_t i) { return std::to_string(i); });
+        else if constexpr (std::is_same_v<T, std::vector<double>>)
+          return format_array(x, format_double);
+        else return format_array(x, [](const std::string& s) { return toml_quote(s); });
+      },
+      v);
+}
+
+std::string suggest_closest(std::string_view name, const std::vector<std::string>& candidates) {
+  const std::string lname = to_lower(name);
+  const std::string_view llast = last_component(lname);
+  const std::size_t thr_full = typo_threshold(lname.size());
+  const std::size_t thr_last = typo_threshold(llast.size());
+  std::string best;
+  std::size_t best_score = SIZE_MAX, best_full = SIZE_MAX;
+  for (const std::string& cand : candidates) {
+    const std::string lc = to_lower(cand);
+    const std::size_t d_full = edit_distance(lname, lc);
+    std::size_t score = d_full <= thr_full ? d_full : SIZE_MAX;
+    if (lname.find('.') != std::string::npos || lc.find('.') != std::string::npos) {
+      const std::size_t d_last = edit_distance(llast, last_component(lc));
+      if (d_last <= thr_last) score = std::min(score, d_last);
+    }
+    if (score == SIZE_MAX) continue;
+    if (score < best_score || (score == best_score && d_full < best_full)) {
+      best = cand;
+      best_score = score;
+      best_full = d_full;
+    }
+  }
+  return best;
+}
+
+// -----------------------------------------------------------------------------------------
+// config_schema
+
+config_schema& config_schema::add(std::string key, config_value default_value, std::string doc) {
+  for (std::string_view part : split_dots(key))
+    if (!valid_component(part))
+      throw config_error(fmt::format(
+          "config schema: invalid key `{}` (dotted names of [A-Za-z0-9_-] components)", key));
+  if (index_.count(key)) throw config_error(fmt::format("config schema: duplicate key `{}`", key));
+  for (const config_key& k : keys_) {
+    const std::string& a = k.key.size() < key.size() ? k.key : key;
+    const std::string& b = k.key.size() < key.size() ? key : k.key;
+    if (b.size() > a.size() && b.compare(0, a.size(), a) == 0 && b[a.size()] == '.')
+      throw config_error(fmt::format(
+          "config schema: key `{}` is both a value and the section of `{}`", a, b));
+  }
+  index_.emplace(key, keys_.size());
+  keys_.push_back(config_key{std::move(key), std::move(default_value), std::move(doc)});
+  return *this;
+}
+
+const config_key* config_schema::find(std::string_view key) const {
+  auto it = index_.find(key);
+  return it == index_.end() ? nullptr : &keys_[it->second];
+}
+
+std::vector<std::string> config_schema::key_names() const {
+  std::vector<std::string> out;
+  out.reserve(keys_.size());
+  for (const auto& k : keys_) out.push_back(k.key);
+  return out;
+}
+
+// -----------------------------------------------------------------------------------------
+// config
+
+config::config(const config_schema& schema) : schema_(schema) {
+  for (const config_key& k : schema_.keys()) {
+    values_.push_back(k.default_value);
+    sources_.emplace_back("default");
+    user_set_.push_back(false);
+  }
+}
+
+std::size_t config::index_of(std::string_view key, std::string_view source) const {
+  if (const config_key* k = schema_.find(key))
+    return static_cast<std::size_t>(k - schema_.keys().data());
+
+  const std::string where = source.empty() ? std::string() : fmt::format(" ({})", source);
+  const std::vector<std::string> names = schema_.key_names();
+  // A known value used as a table, or a known section used as a value.
+  {
+    std::string prefix;
+    for (std::string_view part : split_dots(key)) {
+      if (!prefix.empty()) {
+        if (schema_.find(prefix))
+          throw config_error(fmt::format("config key `{}` is a value, not a table, so `{}` does not exist{}",
+                                         prefix, key, where));
+        prefix += '.';
+      }
+      prefix += part;
+    }
+  }
+  std::vector<std::string> under;
+  const std::string section = std::string(key) + ".";
+  for (const auto& n : names)
+    if (n.compare(0, section.size(), section) == 0) under.push_back(n.substr(section.size()));
+  if (!under.empty())
+    throw config_error(fmt::format("config key `{}` is a section, not a value{}; its keys are: {}", key,
+                                   where, fmt::join(under, ", ")));
+
+  std::string msg = fmt::format("unknown config key `{}`{}", key, where);
+  std::string suggestion = suggest_closest(key, names);
+  if (!suggestion.empty()) {
+    msg += fmt::format("; did you mean `{}`?", suggestion);
+  } else {
+    // List the keys of the closest existing section, if any.
+    std::string sect(key);
+    while (true) {
+      auto dot = sect.rfind('.');
+      if (dot == std::string::npos) break;
+      sect.resize(dot);
+      std::vector<std::string> known;
+      for (const auto& n : names)
+        if (n.size() > sect.size() && n.compare(0, sect.size(), sect) == 0 && n[sect.size()] == '.')
+          known.push_back(n);
+      if (!known.empty()) {
+        if (known.size() > 12) known.resize(12), known.back() = "...";
+        msg += fmt::format("; known keys in `{}`: {}", sect, fmt::join(known, ", "));
+        break;
+      }
+    }
+  }
+  throw config_error(msg);
+}
+
+void config::assign(std::size_t index, config_value v, std::string source) {
+  values_[index] = std::move(v);
+  sources_[index] = std::move(source);
+  user_set_[index] = true;
+}
+
+void config::load_toml_file(const std::filesystem::path& file) {
+  std::ifstream in(file, std::ios::binary);
+  if (!in) throw config_error(fmt::format("cannot open config file `{}`", file.string()));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) throw config_error(fmt::format("cannot read config file `{}`", file.string()));
+  load_toml_string(ss.str(), file.string());
+}
+
+void config::load_toml_string(std::string_view text, std::string_view source_name) {
+  toml::table root;
+  try {
+    root = toml::parse(text, std::string(source_name));
+  } catch (const toml::parse_error& e) {
+    throw config_error(fmt::format("{}: TOML parse error: {}", where_of(e.source(), source_name),
+                                   e.description()));
+  }
+  // Validate everything first, then apply: a bad file changes nothing.
+  std::vector<std::pair<std::size_t, std::pair<config_value, std::string>>> pending;
+  auto walk = [&](auto&& self, const toml::table& tbl, const std::string& prefix) -> void {
+    for (const auto& [k, node] : tbl) {
+      const std::string full = prefix.empty() ? std::string(k.str()) : prefix + "." + std::string(k.str());
+      if (const toml::table* sub = node.as_table()) {
+        self(self, *sub, full);
+        continue;
+      }
+      const std::size_t idx = index_of(full, where_of(k.source(), source_name));
+      const std::string where = where_of(node.source(), source_name);
+      const config_value& expected = schema_.keys()[idx].default_value;
+      auto v = from_toml(node, expected);
+      if (!v)
+        throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", full,
+                                       with_article(config_type_name(expected)), toml_type_name(node),
+                                       toml_text(node), where));
+      pending.push_back({idx, {std::move(*v), where}});
+    }
+  };
+  walk(walk, root, "");
+  for (auto& [idx, vs] : pending) assign(idx, std::move(vs.first), std::move(vs.second));
+}
+
+void config::load_json(const nlohmann::json& j, std::string_view source_name) {
+  if (!j.is_object())
+    throw config_error(fmt::format("{}: config must be a JSON object, got {}", source_name, j.type_name()));
+  std::vector<std::pair<std::size_t, config_value>> pending;
+  auto walk = [&](auto&& self, const nlohmann::json& obj, const std::string& prefix) -> void {
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      const std::string full = prefix.empty() ? it.key() : prefix + "." + it.key();
+      if (it->is_object()) {
+        self(self, *it, full);
+        continue;
+      }
+      const std::size_t idx = index_of(full, source_name);
+      const config_value& expected = schema_.keys()[idx].default_value;
+      auto v = from_json(*it, expected);
+      if (!v) {
+        std::string text = it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+        if (text.size() > 80) text = text.substr(0, 77) + "...";
+        throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", full,
+                                       with_article(config_type_name(expected)), json_type_name(*it),
+                                       text, source_name));
+      }
+      pending.push_back({idx, std::move(*v)});
+    }
+  };
+  walk(walk, j, "");
+  for (auto& [idx, v] : pending) assign(idx, std::move(v), std::string(source_name));
+}
+
+void config::set_override(std::string_view assignment) {
+  const std::string source = fmt::format("override `{}`", assignment);
+  const auto eq = assignment.find('=');
+  if (eq == std::string_view::npos)
+    throw config_error(fmt::format("{} is not of the form key=value", source));
+  const std::string_view key = trim(assignment.substr(0, eq));
+  const std::string_view text = trim(assignment.substr(eq + 1));
+  if (key.empty()) throw config_error(fmt::format("{} has an empty key", source));
+  const std::size_t idx = index_of(key, source);
+  const config_value& expected = schema_.keys()[idx].default_value;
+
+  auto parse_value = [](std::string_view t) -> std::optional<toml::table> {
+    try {
+      toml::table tbl = toml::parse("v = " + std::string(t) + "\n");
+      if (tbl.size() != 1 || !tbl.contains("v")) return std::nullopt;
+      return tbl;
+    } catch (const toml::parse_error&) {
+      return std::nullopt;
+    }
+  };
+  auto split_words = [](std::string_view t) {
+    if (t.size() >= 2 && t.front() == '[' && t.back() == ']') t = trim(t.substr(1, t.size() - 2));
+    std::vector<std::string> words;
+    if (t.empty()) return words;
+    std::size_t start = 0;
+    while (true) {
+      auto comma = t.find(',', start);
+      std::string_view w = trim(t.substr(start, comma == std::string_view::npos ? std::string_view::npos
+                                                                               : comma - start));
+      if (w.size() >= 2 && (w.front() == '"' || w.front() == '\'') && w.back() == w.front())
+        w = w.substr(1, w.size() - 2);
+      words.emplace_back(w);
+      if (comma == std::string_view::npos) break;
+      start = comma + 1;
+    }
+    return words;
+  };
+
+  const bool is_array = expected.index() >= 4;
+  std::optional<toml::table> parsed;
+  if (is_array && (text.empty() || text.front() != '['))
+    parsed = parse_value("[" + std::string(text) + "]");
+  else
+    parsed = parse_value(text);
+
+  if (expected.index() == 3) {  // string: a TOML string, or the raw text
+    const toml::node* n = parsed ? parsed->get("v") : nullptr;
+    if (n && n->is_string()) assign(idx, n->as_string()->get(), source);
+    else assign(idx, std::string(text), source);
+    return;
+  }
+  if (!parsed) {
+    if (expected.index() == 6) {
+      assign(idx, split_words(text), source);
+      return;
+    }
+    throw config_error(fmt::format("config key `{}` expects {}, got `{}`, which is not a valid value ({})", key,
+                                   with_article(config_type_name(expected)), text, source));
+  }
+  const toml::node& node = *parsed->get("v");
+  auto v = from_toml(node, expected);
+  if (!v)
+    throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", key,
+                                   with_article(config_type_name(expected)), toml_type_name(node), text,
+                                   source));
+  assign(idx, std::move(*v), source);
+}
+
+void config::set(std::string_view key, const config_value& value, std::string_view source_name) {
+  const std::size_t idx = index_of(key, source_name);
+  const config_value& expected = schema_.keys()[idx].default_value;
+  config_value v = value;
+  if (expected.index() == 2 && v.index() == 1) v = static_cast<double>(std::get<int64_t>(v));
+  if (expected.index() == 5 && v.index() == 4) {
+    const auto& src = std::get<std::vector<int64_t>>(v);
+    v = std::vector<double>(src.begin(), src.end());
+  }
+  if (v.index() != expected.index())
+    throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", key,
+                                   with_article(config_type_name(expected)), config_type_name(v),
+                                   format_config_value(v), source_name));
+  assign(idx, std::move(v), std::string(source_name));
+}
+
+const config_value& config::value(std::string_view key) const { return values_[index_of(key, "")]; }
+
+bool config::is_set_by_user(std::string_view key) const { return user_set_[index_of(key, "")]; }
+
+const std::string& config::source_of(std::string_view key) const { return sources_[index_of(key, "")]; }
+
+void config::type_mismatch(std::string_view key, const char* requested) const {
+  throw config_error(fmt::format("config key `{}` has type {}, but was requested as {}", key,
+                                 config_type_name(value(key)), requested));
+}
+
+void config::int_out_of_range(std::string_view key, int64_t v, const char* type) const {
+  throw config_error(fmt::format("config key `{}` = {} does not fit in {} ({})", key, v, type,
+                                 source_of(key)));
+}
+
+bool config::get_bool(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<bool>(&v)) return *p;
+  type_mismatch(key, "bool");
+}
+int64_t config::get_int(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<int64_t>(&v)) return *p;
+  type_mismatch(key, "integer");
+}
+double config::get_double(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<double>(&v)) return *p;
+  type_mismatch(key, "float");
+}
+const std::string& config::get_string(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<std::string>(&v)) return *p;
+  type_mismatch(key, "string");
+}
+const std::vector<int64_t>& config::get_int_array(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<std::vector<int64_t>>(&v)) return *p;
+  type_mismatch(key, "integer array");
+}
+const std::vector<double>& config::get_double_array(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<std::vector<double>>(&v)) return *p;
+  type_mismatch(key, "float array");
+}
+const std::vector<std::string>& config::get_string_array(std::string_view key) const {
+  const auto& v = value(key);
+  if (auto* p = std::get_if<std::vector<std::string>>(&v)) return *p;
+  type_mismatch(key, "string array");
+}
+
+std::string config::to_toml() const {
+  auto comment = [](std::string& out, const std::string& doc) {
+    if (doc.empty()) return;
+    std::size_t start = 0;
+    while (start <= doc.size()) {
+      auto nl = doc.find('\n', start);
+      out += "# ";
+      out += doc.substr(start, nl == std::string::npos ? std::string::npos : nl - start);
+      out += '\n';
+      if (nl == std::string::npos) break;
+      start = nl + 1;
+    }
+  };
+  const auto& keys = schema_.keys();
+  std::string out = "# eqprop run configuration (every key, resolved)\n";
+  // Keys without a section first: after a [table] header they would belong to it.
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (keys[i].key.find('.') != std::string::npos) continue;
+    comment(out, keys[i].doc);
+    out += fmt::format("{} = {}\n", keys[i].key, format_config_value(values_[i]));
+  }
+  std::vector<std::string> sections;
+  for (const auto& k : keys) {
+    auto dot = k.key.find('.');
+    if (dot == std::string::npos) continue;
+    std::string s = k.key.substr(0, dot);
+    if (std::find(sections.begin(), sections.end(), s) == sections.end()) sections.push_back(s);
+  }
+  for (const std::string& s : sections) {
+    out += fmt::format("\n[{}]\n", s);
+    for (std::size_t i = 0; i < keys.size(); ++i) {
+      const std::string& k = keys[i].key;
+      if (k.size() <= s.size() || k.compare(0, s.size(), s) != 0 || k[s.size()] != '.') continue;
+      comment(out, keys[i].doc);
+      out += fmt::format("{} = {}\n", k.substr(s.size() + 1), format_config_value(values_[i]));
+    }
+  }
+  return out;
+}
+
+nlohmann::json config::to_json() const {
+  nlohmann::json j = nlohmann::json::object();
+  const auto& keys = schema_.keys();
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    nlohmann::json* node = &j;
+    const auto parts = split_dots(keys[i].key);
+    for (std::size_t p = 0; p + 1 < parts.size(); ++p) node = &(*node)[std::string(parts[p])];
+    (*node)[std::string(parts.back())] = to_json_value(values_[i]);
+  }
+  return j;
+}
+
+}  // namespace eqprop

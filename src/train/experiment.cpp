@@ -1,0 +1,162 @@
+#include "eqprop/train/experiment.hpp"
+
+#include <fmt/format.h>
+
+#include "eqprop/core/error.hpp"
+#include "eqprop/learn/reference.hpp"
+
+namespace eqprop {
+
+const config_schema& experiment_schema() {
+  static const config_schema schema = [] {
+    config_schema s;
+    using sv = std::vector<std::string>;
+    using iv = std::vector<int64_t>;
+    using dv = std::vector<double>;
+    s.add("data.name", std::string("yin_yang"), "dataset: yin_yang | mnist | fashion_mnist | kmnist | mnist1d | mnist1d_gle | cifar10 | cifar100 | imagenet32");
+    s.add("data.dir", std::string(""), "data directory (empty: --data-dir, then $EQPROP_DATA, then ./data)");
+    s.add("data.limit_train", int64_t(-1), "use only the first N training samples (-1: all)");
+    s.add("data.limit_test", int64_t(-1), "use only the first N test samples (-1: all)");
+    s.add("data.yin_yang_train", int64_t(5000), "Yin-Yang training samples");
+    s.add("data.yin_yang_test", int64_t(1000), "Yin-Yang test samples");
+    s.add("data.normalize_mean", dv{}, "per-channel mean subtracted from the inputs (empty: none)");
+    s.add("data.normalize_std", dv{}, "per-channel std the inputs are divided by (empty: none)");
+    s.add("data.augment_pad", int64_t(0), "random crop after zero-padding by this many pixels (0: off)");
+    s.add("data.augment_flip", false, "random horizontal flips");
+
+    s.add("network.hidden", iv{120}, "hidden layer sizes (the input size and the classes come from the data)");
+    s.add("network.output", std::string("readout"), "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
+    s.add("network.activation", std::string("sigmoid"), "sigmoid = logistic(4x-2) | holotanh | tanh | hard_sigmoid (real states only)");
+    s.add("network.init_scale", 0.0, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
+    s.add("network.dtype", std::string("float32"), "float32 | float64");
+
+    s.add("estimator.kind", std::string("holomorphic"), "classic (N=1) | symmetric (N=2) | holomorphic (N points) | bptt | implicit");
+    s.add("estimator.n_points", int64_t(4), "N, the points on the circle (holomorphic only)");
+    s.add("estimator.beta", 0.5, "|beta|, the radius of the teaching signal");
+    s.add("estimator.start", std::string("free"), "free (each point from the free state) | warm (around the circle)");
+    s.add("estimator.on_failure", std::string("drop"), "samples that do not converge: drop | error | keep");
+    s.add("estimator.fail_residual", 1.0, "a sample fails when its residual exceeds this in any phase");
+
+    s.add("relax.free_steps", int64_t(60), "free-phase steps (T1)");
+    s.add("relax.nudged_steps", int64_t(20), "steps per nudged point (T2)");
+    s.add("relax.tol", 0.0, "residual tolerance (0: 1e-5 float32, 1e-12 float64)");
+    s.add("relax.stop_early", false, "stop a relaxation once every sample is below tol");
+
+    s.add("optimizer.kind", std::string("sgd"), "sgd | adam | adamw");
+    s.add("optimizer.lr", 0.1, "learning rate");
+    s.add("optimizer.lr_per_layer", dv{}, "one learning rate per layer then the readout (overrides lr)");
+    s.add("optimizer.momentum", 0.9, "SGD momentum");
+    s.add("optimizer.weight_decay", 0.0, "weight decay");
+    s.add("optimizer.weight_decay_per_layer", dv{}, "one weight decay per layer then the readout");
+    s.add("optimizer.decoupled_wd", false, "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
+    s.add("optimizer.beta1", 0.9, "Adam beta1");
+    s.add("optimizer.beta2", 0.999, "Adam beta2");
+    s.add("optimizer.eps", 1e-8, "Adam epsilon");
+
+    s.add("schedule.kind", std::string("constant"), "constant | cosine");
+    s.add("schedule.per_step", false, "cosine: anneal every step instead of every epoch");
+    s.add("schedule.min_factor", 0.0, "cosine: final lr as a fraction of the initial lr");
+    s.add("schedule.epochs", int64_t(0), "cosine: epochs to anneal over (0: run.epochs)");
+
+    s.add("run.epochs", int64_t(20), "epochs");
+    s.add("run.batch", int64_t(20), "mini-batch size");
+    s.add("run.eval_batch", int64_t(500), "batch size for evaluation");
+    s.add("run.seed", int64_t(0), "seed of weights, data order and augmentation");
+    s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
+    s.add("run.checkpoint_every", int64_t(1), "write a checkpoint every N epochs (and at the end)");
+    s.add("run.max_failed_fraction", 0.5, "stop as diverged when more than this fraction of a batch fails to converge");
+    return s;
+  }();
+  return schema;
+}
+
+network_spec make_network_spec(const config& cfg, int n_input, int n_classes) {
+  network_spec s;
+  s.sizes.push_back(n_input);
+  for (int h : cfg.get<std::vector<int>>("network.hidden")) s.sizes.push_back(h);
+  s.output = parse_output(cfg.get<std::string>("network.output"));
+  if (s.output == output_kind::readout) {
+    if (s.sizes.size() < 2) throw config_error("network.hidden must list at least one layer with output = readout");
+    s.n_readout = n_classes;
+  } else {
+    s.sizes.push_back(n_classes);  // the output layer
+  }
+  s.activation = parse_activation(cfg.get<std::string>("network.activation"));
+  s.init_scale = cfg.get<double>("network.init_scale");
+  s.seed = cfg.get<uint64_t>("run.seed");
+  s.validate();
+  return s;
+}
+
+namespace {
+nonconvergence_policy parse_policy(const std::string& s) {
+  if (s == "drop") return nonconvergence_policy::drop;
+  if (s == "error") return nonconvergence_policy::error;
+  if (s == "keep") return nonconvergence_policy::keep;
+  throw config_error(fmt::format("estimator.on_failure must be drop, error or keep, got '{}'", s));
+}
+}  // namespace
+
+template <class R>
+std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
+  const auto kind = cfg.get<std::string>("estimator.kind");
+  relax_options free{cfg.get<long>("relax.free_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
+  relax_options nudged{cfg.get<long>("relax.nudged_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
+  if (kind == "bptt") return std::make_unique<bptt_gradient<R>>(free.max_steps);
+  if (kind == "implicit") {
+    implicit_options io;
+    io.free = free;
+    io.policy = parse_policy(cfg.get<std::string>("estimator.on_failure"));
+    return std::make_unique<implicit_gradient<R>>(io);
+  }
+  ep_options o;
+  if (kind == "classic" || kind == "ep") o.n_points = 1;
+  else if (kind == "symmetric") o.n_points = 2;
+  else if (kind == "holomorphic" || kind == "hep") o.n_points = cfg.get<int>("estimator.n_points");
+  else
+  {
+    const auto near = suggest_closest(kind, {"classic", "symmetric", "holomorphic", "bptt", "implicit"});
+    throw config_error(fmt::format("unknown estimator.kind '{}': expected classic, symmetric, holomorphic, bptt or implicit{}",
+                                   kind, near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near)));
+  }
+  o.beta = cfg.get<double>("estimator.beta");
+  o.free = free;
+  o.nudged = nudged;
+  const auto start = cfg.get<std::string>("estimator.start");
+  if (start != "free" && start != "warm") throw config_error(fmt::format("estimator.start must be free or warm, got '{}'", start));
+  o.start = start == "warm" ? ep_start::warm : ep_start::free_state;
+  o.on_failure = parse_policy(cfg.get<std::string>("estimator.on_failure"));
+  o.fail_residual = cfg.get<double>("estimator.fail_residual");
+  return std::make_unique<cauchy_ep<R>>(o);
+}
+template std::unique_ptr<grad_estimator<float>> make_estimator<float>(const config&);
+template std::unique_ptr<grad_estimator<double>> make_estimator<double>(const config&);
+
+optimizer_options make_optimizer_options(const config& cfg) {
+  optimizer_options o;
+  o.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
+  o.lr = cfg.get<double>("optimizer.lr");
+  o.lr_per_group = cfg.get<std::vector<double>>("optimizer.lr_per_layer");
+  o.momentum = cfg.get<double>("optimizer.momentum");
+  o.weight_decay = cfg.get<double>("optimizer.weight_decay");
+  o.wd_per_group = cfg.get<std::vector<double>>("optimizer.weight_decay_per_layer");
+  o.decoupled_wd = cfg.get<bool>("optimizer.decoupled_wd");
+  o.beta1 = cfg.get<double>("optimizer.beta1");
+  o.beta2 = cfg.get<double>("optimizer.beta2");
+  o.eps = cfg.get<double>("optimizer.eps");
+  return o;
+}
+
+schedule_options make_schedule_options(const config& cfg) {
+  schedule_options s;
+  const auto kind = cfg.get<std::string>("schedule.kind");
+  if (kind == "constant") s.kind = schedule_kind::constant;
+  else if (kind == "cosine") s.kind = schedule_kind::cosine;
+  else throw config_error(fmt::format("schedule.kind must be constant or cosine, got '{}'", kind));
+  s.per_step = cfg.get<bool>("schedule.per_step");
+  s.min_factor = cfg.get<double>("schedule.min_factor");
+  s.epochs = cfg.get<long>("schedule.epochs");
+  return s;
+}
+
+}  // namespace eqprop

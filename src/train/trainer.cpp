@@ -1,0 +1,295 @@
+#include "eqprop/train/trainer.hpp"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <ctime>
+#include <iostream>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "eqprop/core/atomic_file.hpp"
+#include "eqprop/core/build_info.hpp"
+#include "eqprop/core/error.hpp"
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/experiment.hpp"
+#include "eqprop/train/metrics_log.hpp"
+#include "eqprop/train/progress.hpp"
+
+namespace eqprop {
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* checkpoint_name = "checkpoint.eqck";
+
+dataset_split load_data(const config& cfg, const std::string& data_dir_flag) {
+  dataset_options d;
+  d.seed = cfg.get<uint64_t>("run.seed");
+  d.yin_yang_train = cfg.get<long>("data.yin_yang_train");
+  d.yin_yang_test = cfg.get<long>("data.yin_yang_test");
+  d.limit_train = cfg.get<long>("data.limit_train");
+  d.limit_test = cfg.get<long>("data.limit_test");
+  const auto dir = cfg.get<std::string>("data.dir");
+  auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? data_dir_flag : dir), d);
+  const auto mean = cfg.get<std::vector<float>>("data.normalize_mean");
+  const auto std = cfg.get<std::vector<float>>("data.normalize_std");
+  if (!mean.empty() || !std.empty()) {
+    normalize_per_channel(split.train, mean, std);
+    normalize_per_channel(split.test, mean, std);
+  }
+  return split;
+}
+
+relax_options free_relax(const config& cfg) {
+  return {cfg.get<long>("relax.free_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
+}
+
+// Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split.
+template <class R>
+eval_result evaluate(const layered_network<R>& net, const dataset& d, const relax_options& ro, long batch) {
+  eval_result r;
+  batch_iterator it(d, batch, 0, false, false);
+  it.start_epoch(0);
+  relax_state<R> st;
+  matrix<float> xf;
+  std::vector<int32_t> labels;
+  matrix<R> scores;
+  double loss = 0, res = 0;
+  long top1 = 0, top5 = 0;
+  for (long i = 0; i < it.n_batches(); ++i) {
+    it.fill(i, xf, labels);
+    const matrix<R> x = xf.cast<R>();
+    const matrix<R> y = one_hot<R>(labels, net.spec().n_output());
+    st.set_input(net, x, y);
+    const auto rep = st.relax(net, R(0), ro);
+    r.n_not_converged += rep.n_not_converged;
+    res += rep.mean_residual * double(x.cols());
+    loss += st.mean_cost(net) * double(x.cols());
+    st.output_scores(net, scores);
+    for (long b = 0; b < scores.cols(); ++b) {
+      const R target = scores(labels[b], b);
+      long above = 0;
+      for (long c = 0; c < scores.rows(); ++c)
+        if (scores(c, b) > target || (scores(c, b) == target && c < labels[b])) ++above;
+      top1 += above == 0;
+      top5 += above < 5;
+    }
+    r.n += x.cols();
+  }
+  r.accuracy = double(top1) / double(r.n);
+  r.top5 = double(top5) / double(r.n);
+  r.loss = loss / double(r.n);
+  r.mean_residual = res / double(r.n);
+  return r;
+}
+
+fs::path default_run_dir(const std::string& name) {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+  fs::path p = fs::path("runs") / fmt::format("{}-{}", name, buf);
+  for (int k = 2; fs::exists(p); ++k) p = fs::path("runs") / fmt::format("{}-{}-{}", name, buf, k);
+  return p;
+}
+
+std::string non_default_summary(const config& cfg) {
+  std::vector<std::string> parts;
+  for (const auto& k : cfg.schema().keys())
+    if (cfg.is_set_by_user(k.key)) parts.push_back(fmt::format("{}={}", k.key, format_config_value(cfg.value(k.key))));
+  return parts.empty() ? std::string("(all defaults)") : fmt::format("{}", fmt::join(parts, " "));
+}
+
+template <class R>
+train_result train_impl(const config& cfg, const train_options& topt) {
+  std::ostream& out = topt.out ? *topt.out : std::cout;
+  train_result result;
+  const auto split = load_data(cfg, topt.data_dir);
+  const auto spec = make_network_spec(cfg, split.train.dim(), split.train.n_classes);
+  layered_network<R> net(spec);
+  auto est = make_estimator<R>(cfg);
+  const auto groups = param_group_names(spec);
+  optimizer<R> opt(make_optimizer_options(cfg), net.layout(), static_cast<int>(groups.size()));
+  const auto sched = make_schedule_options(cfg);
+  const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
+  const uint64_t seed = cfg.get<uint64_t>("run.seed");
+  const long ck_every = std::max<long>(1, cfg.get<long>("run.checkpoint_every"));
+  const double max_failed = cfg.get<double>("run.max_failed_fraction");
+  const int aug_pad = cfg.get<int>("data.augment_pad");
+  const bool aug_flip = cfg.get<bool>("data.augment_flip");
+  if (epochs < 1 || batch < 1) throw config_error("run.epochs and run.batch must be >= 1");
+
+  // Run directory.
+  fs::path dir = topt.run_dir;
+  if (dir.empty()) dir = cfg.get<std::string>("run.dir");
+  if (dir.empty()) dir = default_run_dir(topt.name);
+  result.run_dir = dir;
+  long start_epoch = 0;
+  if (topt.resume) {
+    const auto ck = load_checkpoint(dir / checkpoint_name);
+    const auto p = ck.array("params").to_vector<R>();
+    if (static_cast<long>(p.size()) != net.n_params())
+      throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}", (dir / checkpoint_name).string(),
+                                   p.size(), net.n_params()));
+    std::copy(p.begin(), p.end(), net.params().begin());
+    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<R>();
+    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<R>();
+    opt.t() = ck.array("opt_t").to_scalar<int64_t>();
+    start_epoch = ck.meta.at("epoch").get<long>();
+  } else {
+    fs::create_directories(dir);
+    write_file_atomic(dir / "config.toml", cfg.to_toml());
+    write_file_atomic(dir / "build.json", build_info_json().dump(2) + "\n");
+  }
+  metrics_log log(dir, topt.resume);
+  if (topt.resume) log.truncate_after_epoch(start_epoch);
+
+  out << build_info_line() << "\n";
+  out << fmt::format("run {}  seed {}  {}\n", dir.string(), seed, scalar_traits<R>::name);
+  out << fmt::format("config: {}\n", non_default_summary(cfg));
+  out << fmt::format("data {}: {} train, {} test, {} inputs, {} classes | network {} ({} parameters) | {}\n",
+                     split.train.name, split.train.size(), split.test.size(), split.train.dim(), split.train.n_classes,
+                     fmt::join(spec.sizes, "-"), net.n_params(), est->name());
+  if (topt.resume) out << fmt::format("resuming after epoch {}\n", start_epoch);
+
+  const relax_options eval_ro = free_relax(cfg);
+  batch_iterator it(split.train, batch, seed, true, false);
+  progress prog(out, !topt.quiet && topt.out == nullptr && progress::stdout_is_terminal());
+  std::vector<R> grad(net.n_params());
+  matrix<float> xf;
+  std::vector<int32_t> labels;
+  long batches_seen = 0;
+
+  auto save = [&](long epochs_done) {
+    checkpoint ck;
+    ck.meta["epoch"] = epochs_done;
+    ck.meta["config"] = cfg.to_json();
+    ck.meta["build"] = build_info_json();
+    ck.meta["dtype"] = std::string(scalar_traits<R>::name);
+    ck.arrays["params"] = checkpoint_array::from_vector(std::vector<R>(net.params().begin(), net.params().end()));
+    ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
+    ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
+    ck.arrays["opt_t"] = checkpoint_array::from_scalar<int64_t>(opt.t());
+    save_checkpoint(dir / checkpoint_name, ck);
+  };
+
+  for (long epoch = start_epoch; epoch < epochs; ++epoch) {
+    it.start_epoch(epoch);
+    std::mt19937_64 aug_rng(seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
+    const long nb = it.n_batches();
+    prog.begin_epoch(epoch + 1, epochs, nb);
+    const auto t0 = std::chrono::steady_clock::now();
+    double loss_sum = 0, res_sum = 0;
+    long correct = 0, seen = 0, failed = 0, not_conv = 0, steps = 0;
+    double lr_factor = 1;
+    for (long i = 0; i < nb; ++i) {
+      it.fill(i, xf, labels);
+      if (aug_pad > 0 || aug_flip) augment_batch(xf, split.train.shape, aug_pad, aug_flip, aug_rng);
+      const matrix<R> x = xf.cast<R>();
+      const matrix<R> y = one_hot<R>(labels, spec.n_output());
+      auto g = est->estimate(net, x, y, grad);
+      const long B = x.cols();
+      bool finite = std::isfinite(g.loss);
+      for (R v : grad) finite = finite && std::isfinite(v);
+      if (!finite || double(g.n_dropped) > max_failed * double(B)) {
+        result.diverged = true;
+        result.message = fmt::format(
+            "diverged in epoch {} batch {}: {} of {} samples failed to converge (free residual {:.3g}), loss {}; "
+            "stopped, the last good checkpoint ({}) is kept. Try a smaller learning rate or |beta|, or more relaxation steps.",
+            epoch + 1, i + 1, g.n_dropped, B, g.free.max_residual, g.loss, (dir / checkpoint_name).string());
+        prog.message(result.message);
+        return result;
+      }
+      lr_factor = sched.factor(epoch, i, nb, epochs);
+      opt.step(net.params(), grad, lr_factor);
+      loss_sum += g.loss * double(B - g.n_dropped);
+      for (long b = 0; b < B; ++b) correct += g.predictions[b] == labels[b];
+      seen += B;
+      failed += g.n_dropped;
+      not_conv += g.free.n_not_converged;
+      res_sum += g.free.mean_residual * double(B);
+      steps += g.relax_steps;
+      const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      prog.update(i + 1, [&] {
+        return progress::fields{{"loss", fmt::format("{:.4f}", loss_sum / double(std::max<long>(1, seen - failed)))},
+                                {"acc", fmt::format("{:.2f}%", 100.0 * correct / double(seen))},
+                                {"", fmt::format("{:.0f} samples/s", double(seen) / std::max(secs, 1e-9))}};
+      });
+      if (topt.kill_after_batches >= 0 && ++batches_seen >= topt.kill_after_batches) std::_Exit(137);
+    }
+    const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto ev = evaluate(net, split.test, eval_ro, cfg.get<long>("run.eval_batch"));
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    nlohmann::ordered_json row;
+    row["epoch"] = epoch + 1;
+    row["train_loss"] = loss_sum / double(std::max<long>(1, seen - failed));
+    row["train_acc"] = double(correct) / double(seen);
+    row["test_loss"] = ev.loss;
+    row["test_acc"] = ev.accuracy;
+    row["test_top5"] = ev.top5;
+    row["lr"] = cfg.get<double>("optimizer.lr") * lr_factor;
+    row["time_s"] = secs;
+    row["samples_per_s"] = double(seen) / train_secs;
+    row["mean_residual"] = res_sum / double(seen);
+    row["not_converged"] = not_conv;
+    row["dropped"] = failed;
+    row["relax_steps_per_batch"] = double(steps) / double(nb);
+    log.append(row);
+    prog.end_epoch(fmt::format("epoch {}/{}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% top5 {:.2f}% | "
+                               "{:.1f}s, {:.0f} samples/s{}",
+                               epoch + 1, epochs, row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(), ev.loss,
+                               100 * ev.accuracy, 100 * ev.top5, secs, row["samples_per_s"].get<double>(),
+                               failed ? fmt::format(", {} samples dropped", failed) : std::string()));
+    if (topt.on_epoch) topt.on_epoch(row);
+    if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs) save(epoch + 1);
+    result.epochs_done = epoch + 1;
+    result.test_accuracy = ev.accuracy;
+    result.test_top5 = ev.top5;
+    result.test_loss = ev.loss;
+    result.train_accuracy = row["train_acc"].get<double>();
+  }
+  if (start_epoch >= epochs) {
+    const auto ev = evaluate(net, split.test, eval_ro, cfg.get<long>("run.eval_batch"));
+    result.epochs_done = epochs;
+    result.test_accuracy = ev.accuracy;
+    result.test_top5 = ev.top5;
+    result.test_loss = ev.loss;
+  }
+  return result;
+}
+
+}  // namespace
+
+train_result train(const config& cfg, const train_options& opt) {
+  const auto dtype = cfg.get<std::string>("network.dtype");
+  if (dtype == "float32") return train_impl<float>(cfg, opt);
+  if (dtype == "float64") return train_impl<double>(cfg, opt);
+  throw config_error(fmt::format("network.dtype must be float32 or float64, got '{}'", dtype));
+}
+
+namespace {
+template <class R>
+eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir) {
+  const auto split = load_data(cfg, data_dir);
+  layered_network<R> net(make_network_spec(cfg, split.test.dim(), split.test.n_classes));
+  const auto p = ck.array("params").to_vector<R>();
+  if (static_cast<long>(p.size()) != net.n_params())
+    throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(), net.n_params()));
+  std::copy(p.begin(), p.end(), net.params().begin());
+  return evaluate(net, split.test, free_relax(cfg), cfg.get<long>("run.eval_batch"));
+}
+}  // namespace
+
+eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::string& data_dir) {
+  const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
+  const auto ck = load_checkpoint(file);
+  config cfg(experiment_schema());
+  cfg.load_json(ck.meta.at("config"), file.string());
+  if (cfg.get<std::string>("network.dtype") == "float64") return evaluate_impl<double>(cfg, ck, file, data_dir);
+  return evaluate_impl<float>(cfg, ck, file, data_dir);
+}
+
+}  // namespace eqprop

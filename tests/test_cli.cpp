@@ -1,0 +1,170 @@
+// End-to-end tests of the eqprop command-line tool (run as a subprocess).
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <string>
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include "eqprop/train/checkpoint.hpp"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct run_result {
+  int status;
+  std::string output;
+};
+
+std::string cli() {
+  const char* p = std::getenv("EQPROP_CLI");
+  return p ? p : "";
+}
+
+run_result run(const std::string& args) {
+  const std::string cmd = cli() + " " + args + " 2>&1";
+  FILE* f = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  const int st = pclose(f);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+fs::path temp_dir(const std::string& name) {
+  fs::path p = fs::path(::testing::TempDir()) / ("eqprop_cli_" + name + "_" + std::to_string(::getpid()));
+  fs::remove_all(p);
+  fs::create_directories(p);
+  return p;
+}
+
+#define REQUIRE_CLI() \
+  if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set (run through ctest)"
+
+const fs::path shared_data = fs::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
+
+}  // namespace
+
+TEST(Cli, GradcheckJsonReportsExactScaling) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("gradcheck");
+  const auto json = (dir / "g.json").string();
+  auto r = run("gradcheck --layers 4,5 --readout 3 --dtype float64 -N 1,2,4 --beta 0.1,0.01 --reference implicit "
+               "--free-steps 3000 --nudged-steps 3000 --tol 1e-15 --stop-early --json " + json);
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("holomorphic EP N=4"), std::string::npos) << r.output;
+  std::ifstream f(json);
+  const auto doc = nlohmann::json::parse(f);
+  const auto& est = doc.at("estimators");
+  ASSERT_EQ(est.size(), 6u);  // N = 1, 2, 4 each at |beta| = 0.1 then 0.01
+  for (int k = 0; k < 3; ++k) {
+    const int N = est[2 * k]["n_points"];
+    const double ratio = est[2 * k]["rel_error"].get<double>() / est[2 * k + 1]["rel_error"].get<double>();
+    EXPECT_NEAR(std::log10(ratio), double(N), 0.1) << "N=" << N;  // error ~ |beta|^N
+  }
+  EXPECT_LT(est[5]["rel_error"].get<double>(), 1e-6);
+  EXPECT_GT(est[4]["cosine"].get<double>(), 0.999999);
+  EXPECT_TRUE(est[4]["per_layer"].contains("layer0"));
+  EXPECT_TRUE(est[4]["per_layer"].contains("readout"));
+}
+
+TEST(Cli, BadFlagsAndShapesFailWithClearErrors) {
+  REQUIRE_CLI();
+  auto r = run("gradcheck --layers 4,5 --dtype float16");
+  EXPECT_NE(r.status, 0);
+  EXPECT_NE(r.output.find("float16"), std::string::npos) << r.output;
+  r = run("gradcheck --layers 4,0 --readout 3");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("positive"), std::string::npos) << r.output;
+  r = run("gradcheck --layers 4,5 --readout 3 --activation hard_sigmoid -N 4");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("not holomorphic"), std::string::npos) << r.output;
+  r = run("gradcheck --bogus-flag");
+  EXPECT_NE(r.status, 0);
+  if (fs::exists(shared_data / "mnist")) {
+    r = run("gradcheck --layers 5,5 --readout 10 --dataset mnist --data-dir " + shared_data.string());
+    EXPECT_EQ(r.status, 2) << r.output;
+    EXPECT_NE(r.output.find("784"), std::string::npos) << r.output;
+  }
+}
+
+TEST(Cli, TrainConfigErrors) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("cfgerr");
+  {
+    std::ofstream f(dir / "bad.toml");
+    f << "[optimizer]\nlearning_rate = 0.1\n";
+  }
+  auto r = run("train " + (dir / "bad.toml").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("optimizer.learning_rate"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("optimizer.lr"), std::string::npos) << r.output;  // names the known keys
+  r = run("train --set optimizr.lr=0.1 --run-dir " + (dir / "w").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("did you mean"), std::string::npos) << r.output;
+  r = run("train --set optimizer.lr=abc --run-dir " + (dir / "x").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  r = run("train --set estimator.kind=holografic --run-dir " + (dir / "y").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("holomorphic"), std::string::npos) << r.output;
+  {
+    std::ofstream f(dir / "syntax.toml");
+    f << "[run\nepochs = 3\n";
+  }
+  r = run("train " + (dir / "syntax.toml").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("syntax.toml"), std::string::npos) << r.output;
+}
+
+TEST(Cli, TrainDataErrorsNameTheFile) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("dataerr");
+  fs::create_directories(dir / "mnist");
+  // Missing files.
+  auto r = run("train --set data.name=mnist --data-dir " + dir.string() + " --run-dir " + (dir / "r1").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("train-images"), std::string::npos) << r.output;
+  // Truncated file: a valid IDX header promising more images than present.
+  {
+    std::ofstream f(dir / "mnist" / "train-images-idx3-ubyte", std::ios::binary);
+    const unsigned char hdr[] = {0, 0, 8, 3, 0, 0, 0xEA, 0x60, 0, 0, 0, 28, 0, 0, 0, 28, 1, 2, 3};
+    f.write(reinterpret_cast<const char*>(hdr), sizeof hdr);
+  }
+  r = run("train --set data.name=mnist --data-dir " + dir.string() + " --run-dir " + (dir / "r2").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("train-images-idx3-ubyte"), std::string::npos) << r.output;
+}
+
+// Kill a run mid-epoch and resume it: the final weights equal an uninterrupted run's.
+TEST(Cli, ResumeAfterKillEqualsUninterruptedRun) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("resume");
+  const std::string common =
+      "train -q --set data.yin_yang_train=400 --set data.yin_yang_test=200 --set network.hidden=[20] "
+      "--set relax.free_steps=20 --set relax.nudged_steps=8 --epochs 3 ";
+  auto a = run(common + "--run-dir " + (dir / "a").string());
+  ASSERT_EQ(a.status, 0) << a.output;
+  auto b = run(common + "--run-dir " + (dir / "b").string() + " --kill-after-batches 30");  // 20 batches/epoch
+  ASSERT_EQ(b.status, 137) << b.output;
+  EXPECT_EQ(eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").meta.at("epoch").get<long>(), 1);
+  auto c = run("train -q --resume " + (dir / "b").string());
+  ASSERT_EQ(c.status, 0) << c.output;
+  const auto pa = eqprop::load_checkpoint(dir / "a" / "checkpoint.eqck").array("params").to_vector<float>();
+  const auto pb = eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").array("params").to_vector<float>();
+  ASSERT_EQ(pa.size(), pb.size());
+  EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  // The metrics log of the resumed run has each epoch exactly once.
+  std::ifstream log(dir / "b" / "metrics.jsonl");
+  std::string line;
+  int rows = 0;
+  while (std::getline(log, line)) rows += !line.empty();
+  EXPECT_EQ(rows, 3);
+  auto e = run("eval " + (dir / "b").string());
+  EXPECT_EQ(e.status, 0) << e.output;
+  EXPECT_NE(e.output.find("test accuracy"), std::string::npos);
+}

@@ -1,0 +1,217 @@
+// Core numerics: activations, relaxation, parameters, optimisers.
+#include <cmath>
+#include <complex>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "eqprop/core/error.hpp"
+#include "eqprop/dynamics/relax.hpp"
+#include "eqprop/model/activation.hpp"
+#include "eqprop/train/optimizer.hpp"
+
+using namespace eqprop;
+using cd = std::complex<double>;
+using cf = std::complex<float>;
+
+template <class Act>
+void check_derivative(const char* name) {
+  // Complex-step derivative of the real function vs the analytic derivative, and the
+  // holomorphic derivative at complex points vs a complex central difference.
+  for (double x : {-3.0, -0.7, 0.0, 0.4, 0.5, 1.3, 2.7}) {
+    if constexpr (Act::holomorphic) {
+      const double h = 1e-30;
+      const double cs = Act::value(cd(x, h)).imag() / h;
+      EXPECT_NEAR(Act::deriv(x), cs, 1e-12 * (1 + std::abs(cs))) << name << " x=" << x;
+      const cd z(x, 0.3), dz(1e-6, 0);
+      const cd fd = (Act::value(z + dz) - Act::value(z - dz)) / (2.0 * dz);
+      EXPECT_LT(std::abs(Act::deriv(z) - fd), 1e-8) << name << " z=" << z;
+    } else {
+      if (std::abs(x) < 1e-3 || std::abs(x - 2) < 1e-3) continue;  // kinks
+      const double h = 1e-6;
+      EXPECT_NEAR(Act::deriv(x), (Act::value(x + h) - Act::value(x - h)) / (2 * h), 1e-8) << name << " x=" << x;
+    }
+  }
+}
+
+TEST(Activation, DerivativesMatchDifferences) {
+  check_derivative<act::sigmoid>("sigmoid");
+  check_derivative<act::holotanh>("holotanh");
+  check_derivative<act::tanh>("tanh");
+  check_derivative<act::hard_sigmoid>("hard_sigmoid");
+}
+
+TEST(Activation, Values) {
+  EXPECT_NEAR(act::sigmoid::value(0.5), 0.5, 1e-15);
+  EXPECT_NEAR(act::sigmoid::value(0.0), 1.0 / (1.0 + std::exp(2.0)), 1e-15);
+  // holotanh approximates clip(z/2, 0, 1) away from the corners.
+  EXPECT_NEAR(act::holotanh::value(-10.0), 0.0, 1e-3);
+  EXPECT_NEAR(act::holotanh::value(12.0), 1.0, 1e-3);
+  EXPECT_NEAR(act::holotanh::value(1.0), 0.5, 1e-12);
+  EXPECT_EQ(act::hard_sigmoid::value(3.0), 1.0);
+  EXPECT_EQ(act::hard_sigmoid::value(1.0), 0.5);
+  EXPECT_EQ(act::hard_sigmoid::value(-1.0), 0.0);
+}
+
+TEST(Activation, ComplexLogisticIsOverflowSafe) {
+  for (float re : {-200.f, -90.f, 90.f, 200.f}) {
+    const cf v = logistic(cf(re, 0.3f));
+    EXPECT_TRUE(std::isfinite(v.real()) && std::isfinite(v.imag())) << re;
+    EXPECT_NEAR(std::abs(v), re > 0 ? 1.0f : 0.0f, 1e-6f);
+  }
+  const cf s = act::sigmoid::value(cf(-100.f, 1.f)), d = act::sigmoid::deriv(cf(-100.f, 1.f));
+  EXPECT_TRUE(std::isfinite(s.real()) && std::isfinite(d.real()) && std::isfinite(d.imag()));
+}
+
+TEST(Activation, ParseAndRuntimeRefusal) {
+  EXPECT_EQ(parse_activation("dsilu"), activation_kind::holotanh);
+  EXPECT_THROW(parse_activation("relu"), config_error);
+  EXPECT_FALSE(is_holomorphic(activation_kind::hard_sigmoid));
+  EXPECT_TRUE(is_holomorphic(activation_kind::holotanh));
+  EXPECT_THROW(dispatch_activation<cd>(activation_kind::hard_sigmoid, [](auto) { return 0; }), config_error);
+  EXPECT_EQ(dispatch_activation<double>(activation_kind::hard_sigmoid, [](auto a) { return int(decltype(a)::holomorphic); }), 0);
+}
+
+namespace {
+network_spec small_spec(output_kind out = output_kind::readout) {
+  network_spec s;
+  s.sizes = {3, 6, 4};
+  s.n_readout = out == output_kind::readout ? 2 : 0;
+  s.output = out;
+  s.init_scale = 0.4;
+  s.seed = 11;
+  return s;
+}
+}  // namespace
+
+TEST(Network, LayoutAndInit) {
+  layered_network<double> net(small_spec());
+  const auto& lay = net.layout();
+  ASSERT_EQ(lay.size(), 6u);
+  EXPECT_EQ(lay[0].name, "W0");
+  EXPECT_EQ(lay[0].rows, 6);
+  EXPECT_EQ(lay[0].cols, 3);
+  EXPECT_EQ(lay[4].name, "Wout");
+  EXPECT_EQ(net.n_params(), 6 * 3 + 6 + 4 * 6 + 4 + 2 * 4 + 2);
+  // Biases zero, weights truncated normal within 2 std.
+  for (long i = 0; i < net.b(0).size(); ++i) EXPECT_EQ(net.b(0)(i), 0.0);
+  double mx = 0;
+  for (long i = 0; i < net.W(1).size(); ++i) mx = std::max(mx, std::abs(net.W(1).data()[i]));
+  EXPECT_LE(mx, 0.8 + 1e-12);
+  EXPECT_GT(mx, 0.05);
+  // Same seed, same weights.
+  layered_network<double> net2(small_spec());
+  EXPECT_TRUE(std::equal(net.params().begin(), net.params().end(), net2.params().begin()));
+  network_spec bad = small_spec();
+  bad.sizes = {3};
+  EXPECT_THROW(layered_network<double>{bad}, config_error);
+  bad = small_spec();
+  bad.n_readout = 0;
+  EXPECT_THROW(layered_network<double>{bad}, config_error);
+}
+
+TEST(Relax, ConvergesAndReportsResidual) {
+  layered_network<double> net(small_spec());
+  matrix<double> x = matrix<double>::Constant(3, 2, 0.5);
+  matrix<double> y = one_hot<double>(std::vector<int32_t>{0, 1}, 2);
+  relax_state<double> st;
+  st.set_input(net, x, y);
+  auto rep = st.relax(net, 0.0, relax_options{2000, 1e-13, true});
+  EXPECT_TRUE(rep.converged());
+  EXPECT_LE(rep.max_residual, 1e-13);
+  EXPECT_LT(rep.steps, 2000);
+  // It is a fixed point: h = sigma(pre(h)).
+  const double r = st.step(net, 0.0);
+  EXPECT_LE(r, 1e-13);
+  // Too few steps: reported as not converged, not hidden.
+  st.reset();
+  rep = st.relax(net, 0.0, relax_options{2, 1e-13, false});
+  EXPECT_FALSE(rep.converged());
+  EXPECT_EQ(rep.n_not_converged, 2);
+}
+
+TEST(Relax, ShapeErrors) {
+  layered_network<double> net(small_spec());
+  relax_state<double> st;
+  EXPECT_THROW(st.set_input(net, matrix<double>::Zero(4, 2), matrix<double>::Zero(2, 2)), shape_error);
+  EXPECT_THROW(st.set_input(net, matrix<double>::Zero(3, 2), matrix<double>::Zero(3, 2)), shape_error);
+  EXPECT_THROW(one_hot<double>(std::vector<int32_t>{0, 5}, 3), shape_error);
+  std::vector<double> g(3);
+  st.set_input(net, matrix<double>::Zero(3, 2), matrix<double>::Zero(2, 2));
+  vector<double> w = vector<double>::Constant(2, 0.5);
+  EXPECT_THROW(st.add_dF_dtheta(net, 0.0, 1.0, w, g), shape_error);
+}
+
+TEST(Relax, ComplexStatesWithRealNudgeStayReal) {
+  layered_network<double> net(small_spec(output_kind::layer));
+  matrix<double> x = matrix<double>::Constant(3, 1, 0.2);
+  matrix<double> y = matrix<double>::Constant(4, 1, 0.7);
+  relax_state<double> r;
+  relax_state<cd> c;
+  r.set_input(net, x, y);
+  c.set_input(net, x, y);
+  r.relax(net, 0.3, relax_options{50});
+  c.relax(net, cd(0.3, 0), relax_options{50});
+  for (size_t j = 0; j < r.h().size(); ++j) {
+    EXPECT_LT((c.h()[j].real() - r.h()[j]).norm(), 1e-14);
+    EXPECT_LT(c.h()[j].imag().norm(), 1e-300);
+  }
+}
+
+TEST(Optimizer, SgdMomentumAndDecay) {
+  layered_network<double> net(small_spec());
+  const int G = 3;
+  std::vector<double> p(net.n_params(), 1.0), g(net.n_params(), 0.5);
+  optimizer_options o;
+  o.lr = 0.1;
+  o.momentum = 0.9;
+  o.weight_decay = 0.01;
+  optimizer<double> sgd(o, net.layout(), G);
+  sgd.step(p, g, 1.0);  // m = 0.5 + 0.01 = 0.51; p = 1 - 0.051
+  EXPECT_NEAR(p[0], 1 - 0.1 * 0.51, 1e-15);
+  sgd.step(p, g, 1.0);  // m = 0.9*0.51 + 0.5 + 0.01*p
+  const double p1 = 1 - 0.051, m2 = 0.9 * 0.51 + 0.5 + 0.01 * p1;
+  EXPECT_NEAR(p[0], p1 - 0.1 * m2, 1e-15);
+  // Decoupled: p = (1 - lr wd) p - lr m, m from the raw gradient.
+  o.decoupled_wd = true;
+  optimizer<double> dec(o, net.layout(), G);
+  std::vector<double> q(net.n_params(), 1.0);
+  dec.step(q, g, 0.5);
+  EXPECT_NEAR(q[0], (1 - 0.05 * 0.01) * 1.0 - 0.05 * 0.5, 1e-15);
+  // Per-layer learning rates: the readout group gets its own.
+  o = {};
+  o.lr_per_group = {0.1, 0.2, 0.3};
+  optimizer<double> pl(o, net.layout(), G);
+  std::vector<double> r(net.n_params(), 0.0);
+  pl.step(r, g, 1.0);
+  EXPECT_NEAR(r[net.layout()[0].offset], -0.05, 1e-15);
+  EXPECT_NEAR(r[net.layout()[4].offset], -0.15, 1e-15);
+  o.lr_per_group = {0.1};
+  EXPECT_THROW(optimizer<double>(o, net.layout(), G), config_error);
+}
+
+TEST(Optimizer, AdamFirstStepIsLrTimesSign) {
+  layered_network<double> net(small_spec());
+  optimizer_options o;
+  o.kind = optimizer_kind::adam;
+  o.lr = 0.01;
+  optimizer<double> adam(o, net.layout(), 3);
+  std::vector<double> p(net.n_params(), 0.0), g(net.n_params());
+  for (size_t i = 0; i < g.size(); ++i) g[i] = (i % 2 ? 1.0 : -3.0);
+  adam.step(p, g, 1.0);
+  EXPECT_NEAR(p[0], 0.01, 1e-9);
+  EXPECT_NEAR(p[1], -0.01, 1e-9);
+}
+
+TEST(Optimizer, CosineSchedule) {
+  schedule_options s;
+  s.kind = schedule_kind::cosine;
+  s.min_factor = 1e-7;
+  EXPECT_DOUBLE_EQ(s.factor(0, 0, 10, 90), 1.0);
+  EXPECT_NEAR(s.factor(45, 0, 10, 90), 0.5 + 0.5e-7, 1e-12);
+  EXPECT_NEAR(s.factor(90, 0, 10, 90), 1e-7, 1e-15);
+  s.per_step = true;
+  EXPECT_LT(s.factor(0, 5, 10, 90), 1.0);
+  s.kind = schedule_kind::constant;
+  EXPECT_EQ(s.factor(30, 3, 10, 90), 1.0);
+}

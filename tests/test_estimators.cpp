@@ -1,0 +1,250 @@
+// Gradient estimators against exact references (hep.md §8, issue: core).
+#include <cmath>
+#include <filesystem>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "eqprop/core/error.hpp"
+#include "eqprop/core/rng.hpp"
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/reference.hpp"
+
+using namespace eqprop;
+
+namespace {
+
+// The toy network of the spec's float64 error table: 4 -> 5 -> softmax readout 3, sigma(4x-2).
+struct toy {
+  layered_network<double> net;
+  matrix<double> x, y;
+  toy(uint64_t seed = 3, long batch = 2, double scale = 0.5) {
+    network_spec s;
+    s.sizes = {4, 5};
+    s.n_readout = 3;
+    s.activation = activation_kind::sigmoid;
+    s.init_scale = scale;
+    s.seed = seed;
+    net = layered_network<double>(s);
+    rng_t rng(seed + 100);
+    x.resize(4, batch);
+    for (long i = 0; i < x.size(); ++i) x.data()[i] = uniform01(rng);
+    std::vector<int32_t> labels(batch);
+    for (auto& l : labels) l = int32_t(random_index(rng, 3));
+    y = one_hot<double>(labels, 3);
+  }
+};
+
+const relax_options converged{5000, 1e-15, true};
+
+double ep_error(const toy& t, const std::vector<double>& ref, int N, double beta, ep_start start = ep_start::free_state) {
+  ep_options o;
+  o.n_points = N;
+  o.beta = beta;
+  o.free = converged;
+  o.nudged = converged;
+  o.start = start;
+  cauchy_ep<double> est(o);
+  std::vector<double> g(t.net.n_params());
+  est.estimate(t.net, t.x, t.y, g);
+  return relative_error(g, ref);
+}
+
+std::vector<double> exact(const toy& t) {
+  std::vector<double> ref(t.net.n_params());
+  implicit_gradient<double> ig(converged);
+  ig.estimate(t.net, t.x, t.y, ref);
+  return ref;
+}
+
+}  // namespace
+
+// hep.md §8 (a): the error of the N-point estimator falls like |beta|^N.
+TEST(EstimatorScaling, LogLogSlopeIsN) {
+  toy t;
+  const auto ref = exact(t);
+  for (int N = 1; N <= 4; ++N) {
+    const double e1 = ep_error(t, ref, N, 0.1), e2 = ep_error(t, ref, N, 0.05), e3 = ep_error(t, ref, N, 0.025);
+    const double slope = std::log(e1 / e3) / std::log(0.1 / 0.025);
+    std::printf("N=%d  err(0.1)=%.3e err(0.05)=%.3e err(0.025)=%.3e slope=%.3f\n", N, e1, e2, e3, slope);
+    EXPECT_NEAR(slope, double(N), 0.15) << "N=" << N;
+  }
+}
+
+// hep.md §8 (b), (c): magnitudes of the float64 table at |beta| = 0.1 and N = 8 below 1e-8.
+TEST(EstimatorScaling, MagnitudesAtBeta01) {
+  toy t;
+  const auto ref = exact(t);
+  const double e1 = ep_error(t, ref, 1, 0.1), e2 = ep_error(t, ref, 2, 0.1), e4 = ep_error(t, ref, 4, 0.1),
+               e8 = ep_error(t, ref, 8, 0.1);
+  std::printf("|beta|=0.1: N=1 %.2e  N=2 %.2e  N=4 %.2e  N=8 %.2e\n", e1, e2, e4, e8);
+  // Same order as the spec's table (5.0e-2, 2.5e-3, 1.7e-5, 3.2e-9) for moderate weights.
+  EXPECT_GT(e1, 1e-2); EXPECT_LT(e1, 2.5e-1);
+  EXPECT_GT(e2, 5e-4); EXPECT_LT(e2, 1.25e-2);
+  EXPECT_GT(e4, 3e-6); EXPECT_LT(e4, 1e-4);
+  EXPECT_LT(e8, 1e-8);
+}
+
+// The finite-radius estimate converges geometrically in N at fixed |beta|.
+TEST(EstimatorScaling, ExactAsNGrows) {
+  toy t;
+  const auto ref = exact(t);
+  double prev = 1;
+  for (int N : {2, 4, 6, 8, 12}) {
+    const double e = ep_error(t, ref, N, 0.2);
+    EXPECT_LT(e, prev) << "N=" << N;
+    prev = e;
+  }
+  EXPECT_LT(prev, 1e-9);
+}
+
+// Warm start around the circle (no conjugate trick, all complex) gives the same estimate
+// as the conjugate-pair path from the free state when every point converges.
+TEST(EstimatorPaths, WarmStartEqualsConjugatePairs) {
+  toy t;
+  const auto ref = exact(t);
+  for (int N : {2, 3, 5, 8}) {
+    ep_options o;
+    o.n_points = N;
+    o.beta = 0.2;
+    o.free = converged;
+    o.nudged = converged;
+    cauchy_ep<double> a(o);
+    o.start = ep_start::warm;
+    cauchy_ep<double> b(o);
+    std::vector<double> ga(t.net.n_params()), gb(t.net.n_params());
+    a.estimate(t.net, t.x, t.y, ga);
+    b.estimate(t.net, t.x, t.y, gb);
+    EXPECT_LT(relative_error(gb, ga), 1e-11) << "N=" << N;
+  }
+}
+
+// hep.md §8 (d): at |beta| = 1 the complex iteration does not converge for some phases;
+// the library reports it and never silently returns a value.
+TEST(EstimatorFailures, NonConvergenceIsReportedAndHandled) {
+  toy t(3, 2, 1.0);  // weights of std 1: the complex iteration diverges for some phases at |beta| = 1
+  ep_options o;
+  o.n_points = 8;
+  o.beta = 1.0;
+  o.free = converged;
+  o.nudged = relax_options{400, 1e-12, true};
+  o.on_failure = nonconvergence_policy::keep;
+  {
+    cauchy_ep<double> est(o);
+    std::vector<double> g(t.net.n_params());
+    auto r = est.estimate(t.net, t.x, t.y, g);
+    long nc = 0;
+    for (const auto& p : r.points) nc += p.n_not_converged;
+    std::printf("|beta|=1 N=8: %ld non-converged sample-points\n", nc);
+    EXPECT_GT(nc, 0);
+    EXPECT_EQ(r.free.n_not_converged, 0);
+    // Inside the convergence radius every phase converges.
+    ep_options small = o;
+    small.beta = 0.1;
+    cauchy_ep<double> ok(small);
+    auto r2 = ok.estimate(t.net, t.x, t.y, g);
+    for (const auto& p : r2.points) EXPECT_EQ(p.n_not_converged, 0);
+  }
+  o.on_failure = nonconvergence_policy::error;
+  o.fail_residual = 1e-6;
+  {
+    cauchy_ep<double> est(o);
+    std::vector<double> g(t.net.n_params());
+    EXPECT_THROW(est.estimate(t.net, t.x, t.y, g), convergence_error);
+  }
+  o.on_failure = nonconvergence_policy::drop;
+  {
+    cauchy_ep<double> est(o);
+    std::vector<double> g(t.net.n_params());
+    auto r = est.estimate(t.net, t.x, t.y, g);
+    EXPECT_GT(r.n_dropped, 0);
+    for (double v : g) EXPECT_TRUE(std::isfinite(v));
+  }
+}
+
+TEST(EstimatorFailures, DivergedStatesAreDroppedNotAveraged) {
+  toy t(5, 3);
+  // One sample with an absurd input makes its states non-finite (exp overflow in NaN).
+  t.x(0, 1) = std::numeric_limits<double>::quiet_NaN();
+  ep_options o;
+  o.n_points = 2;
+  o.beta = 0.1;
+  cauchy_ep<double> est(o);
+  std::vector<double> g(t.net.n_params());
+  auto r = est.estimate(t.net, t.x, t.y, g);
+  EXPECT_EQ(r.n_dropped, 1);
+  EXPECT_EQ(r.free.n_non_finite, 1);
+  for (double v : g) EXPECT_TRUE(std::isfinite(v));
+}
+
+TEST(EstimatorConfig, NonHolomorphicActivationRefusedForComplexPoints) {
+  network_spec s;
+  s.sizes = {4, 5};
+  s.n_readout = 3;
+  s.activation = activation_kind::hard_sigmoid;
+  layered_network<double> net(s);
+  matrix<double> x = matrix<double>::Constant(4, 1, 0.5);
+  matrix<double> y = one_hot<double>(std::vector<int32_t>{1}, 3);
+  std::vector<double> g(net.n_params());
+  ep_options o;
+  o.n_points = 4;
+  cauchy_ep<double> holo(o);
+  EXPECT_THROW(holo.estimate(net, x, y, g), config_error);
+  o.n_points = 2;  // +-beta runs in real arithmetic: allowed
+  cauchy_ep<double> sym(o);
+  EXPECT_NO_THROW(sym.estimate(net, x, y, g));
+  ep_options bad;
+  bad.n_points = 0;
+  EXPECT_THROW(cauchy_ep<double>{bad}, config_error);
+  bad.n_points = 2;
+  bad.beta = -1;
+  EXPECT_THROW(cauchy_ep<double>{bad}, config_error);
+}
+
+// Issue: float32 784-256-256 (readout 10), init 0.05, batch 10, 100 free + 100 nudged
+// steps: holomorphic N >= 4 at |beta| = 0.5 reaches cosine >= 0.9999 with BPTT.
+TEST(EstimatorFloat32, MnistSizedNetworkMatchesBptt) {
+  network_spec s;
+  s.sizes = {784, 256, 256};
+  s.n_readout = 10;
+  s.activation = activation_kind::sigmoid;
+  s.init_scale = 0.05;
+  s.seed = 1;
+  layered_network<float> net(s);
+  matrix<double> x64;
+  std::vector<int32_t> labels;
+  const auto data_dir = std::filesystem::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
+  if (std::filesystem::exists(data_dir / "mnist")) {
+    auto split = load_dataset("mnist", data_dir);
+    x64 = split.test.x.leftCols(10).cast<double>();
+    labels.assign(split.test.y.begin(), split.test.y.begin() + 10);
+  } else {
+    rng_t rng(7);
+    x64.resize(784, 10);
+    for (long i = 0; i < x64.size(); ++i) x64.data()[i] = uniform01(rng);
+    for (int b = 0; b < 10; ++b) labels.push_back(b);
+  }
+  const matrix<double> y64 = one_hot<double>(labels, 10);
+  std::vector<double> ref(net.n_params());
+  bptt_gradient<double> bptt(100);
+  bptt.estimate(net.cast<double>(), x64, y64, ref);
+
+  const matrix<float> x = x64.cast<float>(), y = y64.cast<float>();
+  double cos_classic = 0;
+  for (int N : {1, 4, 6}) {
+    ep_options o;
+    o.n_points = N;
+    o.beta = 0.5;
+    o.free = relax_options{100};
+    o.nudged = relax_options{100};
+    cauchy_ep<float> est(o);
+    std::vector<float> g(net.n_params());
+    est.estimate(net, x, y, g);
+    const double c = cosine(std::vector<double>(g.begin(), g.end()), ref);
+    std::printf("float32 784-256-256, |beta|=0.5, N=%d: cosine with BPTT %.6f\n", N, c);
+    if (N == 1) cos_classic = c;
+    else EXPECT_GE(c, 0.9999) << "N=" << N;
+  }
+  EXPECT_LT(cos_classic, 0.9999);  // classic EP at the same |beta| is visibly biased
+}

@@ -1,0 +1,88 @@
+// eqprop train / eval: run an experiment config (or the built-in Yin-Yang default).
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "eqprop/core/error.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/experiment.hpp"
+#include "eqprop/train/trainer.hpp"
+
+namespace eqprop::cli {
+namespace fs = std::filesystem;
+
+void register_train(CLI::App& app) {
+  struct args {
+    std::string config_file, data_dir, run_dir, resume, estimator, dtype;
+    std::vector<std::string> sets;
+    long epochs = -1, kill_after = -1;
+    bool quiet = false, print_config = false;
+  };
+  static args a;
+  auto* cmd = app.add_subcommand("train", "Train a network from a config file (default: holomorphic EP on built-in Yin-Yang)");
+  cmd->add_option("config", a.config_file, "Experiment config (TOML); see configs/")->check(CLI::ExistingFile);
+  cmd->add_option("--set,-s", a.sets, "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)");
+  cmd->add_option("--estimator", a.estimator, "Shortcut for estimator.kind: classic | symmetric | holomorphic | bptt | implicit");
+  cmd->add_option("--epochs", a.epochs, "Shortcut for run.epochs");
+  cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
+  cmd->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+  cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
+  cmd->add_option("--resume", a.resume, "Continue the run in this directory from its last checkpoint")->check(CLI::ExistingDirectory);
+  cmd->add_flag("--quiet,-q", a.quiet, "No progress display");
+  cmd->add_flag("--print-config", a.print_config, "Print the resolved config (TOML) and exit");
+  cmd->add_option("--kill-after-batches", a.kill_after, "Testing aid: exit abruptly (status 137) after this many batches")
+      ->group("");
+  cmd->callback([] {
+    config cfg(experiment_schema());
+    train_options opt;
+    opt.data_dir = a.data_dir;
+    opt.quiet = a.quiet;
+    opt.kill_after_batches = a.kill_after;
+    if (!a.resume.empty()) {
+      // The run's own config is authoritative; only run.epochs may be extended.
+      const auto ck = load_checkpoint(fs::path(a.resume) / "checkpoint.eqck");
+      cfg.load_json(ck.meta.at("config"), a.resume + "/checkpoint.eqck");
+      opt.run_dir = a.resume;
+      opt.resume = true;
+      if (a.epochs > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
+    } else {
+      if (!a.config_file.empty()) {
+        cfg.load_toml_file(a.config_file);
+        opt.name = fs::path(a.config_file).stem().string();
+      }
+      for (const auto& s : a.sets) cfg.set_override(s);
+      if (!a.estimator.empty()) cfg.set("estimator.kind", a.estimator, "--estimator");
+      if (a.epochs > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
+      if (!a.dtype.empty()) cfg.set("network.dtype", a.dtype, "--dtype");
+      opt.run_dir = a.run_dir;
+    }
+    if (a.print_config) {
+      fmt::print("{}", cfg.to_toml());
+      return;
+    }
+    const auto r = train(cfg, opt);
+    if (r.diverged) {
+      fmt::print(stderr, "eqprop: {}\n", r.message);
+      set_exit_code(4);
+      return;
+    }
+    fmt::print("final test accuracy: {:.2f}% (top-5 {:.2f}%), test loss {:.4f}, after {} epochs; run saved in {}\n",
+               100 * r.test_accuracy, 100 * r.test_top5, r.test_loss, r.epochs_done, r.run_dir.string());
+  });
+
+  static std::string eval_target, eval_data_dir;
+  auto* ev = app.add_subcommand("eval", "Evaluate a saved run or checkpoint on its test split");
+  ev->add_option("run", eval_target, "Run directory or checkpoint file")->required()->check(CLI::ExistingPath);
+  ev->add_option("--data-dir", eval_data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+  ev->callback([] {
+    const auto r = evaluate_checkpoint(eval_target, eval_data_dir);
+    fmt::print("test accuracy {:.2f}% (top-5 {:.2f}%), loss {:.4f}, {} samples, mean free residual {:.2e}, {} not converged\n",
+               100 * r.accuracy, 100 * r.top5, r.loss, r.n, r.mean_residual, r.n_not_converged);
+  });
+}
+
+}  // namespace eqprop::cli

@@ -1,0 +1,12 @@
+// Subcommand registration for the eqprop CLI (one cmd_<name>.cpp per subcommand).
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace eqprop::cli {
+void register_info(CLI::App& app);
+void register_gradcheck(CLI::App& app);
+void register_train(CLI::App& app);  ///< train and eval
+/// Exit status set by the command that ran (0 unless it reported a failed check).
+int exit_code();
+void set_exit_code(int code);
+}  // namespace eqprop::cli
