@@ -168,3 +168,23 @@ TEST(Cli, ResumeAfterKillEqualsUninterruptedRun) {
   EXPECT_EQ(e.status, 0) << e.output;
   EXPECT_NE(e.output.find("test accuracy"), std::string::npos);
 }
+
+TEST(Cli, PlotWritesPngLearningCurves) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("plot");
+  auto t = run("train -q --set data.yin_yang_train=200 --set data.yin_yang_test=100 --set network.hidden=[10] "
+               "--set relax.free_steps=10 --set relax.nudged_steps=5 --epochs 2 --run-dir " + (dir / "r").string());
+  ASSERT_EQ(t.status, 0) << t.output;
+  const auto png = dir / "curves.png";
+  auto p = run("plot " + (dir / "r").string() + " -o " + png.string() + " --title test");
+  ASSERT_EQ(p.status, 0) << p.output;
+  std::ifstream f(png, std::ios::binary);
+  std::string head(8, '\0');
+  f.read(head.data(), 8);
+  EXPECT_EQ(head, "\x89PNG\r\n\x1a\n");
+  EXPECT_GT(fs::file_size(png), 10000u);  // three panels with curves, not an empty canvas
+  // Not a run directory: a clear error and a non-zero exit.
+  auto bad = run("plot " + dir.string());
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("metrics.csv"), std::string::npos) << bad.output;
+}

@@ -125,7 +125,7 @@ void relax_state<S, P>::dC_dh(const network& net, std::vector<matrix<S>>& out) {
 }
 
 template <class S, class P>
-typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng) {
+typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng, real alpha) {
   const int K = net.n_layers();
   const long B = batch();
   // 1. Pre-activations of every layer from the current (old) states.
@@ -169,10 +169,18 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
         real acc = 0;
         S* hc = hj.data() + b * n;
         const S* pc = pj.data() + b * n;
-        for (long i = 0; i < n; ++i) {
-          const S v = activate<Act>(pc[i]);
-          acc += abs2(v - hc[i]);
-          hc[i] = v;
+        if (alpha == real(1)) {
+          for (long i = 0; i < n; ++i) {
+            const S v = activate<Act>(pc[i]);
+            acc += abs2(v - hc[i]);
+            hc[i] = v;
+          }
+        } else {
+          for (long i = 0; i < n; ++i) {
+            const S d = alpha * (activate<Act>(pc[i]) - hc[i]);
+            acc += abs2(d);
+            hc[i] += d;
+          }
         }
         residual_(b) += acc;
       }

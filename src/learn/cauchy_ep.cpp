@@ -16,6 +16,9 @@ void ep_options::validate() const {
   if (free.max_steps < 1 || nudged.max_steps < 1)
     throw config_error("relaxation step counts (free_steps, nudged_steps) must be >= 1");
   if (!(fail_residual > 0)) throw config_error("estimator.fail_residual must be > 0");
+  if (!(noise_std >= 0)) throw config_error(fmt::format("relax.noise_std must be >= 0, got {}", noise_std));
+  if (average_last < 0 || average_last > std::min(free.max_steps, nudged.max_steps))
+    throw config_error(fmt::format("estimator.average_last must be in [0, min(free_steps, nudged_steps)], got {}", average_last));
 }
 
 template <class R>
@@ -47,11 +50,18 @@ cauchy_ep<R>::cauchy_ep(ep_options opt) : opt_(std::move(opt)) {
   }
   real_points_.resize(real_betas_.size());
   complex_points_.resize(complex_betas_.size());
+  noise_rng_.seed(opt_.noise_seed);
+  const size_t K = static_cast<size_t>(opt_.average_last);
+  free_snaps_.resize(N == 1 ? K : 0);
+  real_snaps_.assign(real_betas_.size(), std::vector<relax_state<R>>(K));
+  complex_snaps_.assign(complex_betas_.size(), std::vector<relax_state<complex>>(K));
 }
 
 template <class R>
 std::string cauchy_ep<R>::name() const {
-  const char* start = opt_.start == ep_start::warm ? " warm" : "";
+  const std::string start = std::string(opt_.start == ep_start::warm ? " warm" : "") +
+                            (opt_.noise_std > 0 ? fmt::format(" noise={}", opt_.noise_std) : "") +
+                            (opt_.average_last > 0 ? fmt::format(" avg_last={}", opt_.average_last) : "");
   if (opt_.n_points == 1) return fmt::format("classic EP N=1 |beta|={}", opt_.beta);
   if (opt_.n_points == 2 && opt_.start == ep_start::free_state) return fmt::format("symmetric EP N=2 |beta|={}", opt_.beta);
   return fmt::format("holomorphic EP N={} |beta|={}{}", opt_.n_points, opt_.beta, start);
@@ -71,6 +81,39 @@ void mark_failures(const relax_state<S, P>& st, double limit, std::vector<char>&
         if (!std::isfinite(std::abs(v))) failed[b] = 1;
       }
 }
+
+// Relaxes st for opt.max_steps steps; with snapshots, the last snaps.size() steps are run
+// one at a time and the state after each is copied into the next snapshot.
+template <class S, class P>
+relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S beta, relax_options opt,
+                       std::vector<relax_state<S, P>>& snaps, const matrix<real_t<S>>& x, const matrix<real_t<S>>& y) {
+  const long K = static_cast<long>(snaps.size());
+  if (K == 0) return st.relax(net, beta, opt);
+  const long total = opt.max_steps;
+  relax_report rep;
+  opt.stop_early = false;  // the averaging window is the last K of exactly max_steps steps
+  if (total > K) {
+    opt.max_steps = total - K;
+    rep = st.relax(net, beta, opt);
+  }
+  opt.max_steps = 1;
+  for (long t = 0; t < K; ++t) {
+    const long before = rep.steps;
+    rep = st.relax(net, beta, opt);
+    rep.steps += before;
+    snaps[t].set_input(net, x, y);
+    snaps[t].copy_states_from(st);
+  }
+  return rep;
+}
+
+// grad += coef * dF/dtheta, at the final state or averaged over the snapshots.
+template <class S, class P>
+void add_phase_term(relax_state<S, P>& st, std::vector<relax_state<S, P>>& snaps, const layered_network<P>& net, S beta,
+                    S coef, const vector<real_t<S>>& w, std::span<real_t<S>> grad) {
+  if (snaps.empty()) return st.add_dF_dtheta(net, beta, coef, w, grad);
+  for (auto& s : snaps) s.add_dF_dtheta(net, beta, coef / real_t<S>(snaps.size()), w, grad);
+}
 }  // namespace
 
 template <class R>
@@ -82,30 +125,39 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   const long B = x.cols();
   std::vector<char> failed(B, 0), non_finite(B, 0);
 
+  relax_options free_opt = opt_.free, nudged_opt = opt_.nudged;
+  nudged_opt.noise_std = opt_.noise_std;
+  nudged_opt.noise_rng = &noise_rng_;
+  if (opt_.noise_in_free_phase) {
+    free_opt.noise_std = opt_.noise_std;
+    free_opt.noise_rng = &noise_rng_;
+  }
+  const double limit = opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual;
+
   // Free phase.
   free_.set_input(net, x, y);
   free_.reset();
-  out.free = free_.relax(net, R(0), opt_.free);
+  out.free = run_phase(free_, net, R(0), free_opt, free_snaps_, x, y);
   out.relax_steps += out.free.steps;
-  mark_failures(free_, opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual, failed);
+  mark_failures(free_, limit, failed);
 
   // Nudged points.
   for (size_t p = 0; p < real_points_.size(); ++p) {
     auto& st = real_points_[p];
     st.set_input(net, x, y);
     st.copy_states_from(free_);
-    out.points.push_back(st.relax(net, real_betas_[p], opt_.nudged));
+    out.points.push_back(run_phase(st, net, real_betas_[p], nudged_opt, real_snaps_[p], x, y));
     out.relax_steps += out.points.back().steps;
-    mark_failures(st, opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual, failed);
+    mark_failures(st, limit, failed);
   }
   for (size_t p = 0; p < complex_points_.size(); ++p) {
     auto& st = complex_points_[p];
     st.set_input(net, x, y);
     if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(complex_points_[p - 1]);
     else st.set_states_from_real(free_.h());
-    out.points.push_back(st.relax(net, complex_betas_[p], opt_.nudged));
+    out.points.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, complex_snaps_[p], x, y));
     out.relax_steps += out.points.back().steps;
-    mark_failures(st, opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual, failed);
+    mark_failures(st, limit, failed);
   }
 
   const long n_failed = std::count(failed.begin(), failed.end(), 1);
@@ -125,11 +177,11 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
 
   std::fill(grad.begin(), grad.end(), R(0));
   if (kept > 0) {
-    if (opt_.n_points == 1) free_.add_dF_dtheta(net, R(0), -real_coefs_[0], w, grad);
+    if (opt_.n_points == 1) add_phase_term(free_, free_snaps_, net, R(0), -real_coefs_[0], w, grad);
     for (size_t p = 0; p < real_points_.size(); ++p)
-      real_points_[p].add_dF_dtheta(net, real_betas_[p], real_coefs_[p], w, grad);
+      add_phase_term(real_points_[p], real_snaps_[p], net, real_betas_[p], real_coefs_[p], w, grad);
     for (size_t p = 0; p < complex_points_.size(); ++p)
-      complex_points_[p].add_dF_dtheta(net, complex_betas_[p], complex_coefs_[p], w, grad);
+      add_phase_term(complex_points_[p], complex_snaps_[p], net, complex_betas_[p], complex_coefs_[p], w, grad);
   }
 
   // Loss and predictions at the free state, over kept samples.

@@ -10,7 +10,6 @@ namespace eqprop {
 const config_schema& experiment_schema() {
   static const config_schema schema = [] {
     config_schema s;
-    using sv = std::vector<std::string>;
     using iv = std::vector<int64_t>;
     using dv = std::vector<double>;
     s.add("data.name", std::string("yin_yang"), "dataset: yin_yang | mnist | fashion_mnist | kmnist | mnist1d | mnist1d_gle | cifar10 | cifar100 | imagenet32");
@@ -30,17 +29,23 @@ const config_schema& experiment_schema() {
     s.add("network.init_scale", 0.0, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
     s.add("network.dtype", std::string("float32"), "float32 | float64");
 
-    s.add("estimator.kind", std::string("holomorphic"), "classic (N=1) | symmetric (N=2) | holomorphic (N points) | bptt | implicit");
+    s.add("estimator.kind", std::string("holomorphic"), "classic (N=1) | symmetric (N=2) | holomorphic (N points) | continuous (rotating beta, no free phase) | bptt | implicit");
     s.add("estimator.n_points", int64_t(4), "N, the points on the circle (holomorphic only)");
-    s.add("estimator.beta", 0.5, "|beta|, the radius of the teaching signal");
+    s.add("estimator.beta", 0.03, "|beta|, the radius of the teaching signal");
     s.add("estimator.start", std::string("free"), "free (each point from the free state) | warm (around the circle)");
     s.add("estimator.on_failure", std::string("drop"), "samples that do not converge: drop | error | keep");
     s.add("estimator.fail_residual", 1.0, "a sample fails when its residual exceeds this in any phase");
+    s.add("estimator.average_last", int64_t(0), "average dF/dtheta over the last K steps of every phase (0: read at the last step; the paper's noisy classic EP: 5)");
+    s.add("estimator.periods", int64_t(3), "continuous: periods of the rotating teaching signal");
+    s.add("estimator.smooth", false, "continuous: rotate beta every step and integrate every step (else hold it for nudged_steps per point)");
+    s.add("estimator.alpha", 1.0, "continuous: Euler step dt/tau of tau dh/dt = -h + sigma(pre) (1: plain fixed-point step)");
 
     s.add("relax.free_steps", int64_t(60), "free-phase steps (T1)");
     s.add("relax.nudged_steps", int64_t(20), "steps per nudged point (T2)");
     s.add("relax.tol", 0.0, "residual tolerance (0: 1e-5 float32, 1e-12 float64)");
     s.add("relax.stop_early", false, "stop a relaxation once every sample is below tol");
+    s.add("relax.noise_std", 0.0, "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
+    s.add("relax.noise_free_phase", false, "also add the neuron noise in the free phase (the paper's training does not)");
 
     s.add("optimizer.kind", std::string("sgd"), "sgd | adam | adamw");
     s.add("optimizer.lr", 0.1, "learning rate");
@@ -53,12 +58,12 @@ const config_schema& experiment_schema() {
     s.add("optimizer.beta2", 0.999, "Adam beta2");
     s.add("optimizer.eps", 1e-8, "Adam epsilon");
 
-    s.add("schedule.kind", std::string("constant"), "constant | cosine");
+    s.add("schedule.kind", std::string("cosine"), "constant | cosine");
     s.add("schedule.per_step", false, "cosine: anneal every step instead of every epoch");
     s.add("schedule.min_factor", 0.0, "cosine: final lr as a fraction of the initial lr");
     s.add("schedule.epochs", int64_t(0), "cosine: epochs to anneal over (0: run.epochs)");
 
-    s.add("run.epochs", int64_t(20), "epochs");
+    s.add("run.epochs", int64_t(30), "epochs");
     s.add("run.batch", int64_t(20), "mini-batch size");
     s.add("run.eval_batch", int64_t(500), "batch size for evaluation");
     s.add("run.seed", int64_t(0), "seed of weights, data order and augmentation");
@@ -109,14 +114,30 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
     io.policy = parse_policy(cfg.get<std::string>("estimator.on_failure"));
     return std::make_unique<implicit_gradient<R>>(io);
   }
+  const double noise = cfg.get<double>("relax.noise_std");
+  const uint64_t noise_seed = cfg.get<uint64_t>("run.seed") * 0x9e3779b97f4a7c15ull + 0x6e6f697365ull;
+  if (kind == "continuous") {
+    continuous_options c;
+    c.n_points = cfg.get<int>("estimator.n_points");
+    c.beta = cfg.get<double>("estimator.beta");
+    c.steps_per_point = nudged.max_steps;
+    c.periods = cfg.get<int>("estimator.periods");
+    c.smooth = cfg.get<bool>("estimator.smooth");
+    c.alpha = cfg.get<double>("estimator.alpha");
+    c.noise_std = noise;
+    c.noise_seed = noise_seed;
+    c.on_failure = parse_policy(cfg.get<std::string>("estimator.on_failure"));
+    c.fail_residual = cfg.get<double>("estimator.fail_residual");
+    return std::make_unique<continuous_hep<R>>(c);
+  }
   ep_options o;
   if (kind == "classic" || kind == "ep") o.n_points = 1;
   else if (kind == "symmetric") o.n_points = 2;
   else if (kind == "holomorphic" || kind == "hep") o.n_points = cfg.get<int>("estimator.n_points");
   else
   {
-    const auto near = suggest_closest(kind, {"classic", "symmetric", "holomorphic", "bptt", "implicit"});
-    throw config_error(fmt::format("unknown estimator.kind '{}': expected classic, symmetric, holomorphic, bptt or implicit{}",
+    const auto near = suggest_closest(kind, {"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit"});
+    throw config_error(fmt::format("unknown estimator.kind '{}': expected classic, symmetric, holomorphic, continuous, bptt or implicit{}",
                                    kind, near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near)));
   }
   o.beta = cfg.get<double>("estimator.beta");
@@ -127,6 +148,10 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
   o.start = start == "warm" ? ep_start::warm : ep_start::free_state;
   o.on_failure = parse_policy(cfg.get<std::string>("estimator.on_failure"));
   o.fail_residual = cfg.get<double>("estimator.fail_residual");
+  o.noise_std = noise;
+  o.noise_in_free_phase = cfg.get<bool>("relax.noise_free_phase");
+  o.noise_seed = noise_seed;
+  o.average_last = cfg.get<int>("estimator.average_last");
   return std::make_unique<cauchy_ep<R>>(o);
 }
 template std::unique_ptr<grad_estimator<float>> make_estimator<float>(const config&);

@@ -178,6 +178,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
 
   for (long epoch = start_epoch; epoch < epochs; ++epoch) {
     it.start_epoch(epoch);
+    est->reseed_noise(seed * 0x2545f4914f6cdd1dull + uint64_t(epoch) + 1);  // resumable noise stream
     std::mt19937_64 aug_rng(seed * 0x9e3779b97f4a7c15ull + uint64_t(epoch) + 1);
     const long nb = it.n_batches();
     prog.begin_epoch(epoch + 1, epochs, nb);
@@ -238,9 +239,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     row["dropped"] = failed;
     row["relax_steps_per_batch"] = double(steps) / double(nb);
     log.append(row);
-    prog.end_epoch(fmt::format("epoch {}/{}: train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% top5 {:.2f}% | "
+    prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% top5 {:.2f}% | "
                                "{:.1f}s, {:.0f} samples/s{}",
-                               epoch + 1, epochs, row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(), ev.loss,
+                               row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(), ev.loss,
                                100 * ev.accuracy, 100 * ev.top5, secs, row["samples_per_s"].get<double>(),
                                failed ? fmt::format(", {} samples dropped", failed) : std::string()));
     if (topt.on_epoch) topt.on_epoch(row);

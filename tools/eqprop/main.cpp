@@ -17,6 +17,8 @@ int main(int argc, char** argv) {
   eqprop::cli::register_info(app);
   eqprop::cli::register_gradcheck(app);
   eqprop::cli::register_train(app);
+  eqprop::cli::register_data(app);
+  eqprop::cli::register_plot(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

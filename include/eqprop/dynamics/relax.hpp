@@ -64,7 +64,9 @@ class relax_state {
   void set_states_from_real(const std::vector<matrix<real>>& h);  ///< e.g. a real free state into complex states
 
   /// One synchronous step with nudge beta; returns the largest per-sample residual.
-  real step(const network& net, S beta, double noise_std = 0, rng_t* rng = nullptr);
+  /// alpha < 1 makes it an Euler step of tau dh/dt = -h + sigma(pre) with alpha = dt/tau:
+  /// h <- h + alpha (sigma(pre) - h) (alpha = 1 is the plain fixed-point step).
+  real step(const network& net, S beta, double noise_std = 0, rng_t* rng = nullptr, real alpha = 1);
   relax_report relax(const network& net, S beta, const relax_options& opt);
 
   /// Cost C per sample at the current state (readout CE or squared error), as S.

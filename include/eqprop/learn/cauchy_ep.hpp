@@ -32,6 +32,15 @@ struct ep_options {
   ep_start start = ep_start::free_state;
   nonconvergence_policy on_failure = nonconvergence_policy::drop;
   double fail_residual = 1.0;  ///< a sample whose residual exceeds this in any phase has failed
+  /// Neuron noise (hep.md section 4.3): Gaussian noise of this std added to every
+  /// pre-activation at every step of the nudged phases, and of the free phase too when
+  /// noise_in_free_phase (the paper's training keeps the free phase noiseless).
+  double noise_std = 0;
+  bool noise_in_free_phase = false;
+  uint64_t noise_seed = 0;
+  /// > 0: dF/dtheta is averaged over the last average_last steps of every phase instead of
+  /// read at the last step (the paper's noisy classic EP uses 5).
+  int average_last = 0;
   void validate() const;
 };
 
@@ -46,6 +55,7 @@ class cauchy_ep : public grad_estimator<R> {
   const ep_options& options() const { return opt_; }
   /// The free-phase workspace of the last estimate (states, residuals).
   const relax_state<R>& free_state() const { return free_; }
+  void reseed_noise(uint64_t seed) override { noise_rng_.seed(seed); }
 
  private:
   ep_options opt_;
@@ -55,6 +65,11 @@ class cauchy_ep : public grad_estimator<R> {
   std::vector<R> real_betas_;
   std::vector<complex> complex_betas_, complex_coefs_;
   std::vector<R> real_coefs_;
+  rng_t noise_rng_;
+  // Snapshots of the last average_last steps of each phase (free, real points, complex points).
+  std::vector<relax_state<R>> free_snaps_;
+  std::vector<std::vector<relax_state<R>>> real_snaps_;
+  std::vector<std::vector<relax_state<complex>>> complex_snaps_;
 };
 
 extern template class cauchy_ep<float>;

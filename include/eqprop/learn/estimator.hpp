@@ -5,6 +5,7 @@
 // free fixed point; an estimator writes its estimate of dL/dtheta into grad (layout of
 // layered_network::params()), and the optimiser descends: theta <- theta - lr * grad.
 #pragma once
+#include <cstdint>
 #include <memory>
 #include <span>
 #include <string>
@@ -41,6 +42,9 @@ class grad_estimator {
   /// Estimates dL/dtheta on the batch (x: n_in x B, y: n_out x B) into grad (overwritten).
   virtual grad_result estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                                std::span<R> grad) = 0;
+  /// Restarts the neuron-noise stream (if any) from this seed; the trainer calls it at
+  /// every epoch start so that a resumed run draws the same noise.
+  virtual void reseed_noise(uint64_t seed) {}
 };
 
 }  // namespace eqprop

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/suggest.hpp"
 
 namespace eqprop {
 
@@ -56,10 +57,6 @@ class config_schema {
   std::map<std::string, std::size_t, std::less<>> index_;
 };
 
-/// The closest candidate to `name` by edit distance (case-insensitive), or "" when none is
-/// close enough to be a plausible typo. For dotted names the last components are compared
-/// too, so "lr" or "network.lr" suggest "optimizer.lr".
-std::string suggest_closest(std::string_view name, const std::vector<std::string>& candidates);
 
 /// A resolved configuration. Holds a copy of its schema.
 class config {

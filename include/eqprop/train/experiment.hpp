@@ -7,6 +7,7 @@
 #include <string>
 
 #include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/estimator.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/optimizer.hpp"
@@ -18,7 +19,7 @@ const config_schema& experiment_schema();
 /// Network spec from network.* keys; input size and classes come from the data.
 network_spec make_network_spec(const config& cfg, int n_input, int n_classes);
 /// Estimator from estimator.* and relax.* keys ("classic", "symmetric", "holomorphic",
-/// "bptt", "implicit").
+/// "continuous", "bptt", "implicit").
 template <class R>
 std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg);
 optimizer_options make_optimizer_options(const config& cfg);

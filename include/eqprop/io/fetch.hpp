@@ -1,0 +1,84 @@
+// Downloading data sets: a registry of the canonical files of each data set (where they
+// go under the data directory, where to download them, their published checksums) and a
+// fetcher that downloads over HTTP(S) (libcurl), verifies (OpenSSL) and installs them
+// atomically. See docs/datasets.md, "Downloading datasets: eqprop data fetch".
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "eqprop/core/error.hpp"
+
+namespace eqprop {
+
+/// The kind of published checksum a file has. `none`: no checksum is published; such a
+/// file is downloaded with a warning and never reported as verified.
+enum class checksum_kind { none, sha256, md5 };
+
+/// One downloadable file.
+struct remote_file {
+  std::string path;               ///< destination, relative to the data directory
+  std::vector<std::string> urls;  ///< canonical address first, then mirrors
+  int64_t size = -1;              ///< bytes; -1 when not known
+  checksum_kind kind = checksum_kind::none;
+  std::string checksum;           ///< lower-case hex digest of `kind`
+};
+
+/// A named set of files, plus a note printed after fetching (e.g. how to extract).
+struct remote_dataset {
+  std::string name;
+  std::vector<remote_file> files;
+  std::string note;
+};
+
+/// The registry: mnist, fashion_mnist, kmnist, cifar10, cifar100 (in that order).
+const std::vector<remote_dataset>& remote_datasets();
+
+/// Looks a data set up by name (case-insensitive, '-' accepted for '_'). Throws
+/// config_error naming it, with "did you mean" when a known name is close.
+const remote_dataset& find_remote_dataset(const std::string& name);
+
+/// "sha256", "md5" or "none".
+std::string_view checksum_name(checksum_kind kind);
+
+/// Hex digest of a whole file. Throws data_error naming the file if it cannot be read.
+std::string file_digest(const std::filesystem::path& file, checksum_kind kind);
+
+/// State of a file under the data directory.
+enum class file_state { missing, verified, unverified, mismatch };
+struct file_check {
+  file_state state = file_state::missing;
+  std::string actual;  ///< the digest computed (empty when missing or kind == none)
+};
+file_check check_file(const std::filesystem::path& data_dir, const remote_file& file);
+
+/// `url` with everything up to its last '/' replaced by `base` (a trailing '/' on base is
+/// ignored): apply_base_url("https://h/x/f.gz", "http://127.0.0.1:8000") is
+/// "http://127.0.0.1:8000/f.gz". An empty base returns url unchanged.
+std::string apply_base_url(const std::string& url, const std::string& base);
+
+struct fetch_options {
+  std::string base_url;  ///< non-empty: every URL goes through apply_base_url
+  bool force = false;    ///< download even when a verified copy is present
+  /// Progress on stderr, redrawn in place (set it when stderr is a terminal).
+  bool progress_bar = false;
+  /// Receives one line per event ("mnist/x.gz: ok, already present"); default: stderr.
+  std::function<void(const std::string& line)> log;
+  long connect_timeout_s = 20;
+  long stall_timeout_s = 60;  ///< give up on a mirror after this long below 1 byte/s
+};
+
+/// Makes every file present and verified under data_dir. Per file: a verified copy is
+/// kept ("ok, already present") unless options.force; otherwise each URL is tried in
+/// turn, downloading to `<dest>.part`, which is checked (size when known, checksum) and
+/// renamed into place. HTTP and network errors move on to the next URL; when none is
+/// left, data_error lists every URL with its HTTP status or curl error. A checksum
+/// mismatch removes the .part file and throws data_error naming the file and both
+/// digests. Files without a published checksum are installed with a warning.
+void fetch_files(const std::vector<remote_file>& files, const std::filesystem::path& data_dir,
+                 const fetch_options& options = {});
+
+}  // namespace eqprop

@@ -1,0 +1,340 @@
+// Data set downloads: the registry of canonical files and the verifying fetcher
+// (libcurl for transfers, OpenSSL EVP for digests).
+#include "eqprop/io/fetch.hpp"
+
+#include <curl/curl.h>
+#include <openssl/evp.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <mutex>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "eqprop/build_info.hpp"
+#include "eqprop/core/suggest.hpp"
+#include "io_internal.hpp"
+
+namespace eqprop {
+
+namespace fs = std::filesystem;
+using io_detail::display;
+
+namespace {
+
+// The four IDX files of an MNIST-like data set: {file name, size, checksum}.
+struct idx_entry {
+  const char* name;
+  int64_t size;
+  const char* digest;
+};
+std::vector<remote_file> idx_files(const std::string& dir, std::vector<std::string> bases, checksum_kind kind,
+                                   std::initializer_list<idx_entry> entries) {
+  std::vector<remote_file> out;
+  for (const idx_entry& e : entries) {
+    std::vector<std::string> urls;
+    for (const auto& b : bases) urls.push_back(b + e.name);
+    out.push_back({dir + "/" + e.name, urls, e.size, kind, e.digest});
+  }
+  return out;
+}
+
+std::string canonical(const std::string& name) {
+  std::string s;
+  for (char c : name) s += c == '-' ? '_' : static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return s;
+}
+
+// Incremental digest over OpenSSL's EVP interface.
+class hasher {
+ public:
+  explicit hasher(checksum_kind kind) : ctx_(EVP_MD_CTX_new(), EVP_MD_CTX_free) {
+    if (!ctx_ || EVP_DigestInit_ex(ctx_.get(), kind == checksum_kind::md5 ? EVP_md5() : EVP_sha256(), nullptr) != 1)
+      throw internal_error("OpenSSL: EVP_DigestInit_ex failed");
+  }
+  void update(const void* p, size_t n) { EVP_DigestUpdate(ctx_.get(), p, n); }
+  std::string hex() {
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx_.get(), md, &len);
+    std::string s;
+    for (unsigned i = 0; i < len; ++i) s += fmt::format("{:02x}", md[i]);
+    return s;
+  }
+
+ private:
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx_;
+};
+
+std::string human(double bytes) {
+  if (bytes >= 1e9) return fmt::format("{:.2f} GB", bytes / 1e9);
+  if (bytes >= 1e6) return fmt::format("{:.1f} MB", bytes / 1e6);
+  if (bytes >= 1e3) return fmt::format("{:.1f} kB", bytes / 1e3);
+  return fmt::format("{:.0f} B", bytes);
+}
+
+// State of one transfer, shared with the curl callbacks.
+struct transfer {
+  FILE* out = nullptr;
+  hasher* digest = nullptr;
+  int64_t bytes = 0, expected = -1;  // expected: the registry's size, used when no Content-Length
+  bool write_failed = false;
+  bool bar = false;
+  std::string label;
+  std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last_draw{};
+};
+
+size_t on_data(char* p, size_t size, size_t n, void* user) {
+  auto* t = static_cast<transfer*>(user);
+  const size_t len = size * n;
+  if (std::fwrite(p, 1, len, t->out) != len) {
+    t->write_failed = true;
+    return 0;  // makes curl stop with CURLE_WRITE_ERROR
+  }
+  t->digest->update(p, len);
+  t->bytes += static_cast<int64_t>(len);
+  return len;
+}
+
+int on_progress(void* user, curl_off_t total, curl_off_t now, curl_off_t, curl_off_t) {
+  auto* t = static_cast<transfer*>(user);
+  const auto tnow = std::chrono::steady_clock::now();
+  if (!t->bar || tnow - t->last_draw < std::chrono::milliseconds(200)) return 0;
+  t->last_draw = tnow;
+  if (total <= 0 && t->expected > 0) total = t->expected;
+  const double secs = std::chrono::duration<double>(tnow - t->start).count();
+  const std::string pct = total > 0 ? fmt::format(" {:3.0f}%", 100.0 * double(now) / double(total)) : "";
+  fmt::print(stderr, "\r{}: {} / {}{}  {}/s   ", t->label, human(double(now)), total > 0 ? human(double(total)) : "?",
+             pct, human(secs > 0 ? double(now) / secs : 0.0));
+  std::fflush(stderr);
+  return 0;
+}
+
+// Downloads url into part while hashing it. Returns "" on success, else why it failed.
+std::string download(const std::string& url, const fs::path& part, hasher& digest, transfer& t,
+                     const fetch_options& o) {
+  static std::once_flag init;
+  std::call_once(init, [] { curl_global_init(CURL_GLOBAL_DEFAULT); });
+  t.out = std::fopen(part.c_str(), "wb");
+  if (!t.out) throw data_error(fmt::format("cannot create {}: {}", display(part), std::strerror(errno)));
+  t.digest = &digest;
+  std::unique_ptr<CURL, void (*)(CURL*)> curl(curl_easy_init(), curl_easy_cleanup);
+  if (!curl) throw internal_error("curl_easy_init failed");
+  char err[CURL_ERROR_SIZE] = {};
+  const std::string agent = fmt::format("eqprop/{}", build::version);
+  CURL* c = curl.get();
+  curl_easy_setopt(c, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, err);
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 1L);
+  curl_easy_setopt(c, CURLOPT_FAILONERROR, 1L);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, agent.c_str());
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT, o.connect_timeout_s);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_LIMIT, 1L);
+  curl_easy_setopt(c, CURLOPT_LOW_SPEED_TIME, o.stall_timeout_s);
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_data);
+  curl_easy_setopt(c, CURLOPT_WRITEDATA, &t);
+  curl_easy_setopt(c, CURLOPT_XFERINFOFUNCTION, on_progress);
+  curl_easy_setopt(c, CURLOPT_XFERINFODATA, &t);
+  curl_easy_setopt(c, CURLOPT_NOPROGRESS, 0L);
+  const CURLcode rc = curl_easy_perform(c);
+  if (t.bar) fmt::print(stderr, "\r\033[K");
+  const bool flushed = std::fflush(t.out) == 0 && ::fsync(fileno(t.out)) == 0;
+  const bool closed = std::fclose(t.out) == 0;
+  t.out = nullptr;
+  if (t.write_failed || (rc == CURLE_OK && !(flushed && closed)))
+    throw data_error(fmt::format("cannot write {}: {}", display(part), std::strerror(errno)));
+  if (rc == CURLE_HTTP_RETURNED_ERROR) {
+    long status = 0;
+    curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
+    return fmt::format("HTTP {}", status);
+  }
+  if (rc != CURLE_OK) return fmt::format("curl error {}: {}", int(rc), *err ? err : curl_easy_strerror(rc));
+  return "";
+}
+
+void remove_quietly(const fs::path& p) {
+  std::error_code ec;
+  fs::remove(p, ec);
+}
+
+void fetch_one(const remote_file& f, const fs::path& data_dir, const fetch_options& o) {
+  const auto log = [&](const std::string& s) { o.log ? o.log(s) : fmt::print(stderr, "{}\n", s); };
+  const fs::path dest = data_dir / f.path;
+  if (!o.force) {
+    const file_check c = check_file(data_dir, f);
+    if (c.state == file_state::verified) return log(fmt::format("{}: ok, already present", f.path));
+    if (c.state == file_state::unverified)
+      return log(fmt::format("{}: present (no published checksum, not verified); use --force to download again",
+                             f.path));
+    if (c.state == file_state::mismatch)
+      log(fmt::format("{}: present but its {} is {} (expected {}); downloading again", f.path,
+                      checksum_name(f.kind), c.actual, f.checksum));
+  }
+  std::error_code ec;
+  fs::create_directories(dest.parent_path(), ec);
+  if (ec) throw data_error(fmt::format("cannot create directory {}: {}", display(dest.parent_path()), ec.message()));
+  const fs::path part = dest.string() + ".part";
+  std::vector<std::string> failures, tried;
+  for (const std::string& raw : f.urls) {
+    const std::string url = apply_base_url(raw, o.base_url);
+    if (std::find(tried.begin(), tried.end(), url) != tried.end()) continue;  // mirrors under one --base-url
+    tried.push_back(url);
+    if (!o.progress_bar) log(fmt::format("{}: downloading {}", f.path, url));
+    hasher digest(f.kind);
+    transfer t;
+    t.bar = o.progress_bar;
+    t.label = f.path;
+    t.expected = f.size;
+    std::string why;
+    try {
+      why = download(url, part, digest, t, o);
+    } catch (...) {
+      remove_quietly(part);
+      throw;
+    }
+    if (!why.empty()) {
+      remove_quietly(part);
+      log(fmt::format("{}: {}: {}", f.path, url, why));
+      failures.push_back(fmt::format("{}: {}", url, why));
+      continue;
+    }
+    const std::string actual = digest.hex();
+    if (f.kind != checksum_kind::none && actual != f.checksum) {
+      remove_quietly(part);
+      throw data_error(fmt::format(
+          "{}: checksum mismatch for the file downloaded from {}: expected {} {}, got {} ({} bytes{}). The "
+          "partial file was removed; the mirror may be corrupt or the download was altered.",
+          display(dest), url, checksum_name(f.kind), f.checksum, actual, t.bytes,
+          f.size >= 0 ? fmt::format(", expected {}", f.size) : ""));
+    }
+    if (f.kind == checksum_kind::none && f.size >= 0 && t.bytes != f.size) {
+      remove_quietly(part);
+      throw data_error(fmt::format("{}: downloaded {} bytes from {} but expected {}", display(dest), t.bytes, url,
+                                   f.size));
+    }
+    fs::rename(part, dest, ec);
+    if (ec) {
+      remove_quietly(part);
+      throw data_error(fmt::format("cannot move {} to {}: {}", display(part), display(dest), ec.message()));
+    }
+    const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t.start).count();
+    const std::string rate = secs > 0 ? human(double(t.bytes) / secs) + "/s" : "";
+    if (f.kind == checksum_kind::none)
+      log(fmt::format("{}: WARNING: no published checksum for this file, so it was NOT verified (sha256 {}); "
+                      "{} in {:.1f} s", f.path, actual, human(double(t.bytes)), secs));
+    else
+      log(fmt::format("{}: ok, {} in {:.1f} s ({}), {} verified", f.path, human(double(t.bytes)), secs, rate,
+                      checksum_name(f.kind)));
+    return;
+  }
+  throw data_error(fmt::format("could not download {}; every address failed:\n  {}", display(dest),
+                               fmt::join(failures, "\n  ")));
+}
+
+}  // namespace
+
+const std::vector<remote_dataset>& remote_datasets() {
+  using k = checksum_kind;
+  // MNIST / Fashion-MNIST: SHA-256 and sizes of the canonical files (../shared/data/
+  // README.md, SHA256SUMS). KMNIST and CIFAR: only MD5s are published (KMNIST: the
+  // authors' files as listed by torchvision and the Mila mirror; CIFAR: the dataset page).
+  static const std::vector<remote_dataset> r = {
+      {"mnist",
+       idx_files("mnist", {"https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"},
+                 k::sha256,
+                 {{"train-images-idx3-ubyte.gz", 9912422,
+                   "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"},
+                  {"train-labels-idx1-ubyte.gz", 28881,
+                   "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
+                  {"t10k-images-idx3-ubyte.gz", 1648877,
+                   "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
+                  {"t10k-labels-idx1-ubyte.gz", 4542,
+                   "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}}),
+       ""},
+      {"fashion_mnist",
+       idx_files("fashion-mnist",
+                 {"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+                  "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"},
+                 k::sha256,
+                 {{"train-images-idx3-ubyte.gz", 26421880,
+                   "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"},
+                  {"train-labels-idx1-ubyte.gz", 29515,
+                   "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"},
+                  {"t10k-images-idx3-ubyte.gz", 4422102,
+                   "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"},
+                  {"t10k-labels-idx1-ubyte.gz", 5148,
+                   "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"}}),
+       ""},
+      {"kmnist",
+       idx_files("kmnist", {"http://codh.rois.ac.jp/kmnist/dataset/kmnist/"}, k::md5,
+                 {{"train-images-idx3-ubyte.gz", -1, "bdb82020997e1d708af4cf47b453dcf7"},
+                  {"train-labels-idx1-ubyte.gz", -1, "e144d726b3acfaa3e44228e80efcd344"},
+                  {"t10k-images-idx3-ubyte.gz", -1, "5c965bf0a639b31b8f53240b1b52f4d7"},
+                  {"t10k-labels-idx1-ubyte.gz", -1, "7320c461ea6c1c855c0b718fb2a4b134"}}),
+       ""},
+      {"cifar10",
+       {{"cifar-10-binary.tar.gz", {"https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"}, 170052171, k::md5,
+         "c32a1d4ab5d03f1284b67883e8d87530"}},
+       "extract it with: tar -xzf DATA/cifar-10-binary.tar.gz -C DATA (gives cifar-10-batches-bin/)"},
+      {"cifar100",
+       {{"cifar-100-binary.tar.gz", {"https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"}, 168513733, k::md5,
+         "03b5dce01913d631647c71ecec9e9cb8"}},
+       "extract it with: tar -xzf DATA/cifar-100-binary.tar.gz -C DATA (gives cifar-100-binary/)"},
+  };
+  return r;
+}
+
+const remote_dataset& find_remote_dataset(const std::string& name) {
+  std::vector<std::string> names;
+  for (const auto& d : remote_datasets()) {
+    if (d.name == canonical(name)) return d;
+    names.push_back(d.name);
+  }
+  const std::string best = suggest_closest(canonical(name), names);
+  throw config_error(fmt::format("unknown downloadable dataset '{}'.{} Known: {}.", name,
+                                 best.empty() ? "" : fmt::format(" Did you mean '{}'?", best), fmt::join(names, ", ")));
+}
+
+std::string_view checksum_name(checksum_kind kind) {
+  return kind == checksum_kind::sha256 ? "sha256" : kind == checksum_kind::md5 ? "md5" : "none";
+}
+
+std::string file_digest(const fs::path& file, checksum_kind kind) {
+  std::unique_ptr<FILE, int (*)(FILE*)> f(std::fopen(file.c_str(), "rb"), std::fclose);
+  if (!f) throw data_error(fmt::format("cannot open {}: {}", display(file), std::strerror(errno)));
+  hasher h(kind);
+  std::vector<char> buf(1 << 20);
+  while (const size_t n = std::fread(buf.data(), 1, buf.size(), f.get())) h.update(buf.data(), n);
+  if (std::ferror(f.get())) throw data_error(fmt::format("error reading {}", display(file)));
+  return h.hex();
+}
+
+file_check check_file(const fs::path& data_dir, const remote_file& file) {
+  const fs::path p = data_dir / file.path;
+  std::error_code ec;
+  if (!fs::is_regular_file(p, ec)) return {file_state::missing, ""};
+  if (file.kind == checksum_kind::none) return {file_state::unverified, ""};
+  std::string actual = file_digest(p, file.kind);
+  return {actual == file.checksum ? file_state::verified : file_state::mismatch, actual};
+}
+
+std::string apply_base_url(const std::string& url, const std::string& base) {
+  if (base.empty()) return url;
+  std::string b = base;
+  while (!b.empty() && b.back() == '/') b.pop_back();
+  return b + "/" + url.substr(url.rfind('/') + 1);
+}
+
+void fetch_files(const std::vector<remote_file>& files, const fs::path& data_dir, const fetch_options& options) {
+  for (const remote_file& f : files) fetch_one(f, data_dir, options);
+}
+
+}  // namespace eqprop
