@@ -45,7 +45,8 @@ BLIS_LIB="$LIBDIR/blis-openmp/libblis.so.4"
 BLIS_INC=/usr/include/x86_64-linux-gnu/blis-openmp
 REFBLAS_LIB="$LIBDIR/blas/libblas.so.3"                  # netlib reference (has cblas_*)
 EIGEN_INC=/usr/include/eigen3
-CXXFLAGS=(-O3 -march=native -std=c++20 -DNDEBUG -I"$EIGEN_INC" -Wall -Wno-ignored-attributes)
+CXXFLAGS=(-O3 -march=native -std=c++20 -DNDEBUG -I"$EIGEN_INC" -Wall -Wno-ignored-attributes
+          -Wno-maybe-uninitialized -Wno-unused-variable)  # last two: Eigen 3.4 AVX-512 header noise
 
 mkdir -p "$BUILD_DIR" "$OUT_DIR"
 T_START=$(date +%s)

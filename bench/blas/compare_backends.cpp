@@ -508,7 +508,8 @@ static bool self_check() {
 
 // ---------------------------------------------------------------------------
 // CPU peak probe: clock by a dependent integer-add chain, FMA throughput by an
-// unrolled loop of independent AVX2 FMA accumulators, 1 and 2 threads.
+// unrolled loop of independent FMA accumulators (256-bit AVX2 and, when the
+// binary is built with AVX-512, 512-bit), 1 and 2 threads.
 // ---------------------------------------------------------------------------
 // Windows are kept short (~2 ms) and repeated many times: on a shared machine a
 // short window often runs without being descheduled, and the best window is
@@ -530,7 +531,7 @@ static double measure_clock_ghz() {
 }
 
 // 12 independent accumulators: FMA latency 4 x 2 FMA pipes = 8 needed in flight.
-#define EQ_FMA_KERNEL(NAME, VT, SET1, FMADD, ADD, STORE, ST)                              \
+#define EQ_FMA_KERNEL(NAME, VT, SET1, FMADD, ADD, STORE, ST, BYTES)                       \
   static double NAME(long iters) {                                                     \
     /* distinct start values, otherwise the compiler merges identical chains */        \
     VT a0 = SET1(0.1), a1 = SET1(0.2), a2 = SET1(0.3), a3 = SET1(0.4), a4 = SET1(0.5);   \
@@ -543,23 +544,32 @@ static double measure_clock_ghz() {
       a6 = FMADD(a6, m, c); a7 = FMADD(a7, m, c); a8 = FMADD(a8, m, c);                \
       a9 = FMADD(a9, m, c); a10 = FMADD(a10, m, c); a11 = FMADD(a11, m, c);            \
       /* opaque to the optimiser: every chain must really be computed */               \
-      asm volatile("" : "+x"(a0), "+x"(a1), "+x"(a2), "+x"(a3), "+x"(a4), "+x"(a5));   \
-      asm volatile("" : "+x"(a6), "+x"(a7), "+x"(a8), "+x"(a9), "+x"(a10), "+x"(a11)); \
+      asm volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));   \
+      asm volatile("" : "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11)); \
     }                                                                                  \
     VT s = ADD(ADD(ADD(a0, a1), ADD(a2, a3)), ADD(ADD(a4, a5), ADD(a6, a7)));          \
     s = ADD(s, ADD(ADD(a8, a9), ADD(a10, a11)));                                       \
-    alignas(32) ST o[32 / sizeof(ST)];                                                 \
+    alignas(BYTES) ST o[BYTES / sizeof(ST)];                                           \
     STORE(o, s);                                                                       \
     return o[0];                                                                       \
   }
 EQ_FMA_KERNEL(fma_kernel_sp, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
-              _mm256_store_ps, float)
+              _mm256_store_ps, float, 32)
 EQ_FMA_KERNEL(fma_kernel_dp, __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd,
-              _mm256_store_pd, double)
+              _mm256_store_pd, double, 32)
+#if defined(__AVX512F__)
+// 512-bit variants: what Eigen's kernels (and a hand-written hot loop) can use
+// when compiled with -march=native on an AVX-512 CPU.
+#define EQ_HAVE_AVX512_PEAK 1
+EQ_FMA_KERNEL(fma_kernel_sp512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
+              _mm512_store_ps, float, 64)
+EQ_FMA_KERNEL(fma_kernel_dp512, __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,
+              _mm512_store_pd, double, 64)
+#endif
 #undef EQ_FMA_KERNEL
 
-static double fma_gflops(bool sp, int threads) {
-  const int lanes = sp ? 8 : 4;
+static double fma_gflops(bool sp, int threads, bool w512 = false) {
+  const int lanes = (sp ? 8 : 4) * (w512 ? 2 : 1);
   const long iters = 500'000;  // 12 FMA per iteration: 6e6 FMA = ~1 ms per thread
   std::vector<std::thread> th;
   std::atomic<int> ready{0};
@@ -570,6 +580,12 @@ static double fma_gflops(bool sp, int threads) {
       ready++;
       while (!go.load()) {
       }
+#if defined(EQ_HAVE_AVX512_PEAK)
+      if (w512) {
+        sink[t] = sp ? fma_kernel_sp512(iters) : fma_kernel_dp512(iters);
+        return;
+      }
+#endif
       sink[t] = sp ? fma_kernel_sp(iters) : fma_kernel_dp(iters);
     });
   while (ready.load() < threads) {
@@ -617,7 +633,7 @@ static int run_peak(int reps) {
   int fma_units = 2, vec_bits = avx512 ? 512 : (fma ? 256 : 128);
   bool zen1 = family == 0x17 && modelno < 0x30;
   if (zen1) fma_units = 1;
-  // the measured kernel uses 256-bit AVX2 code regardless
+  // the *_avx2 lines use 256-bit code, the *_avx512 lines 512-bit code
   const int flops_cyc_sp = fma_units * (vec_bits / 32) * 2;
   const int flops_cyc_dp = fma_units * (vec_bits / 64) * 2;
   const int flops_cyc_sp_avx2 = fma_units * 8 * 2;
@@ -626,7 +642,7 @@ static int run_peak(int reps) {
   // On a shared machine interference only ever makes things slower, so the
   // best (max) of several runs is the estimate of what the core can do; the
   // median is printed too so that a loaded run is visible.
-  std::vector<double> clk, s1, s2, d1, d2;
+  std::vector<double> clk, s1, s2, d1, d2, z1, z2, e1, e2;  // z/e: 512-bit fp32/fp64
   measure_clock_ghz();  // warm-up / let the frequency settle
   for (int r = 0; r < reps; ++r) {
     clk.push_back(measure_clock_ghz());
@@ -634,6 +650,12 @@ static int run_peak(int reps) {
     d1.push_back(fma_gflops(false, 1));
     s2.push_back(fma_gflops(true, 2));
     d2.push_back(fma_gflops(false, 2));
+#if defined(EQ_HAVE_AVX512_PEAK)
+    z1.push_back(fma_gflops(true, 1, true));
+    e1.push_back(fma_gflops(false, 1, true));
+    z2.push_back(fma_gflops(true, 2, true));
+    e2.push_back(fma_gflops(false, 2, true));
+#endif
     clk.push_back(measure_clock_ghz());
   }
   auto vmax = [](const std::vector<double>& v) { return *std::max_element(v.begin(), v.end()); };
@@ -654,12 +676,26 @@ static int run_peak(int reps) {
     std::printf("peak,%s,%d,%.1f,%.1f,%.1f,%.3f\n", kind, thr, th, vmax(m), median(m),
                 vmax(m) / th);
   };
-  line("fp32", 1, flops_cyc_sp_avx2, s1);
-  line("fp32", 2, flops_cyc_sp_avx2, s2);
-  line("fp64", 1, flops_cyc_dp_avx2, d1);
-  line("fp64", 2, flops_cyc_dp_avx2, d2);
-  std::printf("# measured fp32 flop/cycle/core (best/best clock) = %.2f (expect %d)\n",
+  line("fp32_avx2", 1, flops_cyc_sp_avx2, s1);
+  line("fp32_avx2", 2, flops_cyc_sp_avx2, s2);
+  line("fp64_avx2", 1, flops_cyc_dp_avx2, d1);
+  line("fp64_avx2", 2, flops_cyc_dp_avx2, d2);
+  std::printf("# measured fp32 AVX2 flop/cycle/core (best/best clock) = %.2f (expect %d)\n",
               vmax(s1) / ghz, flops_cyc_sp_avx2);
+#if defined(EQ_HAVE_AVX512_PEAK)
+  line("fp32_avx512", 1, flops_cyc_sp, z1);
+  line("fp32_avx512", 2, flops_cyc_sp, z2);
+  line("fp64_avx512", 1, flops_cyc_dp, e1);
+  line("fp64_avx512", 2, flops_cyc_dp, e2);
+  std::printf("# measured fp32 AVX-512 flop/cycle/core (best/best clock) = %.2f (theoretical "
+              "assumes %d)\n",
+              vmax(z1) / ghz, flops_cyc_sp);
+  std::printf("# measured fp64 AVX-512 flop/cycle/core (best/best clock) = %.2f (theoretical "
+              "assumes %d)\n",
+              vmax(e1) / ghz, flops_cyc_dp);
+#else
+  std::printf("# AVX-512 peak not measured (binary not built with AVX-512)\n");
+#endif
   print_contention(snap0, cpu_snap());
   return 0;
 }
