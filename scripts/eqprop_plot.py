@@ -1,66 +1,151 @@
 #!/usr/bin/python3
-"""Learning curves of eqprop runs as a PNG: loss, accuracy and convergence per epoch.
+"""Figures for eqprop: learning curves of runs and the gradient-study figures.
 
-Usage: plot_run.py RUN_DIR [RUN_DIR ...] [-o OUT.png] [--title TEXT]
+  eqprop_plot.py run RUN_DIR [RUN_DIR ...] [-o OUT.png] [--title T]
+  eqprop_plot.py sweep-beta sweep_beta.csv [-o OUT.png]        (cosine, rel. error vs |beta| per N)
+  eqprop_plot.py sweep-periods sweep_periods.csv [-o OUT.png]  (continuous hEP: cosine vs periods per T2)
+  eqprop_plot.py stability stability.csv [-o OUT.png]          (residual over the complex beta plane)
 
-Reads each run's metrics.csv (written by `eqprop train`); several runs are overlaid,
-labelled by their directory names. Default output: RUN_DIR/curves.png for one run,
-./curves.png for several. Uses Debian's python3 with matplotlib (Agg, no display).
+Each function below also works from Python (it returns the matplotlib figure). Uses
+Debian's python3 with matplotlib (Agg backend, no display needed).
 """
 import argparse
 import csv
+import math
 import os
 import sys
 
 
-def read_metrics(run_dir):
-    path = os.path.join(run_dir, "metrics.csv")
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def read_csv(path):
+    """Columns of a CSV file as lists of floats (non-numeric columns are skipped)."""
     if not os.path.isfile(path):
-        raise SystemExit(f"plot: {path}: no such file (is {run_dir} an eqprop run directory?)")
+        raise SystemExit(f"eqprop_plot: {path}: no such file")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows:
-        raise SystemExit(f"plot: {path}: no epochs logged yet")
+        raise SystemExit(f"eqprop_plot: {path}: no rows")
     cols = {}
     for key in rows[0]:
         try:
-            cols[key] = [float(r[key]) if r[key] not in ("", None) else float("nan") for r in rows]
+            cols[key] = [float(r[key]) if r[key] not in ("", None) else math.nan for r in rows]
         except ValueError:
-            continue  # non-numeric column
+            continue
     return cols
+
+
+def run_curves(run_dirs, title=None):
+    """Loss, error and relaxation failures per epoch of one or more eqprop runs."""
+    plt = _plt()
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    for d in run_dirs:
+        path = os.path.join(d, "metrics.csv")
+        if not os.path.isfile(path):
+            raise SystemExit(f"eqprop_plot: {path}: no such file (is {d} an eqprop run directory?)")
+        m = read_csv(path)
+        name = os.path.basename(os.path.normpath(d))
+        ep = m["epoch"]
+        line, = ax[0].plot(ep, m["train_loss"], "--", label=f"{name} train")
+        c = line.get_color()
+        ax[0].plot(ep, m["test_loss"], "-", color=c, label=f"{name} test")
+        ax[1].plot(ep, [100 * (1 - v) for v in m["train_acc"]], "--", color=c, label=f"{name} train")
+        ax[1].plot(ep, [100 * (1 - v) for v in m["test_acc"]], "-", color=c, label=f"{name} test")
+        ax[2].plot(ep, m.get("dropped", [0] * len(ep)), "-", color=c, label=f"{name} dropped")
+        if "not_converged" in m:
+            ax[2].plot(ep, m["not_converged"], ":", color=c, label=f"{name} free phase not converged")
+    ax[0].set(xlabel="epoch", ylabel="cost", title="loss")
+    ax[1].set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
+    ax[2].set(xlabel="epoch", ylabel="samples per epoch", title="relaxation failures")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sweep_beta(csv_path, title=None):
+    """Cosine with the exact gradient and relative error versus |beta|, one curve per N."""
+    plt = _plt()
+    m = read_csv(csv_path)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for n in sorted(set(m["n_points"])):
+        idx = [i for i, v in enumerate(m["n_points"]) if v == n]
+        b = [m["beta"][i] for i in idx]
+        ax[0].plot(b, [m["cosine"][i] for i in idx], "o-", ms=3, label=f"N = {int(n)}")
+        ax[1].plot(b, [m["rel_error"][i] for i in idx], "o-", ms=3, label=f"N = {int(n)}")
+    ax[0].set(xlabel="|beta|", ylabel="cosine with the exact gradient", title="gradient direction")
+    ax[1].set(xlabel="|beta|", ylabel="relative error", title="gradient error", yscale="log")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def sweep_periods(csv_path, title=None):
+    """Continuous hEP: cosine with the exact gradient after each period, one curve per T2."""
+    plt = _plt()
+    m = read_csv(csv_path)
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for t2 in sorted(set(m["steps_per_point"])):
+        idx = [i for i, v in enumerate(m["steps_per_point"]) if v == t2]
+        p = [m["period"][i] for i in idx]
+        ax[0].plot(p, [m["cosine"][i] for i in idx], "o-", ms=3, label=f"T2 = {int(t2)}")
+        ax[1].plot(p, [max(1e-16, 1 - m["cosine"][i]) for i in idx], "o-", ms=3, label=f"T2 = {int(t2)}")
+    ax[0].set(xlabel="periods", ylabel="cosine with the exact gradient", title="continuous holomorphic EP")
+    ax[1].set(xlabel="periods", ylabel="1 - cosine", yscale="log", title="distance from the exact direction")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend()
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def stability(csv_path, title=None):
+    """log10 of the relaxation residual over the complex beta plane (dark: converged)."""
+    plt = _plt()
+    import numpy as np
+    m = read_csv(csv_path)
+    re, im, res = np.array(m["re"]), np.array(m["im"]), np.array(m["residual"])
+    xs, ys = np.unique(re), np.unique(im)
+    grid = np.full((len(ys), len(xs)), np.nan)
+    xi, yi = np.searchsorted(xs, re), np.searchsorted(ys, im)
+    with np.errstate(divide="ignore"):
+        grid[yi, xi] = np.log10(np.where(np.isfinite(res), np.maximum(res, 1e-16), 1e3))
+    fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
+    im_ = ax.imshow(grid, origin="lower", extent=[xs[0], xs[-1], ys[0], ys[-1]], cmap="magma", vmin=-16, vmax=1,
+                    interpolation="nearest", aspect="equal")
+    fig.colorbar(im_, ax=ax, label="log10 residual after the nudged phase")
+    ax.set(xlabel="Re beta", ylabel="Im beta", title=title or "where the nudged relaxation converges")
+    return fig
 
 
 def main(argv):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("runs", nargs="+", help="run directories")
-    ap.add_argument("-o", "--out", help="output PNG")
-    ap.add_argument("--title", default=None)
+    sub = ap.add_subparsers(dest="kind", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("runs", nargs="+")
+    for k in ("sweep-beta", "sweep-periods", "stability"):
+        sub.add_parser(k).add_argument("csv")
+    for p in sub.choices.values():
+        p.add_argument("-o", "--out")
+        p.add_argument("--title")
     a = ap.parse_args(argv)
-
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    runs = [(os.path.basename(os.path.normpath(r)), read_metrics(r)) for r in a.runs]
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-    for name, m in runs:
-        ep = m["epoch"]
-        l, = ax[0].plot(ep, m["train_loss"], "--", label=f"{name} train")
-        ax[0].plot(ep, m["test_loss"], "-", color=l.get_color(), label=f"{name} test")
-        ax[1].plot(ep, [100 * (1 - v) for v in m["train_acc"]], "--", color=l.get_color(), label=f"{name} train")
-        ax[1].plot(ep, [100 * (1 - v) for v in m["test_acc"]], "-", color=l.get_color(), label=f"{name} test")
-        ax[2].plot(ep, m.get("dropped", [0] * len(ep)), "-", color=l.get_color(), label=f"{name} dropped")
-        if "not_converged" in m:
-            ax[2].plot(ep, m["not_converged"], ":", color=l.get_color(), label=f"{name} not converged")
-    ax[0].set(xlabel="epoch", ylabel="cross-entropy / cost", title="loss")
-    ax[1].set(xlabel="epoch", ylabel="error (%)", title="error (lower is better)", yscale="log")
-    ax[2].set(xlabel="epoch", ylabel="samples per epoch", title="relaxation failures")
-    for x in ax:
-        x.grid(alpha=0.3)
-        x.legend(fontsize=7)
-    if a.title:
-        fig.suptitle(a.title)
-    out = a.out or (os.path.join(a.runs[0], "curves.png") if len(a.runs) == 1 else "curves.png")
+    if a.kind == "run":
+        fig = run_curves(a.runs, a.title)
+        out = a.out or (os.path.join(a.runs[0], "curves.png") if len(a.runs) == 1 else "curves.png")
+    else:
+        fig = {"sweep-beta": sweep_beta, "sweep-periods": sweep_periods, "stability": stability}[a.kind](a.csv, a.title)
+        out = a.out or os.path.splitext(a.csv)[0] + ".png"
     fig.savefig(out, dpi=110)
     print(out)
 

@@ -1,5 +1,8 @@
-// eqprop gradcheck: compares gradient estimators with an exact reference on one batch.
+// eqprop gradcheck and eqprop sweep (beta | periods | stability): gradient studies on one
+// batch against an exact float64 reference.
 #include <cmath>
+#include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iostream>
 #include <string>
@@ -10,11 +13,13 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "study_util.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/reference.hpp"
 
 namespace eqprop::cli {
@@ -33,7 +38,7 @@ struct gradcheck_args {
   double tol = 0;
   bool stop_early = false;
   std::vector<int> n_points{1, 2, 4};
-  std::vector<double> betas{0.1};
+  std::vector<std::string> betas{"0.1"};
   std::string start = "free";
   std::string reference = "bptt";
   long reference_steps = 0;
@@ -41,7 +46,34 @@ struct gradcheck_args {
   std::string data_dir;
   std::string json_path;
   double min_cosine = -2;
+  double noise_std = 0;   // neuron noise in the nudged phases (and the reference is noiseless)
+  uint64_t noise_seed = 0;
+  std::string out_dir;    // sweep beta: writes sweep_beta.{json,csv,png} here
 };
+
+// |beta| list: explicit values, or "lin:A:B:COUNT" / "log:A:B:COUNT" ranges.
+std::vector<double> parse_betas(const std::vector<std::string>& specs) {
+  std::vector<double> out;
+  for (const auto& s : specs) {
+    if (s.rfind("lin:", 0) == 0 || s.rfind("log:", 0) == 0) {
+      double a = 0, b = 0;
+      int n = 0;
+      if (std::sscanf(s.c_str() + 4, "%lf:%lf:%d", &a, &b, &n) != 3 || n < 1 || !(a > 0) || !(b >= a))
+        throw config_error(fmt::format("--beta '{}': expected lin:A:B:COUNT or log:A:B:COUNT with 0 < A <= B", s));
+      for (int i = 0; i < n; ++i) {
+        const double f = n == 1 ? 0.0 : double(i) / (n - 1);
+        out.push_back(s[1] == 'i' ? a + f * (b - a) : a * std::pow(b / a, f));
+      }
+    } else {
+      std::size_t used = 0;
+      double v = 0;
+      try { v = std::stod(s, &used); } catch (const std::exception&) { used = 0; }
+      if (used != s.size() || !(v > 0)) throw config_error(fmt::format("--beta '{}': not a positive number or range", s));
+      out.push_back(v);
+    }
+  }
+  return out;
+}
 
 // The batch: random inputs in [0, 1) and random labels from the seed, or the first
 // samples of a dataset (test split) when --dataset is given.
@@ -74,9 +106,23 @@ std::string fmt_report(const relax_report& r) {
   return fmt::format("{:.2e}{}", r.max_residual, r.n_not_converged ? fmt::format(" ({} nc)", r.n_not_converged) : "");
 }
 
+// The network, batch and float64 exact reference every study command starts from.
 template <class R>
-void run(const gradcheck_args& a) {
+struct study {
   network_spec spec;
+  layered_network<R> net;
+  layered_network<double> net64;
+  matrix<double> x64, y64;
+  matrix<R> x, y;
+  std::vector<double> ref;
+  std::string ref_name;
+  double ref_residual = NAN;
+};
+
+template <class R>
+study<R> make_study(const gradcheck_args& a) {
+  study<R> s;
+  auto& spec = s.spec;
   spec.sizes = a.layers;
   spec.output = parse_output(a.output);
   spec.n_readout = spec.output == output_kind::readout ? a.readout : 0;
@@ -84,43 +130,48 @@ void run(const gradcheck_args& a) {
   spec.init_scale = a.init_scale;
   spec.seed = a.seed;
   if (a.batch < 1) throw config_error("--batch must be >= 1");
-  layered_network<R> net(spec);
-  layered_network<double> net64 = net.template cast<double>();
-
-  matrix<double> x64, y64;
-  make_batch(a, spec, x64, y64);
-  const matrix<R> x = x64.cast<R>(), y = y64.cast<R>();
-
-  relax_options free{a.free_steps, a.tol, a.stop_early};
-  relax_options nudged{a.nudged_steps, a.tol, a.stop_early};
+  s.net = layered_network<R>(spec);
+  s.net64 = s.net.template cast<double>();
+  make_batch(a, spec, s.x64, s.y64);
+  s.x = s.x64.template cast<R>();
+  s.y = s.y64.template cast<R>();
 
   // Exact reference, always in float64 on the same (cast) parameters.
-  std::vector<double> ref(net64.n_params());
-  std::string ref_name;
-  double ref_residual = NAN;
-  {
-    const long T = a.reference_steps > 0 ? a.reference_steps : a.free_steps;
-    relax_options ro{std::max<long>(T, 1), a.tol > 0 ? a.tol : 1e-12, true};
-    if (a.reference == "bptt") {
-      bptt_gradient<double> g(T);
-      auto r = g.estimate(net64, x64, y64, ref);
-      ref_name = g.name();
-      ref_residual = r.free.max_residual;
-    } else if (a.reference == "implicit") {
-      implicit_gradient<double> g(ro);
-      auto r = g.estimate(net64, x64, y64, ref);
-      ref_name = g.name();
-      ref_residual = r.free.max_residual;
-    } else if (a.reference == "fd") {
-      ref = finite_difference_gradient(net64, x64, y64, ro);
-      ref_name = "central finite differences";
-    } else if (a.reference == "complex-step") {
-      ref = complex_step_gradient(net64, x64, y64, ro);
-      ref_name = "complex-step differences";
-    } else {
-      throw config_error(fmt::format("unknown --reference '{}': expected bptt, implicit, fd or complex-step", a.reference));
-    }
+  s.ref.resize(s.net64.n_params());
+  const long T = a.reference_steps > 0 ? a.reference_steps : a.free_steps;
+  relax_options ro{std::max<long>(T, 1), a.tol > 0 ? a.tol : 1e-12, true};
+  if (a.reference == "bptt") {
+    bptt_gradient<double> g(T);
+    s.ref_residual = g.estimate(s.net64, s.x64, s.y64, s.ref).free.max_residual;
+    s.ref_name = g.name();
+  } else if (a.reference == "implicit") {
+    implicit_gradient<double> g(ro);
+    s.ref_residual = g.estimate(s.net64, s.x64, s.y64, s.ref).free.max_residual;
+    s.ref_name = g.name();
+  } else if (a.reference == "fd") {
+    s.ref = finite_difference_gradient(s.net64, s.x64, s.y64, ro);
+    s.ref_name = "central finite differences";
+  } else if (a.reference == "complex-step") {
+    s.ref = complex_step_gradient(s.net64, s.x64, s.y64, ro);
+    s.ref_name = "complex-step differences";
+  } else {
+    throw config_error(fmt::format("unknown --reference '{}': expected bptt, implicit, fd or complex-step", a.reference));
   }
+  return s;
+}
+
+template <class R>
+void run(const gradcheck_args& a) {
+  auto st = make_study<R>(a);
+  const auto& spec = st.spec;
+  const auto& net = st.net;
+  const auto& x = st.x;
+  const auto& y = st.y;
+  const auto& ref = st.ref;
+  const auto& ref_name = st.ref_name;
+  const double ref_residual = st.ref_residual;
+  relax_options free{a.free_steps, a.tol, a.stop_early};
+  relax_options nudged{a.nudged_steps, a.tol, a.stop_early};
 
   const auto groups = param_group_names(spec);
   nlohmann::ordered_json doc;
@@ -128,7 +179,8 @@ void run(const gradcheck_args& a) {
   doc["network"] = {{"layers", a.layers}, {"readout", spec.n_readout}, {"output", a.output},
                     {"activation", a.activation}, {"init_scale", a.init_scale}, {"seed", a.seed},
                     {"batch", a.batch}, {"dtype", a.dtype}, {"n_params", net.n_params()}};
-  doc["relax"] = {{"free_steps", a.free_steps}, {"nudged_steps", a.nudged_steps}, {"tol", a.tol}, {"stop_early", a.stop_early}};
+  doc["relax"] = {{"free_steps", a.free_steps}, {"nudged_steps", a.nudged_steps}, {"tol", a.tol}, {"stop_early", a.stop_early},
+                  {"noise_std", a.noise_std}, {"noise_seed", a.noise_seed}};
   doc["reference"] = {{"name", ref_name}, {"dtype", "float64"}};
 
   fmt::print("{}\n", build_info_line());
@@ -145,7 +197,7 @@ void run(const gradcheck_args& a) {
   double worst_cos = 2;
   bool any_nc = false;
   for (int N : a.n_points) {
-    for (double beta : a.betas) {
+    for (double beta : parse_betas(a.betas)) {
       ep_options o;
       o.n_points = N;
       o.beta = beta;
@@ -153,6 +205,8 @@ void run(const gradcheck_args& a) {
       o.nudged = nudged;
       o.start = a.start == "warm" ? ep_start::warm : ep_start::free_state;
       o.on_failure = nonconvergence_policy::keep;
+      o.noise_std = a.noise_std;
+      o.noise_seed = a.noise_seed;
       cauchy_ep<R> est(o);
       std::vector<R> g(net.n_params());
       auto res = est.estimate(net, x, y, g);
@@ -195,15 +249,26 @@ void run(const gradcheck_args& a) {
   doc["estimators"] = rows;
   if (any_nc)
     fmt::print("\nwarning: some relaxations did not converge to tol (marked 'nc'); their estimates are not exact.\n");
-  if (!a.json_path.empty()) {
-    if (a.json_path == "-") {
-      std::cout << doc.dump(2) << "\n";
-    } else {
-      std::ofstream f(a.json_path);
-      if (!f) throw error(fmt::format("cannot write '{}'", a.json_path));
-      f << doc.dump(2) << "\n";
-      if (!f) throw error(fmt::format("failed writing '{}'", a.json_path));
+  if (a.json_path == "-") std::cout << doc.dump(2) << "\n";
+  else if (!a.json_path.empty()) write_text(a.json_path, doc.dump(2) + "\n");
+  if (!a.out_dir.empty()) {
+    const std::filesystem::path dir(a.out_dir);
+    std::filesystem::create_directories(dir);
+    write_text(dir / "sweep_beta.json", doc.dump(2) + "\n");
+    std::string csv = "n_points,beta,rel_error,cosine,max_nudged_residual,not_converged\n";
+    for (const auto& r : rows) {
+      double worst = 0;
+      long nc = r["free_not_converged"].get<long>();
+      for (const auto& p : r["points"]) {
+        worst = std::max(worst, p["max_residual"].is_number() ? p["max_residual"].get<double>() : INFINITY);
+        nc += p["not_converged"].get<long>();
+      }
+      csv += fmt::format("{},{},{},{},{},{}\n", r["n_points"].get<int>(), r["beta"].get<double>(), r["rel_error"].get<double>(),
+                         r["cosine"].get<double>(), worst, nc);
     }
+    write_text(dir / "sweep_beta.csv", csv);
+    plot_with_python({"sweep-beta", (dir / "sweep_beta.csv").string(), "-o", (dir / "sweep_beta.png").string()});
+    fmt::print("wrote {}/sweep_beta.{{csv,json,png}}\n", dir.string());
   }
   if (worst_cos < a.min_cosine) {
     fmt::print(stderr, "eqprop: gradcheck failed: cosine {:.6f} below --min-cosine {}\n", worst_cos, a.min_cosine);
@@ -211,11 +276,7 @@ void run(const gradcheck_args& a) {
   }
 }
 
-}  // namespace
-
-void register_gradcheck(CLI::App& app) {
-  static gradcheck_args a;
-  auto* cmd = app.add_subcommand("gradcheck", "Compare EP / holomorphic EP estimators with an exact reference gradient");
+void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   cmd->add_option("--layers", a.layers, "Input size then hidden layer sizes, e.g. 784,256,256")->delimiter(',')->capture_default_str();
   cmd->add_option("--readout", a.readout, "Classes of the softmax readout (output = readout)")->capture_default_str();
   cmd->add_option("--output", a.output, "readout (softmax + cross-entropy) or layer (last layer is the output, squared error)")
@@ -232,9 +293,11 @@ void register_gradcheck(CLI::App& app) {
   cmd->add_option("--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)")->capture_default_str();
   cmd->add_flag("--stop-early", a.stop_early, "Stop each relaxation once every sample is below tol");
   cmd->add_option("--n-points,-N", a.n_points, "List of N (1 = classic EP, 2 = symmetric, >2 holomorphic)")->delimiter(',')->capture_default_str();
-  cmd->add_option("--beta", a.betas, "List of |beta|")->delimiter(',')->capture_default_str();
+  cmd->add_option("--beta", a.betas, "List of |beta|, or ranges lin:A:B:COUNT / log:A:B:COUNT")->delimiter(',')->capture_default_str();
   cmd->add_option("--start", a.start, "free (each point from the free state) or warm (around the circle)")
       ->check(CLI::IsMember({"free", "warm"}))->capture_default_str();
+  cmd->add_option("--noise", a.noise_std, "Neuron noise std in the nudged phases (the reference stays noiseless)")->capture_default_str();
+  cmd->add_option("--noise-seed", a.noise_seed, "Seed of the noise stream")->capture_default_str();
   cmd->add_option("--reference", a.reference, "bptt | implicit | fd | complex-step")
       ->check(CLI::IsMember({"bptt", "implicit", "fd", "complex-step"}))->capture_default_str();
   cmd->add_option("--reference-steps", a.reference_steps, "Steps of the reference (0: the free-phase steps)")->capture_default_str();
@@ -242,9 +305,182 @@ void register_gradcheck(CLI::App& app) {
   cmd->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   cmd->add_option("--json", a.json_path, "Also write the results as one JSON document to this file ('-' for stdout)");
   cmd->add_option("--min-cosine", a.min_cosine, "Exit with status 1 if any estimator's cosine is below this");
-  cmd->callback([] {
+  cmd->callback([&a] {
     if (a.dtype == "float32") run<float>(a);
     else run<double>(a);
+  });
+}
+
+// sweep periods: continuous hEP, cosine with the exact gradient after every period, per T2.
+struct periods_args {
+  gradcheck_args g;
+  std::vector<long> steps_per_point{5, 10, 20, 30, 40};
+  int periods = 40;
+  bool smooth = false;
+  double alpha = 1;
+};
+
+template <class R>
+void run_periods(const periods_args& p) {
+  const auto& a = p.g;
+  auto st = make_study<R>(a);
+  const std::filesystem::path dir(a.out_dir);
+  std::filesystem::create_directories(dir);
+  const double beta = parse_betas(a.betas).front();
+  const int N = a.n_points.front();
+  fmt::print("{}\nnetwork {}, batch {}, {}; reference {}\n", build_info_line(), fmt::join(a.layers, "-"), a.batch, a.dtype,
+             st.ref_name);
+  fmt::print("{:>6} {:>7} {:>12} {:>11}\n", "T2", "period", "cosine", "rel_error");
+  std::string csv = "steps_per_point,period,cosine,rel_error,n_dropped\n";
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  for (long T2 : p.steps_per_point) {
+    continuous_options c;
+    c.n_points = N;
+    c.beta = beta;
+    c.steps_per_point = T2;
+    c.periods = p.periods;
+    c.smooth = p.smooth;
+    c.alpha = p.alpha;
+    c.noise_std = a.noise_std;
+    c.noise_seed = a.noise_seed;
+    c.on_failure = nonconvergence_policy::keep;
+    continuous_hep<R> est(c);
+    std::vector<std::pair<double, double>> curve;
+    est.on_period([&](int, std::span<const R> g) {
+      std::vector<double> gd(g.begin(), g.end());
+      curve.emplace_back(cosine(gd, st.ref), relative_error(gd, st.ref));
+    });
+    std::vector<R> g(st.net.n_params());
+    const auto res = est.estimate(st.net, st.x, st.y, g);
+    for (size_t i = 0; i < curve.size(); ++i) {
+      csv += fmt::format("{},{},{},{},{}\n", T2, i + 1, curve[i].first, curve[i].second, res.n_dropped);
+      if (i == 0 || i + 1 == curve.size() || (i + 1) % 10 == 0)
+        fmt::print("{:>6} {:>7} {:>12.8f} {:>11.3e}\n", T2, i + 1, curve[i].first, curve[i].second);
+      rows.push_back({{"steps_per_point", T2}, {"period", i + 1}, {"cosine", curve[i].first}, {"rel_error", curve[i].second}});
+    }
+  }
+  nlohmann::ordered_json doc;
+  doc["build"] = build_info_json();
+  doc["network"] = {{"layers", a.layers}, {"readout", st.spec.n_readout}, {"init_scale", a.init_scale}, {"seed", a.seed},
+                    {"batch", a.batch}, {"dtype", a.dtype}, {"dataset", a.dataset}};
+  doc["estimator"] = {{"n_points", N}, {"beta", beta}, {"periods", p.periods}, {"smooth", p.smooth}, {"alpha", p.alpha},
+                      {"noise_std", a.noise_std}};
+  doc["reference"] = st.ref_name;
+  doc["rows"] = rows;
+  write_text(dir / "sweep_periods.json", doc.dump(2) + "\n");
+  write_text(dir / "sweep_periods.csv", csv);
+  plot_with_python({"sweep-periods", (dir / "sweep_periods.csv").string(), "-o", (dir / "sweep_periods.png").string()});
+  fmt::print("wrote {}/sweep_periods.{{csv,json,png}}\n", dir.string());
+}
+
+// sweep stability: the residual of the nudged relaxation (from the free state) over a grid
+// of complex beta; the convergent region around the origin and its fractal boundary.
+struct stability_args {
+  gradcheck_args g;
+  double extent = 1.5;  // Re, Im in [-extent, extent]
+  int grid = 201;
+};
+
+template <class R>
+void run_stability(const stability_args& p) {
+  using C = std::complex<R>;
+  const auto& a = p.g;
+  auto st = make_study<R>(a);
+  const std::filesystem::path dir(a.out_dir);
+  std::filesystem::create_directories(dir);
+  relax_state<R> free;
+  free.set_input(st.net, st.x, st.y);
+  free.reset();
+  free.relax(st.net, R(0), relax_options{a.free_steps, a.tol, false});
+  relax_state<C> nudged;
+  nudged.set_input(st.net, st.x, st.y);
+  const relax_options ro{a.nudged_steps, a.tol, false};
+  if (p.grid < 2) throw config_error("--grid must be >= 2");
+  std::string csv = "re,im,residual\n";
+  long converged = 0;
+  for (int i = 0; i < p.grid; ++i) {
+    const double im = -p.extent + 2 * p.extent * i / (p.grid - 1);
+    for (int j = 0; j < p.grid; ++j) {
+      const double re = -p.extent + 2 * p.extent * j / (p.grid - 1);
+      nudged.set_states_from_real(free.h());
+      const auto rep = nudged.relax(st.net, C(R(re), R(im)), ro);
+      converged += rep.converged();
+      csv += fmt::format("{},{},{}\n", re, im, rep.max_residual);
+    }
+  }
+  write_text(dir / "stability.csv", csv);
+  fmt::print("{}\nnetwork {}, batch {}, {}: {} of {} grid points converged (residual <= tol after {} steps)\n",
+             build_info_line(), fmt::join(a.layers, "-"), a.batch, a.dtype, converged, long(p.grid) * p.grid, a.nudged_steps);
+  plot_with_python({"stability", (dir / "stability.csv").string(), "-o", (dir / "stability.png").string()});
+  fmt::print("wrote {}/stability.{{csv,png}}\n", dir.string());
+}
+
+}  // namespace
+
+void register_gradcheck(CLI::App& app) {
+  static gradcheck_args a;
+  add_gradcheck_options(app.add_subcommand("gradcheck", "Compare EP / holomorphic EP estimators with an exact reference gradient"), a);
+}
+
+void register_sweep(CLI::App& app) {
+  auto* sweep = app.add_subcommand("sweep", "Gradient studies that write CSV/JSON data and a PNG figure");
+  sweep->require_subcommand(1);
+  static gradcheck_args a;
+  // The paper's toy network (hep.md section 6.4, Fig. 2): 6 -> 4 -> 4, readout 4, float32.
+  a.layers = {6, 4, 4};
+  a.readout = 4;
+  a.batch = 1;
+  a.dtype = "float32";
+  a.n_points = {1, 30};
+  a.betas = {"lin:0.01:2:50"};
+  a.out_dir = "sweep-beta";
+  auto* cmd = sweep->add_subcommand("beta", "Cosine and relative error with the exact gradient versus |beta| for several N "
+                                            "(writes sweep_beta.csv, .json and .png)");
+  add_gradcheck_options(cmd, a);
+  cmd->add_option("--out", a.out_dir, "Output directory")->capture_default_str();
+
+  // The paper's continuous-learning figure (hep.md section 4.4, Fig. 3ab): MNIST network,
+  // N = 10, |beta| = 0.5, BPTT reference with T1 = 400. Here a random batch by default
+  // (--dataset mnist for the paper's).
+  static periods_args pa;
+  pa.g.layers = {784, 256, 256};
+  pa.g.readout = 10;
+  pa.g.init_scale = 0.05;
+  pa.g.batch = 10;
+  pa.g.dtype = "float32";
+  pa.g.free_steps = 400;
+  pa.g.n_points = {10};
+  pa.g.betas = {"0.5"};
+  pa.g.out_dir = "sweep-periods";
+  auto* per = sweep->add_subcommand("periods", "Continuous holomorphic EP: cosine with the exact gradient versus the number "
+                                               "of periods, for several steps per point T2");
+  add_gradcheck_options(per, pa.g);
+  per->add_option("--steps-per-point", pa.steps_per_point, "List of T2 (steps per phase point)")->delimiter(',')->capture_default_str();
+  per->add_option("--periods", pa.periods, "Periods of the rotating teaching signal")->capture_default_str();
+  per->add_flag("--smooth", pa.smooth, "Rotate beta every step (ODE form) instead of holding it for T2 steps");
+  per->add_option("--alpha", pa.alpha, "dt/tau of the Euler step (1: plain fixed-point step)")->capture_default_str();
+  per->add_option("--out", pa.g.out_dir, "Output directory")->capture_default_str();
+  per->callback([] {
+    if (pa.g.dtype == "float32") run_periods<float>(pa);
+    else run_periods<double>(pa);
+  });
+
+  // The paper's Fig. 2b: where the nudged relaxation converges in the complex beta plane.
+  static stability_args sa;
+  sa.g.layers = {6, 4, 4};
+  sa.g.readout = 4;
+  sa.g.batch = 1;
+  sa.g.nudged_steps = 200;
+  sa.g.reference = "bptt";
+  sa.g.out_dir = "sweep-stability";
+  auto* stab = sweep->add_subcommand("stability", "Relaxation residual over a grid of complex beta (a PNG of the complex plane)");
+  add_gradcheck_options(stab, sa.g);
+  stab->add_option("--extent", sa.extent, "The grid covers Re, Im in [-extent, extent]")->capture_default_str();
+  stab->add_option("--grid", sa.grid, "Grid points per axis")->capture_default_str();
+  stab->add_option("--out", sa.g.out_dir, "Output directory")->capture_default_str();
+  stab->callback([] {
+    if (sa.g.dtype == "float32") run_stability<float>(sa);
+    else run_stability<double>(sa);
   });
 }
 

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   eqprop::cli::register_train(app);
   eqprop::cli::register_data(app);
   eqprop::cli::register_plot(app);
+  eqprop::cli::register_sweep(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -1,0 +1,57 @@
+#include "study_util.hpp"
+
+#include <spawn.h>
+#include <sys/wait.h>
+
+#include <cstdlib>
+#include <cstring>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "eqprop/core/atomic_file.hpp"
+#include "eqprop/core/error.hpp"
+
+extern char** environ;
+
+namespace eqprop::cli {
+namespace fs = std::filesystem;
+
+namespace {
+fs::path plot_script() {
+  if (const char* env = std::getenv("EQPROP_PLOT_SCRIPT"); env && *env) return env;
+  const fs::path src = fs::path(EQPROP_SOURCE_DIR) / "scripts" / "eqprop_plot.py";
+  if (fs::exists(src)) return src;
+  std::error_code ec;
+  const fs::path near = fs::read_symlink("/proc/self/exe", ec).parent_path().parent_path() / "scripts" / "eqprop_plot.py";
+  if (!ec && fs::exists(near)) return near;
+  throw config_error(fmt::format("cannot find eqprop_plot.py (looked at {} and {}); set EQPROP_PLOT_SCRIPT", src.string(),
+                                 near.string()));
+}
+}  // namespace
+
+void write_text(const fs::path& path, const std::string& text) { write_file_atomic(path, text); }
+
+void plot_with_python(const std::vector<std::string>& args) {
+  const char* py = std::getenv("EQPROP_PYTHON");
+  std::vector<std::string> all{py && *py ? py : "/usr/bin/python3", plot_script().string()};
+  all.insert(all.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (auto& a : all) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  pid_t pid;
+  int status = 0;
+  if (int e = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); e != 0) {
+    fmt::print(stderr, "eqprop: warning: cannot start {} for the figure: {} (set EQPROP_PYTHON to a python3 with matplotlib)\n",
+               all[0], std::strerror(e));
+    set_exit_code(2);
+    return;
+  }
+  waitpid(pid, &status, 0);
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    fmt::print(stderr, "eqprop: warning: the figure was not drawn ({} failed); the data files are written\n", all[0]);
+    set_exit_code(2);
+  }
+}
+
+}  // namespace eqprop::cli
