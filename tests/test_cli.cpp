@@ -5,7 +5,10 @@
 #include <cstdlib>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
+#include <vector>
+#include <cstring>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -187,4 +190,95 @@ TEST(Cli, PlotWritesPngLearningCurves) {
   auto bad = run("plot " + dir.string());
   EXPECT_NE(bad.status, 0);
   EXPECT_NE(bad.output.find("metrics.csv"), std::string::npos) << bad.output;
+}
+
+namespace {
+// Rows of a small CSV file (header skipped), split at commas.
+std::vector<std::vector<std::string>> read_csv_rows(const fs::path& p) {
+  std::ifstream f(p);
+  std::vector<std::vector<std::string>> rows;
+  std::string line;
+  std::getline(f, line);
+  while (std::getline(f, line)) {
+    std::vector<std::string> cells;
+    std::stringstream ss(line);
+    std::string c;
+    while (std::getline(ss, c, ',')) cells.push_back(c);
+    rows.push_back(cells);
+  }
+  return rows;
+}
+}  // namespace
+
+// hEP Fig. 2d on the paper's toy network (6 -> 4 -> 4, readout 4, float32): N = 30 is exact
+// at |beta| = 0.5 while classic EP is visibly biased (seed 1: the paper reports ~0.92).
+TEST(Cli, SweepBetaToyNetworkWritesDataAndFigure) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("sweep_beta");
+  auto r = run("sweep beta --seed 1 -N 1,30 --beta 0.1,0.5 --out " + dir.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto rows = read_csv_rows(dir / "sweep_beta.csv");
+  ASSERT_EQ(rows.size(), 4u);
+  EXPECT_EQ(rows[1][0], "1");
+  EXPECT_EQ(std::stod(rows[1][1]), 0.5);
+  const double cos_n1 = std::stod(rows[1][3]), cos_n30 = std::stod(rows[3][3]);
+  EXPECT_GT(cos_n30, 0.9999);
+  EXPECT_GT(cos_n1, 0.90);
+  EXPECT_LT(cos_n1, 0.95);
+  EXPECT_TRUE(fs::exists(dir / "sweep_beta.json"));
+  EXPECT_GT(fs::file_size(dir / "sweep_beta.png"), 10000u);
+  auto bad = run("sweep beta --beta lin:1:0.5:3 --out " + dir.string());
+  EXPECT_NE(bad.status, 0);
+  EXPECT_NE(bad.output.find("lin:A:B:COUNT"), std::string::npos) << bad.output;
+}
+
+TEST(Cli, SweepPeriodsAndStabilityWriteDataAndFigures) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("sweep_periods");
+  auto r = run("sweep periods --layers 6,8 --readout 3 --init-scale 0.5 --batch 2 --dtype float64 --T1 200 --beta 0.3 -N 8 "
+               "--steps-per-point 2,40 --periods 3 --out " + dir.string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto rows = read_csv_rows(dir / "sweep_periods.csv");
+  ASSERT_EQ(rows.size(), 6u);  // 2 values of T2 x 3 periods
+  EXPECT_LT(std::stod(rows[0][2]), std::stod(rows[3][2]));  // T2 = 40 beats T2 = 2 after one period
+  EXPECT_GT(std::stod(rows[3][2]), 0.999);
+  EXPECT_GT(fs::file_size(dir / "sweep_periods.png"), 10000u);
+  auto s = run("sweep stability --grid 21 --extent 4 --init-scale 1 --out " + dir.string());
+  ASSERT_EQ(s.status, 0) << s.output;
+  const auto grid = read_csv_rows(dir / "stability.csv");
+  ASSERT_EQ(grid.size(), 21u * 21u);
+  // The centre (beta = 0) converges; some far point of the plane does not.
+  EXPECT_LT(std::stod(grid[10 * 21 + 10][2]), 1e-10);
+  double worst = 0;
+  for (const auto& g : grid) worst = std::max(worst, std::stod(g[2]));
+  EXPECT_GT(worst, 1e-3);
+  EXPECT_GT(fs::file_size(dir / "stability.png"), 10000u);
+}
+
+// Continuous hEP and neuron noise train from the config, and a killed noisy run resumes to
+// the same weights (the noise stream restarts from the seed at every epoch).
+TEST(Cli, NoisyAndContinuousTrainingResumeExactly) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("noise_resume");
+  const std::string common =
+      "train -q --set data.yin_yang_train=400 --set data.yin_yang_test=200 --set network.hidden=[20] "
+      "--set relax.free_steps=20 --set relax.nudged_steps=8 --set relax.noise_std=0.02 --set estimator.start=warm --epochs 3 ";
+  auto a = run(common + "--run-dir " + (dir / "a").string());
+  ASSERT_EQ(a.status, 0) << a.output;
+  EXPECT_NE(a.output.find("noise=0.02"), std::string::npos) << a.output;
+  auto b = run(common + "--run-dir " + (dir / "b").string() + " --kill-after-batches 30");
+  ASSERT_EQ(b.status, 137) << b.output;
+  auto c = run("train -q --resume " + (dir / "b").string());
+  ASSERT_EQ(c.status, 0) << c.output;
+  const auto pa = eqprop::load_checkpoint(dir / "a" / "checkpoint.eqck").array("params").to_vector<float>();
+  const auto pb = eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").array("params").to_vector<float>();
+  ASSERT_EQ(pa.size(), pb.size());
+  EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+
+  auto k = run("train -q --estimator continuous --set estimator.beta=0.1 --set relax.nudged_steps=10 --epochs 4 "
+               "--set data.yin_yang_train=1000 --set data.yin_yang_test=500 --run-dir " + (dir / "k").string());
+  ASSERT_EQ(k.status, 0) << k.output;
+  const auto pos = k.output.find("final test accuracy: ");
+  ASSERT_NE(pos, std::string::npos) << k.output;
+  EXPECT_GT(std::stod(k.output.substr(pos + 21)), 80.0) << k.output;  // it learns (chance is 33%)
 }

@@ -62,8 +62,9 @@ std::string cauchy_ep<R>::name() const {
   const std::string start = std::string(opt_.start == ep_start::warm ? " warm" : "") +
                             (opt_.noise_std > 0 ? fmt::format(" noise={}", opt_.noise_std) : "") +
                             (opt_.average_last > 0 ? fmt::format(" avg_last={}", opt_.average_last) : "");
-  if (opt_.n_points == 1) return fmt::format("classic EP N=1 |beta|={}", opt_.beta);
-  if (opt_.n_points == 2 && opt_.start == ep_start::free_state) return fmt::format("symmetric EP N=2 |beta|={}", opt_.beta);
+  if (opt_.n_points == 1) return fmt::format("classic EP N=1 |beta|={}{}", opt_.beta, start);
+  if (opt_.n_points == 2 && opt_.start == ep_start::free_state)
+    return fmt::format("symmetric EP N=2 |beta|={}{}", opt_.beta, start);
   return fmt::format("holomorphic EP N={} |beta|={}{}", opt_.n_points, opt_.beta, start);
 }
 
