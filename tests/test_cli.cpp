@@ -282,3 +282,19 @@ TEST(Cli, NoisyAndContinuousTrainingResumeExactly) {
   ASSERT_NE(pos, std::string::npos) << k.output;
   EXPECT_GT(std::stod(k.output.substr(pos + 21)), 80.0) << k.output;  // it learns (chance is 33%)
 }
+
+// A run whose relaxations start failing stops with a clear message and exit status 4, and
+// the checkpoint of the last good epoch survives and loads.
+TEST(Cli, DivergenceStopsAndKeepsLastGoodCheckpoint) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("diverge");
+  auto r = run("train -q --set data.yin_yang_train=1000 --set data.yin_yang_test=200 --epochs 6 --set estimator.beta=0.2 "
+               "--set run.max_failed_fraction=0 --set estimator.fail_residual=1e-3 --run-dir " + dir.string());
+  EXPECT_EQ(r.status, 4) << r.output;
+  EXPECT_NE(r.output.find("diverged in epoch 2"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("last good checkpoint"), std::string::npos) << r.output;
+  const auto ck = eqprop::load_checkpoint(dir / "checkpoint.eqck");
+  EXPECT_EQ(ck.meta.at("epoch").get<long>(), 1);
+  auto e = run("eval " + dir.string());
+  EXPECT_EQ(e.status, 0) << e.output;
+}

@@ -187,6 +187,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     long correct = 0, seen = 0, failed = 0, not_conv = 0, steps = 0;
     double lr_factor = 1;
     for (long i = 0; i < nb; ++i) {
+      if (topt.should_stop && topt.should_stop()) {
+        result.interrupted = true;
+        result.message = fmt::format("interrupted in epoch {} batch {}", epoch + 1, i + 1);
+        return result;
+      }
       it.fill(i, xf, labels);
       if (aug_pad > 0 || aug_flip) augment_batch(xf, split.train.shape, aug_pad, aug_flip, aug_rng);
       const matrix<R> x = xf.cast<R>();
@@ -199,9 +204,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
         result.diverged = true;
         result.message = fmt::format(
             "diverged in epoch {} batch {}: {} of {} samples failed to converge (free residual {:.3g}), loss {}; "
-            "stopped, the last good checkpoint ({}) is kept. Try a smaller learning rate or |beta|, or more relaxation steps.",
-            epoch + 1, i + 1, g.n_dropped, B, g.free.max_residual, g.loss, (dir / checkpoint_name).string());
-        prog.message(result.message);
+            "stopped, {}. Try a smaller learning rate or |beta|, or more relaxation steps.",
+            epoch + 1, i + 1, g.n_dropped, B, g.free.max_residual, g.loss,
+            fs::exists(dir / checkpoint_name)
+                ? fmt::format("the last good checkpoint ({}) is kept", (dir / checkpoint_name).string())
+                : std::string("no checkpoint had been written yet"));
         return result;
       }
       lr_factor = sched.factor(epoch, i, nb, epochs);

@@ -24,6 +24,9 @@ struct train_options {
   long kill_after_batches = -1;       ///< testing aid: _Exit(137) after this many batches (a simulated kill)
   /// Called after every epoch with the metrics row (epoch, losses, accuracies, timing...).
   std::function<void(const nlohmann::ordered_json&)> on_epoch;
+  /// Polled before every batch; returning true stops the run (train_result::interrupted,
+  /// checkpoint of the last completed epoch kept). Used by the Python module for Ctrl-C.
+  std::function<bool()> should_stop;
 };
 
 struct train_result {
@@ -31,6 +34,7 @@ struct train_result {
   long epochs_done = 0;
   double test_accuracy = 0, test_top5 = 0, test_loss = 0, train_accuracy = 0;
   bool diverged = false;
+  bool interrupted = false;  ///< should_stop returned true
   std::string message;  ///< why the run stopped early, if it did
 };
 
