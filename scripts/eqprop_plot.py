@@ -6,127 +6,21 @@
   eqprop_plot.py sweep-periods sweep_periods.csv [-o OUT.png]  (continuous hEP: cosine vs periods per T2)
   eqprop_plot.py stability stability.csv [-o OUT.png]          (residual over the complex beta plane)
 
-Each function below also works from Python (it returns the matplotlib figure). Uses
+The figure functions live in python/eqprop/plots.py (eqprop.plots from Python); this script
+loads that file directly, so it needs neither the compiled module nor PYTHONPATH. Uses
 Debian's python3 with matplotlib (Agg backend, no display needed).
 """
 import argparse
-import csv
-import math
+import importlib.util
 import os
 import sys
 
-
-def _plt():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def read_csv(path):
-    """Columns of a CSV file as lists of floats (non-numeric columns are skipped)."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"eqprop_plot: {path}: no such file")
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise SystemExit(f"eqprop_plot: {path}: no rows")
-    cols = {}
-    for key in rows[0]:
-        try:
-            cols[key] = [float(r[key]) if r[key] not in ("", None) else math.nan for r in rows]
-        except ValueError:
-            continue
-    return cols
-
-
-def run_curves(run_dirs, title=None):
-    """Loss, error and relaxation failures per epoch of one or more eqprop runs."""
-    plt = _plt()
-    fig, ax = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
-    for d in run_dirs:
-        path = os.path.join(d, "metrics.csv")
-        if not os.path.isfile(path):
-            raise SystemExit(f"eqprop_plot: {path}: no such file (is {d} an eqprop run directory?)")
-        m = read_csv(path)
-        name = os.path.basename(os.path.normpath(d))
-        ep = m["epoch"]
-        line, = ax[0].plot(ep, m["train_loss"], "--", label=f"{name} train")
-        c = line.get_color()
-        ax[0].plot(ep, m["test_loss"], "-", color=c, label=f"{name} test")
-        ax[1].plot(ep, [100 * (1 - v) for v in m["train_acc"]], "--", color=c, label=f"{name} train")
-        ax[1].plot(ep, [100 * (1 - v) for v in m["test_acc"]], "-", color=c, label=f"{name} test")
-        ax[2].plot(ep, m.get("dropped", [0] * len(ep)), "-", color=c, label=f"{name} dropped")
-        if "not_converged" in m:
-            ax[2].plot(ep, m["not_converged"], ":", color=c, label=f"{name} free phase not converged")
-    ax[0].set(xlabel="epoch", ylabel="cost", title="loss")
-    ax[1].set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
-    ax[2].set(xlabel="epoch", ylabel="samples per epoch", title="relaxation failures")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def sweep_beta(csv_path, title=None):
-    """Cosine with the exact gradient and relative error versus |beta|, one curve per N."""
-    plt = _plt()
-    m = read_csv(csv_path)
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for n in sorted(set(m["n_points"])):
-        idx = [i for i, v in enumerate(m["n_points"]) if v == n]
-        b = [m["beta"][i] for i in idx]
-        ax[0].plot(b, [m["cosine"][i] for i in idx], "o-", ms=3, label=f"N = {int(n)}")
-        ax[1].plot(b, [m["rel_error"][i] for i in idx], "o-", ms=3, label=f"N = {int(n)}")
-    ax[0].set(xlabel="|beta|", ylabel="cosine with the exact gradient", title="gradient direction")
-    ax[1].set(xlabel="|beta|", ylabel="relative error", title="gradient error", yscale="log")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend()
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def sweep_periods(csv_path, title=None):
-    """Continuous hEP: cosine with the exact gradient after each period, one curve per T2."""
-    plt = _plt()
-    m = read_csv(csv_path)
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for t2 in sorted(set(m["steps_per_point"])):
-        idx = [i for i, v in enumerate(m["steps_per_point"]) if v == t2]
-        p = [m["period"][i] for i in idx]
-        ax[0].plot(p, [m["cosine"][i] for i in idx], "o-", ms=3, label=f"T2 = {int(t2)}")
-        ax[1].plot(p, [max(1e-16, 1 - m["cosine"][i]) for i in idx], "o-", ms=3, label=f"T2 = {int(t2)}")
-    ax[0].set(xlabel="periods", ylabel="cosine with the exact gradient", title="continuous holomorphic EP")
-    ax[1].set(xlabel="periods", ylabel="1 - cosine", yscale="log", title="distance from the exact direction")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend()
-    if title:
-        fig.suptitle(title)
-    return fig
-
-
-def stability(csv_path, title=None):
-    """log10 of the relaxation residual over the complex beta plane (dark: converged)."""
-    plt = _plt()
-    import numpy as np
-    m = read_csv(csv_path)
-    re, im, res = np.array(m["re"]), np.array(m["im"]), np.array(m["residual"])
-    xs, ys = np.unique(re), np.unique(im)
-    grid = np.full((len(ys), len(xs)), np.nan)
-    xi, yi = np.searchsorted(xs, re), np.searchsorted(ys, im)
-    with np.errstate(divide="ignore"):
-        grid[yi, xi] = np.log10(np.where(np.isfinite(res), np.maximum(res, 1e-16), 1e3))
-    fig, ax = plt.subplots(figsize=(6.4, 5.4), constrained_layout=True)
-    im_ = ax.imshow(grid, origin="lower", extent=[xs[0], xs[-1], ys[0], ys[-1]], cmap="magma", vmin=-16, vmax=1,
-                    interpolation="nearest", aspect="equal")
-    fig.colorbar(im_, ax=ax, label="log10 residual after the nudged phase")
-    ax.set(xlabel="Re beta", ylabel="Im beta", title=title or "where the nudged relaxation converges")
-    return fig
+_PLOTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "python", "eqprop", "plots.py")
+_spec = importlib.util.spec_from_file_location("eqprop_plots", _PLOTS)
+plots = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(plots)
+run_curves, sweep_beta, sweep_periods, stability, read_csv = (
+    plots.run_curves, plots.sweep_beta, plots.sweep_periods, plots.stability, plots.read_csv)
 
 
 def main(argv):
@@ -140,14 +34,22 @@ def main(argv):
         p.add_argument("-o", "--out")
         p.add_argument("--title")
     a = ap.parse_args(argv)
+    try:
+        fig, out = _figure(a)
+    except (OSError, ValueError) as e:
+        raise SystemExit(str(e))
+    fig.savefig(out, dpi=110)
+    print(out)
+
+
+def _figure(a):
     if a.kind == "run":
         fig = run_curves(a.runs, a.title)
         out = a.out or (os.path.join(a.runs[0], "curves.png") if len(a.runs) == 1 else "curves.png")
     else:
         fig = {"sweep-beta": sweep_beta, "sweep-periods": sweep_periods, "stability": stability}[a.kind](a.csv, a.title)
         out = a.out or os.path.splitext(a.csv)[0] + ".png"
-    fig.savefig(out, dpi=110)
-    print(out)
+    return fig, out
 
 
 if __name__ == "__main__":

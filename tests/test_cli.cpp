@@ -51,6 +51,23 @@ fs::path temp_dir(const std::string& name) {
 
 const fs::path shared_data = fs::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
 
+// Runs `common` to the end in dir/a, and in dir/b killed after 30 batches (mid-epoch 2 at
+// 20 batches per epoch) then resumed; expects bit-identical final weights. Returns a's output.
+std::string kill_resume_and_compare(const fs::path& dir, const std::string& common) {
+  auto a = run(common + "--run-dir " + (dir / "a").string());
+  EXPECT_EQ(a.status, 0) << a.output;
+  auto b = run(common + "--run-dir " + (dir / "b").string() + " --kill-after-batches 30");
+  EXPECT_EQ(b.status, 137) << b.output;
+  EXPECT_EQ(eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").meta.at("epoch").get<long>(), 1);
+  auto c = run("train -q --resume " + (dir / "b").string());
+  EXPECT_EQ(c.status, 0) << c.output;
+  const auto pa = eqprop::load_checkpoint(dir / "a" / "checkpoint.eqck").array("params").to_vector<float>();
+  const auto pb = eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").array("params").to_vector<float>();
+  EXPECT_EQ(pa.size(), pb.size());
+  if (pa.size() == pb.size()) EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  return a.output;
+}
+
 }  // namespace
 
 TEST(Cli, GradcheckJsonReportsExactScaling) {
@@ -150,17 +167,7 @@ TEST(Cli, ResumeAfterKillEqualsUninterruptedRun) {
   const std::string common =
       "train -q --set data.yin_yang_train=400 --set data.yin_yang_test=200 --set network.hidden=[20] "
       "--set relax.free_steps=20 --set relax.nudged_steps=8 --epochs 3 ";
-  auto a = run(common + "--run-dir " + (dir / "a").string());
-  ASSERT_EQ(a.status, 0) << a.output;
-  auto b = run(common + "--run-dir " + (dir / "b").string() + " --kill-after-batches 30");  // 20 batches/epoch
-  ASSERT_EQ(b.status, 137) << b.output;
-  EXPECT_EQ(eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").meta.at("epoch").get<long>(), 1);
-  auto c = run("train -q --resume " + (dir / "b").string());
-  ASSERT_EQ(c.status, 0) << c.output;
-  const auto pa = eqprop::load_checkpoint(dir / "a" / "checkpoint.eqck").array("params").to_vector<float>();
-  const auto pb = eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").array("params").to_vector<float>();
-  ASSERT_EQ(pa.size(), pb.size());
-  EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  kill_resume_and_compare(dir, common);
   // The metrics log of the resumed run has each epoch exactly once.
   std::ifstream log(dir / "b" / "metrics.jsonl");
   std::string line;
@@ -263,17 +270,8 @@ TEST(Cli, NoisyAndContinuousTrainingResumeExactly) {
   const std::string common =
       "train -q --set data.yin_yang_train=400 --set data.yin_yang_test=200 --set network.hidden=[20] "
       "--set relax.free_steps=20 --set relax.nudged_steps=8 --set relax.noise_std=0.02 --set estimator.start=warm --epochs 3 ";
-  auto a = run(common + "--run-dir " + (dir / "a").string());
-  ASSERT_EQ(a.status, 0) << a.output;
-  EXPECT_NE(a.output.find("noise=0.02"), std::string::npos) << a.output;
-  auto b = run(common + "--run-dir " + (dir / "b").string() + " --kill-after-batches 30");
-  ASSERT_EQ(b.status, 137) << b.output;
-  auto c = run("train -q --resume " + (dir / "b").string());
-  ASSERT_EQ(c.status, 0) << c.output;
-  const auto pa = eqprop::load_checkpoint(dir / "a" / "checkpoint.eqck").array("params").to_vector<float>();
-  const auto pb = eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").array("params").to_vector<float>();
-  ASSERT_EQ(pa.size(), pb.size());
-  EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  const std::string out = kill_resume_and_compare(dir, common);
+  EXPECT_NE(out.find("noise=0.02"), std::string::npos) << out;
 
   auto k = run("train -q --estimator continuous --set estimator.beta=0.1 --set relax.nudged_steps=10 --epochs 4 "
                "--set data.yin_yang_train=1000 --set data.yin_yang_test=500 --run-dir " + (dir / "k").string());

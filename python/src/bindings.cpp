@@ -1,1 +1,665 @@
-// placeholder
+// eqprop._core: the C++ library from Python (pybind11). The pure-Python package
+// python/eqprop re-exports it and adds gradcheck() and the figures.
+//
+// Array convention: a batch is a NumPy array of shape (batch, features). A C-contiguous
+// (batch, n) array has exactly the memory layout of the library's column-major n x batch
+// matrix, so it is read without any transposition (one contiguous copy into the library's
+// matrix; other layouts/dtypes are converted first). States, gradients and datasets come
+// back the same way: (batch, n_j), (n_params,), (n_samples, dim).
+//
+// Errors: eqprop::error subclasses become eqprop.Error subclasses with the same message
+// (ShapeError and ConfigError are also ValueErrors); a non-float array is a TypeError.
+// Long calls release the GIL; train() checks for Ctrl-C before every batch.
+#include <pybind11/complex.h>
+#include <pybind11/functional.h>
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+#include <pybind11/stl/filesystem.h>
+
+#include <cstring>
+#include <optional>
+#include <sstream>
+#include <variant>
+
+#include <fmt/format.h>
+
+#include "eqprop/build_info.hpp"
+#include "eqprop/core/build_info.hpp"
+#include "eqprop/core/suggest.hpp"
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/continuous_hep.hpp"
+#include "eqprop/learn/reference.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/experiment.hpp"
+#include "eqprop/train/trainer.hpp"
+
+namespace py = pybind11;
+using namespace py::literals;
+using namespace eqprop;
+
+namespace {
+
+// ---------------------------------------------------------------- exceptions
+PyObject *exc_error, *exc_config, *exc_shape, *exc_data, *exc_convergence;
+
+PyObject* make_exception(py::module_& m, const char* name, py::object bases, const char* doc) {
+  PyObject* e = PyErr_NewExceptionWithDoc((std::string("eqprop.") + name).c_str(), doc, bases.ptr(), nullptr);
+  if (!e) throw py::error_already_set();
+  m.add_object(name, py::handle(e));  // the module holds a reference; e is kept for the translator
+  return e;
+}
+
+void register_exceptions(py::module_& m) {
+  const py::handle exception(PyExc_Exception), value_error(PyExc_ValueError);
+  exc_error = make_exception(m, "Error", py::reinterpret_borrow<py::object>(exception), "Any error a user can cause (eqprop::error).");
+  const py::handle base(exc_error);
+  exc_config = make_exception(m, "ConfigError", py::make_tuple(base, value_error), "An invalid configuration value or option.");
+  exc_shape = make_exception(m, "ShapeError", py::make_tuple(base, value_error), "Array shapes do not match.");
+  exc_data = make_exception(m, "DataError", py::make_tuple(base), "A data file is missing, truncated or corrupt.");
+  exc_convergence = make_exception(m, "ConvergenceError", py::make_tuple(base),
+                                   "The dynamics did not reach a fixed point (attributes residual, iterations).");
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const convergence_error& e) {
+      py::object inst = py::reinterpret_borrow<py::object>(exc_convergence)(e.what());
+      inst.attr("residual") = e.residual;
+      inst.attr("iterations") = e.iterations;
+      PyErr_SetObject(exc_convergence, inst.ptr());
+    } catch (const shape_error& e) {
+      PyErr_SetString(exc_shape, e.what());
+    } catch (const config_error& e) {
+      PyErr_SetString(exc_config, e.what());
+    } catch (const data_error& e) {
+      PyErr_SetString(exc_data, e.what());
+    } catch (const error& e) {
+      PyErr_SetString(exc_error, e.what());
+    }
+  });
+}
+
+// ---------------------------------------------------------------- conversions
+py::object json_to_py(const nlohmann::ordered_json& j) { return py::module_::import("json").attr("loads")(j.dump()); }
+py::object json_to_py(const nlohmann::json& j) { return py::module_::import("json").attr("loads")(j.dump()); }
+
+std::string dtype_str(const py::array& a) { return py::str(a.dtype()).cast<std::string>(); }
+std::string shape_str(const py::array& a) {
+  std::string s = "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s += (i ? ", " : "") + std::to_string(a.shape(i));
+  return s + (a.ndim() == 1 ? ",)" : ")");
+}
+
+/// A float array of shape (batch, n) as the library's n x batch matrix of R.
+template <class R>
+matrix<R> to_batch(const py::handle& obj, long n, const char* what) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw py::type_error(fmt::format("{} must be a NumPy array of floats", what));
+  if (a.dtype().kind() != 'f')
+    throw py::type_error(fmt::format("{} must be a float32 or float64 array, got dtype {}", what, dtype_str(a)));
+  if (a.ndim() != 2 || a.shape(1) != n || a.shape(0) < 1)
+    throw shape_error(fmt::format("{} must have shape (batch, {}) with batch >= 1, got shape {}", what, n, shape_str(a)));
+  auto c = py::array_t<R, py::array::c_style | py::array::forcecast>::ensure(a);
+  return const_matrix_map<R>(c.data(), n, a.shape(0));
+}
+
+/// Targets: integer class labels of shape (batch,) (one-hot encoded) or floats (batch, n_out).
+template <class R>
+matrix<R> to_targets(const py::handle& obj, long batch, int n_out) {
+  py::array a = py::array::ensure(obj);
+  if (!a) throw py::type_error("y must be a NumPy array: integer labels (batch,) or float targets (batch, n_out)");
+  const char k = a.dtype().kind();
+  if (k == 'i' || k == 'u') {
+    if (a.ndim() != 1 || a.shape(0) != batch)
+      throw shape_error(fmt::format("integer labels y must have shape ({},) to match x, got shape {}", batch, shape_str(a)));
+    auto l = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    return one_hot<R>(std::span<const int32_t>(l.data(), batch), n_out);
+  }
+  if (k != 'f')
+    throw py::type_error(fmt::format("y must hold integer labels or float targets, got dtype {}", dtype_str(a)));
+  if (a.ndim() != 2)
+    throw shape_error(fmt::format("float targets y must have shape ({}, {}), got shape {} (integer labels are 1-D)", batch,
+                                  n_out, shape_str(a)));
+  if (a.shape(0) != batch) throw shape_error(fmt::format("y has {} samples but x has {}", a.shape(0), batch));
+  return to_batch<R>(a, n_out, "y");
+}
+
+/// Copies an n x batch matrix into a new (batch, n) array.
+template <class S>
+py::array rows_of(const matrix<S>& m) {
+  py::array_t<S> out({m.cols(), m.rows()});
+  if (m.size()) std::memcpy(out.mutable_data(), m.data(), sizeof(S) * m.size());
+  return out;
+}
+template <class T>
+py::array vec_to_numpy(const std::vector<T>& v) {
+  py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
+  if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), sizeof(T) * v.size());
+  return out;
+}
+std::vector<double> to_doubles(const py::handle& obj, const char* what) {
+  py::array a = py::array::ensure(obj);
+  if (!a || (a.dtype().kind() != 'f' && a.dtype().kind() != 'i'))
+    throw py::type_error(fmt::format("{} must be a real numeric array", what));
+  auto c = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);
+  return {c.data(), c.data() + c.size()};
+}
+
+py::dict report_dict(const relax_report& r) {
+  return py::dict("steps"_a = r.steps, "max_residual"_a = r.max_residual, "mean_residual"_a = r.mean_residual,
+                  "n_not_converged"_a = r.n_not_converged, "n_non_finite"_a = r.n_non_finite, "converged"_a = r.converged());
+}
+py::dict result_dict(const grad_result& g, const std::string& name) {
+  py::list pts;
+  for (const auto& p : g.points) pts.append(report_dict(p));
+  return py::dict("estimator"_a = name, "loss"_a = g.loss, "predictions"_a = vec_to_numpy(g.predictions),
+                  "free"_a = report_dict(g.free), "points"_a = pts, "n_dropped"_a = g.n_dropped,
+                  "relax_steps"_a = g.relax_steps);
+}
+
+nonconvergence_policy parse_policy(const std::string& s) {
+  if (s == "drop") return nonconvergence_policy::drop;
+  if (s == "error") return nonconvergence_policy::error;
+  if (s == "keep") return nonconvergence_policy::keep;
+  throw config_error(fmt::format("on_failure must be drop, error or keep, got '{}'", s));
+}
+
+// ---------------------------------------------------------------- the network
+template <class N>
+using real_of = std::remove_cvref_t<decltype(std::declval<N&>().params()[0])>;
+
+struct py_network {
+  std::variant<layered_network<float>, layered_network<double>> v;
+  const network_spec& spec() const { return std::visit([](auto& n) -> const network_spec& { return n.spec(); }, v); }
+  const std::vector<param_block>& layout() const {
+    return std::visit([](auto& n) -> const std::vector<param_block>& { return n.layout(); }, v);
+  }
+  std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
+  long n_params() const { return std::visit([](auto& n) { return n.n_params(); }, v); }
+  void* data() { return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v); }
+  /// The parameters cast to float64 (the exact references always run in float64).
+  layered_network<double> as_double() const { return std::visit([](auto& n) { return n.template cast<double>(); }, v); }
+};
+
+py_network make_network(std::vector<int> sizes, int readout, const std::string& output, const std::string& activation,
+                        double init_scale, uint64_t seed, const std::string& dtype) {
+  network_spec s;
+  s.sizes = std::move(sizes);
+  s.output = parse_output(output);
+  s.n_readout = s.output == output_kind::readout ? readout : 0;
+  s.activation = parse_activation(activation);
+  s.init_scale = init_scale;
+  s.seed = seed;
+  if (dtype == "float32") return {layered_network<float>(s)};
+  if (dtype == "float64") return {layered_network<double>(s)};
+  throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+}
+
+/// A writable array viewing `count` parameters at `offset`, shaped `shape` with `strides`
+/// (in elements); `owner` (the Network) is kept alive by the array.
+py::array param_view(py::object owner, long offset, std::vector<py::ssize_t> shape, std::vector<py::ssize_t> strides) {
+  auto& n = owner.cast<py_network&>();
+  const py::ssize_t item = n.v.index() == 0 ? sizeof(float) : sizeof(double);
+  for (auto& s : strides) s *= item;
+  auto* p = static_cast<char*>(n.data()) + offset * item;
+  if (n.v.index() == 0) return py::array_t<float>(shape, strides, reinterpret_cast<float*>(p), owner);
+  return py::array_t<double>(shape, strides, reinterpret_cast<double*>(p), owner);
+}
+
+// ---------------------------------------------------------------- relaxation and estimators
+template <class S, class R>
+py::tuple relax_impl(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y, S beta, const relax_options& o) {
+  relax_state<S> st;
+  relax_report rep;
+  double loss;
+  std::vector<int32_t> pred;
+  matrix<R> scores;
+  {
+    py::gil_scoped_release nogil;
+    st.set_input(net, x, y);
+    rep = st.relax(net, beta, o);
+    loss = st.mean_cost(net);
+    pred = st.predictions(net);
+    st.output_scores(net, scores);
+  }
+  py::list states;
+  for (const auto& h : st.h()) states.append(rows_of(h));
+  py::dict r = report_dict(rep);
+  r["loss"] = loss;
+  r["predictions"] = vec_to_numpy(pred);
+  r["outputs"] = rows_of(scores);
+  return py::make_tuple(states, r);
+}
+
+struct estimate_args {
+  std::string kind;
+  int n_points;
+  double beta;
+  long free_steps, nudged_steps;
+  double tol;
+  bool stop_early;
+  std::string start;
+  double noise_std;
+  uint64_t noise_seed;
+  bool noise_free_phase;
+  int average_last;
+  std::string on_failure;
+  double fail_residual;
+  int periods;
+  bool smooth;
+  double alpha;
+  long truncate;
+};
+
+template <class R>
+std::unique_ptr<grad_estimator<R>> make_est(const estimate_args& a) {
+  const relax_options free{a.free_steps, a.tol, a.stop_early}, nudged{a.nudged_steps, a.tol, a.stop_early};
+  if (a.kind == "bptt") return std::make_unique<bptt_gradient<R>>(a.free_steps, a.truncate);
+  if (a.kind == "implicit") {
+    implicit_options io;
+    io.free = free;
+    io.policy = parse_policy(a.on_failure);
+    return std::make_unique<implicit_gradient<R>>(io);
+  }
+  if (a.kind == "continuous") {
+    continuous_options c;
+    c.n_points = a.n_points;
+    c.beta = a.beta;
+    c.steps_per_point = a.nudged_steps;
+    c.periods = a.periods;
+    c.smooth = a.smooth;
+    c.alpha = a.alpha;
+    c.noise_std = a.noise_std;
+    c.noise_seed = a.noise_seed;
+    c.on_failure = parse_policy(a.on_failure);
+    c.fail_residual = a.fail_residual;
+    return std::make_unique<continuous_hep<R>>(c);
+  }
+  ep_options o;
+  if (a.kind == "classic" || a.kind == "ep") o.n_points = 1;
+  else if (a.kind == "symmetric") o.n_points = 2;
+  else if (a.kind == "holomorphic" || a.kind == "hep") o.n_points = a.n_points;
+  else {
+    const auto near = suggest_closest(a.kind, {"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit"});
+    throw config_error(fmt::format("unknown estimator kind '{}': expected classic, symmetric, holomorphic, continuous, bptt or "
+                                   "implicit{}", a.kind, near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near)));
+  }
+  if (a.start != "free" && a.start != "warm") throw config_error(fmt::format("start must be free or warm, got '{}'", a.start));
+  o.beta = a.beta;
+  o.free = free;
+  o.nudged = nudged;
+  o.start = a.start == "warm" ? ep_start::warm : ep_start::free_state;
+  o.on_failure = parse_policy(a.on_failure);
+  o.fail_residual = a.fail_residual;
+  o.noise_std = a.noise_std;
+  o.noise_in_free_phase = a.noise_free_phase;
+  o.noise_seed = a.noise_seed;
+  o.average_last = a.average_last;
+  return std::make_unique<cauchy_ep<R>>(o);
+}
+
+template <class R>
+py::tuple run_estimator(grad_estimator<R>& est, const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y) {
+  std::vector<R> g(net.n_params());
+  grad_result res;
+  {
+    py::gil_scoped_release nogil;
+    res = est.estimate(net, x, y, g);
+  }
+  return py::make_tuple(vec_to_numpy(g), result_dict(res, est.name()));
+}
+
+// Shared prologue of the float64 references: parameters cast to float64, x and y as float64.
+struct ref_inputs {
+  layered_network<double> net;
+  matrix<double> x, y;
+};
+ref_inputs ref_in(const py_network& n, const py::handle& x, const py::handle& y) {
+  ref_inputs r{n.as_double(), to_batch<double>(x, n.spec().sizes[0], "x"), {}};
+  r.y = to_targets<double>(y, r.x.cols(), n.spec().n_output());
+  return r;
+}
+std::vector<long> indices_of(const std::optional<std::vector<long>>& idx) { return idx ? *idx : std::vector<long>{}; }
+bool fixed_point_target(const std::string& t) {
+  if (t == "fixed_point") return true;
+  if (t == "steps") return false;
+  throw config_error(fmt::format("target must be 'fixed_point' or 'steps', got '{}'", t));
+}
+
+// ---------------------------------------------------------------- config and training
+/// Sets one key from a Python value, converted to the key's declared type.
+void set_key(config& cfg, const std::string& key, const py::handle& v, const std::string& source) {
+  const config_key* k = cfg.schema().find(key);
+  if (!k) {
+    cfg.set(key, false, source);  // throws config_error naming the key, with a suggestion
+    return;
+  }
+  config_value val;
+  try {
+    val = std::visit([&](const auto& def) -> config_value {
+      using T = std::decay_t<decltype(def)>;
+      if constexpr (std::is_same_v<T, bool>) {
+        if (!py::isinstance<py::bool_>(v)) throw py::cast_error();
+        return v.cast<bool>();
+      } else if constexpr (std::is_same_v<T, int64_t>) {
+        if (py::isinstance<py::bool_>(v) || py::isinstance<py::float_>(v)) throw py::cast_error();
+        return v.cast<int64_t>();
+      } else if constexpr (std::is_same_v<T, std::string>) {
+        if (!py::isinstance<py::str>(v)) throw py::cast_error();
+        return v.cast<std::string>();
+      } else {
+        if (py::isinstance<py::str>(v)) throw py::cast_error();
+        return v.cast<T>();
+      }
+    }, k->default_value);
+  } catch (const py::cast_error&) {
+    throw config_error(fmt::format("{}: {} must be of type {}, got {} {}", source, key, config_type_name(k->default_value),
+                                   py::str(v.get_type().attr("__name__")).cast<std::string>(), py::repr(v).cast<std::string>()));
+  }
+  cfg.set(key, val, source);
+}
+void set_keys(config& cfg, const py::dict& d, const std::string& prefix, const std::string& source) {
+  for (auto [k, v] : d) {
+    const std::string key = prefix + py::str(k).cast<std::string>();
+    if (py::isinstance<py::dict>(v)) set_keys(cfg, v.cast<py::dict>(), key + ".", source);
+    else set_key(cfg, key, v, source);
+  }
+}
+
+py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, py::object on_epoch, py::object data_dir,
+                  py::object name, bool verbose, bool resume) {
+  config cfg(experiment_schema());
+  train_options opt;
+  opt.name = "python";
+  if (!cfg_in.is_none()) {
+    if (py::isinstance<py::dict>(cfg_in)) {
+      set_keys(cfg, cfg_in.cast<py::dict>(), "", "config dict");
+    } else {
+      const auto path = cfg_in.cast<std::filesystem::path>();
+      cfg.load_toml_file(path);
+      opt.name = path.stem().string();
+    }
+  }
+  if (!overrides.is_none()) {
+    if (py::isinstance<py::dict>(overrides)) set_keys(cfg, overrides.cast<py::dict>(), "", "overrides");
+    else for (auto s : overrides) cfg.set_override(s.cast<std::string>());
+  }
+  if (!name.is_none()) opt.name = name.cast<std::string>();
+  if (!run_dir.is_none()) opt.run_dir = run_dir.cast<std::filesystem::path>();
+  if (!data_dir.is_none()) opt.data_dir = data_dir.cast<std::filesystem::path>().string();
+  opt.resume = resume;
+  if (resume) {
+    if (opt.run_dir.empty()) throw config_error("resume=True needs run_dir");
+    cfg = config(experiment_schema());
+    cfg.load_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+  }
+  std::ostringstream sink;
+  opt.quiet = !verbose;
+  if (!verbose) opt.out = &sink;
+  if (!on_epoch.is_none()) {
+    opt.on_epoch = [on_epoch](const nlohmann::ordered_json& row) {
+      py::gil_scoped_acquire gil;
+      on_epoch(json_to_py(row));  // a Python exception propagates out of train()
+    };
+  }
+  opt.should_stop = [] {
+    py::gil_scoped_acquire gil;
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // Ctrl-C: KeyboardInterrupt
+    return false;
+  };
+  train_result r;
+  {
+    py::gil_scoped_release nogil;
+    r = train(cfg, opt);
+  }
+  return py::dict("run_dir"_a = r.run_dir.string(), "epochs_done"_a = r.epochs_done, "test_accuracy"_a = r.test_accuracy,
+                  "test_top5"_a = r.test_top5, "test_loss"_a = r.test_loss, "train_accuracy"_a = r.train_accuracy,
+                  "diverged"_a = r.diverged, "interrupted"_a = r.interrupted, "message"_a = r.message);
+}
+
+py::array checkpoint_array_to_numpy(const checkpoint_array& a) {
+  const char* fmt_ = a.dtype == checkpoint_dtype::f32 ? "float32" : a.dtype == checkpoint_dtype::f64 ? "float64"
+                     : a.dtype == checkpoint_dtype::i64 ? "int64" : "uint8";
+  py::array out(py::dtype(fmt_), std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
+  if (!a.bytes.empty()) std::memcpy(out.mutable_data(), a.bytes.data(), a.bytes.size());
+  return out;
+}
+
+/// A dataset's x (dim x n, column-major) as a zero-copy (n, dim) array owning the matrix.
+py::tuple dataset_arrays(dataset&& d) {
+  auto* x = new matrix<float>(std::move(d.x));
+  py::capsule owner(x, [](void* p) { delete static_cast<matrix<float>*>(p); });
+  py::array_t<float> xa({x->cols(), x->rows()}, {x->rows() * py::ssize_t(sizeof(float)), py::ssize_t(sizeof(float))},
+                        x->data(), owner);
+  return py::make_tuple(xa, vec_to_numpy(d.y));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "eqprop: equilibrium propagation and holomorphic EP (C++ core)";
+  m.attr("__version__") = eqprop::build::version;
+  register_exceptions(m);
+  m.def("build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
+
+  py::class_<py_network>(m, "Network", "A layered energy-based network (float32 or float64 parameters).")
+      .def(py::init(&make_network), "sizes"_a, "readout"_a = 0, "output"_a = "readout", "activation"_a = "sigmoid",
+           "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64",
+           "sizes = [n_input, n_1, ..., n_K]; readout = classes of the softmax readout (output='readout');\n"
+           "output='layer' makes the last layer the output. init_scale 0: std 1/sqrt(fan_in).")
+      .def_property_readonly("sizes", [](const py_network& n) { return n.spec().sizes; })
+      .def_property_readonly("readout", [](const py_network& n) { return n.spec().n_readout; })
+      .def_property_readonly("n_output", [](const py_network& n) { return n.spec().n_output(); })
+      .def_property_readonly("output", [](const py_network& n) { return std::string(to_string(n.spec().output)); })
+      .def_property_readonly("activation", [](const py_network& n) { return std::string(to_string(n.spec().activation)); })
+      .def_property_readonly("init_scale", [](const py_network& n) { return n.spec().init_scale; })
+      .def_property_readonly("seed", [](const py_network& n) { return n.spec().seed; })
+      .def_property_readonly("dtype", &py_network::dtype)
+      .def_property_readonly("n_params", &py_network::n_params)
+      .def_property_readonly("groups", [](const py_network& n) { return param_group_names(n.spec()); },
+                             "Parameter group names (layer0, ..., readout), the order of per-group comparisons.")
+      .def_property_readonly("params", [](py::object self) {
+            return param_view(self, 0, {self.cast<py_network&>().n_params()}, {1});
+          }, "All parameters as a writable zero-copy 1-D array (W0, b0, W1, b1, ..., Wout, bout); keeps the network alive.")
+      .def_property_readonly("layout", [](const py_network& n) {
+            py::list l;
+            for (const auto& b : n.layout())
+              l.append(py::dict("name"_a = b.name, "group"_a = b.group, "shape"_a = py::make_tuple(b.rows, b.cols),
+                                "offset"_a = b.offset));
+            return l;
+          }, "The blocks of params: name, group, shape (rows, cols), offset.")
+      .def("block", [](py::object self, const std::string& name) {
+            for (const auto& b : self.cast<py_network&>().layout())
+              if (b.name == name) return param_view(self, b.offset, {b.rows, b.cols}, {1, b.rows});
+            throw config_error(fmt::format("no parameter block '{}' (W0, b0, ..., Wout, bout)", name));
+          }, "name"_a, "A writable zero-copy view of one block: W_j is (n_{j+1}, n_j), b_j is (n_{j+1}, 1).")
+      .def("params_address", [](py_network& n) { return reinterpret_cast<uintptr_t>(n.data()); },
+           "Address of the C++ parameter buffer (equals params.__array_interface__['data'][0]).")
+      .def("copy", [](const py_network& n) { return py_network{n.v}; }, "An independent copy.")
+      .def("astype", [](const py_network& n, const std::string& dtype) -> py_network {
+            if (dtype == "float32") return {std::visit([](auto& x) { return x.template cast<float>(); }, n.v)};
+            if (dtype == "float64") return {n.as_double()};
+            throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+          }, "dtype"_a, "A copy with parameters converted to float32 or float64.")
+      .def("__repr__", [](const py_network& n) {
+        const auto& s = n.spec();
+        std::string sz;
+        for (int v : s.sizes) sz += (sz.empty() ? "" : ", ") + std::to_string(v);
+        return fmt::format("Network(sizes=[{}], readout={}, output='{}', activation='{}', init_scale={}, seed={}, dtype='{}')",
+                           sz, s.n_readout, to_string(s.output), to_string(s.activation), s.init_scale, s.seed, n.dtype());
+      });
+
+  m.def("relax", [](const py_network& n, py::handle x, py::object y, py::object beta, long steps, double tol,
+                    bool stop_early, double noise_std, uint64_t noise_seed) {
+        rng_t rng(noise_seed);
+        const relax_options o{steps, tol, stop_early, noise_std, noise_std > 0 ? &rng : nullptr};
+        const bool cplx = PyComplex_Check(beta.ptr()) ||
+                          (py::hasattr(beta, "dtype") && beta.attr("dtype").attr("kind").cast<std::string>() == "c");
+        const auto b = beta.cast<std::complex<double>>();
+        return std::visit([&](const auto& net) {
+          using R = real_of<decltype(net)>;
+          const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
+          const matrix<R> ym = y.is_none() ? matrix<R>(matrix<R>::Zero(net.spec().n_output(), xm.cols()))
+                                           : to_targets<R>(y, xm.cols(), net.spec().n_output());
+          if (cplx) return relax_impl<std::complex<R>>(net, xm, ym, std::complex<R>(R(b.real()), R(b.imag())), o);
+          return relax_impl<R>(net, xm, ym, R(b.real()), o);
+        }, n.v);
+      }, "net"_a, "x"_a, "y"_a = py::none(), "beta"_a = 0.0, "steps"_a = 100, "tol"_a = 0.0, "stop_early"_a = false,
+      "noise_std"_a = 0.0, "noise_seed"_a = 0,
+      "Relaxes from h = 0 with nudge beta (a complex beta gives complex states). Returns (states, report):\n"
+      "states[j] is (batch, n_j); report has steps, max_residual, mean_residual, n_not_converged, n_non_finite,\n"
+      "converged, loss, predictions, outputs. y: integer labels (batch,) or targets (batch, n_out); None = zeros.");
+
+  m.def("estimate", [](const py_network& n, py::handle x, py::handle y, const estimate_args& a) {
+        return std::visit([&](const auto& net) {
+          using R = real_of<decltype(net)>;
+          const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
+          const matrix<R> ym = to_targets<R>(y, xm.cols(), net.spec().n_output());
+          auto est = make_est<R>(a);
+          return run_estimator<R>(*est, net, xm, ym);
+        }, n.v);
+      }, "net"_a, "x"_a, "y"_a, "args"_a);
+
+  py::class_<estimate_args>(m, "_EstimateArgs")
+      .def(py::init([](std::string kind, int n_points, double beta, long free_steps, long nudged_steps, double tol,
+                       bool stop_early, std::string start, double noise_std, uint64_t noise_seed, bool noise_free_phase,
+                       int average_last, std::string on_failure, double fail_residual, int periods, bool smooth,
+                       double alpha, long truncate) {
+             return estimate_args{kind, n_points, beta, free_steps, nudged_steps, tol, stop_early, start, noise_std,
+                                  noise_seed, noise_free_phase, average_last, on_failure, fail_residual, periods, smooth,
+                                  alpha, truncate};
+           }), "kind"_a, "n_points"_a, "beta"_a, "free_steps"_a, "nudged_steps"_a, "tol"_a, "stop_early"_a, "start"_a,
+           "noise_std"_a, "noise_seed"_a, "noise_free_phase"_a, "average_last"_a, "on_failure"_a, "fail_residual"_a,
+           "periods"_a, "smooth"_a, "alpha"_a, "truncate"_a);
+
+  m.def("bptt_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, long truncate) {
+        auto in = ref_in(n, x, y);
+        bptt_gradient<double> est(steps, truncate);
+        return run_estimator<double>(est, in.net, in.x, in.y);
+      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "truncate"_a = 0,
+      "Exact gradient of the loss after `steps` free steps (float64). Returns (grad, info).");
+  m.def("implicit_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early,
+                                const std::string& solver, const std::string& on_failure) {
+        auto in = ref_in(n, x, y);
+        implicit_options o;
+        o.free = {steps, tol, stop_early};
+        o.policy = parse_policy(on_failure);
+        if (solver == "automatic") o.solver = adjoint_solver::automatic;
+        else if (solver == "iterative") o.solver = adjoint_solver::iterative;
+        else if (solver == "dense") o.solver = adjoint_solver::dense;
+        else throw config_error(fmt::format("solver must be automatic, iterative or dense, got '{}'", solver));
+        implicit_gradient<double> est(o);
+        return run_estimator<double>(est, in.net, in.x, in.y);
+      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "solver"_a = "automatic",
+      "on_failure"_a = "error", "Exact gradient of the fixed-point loss by implicit differentiation (float64). Returns (grad, info).");
+  m.def("finite_difference_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
+                                         bool stop_early, double h, const std::string& stencil, const std::string& target,
+                                         std::optional<std::vector<long>> indices) {
+        auto in = ref_in(n, x, y);
+        fd_stencil st;
+        if (stencil == "central2") st = fd_stencil::central2;
+        else if (stencil == "central4") st = fd_stencil::central4;
+        else throw config_error(fmt::format("stencil must be central2 or central4, got '{}'", stencil));
+        const bool fp = fixed_point_target(target);
+        const auto idx = indices_of(indices);
+        std::vector<double> g;
+        {
+          py::gil_scoped_release nogil;
+          g = fp ? finite_difference_gradient(in.net, in.x, in.y, relax_options{steps, tol, stop_early}, h, st, idx)
+                 : finite_difference_gradient_steps(in.net, in.x, in.y, steps, h, st, idx);
+        }
+        return vec_to_numpy(g);
+      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-6,
+      "stencil"_a = "central2", "target"_a = "fixed_point", "indices"_a = py::none(),
+      "Finite-difference gradient (float64) of the fixed-point loss, or of the `steps`-step loss with target='steps'.");
+  m.def("complex_step_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
+                                    bool stop_early, double h, const std::string& target,
+                                    std::optional<std::vector<long>> indices) {
+        auto in = ref_in(n, x, y);
+        const bool fp = fixed_point_target(target);
+        const auto idx = indices_of(indices);
+        std::vector<double> g;
+        {
+          py::gil_scoped_release nogil;
+          g = fp ? complex_step_gradient(in.net, in.x, in.y, relax_options{steps, tol, stop_early}, h, idx)
+                 : complex_step_gradient_steps(in.net, in.x, in.y, steps, h, idx);
+        }
+        return vec_to_numpy(g);
+      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-30,
+      "target"_a = "fixed_point", "indices"_a = py::none(),
+      "Complex-step gradient (float64, exact to rounding) of the fixed-point or `steps`-step loss.");
+
+  m.def("relative_error", [](py::handle a, py::handle b) {
+        return relative_error(to_doubles(a, "a"), to_doubles(b, "b"));
+      }, "a"_a, "b"_a, "|a - b| / |b| (L2).");
+  m.def("cosine", [](py::handle a, py::handle b) { return cosine(to_doubles(a, "a"), to_doubles(b, "b")); }, "a"_a, "b"_a,
+        "a.b / (|a| |b|).");
+  m.def("per_group_rel_error", [](const py_network& n, py::handle a, py::handle b) {
+        return per_group_rel_error(n.layout(), to_doubles(a, "a"), to_doubles(b, "b"));
+      }, "net"_a, "a"_a, "b"_a, "relative_error per parameter group (net.groups order).");
+  m.def("per_group_cosine", [](const py_network& n, py::handle a, py::handle b) {
+        return per_group_cosine(n.layout(), to_doubles(a, "a"), to_doubles(b, "b"));
+      }, "net"_a, "a"_a, "b"_a, "cosine per parameter group (net.groups order).");
+
+  m.def("random_batch", [](int n_in, int n_out, long batch, uint64_t seed) {
+        // Same draws as `eqprop gradcheck`: inputs uniform in [0, 1), then the labels.
+        if (n_in < 1 || n_out < 1 || batch < 1) throw config_error("random_batch: n_in, n_out and batch must be >= 1");
+        rng_t rng(seed ^ 0x9e3779b97f4a7c15ull);
+        matrix<double> x(n_in, batch);
+        for (long i = 0; i < x.size(); ++i) x.data()[i] = uniform01(rng);
+        std::vector<int32_t> labels(batch);
+        for (auto& l : labels) l = static_cast<int32_t>(random_index(rng, n_out));
+        return py::make_tuple(rows_of(x), vec_to_numpy(labels));
+      }, "n_in"_a, "n_out"_a, "batch"_a, "seed"_a = 0, "The random batch of `eqprop gradcheck`: (x (batch, n_in), labels).");
+
+  m.def("load_dataset", [](const std::string& name, py::object data_dir, uint64_t seed, long yin_yang_train,
+                           long yin_yang_test, long limit_train, long limit_test) {
+        dataset_options o{seed, yin_yang_train, yin_yang_test, limit_train, limit_test};
+        const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
+        dataset_split s;
+        {
+          py::gil_scoped_release nogil;
+          s = load_dataset(name, dir, o);
+        }
+        const int n_classes = s.train.n_classes;
+        const auto shape = s.train.shape;
+        const std::string nm = s.train.name;
+        return py::dict("name"_a = nm, "n_classes"_a = n_classes, "shape"_a = py::make_tuple(shape[0], shape[1], shape[2]),
+                        "train"_a = dataset_arrays(std::move(s.train)), "test"_a = dataset_arrays(std::move(s.test)));
+      }, "name"_a, "data_dir"_a = py::none(), "seed"_a = 0, "yin_yang_train"_a = 5000, "yin_yang_test"_a = 1000,
+      "limit_train"_a = -1, "limit_test"_a = -1,
+      "Loads a dataset: {'name', 'n_classes', 'shape', 'train': (x, y), 'test': (x, y)} with x float32 (n, dim)\n"
+      "and y int32 labels. data_dir None: $EQPROP_DATA, then ./data.");
+  m.def("dataset_names", &dataset_names);
+
+  m.def("train", &train_py, "config"_a = py::none(), "overrides"_a = py::none(), "run_dir"_a = py::none(),
+        "on_epoch"_a = py::none(), "data_dir"_a = py::none(), "name"_a = py::none(), "verbose"_a = true,
+        "resume"_a = false,
+        "Trains with the C++ loop (same results as `eqprop train`). config: a dict (nested or dotted keys) or a\n"
+        "TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is called after\n"
+        "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).");
+  m.def("config_keys", [] {
+        py::dict d;
+        for (const auto& k : experiment_schema().keys())
+          d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
+        return d;
+      }, "Every config key: (default as TOML, description).");
+  m.def("load_checkpoint", [](const std::filesystem::path& p) {
+        const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
+        const auto ck = load_checkpoint(file);
+        py::dict arrays;
+        for (const auto& [k, a] : ck.arrays) arrays[py::str(k)] = checkpoint_array_to_numpy(a);
+        return py::dict("meta"_a = json_to_py(ck.meta), "arrays"_a = arrays);
+      }, "path"_a, "A checkpoint file (or run directory): {'meta': {...epoch, config...}, 'arrays': {name: ndarray}}.");
+  m.def("evaluate", [](const std::filesystem::path& p, py::object data_dir) {
+        const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
+        eval_result r;
+        {
+          py::gil_scoped_release nogil;
+          r = evaluate_checkpoint(p, dd);
+        }
+        return py::dict("accuracy"_a = r.accuracy, "top5"_a = r.top5, "loss"_a = r.loss, "n"_a = r.n,
+                        "n_not_converged"_a = r.n_not_converged, "mean_residual"_a = r.mean_residual);
+      }, "run"_a, "data_dir"_a = py::none(), "Evaluates a run directory or checkpoint on its test split.");
+}
