@@ -1,0 +1,148 @@
+// DEEP: equilibrium propagation on directed graph networks (spec deep.md, Farinha et al.
+// 2020). Dynamics of every free neuron j (inputs clamped), Euler steps, clip to [0, 1]:
+//
+//   ds_j/dt = Σ_i W_ij ρ(s_i) + b_j − (D_j + γ) s_j  [+ β (y_j − s_j) on outputs, nudged]
+//
+// with D_j = Σ_k W_jk (published), Σ_k |W_jk| (abs variant) or 1 (the asymmetric
+// vector-field EP baseline). Published: ρ = identity, γ = 0, b = 0.
+// Learning: the trajectory rule ΔW_ij = (1/(B T2)) Σ_b Σ_t s_i(t) [β0 s_j(t) + β1 Δs_j(t)]
+// over the nudged phase (not divided by β), or the endpoint rule (1/(βB)) Σ s_i* (s_j^β − s_j*);
+// W <- masks(W + η ΔW (or η sign ΔW), L1 shrinkage), then optional Boltzmann pruning.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "eqprop/core/rng.hpp"
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/model/graph_network.hpp"
+
+namespace eqprop {
+
+enum class deep_decay { row_sum, abs_row_sum, unit };
+enum class deep_presyn { identity, sigmoid, tanh };  ///< ρ: identity | logistic(4s−2) | tanh
+enum class deep_rule { trajectory, endpoint };
+enum class deep_l1 { subgradient, soft_threshold };
+
+struct deep_dynamics {
+  double dt = 0.05;
+  long free_steps = 1000;     ///< T1 (step budget of the free phase)
+  long nudged_steps = 1000;   ///< T2
+  double stop_tol = 0;        ///< stop a phase early when max_b ‖Δs_b‖² <= stop_tol (0: never)
+  double leak = 0;            ///< γ >= 0
+  deep_decay decay = deep_decay::row_sum;
+  deep_presyn presyn = deep_presyn::identity;
+};
+
+struct deep_learning {
+  deep_rule rule = deep_rule::trajectory;
+  double beta = 1;
+  double lr = 200;            ///< η
+  double beta0 = 0, beta1 = 1;
+  bool sign = false;          ///< Manhattan update: η sign(ΔW)
+  bool learn_bias = false;    ///< the vector-field baseline learns b with the endpoint rule
+  double l1 = 0;              ///< λ (0: off)
+  deep_l1 l1_mode = deep_l1::subgradient;
+  // Boltzmann pruning after each update.
+  bool prune = false;
+  double prune_tol = 0.01;    ///< |W| above this is never pruned
+  double prune_temp = 5;      ///< softmax temperature T
+  bool persistent = false;    ///< pruned edges stay pruned (graph_network::pruned())
+  bool exclude_structural = false;  ///< leave structural zeros out of the softmax denominator
+};
+
+/// Result of one phase for a batch.
+struct deep_phase_report {
+  long steps = 0;
+  double residual = 0;       ///< max over the batch of ‖Δs‖² at the last step
+  bool converged = false;    ///< residual <= stop_tol (false when stop_tol = 0 and the budget ran out)
+  bool finite = true;
+};
+
+/// Parsers for the enum settings; throw config_error naming the accepted values.
+deep_decay parse_deep_decay(const std::string& s);
+deep_presyn parse_deep_presyn(const std::string& s);
+deep_rule parse_deep_rule(const std::string& s);
+deep_l1 parse_deep_l1(const std::string& s);
+
+/// Initial free states ~ U(0, 0.1) and clamped inputs: s is N x B, x is n_data_input x B.
+Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::MatrixXd& x, rng_t& rng);
+
+/// Runs one phase from s (in place). y (n_output x B) and beta are used when nudged.
+/// on_step(prev, next) is called after every step when set (the trajectory rule).
+deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn, Eigen::MatrixXd& s,
+                             const Eigen::MatrixXd* y, double beta,
+                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step = {});
+
+/// One learning step on a batch (free phase, nudged phase, update, shrinkage, pruning).
+struct deep_step_result {
+  deep_phase_report free, nudged;
+  Eigen::MatrixXd s_free, s_nudged;  ///< end states of both phases (N x B)
+  double update_l1 = 0;              ///< ‖ΔW applied‖₁ (before shrinkage)
+  long n_pruned = 0;                 ///< weights zeroed by pruning this step
+};
+deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn, const deep_learning& learn,
+                                    const Eigen::MatrixXd& x, const Eigen::MatrixXd& y, rng_t& rng);
+
+/// Boltzmann pruning (spec §5): per target column j, p_ij = softmax_i(−|W_ij|/T); weights
+/// with |W_ij| > tol are kept; each other allowed weight is zeroed when p_ij > U(0,1).
+/// Returns the number of weights zeroed.
+long deep_boltzmann_prune(graph_network& net, const deep_learning& learn, rng_t& rng);
+
+/// Applies L1 shrinkage with strength lambda to the allowed weights.
+void deep_l1_shrink(graph_network& net, double lambda, deep_l1 mode);
+
+/// Free-phase error and MSE of a batch's output states (y holds targets).
+/// one_hot: argmax against argmax of y; scalar: each output thresholded at 0.5.
+struct deep_scores {
+  double error = 0;  ///< fraction of misclassified samples
+  double mse = 0;    ///< mean over samples and outputs of (s − y)²
+};
+deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const Eigen::MatrixXd& y, bool one_hot);
+
+// ---------------------------------------------------------------------------------------
+// Tasks and a small training loop.
+
+/// A built-in Boolean task: "and" | "or" | "xor" (2 inputs), "not" | "identity" (1 input).
+/// Targets are one column per pattern: one output (0/1) or one-hot over 2 outputs.
+struct deep_task {
+  std::string name;
+  Eigen::MatrixXd x, y;
+  bool one_hot = false;
+};
+deep_task make_logic_task(const std::string& name, bool one_hot);
+
+/// One-hot targets (n_classes x n) from labels.
+Eigen::MatrixXd one_hot_targets(const std::vector<int32_t>& labels, int n_classes);
+
+struct deep_run_settings {
+  graph_spec graph;
+  deep_dynamics dyn;
+  deep_learning learn;
+  long epochs = 200;
+  long batch_size = 0;   ///< 0: full batch (one update per epoch, as published)
+  uint64_t seed = 1;
+  long eval_every = 1;   ///< evaluate every this many epochs (and at the last)
+};
+
+struct deep_run_result {
+  double train_error = 1, train_mse = 0, test_error = 1;   ///< free phase, final
+  double nudged_error = 1;                                   ///< nudged phase of the last evaluation (train)
+  double sparsity = 0;
+  long epochs_done = 0;
+  bool diverged = false;                                     ///< NaN / inf guard tripped
+  std::string message;
+};
+
+/// Trains a graph network on (x_train, y_train) with DEEP; evaluates the free phase on
+/// train and test (test may be empty). on_epoch receives one metrics row per evaluation.
+deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
+                           const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
+                           bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch = {});
+
+/// The settings as JSON (for run directories and reports).
+nlohmann::ordered_json to_json(const deep_run_settings& st);
+
+}  // namespace eqprop
