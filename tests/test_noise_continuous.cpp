@@ -70,7 +70,7 @@ TEST(NeuronNoise, SeededReproducibleAndOffByDefault) {
   o.noise_seed = 7;
   cauchy_ep<double> a(o), b(o);
   const auto ga = estimate(a, t), gb = estimate(b, t);
-  EXPECT_EQ(ga, gb);
+  EXPECT_LT(relative_error(ga, gb), 1e-14);  // same noise (not bitwise: buffer alignment)
   a.reseed_noise(8);
   const auto gc = estimate(a, t);
   EXPECT_GT(relative_error(gc, ga), 1e-6);

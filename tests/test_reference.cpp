@@ -164,10 +164,11 @@ TEST(ReferenceBptt, LongHorizonEqualsImplicitDenseAndIterative) {
   EXPECT_GT(e_trunc10, 1e-4);
   // truncate = T is no truncation; reusing an estimator on a new batch shape reallocates.
   bptt_gradient<double> full(400, 400);
-  EXPECT_EQ(run(full, net, d), g_bptt);
+  // (Not bitwise: Eigen's peeling depends on the alignment of the caller's gradient buffer.)
+  EXPECT_LT(relative_error(run(full, net, d), g_bptt), 1e-14);
   const batch d5 = make_batch(net, 5, 12);
   EXPECT_LT(relative_error(run(bptt, net, d5), run(dense, net, d5)), 1e-9);
-  EXPECT_EQ(run(bptt, net, d), g_bptt);
+  EXPECT_LT(relative_error(run(bptt, net, d), g_bptt), 1e-14);
 }
 
 struct agree_case {
