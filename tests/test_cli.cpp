@@ -242,7 +242,7 @@ TEST(Cli, SweepBetaToyNetworkWritesDataAndFigure) {
 TEST(Cli, SweepPeriodsAndStabilityWriteDataAndFigures) {
   REQUIRE_CLI();
   const auto dir = temp_dir("sweep_periods");
-  auto r = run("sweep periods --layers 6,8 --readout 3 --init-scale 0.5 --batch 2 --dtype float64 --T1 200 --beta 0.3 -N 8 "
+  auto r = run("sweep periods --layers 4,5,4 --readout 3 --init-scale 0.5 --batch 2 --dtype float64 --T1 200 --beta 0.3 -N 8 "
                "--steps-per-point 2,40 --periods 3 --out " + dir.string());
   ASSERT_EQ(r.status, 0) << r.output;
   const auto rows = read_csv_rows(dir / "sweep_periods.csv");

@@ -85,44 +85,39 @@ def run_curves(run_dirs, title=None):
     return fig
 
 
-def sweep_beta(data, title=None):
-    """Cosine with the exact gradient and relative error versus |beta|, one curve per N."""
+def _two_panel_curves(m, group, x, left, right, label, axes, title):
+    """One curve per value of column `group`: left(m, i) and right(m, i) against column x."""
     plt = _plt()
-    m = _columns(data)
     fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for n in sorted(set(m["n_points"])):
-        idx = [i for i, v in enumerate(m["n_points"]) if v == n]
-        b = [m["beta"][i] for i in idx]
-        ax[0].plot(b, [m["cosine"][i] for i in idx], "o-", ms=3, label=f"N = {int(n)}")
-        ax[1].plot(b, [m["rel_error"][i] for i in idx], "o-", ms=3, label=f"N = {int(n)}")
-    ax[0].set(xlabel="|beta|", ylabel="cosine with the exact gradient", title="gradient direction")
-    ax[1].set(xlabel="|beta|", ylabel="relative error", title="gradient error", yscale="log")
-    for a in ax:
+    for g in sorted(set(m[group])):
+        idx = [i for i, v in enumerate(m[group]) if v == g]
+        xs = [m[x][i] for i in idx]
+        ax[0].plot(xs, [left(m, i) for i in idx], "o-", ms=3, label=label.format(int(g)))
+        ax[1].plot(xs, [right(m, i) for i in idx], "o-", ms=3, label=label.format(int(g)))
+    for a, kw in zip(ax, axes):
+        a.set(**kw)
         a.grid(alpha=0.3)
         a.legend()
     if title:
         fig.suptitle(title)
     return fig
+
+
+def sweep_beta(data, title=None):
+    """Cosine with the exact gradient and relative error versus |beta|, one curve per N."""
+    return _two_panel_curves(
+        _columns(data), "n_points", "beta", lambda m, i: m["cosine"][i], lambda m, i: m["rel_error"][i], "N = {}",
+        [dict(xlabel="|beta|", ylabel="cosine with the exact gradient", title="gradient direction"),
+         dict(xlabel="|beta|", ylabel="relative error", title="gradient error", yscale="log")], title)
 
 
 def sweep_periods(data, title=None):
     """Continuous hEP: cosine with the exact gradient after each period, one curve per T2."""
-    plt = _plt()
-    m = _columns(data)
-    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
-    for t2 in sorted(set(m["steps_per_point"])):
-        idx = [i for i, v in enumerate(m["steps_per_point"]) if v == t2]
-        p = [m["period"][i] for i in idx]
-        ax[0].plot(p, [m["cosine"][i] for i in idx], "o-", ms=3, label=f"T2 = {int(t2)}")
-        ax[1].plot(p, [max(1e-16, 1 - m["cosine"][i]) for i in idx], "o-", ms=3, label=f"T2 = {int(t2)}")
-    ax[0].set(xlabel="periods", ylabel="cosine with the exact gradient", title="continuous holomorphic EP")
-    ax[1].set(xlabel="periods", ylabel="1 - cosine", yscale="log", title="distance from the exact direction")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend()
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _two_panel_curves(
+        _columns(data), "steps_per_point", "period", lambda m, i: m["cosine"][i],
+        lambda m, i: max(1e-16, 1 - m["cosine"][i]), "T2 = {}",
+        [dict(xlabel="periods", ylabel="cosine with the exact gradient", title="continuous holomorphic EP"),
+         dict(xlabel="periods", ylabel="1 - cosine", yscale="log", title="distance from the exact direction")], title)
 
 
 def stability(data, title=None):
