@@ -1,0 +1,158 @@
+// Generalized Latent Equilibrium (GLE, Ellenberger et al. 2024) and Latent Equilibrium
+// (LE, Haider et al. 2021): layered networks of leaky neurons with prospective outputs and
+// a mirrored population of error neurons, simulated in discrete time exactly as in
+// ../shared/spec/gle.md §3 and learning online at every step. Implemented from the
+// equations only; see docs/gle.md for the papers and the authors' patent notice.
+//
+// One step (all layers synchronously, from the previous step's neighbour values):
+//   g_l   = W_{l+1}^T e_{l+1}            (top: beta (y* - r_N) for mse, beta (y* - softmax r_N) for ce)
+//   eps   = g_l * phi'(u_breve_l)        (instantaneous error)
+//   v'    = (eps - v)/tau_r;   e = v + tau_m v'  (old v);   v += dt v'        (error neuron)
+//   u'    = (W_l r_{l-1} + b_l + gamma e - u)/tau_m;  u_breve = u + tau_r u' (old u);  u += dt u'
+//   r_l   = phi(u_breve);   grad W_l = -mean_b e r_{l-1}^T,  grad b_l = -mean_b e,  grad tau_m = mean_b e u'
+// With tau_r = tau_m (LE) u_breve = W r + b exactly and e = eps: online backprop with one
+// step of pipeline delay per layer. prospective_errors = false uses e = eps (the "BP with
+// instantaneous errors" ablation).
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <Eigen/Dense>
+
+#include "eqprop/model/layered_network.hpp"  // param_block
+
+namespace eqprop {
+
+enum class gle_activation { linear, tanh, softplus, sigmoid, hard_sigmoid, relu };
+gle_activation parse_gle_activation(std::string_view name);
+std::string_view to_string(gle_activation a);
+
+enum class gle_loss { mse, ce };
+gle_loss parse_gle_loss(std::string_view name);
+
+/// One layer: `size` neurons with per-neuron time constants (tau_r = tau_m: instantaneous;
+/// tau_r < tau_m: retrospective; tau_r = dt: a leaky integrator).
+struct gle_layer_spec {
+  int size = 0;
+  gle_activation phi = gle_activation::tanh;
+  std::vector<double> tau_m, tau_r;  ///< each of length size
+  bool bias = true;
+};
+
+/// tau values for a layer from groups "count:tau_m:tau_r", e.g. {{18,0.6,0.2},{18,1.2,0.2},{17,1.2,1.2}}.
+struct gle_tau_group {
+  int count;
+  double tau_m, tau_r;
+};
+/// Fills spec.tau_m/tau_r from groups whose counts sum to spec.size (throws config_error otherwise).
+void set_tau_groups(gle_layer_spec& spec, const std::vector<gle_tau_group>& groups);
+/// Parses "18:0.6:0.2, 18:1.2:0.2, 17:1.2:1.2".
+std::vector<gle_tau_group> parse_tau_groups(std::string_view text);
+
+enum class gle_init { kaiming_uniform, normal, uniform01 };
+
+struct gle_spec {
+  int n_input = 1;
+  std::vector<gle_layer_spec> layers;  ///< hidden layers, then the output layer
+  double dt = 0.2;
+  double gamma = 0;                    ///< error-to-membrane coupling
+  bool prospective_errors = true;      ///< false: e = eps (instantaneous-error BP)
+  gle_loss loss = gle_loss::ce;
+  bool learn_tau_m = false;
+  double tau_min = 0;                  ///< clamp for learned tau_m (0: dt)
+  double tau_max = 100;
+  gle_init init = gle_init::kaiming_uniform;  ///< U(+-1/sqrt(fan_in)) for W and b (PyTorch Linear)
+  double init_std = 0.05;              ///< for gle_init::normal
+  uint64_t seed = 1;
+};
+
+/// Per-layer neuron state, columns = batch. Everything a plot or a reference may read.
+template <class R>
+struct gle_layer_state {
+  using mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>;
+  mat u, v;        ///< membrane of representation and error neurons
+  mat r, dphi;     ///< phi(u_breve), phi'(u_breve) of the last step
+  mat u_breve;     ///< prospective potential of the last step
+  mat udot;        ///< u' of the last step
+  mat e;           ///< error e actually used in the last step (after the error neuron)
+  mat e_down;      ///< W^T e of the last step, sent to the layer below
+};
+
+template <class R>
+class gle_network {
+ public:
+  using mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>;
+  using vec = Eigen::Matrix<R, Eigen::Dynamic, 1>;
+  using cmap = Eigen::Map<const mat>;
+  using map = Eigen::Map<mat>;
+
+  gle_network() = default;
+  /// Checks the spec (sizes, tau >= dt, tau_r <= ... no constraint) and initialises the
+  /// parameters from spec.seed. Throws config_error for a bad spec.
+  explicit gle_network(gle_spec spec);
+
+  const gle_spec& spec() const { return spec_; }
+  int n_layers() const { return int(spec_.layers.size()); }
+  int n_output() const { return spec_.layers.back().size; }
+  long batch() const { return batch_; }
+
+  /// Flat parameters: W0, b0, [tau_m0], W1, ... (column-major W of size n_l x n_{l-1}).
+  std::span<R> params() { return params_; }
+  std::span<const R> params() const { return params_; }
+  const std::vector<param_block>& layout() const { return layout_; }
+  int n_groups() const { return n_layers(); }  ///< one optimizer group per layer
+  map W(int l);
+  cmap W(int l) const;
+  R* b(int l);               ///< nullptr when the layer has no bias
+  const R* b(int l) const;
+  /// tau_m of layer l (a view into params when learned, else into the fixed copy).
+  Eigen::Map<vec> tau_m(int l);
+  Eigen::Map<const vec> tau_m(int l) const;
+  const vec& tau_r(int l) const { return tau_r_[l]; }
+
+  /// Sets every state to zero for batch size B.
+  void reset_state(long B);
+  /// Tiles (B larger) or truncates (B smaller) the state columns, as the reference does
+  /// when the batch size changes between training and testing.
+  void resize_batch(long B);
+  const gle_layer_state<R>& state(int l) const { return state_[l]; }
+  gle_layer_state<R>& state(int l) { return state_[l]; }
+  const mat& output() const { return state_.back().r; }
+
+  /// One Euler step with input x (n_input x B). target (n_output x B) and beta give the
+  /// output error; target == nullptr (or beta == 0) runs without teaching. When grad is
+  /// non-empty (size params().size()) it receives the batch-mean local gradient of this step.
+  /// Counts non-finite states in nonfinite_steps() (the state is left as computed).
+  void step(const Eigen::Ref<const mat>& x, const mat* target, R beta, std::span<R> grad = {});
+
+  /// Clamps learned tau_m into [tau_min, tau_max]; call after every optimizer step.
+  void clamp_tau();
+  long nonfinite_steps() const { return nonfinite_steps_; }
+  /// The output error g = -beta dC/dr_N that the top layer receives for output r and target.
+  static void output_error(gle_loss loss, const mat& r, const mat& target, R beta, mat& g);
+
+ private:
+  gle_spec spec_;
+  std::vector<R> params_;
+  std::vector<param_block> layout_;
+  std::vector<long> w_off_, b_off_, tau_off_;  // tau_off_ < 0: tau fixed (tau_fixed_)
+  std::vector<vec> tau_fixed_, tau_r_;
+  std::vector<gle_layer_state<R>> state_;
+  std::vector<mat> r_next_, e_down_next_, g_;  // double buffers for the synchronous update
+  long batch_ = 0;
+  long nonfinite_steps_ = 0;
+};
+
+/// phi and phi' of u (element-wise) into r and d.
+template <class R>
+void gle_apply_activation(gle_activation a, const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& u,
+                          Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& r,
+                          Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& d);
+
+extern template class gle_network<float>;
+extern template class gle_network<double>;
+
+}  // namespace eqprop

@@ -1,0 +1,589 @@
+#include "eqprop/train/gle_tasks.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <complex>
+#include <numbers>
+#include <random>
+
+#include <fmt/format.h>
+
+#include "eqprop/core/error.hpp"
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/learn/gle_reference.hpp"
+#include "eqprop/train/optimizer.hpp"
+
+namespace eqprop {
+
+namespace {
+using matd = Eigen::MatrixXd;
+using cplx = std::complex<double>;
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+/// Fourier coefficient of samples y(k) at t_k = t0 + k dt over [from, to).
+cplx project(const std::vector<double>& y, double omega, double dt, long from, long to) {
+  cplx c = 0;
+  for (long k = from; k < to; ++k) c += y[k] * std::exp(cplx(0, -omega * dt * double(k)));
+  return c;
+}
+
+gle_layer_spec one_layer(int n, gle_activation phi, std::vector<double> tm, std::vector<double> tr, bool bias) {
+  gle_layer_spec s;
+  s.size = n;
+  s.phi = phi;
+  s.tau_m = std::move(tm);
+  s.tau_r = std::move(tr);
+  s.bias = bias;
+  return s;
+}
+}  // namespace
+
+// ---------------------------------------------------------------------------------------
+gle_operator_result gle_operator_response(double tau_m, double tau_r, double omega, double dt, int periods) {
+  gle_spec spec;
+  spec.n_input = 1;
+  spec.dt = dt;
+  spec.loss = gle_loss::mse;
+  spec.layers.push_back(one_layer(1, gle_activation::linear, {tau_m}, {tau_r}, false));
+  const double beta = 1;
+  const long K = long(std::llround(periods * 2 * std::numbers::pi / omega / dt));
+  std::vector<double> in(K), fwd(K), err(K);
+  for (long k = 0; k < K; ++k) in[k] = std::sin(omega * dt * double(k));
+  // forward: u_breve in response to the input current
+  gle_network<double> a(spec);
+  a.W(0)(0, 0) = 1;
+  a.reset_state(1);
+  matd x(1, 1);
+  for (long k = 0; k < K; ++k) {
+    x(0, 0) = in[k];
+    a.step(x, nullptr, 0);
+    fwd[k] = a.state(0).u_breve(0, 0);
+  }
+  // GLE error neuron: zero input, target chosen so that the output error g equals the sine
+  gle_network<double> b(spec);
+  b.W(0)(0, 0) = 1;
+  b.reset_state(1);
+  x.setZero();
+  std::vector<matd> xs(K, matd::Zero(1, 1)), ts(K, matd::Zero(1, 1));
+  for (long k = 0; k < K; ++k) {
+    matd t = b.output();
+    t(0, 0) += in[k] / beta;
+    b.step(x, &t, beta);
+    err[k] = b.state(0).e(0, 0);
+    ts[k](0, 0) = in[k] / beta;  // AM: output stays 0, so the output error is the sine
+  }
+  gle_network<double> c(spec);
+  c.W(0)(0, 0) = 1;
+  c.reset_state(1);
+  auto am = gle_reference_gradient<double>(c, xs, ts, beta, gle_reference_kind::adjoint, true);
+  std::vector<double> lam(K);
+  for (long k = 0; k < K; ++k) lam[k] = am.lambda[k][0](0, 0);
+  // Project on the middle half: transients gone at the start, lambda's cut-off at the end.
+  const long from = K / 4, to = 3 * K / 4;
+  const cplx ci = project(in, omega, dt, from, to);
+  const cplx H = project(fwd, omega, dt, from, to) / ci;
+  const cplx G = project(err, omega, dt, from, to) / ci;
+  const cplx A = project(lam, omega, dt, from, to) / ci;
+  const cplx Ht = cplx(1, omega * tau_r) / cplx(1, omega * tau_m);
+  return {tau_m, tau_r, omega, dt, std::abs(H), std::arg(H), std::abs(G), std::arg(G), std::abs(A), std::arg(A),
+          std::abs(Ht), std::arg(Ht)};
+}
+
+// ---------------------------------------------------------------------------------------
+gle_rule parse_gle_rule(std::string_view s) {
+  if (s == "gle") return gle_rule::gle;
+  if (s == "bp" || s == "bp_instantaneous") return gle_rule::bp_instantaneous;
+  if (s == "bptt") return gle_rule::bptt;
+  if (s == "adjoint" || s == "am") return gle_rule::adjoint;
+  throw config_error(fmt::format("unknown GLE learning rule '{}': expected gle, bp, bptt or adjoint", s));
+}
+std::string_view to_string(gle_rule r) {
+  switch (r) {
+    case gle_rule::gle: return "gle";
+    case gle_rule::bp_instantaneous: return "bp";
+    case gle_rule::bptt: return "bptt";
+    case gle_rule::adjoint: return "adjoint";
+  }
+  return "?";
+}
+
+lagline_result run_lagline(const lagline_options& o) {
+  const auto t0 = clock_type::now();
+  const bool windowed = o.rule == gle_rule::bptt || o.rule == gle_rule::adjoint;
+  gle_spec spec;
+  spec.n_input = 1;
+  spec.dt = o.dt;
+  spec.loss = gle_loss::mse;
+  spec.layers.push_back(one_layer(1, gle_activation::softplus, {1.0}, {0.1}, false));
+  spec.layers.push_back(one_layer(1, gle_activation::softplus, {2.0}, {0.1}, false));
+  gle_network<double> teacher(spec);
+  teacher.W(0)(0, 0) = 1;
+  teacher.W(1)(0, 0) = 2;
+  spec.learn_tau_m = true;
+  spec.tau_min = 10 * o.dt;
+  spec.gamma = windowed ? 0 : o.gamma;
+  spec.prospective_errors = o.rule != gle_rule::bp_instantaneous;
+  spec.init = gle_init::uniform01;
+  spec.seed = o.seed;
+  gle_network<double> student(spec);
+  {
+    std::mt19937_64 rng(o.seed + 1000);
+    std::uniform_real_distribution<double> U(0, 1);
+    for (int l = 0; l < 2; ++l) student.tau_m(l)(0) = U(rng);
+    student.clamp_tau();
+  }
+  const long B = o.batch;
+  teacher.reset_state(B);
+  student.reset_state(B);
+  // Input: a +-1 square wave of half-period 2, random phase per batch element, smoothed
+  // by a Gaussian of sigma = 5 steps (one smoothed period, indexed cyclically).
+  const long P = std::max<long>(2, std::lround(4.0 / o.dt));
+  std::vector<double> wave(P);
+  {
+    std::vector<double> sq(P);
+    for (long k = 0; k < P; ++k) sq[k] = k < P / 2 ? 1.0 : -1.0;
+    const double sigma = 5;
+    for (long k = 0; k < P; ++k) {
+      double s = 0, w = 0;
+      for (long j = -25; j <= 25; ++j) {
+        const double g = std::exp(-0.5 * double(j * j) / (sigma * sigma));
+        s += g * sq[((k + j) % P + P) % P];
+        w += g;
+      }
+      wave[k] = s / w;
+    }
+  }
+  std::vector<long> offset(B);
+  {
+    std::mt19937_64 rng(o.seed + 2000);
+    std::uniform_int_distribution<long> U(0, P - 1);
+    for (auto& v : offset) v = U(rng);
+  }
+  auto input_at = [&](long k, matd& x) {
+    x.resize(1, B);
+    for (long b = 0; b < B; ++b) x(0, b) = wave[(k + offset[b]) % P];
+  };
+  const long n_init = std::lround(o.t_init / o.dt), n_train = std::lround(o.t_train / o.dt);
+  const long n_total = n_init + n_train;
+  const long win = windowed ? std::max<long>(1, std::lround(o.window / o.dt)) : 1;
+  optimizer_options oo;
+  oo.kind = optimizer_kind::adam;
+  oo.lr = o.lr * double(win);
+  optimizer<double> opt(oo, student.layout(), student.n_groups());
+  std::vector<double> grad(student.params().size());
+  lagline_result res;
+  const long tail = std::min<long>(n_total, std::lround(10 / o.dt));
+  double loss_acc = 0, tail_acc = 0;
+  long loss_n = 0;
+  auto record = [&](long k, double loss) {
+    loss_acc += loss;
+    ++loss_n;
+    if (k >= n_total - tail) tail_acc += loss;
+    if ((k + 1) % o.record_every == 0 || k + 1 == n_total) {
+      res.trace.push_back({double(k + 1) * o.dt, loss_acc / double(loss_n), student.W(0)(0, 0), student.W(1)(0, 0),
+                           student.tau_m(0)(0), student.tau_m(1)(0)});
+      loss_acc = 0;
+      loss_n = 0;
+    }
+  };
+  matd x;
+  if (!windowed) {
+    for (long k = 0; k < n_total; ++k) {
+      input_at(k, x);
+      const matd target = teacher.output();
+      const bool learn = k >= n_init;
+      student.step(x, &target, o.beta, learn ? std::span<double>(grad) : std::span<double>());
+      teacher.step(x, nullptr, 0);
+      if (learn) {
+        opt.step(student.params(), grad, 1.0);
+        student.clamp_tau();
+      }
+      record(k, gle_loss_value<double>(gle_loss::mse, student.output(), teacher.output()));
+    }
+  } else {
+    std::vector<matd> xs, ts;
+    long k = 0;
+    while (k < n_total) {
+      const long n = std::min(win, n_total - k);
+      xs.assign(n, matd());
+      ts.assign(n, matd());
+      for (long j = 0; j < n; ++j) {
+        input_at(k + j, xs[j]);
+        teacher.step(xs[j], nullptr, 0);
+        ts[j] = teacher.output();
+      }
+      const bool learn = k >= n_init;
+      std::vector<double> losses(n);
+      if (learn) {
+        // the reference runs the window forward; the per-step losses are recomputed from a copy
+        gle_network<double> probe = student;
+        for (long j = 0; j < n; ++j) {
+          probe.step(xs[j], nullptr, 0);
+          losses[j] = gle_loss_value<double>(gle_loss::mse, probe.output(), ts[j]);
+        }
+        auto r = gle_reference_gradient<double>(student, xs, ts, o.beta,
+                                                o.rule == gle_rule::bptt ? gle_reference_kind::bptt
+                                                                         : gle_reference_kind::adjoint);
+        opt.step(student.params(), r.grad, 1.0);
+        student.clamp_tau();
+      } else {
+        for (long j = 0; j < n; ++j) {
+          student.step(xs[j], nullptr, 0);
+          losses[j] = gle_loss_value<double>(gle_loss::mse, student.output(), ts[j]);
+        }
+      }
+      for (long j = 0; j < n; ++j) record(k + j, losses[j]);
+      k += n;
+    }
+  }
+  res.final_loss = tail_acc / double(tail);
+  res.w_rel_error = std::max(std::abs(student.W(0)(0, 0) - 1.0) / 1.0, std::abs(student.W(1)(0, 0) - 2.0) / 2.0);
+  res.tau_rel_error = std::max(std::abs(student.tau_m(0)(0) - 1.0) / 1.0, std::abs(student.tau_m(1)(0) - 2.0) / 2.0);
+  res.steps = n_total;
+  res.seconds = seconds_since(t0);
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------
+namespace {
+gle_spec lagnet_spec(double dt) {
+  gle_spec spec;
+  spec.n_input = 1;
+  spec.dt = dt;
+  spec.loss = gle_loss::mse;
+  spec.layers.push_back(one_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
+  spec.layers.push_back(one_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
+  spec.layers.push_back(one_layer(1, gle_activation::linear, {1}, {1}, false));
+  return spec;
+}
+/// Teacher weights: a strong slow (retrospective) path; hid_1 w[0][0] = -0.5.
+void lagnet_teacher_weights(gle_network<double>& n) {
+  n.W(0) << -0.5, 1.5;
+  n.W(1) << 1.0, 0.2, 0.2, 1.5;
+  n.W(2) << 0.5, 1.5;
+}
+double lagnet_input(double t) { return std::sin(0.49 * t) + std::sin(1.07 * t) + std::sin(1.98 * t); }
+}  // namespace
+
+lagnet_result run_lagnet(const lagnet_options& o) {
+  gle_spec spec = lagnet_spec(o.dt);
+  gle_network<double> teacher(spec), student(spec);
+  lagnet_teacher_weights(teacher);
+  lagnet_teacher_weights(student);
+  student.W(0)(0, 0) = 0.5;  // the student starts with the wrong sign on the fast path
+  teacher.reset_state(1);
+  student.reset_state(1);
+  matd x(1, 1);
+  const long n_warm = std::lround(o.t_warmup / o.dt), n_win = std::lround(o.t_window / o.dt);
+  const long n_tail = std::lround(o.t_tail / o.dt);
+  long k = 0;
+  for (; k < n_warm; ++k) {
+    x(0, 0) = lagnet_input(double(k) * o.dt);
+    const matd target = teacher.output();
+    student.step(x, &target, o.beta);
+    teacher.step(x, nullptr, 0);
+  }
+  // Comparison window: GLE online errors and AM lambda from the same starting state.
+  gle_network<double> am_net = student;
+  std::vector<matd> xs(n_win), ts(n_win);
+  std::vector<std::vector<double>> e(4, std::vector<double>(n_win)), lam(4, std::vector<double>(n_win));
+  for (long j = 0; j < n_win; ++j, ++k) {
+    x(0, 0) = lagnet_input(double(k) * o.dt);
+    xs[j] = x;
+    const matd target = teacher.output();
+    student.step(x, &target, o.beta);
+    teacher.step(x, nullptr, 0);
+    ts[j] = teacher.output();
+    for (int l = 0; l < 2; ++l)
+      for (int i = 0; i < 2; ++i) e[2 * l + i][j] = student.state(l).e(i, 0);
+  }
+  auto am = gle_reference_gradient<double>(am_net, xs, ts, o.beta, gle_reference_kind::adjoint, true);
+  for (long j = 0; j < n_win; ++j)
+    for (int l = 0; l < 2; ++l)
+      for (int i = 0; i < 2; ++i) lam[2 * l + i][j] = am.lambda[j][l](i, 0);
+  lagnet_result res;
+  const double omegas[3] = {0.49, 1.07, 1.98};
+  const long from = 0, to = n_win - n_tail;
+  for (int l = 0; l < 2; ++l)
+    for (int i = 0; i < 2; ++i) {
+      lagnet_neuron_compare c;
+      c.name = fmt::format("hid{}.{}", l + 1, i == 0 ? "i" : "r");
+      c.tau_m = spec.layers[l].tau_m[i];
+      c.tau_r = spec.layers[l].tau_r[i];
+      const auto& ee = e[2 * l + i];
+      const auto& ll = lam[2 * l + i];
+      for (double w : omegas) {
+        const cplx ratio = project(ee, w, o.dt, from, to) / project(ll, w, o.dt, from, to);
+        c.omega.push_back(w);
+        c.gain.push_back(std::abs(ratio));
+        c.phase.push_back(std::arg(ratio));
+        const cplx H = cplx(1, w * c.tau_r) / cplx(1, w * c.tau_m);
+        c.theory_gain.push_back(1 / std::norm(H));
+      }
+      double me = 0, ml = 0;
+      for (long j = from; j < to; ++j) me += ee[j], ml += ll[j];
+      me /= double(to - from);
+      ml /= double(to - from);
+      double see = 0, sll = 0, sel = 0;
+      for (long j = from; j < to; ++j) {
+        see += (ee[j] - me) * (ee[j] - me);
+        sll += (ll[j] - ml) * (ll[j] - ml);
+        sel += (ee[j] - me) * (ll[j] - ml);
+      }
+      c.correlation = sel / std::sqrt(see * sll);
+      res.neurons.push_back(std::move(c));
+    }
+  const long stride = std::max<long>(1, std::lround(0.1 / o.dt));
+  res.e.assign(4, {});
+  res.lambda.assign(4, {});
+  for (long j = 0; j < to; j += stride) {
+    res.t.push_back(double(j) * o.dt);
+    for (int n = 0; n < 4; ++n) {
+      res.e[n].push_back(e[n][j]);
+      res.lambda[n].push_back(lam[n][j]);
+    }
+  }
+  if (o.train) {  // GLE learning of hid_1 only (spec §5.2): sgd momentum 0.9, learning from step 8000
+    spec.gamma = o.gamma;
+    gle_network<double> t2(lagnet_spec(o.dt)), s2(spec);
+    lagnet_teacher_weights(t2);
+    lagnet_teacher_weights(s2);
+    s2.W(0)(0, 0) = 0.5;
+    t2.reset_state(1);
+    s2.reset_state(1);
+    optimizer_options oo;
+    oo.kind = optimizer_kind::sgd;
+    oo.momentum = 0.9;
+    oo.lr = o.lr;
+    oo.lr_per_group = {o.lr, 0, 0};
+    optimizer<double> opt(oo, s2.layout(), s2.n_groups());
+    std::vector<double> grad(s2.params().size());
+    const long n = std::lround(o.t_train / o.dt), start = 8000;
+    double acc = 0;
+    long cnt = 0;
+    for (long j = 0; j < n; ++j) {
+      x(0, 0) = lagnet_input(double(j) * o.dt);
+      const matd target = t2.output();
+      const bool learn = j >= start;
+      s2.step(x, &target, o.beta, learn ? std::span<double>(grad) : std::span<double>());
+      t2.step(x, nullptr, 0);
+      if (learn) opt.step(s2.params(), grad, 1.0);
+      acc += gle_loss_value<double>(gle_loss::mse, s2.output(), t2.output());
+      ++cnt;
+      if ((j + 1) % 1000 == 0) {
+        res.train_t.push_back(double(j + 1) * o.dt);
+        res.train_w00.push_back(s2.W(0)(0, 0));
+        res.train_loss.push_back(acc / double(cnt));
+        acc = 0;
+        cnt = 0;
+      }
+    }
+    res.final_w00 = s2.W(0)(0, 0);
+  }
+  return res;
+}
+
+// ---------------------------------------------------------------------------------------
+const config_schema& gle_train_schema() {
+  static const config_schema schema = [] {
+    config_schema s;
+    s.add("data.name", std::string("mnist1d_gle"), "data set of scalar sequences (mnist1d_gle: 360 steps per sample)");
+    s.add("data.limit_train", int64_t(-1), "keep only the first N training samples (-1: all)");
+    s.add("data.limit_test", int64_t(-1), "keep only the first N test samples (-1: all)");
+    s.add("network.width", int64_t(53), "neurons per hidden layer");
+    s.add("network.depth", int64_t(6), "number of hidden layers");
+    s.add("network.first_activation", std::string("linear"), "activation of the first hidden layer");
+    s.add("network.activation", std::string("tanh"), "activation of the other hidden layers");
+    s.add("network.tau_groups", std::string("18:0.6:0.2, 18:1.2:0.2, 17:1.2:1.2"),
+          "per hidden layer: groups count:tau_m:tau_r (tau_r = dt: leaky integrator; tau_r = tau_m: instantaneous)");
+    s.add("network.output_tau", 1.2, "tau_m = tau_r of the (linear, instantaneous) output layer");
+    s.add("network.init", std::string("kaiming_uniform"), "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
+    s.add("network.init_std", 0.05, "std of the normal init");
+    s.add("dynamics.dt", 0.2, "Euler time step (one input sample per step)");
+    s.add("dynamics.gamma", 0.0, "error-to-membrane coupling");
+    s.add("dynamics.prospective_errors", true, "GLE error neurons (false: instantaneous-error BP)");
+    s.add("dynamics.learn_tau_m", false, "learn membrane time constants (clamped to [dt, 100])");
+    s.add("loss.kind", std::string("ce"), "ce (softmax cross-entropy) or mse");
+    s.add("loss.beta", 1.0, "output nudging strength");
+    s.add("optimizer.kind", std::string("adam"), "adam, adamw or sgd; steps every time step");
+    s.add("optimizer.lr", 1e-3, "learning rate per time step (paper: 5e-3 * 72 / 360)");
+    s.add("optimizer.momentum", 0.0, "sgd momentum");
+    s.add("schedule.plateau_patience", int64_t(2), "ReduceLROnPlateau patience in epochs (<0: off)");
+    s.add("schedule.plateau_factor", 0.5, "lr factor on a plateau");
+    s.add("schedule.plateau_on", std::string("test"),
+          "loss watched by the plateau schedule: test (as the paper's code) or train");
+    s.add("train.epochs", int64_t(150), "epochs");
+    s.add("train.batch", int64_t(100), "training batch (parallel streams)");
+    s.add("train.test_batch", int64_t(1000), "test batch");
+    s.add("train.seed", int64_t(12), "seed of the initialisation and the sample order");
+    s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
+    return s;
+  }();
+  return schema;
+}
+
+gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
+  gle_spec spec;
+  spec.n_input = n_input;
+  spec.dt = cfg.get<double>("dynamics.dt");
+  spec.gamma = cfg.get<double>("dynamics.gamma");
+  spec.prospective_errors = cfg.get<bool>("dynamics.prospective_errors");
+  spec.learn_tau_m = cfg.get<bool>("dynamics.learn_tau_m");
+  spec.loss = parse_gle_loss(cfg.get<std::string>("loss.kind"));
+  const std::string init = cfg.get<std::string>("network.init");
+  if (init == "kaiming_uniform") spec.init = gle_init::kaiming_uniform;
+  else if (init == "normal") spec.init = gle_init::normal;
+  else throw config_error(fmt::format("network.init '{}': expected kaiming_uniform or normal", init));
+  spec.init_std = cfg.get<double>("network.init_std");
+  spec.seed = cfg.get<uint64_t>("train.seed");
+  const int width = cfg.get<int>("network.width"), depth = cfg.get<int>("network.depth");
+  if (width < 1 || depth < 0) throw config_error("network.width must be >= 1 and network.depth >= 0");
+  const auto groups = parse_tau_groups(cfg.get<std::string>("network.tau_groups"));
+  for (int l = 0; l < depth; ++l) {
+    gle_layer_spec L;
+    L.size = width;
+    L.phi = parse_gle_activation(cfg.get<std::string>(l == 0 ? "network.first_activation" : "network.activation"));
+    try {
+      set_tau_groups(L, groups);
+    } catch (const config_error& e) {
+      throw config_error(fmt::format("network.tau_groups: {}", e.what()));
+    }
+    spec.layers.push_back(L);
+  }
+  const double to = cfg.get<double>("network.output_tau");
+  spec.layers.push_back(one_layer(n_classes, gle_activation::linear, std::vector<double>(n_classes, to),
+                                  std::vector<double>(n_classes, to), true));
+  return spec;
+}
+
+std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::filesystem::path& data_dir,
+                                                  const gle_train_hooks& hooks, std::vector<float>* final_params) {
+  using matf = Eigen::MatrixXf;
+  dataset_options dopt;
+  dopt.limit_train = cfg.get<long>("data.limit_train");
+  dopt.limit_test = cfg.get<long>("data.limit_test");
+  const auto split = load_dataset(cfg.get<std::string>("data.name"), data_dir, dopt);
+  const int n_classes = split.train.n_classes;
+  const long T = split.train.dim();  // steps per sample: one scalar input per step
+  gle_network<float> net(gle_spec_from_config(cfg, 1, n_classes));
+  optimizer_options oo;
+  oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
+  oo.lr = cfg.get<double>("optimizer.lr");
+  oo.momentum = cfg.get<double>("optimizer.momentum");
+  optimizer<float> opt(oo, net.layout(), net.n_groups());
+  const long B = cfg.get<long>("train.batch"), TB = cfg.get<long>("train.test_batch");
+  const long epochs = cfg.get<long>("train.epochs");
+  if (B < 1 || TB < 1 || epochs < 0) throw config_error("train.batch, train.test_batch must be >= 1, epochs >= 0");
+  const double beta = cfg.get<double>("loss.beta");
+  const long patience = cfg.get<long>("schedule.plateau_patience");
+  const double factor = cfg.get<double>("schedule.plateau_factor");
+  const std::string plateau_on = cfg.get<std::string>("schedule.plateau_on");
+  if (plateau_on != "test" && plateau_on != "train")
+    throw config_error(fmt::format("schedule.plateau_on '{}': expected test or train", plateau_on));
+  const uint64_t seed = cfg.get<uint64_t>("train.seed");
+  batch_iterator it(split.train, B, seed, true, false);
+  std::vector<float> grad(net.params().size());
+  net.reset_state(B);
+  double lr_factor = 1, best = std::numeric_limits<double>::infinity();
+  long bad = 0;
+  std::vector<gle_epoch_report> reports;
+  matrix<float> xb;
+  std::vector<int32_t> yb;
+  matf xt, target, sum_out;
+  // Runs one batch of sequences; returns (sum of per-step losses / T, number correct).
+  auto run_batch = [&](const matrix<float>& xbatch, const std::vector<int32_t>& y, bool learn) {
+    const long b = long(y.size());
+    xt = xbatch.transpose();  // b x T: column t is the batch's input at step t
+    target.setZero(n_classes, b);
+    for (long j = 0; j < b; ++j) target(y[j], j) = 1;
+    sum_out.setZero(n_classes, b);
+    double loss = 0;
+    for (long t = 0; t < T; ++t) {
+      Eigen::Map<const matf> x(xt.col(t).data(), 1, b);
+      if (learn) {
+        net.step(x, &target, float(beta), grad);
+        opt.step(net.params(), grad, lr_factor);
+        if (net.spec().learn_tau_m) net.clamp_tau();
+      } else {
+        net.step(x, nullptr, 0.0f);
+      }
+      sum_out += net.output();
+      loss += gle_loss_value<float>(net.spec().loss, net.output(), target);
+    }
+    long correct = 0;
+    for (long j = 0; j < b; ++j) {
+      Eigen::Index m;
+      sum_out.col(j).maxCoeff(&m);
+      correct += (m == y[j]);
+    }
+    return std::pair<double, long>(loss / double(T), correct);
+  };
+  for (long epoch = 1; epoch <= epochs; ++epoch) {
+    const auto t0 = clock_type::now();
+    it.start_epoch(epoch - 1);
+    double tr_loss = 0;
+    long tr_correct = 0, tr_n = 0, steps = 0;
+    for (long i = 0; i < it.n_batches(); ++i) {
+      if (hooks.should_stop && hooks.should_stop()) return reports;
+      it.fill(i, xb, yb);
+      const auto [l, c] = run_batch(xb, yb, true);
+      tr_loss += l * double(yb.size());
+      tr_correct += c;
+      tr_n += long(yb.size());
+      steps += T;
+      if (net.nonfinite_steps() > 0)
+        throw convergence_error(fmt::format("GLE training diverged: non-finite outputs in epoch {}, batch {} "
+                                            "(lower optimizer.lr or check the time constants)",
+                                            epoch, i + 1),
+                                std::numeric_limits<double>::infinity(), epoch);
+      if (hooks.on_progress) hooks.on_progress(i + 1, it.n_batches(), tr_loss / double(tr_n), double(tr_correct) / double(tr_n));
+    }
+    const double train_seconds = seconds_since(t0);
+    double te_loss = 0;
+    long te_correct = 0;
+    const long n_test = split.test.size();
+    for (long s = 0; s < n_test; s += TB) {
+      const long b = std::min(TB, n_test - s);
+      matrix<float> xtest = split.test.x.middleCols(s, b);
+      std::vector<int32_t> ytest(split.test.y.begin() + s, split.test.y.begin() + s + b);
+      const auto [l, c] = run_batch(xtest, ytest, false);
+      te_loss += l * double(b);
+      te_correct += c;
+    }
+    gle_epoch_report r;
+    r.epoch = epoch;
+    r.train_loss = tr_loss / double(tr_n);
+    r.train_acc = double(tr_correct) / double(tr_n);
+    r.test_loss = n_test ? te_loss / double(n_test) : 0;
+    r.test_acc = n_test ? double(te_correct) / double(n_test) : 0;
+    r.lr = oo.lr * lr_factor;
+    r.seconds = seconds_since(t0);
+    r.ms_per_step = 1e3 * train_seconds / double(std::max<long>(1, steps));
+    r.nonfinite_steps = net.nonfinite_steps();
+    if (net.nonfinite_steps() > 0)
+      throw convergence_error(fmt::format("GLE training diverged: {} steps produced non-finite outputs in epoch {} "
+                                      "(lower optimizer.lr or check the time constants)",
+                                      net.nonfinite_steps(), epoch),
+                              std::numeric_limits<double>::infinity(), epoch);
+    reports.push_back(r);
+    if (hooks.on_epoch) hooks.on_epoch(r);
+    if (patience >= 0) {  // ReduceLROnPlateau(mode=min, threshold=1e-4 rel)
+      const double watched = plateau_on == "test" ? r.test_loss : r.train_loss;
+      if (watched < best * (1 - 1e-4)) {
+        best = watched;
+        bad = 0;
+      } else if (++bad > patience) {
+        lr_factor *= factor;
+        bad = 0;
+      }
+    }
+  }
+  if (final_params) final_params->assign(net.params().begin(), net.params().end());
+  return reports;
+}
+
+}  // namespace eqprop

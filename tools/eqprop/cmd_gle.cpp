@@ -1,0 +1,266 @@
+// eqprop gle operator | lagline | lagnet | train: Generalized Latent Equilibrium (issue 8,
+// docs/gle.md). GLE/LE are implemented from the papers' equations; the authors' code
+// carries a patent notice (docs/gle.md).
+#include <atomic>
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <string>
+#include <vector>
+
+#include <fmt/format.h>
+
+#include "commands.hpp"
+#include "eqprop/core/error.hpp"
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/gle_tasks.hpp"
+#include "eqprop/train/metrics_log.hpp"
+#include "eqprop/train/progress.hpp"
+#include "study_util.hpp"
+
+namespace eqprop::cli {
+namespace fs = std::filesystem;
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+void on_sigint(int) { g_interrupted = true; }
+
+std::string lagline_csv(const lagline_result& r) {
+  std::string s = "t,loss,w1,w2,tau_m1,tau_m2\n";
+  for (const auto& row : r.trace)
+    s += fmt::format("{},{:.6e},{:.10g},{:.10g},{:.10g},{:.10g}\n", row.t, row.loss, row.w1, row.w2, row.tau1, row.tau2);
+  return s;
+}
+}  // namespace
+
+void register_gle(CLI::App& app) {
+  auto* gle = app.add_subcommand("gle", "Generalized Latent Equilibrium: continuous-time neurons learning online (docs/gle.md)");
+  gle->require_subcommand(1);
+
+  // ---- operator
+  static double op_tm = 1, op_tr = 0.2, op_w = 2, op_dt = 1e-3;
+  auto* op = gle->add_subcommand("operator", "Gain and phase of one neuron's forward, GLE-error and adjoint operators");
+  op->add_option("--tau-m", op_tm, "membrane time constant")->capture_default_str();
+  op->add_option("--tau-r", op_tr, "prospective time constant")->capture_default_str();
+  op->add_option("--omega", op_w, "angular frequency of the test sine")->capture_default_str();
+  op->add_option("--dt", op_dt, "Euler step")->capture_default_str();
+  op->callback([] {
+    const auto r = gle_operator_response(op_tm, op_tr, op_w, op_dt);
+    fmt::print("tau_m = {}, tau_r = {}, omega = {}, dt = {}\n", op_tm, op_tr, op_w, op_dt);
+    fmt::print("{:<28} {:>10} {:>10} {:>14} {:>14}\n", "operator", "gain", "phase", "theory gain", "theory phase");
+    fmt::print("{:<28} {:>10.4f} {:>10.4f} {:>14.4f} {:>14.4f}\n", "forward D+_tr I-_tm", r.forward_gain,
+               r.forward_phase, r.theory_gain, r.theory_phase);
+    fmt::print("{:<28} {:>10.4f} {:>10.4f} {:>14.4f} {:>14.4f}\n", "adjoint I+_tm D-_tr (AM)", r.adjoint_gain,
+               r.adjoint_phase, r.theory_gain, -r.theory_phase);
+    fmt::print("{:<28} {:>10.4f} {:>10.4f} {:>14.4f} {:>14.4f}\n", "GLE error D+_tm I-_tr", r.gle_gain, r.gle_phase,
+               1 / r.theory_gain, -r.theory_phase);
+  });
+
+  // ---- lagline
+  struct lagline_args {
+    std::string rule = "gle", out;
+    lagline_options o;
+    bool compare = false, no_plot = false;
+  };
+  static lagline_args la;
+  auto* ll = gle->add_subcommand("lagline", "Teacher-student chain of two neurons (spec §5.1): learn weights and tau_m");
+  ll->add_option("--rule", la.rule, "gle | bp (instantaneous errors) | bptt | adjoint")->capture_default_str();
+  ll->add_option("--window", la.o.window, "bptt/adjoint window in time units")->capture_default_str();
+  ll->add_option("--t-train", la.o.t_train, "training time (time units)")->capture_default_str();
+  ll->add_option("--lr", la.o.lr, "Adam learning rate per step")->capture_default_str();
+  ll->add_option("--seed", la.o.seed, "student initialisation and input phases")->capture_default_str();
+  ll->add_flag("--compare", la.compare, "run gle, bp and bptt with windows 4, 2, 1 side by side");
+  ll->add_option("--out", la.out, "directory for lagline_<rule>.csv traces and lagline.png (default: none)");
+  ll->add_flag("--no-plot", la.no_plot, "write the CSV files only");
+  ll->callback([] {
+    std::vector<std::pair<std::string, lagline_options>> runs;
+    if (la.compare) {
+      for (const char* r : {"gle", "bp"}) {
+        auto o = la.o;
+        o.rule = parse_gle_rule(r);
+        runs.emplace_back(r, o);
+      }
+      for (double w : {4.0, 2.0, 1.0}) {
+        auto o = la.o;
+        o.rule = gle_rule::bptt;
+        o.window = w;
+        runs.emplace_back(fmt::format("bptt_tw{}", w), o);
+      }
+    } else {
+      auto o = la.o;
+      o.rule = parse_gle_rule(la.rule);
+      runs.emplace_back(o.rule == gle_rule::bptt || o.rule == gle_rule::adjoint
+                            ? fmt::format("{}_tw{}", la.rule, o.window)
+                            : la.rule,
+                        o);
+    }
+    fmt::print("teacher w = (1, 2), tau_m = (1, 2); {} time units of training, dt = {}\n", la.o.t_train, la.o.dt);
+    fmt::print("{:<12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}\n", "model", "final loss", "w1", "w2",
+               "tau_m1", "tau_m2", "w rel.err", "tau rel.err", "time");
+    std::vector<std::string> csvs;
+    for (auto& [name, o] : runs) {
+      const auto r = run_lagline(o);
+      const auto& last = r.trace.back();
+      fmt::print("{:<12} {:>12.3e} {:>10.6f} {:>10.6f} {:>10.6f} {:>10.6f} {:>12.2e} {:>12.2e} {:>7.1f}s\n", name,
+                 r.final_loss, last.w1, last.w2, last.tau1, last.tau2, r.w_rel_error, r.tau_rel_error, r.seconds);
+      if (!la.out.empty()) {
+        fs::create_directories(la.out);
+        const auto p = fs::path(la.out) / fmt::format("lagline_{}.csv", name);
+        write_text(p, lagline_csv(r));
+        csvs.push_back(p.string());
+      }
+    }
+    if (!la.out.empty() && !la.no_plot) {
+      std::vector<std::string> args{"gle-lagline"};
+      args.insert(args.end(), csvs.begin(), csvs.end());
+      args.push_back("-o");
+      args.push_back((fs::path(la.out) / "lagline.png").string());
+      plot_with_python(args);
+    }
+  });
+
+  // ---- lagnet
+  static lagnet_options na;
+  static std::string na_out;
+  static bool na_no_plot = false, na_no_train = false;
+  auto* ln = gle->add_subcommand("lagnet", "1-2-2-1 network: GLE errors against the adjoint method's lambda (spec §5.2)");
+  ln->add_option("--window", na.t_window, "comparison window (time units)")->capture_default_str();
+  ln->add_option("--out", na_out, "directory for lagnet_traces.csv, lagnet_compare.csv and lagnet.png");
+  ln->add_flag("--no-train", na_no_train, "only the error comparison");
+  ln->add_flag("--no-plot", na_no_plot, "write the CSV files only");
+  ln->callback([] {
+    na.train = !na_no_train;
+    const auto r = run_lagnet(na);
+    fmt::print("GLE error e against adjoint lambda, per input frequency (e/lambda; theory for one neuron: phase 0, "
+               "gain 1/|H|^2)\n");
+    fmt::print("{:<8} {:>6} {:>6} {:>7} {:>10} {:>10} {:>12} {:>8}\n", "neuron", "tau_m", "tau_r", "omega", "gain",
+               "phase", "theory gain", "corr");
+    std::string csv = "neuron,tau_m,tau_r,omega,gain,phase,theory_gain,correlation\n";
+    for (const auto& n : r.neurons)
+      for (std::size_t i = 0; i < n.omega.size(); ++i) {
+        fmt::print("{:<8} {:>6} {:>6} {:>7} {:>10.4f} {:>10.4f} {:>12.4f} {:>8.4f}\n", n.name, n.tau_m, n.tau_r,
+                   n.omega[i], n.gain[i], n.phase[i], n.theory_gain[i], n.correlation);
+        csv += fmt::format("{},{},{},{},{:.6g},{:.6g},{:.6g},{:.6g}\n", n.name, n.tau_m, n.tau_r, n.omega[i], n.gain[i],
+                           n.phase[i], n.theory_gain[i], n.correlation);
+      }
+    if (na.train)
+      fmt::print("GLE training of hid_1 ({} time units): w[0][0] {:.4f} -> {:.4f} (teacher {}), loss {:.3e} -> {:.3e}\n",
+                 na.t_train, 0.5, r.final_w00, r.teacher_w00, r.train_loss.front(), r.train_loss.back());
+    if (!na_out.empty()) {
+      fs::create_directories(na_out);
+      write_text(fs::path(na_out) / "lagnet_compare.csv", csv);
+      std::string tr = "t";
+      for (const auto& n : r.neurons) tr += fmt::format(",e_{0},lambda_{0}", n.name);
+      tr += "\n";
+      for (std::size_t j = 0; j < r.t.size(); ++j) {
+        tr += fmt::format("{:.4f}", r.t[j]);
+        for (std::size_t n = 0; n < r.neurons.size(); ++n) tr += fmt::format(",{:.6e},{:.6e}", r.e[n][j], r.lambda[n][j]);
+        tr += "\n";
+      }
+      write_text(fs::path(na_out) / "lagnet_traces.csv", tr);
+      if (na.train) {
+        std::string tt = "t,w00,loss\n";
+        for (std::size_t j = 0; j < r.train_t.size(); ++j)
+          tt += fmt::format("{},{:.8g},{:.6e}\n", r.train_t[j], r.train_w00[j], r.train_loss[j]);
+        write_text(fs::path(na_out) / "lagnet_train.csv", tt);
+      }
+      if (!na_no_plot)
+        plot_with_python({"gle-lagnet", (fs::path(na_out) / "lagnet_traces.csv").string(), "-o",
+                          (fs::path(na_out) / "lagnet.png").string()});
+    }
+  });
+
+  // ---- train
+  struct train_args {
+    std::string config_file, data_dir, run_dir;
+    std::vector<std::string> sets;
+    long epochs = -1;
+    bool quiet = false, print_config = false;
+  };
+  static train_args ta;
+  auto* tr = gle->add_subcommand("train", "Train a GLE network on sequences (default: the 15k MNIST-1D network)");
+  tr->add_option("config", ta.config_file, "Config (TOML), e.g. configs/gle_mnist1d_15k.toml")->check(CLI::ExistingFile);
+  tr->add_option("--set,-s", ta.sets, "Override a config key, e.g. --set optimizer.lr=1e-3 (repeatable)");
+  tr->add_option("--epochs", ta.epochs, "Shortcut for train.epochs");
+  tr->add_option("--data-dir", ta.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+  tr->add_option("--run-dir", ta.run_dir, "Run directory (default: run.dir of the config)");
+  tr->add_flag("--quiet,-q", ta.quiet, "No progress display");
+  tr->add_flag("--print-config", ta.print_config, "Print the resolved config (TOML) and exit");
+  tr->callback([] {
+    config cfg(gle_train_schema());
+    if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
+    for (const auto& s : ta.sets) cfg.set_override(s);
+    if (ta.epochs >= 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
+    if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
+    if (ta.print_config) {
+      fmt::print("{}", cfg.to_toml());
+      return;
+    }
+    const fs::path run = cfg.get<std::string>("run.dir");
+    fs::create_directories(run);
+    write_text(run / "config.toml", cfg.to_toml());
+    metrics_log log(run, false);
+    progress prog(std::cout, !ta.quiet && progress::stdout_is_terminal());
+    const long epochs = cfg.get<long>("train.epochs");
+    gle_train_hooks hooks;
+    long current_epoch = 1;
+    bool begun = false;
+    hooks.on_progress = [&](long i, long n, double loss, double acc) {
+      if (ta.quiet) return;
+      if (!begun) {
+        prog.begin_epoch(current_epoch, epochs, n);
+        begun = true;
+      }
+      prog.update(i, [&] {
+        return progress::fields{{"loss", fmt::format("{:.4f}", loss)}, {"acc", fmt::format("{:.1f}%", 100 * acc)}};
+      });
+    };
+    hooks.on_epoch = [&](const gle_epoch_report& r) {
+      nlohmann::ordered_json row;
+      row["epoch"] = r.epoch;
+      row["train_loss"] = r.train_loss;
+      row["train_acc"] = r.train_acc;
+      row["test_loss"] = r.test_loss;
+      row["test_acc"] = r.test_acc;
+      row["lr"] = r.lr;
+      row["seconds"] = r.seconds;
+      row["ms_per_step"] = r.ms_per_step;
+      log.append(row);
+      const auto line = fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | lr {:.2e} | "
+                                    "{:.3f} ms/step",
+                                    r.train_loss, 100 * r.train_acc, r.test_loss, 100 * r.test_acc, r.lr, r.ms_per_step);
+      if (ta.quiet) {
+        // nothing
+      } else if (begun) {
+        prog.end_epoch(line);
+      } else {
+        fmt::print("epoch {}/{} {}\n", r.epoch, epochs, line);
+      }
+      begun = false;
+      current_epoch = r.epoch + 1;
+    };
+    g_interrupted = false;
+    auto old = std::signal(SIGINT, on_sigint);
+    hooks.should_stop = [] { return g_interrupted.load(); };
+    std::vector<float> params;
+    const auto reports = train_gle_sequences(cfg, resolve_data_dir(ta.data_dir), hooks, &params);
+    std::signal(SIGINT, old);
+    if (g_interrupted) {
+      fmt::print(stderr, "eqprop: interrupted after {} epochs; metrics kept in {}\n", reports.size(), run.string());
+      set_exit_code(130);
+      return;
+    }
+    checkpoint ck;
+    ck.meta["kind"] = "gle";
+    ck.meta["config"] = cfg.to_json();
+    ck.meta["epochs"] = reports.size();
+    ck.arrays["params"] = checkpoint_array::from_eigen(Eigen::Map<Eigen::VectorXf>(params.data(), long(params.size())));
+    save_checkpoint(run / "checkpoint.eqck", ck);
+    if (!reports.empty())
+      fmt::print("final test accuracy {:.2f}% after {} epochs ({:.3f} ms per step); run saved in {}\n",
+                 100 * reports.back().test_acc, reports.size(), reports.back().ms_per_step, run.string());
+  });
+}
+
+}  // namespace eqprop::cli
