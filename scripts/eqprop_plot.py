@@ -5,6 +5,8 @@
   eqprop_plot.py sweep-beta sweep_beta.csv [-o OUT.png]        (cosine, rel. error vs |beta| per N)
   eqprop_plot.py sweep-periods sweep_periods.csv [-o OUT.png]  (continuous hEP: cosine vs periods per T2)
   eqprop_plot.py stability stability.csv [-o OUT.png]          (residual over the complex beta plane)
+  eqprop_plot.py gle-lagline lagline_gle.csv [...] [-o OUT.png] (GLE LagLine: loss, weights, tau_m over time)
+  eqprop_plot.py gle-lagnet lagnet_traces.csv [-o OUT.png]      (GLE errors against the adjoint's lambda)
 
 The figure functions live in python/eqprop/plots.py (eqprop.plots from Python); this script
 loads that file directly, so it needs neither the compiled module nor PYTHONPATH. Uses
@@ -28,8 +30,9 @@ def main(argv):
     sub = ap.add_subparsers(dest="kind", required=True)
     r = sub.add_parser("run")
     r.add_argument("runs", nargs="+")
-    for k in ("sweep-beta", "sweep-periods", "stability"):
+    for k in ("sweep-beta", "sweep-periods", "stability", "gle-lagnet"):
         sub.add_parser(k).add_argument("csv")
+    sub.add_parser("gle-lagline").add_argument("csvs", nargs="+")
     for p in sub.choices.values():
         p.add_argument("-o", "--out")
         p.add_argument("--title")
@@ -46,6 +49,12 @@ def _figure(a):
     if a.kind == "run":
         fig = run_curves(a.runs, a.title)
         out = a.out or (os.path.join(a.runs[0], "curves.png") if len(a.runs) == 1 else "curves.png")
+    elif a.kind == "gle-lagline":
+        fig = plots.gle_lagline(a.csvs, a.title)
+        out = a.out or os.path.join(os.path.dirname(a.csvs[0]), "lagline.png")
+    elif a.kind == "gle-lagnet":
+        fig = plots.gle_lagnet(a.csv, a.title)
+        out = a.out or os.path.splitext(a.csv)[0] + ".png"
     else:
         fig = {"sweep-beta": sweep_beta, "sweep-periods": sweep_periods, "stability": stability}[a.kind](a.csv, a.title)
         out = a.out or os.path.splitext(a.csv)[0] + ".png"

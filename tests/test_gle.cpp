@@ -265,3 +265,50 @@ TEST(Gle, Mnist1dNetworkHasThePapersParameterCount) {
   EXPECT_FLOAT_EQ(net.tau_r(2)(17), 0.2f);
   EXPECT_FLOAT_EQ(net.tau_r(2)(52), 1.2f);
 }
+
+// ---- the command-line tool (run through ctest, which sets EQPROP_CLI)
+#include <sys/wait.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+namespace {
+struct cli_result {
+  int status;
+  std::string out;
+};
+cli_result run_cli(const std::string& args) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  FILE* f = popen((std::string(cli) + " " + args + " 2>&1").c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  const int st = pclose(f);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+}  // namespace
+
+TEST(GleCli, OperatorLagnetAndTrainErrors) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
+  auto r = run_cli("gle operator --tau-m 1 --tau-r 0.2 --omega 2");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("2.076"), std::string::npos) << r.out;  // GLE error gain 1/|H|
+  const auto dir = std::filesystem::path(::testing::TempDir()) / ("gle_cli_" + std::to_string(::getpid()));
+  r = run_cli("gle lagnet --window 60 --no-plot --out " + dir.string());
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("w[0][0] 0.5000 -> -0.5000"), std::string::npos) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir / "lagnet_traces.csv"));
+  // bad input: unknown config key, bad tau groups, missing data
+  r = run_cli("gle train --set network.widht=5");
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("network.width"), std::string::npos) << r.out;
+  r = run_cli("gle train --set network.tau_groups=\\\"10:0.6:0.2\\\" --data-dir " + dir.string());
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("tau groups cover 10 neurons but the layer has 53"), std::string::npos) << r.out;
+  r = run_cli("gle train --data-dir " + (dir / "nothing").string());
+  EXPECT_EQ(r.status, 2) << r.out;
+  EXPECT_NE(r.out.find("mnist-1d"), std::string::npos) << r.out;
+  std::filesystem::remove_all(dir);
+}

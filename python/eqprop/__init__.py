@@ -11,6 +11,9 @@ command-line tool computes gives the same numbers here (same seeds, same code).
     g, info = eqprop.estimate(net, x, y, kind="holomorphic", n_points=4, beta=0.1)
     ref, _ = eqprop.bptt_gradient(net, x, y, steps=100)
     eqprop.cosine(g, ref)
+
+Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline, gle_lagnet and
+gle_train run the `eqprop gle` experiments; eqprop.plots.gle_lagline / gle_lagnet draw them.
 """
 import math as _math
 
@@ -19,7 +22,7 @@ from ._core import (  # noqa: F401
     __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, build_info, relax,
     bptt_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
-    load_checkpoint, evaluate,
+    load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
 )
 
 

@@ -5,6 +5,8 @@ needed); save it with fig.savefig("out.png").
   sweep_beta(data)       cosine / rel. error with the exact gradient vs |beta|, one curve per N
   sweep_periods(data)    continuous hEP: cosine vs periods, one curve per T2
   stability(data)        log10 residual of the nudged relaxation over the complex beta plane
+  gle_lagline(runs)      GLE LagLine: loss, weights and tau_m over time (teacher dashed)
+  gle_lagnet(data)       GLE errors e against the adjoint method's lambda per hidden neuron
 
 `data` is a CSV path written by `eqprop sweep`, a dict of columns, a list of row dicts, or
 (sweep_beta) the document returned by eqprop.gradcheck(). This file imports nothing from the
@@ -136,4 +138,68 @@ def stability(data, title=None):
                     interpolation="nearest", aspect="equal")
     fig.colorbar(im_, ax=ax, label="log10 residual after the nudged phase")
     ax.set(xlabel="Re beta", ylabel="Im beta", title=title or "where the nudged relaxation converges")
+    return fig
+
+
+def gle_lagline(runs, title=None):
+    """LagLine: loss, weights and membrane time constants over time, one line style per run.
+
+    runs: CSV paths written by `eqprop gle lagline --out`, dicts returned by
+    eqprop.gle_lagline(), or a list of either. Teacher values are dashed.
+    """
+    plt = _plt()
+    if isinstance(runs, (str, os.PathLike, dict)):
+        runs = [runs]
+    fig, ax = plt.subplots(1, 3, figsize=(14, 4), constrained_layout=True)
+    for run in runs:
+        if isinstance(run, dict):
+            m, name = {k: list(v) for k, v in run.items() if k in ("t", "loss", "w1", "w2", "tau_m1", "tau_m2")}, \
+                run.get("rule", "run")
+        else:
+            m = read_csv(os.fspath(run))
+            name = os.path.splitext(os.path.basename(os.fspath(run)))[0].replace("lagline_", "")
+        line, = ax[0].plot(m["t"], [max(v, 1e-16) for v in m["loss"]], label=name)
+        c = line.get_color()
+        ax[1].plot(m["t"], m["w1"], color=c, label=f"{name} w1")
+        ax[1].plot(m["t"], m["w2"], color=c, ls="-.", label=f"{name} w2")
+        ax[2].plot(m["t"], m["tau_m1"], color=c, label=f"{name} tau_m1")
+        ax[2].plot(m["t"], m["tau_m2"], color=c, ls="-.", label=f"{name} tau_m2")
+    for a, ys in ((ax[1], (1, 2)), (ax[2], (1, 2))):
+        for y in ys:
+            a.axhline(y, color="k", ls="--", lw=0.8)
+    ax[0].set(xlabel="time", ylabel="mean squared error", yscale="log", title="loss")
+    ax[1].set(xlabel="time", ylabel="weight", title="weights (teacher dashed)")
+    ax[2].set(xlabel="time", ylabel="tau_m", title="membrane time constants (teacher dashed)")
+    for a in ax:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def gle_lagnet(data, title=None):
+    """LagNet: GLE error e (solid) and the adjoint method's lambda (dashed) for each hidden neuron.
+
+    data: lagnet_traces.csv from `eqprop gle lagnet --out` or the dict of eqprop.gle_lagnet().
+    """
+    plt = _plt()
+    if isinstance(data, dict):
+        t, e, lam = list(data["t"]), data["e"], data["lambda"]
+        names = list(e.keys())
+    else:
+        m = read_csv(os.fspath(data))
+        t = m["t"]
+        names = [k[2:] for k in m if k.startswith("e_")]
+        e = {n: m["e_" + n] for n in names}
+        lam = {n: m["lambda_" + n] for n in names}
+    fig, ax = plt.subplots(len(names), 1, figsize=(11, 2.2 * len(names)), sharex=True, constrained_layout=True)
+    for a, n in zip(ax, names):
+        a.plot(t, e[n], lw=1, label=f"GLE e ({n})")
+        a.plot(t, lam[n], "--", lw=1, label=f"adjoint lambda ({n})")
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7, loc="upper right")
+        a.set_ylabel("error")
+    ax[-1].set_xlabel("time in the comparison window")
+    fig.suptitle(title or "GLE errors against the adjoint method (i: instantaneous, r: retrospective neuron)")
     return fig

@@ -33,6 +33,7 @@
 #include "eqprop/learn/reference.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/trainer.hpp"
 
 namespace py = pybind11;
@@ -435,12 +436,126 @@ py::tuple dataset_arrays(dataset&& d) {
   return py::make_tuple(xa, vec_to_numpy(d.y));
 }
 
+// ---------------------------------------------------------------- GLE (issue 8)
+py::array doubles(const std::vector<double>& v) { return vec_to_numpy(v); }
+
+void register_gle(py::module_& m) {
+  m.def("gle_operator", [](double tau_m, double tau_r, double omega, double dt) {
+        const auto r = gle_operator_response(tau_m, tau_r, omega, dt);
+        return py::dict("forward"_a = py::make_tuple(r.forward_gain, r.forward_phase),
+                        "gle_error"_a = py::make_tuple(r.gle_gain, r.gle_phase),
+                        "adjoint"_a = py::make_tuple(r.adjoint_gain, r.adjoint_phase),
+                        "theory_H"_a = py::make_tuple(r.theory_gain, r.theory_phase));
+      }, "tau_m"_a = 1.0, "tau_r"_a = 0.2, "omega"_a = 2.0, "dt"_a = 1e-3,
+      "(gain, phase) of one neuron's forward operator, GLE error neuron and adjoint on a sine of frequency omega;\n"
+      "theory_H = (|H|, arg H) with H = (1 + i omega tau_r)/(1 + i omega tau_m).");
+  m.def("gle_lagline", [](const std::string& rule, double window, double t_train, double lr, uint64_t seed,
+                          long record_every) {
+        lagline_options o;
+        o.rule = parse_gle_rule(rule);
+        o.window = window;
+        o.t_train = t_train;
+        o.lr = lr;
+        o.seed = seed;
+        o.record_every = record_every;
+        lagline_result r;
+        {
+          py::gil_scoped_release nogil;
+          r = run_lagline(o);
+        }
+        std::vector<double> t, loss, w1, w2, t1, t2;
+        for (const auto& row : r.trace) {
+          t.push_back(row.t), loss.push_back(row.loss), w1.push_back(row.w1), w2.push_back(row.w2);
+          t1.push_back(row.tau1), t2.push_back(row.tau2);
+        }
+        return py::dict("rule"_a = rule, "t"_a = doubles(t), "loss"_a = doubles(loss), "w1"_a = doubles(w1),
+                        "w2"_a = doubles(w2), "tau_m1"_a = doubles(t1), "tau_m2"_a = doubles(t2),
+                        "final_loss"_a = r.final_loss, "w_rel_error"_a = r.w_rel_error,
+                        "tau_rel_error"_a = r.tau_rel_error, "seconds"_a = r.seconds);
+      }, "rule"_a = "gle", "window"_a = 1.0, "t_train"_a = 4000.0, "lr"_a = 1e-4, "seed"_a = 1, "record_every"_a = 1000,
+      "LagLine teacher-student chain (`eqprop gle lagline`): rule gle | bp | bptt | adjoint (window in time units).\n"
+      "Returns the trace (t, loss, w1, w2, tau_m1, tau_m2 as arrays) and the final errors against the teacher.");
+  m.def("gle_lagnet", [](double window, bool train, uint64_t seed) {
+        lagnet_options o;
+        o.t_window = window;
+        o.train = train;
+        o.seed = seed;
+        lagnet_result r;
+        {
+          py::gil_scoped_release nogil;
+          r = run_lagnet(o);
+        }
+        py::list neurons;
+        py::dict e, lam;
+        for (std::size_t n = 0; n < r.neurons.size(); ++n) {
+          const auto& c = r.neurons[n];
+          neurons.append(py::dict("name"_a = c.name, "tau_m"_a = c.tau_m, "tau_r"_a = c.tau_r, "omega"_a = c.omega,
+                                  "gain"_a = c.gain, "phase"_a = c.phase, "theory_gain"_a = c.theory_gain,
+                                  "correlation"_a = c.correlation));
+          e[py::str(c.name)] = doubles(r.e[n]);
+          lam[py::str(c.name)] = doubles(r.lambda[n]);
+        }
+        return py::dict("neurons"_a = neurons, "t"_a = doubles(r.t), "e"_a = e, "lambda"_a = lam,
+                        "train_t"_a = doubles(r.train_t), "train_w00"_a = doubles(r.train_w00),
+                        "train_loss"_a = doubles(r.train_loss), "final_w00"_a = r.final_w00,
+                        "teacher_w00"_a = r.teacher_w00);
+      }, "window"_a = 200.0, "train"_a = true, "seed"_a = 1,
+      "LagNet 1-2-2-1 (`eqprop gle lagnet`): GLE errors e against the adjoint's lambda per hidden neuron (traces and\n"
+      "per-frequency gain/phase of e/lambda), then GLE training of hid_1 towards the teacher's w[0][0] = -0.5.");
+  m.def("gle_train", [](py::object cfg_in, py::object overrides, py::object data_dir, py::object on_epoch) {
+        config cfg(gle_train_schema());
+        if (!cfg_in.is_none()) {
+          if (py::isinstance<py::dict>(cfg_in)) set_keys(cfg, cfg_in.cast<py::dict>(), "", "config dict");
+          else cfg.load_toml_file(cfg_in.cast<std::filesystem::path>());
+        }
+        if (!overrides.is_none()) {
+          if (py::isinstance<py::dict>(overrides)) set_keys(cfg, overrides.cast<py::dict>(), "", "overrides");
+          else for (auto s : overrides) cfg.set_override(s.cast<std::string>());
+        }
+        const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
+        gle_train_hooks hooks;
+        auto to_dict = [](const gle_epoch_report& r) {
+          return py::dict("epoch"_a = r.epoch, "train_loss"_a = r.train_loss, "train_acc"_a = r.train_acc,
+                          "test_loss"_a = r.test_loss, "test_acc"_a = r.test_acc, "lr"_a = r.lr,
+                          "seconds"_a = r.seconds, "ms_per_step"_a = r.ms_per_step);
+        };
+        if (!on_epoch.is_none())
+          hooks.on_epoch = [on_epoch, to_dict](const gle_epoch_report& r) {
+            py::gil_scoped_acquire gil;
+            on_epoch(to_dict(r));
+          };
+        hooks.should_stop = [] {
+          py::gil_scoped_acquire gil;
+          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+          return false;
+        };
+        std::vector<gle_epoch_report> reps;
+        std::vector<float> params;
+        {
+          py::gil_scoped_release nogil;
+          reps = train_gle_sequences(cfg, dir, hooks, &params);
+        }
+        py::list rows;
+        for (const auto& r : reps) rows.append(to_dict(r));
+        return py::dict("epochs"_a = rows, "params"_a = vec_to_numpy(params));
+      }, "config"_a = py::none(), "overrides"_a = py::none(), "data_dir"_a = py::none(), "on_epoch"_a = py::none(),
+      "`eqprop gle train` from Python (default: the 15k MNIST-1D network of configs/gle_mnist1d_15k.toml).\n"
+      "Returns {'epochs': [per-epoch dicts], 'params': final float32 parameters}. Ctrl-C raises KeyboardInterrupt.");
+  m.def("gle_config_keys", [] {
+        py::dict d;
+        for (const auto& k : gle_train_schema().keys())
+          d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
+        return d;
+      }, "Every `eqprop gle train` config key: (default as TOML, description).");
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "eqprop: equilibrium propagation and holomorphic EP (C++ core)";
   m.attr("__version__") = eqprop::build::version;
   register_exceptions(m);
+  register_gle(m);
   m.def("build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 
   py::class_<py_network>(m, "Network", "A layered energy-based network (float32 or float64 parameters).")

@@ -466,6 +466,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   dataset_options dopt;
   dopt.limit_train = cfg.get<long>("data.limit_train");
   dopt.limit_test = cfg.get<long>("data.limit_test");
+  gle_network<float>(gle_spec_from_config(cfg, 1, 2));  // check the network description before loading data
   const auto split = load_dataset(cfg.get<std::string>("data.name"), data_dir, dopt);
   const int n_classes = split.train.n_classes;
   const long T = split.train.dim();  // steps per sample: one scalar input per step

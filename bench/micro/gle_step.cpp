@@ -1,0 +1,57 @@
+// GLE time step of the 15k-parameter MNIST-1D network (spec gle.md §5.3, §7 timing basis:
+// a naive single-threaded step with Adam takes 1.32 ms on this class of machine).
+//   build/eqprop_microbench --benchmark_filter=Gle
+#include <benchmark/benchmark.h>
+
+#include <vector>
+
+#include "eqprop/model/gle_network.hpp"
+#include "eqprop/train/gle_tasks.hpp"
+#include "eqprop/train/optimizer.hpp"
+
+namespace {
+using namespace eqprop;
+
+template <class R>
+void gle_step(benchmark::State& st, bool learn) {
+  config cfg(gle_train_schema());
+  gle_network<R> net(gle_spec_from_config(cfg, 1, 10));
+  const long B = st.range(0);
+  net.reset_state(B);
+  optimizer_options oo;
+  oo.kind = optimizer_kind::adam;
+  oo.lr = 1e-3;
+  optimizer<R> opt(oo, net.layout(), net.n_groups());
+  std::vector<R> grad(net.params().size());
+  using mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>;
+  mat x = mat::Random(1, B), target = mat::Zero(10, B);
+  for (long j = 0; j < B; ++j) target(j % 10, j) = 1;
+  for (auto _ : st) {
+    if (learn) {
+      net.step(x, &target, R(1), grad);
+      opt.step(net.params(), grad, 1.0);
+    } else {
+      net.step(x, nullptr, R(0));
+    }
+    benchmark::DoNotOptimize(net.output().data());
+  }
+  // multiply-adds of the matrix products: forward W r, error W^T e, gradient e r^T
+  double macs = 0;
+  int n_in = 1;
+  for (int l = 0; l < net.n_layers(); ++l) {
+    const int n = net.spec().layers[l].size;
+    macs += double(n) * n_in * B * (learn ? (l > 0 ? 3 : 2) : 1);
+    n_in = n;
+  }
+  st.counters["GFLOP/s"] = benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate,
+                                              benchmark::Counter::kIs1000);
+}
+
+void BM_GleStep15k_float_learn(benchmark::State& st) { gle_step<float>(st, true); }
+void BM_GleStep15k_double_learn(benchmark::State& st) { gle_step<double>(st, true); }
+void BM_GleStep15k_float_forward(benchmark::State& st) { gle_step<float>(st, false); }
+}  // namespace
+
+BENCHMARK(BM_GleStep15k_float_learn)->Arg(100)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GleStep15k_double_learn)->Arg(100)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GleStep15k_float_forward)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond);
