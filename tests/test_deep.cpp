@@ -1,6 +1,7 @@
 // DEEP (issue 7, spec deep.md): graph networks, the published dynamics and their
 // singular Jacobian, XOR with the published settings, the asymmetric baseline, pruning,
 // and the stability certificates on matrices with known spectra.
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -188,6 +189,101 @@ TEST(DeepXor, OneHotPublishedSettingsReachZeroError) {
     EXPECT_TRUE(rep.certified);
     EXPECT_LT(rep.spectral_abscissa, 0.0);
   }
+}
+
+// The library's epoch (free phase, nudged phase, trajectory rule, full-batch update) against
+// a naive transcription of spec §2-§4.1, written out with scalar loops: same W and the same
+// initial states give the same updated W. This is the check that the XOR success rate
+// below is a property of the published algorithm, not of this implementation.
+TEST(DeepXor, OneEpochMatchesNaiveTranscriptionOfTheSpec) {
+  const auto st = xor_one_hot_settings(2);
+  const auto task = make_logic_task("xor", true);
+  rng_t rng(st.seed);
+  graph_network net(st.graph, rng);
+  const int n = net.size(), n_in = net.n_input(), n_out = net.n_output(), nb = int(task.x.cols());
+  rng_t train_rng(123);
+  for (int epoch = 0; epoch < 3; ++epoch) {
+    rng_t copy = train_rng;
+    Eigen::MatrixXd s = deep_initial_state(net, task.x, copy);  // the states the step will draw
+    const Eigen::MatrixXd w = net.weights;
+    Eigen::MatrixXd acc = Eigen::MatrixXd::Zero(n, n);
+    for (int phase = 0; phase < 2; ++phase) {
+      const long steps = phase == 0 ? st.dyn.free_steps : st.dyn.nudged_steps;
+      for (long t = 0; t < steps; ++t) {
+        Eigen::MatrixXd next = s;
+        for (int b = 0; b < nb; ++b)
+          for (int j = n_in; j < n; ++j) {
+            double drive = 0, out_sum = 0;
+            for (int i = 0; i < n; ++i) drive += w(i, j) * s(i, b);
+            for (int k = 0; k < n; ++k) out_sum += w(j, k);
+            double ds = drive - s(j, b) * out_sum;
+            if (phase == 1 && j >= n - n_out) ds += st.learn.beta * (task.y(j - (n - n_out), b) - s(j, b));
+            next(j, b) = std::min(1.0, std::max(0.0, s(j, b) + st.dyn.dt * ds));
+          }
+        if (phase == 1)
+          for (int b = 0; b < nb; ++b)
+            for (int i = 0; i < n; ++i)
+              for (int j = 0; j < n; ++j) acc(i, j) += next(i, b) * (next(j, b) - s(j, b));
+        s = next;
+      }
+    }
+    Eigen::MatrixXd want = w + st.learn.lr * acc / (double(nb) * double(st.dyn.nudged_steps));
+    for (int i = 0; i < n; ++i)
+      for (int j = 0; j < n; ++j)
+        if (i == j || j < n_in) want(i, j) = 0;
+    const auto r = deep_learning_step(net, st.dyn, st.learn, task.x, task.y, train_rng);
+    EXPECT_LE((r.s_nudged - s).cwiseAbs().maxCoeff(), 1e-13) << "epoch " << epoch;
+    EXPECT_LE((net.weights - want).cwiseAbs().maxCoeff(), 1e-13) << "epoch " << epoch;
+    EXPECT_GT((net.weights - w).cwiseAbs().sum(), 1e-3);  // the step did update
+  }
+}
+
+// The published one-hot settings solve XOR for about one initialisation in ten (docs/deep.md:
+// 8 of 100 seeds here, 13 of 100 in an independent NumPy transcription). Over seeds 1-10 the
+// nine failures fall into three mechanisms, each measured on one extra learning step after
+// the 200 epochs:
+//  * frozen hidden layer (6 seeds): both hidden neurons sit clipped at 0 or 1 for every
+//    pattern and the nudge does not move them, so the trajectory rule (pre x change of post)
+//    gives their incoming weights exactly zero update; only the output weights learn and
+//    the free-phase prediction keeps flipping;
+//  * nudge too weak (2 seeds): outputs held at the wrong bound by a drive larger than
+//    β (y − s), so even the nudged phase is wrong and the updates are tiny;
+//  * blow-up (1 seed): |W| grows past 10³ (dt |W| >> 1: Euler steps bang between the bounds).
+TEST(DeepXor, PublishedSettingsSolveOneSeedOfTenAndWhyTheOthersFail) {
+  const auto task = make_logic_task("xor", true);
+  int solved = 0, frozen = 0, weak = 0, blown = 0;
+  for (uint64_t seed = 1; seed <= 10; ++seed) {
+    const auto st = xor_one_hot_settings(seed);
+    rng_t rng(st.seed);
+    graph_network net(st.graph, rng);
+    const auto r = deep_train(net, st, task.x, task.y, {}, {}, true);
+    ASSERT_FALSE(r.diverged);
+    if (r.train_error == 0.0) { ++solved; EXPECT_EQ(seed, 10u); continue; }
+    const Eigen::MatrixXd w = net.weights;
+    rng_t r2(99);
+    const auto step = deep_learning_step(net, st.dyn, st.learn, task.x, task.y, r2);
+    const Eigen::MatrixXd dw = net.weights - w;
+    const int h0 = net.n_input(), nh = net.n_hidden(), o0 = net.first_output();
+    const auto hidden_free = step.s_free.middleRows(h0, nh).array();
+    const bool hidden_clipped = ((hidden_free == 0.0) || (hidden_free == 1.0)).all();
+    const double dw_hidden = dw.middleCols(h0, nh).cwiseAbs().sum(), dw_out = dw.middleCols(o0, net.n_output()).cwiseAbs().sum();
+    if (w.cwiseAbs().maxCoeff() > 1e3) {
+      ++blown;
+    } else if (r.nudged_error > 0.0) {
+      ++weak;
+      EXPECT_EQ(r.nudged_error, 0.5) << "seed " << seed;
+      EXPECT_LT(dw_hidden + dw_out, 0.05) << "seed " << seed;
+    } else {
+      ++frozen;  // the nudge reaches the targets, but no hidden neuron moves at any step
+      EXPECT_TRUE(hidden_clipped) << "seed " << seed;
+      EXPECT_EQ(dw_hidden, 0.0) << "seed " << seed;
+      EXPECT_GT(dw_out, 0.2) << "seed " << seed;
+    }
+  }
+  EXPECT_EQ(solved, 1);
+  EXPECT_EQ(frozen, 6);
+  EXPECT_EQ(weak, 2);
+  EXPECT_EQ(blown, 1);
 }
 
 // Spec rung D3: asymmetric vector-field EP stays near 0.5 on XOR; its Gershgorin tests pass.

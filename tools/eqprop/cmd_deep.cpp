@@ -7,6 +7,7 @@
 #include <vector>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 
 #include "commands.hpp"
@@ -144,6 +145,7 @@ void run_train(const deep_args& a) {
   const auto d = load_task(a);
   int successes = 0;
   std::vector<double> errors;
+  std::vector<uint64_t> solved;
   for (long k = 0; k < std::max<long>(1, a.seeds); ++k) {
     deep_args ak = a;
     ak.seed = a.seed + uint64_t(k);
@@ -172,7 +174,10 @@ void run_train(const deep_args& a) {
                               });
     const double err = d.x_test.cols() > 0 ? r.test_error : r.train_error;
     errors.push_back(err);
-    if (!r.diverged && r.train_error == 0.0) ++successes;
+    if (!r.diverged && r.train_error == 0.0) {
+      ++successes;
+      solved.push_back(st.seed);
+    }
     fmt::print("seed {}: {}free-phase train error {:.2f}%, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
                st.seed, r.diverged ? "DIVERGED (" + r.message + "), " : std::string(), 100 * r.train_error,
                100 * r.nudged_error, r.train_mse,
@@ -194,6 +199,7 @@ void run_train(const deep_args& a) {
     for (double e : errors) mean += e;
     fmt::print("{} of {} seeds reach 0% free-phase training error; mean final {} error {:.2f}%\n", successes, a.seeds,
                d.x_test.cols() > 0 ? "test" : "train", 100 * mean / double(errors.size()));
+    if (!solved.empty()) fmt::print("seeds at 0%: {}\n", fmt::join(solved, " "));
   }
 }
 
