@@ -4,6 +4,10 @@
 #include <cmath>
 #include <random>
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
@@ -181,6 +185,11 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
       for (int i = 0; i < n; ++i) params_[tau_off_[l] + i] = tau_fixed_[l][i];
     n_prev = n;
   }
+  n_prev = spec_.n_input;
+  for (const auto& L : spec_.layers) {
+    macs_per_sample_ += 3.0 * double(L.size) * n_prev;
+    n_prev = L.size;
+  }
   state_.resize(n_layers());
   r_next_.resize(n_layers());
   e_down_next_.resize(n_layers());
@@ -268,6 +277,54 @@ void gle_network<R>::output_error(gle_loss loss, const mat& r, const mat& target
 }
 
 template <class R>
+void gle_network<R>::step_layer(int l, const Eigen::Ref<const mat>& x, bool errors, std::span<R> grad) {
+  const int L = n_layers();
+  const R dt = R(spec_.dt), inv_B = R(1) / R(batch_);
+  auto& s = state_[l];
+  const auto& Ls = spec_.layers[l];
+  const auto tm = tau_m(l);
+  const auto& tr = tau_r_[l];
+  const vec inv_tm = tm.cwiseInverse();
+  const auto rin = l == 0 ? Eigen::Ref<const mat>(x) : Eigen::Ref<const mat>(state_[l - 1].r);
+  if (errors) {
+    // eps = g * phi'(u_breve) with g from the layer above (old) or the target
+    mat& eps = r_next_[l];  // scratch; r_next_ is written only after the error step
+    eps.array() = (l == L - 1 ? g_[L - 1] : state_[l + 1].e_down).array() * s.dphi.array();
+    if (spec_.prospective_errors) {
+      // v' = (eps - v)/tau_r;  e = v + tau_m v';  v += dt v'
+      const vec inv_tr = tr.cwiseInverse();
+      eps.array() = (eps - s.v).array().colwise() * inv_tr.array();  // eps now holds v'
+      s.e.array() = s.v.array() + eps.array().colwise() * tm.array();
+      s.v.noalias() += dt * eps;
+    } else {
+      s.e = eps;
+      s.v.setZero();
+    }
+  } else {
+    s.e.setZero();
+    s.v.setZero();
+  }
+  // a = W r_in + b (+ gamma e);  u' = (a - u)/tau_m;  u_breve = u + tau_r u';  u += dt u'
+  mat& a = s.udot;
+  a.noalias() = W(l) * rin;
+  if (const R* bp = b(l)) a.colwise() += Eigen::Map<const vec>(bp, Ls.size);
+  if (spec_.gamma != 0) a.noalias() += R(spec_.gamma) * s.e;
+  s.udot.array() = (a - s.u).array().colwise() * inv_tm.array();
+  s.u_breve.array() = s.u.array() + s.udot.array().colwise() * tr.array();
+  s.u.noalias() += dt * s.udot;
+  gle_apply_activation<R>(Ls.phi, s.u_breve, r_next_[l], s.dphi);
+  if (errors && l > 0) e_down_next_[l].noalias() = W(l).transpose() * s.e;
+  if (!grad.empty()) {
+    map gW(grad.data() + w_off_[l], Ls.size, rin.rows());
+    gW.noalias() = (-inv_B) * s.e * rin.transpose();
+    if (b_off_[l] >= 0) Eigen::Map<vec>(grad.data() + b_off_[l], Ls.size) = (-inv_B) * s.e.rowwise().sum();
+    if (tau_off_[l] >= 0)
+      Eigen::Map<vec>(grad.data() + tau_off_[l], Ls.size) =
+          inv_B * (s.e.array() * s.udot.array()).matrix().rowwise().sum();
+  }
+}
+
+template <class R>
 void gle_network<R>::step(const Eigen::Ref<const mat>& x, const mat* target, R beta, std::span<R> grad) {
   if (x.rows() != spec_.n_input)
     throw shape_error(fmt::format("GLE input has {} rows but the network has {} inputs", x.rows(), spec_.n_input));
@@ -276,7 +333,6 @@ void gle_network<R>::step(const Eigen::Ref<const mat>& x, const mat* target, R b
     throw shape_error(fmt::format("GLE gradient buffer has {} entries, the network {}", grad.size(), params_.size()));
   const int L = n_layers();
   const long B = batch_;
-  const R dt = R(spec_.dt), inv_B = R(1) / R(B);
   const bool teach = target != nullptr && beta != R(0);
   // Without teaching, coupling or learning the error population has no input and no
   // effect: it is not simulated and rests at zero (its relaxed state).
@@ -284,56 +340,28 @@ void gle_network<R>::step(const Eigen::Ref<const mat>& x, const mat* target, R b
   if (teach) output_error(spec_.loss, state_[L - 1].r, *target, beta, g_[L - 1]);
   else g_[L - 1].setZero();
 
-  for (int l = 0; l < L; ++l) {
-    auto& s = state_[l];
-    const auto& Ls = spec_.layers[l];
-    const auto tm = tau_m(l);
-    const auto& tr = tau_r_[l];
-    const vec inv_tm = tm.cwiseInverse();
-    const auto rin = l == 0 ? Eigen::Ref<const mat>(x) : Eigen::Ref<const mat>(state_[l - 1].r);
-    if (errors) {
-      // eps = g * phi'(u_breve) with g from the layer above (old) or the target
-      mat& eps = r_next_[l];  // scratch; r_next_ is written only after the error step
-      eps.array() = (l == L - 1 ? g_[L - 1] : state_[l + 1].e_down).array() * s.dphi.array();
-      if (spec_.prospective_errors) {
-        // v' = (eps - v)/tau_r;  e = v + tau_m v';  v += dt v'
-        const vec inv_tr = tr.cwiseInverse();
-        eps.array() = (eps - s.v).array().colwise() * inv_tr.array();  // eps now holds v'
-        s.e.array() = s.v.array() + eps.array().colwise() * tm.array();
-        s.v.noalias() += dt * eps;
-      } else {
-        s.e = eps;
-        s.v.setZero();
-      }
-    } else {
-      s.e.setZero();
-      s.v.setZero();
-    }
-    // a = W r_in + b (+ gamma e);  u' = (a - u)/tau_m;  u_breve = u + tau_r u';  u += dt u'
-    mat& a = s.udot;
-    a.noalias() = W(l) * rin;
-    if (const R* bp = b(l)) a.colwise() += Eigen::Map<const vec>(bp, Ls.size);
-    if (spec_.gamma != 0) a.noalias() += R(spec_.gamma) * s.e;
-    s.udot.array() = (a - s.u).array().colwise() * inv_tm.array();
-    s.u_breve.array() = s.u.array() + s.udot.array().colwise() * tr.array();
-    s.u.noalias() += dt * s.udot;
-    gle_apply_activation<R>(Ls.phi, s.u_breve, r_next_[l], s.dphi);
-    if (errors && l > 0) e_down_next_[l].noalias() = W(l).transpose() * s.e;
-    if (!grad.empty()) {
-      map gW(grad.data() + w_off_[l], Ls.size, rin.rows());
-      gW.noalias() = (-inv_B) * s.e * rin.transpose();
-      if (b_off_[l] >= 0) Eigen::Map<vec>(grad.data() + b_off_[l], Ls.size) = (-inv_B) * s.e.rowwise().sum();
-      if (tau_off_[l] >= 0)
-        Eigen::Map<vec>(grad.data() + tau_off_[l], Ls.size) =
-            inv_B * (s.e.array() * s.udot.array()).matrix().rowwise().sum();
-    }
-  }
+  // Layers read only the previous step's neighbour values, so they are independent: run
+  // them on `threads` cores when the step is large enough to pay for the fork (results do
+  // not depend on the number of threads).
+  const int nt = threads_ > 0 ? threads_ : max_threads();
+  const bool parallel = nt > 1 && L > 1 && macs_per_sample_ * double(B) > 2e5;
+#pragma omp parallel for schedule(dynamic, 1) num_threads(nt) if (parallel)
+  for (int l = 0; l < L; ++l) step_layer(l, x, errors, grad);
   for (int l = 0; l < L; ++l) {
     state_[l].r.swap(r_next_[l]);
     if (errors) state_[l].e_down.swap(e_down_next_[l]);
     else state_[l].e_down.setZero();
   }
   if (!state_[L - 1].r.allFinite()) ++nonfinite_steps_;
+}
+
+template <class R>
+int gle_network<R>::max_threads() {
+#ifdef _OPENMP
+  return omp_get_max_threads();
+#else
+  return 1;
+#endif
 }
 
 template <class R>

@@ -420,6 +420,7 @@ const config_schema& gle_train_schema() {
     s.add("train.batch", int64_t(100), "training batch (parallel streams)");
     s.add("train.test_batch", int64_t(1000), "test batch");
     s.add("train.seed", int64_t(12), "seed of the initialisation and the sample order");
+    s.add("train.threads", int64_t(0), "threads for the layers of a step (0: all cores; results do not depend on it)");
     s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
     return s;
   }();
@@ -471,6 +472,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   const int n_classes = split.train.n_classes;
   const long T = split.train.dim();  // steps per sample: one scalar input per step
   gle_network<float> net(gle_spec_from_config(cfg, 1, n_classes));
+  net.set_threads(cfg.get<int>("train.threads"));
   optimizer_options oo;
   oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
   oo.lr = cfg.get<double>("optimizer.lr");

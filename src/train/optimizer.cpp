@@ -3,6 +3,8 @@
 #include <cmath>
 #include <numbers>
 
+#include <Eigen/Core>
+
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
@@ -80,17 +82,23 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
         break;
       case optimizer_kind::adam:
       case optimizer_kind::adamw: {
-        const bool decoupled = opt_.kind == optimizer_kind::adamw;
-        R* m = m_.data() + b.offset;
-        R* v = v_.data() + b.offset;
-        for (long i = 0; i < n; ++i) {
-          const R gi = decoupled ? gr[i] : gr[i] + wd * p[i];
-          m[i] = R(opt_.beta1) * m[i] + R(1 - opt_.beta1) * gi;
-          v[i] = R(opt_.beta2) * v[i] + R(1 - opt_.beta2) * gi * gi;
-          const R mhat = m[i] / R(bc1), vhat = v[i] / R(bc2);
-          if (decoupled) p[i] -= lr * wd * p[i];
-          p[i] -= lr * mhat / (std::sqrt(vhat) + R(opt_.eps));
+        // Same arithmetic as the scalar form (g' = g + wd th; m, v; mhat = m/bc1, vhat = v/bc2;
+        // th -= lr mhat/(sqrt(vhat) + eps)), written on arrays so it vectorises: with
+        // constants hoisted out of *this the loop is no longer reloading them per element.
+        using arr = Eigen::Array<R, Eigen::Dynamic, 1>;
+        Eigen::Map<arr> P(p, n), M(m_.data() + b.offset, n), V(v_.data() + b.offset, n);
+        Eigen::Map<const arr> G(gr, n);
+        const R b1 = R(opt_.beta1), b2 = R(opt_.beta2), c1 = R(1 - opt_.beta1), c2 = R(1 - opt_.beta2);
+        const R d1 = R(bc1), d2 = R(bc2), eps = R(opt_.eps);
+        if (opt_.kind == optimizer_kind::adamw || wd == R(0)) {
+          M = b1 * M + c1 * G;
+          V = b2 * V + c2 * G * G;
+        } else {
+          M = b1 * M + c1 * (G + wd * P);
+          V = b2 * V + c2 * (G + wd * P) * (G + wd * P);
         }
+        if (opt_.kind == optimizer_kind::adamw) P -= lr * wd * P;
+        P -= lr * (M / d1) / ((V / d2).sqrt() + eps);
         break;
       }
     }

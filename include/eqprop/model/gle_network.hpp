@@ -131,6 +131,10 @@ class gle_network {
   /// Clamps learned tau_m into [tau_min, tau_max]; call after every optimizer step.
   void clamp_tau();
   long nonfinite_steps() const { return nonfinite_steps_; }
+  /// Threads for the layers of one step (0: all cores, from OpenMP; 1: serial). Results do
+  /// not depend on it.
+  void set_threads(int n) { threads_ = n; }
+  static int max_threads();
   /// The output error g = -beta dC/dr_N that the top layer receives for output r and target.
   static void output_error(gle_loss loss, const mat& r, const mat& target, R beta, mat& g);
 
@@ -142,8 +146,11 @@ class gle_network {
   std::vector<vec> tau_fixed_, tau_r_;
   std::vector<gle_layer_state<R>> state_;
   std::vector<mat> r_next_, e_down_next_, g_;  // double buffers for the synchronous update
+  void step_layer(int l, const Eigen::Ref<const mat>& x, bool errors, std::span<R> grad);
   long batch_ = 0;
   long nonfinite_steps_ = 0;
+  int threads_ = 0;
+  double macs_per_sample_ = 0;
 };
 
 /// phi and phi' of u (element-wise) into r and d.
