@@ -240,6 +240,16 @@ void gle_network<R>::reset_state(long B) {
 }
 
 template <class R>
+void gle_network<R>::reset_layers(int from, int to) {
+  if (batch_ == 0) return;
+  for (int l = std::max(0, from); l < std::min(to, n_layers()); ++l) {
+    auto& s = state_[l];
+    for (mat* m : {&s.u, &s.v, &s.r, &s.u_breve, &s.udot, &s.e, &s.e_down}) m->setZero();
+    gle_apply_activation<R>(spec_.layers[l].phi, s.u_breve, s.r, s.dphi);
+  }
+}
+
+template <class R>
 void gle_network<R>::resize_batch(long B) {
   if (batch_ == 0) return reset_state(B);
   if (B == batch_) return;

@@ -401,6 +401,12 @@ const config_schema& gle_train_schema() {
     s.add("network.tau_groups", std::string("18:0.6:0.2, 18:1.2:0.2, 17:1.2:1.2"),
           "per hidden layer: groups count:tau_m:tau_r (tau_r = dt: leaky integrator; tau_r = tau_m: instantaneous)");
     s.add("network.output_tau", 1.2, "tau_m = tau_r of the (linear, instantaneous) output layer");
+    s.add("network.lag_bank", int64_t(0),
+          "channels of a fixed, untrained lag bank before the network (spec §5.4; 0: none)");
+    s.add("network.lag_bank_stages", int64_t(4), "low-pass stages per lag-bank channel (1 -> n, then n -> n identities)");
+    s.add("network.lag_bank_tau", std::vector<double>{0.2, 1.8},
+          "tau_m range of the lag-bank channels (linspace, rounded to 2 decimals; tau_r = dt)");
+    s.add("network.lag_bank_reset", true, "restart the lag bank from zero at every batch (as the reference)");
     s.add("network.init", std::string("kaiming_uniform"), "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
     s.add("network.init_std", 0.05, "std of the normal init");
     s.add("dynamics.dt", 0.2, "Euler time step (one input sample per step)");
@@ -441,6 +447,17 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   else throw config_error(fmt::format("network.init '{}': expected kaiming_uniform or normal", init));
   spec.init_std = cfg.get<double>("network.init_std");
   spec.seed = cfg.get<uint64_t>("train.seed");
+  const int bank = cfg.get<int>("network.lag_bank"), stages = cfg.get<int>("network.lag_bank_stages");
+  if (bank < 0 || (bank > 0 && stages < 1)) throw config_error("network.lag_bank must be >= 0 and lag_bank_stages >= 1");
+  if (bank > 0) {
+    const auto range = cfg.get<std::vector<double>>("network.lag_bank_tau");
+    if (range.size() != 2) throw config_error("network.lag_bank_tau must be [tau_min, tau_max]");
+    std::vector<double> tm(bank);
+    for (int i = 0; i < bank; ++i)
+      tm[i] = std::round(100 * (bank == 1 ? range[0] : range[0] + (range[1] - range[0]) * i / (bank - 1))) / 100;
+    for (int k = 0; k < stages; ++k)
+      spec.layers.push_back(one_layer(bank, gle_activation::linear, tm, std::vector<double>(bank, spec.dt), false));
+  }
   const int width = cfg.get<int>("network.width"), depth = cfg.get<int>("network.depth");
   if (width < 1 || depth < 0) throw config_error("network.width must be >= 1 and network.depth >= 0");
   const auto groups = parse_tau_groups(cfg.get<std::string>("network.tau_groups"));
@@ -477,6 +494,15 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
   oo.lr = cfg.get<double>("optimizer.lr");
   oo.momentum = cfg.get<double>("optimizer.momentum");
+  // A lag bank: all-ones fan-out, then identities, never trained (spec §5.4).
+  const int bank_layers = cfg.get<int>("network.lag_bank") > 0 ? cfg.get<int>("network.lag_bank_stages") : 0;
+  const bool bank_reset = cfg.get<bool>("network.lag_bank_reset");
+  if (bank_layers > 0) {
+    net.W(0).setOnes();
+    for (int l = 1; l < bank_layers; ++l) net.W(l).setIdentity();
+    oo.lr_per_group.assign(net.n_groups(), oo.lr);
+    for (int l = 0; l < bank_layers; ++l) oo.lr_per_group[l] = 0;
+  }
   optimizer<float> opt(oo, net.layout(), net.n_groups());
   const long B = cfg.get<long>("train.batch"), TB = cfg.get<long>("train.test_batch");
   const long epochs = cfg.get<long>("train.epochs");
@@ -504,6 +530,10 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     target.setZero(n_classes, b);
     for (long j = 0; j < b; ++j) target(y[j], j) = 1;
     sum_out.setZero(n_classes, b);
+    if (bank_layers > 0 && bank_reset) {
+      if (net.batch() != b) net.resize_batch(b);
+      net.reset_layers(0, bank_layers);
+    }
     double loss = 0;
     for (long t = 0; t < T; ++t) {
       Eigen::Map<const matf> x(xt.col(t).data(), 1, b);

@@ -31,6 +31,8 @@ def test_lagline_matches_cli_and_plots(cli, tmp_path):
     assert isinstance(fig, Figure)
     fig.savefig(tmp_path / "l.png")
     assert (tmp_path / "l.png").stat().st_size > 10000
+    cli("plot", tmp_path / "lagline_gle.csv", "-o", tmp_path / "cli.png")  # `eqprop plot` draws GLE traces too
+    assert (tmp_path / "cli.png").stat().st_size > 10000
 
 
 def test_lagnet_errors_align_with_adjoint(tmp_path):

@@ -15,11 +15,24 @@ namespace eqprop::cli {
 void register_plot(CLI::App& app) {
   static std::vector<std::string> runs;
   static std::string out, title;
-  auto* cmd = app.add_subcommand("plot", "Plot learning curves (loss, error, relaxation failures) of runs as a PNG");
-  cmd->add_option("runs", runs, "Run directories (several are overlaid)")->required()->check(CLI::ExistingDirectory);
+  auto* cmd = app.add_subcommand("plot", "Plot learning curves of runs, or GLE traces, as a PNG");
+  cmd->add_option("runs", runs,
+                  "Run directories (several are overlaid), or GLE trace files written by `eqprop gle lagline --out` "
+                  "(lagline_*.csv) or `eqprop gle lagnet --out` (lagnet_traces.csv)")
+      ->required()
+      ->check(CLI::ExistingPath);
   cmd->add_option("-o,--out", out, "Output PNG (default: RUN/curves.png for one run, ./curves.png for several)");
   cmd->add_option("--title", title, "Figure title");
   cmd->callback([] {
+    const auto name = std::filesystem::path(runs.front()).filename().string();
+    if (std::filesystem::is_regular_file(runs.front()) && (name.starts_with("lagline") || name.starts_with("lagnet"))) {
+      std::vector<std::string> args{name.starts_with("lagline") ? "gle-lagline" : "gle-lagnet"};
+      args.insert(args.end(), runs.begin(), name.starts_with("lagline") ? runs.end() : runs.begin() + 1);
+      if (!out.empty()) args.insert(args.end(), {"-o", out});
+      if (!title.empty()) args.insert(args.end(), {"--title", title});
+      plot_with_python(args);
+      return;
+    }
     for (const auto& r : runs)
       if (!std::filesystem::exists(std::filesystem::path(r) / "metrics.csv"))
         throw config_error(fmt::format("plot: {} has no metrics.csv (is it an eqprop run directory?)", r));

@@ -115,6 +115,8 @@ class gle_network {
 
   /// Sets every state to zero for batch size B.
   void reset_state(long B);
+  /// Sets the state of layers [from, to) to zero (batch size unchanged).
+  void reset_layers(int from, int to);
   /// Tiles (B larger) or truncates (B smaller) the state columns, as the reference does
   /// when the batch size changes between training and testing.
   void resize_batch(long B);
