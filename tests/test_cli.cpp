@@ -296,3 +296,21 @@ TEST(Cli, DivergenceStopsAndKeepsLastGoodCheckpoint) {
   auto e = run("eval " + dir.string());
   EXPECT_EQ(e.status, 0) << e.output;
 }
+
+TEST(Cli, BenchRunsNamedWorkloadsAndWritesJson) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("bench");
+  auto r = run("bench -w gle_lagline -w mlp512_classic --seconds 0.2 --no-peak --json " + (dir / "b.json").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  std::ifstream f(dir / "b.json");
+  const auto j = nlohmann::json::parse(f);
+  ASSERT_EQ(j.at("workloads").size(), 2u);
+  for (const auto& w : j.at("workloads")) {
+    EXPECT_GT(w.at("rate").get<double>(), 0) << w.dump();
+    EXPECT_NEAR(w.at("speedup").get<double>(), w.at("rate").get<double>() / w.at("reference").get<double>(), 1e-9);
+  }
+  EXPECT_EQ(j.at("workloads")[0].at("name"), "gle_lagline");
+  r = run("bench -w nosuch");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("eqprop bench --list"), std::string::npos) << r.output;
+}

@@ -1,0 +1,234 @@
+// eqprop bench: named training workloads timed on this machine, beside the reference
+// implementations' throughput (issue 9), plus the matrix-multiply peak measured with the
+// backend we link. Table by default, JSON with --json.
+#include <chrono>
+#include <fstream>
+#include <random>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "commands.hpp"
+#include "eqprop/build_info.hpp"
+#include "eqprop/core/build_info.hpp"
+#include "eqprop/core/error.hpp"
+#include "eqprop/model/gle_network.hpp"
+#include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gle_tasks.hpp"
+#include "study_util.hpp"
+
+namespace eqprop::cli {
+
+namespace {
+using clock_type = std::chrono::steady_clock;
+double since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
+
+struct workload {
+  std::string name, description, unit;  // unit: "samples/s" or "steps/s"
+  double reference;                     // the reference implementation on this class of machine (issue 9)
+  std::vector<std::string> overrides;   // EP workloads: experiment config keys
+  int kind;                             // 0: EP MLP, 1: GLE MNIST-1D 15k, 2: GLE LagLine
+};
+
+const std::vector<workload>& workloads() {
+  static const std::vector<workload> w{
+      {"mlp512_symmetric", "784-512-10 sigmoid, symmetric EP beta 0.1, T1 30, T2 10, batch 50, Adam", "samples/s", 2390,
+       {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
+        "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
+       0},
+      {"mlp512_classic", "784-512-10 sigmoid, one-sided EP beta 0.1, T1 30, T2 10, batch 50, Adam", "samples/s", 2950,
+       {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"classic\"", "estimator.beta=0.1",
+        "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
+       0},
+      {"mlp512x2_symmetric", "784-512-512-10 sigmoid, symmetric EP beta 0.1, T1 100, T2 20, batch 50, Adam", "samples/s",
+       555,
+       {"network.hidden=[512,512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
+        "relax.free_steps=100", "relax.nudged_steps=20", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
+       0},
+      {"hep_table1", "784-256-256 + readout, holomorphic EP N 10 |beta| 0.4, T1 200, T2 50, batch 20, SGD (hEP Table 1)",
+       "samples/s", 1350,
+       {"network.hidden=[256,256]", "estimator.kind=\"holomorphic\"", "estimator.n_points=10", "estimator.beta=0.4",
+        "relax.free_steps=200", "relax.nudged_steps=50", "run.batch=20", "optimizer.kind=\"sgd\"",
+        "optimizer.momentum=0.0", "optimizer.lr=0.05"},
+       0},
+      {"gle_mnist1d_15k", "GLE 1-6x53-10 (spec time constants), batch 100, Adam every step", "steps/s", 620, {}, 1},
+      {"gle_lagline", "GLE teacher-student chain, 2 neurons, batch 100, Adam every step", "steps/s", 2400, {}, 2},
+  };
+  return w;
+}
+
+/// float32 GEMM (n x n) with Eigen, on `threads` threads each multiplying its share of the
+/// columns; returns GFLOP/s (best of a few repetitions).
+double gemm_gflops(int n, int threads, double seconds) {
+  Eigen::MatrixXf A = Eigen::MatrixXf::Random(n, n), B = Eigen::MatrixXf::Random(n, n), C(n, n);
+  double best = 0;
+  const auto t_end = clock_type::now() + std::chrono::duration<double>(seconds);
+  do {
+    const auto t0 = clock_type::now();
+    std::vector<std::thread> pool;
+    for (int t = 0; t < threads; ++t)
+      pool.emplace_back([&, t] {
+        const int c0 = n * t / threads, c1 = n * (t + 1) / threads;
+        C.middleCols(c0, c1 - c0).noalias() = A * B.middleCols(c0, c1 - c0);
+      });
+    for (auto& th : pool) th.join();
+    best = std::max(best, 2.0 * n * n * double(n) / since(t0) / 1e9);
+  } while (clock_type::now() < t_end);
+  return best;
+}
+
+nlohmann::ordered_json run_ep(const workload& w, double seconds) {
+  config cfg(experiment_schema());
+  for (const auto& o : w.overrides) cfg.set_override(o);
+  layered_network<float> net(make_network_spec(cfg, 784, 10));
+  auto est = make_estimator<float>(cfg);
+  optimizer<float> opt(make_optimizer_options(cfg), net.layout(), int(param_group_names(net.spec()).size()));
+  const long B = cfg.get<long>("run.batch");
+  std::mt19937_64 rng(1);
+  std::uniform_real_distribution<float> U(0, 1);
+  matrix<float> x(784, B), y = matrix<float>::Zero(10, B);
+  for (long i = 0; i < x.size(); ++i) x.data()[i] = U(rng);
+  for (long j = 0; j < B; ++j) y(j % 10, j) = 1;
+  std::vector<float> grad(net.params().size());
+  double t_est = 0, t_opt = 0;
+  long batches = 0;
+  for (int k = 0; k < 2; ++k) est->estimate(net, x, y, grad);  // warm-up
+  const auto t_start = clock_type::now();
+  while (since(t_start) < seconds || batches < 3) {
+    const auto t0 = clock_type::now();
+    est->estimate(net, x, y, grad);
+    const auto t1 = clock_type::now();
+    opt.step(net.params(), grad, 1.0);
+    t_est += std::chrono::duration<double>(t1 - t0).count();
+    t_opt += since(t1);
+    ++batches;
+  }
+  const double total = t_est + t_opt;
+  nlohmann::ordered_json j;
+  j["rate"] = double(batches * B) / total;
+  j["batches"] = batches;
+  j["ms_per_batch_estimate"] = 1e3 * t_est / double(batches);
+  j["ms_per_batch_optimizer"] = 1e3 * t_opt / double(batches);
+  j["estimator"] = est->name();
+  return j;
+}
+
+nlohmann::ordered_json run_gle15k(double seconds) {
+  config cfg(gle_train_schema());
+  gle_network<float> net(gle_spec_from_config(cfg, 1, 10));
+  const long B = 100;
+  net.reset_state(B);
+  optimizer_options oo;
+  oo.kind = optimizer_kind::adam;
+  oo.lr = 1e-3;
+  optimizer<float> opt(oo, net.layout(), net.n_groups());
+  std::vector<float> grad(net.params().size());
+  Eigen::MatrixXf x = Eigen::MatrixXf::Random(1, B), target = Eigen::MatrixXf::Zero(10, B);
+  for (long j = 0; j < B; ++j) target(j % 10, j) = 1;
+  double t_step = 0, t_opt = 0;
+  long steps = 0;
+  const auto t_start = clock_type::now();
+  while (since(t_start) < seconds || steps < 100) {
+    const auto t0 = clock_type::now();
+    net.step(x, &target, 1.0f, grad);
+    const auto t1 = clock_type::now();
+    opt.step(net.params(), grad, 1.0);
+    t_step += std::chrono::duration<double>(t1 - t0).count();
+    t_opt += since(t1);
+    ++steps;
+  }
+  double macs = 0;
+  int n_in = 1;
+  for (int l = 0; l < net.n_layers(); ++l) {
+    const int n = net.spec().layers[l].size;
+    macs += double(n) * n_in * B * (l > 0 ? 3 : 2);
+    n_in = n;
+  }
+  nlohmann::ordered_json j;
+  j["rate"] = double(steps) / (t_step + t_opt);
+  j["us_per_step_dynamics"] = 1e6 * t_step / double(steps);
+  j["us_per_step_optimizer"] = 1e6 * t_opt / double(steps);
+  j["gflops"] = 2 * macs * double(steps) / (t_step + t_opt) / 1e9;
+  j["threads"] = gle_network<float>::max_threads();
+  return j;
+}
+
+nlohmann::ordered_json run_lagline_bench() {
+  lagline_options o;
+  o.t_init = 0;
+  o.t_train = 500;
+  o.record_every = 1000000;
+  const auto r = run_lagline(o);
+  nlohmann::ordered_json j;
+  j["rate"] = double(r.steps) / r.seconds;
+  j["steps"] = r.steps;
+  return j;
+}
+}  // namespace
+
+void register_bench(CLI::App& app) {
+  static std::vector<std::string> names;
+  static double seconds = 3, gemm_seconds = 2;
+  static std::string json_file;
+  static bool list = false, no_peak = false;
+  auto* cmd = app.add_subcommand("bench", "Time training workloads and the matrix-multiply peak of this machine");
+  cmd->add_option("--workload,-w", names, "Workloads to run (default: all; see --list)");
+  cmd->add_option("--seconds", seconds, "Timed seconds per workload (after warm-up)")->capture_default_str();
+  cmd->add_option("--json", json_file, "Also write the results as JSON to this file");
+  cmd->add_flag("--list", list, "List the workloads and exit");
+  cmd->add_flag("--no-peak", no_peak, "Skip the GEMM peak measurement");
+  cmd->callback([] {
+    if (list) {
+      for (const auto& w : workloads()) fmt::print("{:<20} {}\n", w.name, w.description);
+      return;
+    }
+    std::vector<const workload*> todo;
+    for (const auto& n : names) {
+      const workload* found = nullptr;
+      std::vector<std::string> known;
+      for (const auto& w : workloads()) {
+        known.push_back(w.name);
+        if (w.name == n) found = &w;
+      }
+      if (!found) throw config_error(fmt::format("unknown workload '{}'; run `eqprop bench --list`", n));
+      todo.push_back(found);
+    }
+    if (todo.empty())
+      for (const auto& w : workloads()) todo.push_back(&w);
+    nlohmann::ordered_json doc;
+    doc["build"] = nlohmann::ordered_json::parse(build_info_json().dump());
+    doc["machine"]["hardware_threads"] = std::thread::hardware_concurrency();
+    if (!no_peak) {
+      const double p1 = gemm_gflops(1024, 1, gemm_seconds), p2 = gemm_gflops(1024, 2, gemm_seconds);
+      doc["peak"]["gemm_float32_1024_1thread_gflops"] = p1;
+      doc["peak"]["gemm_float32_1024_2threads_gflops"] = p2;
+      fmt::print("matrix-multiply peak (float32 1024^2, Eigen): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n", p1, p2);
+    }
+    fmt::print("{:<20} {:>12} {:>12} {:>9}  {}\n", "workload", "ours", "reference", "speedup", "unit / details");
+    for (const workload* w : todo) {
+      nlohmann::ordered_json r = w->kind == 0 ? run_ep(*w, seconds) : w->kind == 1 ? run_gle15k(seconds) : run_lagline_bench();
+      r["name"] = w->name;
+      r["description"] = w->description;
+      r["unit"] = w->unit;
+      r["reference"] = w->reference;
+      r["speedup"] = r["rate"].get<double>() / w->reference;
+      std::string details;
+      if (r.contains("ms_per_batch_estimate"))
+        details = fmt::format("estimate {:.2f} ms + optimizer {:.2f} ms per batch", r["ms_per_batch_estimate"].get<double>(),
+                              r["ms_per_batch_optimizer"].get<double>());
+      if (r.contains("gflops"))
+        details = fmt::format("{:.0f} us dynamics + {:.0f} us Adam per step, {:.1f} GFLOP/s, {} threads",
+                              r["us_per_step_dynamics"].get<double>(), r["us_per_step_optimizer"].get<double>(),
+                              r["gflops"].get<double>(), r["threads"].get<int>());
+      fmt::print("{:<20} {:>12.0f} {:>12.0f} {:>8.2f}x  {} {}\n", w->name, r["rate"].get<double>(), w->reference,
+                 r["speedup"].get<double>(), w->unit, details);
+      doc["workloads"].push_back(r);
+    }
+    if (!json_file.empty()) write_text(json_file, doc.dump(2) + "\n");
+  });
+}
+
+}  // namespace eqprop::cli
