@@ -17,6 +17,7 @@ void gle_step(benchmark::State& st, bool learn) {
   config cfg(gle_train_schema());
   gle_network<R> net(gle_spec_from_config(cfg, 1, 10));
   const long B = st.range(0);
+  net.set_threads(int(st.range(1)));
   net.reset_state(B);
   optimizer_options oo;
   oo.kind = optimizer_kind::adam;
@@ -52,6 +53,7 @@ void BM_GleStep15k_double_learn(benchmark::State& st) { gle_step<double>(st, tru
 void BM_GleStep15k_float_forward(benchmark::State& st) { gle_step<float>(st, false); }
 }  // namespace
 
-BENCHMARK(BM_GleStep15k_float_learn)->Arg(100)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_GleStep15k_double_learn)->Arg(100)->Unit(benchmark::kMicrosecond);
-BENCHMARK(BM_GleStep15k_float_forward)->Arg(100)->Arg(1000)->Unit(benchmark::kMicrosecond);
+// Args: batch, threads
+BENCHMARK(BM_GleStep15k_float_learn)->Args({100, 1})->Args({100, 2})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GleStep15k_double_learn)->Args({100, 1})->Args({100, 2})->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_GleStep15k_float_forward)->Args({100, 1})->Args({1000, 1})->Args({1000, 2})->Unit(benchmark::kMicrosecond);

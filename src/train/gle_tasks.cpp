@@ -417,6 +417,9 @@ const config_schema& gle_train_schema() {
     s.add("loss.beta", 1.0, "output nudging strength");
     s.add("optimizer.kind", std::string("adam"), "adam, adamw or sgd; steps every time step");
     s.add("optimizer.lr", 1e-3, "learning rate per time step (paper: 5e-3 * 72 / 360)");
+    s.add("optimizer.lr_reference_steps", int64_t(0),
+          "> 0: lr is given per sample of this many steps and scaled by it / steps per sample (the paper's "
+          "5e-3 with 72 gives 1e-3 at 360 steps), so the update per sample does not depend on the resolution");
     s.add("optimizer.momentum", 0.0, "sgd momentum");
     s.add("schedule.plateau_patience", int64_t(2), "ReduceLROnPlateau patience in epochs (<0: off)");
     s.add("schedule.plateau_factor", 0.5, "lr factor on a plateau");
@@ -426,7 +429,9 @@ const config_schema& gle_train_schema() {
     s.add("train.batch", int64_t(100), "training batch (parallel streams)");
     s.add("train.test_batch", int64_t(1000), "test batch");
     s.add("train.seed", int64_t(12), "seed of the initialisation and the sample order");
-    s.add("train.threads", int64_t(0), "threads for the layers of a step (0: all cores; results do not depend on it)");
+    s.add("train.threads", int64_t(1),
+          "threads for the layers of a step (0: all cores; results do not depend on it; more than 1 only pays on an "
+          "otherwise idle machine)");
     s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
     return s;
   }();
@@ -494,6 +499,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
   oo.lr = cfg.get<double>("optimizer.lr");
   oo.momentum = cfg.get<double>("optimizer.momentum");
+  if (const long ref = cfg.get<long>("optimizer.lr_reference_steps"); ref > 0) oo.lr *= double(ref) / double(T);
   // A lag bank: all-ones fan-out, then identities, never trained (spec §5.4).
   const int bank_layers = cfg.get<int>("network.lag_bank") > 0 ? cfg.get<int>("network.lag_bank_stages") : 0;
   const bool bank_reset = cfg.get<bool>("network.lag_bank_reset");

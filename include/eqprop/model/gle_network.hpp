@@ -133,8 +133,10 @@ class gle_network {
   /// Clamps learned tau_m into [tau_min, tau_max]; call after every optimizer step.
   void clamp_tau();
   long nonfinite_steps() const { return nonfinite_steps_; }
-  /// Threads for the layers of one step (0: all cores, from OpenMP; 1: serial). Results do
-  /// not depend on it.
+  /// Threads for the layers of one step (1: serial, the default; 0: all cores, from OpenMP).
+  /// Results do not depend on it. Fine-grained: a step lasts ~0.1 ms, so it pays only when
+  /// the cores are otherwise idle (with another busy process every step waits for a
+  /// descheduled thread).
   void set_threads(int n) { threads_ = n; }
   static int max_threads();
   /// The output error g = -beta dC/dr_N that the top layer receives for output r and target.
@@ -151,7 +153,7 @@ class gle_network {
   void step_layer(int l, const Eigen::Ref<const mat>& x, bool errors, std::span<R> grad);
   long batch_ = 0;
   long nonfinite_steps_ = 0;
-  int threads_ = 0;
+  int threads_ = 1;
   double macs_per_sample_ = 0;
 };
 
