@@ -9,6 +9,8 @@
 #include "eqprop/learn/gle_reference.hpp"
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/gle_tasks.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include <cstring>
 
 using namespace eqprop;
 using matd = Eigen::MatrixXd;
@@ -310,5 +312,35 @@ TEST(GleCli, OperatorLagnetAndTrainErrors) {
   r = run_cli("gle train --data-dir " + (dir / "nothing").string());
   EXPECT_EQ(r.status, 2) << r.out;
   EXPECT_NE(r.out.find("mnist-1d"), std::string::npos) << r.out;
+  std::filesystem::remove_all(dir);
+}
+
+TEST(GleCli, ResumeContinuesBitIdentically) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
+  const auto data = std::filesystem::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
+  if (!std::filesystem::exists(data / "mnist-1d" / "gle-360" / "x_train.npy")) GTEST_SKIP() << "no MNIST-1D data";
+  const auto dir = std::filesystem::path(::testing::TempDir()) / ("gle_resume_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  const std::string common = "gle train -q --data-dir " + data.string() +
+                             " --set data.limit_train=150 --set data.limit_test=60 --set network.depth=2"
+                             " --set train.batch=50 --set train.test_batch=30 --set schedule.plateau_patience=0 ";
+  auto a = run_cli(common + "--epochs 3 --run-dir " + (dir / "a").string());
+  ASSERT_EQ(a.status, 0) << a.out;
+  auto b = run_cli(common + "--epochs 1 --run-dir " + (dir / "b").string());
+  ASSERT_EQ(b.status, 0) << b.out;
+  auto c = run_cli("gle train -q --epochs 3 --data-dir " + data.string() + " --resume " + (dir / "b").string());
+  ASSERT_EQ(c.status, 0) << c.out;
+  const auto ca = load_checkpoint(dir / "a" / "checkpoint.eqck"), cb = load_checkpoint(dir / "b" / "checkpoint.eqck");
+  EXPECT_EQ(cb.meta.at("epoch").get<long>(), 3);
+  const auto pa = ca.array("params").to_vector<float>(), pb = cb.array("params").to_vector<float>();
+  ASSERT_EQ(pa.size(), pb.size());
+  EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  // the metrics log of the resumed run has each epoch once
+  std::ifstream f(dir / "b" / "metrics.csv");
+  std::string line;
+  int rows = 0;
+  while (std::getline(f, line)) ++rows;
+  EXPECT_EQ(rows, 4);  // header + 3 epochs
   std::filesystem::remove_all(dir);
 }

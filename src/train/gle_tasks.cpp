@@ -1,5 +1,6 @@
 #include "eqprop/train/gle_tasks.hpp"
 
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <complex>
@@ -521,7 +522,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     throw config_error(fmt::format("schedule.plateau_on '{}': expected test or train", plateau_on));
   const uint64_t seed = cfg.get<uint64_t>("train.seed");
   batch_iterator it(split.train, B, seed, true, false);
-  std::vector<float> grad(net.params().size());
+  std::vector<float, Eigen::aligned_allocator<float>> grad(net.params().size());
   net.reset_state(B);
   double lr_factor = 1, best = std::numeric_limits<double>::infinity();
   long bad = 0;
@@ -561,7 +562,57 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     }
     return std::pair<double, long>(loss / double(T), correct);
   };
-  for (long epoch = 1; epoch <= epochs; ++epoch) {
+  static const char* state_names[] = {"u", "v", "r", "dphi", "u_breve", "udot", "e", "e_down"};
+  auto state_mats = [](gle_layer_state<float>& s) {
+    return std::array<matf*, 8>{&s.u, &s.v, &s.r, &s.dphi, &s.u_breve, &s.udot, &s.e, &s.e_down};
+  };
+  long first_epoch = 1;
+  if (hooks.resume) {
+    const checkpoint& ck = *hooks.resume;
+    if (ck.meta.value("kind", "") != "gle") throw data_error("not a GLE checkpoint (meta.kind != \"gle\")");
+    const auto p = ck.array("params").to_vector<float>();
+    if (p.size() != net.params().size())
+      throw data_error(fmt::format("checkpoint has {} parameters, the configured network {}", p.size(), net.params().size()));
+    std::copy(p.begin(), p.end(), net.params().begin());
+    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<float>();
+    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<float>();
+    opt.t() = ck.meta.at("opt_t").get<int64_t>();
+    net.reset_state(ck.meta.at("batch").get<long>());
+    for (int l = 0; l < net.n_layers(); ++l) {
+      auto mats = state_mats(net.state(l));
+      for (int k = 0; k < 8; ++k) {
+        matf m = ck.array(fmt::format("state{}_{}", l, state_names[k])).to_matrix<float>();
+        if (m.rows() != mats[k]->rows() || m.cols() != mats[k]->cols())
+          throw data_error(fmt::format("checkpoint state{}_{} has the wrong shape", l, state_names[k]));
+        *mats[k] = m;
+      }
+    }
+    lr_factor = ck.array("lr_factor").to_scalar<double>();
+    best = ck.array("plateau_best").to_scalar<double>();
+    bad = ck.meta.at("plateau_bad").get<long>();
+    first_epoch = ck.meta.at("epoch").get<long>() + 1;
+  }
+  auto make_checkpoint = [&](long epoch) {
+    checkpoint ck;
+    ck.meta["kind"] = "gle";
+    ck.meta["epoch"] = epoch;
+    ck.meta["config"] = cfg.to_json();
+    ck.meta["opt_t"] = opt.t();
+    ck.meta["batch"] = net.batch();
+    ck.meta["plateau_bad"] = bad;
+    ck.arrays["params"] = checkpoint_array::from_vector(std::vector<float>(net.params().begin(), net.params().end()));
+    if (!opt.m().empty()) ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
+    if (!opt.v().empty()) ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
+    ck.arrays["lr_factor"] = checkpoint_array::from_scalar(lr_factor);
+    ck.arrays["plateau_best"] = checkpoint_array::from_scalar(best);
+    for (int l = 0; l < net.n_layers(); ++l) {
+      auto mats = state_mats(net.state(l));
+      for (int k = 0; k < 8; ++k)
+        ck.arrays[fmt::format("state{}_{}", l, state_names[k])] = checkpoint_array::from_eigen(*mats[k]);
+    }
+    return ck;
+  };
+  for (long epoch = first_epoch; epoch <= epochs; ++epoch) {
     const auto t0 = clock_type::now();
     it.start_epoch(epoch - 1);
     double tr_loss = 0;
@@ -620,6 +671,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
         bad = 0;
       }
     }
+    if (hooks.on_checkpoint) hooks.on_checkpoint(make_checkpoint(epoch));
   }
   if (final_params) final_params->assign(net.params().begin(), net.params().end());
   return reports;

@@ -173,7 +173,7 @@ void register_gle(CLI::App& app) {
 
   // ---- train
   struct train_args {
-    std::string config_file, data_dir, run_dir;
+    std::string config_file, data_dir, run_dir, resume;
     std::vector<std::string> sets;
     long epochs = -1;
     bool quiet = false, print_config = false;
@@ -185,14 +185,26 @@ void register_gle(CLI::App& app) {
   tr->add_option("--epochs", ta.epochs, "Shortcut for train.epochs");
   tr->add_option("--data-dir", ta.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   tr->add_option("--run-dir", ta.run_dir, "Run directory (default: run.dir of the config)");
+  tr->add_option("--resume", ta.resume, "Continue the run in this directory from its last checkpoint (bit-identical)")
+      ->check(CLI::ExistingDirectory);
   tr->add_flag("--quiet,-q", ta.quiet, "No progress display");
   tr->add_flag("--print-config", ta.print_config, "Print the resolved config (TOML) and exit");
   tr->callback([] {
     config cfg(gle_train_schema());
-    if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
-    for (const auto& s : ta.sets) cfg.set_override(s);
+    checkpoint resume_ck;
+    if (!ta.resume.empty()) {
+      // The run's own config is authoritative; only train.epochs may be extended.
+      resume_ck = load_checkpoint(fs::path(ta.resume) / "checkpoint.eqck");
+      if (resume_ck.meta.value("kind", "") != "gle")
+        throw config_error(fmt::format("{} is not a GLE run (use `eqprop train --resume` for EP runs)", ta.resume));
+      cfg.load_json(resume_ck.meta.at("config"), ta.resume + "/checkpoint.eqck");
+      cfg.set("run.dir", ta.resume, "--resume");
+    } else {
+      if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
+      for (const auto& s : ta.sets) cfg.set_override(s);
+      if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
+    }
     if (ta.epochs >= 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
-    if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
     if (ta.print_config) {
       fmt::print("{}", cfg.to_toml());
       return;
@@ -200,7 +212,8 @@ void register_gle(CLI::App& app) {
     const fs::path run = cfg.get<std::string>("run.dir");
     fs::create_directories(run);
     write_text(run / "config.toml", cfg.to_toml());
-    metrics_log log(run, false);
+    metrics_log log(run, !ta.resume.empty());
+    if (!ta.resume.empty()) log.truncate_after_epoch(resume_ck.meta.at("epoch").get<long>());
     progress prog(std::cout, !ta.quiet && progress::stdout_is_terminal());
     const long epochs = cfg.get<long>("train.epochs");
     gle_train_hooks hooks;
@@ -243,20 +256,19 @@ void register_gle(CLI::App& app) {
     g_interrupted = false;
     auto old = std::signal(SIGINT, on_sigint);
     hooks.should_stop = [] { return g_interrupted.load(); };
+    // The whole state after every epoch, written atomically (a full disk keeps the previous one).
+    hooks.on_checkpoint = [&](const checkpoint& ck) { save_checkpoint(run / "checkpoint.eqck", ck); };
+    if (!ta.resume.empty()) hooks.resume = &resume_ck;
+    long current_start = ta.resume.empty() ? 1 : resume_ck.meta.at("epoch").get<long>() + 1;
+    current_epoch = current_start;
     std::vector<float> params;
     const auto reports = train_gle_sequences(cfg, resolve_data_dir(ta.data_dir), hooks, &params);
     std::signal(SIGINT, old);
     if (g_interrupted) {
-      fmt::print(stderr, "eqprop: interrupted after {} epochs; metrics kept in {}\n", reports.size(), run.string());
+      fmt::print(stderr, "eqprop: interrupted; metrics and the last epoch's checkpoint kept in {0} (continue with --resume {0})\n", run.string());
       set_exit_code(130);
       return;
     }
-    checkpoint ck;
-    ck.meta["kind"] = "gle";
-    ck.meta["config"] = cfg.to_json();
-    ck.meta["epochs"] = reports.size();
-    ck.arrays["params"] = checkpoint_array::from_eigen(Eigen::Map<Eigen::VectorXf>(params.data(), long(params.size())));
-    save_checkpoint(run / "checkpoint.eqck", ck);
     if (!reports.empty())
       fmt::print("final test accuracy {:.2f}% after {} epochs ({:.3f} ms per step); run saved in {}\n",
                  100 * reports.back().test_acc, reports.size(), reports.back().ms_per_step, run.string());

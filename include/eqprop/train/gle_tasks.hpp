@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/model/gle_network.hpp"
+#include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 
 namespace eqprop {
@@ -102,6 +103,10 @@ struct gle_train_hooks {
   std::function<void(const gle_epoch_report&)> on_epoch;
   std::function<void(long step, long n_steps, double loss, double acc)> on_progress;  ///< within an epoch
   std::function<bool()> should_stop;
+  /// Called after every epoch with the whole training state (parameters, Adam moments,
+  /// neuron states, schedule, epoch). Resuming from it continues bit-identically.
+  std::function<void(const checkpoint&)> on_checkpoint;
+  const checkpoint* resume = nullptr;  ///< continue from this state (its config must be cfg)
 };
 /// Trains the configured GLE network on MNIST-1D (360-step sequences) as one continuous
 /// stream. Returns the per-epoch reports. Writes nothing; the CLI adds logs and checkpoints.
