@@ -517,6 +517,7 @@ void register_gle(py::module_& m) {
         auto to_dict = [](const gle_epoch_report& r) {
           return py::dict("epoch"_a = r.epoch, "train_loss"_a = r.train_loss, "train_acc"_a = r.train_acc,
                           "test_loss"_a = r.test_loss, "test_acc"_a = r.test_acc, "lr"_a = r.lr,
+                          "train_readout_loss"_a = r.train_readout_loss, "test_readout_loss"_a = r.test_readout_loss,
                           "seconds"_a = r.seconds, "ms_per_step"_a = r.ms_per_step);
         };
         if (!on_epoch.is_none())

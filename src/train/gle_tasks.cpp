@@ -425,7 +425,8 @@ const config_schema& gle_train_schema() {
     s.add("schedule.plateau_patience", int64_t(2), "ReduceLROnPlateau patience in epochs (<0: off)");
     s.add("schedule.plateau_factor", 0.5, "lr factor on a plateau");
     s.add("schedule.plateau_on", std::string("test"),
-          "loss watched by the plateau schedule: test (as the paper's code) or train");
+          "loss watched by the plateau schedule: test or train (per-step loss, as the paper's code), or "
+          "test_readout / train_readout (cross-entropy of the time-averaged output, a steadier signal)");
     s.add("train.epochs", int64_t(150), "epochs");
     s.add("train.batch", int64_t(100), "training batch (parallel streams)");
     s.add("train.test_batch", int64_t(1000), "test batch");
@@ -518,8 +519,9 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   const long patience = cfg.get<long>("schedule.plateau_patience");
   const double factor = cfg.get<double>("schedule.plateau_factor");
   const std::string plateau_on = cfg.get<std::string>("schedule.plateau_on");
-  if (plateau_on != "test" && plateau_on != "train")
-    throw config_error(fmt::format("schedule.plateau_on '{}': expected test or train", plateau_on));
+  if (plateau_on != "test" && plateau_on != "train" && plateau_on != "test_readout" && plateau_on != "train_readout")
+    throw config_error(fmt::format("schedule.plateau_on '{}': expected test, train, test_readout or train_readout",
+                                   plateau_on));
   const uint64_t seed = cfg.get<uint64_t>("train.seed");
   batch_iterator it(split.train, B, seed, true, false);
   std::vector<float, Eigen::aligned_allocator<float>> grad(net.params().size());
@@ -531,6 +533,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   std::vector<int32_t> yb;
   matf xt, target, sum_out;
   // Runs one batch of sequences; returns (sum of per-step losses / T, number correct).
+  double readout_loss = 0;  // batch sum of the readout cross-entropy, set by run_batch
   auto run_batch = [&](const matrix<float>& xbatch, const std::vector<int32_t>& y, bool learn) {
     const long b = long(y.size());
     xt = xbatch.transpose();  // b x T: column t is the batch's input at step t
@@ -560,6 +563,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
       sum_out.col(j).maxCoeff(&m);
       correct += (m == y[j]);
     }
+    readout_loss = gle_loss_value<float>(net.spec().loss, matf(sum_out / float(T)), target) * double(b);
     return std::pair<double, long>(loss / double(T), correct);
   };
   static const char* state_names[] = {"u", "v", "r", "dphi", "u_breve", "udot", "e", "e_down"};
@@ -615,13 +619,14 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   for (long epoch = first_epoch; epoch <= epochs; ++epoch) {
     const auto t0 = clock_type::now();
     it.start_epoch(epoch - 1);
-    double tr_loss = 0;
+    double tr_loss = 0, tr_readout = 0, te_readout = 0;
     long tr_correct = 0, tr_n = 0, steps = 0;
     for (long i = 0; i < it.n_batches(); ++i) {
       if (hooks.should_stop && hooks.should_stop()) return reports;
       it.fill(i, xb, yb);
       const auto [l, c] = run_batch(xb, yb, true);
       tr_loss += l * double(yb.size());
+      tr_readout += readout_loss;
       tr_correct += c;
       tr_n += long(yb.size());
       steps += T;
@@ -642,6 +647,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
       std::vector<int32_t> ytest(split.test.y.begin() + s, split.test.y.begin() + s + b);
       const auto [l, c] = run_batch(xtest, ytest, false);
       te_loss += l * double(b);
+      te_readout += readout_loss;
       te_correct += c;
     }
     gle_epoch_report r;
@@ -649,6 +655,8 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     r.train_loss = tr_loss / double(tr_n);
     r.train_acc = double(tr_correct) / double(tr_n);
     r.test_loss = n_test ? te_loss / double(n_test) : 0;
+    r.train_readout_loss = tr_readout / double(tr_n);
+    r.test_readout_loss = n_test ? te_readout / double(n_test) : 0;
     r.test_acc = n_test ? double(te_correct) / double(n_test) : 0;
     r.lr = oo.lr * lr_factor;
     r.seconds = seconds_since(t0);
@@ -662,7 +670,10 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     reports.push_back(r);
     if (hooks.on_epoch) hooks.on_epoch(r);
     if (patience >= 0) {  // ReduceLROnPlateau(mode=min, threshold=1e-4 rel)
-      const double watched = plateau_on == "test" ? r.test_loss : r.train_loss;
+      const double watched = plateau_on == "test"            ? r.test_loss
+                             : plateau_on == "train"         ? r.train_loss
+                             : plateau_on == "test_readout" ? r.test_readout_loss
+                                                             : r.train_readout_loss;
       if (watched < best * (1 - 1e-4)) {
         best = watched;
         bad = 0;

@@ -236,6 +236,8 @@ void register_gle(CLI::App& app) {
       row["train_acc"] = r.train_acc;
       row["test_loss"] = r.test_loss;
       row["test_acc"] = r.test_acc;
+      row["train_readout_loss"] = r.train_readout_loss;
+      row["test_readout_loss"] = r.test_readout_loss;
       row["lr"] = r.lr;
       row["seconds"] = r.seconds;
       row["ms_per_step"] = r.ms_per_step;

@@ -97,6 +97,7 @@ const config_schema& gle_train_schema();
 struct gle_epoch_report {
   long epoch;
   double train_loss, train_acc, test_loss, test_acc, lr, seconds, ms_per_step;
+  double train_readout_loss, test_readout_loss;  ///< cross-entropy of the time-averaged output
   long nonfinite_steps;
 };
 struct gle_train_hooks {
