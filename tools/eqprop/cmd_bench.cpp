@@ -204,6 +204,17 @@ void register_bench(CLI::App& app) {
     nlohmann::ordered_json doc;
     doc["build"] = nlohmann::ordered_json::parse(build_info_json().dump());
     doc["machine"]["hardware_threads"] = std::thread::hardware_concurrency();
+    {
+      std::ifstream cpu("/proc/cpuinfo");
+      std::string line;
+      while (std::getline(cpu, line))
+        if (line.rfind("model name", 0) == 0) {
+          doc["machine"]["cpu"] = line.substr(line.find(':') + 2);
+          break;
+        }
+      std::ifstream mem("/proc/meminfo");
+      if (std::getline(mem, line)) doc["machine"]["memory"] = line;
+    }
     if (!no_peak) {
       const double p1 = gemm_gflops(1024, 1, gemm_seconds), p2 = gemm_gflops(1024, 2, gemm_seconds);
       doc["peak"]["gemm_float32_1024_1thread_gflops"] = p1;
