@@ -17,15 +17,6 @@ using matd = Eigen::MatrixXd;
 
 namespace {
 
-gle_layer_spec layer(int n, gle_activation phi, std::vector<double> tm, std::vector<double> tr, bool bias = true) {
-  gle_layer_spec s;
-  s.size = n;
-  s.phi = phi;
-  s.tau_m = std::move(tm);
-  s.tau_r = std::move(tr);
-  s.bias = bias;
-  return s;
-}
 
 double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
   double num = 0, den = 0;
@@ -48,9 +39,9 @@ gle_spec le_spec(gle_loss loss, int n_out) {
   s.n_input = 3;
   s.dt = 0.1;
   s.loss = loss;
-  s.layers.push_back(layer(5, gle_activation::tanh, {0.3, 0.5, 1.0, 2.0, 0.1}, {0.3, 0.5, 1.0, 2.0, 0.1}));
-  s.layers.push_back(layer(4, gle_activation::softplus, {1, 0.7, 0.2, 3}, {1, 0.7, 0.2, 3}));
-  s.layers.push_back(layer(n_out, gle_activation::linear, std::vector<double>(n_out, 1.2),
+  s.layers.push_back(gle_layer(5, gle_activation::tanh, {0.3, 0.5, 1.0, 2.0, 0.1}, {0.3, 0.5, 1.0, 2.0, 0.1}));
+  s.layers.push_back(gle_layer(4, gle_activation::softplus, {1, 0.7, 0.2, 3}, {1, 0.7, 0.2, 3}));
+  s.layers.push_back(gle_layer(n_out, gle_activation::linear, std::vector<double>(n_out, 1.2),
                            std::vector<double>(n_out, 1.2)));
   s.seed = 7;
   return s;
@@ -146,8 +137,8 @@ TEST(Gle, BpttMatchesFiniteDifferencesIncludingTimeConstants) {
   s.dt = 0.05;
   s.loss = gle_loss::mse;
   s.learn_tau_m = true;
-  s.layers.push_back(layer(3, gle_activation::tanh, {0.5, 1.0, 0.3}, {0.1, 1.0, 0.05}));
-  s.layers.push_back(layer(2, gle_activation::softplus, {0.4, 0.8}, {0.2, 0.05}));
+  s.layers.push_back(gle_layer(3, gle_activation::tanh, {0.5, 1.0, 0.3}, {0.1, 1.0, 0.05}));
+  s.layers.push_back(gle_layer(2, gle_activation::softplus, {0.4, 0.8}, {0.2, 0.05}));
   s.seed = 11;
   gle_network<double> net(s);
   net.reset_state(2);
@@ -184,8 +175,8 @@ TEST(Gle, AdjointMethodConvergesToBpttAsDtShrinks) {
     s.n_input = 1;
     s.dt = dt;
     s.loss = gle_loss::mse;
-    s.layers.push_back(layer(3, gle_activation::tanh, {1, 1, 0.5}, {1, 0.1, 0.1}));
-    s.layers.push_back(layer(1, gle_activation::linear, {1}, {1}));
+    s.layers.push_back(gle_layer(3, gle_activation::tanh, {1, 1, 0.5}, {1, 0.1, 0.1}));
+    s.layers.push_back(gle_layer(1, gle_activation::linear, {1}, {1}));
     s.seed = 2;
     gle_network<double> net(s);
     net.reset_state(1);

@@ -24,6 +24,16 @@ def _plt():
     return plt
 
 
+def _finish(fig, axes, title, legend_size=7):
+    """Grid and legend on every axis, the optional title; returns fig."""
+    for a in axes:
+        a.grid(alpha=0.3)
+        a.legend(fontsize=legend_size)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
 def _columns(data):
     """Columns as lists of floats from a CSV path, a dict of columns, row dicts or a gradcheck document."""
     if isinstance(data, (str, os.PathLike)):
@@ -79,12 +89,7 @@ def run_curves(run_dirs, title=None):
     ax[0].set(xlabel="epoch", ylabel="cost", title="loss")
     ax[1].set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
     ax[2].set(xlabel="epoch", ylabel="samples per epoch", title="relaxation failures")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _finish(fig, ax, title)
 
 
 def _two_panel_curves(m, group, x, left, right, label, axes, title):
@@ -98,11 +103,7 @@ def _two_panel_curves(m, group, x, left, right, label, axes, title):
         ax[1].plot(xs, [right(m, i) for i in idx], "o-", ms=3, label=label.format(int(g)))
     for a, kw in zip(ax, axes):
         a.set(**kw)
-        a.grid(alpha=0.3)
-        a.legend()
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _finish(fig, ax, title, legend_size=None)
 
 
 def sweep_beta(data, title=None):
@@ -170,12 +171,7 @@ def gle_lagline(runs, title=None):
     ax[0].set(xlabel="time", ylabel="mean squared error", yscale="log", title="loss")
     ax[1].set(xlabel="time", ylabel="weight", title="weights (teacher dashed)")
     ax[2].set(xlabel="time", ylabel="tau_m", title="membrane time constants (teacher dashed)")
-    for a in ax:
-        a.grid(alpha=0.3)
-        a.legend(fontsize=7)
-    if title:
-        fig.suptitle(title)
-    return fig
+    return _finish(fig, ax, title)
 
 
 def gle_lagnet(data, title=None):

@@ -368,24 +368,40 @@ void set_keys(config& cfg, const py::dict& d, const std::string& prefix, const s
   }
 }
 
-py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, py::object on_epoch, py::object data_dir,
-                  py::object name, bool verbose, bool resume) {
-  config cfg(experiment_schema());
-  train_options opt;
-  opt.name = "python";
+/// cfg_in: None, a dict (nested or dotted keys) or a TOML path; overrides: None, a dict of
+/// dotted keys or a list of "key=value".
+void load_py_config(config& cfg, const py::object& cfg_in, const py::object& overrides) {
   if (!cfg_in.is_none()) {
-    if (py::isinstance<py::dict>(cfg_in)) {
-      set_keys(cfg, cfg_in.cast<py::dict>(), "", "config dict");
-    } else {
-      const auto path = cfg_in.cast<std::filesystem::path>();
-      cfg.load_toml_file(path);
-      opt.name = path.stem().string();
-    }
+    if (py::isinstance<py::dict>(cfg_in)) set_keys(cfg, cfg_in.cast<py::dict>(), "", "config dict");
+    else cfg.load_toml_file(cfg_in.cast<std::filesystem::path>());
   }
   if (!overrides.is_none()) {
     if (py::isinstance<py::dict>(overrides)) set_keys(cfg, overrides.cast<py::dict>(), "", "overrides");
     else for (auto s : overrides) cfg.set_override(s.cast<std::string>());
   }
+}
+
+/// A training loop's should_stop hook: Ctrl-C raises KeyboardInterrupt out of the C++ call.
+bool python_interrupted() {
+  py::gil_scoped_acquire gil;
+  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+  return false;
+}
+
+/// Every key of a schema: {key: (default as TOML, description)}.
+py::dict schema_keys(const config_schema& schema) {
+  py::dict d;
+  for (const auto& k : schema.keys()) d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
+  return d;
+}
+
+py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, py::object on_epoch, py::object data_dir,
+                  py::object name, bool verbose, bool resume) {
+  config cfg(experiment_schema());
+  train_options opt;
+  opt.name = "python";
+  load_py_config(cfg, cfg_in, overrides);
+  if (!cfg_in.is_none() && !py::isinstance<py::dict>(cfg_in)) opt.name = cfg_in.cast<std::filesystem::path>().stem().string();
   if (!name.is_none()) opt.name = name.cast<std::string>();
   if (!run_dir.is_none()) opt.run_dir = run_dir.cast<std::filesystem::path>();
   if (!data_dir.is_none()) opt.data_dir = data_dir.cast<std::filesystem::path>().string();
@@ -404,11 +420,7 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
       on_epoch(json_to_py(row));  // a Python exception propagates out of train()
     };
   }
-  opt.should_stop = [] {
-    py::gil_scoped_acquire gil;
-    if (PyErr_CheckSignals() != 0) throw py::error_already_set();  // Ctrl-C: KeyboardInterrupt
-    return false;
-  };
+  opt.should_stop = python_interrupted;
   train_result r;
   {
     py::gil_scoped_release nogil;
@@ -504,14 +516,7 @@ void register_gle(py::module_& m) {
       "per-frequency gain/phase of e/lambda), then GLE training of hid_1 towards the teacher's w[0][0] = -0.5.");
   m.def("gle_train", [](py::object cfg_in, py::object overrides, py::object data_dir, py::object on_epoch) {
         config cfg(gle_train_schema());
-        if (!cfg_in.is_none()) {
-          if (py::isinstance<py::dict>(cfg_in)) set_keys(cfg, cfg_in.cast<py::dict>(), "", "config dict");
-          else cfg.load_toml_file(cfg_in.cast<std::filesystem::path>());
-        }
-        if (!overrides.is_none()) {
-          if (py::isinstance<py::dict>(overrides)) set_keys(cfg, overrides.cast<py::dict>(), "", "overrides");
-          else for (auto s : overrides) cfg.set_override(s.cast<std::string>());
-        }
+        load_py_config(cfg, cfg_in, overrides);
         const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
         gle_train_hooks hooks;
         auto to_dict = [](const gle_epoch_report& r) {
@@ -525,11 +530,7 @@ void register_gle(py::module_& m) {
             py::gil_scoped_acquire gil;
             on_epoch(to_dict(r));
           };
-        hooks.should_stop = [] {
-          py::gil_scoped_acquire gil;
-          if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-          return false;
-        };
+        hooks.should_stop = python_interrupted;
         std::vector<gle_epoch_report> reps;
         std::vector<float> params;
         {
@@ -542,12 +543,7 @@ void register_gle(py::module_& m) {
       }, "config"_a = py::none(), "overrides"_a = py::none(), "data_dir"_a = py::none(), "on_epoch"_a = py::none(),
       "`eqprop gle train` from Python (default: the 15k MNIST-1D network of configs/gle_mnist1d_15k.toml).\n"
       "Returns {'epochs': [per-epoch dicts], 'params': final float32 parameters}. Ctrl-C raises KeyboardInterrupt.");
-  m.def("gle_config_keys", [] {
-        py::dict d;
-        for (const auto& k : gle_train_schema().keys())
-          d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
-        return d;
-      }, "Every `eqprop gle train` config key: (default as TOML, description).");
+  m.def("gle_config_keys", [] { return schema_keys(gle_train_schema()); }, "Every `eqprop gle train` config key: (default as TOML, description).");
 }
 
 }  // namespace
@@ -755,12 +751,7 @@ PYBIND11_MODULE(_core, m) {
         "Trains with the C++ loop (same results as `eqprop train`). config: a dict (nested or dotted keys) or a\n"
         "TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is called after\n"
         "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).");
-  m.def("config_keys", [] {
-        py::dict d;
-        for (const auto& k : experiment_schema().keys())
-          d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
-        return d;
-      }, "Every config key: (default as TOML, description).");
+  m.def("config_keys", [] { return schema_keys(experiment_schema()); }, "Every config key: (default as TOML, description).");
   m.def("load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
         const auto ck = load_checkpoint(file);

@@ -154,6 +154,8 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
     }
     vec tm = Eigen::Map<const Eigen::VectorXd>(L.tau_m.data(), L.size).cast<R>();
     tau_r_.push_back(Eigen::Map<const Eigen::VectorXd>(L.tau_r.data(), L.size).cast<R>());
+    inv_tau_r_.push_back(tau_r_.back().cwiseInverse());
+    inv_tau_m_.push_back(tm.cwiseInverse());
     if (spec_.learn_tau_m) {
       layout_.push_back({fmt::format("tau_m{}", l), l, L.size, 1, off});
       tau_off_.push_back(off);
@@ -183,12 +185,8 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
       for (int i = 0; i < n; ++i) params_[b_off_[l] + i] = draw();
     if (tau_off_[l] >= 0)
       for (int i = 0; i < n; ++i) params_[tau_off_[l] + i] = tau_fixed_[l][i];
+    macs_per_sample_ += (l == 0 ? 2.0 : 3.0) * double(n) * n_prev;  // no W^T e below layer 0
     n_prev = n;
-  }
-  n_prev = spec_.n_input;
-  for (const auto& L : spec_.layers) {
-    macs_per_sample_ += 3.0 * double(L.size) * n_prev;
-    n_prev = L.size;
   }
   state_.resize(n_layers());
   r_next_.resize(n_layers());
@@ -294,7 +292,8 @@ void gle_network<R>::step_layer(int l, const Eigen::Ref<const mat>& x, bool erro
   const auto& Ls = spec_.layers[l];
   const auto tm = tau_m(l);
   const auto& tr = tau_r_[l];
-  const vec inv_tm = tm.cwiseInverse();
+  vec& inv_tm = inv_tau_m_[l];
+  inv_tm = tm.cwiseInverse();  // tau_m may be learned or written through tau_m(l); same size, no allocation
   const auto rin = l == 0 ? Eigen::Ref<const mat>(x) : Eigen::Ref<const mat>(state_[l - 1].r);
   if (errors) {
     // eps = g * phi'(u_breve) with g from the layer above (old) or the target
@@ -302,8 +301,7 @@ void gle_network<R>::step_layer(int l, const Eigen::Ref<const mat>& x, bool erro
     eps.array() = (l == L - 1 ? g_[L - 1] : state_[l + 1].e_down).array() * s.dphi.array();
     if (spec_.prospective_errors) {
       // v' = (eps - v)/tau_r;  e = v + tau_m v';  v += dt v'
-      const vec inv_tr = tr.cwiseInverse();
-      eps.array() = (eps - s.v).array().colwise() * inv_tr.array();  // eps now holds v'
+      eps.array() = (eps - s.v).array().colwise() * inv_tau_r_[l].array();  // eps now holds v'
       s.e.array() = s.v.array() + eps.array().colwise() * tm.array();
       s.v.noalias() += dt * eps;
     } else {

@@ -32,15 +32,6 @@ cplx project(const std::vector<double>& y, double omega, double dt, long from, l
   return c;
 }
 
-gle_layer_spec one_layer(int n, gle_activation phi, std::vector<double> tm, std::vector<double> tr, bool bias) {
-  gle_layer_spec s;
-  s.size = n;
-  s.phi = phi;
-  s.tau_m = std::move(tm);
-  s.tau_r = std::move(tr);
-  s.bias = bias;
-  return s;
-}
 }  // namespace
 
 // ---------------------------------------------------------------------------------------
@@ -49,7 +40,7 @@ gle_operator_result gle_operator_response(double tau_m, double tau_r, double ome
   spec.n_input = 1;
   spec.dt = dt;
   spec.loss = gle_loss::mse;
-  spec.layers.push_back(one_layer(1, gle_activation::linear, {tau_m}, {tau_r}, false));
+  spec.layers.push_back(gle_layer(1, gle_activation::linear, {tau_m}, {tau_r}, false));
   const double beta = 1;
   const long K = long(std::llround(periods * 2 * std::numbers::pi / omega / dt));
   std::vector<double> in(K), fwd(K), err(K);
@@ -119,8 +110,8 @@ lagline_result run_lagline(const lagline_options& o) {
   spec.n_input = 1;
   spec.dt = o.dt;
   spec.loss = gle_loss::mse;
-  spec.layers.push_back(one_layer(1, gle_activation::softplus, {1.0}, {0.1}, false));
-  spec.layers.push_back(one_layer(1, gle_activation::softplus, {2.0}, {0.1}, false));
+  spec.layers.push_back(gle_layer(1, gle_activation::softplus, {1.0}, {0.1}, false));
+  spec.layers.push_back(gle_layer(1, gle_activation::softplus, {2.0}, {0.1}, false));
   gle_network<double> teacher(spec);
   teacher.W(0)(0, 0) = 1;
   teacher.W(1)(0, 0) = 2;
@@ -256,9 +247,9 @@ gle_spec lagnet_spec(double dt) {
   spec.n_input = 1;
   spec.dt = dt;
   spec.loss = gle_loss::mse;
-  spec.layers.push_back(one_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
-  spec.layers.push_back(one_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
-  spec.layers.push_back(one_layer(1, gle_activation::linear, {1}, {1}, false));
+  spec.layers.push_back(gle_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
+  spec.layers.push_back(gle_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
+  spec.layers.push_back(gle_layer(1, gle_activation::linear, {1}, {1}, false));
   return spec;
 }
 /// Teacher weights: a strong slow (retrospective) path; hid_1 w[0][0] = -0.5.
@@ -463,7 +454,7 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
     for (int i = 0; i < bank; ++i)
       tm[i] = std::round(100 * (bank == 1 ? range[0] : range[0] + (range[1] - range[0]) * i / (bank - 1))) / 100;
     for (int k = 0; k < stages; ++k)
-      spec.layers.push_back(one_layer(bank, gle_activation::linear, tm, std::vector<double>(bank, spec.dt), false));
+      spec.layers.push_back(gle_layer(bank, gle_activation::linear, tm, std::vector<double>(bank, spec.dt), false));
   }
   const int width = cfg.get<int>("network.width"), depth = cfg.get<int>("network.depth");
   if (width < 1 || depth < 0) throw config_error("network.width must be >= 1 and network.depth >= 0");
@@ -480,7 +471,7 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
     spec.layers.push_back(L);
   }
   const double to = cfg.get<double>("network.output_tau");
-  spec.layers.push_back(one_layer(n_classes, gle_activation::linear, std::vector<double>(n_classes, to),
+  spec.layers.push_back(gle_layer(n_classes, gle_activation::linear, std::vector<double>(n_classes, to),
                                   std::vector<double>(n_classes, to), true));
   return spec;
 }

@@ -143,13 +143,7 @@ nlohmann::ordered_json run_gle15k(double seconds, int threads) {
     t_opt += since(t1);
     ++steps;
   }
-  double macs = 0;
-  int n_in = 1;
-  for (int l = 0; l < net.n_layers(); ++l) {
-    const int n = net.spec().layers[l].size;
-    macs += double(n) * n_in * B * (l > 0 ? 3 : 2);
-    n_in = n;
-  }
+  const double macs = net.macs_per_sample() * double(B);
   nlohmann::ordered_json j;
   j["rate"] = double(steps) / (t_step + t_opt);
   j["us_per_step_dynamics"] = 1e6 * t_step / double(steps);
@@ -191,11 +185,8 @@ void register_bench(CLI::App& app) {
     std::vector<const workload*> todo;
     for (const auto& n : names) {
       const workload* found = nullptr;
-      std::vector<std::string> known;
-      for (const auto& w : workloads()) {
-        known.push_back(w.name);
+      for (const auto& w : workloads())
         if (w.name == n) found = &w;
-      }
       if (!found) throw config_error(fmt::format("unknown workload '{}'; run `eqprop bench --list`", n));
       todo.push_back(found);
     }

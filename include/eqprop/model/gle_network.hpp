@@ -42,6 +42,12 @@ struct gle_layer_spec {
   bool bias = true;
 };
 
+/// A layer spec in one expression (tau_m, tau_r: one value per neuron).
+inline gle_layer_spec gle_layer(int n, gle_activation phi, std::vector<double> tau_m, std::vector<double> tau_r,
+                                bool bias = true) {
+  return {n, phi, std::move(tau_m), std::move(tau_r), bias};
+}
+
 /// tau values for a layer from groups "count:tau_m:tau_r", e.g. {{18,0.6,0.2},{18,1.2,0.2},{17,1.2,1.2}}.
 struct gle_tau_group {
   int count;
@@ -138,6 +144,9 @@ class gle_network {
   /// the cores are otherwise idle (with another busy process every step waits for a
   /// descheduled thread).
   void set_threads(int n) { threads_ = n; }
+  /// Multiply-adds of the matrix products of one learning step, per sample: W r for every
+  /// layer, e r^T for every layer, W^T e for every layer above the first.
+  double macs_per_sample() const { return macs_per_sample_; }
   static int max_threads();
   /// The output error g = -beta dC/dr_N that the top layer receives for output r and target.
   static void output_error(gle_loss loss, const mat& r, const mat& target, R beta, mat& g);
@@ -148,6 +157,7 @@ class gle_network {
   std::vector<param_block> layout_;
   std::vector<long> w_off_, b_off_, tau_off_;  // tau_off_ < 0: tau fixed (tau_fixed_)
   std::vector<vec> tau_fixed_, tau_r_;
+  std::vector<vec> inv_tau_m_, inv_tau_r_;  // 1/tau, kept so a step allocates nothing
   std::vector<gle_layer_state<R>> state_;
   std::vector<mat> r_next_, e_down_next_, g_;  // double buffers for the synchronous update
   void step_layer(int l, const Eigen::Ref<const mat>& x, bool errors, std::span<R> grad);
