@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/dynamics/conv_ops.hpp"
 
 namespace eqprop {
 
@@ -61,11 +62,28 @@ void relax_state<S, P>::set_input(const network& net, const matrix<real>& x, con
 
 template <class S, class P>
 void relax_state<S, P>::refresh_drive(const network& net) {
-  // The input is real; the drive is computed once per batch in the parameter type and
-  // converted to the state type.
-  matrix<P> d = net.W(0) * x_.template cast<P>();
-  d.colwise() += net.b(0);
+  // The input is real; the drive P(conv_0 x) + b_0 is computed once per batch in the
+  // parameter type and converted to the state type.
+  const auto& g = net.geometry(0);
+  matrix<P> col, z, d;
+  conv_forward<P, P>(g, net.W(0), x_.template cast<P>(), col, z);
+  if (g.pool == pool_kind::none) d.swap(z);
+  else pool_forward(g, z, d);
+  add_channel_bias<P, P>(g, net.b(0), d);
   drive_ = d.template cast<S>();
+}
+
+template <class S, class P>
+void relax_state<S, P>::bottom_up(const network& net, int j, const matrix<S>& l, matrix<S>& pre) {
+  const auto& g = net.geometry(j);
+  if (g.pool == pool_kind::none) {
+    conv_forward<S, P>(g, net.W(j), l, col_, pre);
+  } else {
+    z_.resize(net.n_layers());
+    conv_forward<S, P>(g, net.W(j), l, col_, z_[j]);
+    pool_forward(g, z_[j], pre);
+  }
+  add_channel_bias<S, P>(g, net.b(j), pre);
 }
 
 template <class S, class P>
@@ -129,17 +147,21 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
   const int K = net.n_layers();
   const long B = batch();
   // 1. Pre-activations of every layer from the current (old) states.
-  for (int j = 0; j < K; ++j) {
-    auto& p = pre_[j];
-    if (j == 0) {
-      p = drive_;
-    } else {
-      p.noalias() = net.W(j) * h_[j - 1];
-      const auto bj = net.b(j);
-      for (long b = 0; b < B; ++b)
-        for (long i = 0; i < p.rows(); ++i) p(i, b) += S(bj(i));
+  if (net.spec().feedforward) {
+    if (beta != S(0)) throw config_error("a feed-forward network (network.feedforward) cannot be nudged: train it with backprop");
+    return feedforward_sweep(net, noise_std, rng);
+  }
+  pre_[0] = drive_;
+  for (int j = 1; j < K; ++j) bottom_up(net, j, h_[j - 1], pre_[j]);
+  // Top-down terms J_{j+1}^T h_{j+1}, at the same (old) states.
+  for (int j = 0; j + 1 < K; ++j) {
+    const auto& g = net.geometry(j + 1);
+    const matrix<S>* dz = &h_[j + 1];
+    if (g.pool != pool_kind::none) {
+      pool_vjp(g, z_[j + 1], h_[j + 1], dz_);
+      dz = &dz_;
     }
-    if (j + 1 < K) p.noalias() += net.W(j + 1).transpose() * h_[j + 1];
+    conv_transpose<S, P>(g, net.W(j + 1), *dz, col_, pre_[j], true);
   }
   if (beta != S(0)) {
     auto& p = pre_.back();
@@ -195,12 +217,48 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
 }
 
 template <class S, class P>
+typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const network& net, double noise_std, rng_t* rng) {
+  const int K = net.n_layers();
+  const long B = batch();
+  residual_.setZero();
+  dispatch_activation<S>(net.spec().activation, [&](auto a) {
+    using Act = decltype(a);
+    for (int j = 0; j < K; ++j) {
+      if (j == 0) pre_[0] = drive_;
+      else bottom_up(net, j, h_[j - 1], pre_[j]);
+      if (noise_std > 0) {
+        if (!rng) throw internal_error("relax_state::step: noise requested without an rng");
+        for (long i = 0; i < pre_[j].size(); ++i) pre_[j].data()[i] += S(real(noise_std * standard_normal(*rng)));
+      }
+      const long n = h_[j].rows();
+      for (long b = 0; b < B; ++b) {
+        real acc = 0;
+        for (long i = 0; i < n; ++i) {
+          const S v = activate<Act>(pre_[j](i, b));
+          acc += abs2(v - h_[j](i, b));
+          h_[j](i, b) = v;
+        }
+        residual_(b) += acc;
+      }
+    }
+  });
+  real mx = 0;
+  for (long b = 0; b < B; ++b) {
+    residual_(b) = std::sqrt(residual_(b));
+    if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
+  }
+  return mx;
+}
+
+template <class S, class P>
 relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_options& opt) {
   if (opt.max_steps < 0) throw config_error("relax: max_steps must be >= 0");
   const real tol = opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol;
   relax_report rep;
   real mx = 0;
-  for (long t = 0; t < opt.max_steps; ++t) {
+  // A feed-forward network is exact after one sweep: its residual is then 0 by definition.
+  const long steps = net.spec().feedforward ? std::min<long>(opt.max_steps, 1) : opt.max_steps;
+  for (long t = 0; t < steps; ++t) {
     mx = step(net, beta, opt.noise_std, opt.noise_rng);
     rep.steps = t + 1;
     if (opt.stop_early && mx <= tol) break;
@@ -221,6 +279,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
       rep.max_residual = std::numeric_limits<double>::infinity();
       continue;
     }
+    if (net.spec().feedforward) residual_(b) = 0;
     if (residual_(b) > tol) ++rep.n_not_converged;
     rep.max_residual = std::max(rep.max_residual, double(residual_(b)));
     sum += residual_(b);
@@ -350,10 +409,20 @@ void relax_state<S, P>::add_dF_dtheta(const network& net, S beta, S coef, const 
   const auto& lay = net.layout();
   const int K = net.n_layers();
   const matrix<S> xs = x_.template cast<S>();
+  // dF/dW_j = -d/dW_j [h_j . P(conv_j l_{j-1})] = -conv weight gradient of J_P^T h_j.
   for (int j = 0; j < K; ++j) {
+    const auto& g = net.geometry(j);
     const matrix<S>& prev = j == 0 ? xs : h_[j - 1];
-    add_outer<S, real>(tmp_, tmp2_, h_[j], w, prev, S(-1) * coef, block_view(grad, lay[2 * j]));
-    add_weighted_sum<S, real>(tmp_, h_[j], w, S(-1) * coef, block_view(grad, lay[2 * j + 1]));
+    weighted_columns(h_[j], w, tmp_);
+    masked_columns(prev, w, tmp2_);
+    const matrix<S>* u = &tmp_;
+    if (g.pool != pool_kind::none) {
+      conv_forward<S, P>(g, net.W(j), tmp2_, col_, a_);
+      pool_vjp(g, a_, tmp_, dz_);
+      u = &dz_;
+    }
+    conv_weight_grad<S, real>(g, *u, tmp2_, col_, S(-1) * coef, block_view(grad, lay[2 * j]));
+    channel_sum_grad<S, real>(g, tmp_, S(-1) * coef, vector_map<real>(grad.data() + lay[2 * j + 1].offset, g.cout));
   }
   if (net.spec().output == output_kind::readout && beta != S(0)) {
     compute_readout(net);
@@ -364,14 +433,63 @@ void relax_state<S, P>::add_dF_dtheta(const network& net, S beta, S coef, const 
 }
 
 template <class S, class P>
-void relax_state<S, P>::apply_coupling(const network& net, const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out) {
+void relax_state<S, P>::apply_coupling(const network& net, const std::vector<matrix<S>>& h_at,
+                                       const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out) {
   const int K = net.n_layers();
   out.resize(K);
+  for (int j = 0; j < K; ++j) out[j].setZero(v[j].rows(), v[j].cols());
+  // Connection j >= 1 couples h_{j-1} and h_j (connection 0 sees the clamped input only).
+  for (int j = 1; j < K; ++j) {
+    const auto& g = net.geometry(j);
+    if (g.pool == pool_kind::none) {
+      conv_forward<S, P>(g, net.W(j), v[j - 1], col_, a_);
+      out[j] += a_;
+      conv_transpose<S, P>(g, net.W(j), v[j], col_, out[j - 1], true);
+    } else {
+      matrix<S> z;
+      conv_forward<S, P>(g, net.W(j), h_at[j - 1], col_, z);
+      conv_forward<S, P>(g, net.W(j), v[j - 1], col_, a_);  // conv v_{j-1}
+      pool_jvp(g, z, a_, c_);
+      out[j] += c_;
+      pool_vjp(g, z, v[j], dz_);
+      pool_hvp(g, z, h_at[j], a_, c_);
+      dz_ += c_;
+      conv_transpose<S, P>(g, net.W(j), dz_, col_, out[j - 1], true);
+    }
+  }
+}
+
+template <class S, class P>
+void relax_state<S, P>::add_coupling_param_grad(const network& net, const matrix<real>& x,
+                                                const std::vector<matrix<S>>& h_at, const std::vector<matrix<S>>& u,
+                                                std::span<real> grad) {
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  const auto& lay = net.layout();
+  const int K = net.n_layers();
+  const matrix<S> xs = x.template cast<S>();
+  // u . pre = sum_j u_j . (P(conv_j l_{j-1}) + b_j) + h_j . J_P(conv_j l_{j-1}) conv_j u_{j-1}.
   for (int j = 0; j < K; ++j) {
-    out[j].resize(v[j].rows(), v[j].cols());
-    if (j > 0) out[j].noalias() = net.W(j) * v[j - 1];
-    else out[j].setZero();
-    if (j + 1 < K) out[j].noalias() += net.W(j + 1).transpose() * v[j + 1];
+    const auto& g = net.geometry(j);
+    const matrix<S>& prev = j == 0 ? xs : h_at[j - 1];
+    auto gW = block_view(grad, lay[2 * j]);
+    if (g.pool == pool_kind::none) {
+      conv_weight_grad<S, real>(g, u[j], prev, col_, S(1), gW);
+      if (j > 0) conv_weight_grad<S, real>(g, h_at[j], u[j - 1], col_, S(1), gW);
+    } else {
+      matrix<S> z;
+      conv_forward<S, P>(g, net.W(j), prev, col_, z);
+      pool_vjp(g, z, u[j], dz_);
+      if (j > 0) {
+        conv_forward<S, P>(g, net.W(j), u[j - 1], col_, a_);
+        pool_hvp(g, z, h_at[j], a_, c_);
+        dz_ += c_;
+        pool_vjp(g, z, h_at[j], c_);
+        conv_weight_grad<S, real>(g, c_, u[j - 1], col_, S(1), gW);
+      }
+      conv_weight_grad<S, real>(g, dz_, prev, col_, S(1), gW);
+    }
+    channel_sum_grad<S, real>(g, u[j], S(1), vector_map<real>(grad.data() + lay[2 * j + 1].offset, g.cout));
   }
 }
 

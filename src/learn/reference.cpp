@@ -5,6 +5,8 @@
 
 #include <fmt/format.h>
 
+#include "eqprop/dynamics/conv_ops.hpp"
+
 namespace eqprop {
 
 std::string_view to_string(adjoint_solver s) {
@@ -47,23 +49,6 @@ void readout_probs(const layered_network<R>& net, const matrix<R>& h, matrix<R>&
     const R mx = c.maxCoeff();
     c = (c.array() - mx).exp();
     c /= c.sum();
-  }
-}
-
-// Accumulates into grad the gradient whose dL/dpre is u (already divided by the batch
-// size), for inputs x and the states h that produced the pre-activations:
-//   pre_j = W_j l_{j-1} + b_j + W_{j+1}^T h_{j+1}
-//   => dW_j += u_j l_{j-1}^T,  db_j += sum_b u_j,  dW_{j+1} += h_{j+1} u_j^T.
-template <class R>
-void accumulate_layer_grads(const layered_network<R>& net, const matrix<R>& x, const std::vector<matrix<R>>& h,
-                            const std::vector<matrix<R>>& u, std::span<R> grad) {
-  const auto& lay = net.layout();
-  const int K = net.n_layers();
-  for (int j = 0; j < K; ++j) {
-    const matrix<R>& prev = j == 0 ? x : h[j - 1];
-    block_view(grad, lay[2 * j]).noalias() += u[j] * prev.transpose();
-    block_view(grad, lay[2 * j + 1]).col(0) += u[j].rowwise().sum();
-    if (j + 1 < K) block_view(grad, lay[2 * (j + 1)]).noalias() += h[j + 1] * u[j].transpose();
   }
 }
 
@@ -162,8 +147,62 @@ grad_result bptt_gradient<R>::estimate(const layered_network<R>& net, const matr
   for (auto& d : delta_) d *= inv_b;
   for (long s = S - 1; s >= 0; --s) {
     for (int j = 0; j < K; ++j) u_[j] = delta_[j].cwiseProduct(hist_d_[s][j]);
-    accumulate_layer_grads(net, x, hist_h_[s], u_, grad);
-    if (s > 0) relax_state<R>::apply_coupling(net, u_, delta_);
+    state_.add_coupling_param_grad(net, x, hist_h_[s], u_, grad);
+    if (s > 0) state_.apply_coupling(net, hist_h_[s], u_, delta_);
+  }
+  accumulate_readout_grads(net, state_.h().back(), y, inv_b, probs_, grad);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Feed-forward backprop
+// ---------------------------------------------------------------------------------------
+
+template <class R>
+grad_result feedforward_backprop<R>::estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                              std::span<R> grad) {
+  check_grad_size(net, grad, "feed-forward backprop");
+  if (!net.spec().feedforward)
+    throw config_error("estimator 'backprop' trains feed-forward networks: set network.feedforward = true (and "
+                       "usually network.activation = \"relu\"); for the recurrent network use bptt or implicit");
+  state_.set_input(net, x, y);
+  relax_options one;
+  one.max_steps = 1;
+  grad_result out;
+  out.free = state_.relax(net, R(0), one);
+  out.relax_steps = 1;
+  if (out.free.n_non_finite > 0)
+    throw convergence_error(fmt::format("feed-forward backprop: {} of {} samples have non-finite activations",
+                                        out.free.n_non_finite, x.cols()),
+                            out.free.max_residual, 1);
+  out.loss = state_.mean_cost(net);
+  out.predictions = state_.predictions(net);
+  std::fill(grad.begin(), grad.end(), R(0));
+  const int K = net.n_layers();
+  const long B = x.cols();
+  const R inv_b = R(1) / R(B);
+  const auto& lay = net.layout();
+  state_.dC_dh(net, delta_);
+  delta_.back() *= inv_b;  // dL/dh of the last layer, batch mean
+  state_.activation_deriv(net.spec().activation, deriv_);
+  matrix<R> dprev;
+  for (int j = K - 1; j >= 0; --j) {
+    const auto& g = net.geometry(j);
+    const matrix<R>& prev = j == 0 ? x : state_.h()[j - 1];
+    u_ = delta_[j].cwiseProduct(deriv_[j]);  // dL/dpre_j
+    channel_sum_grad<R, R>(g, u_, R(1), vector_map<R>(grad.data() + lay[2 * j + 1].offset, g.cout));
+    const matrix<R>* dz = &u_;
+    matrix<R> pooled_back;
+    if (g.pool != pool_kind::none) {
+      conv_forward<R, R>(g, net.W(j), prev, col_, z_);
+      pool_vjp(g, z_, u_, pooled_back);
+      dz = &pooled_back;
+    }
+    conv_weight_grad<R, R>(g, *dz, prev, col_, R(1), block_view(grad, lay[2 * j]));
+    if (j > 0) {
+      conv_transpose<R, R>(g, net.W(j), *dz, col_, dprev, false);
+      delta_[j - 1] = dprev;
+    }
   }
   accumulate_readout_grads(net, state_.h().back(), y, inv_b, probs_, grad);
   return out;
@@ -265,7 +304,11 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
   std::vector<long> off(K);
   for (int j = 0; j < K; ++j) off[j] = n, n += spec.sizes[j + 1];
   adjoint_solver solver = opt_.solver;
-  if (solver == adjoint_solver::automatic) solver = n <= 1000 ? adjoint_solver::dense : adjoint_solver::iterative;
+  if (solver == adjoint_solver::automatic)
+    solver = n <= 1000 && !spec.is_convnet() ? adjoint_solver::dense : adjoint_solver::iterative;
+  if (solver == adjoint_solver::dense && spec.is_convnet())
+    throw config_error("implicit gradient: the dense adjoint solver is for MLPs; ConvNets use the iterative one "
+                       "(adjoint_solver = iterative or auto)");
   last_solver_ = solver;
 
   // Per-sample |g|.
@@ -284,7 +327,7 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
     while (it < opt_.adjoint_max_iter) {
       ++it;
       for (int j = 0; j < K; ++j) v_[j] = d_[j].cwiseProduct(lam_[j]);
-      relax_state<R>::apply_coupling(net, v_, tmp_);
+      state_.apply_coupling(net, h_, v_, tmp_);
       std::fill(dn.begin(), dn.end(), 0.0);
       for (int j = 0; j < K; ++j) {
         tmp_[j] += g_[j];  // new lambda
@@ -336,7 +379,7 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
 
   // u = D lambda (= dL/dpre), and the achieved residual |(I - J D) lambda - g| / |g|.
   for (int j = 0; j < K; ++j) v_[j] = d_[j].cwiseProduct(lam_[j]);
-  relax_state<R>::apply_coupling(net, v_, tmp_);
+  state_.apply_coupling(net, h_, v_, tmp_);
   {
     std::vector<double> rn(Bk, 0.0);
     for (int j = 0; j < K; ++j)
@@ -356,7 +399,7 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
                                           worst),
                               worst, last_iters_);
   }
-  accumulate_layer_grads(net, x_kept_, h_, v_, grad);
+  state_.add_coupling_param_grad(net, x_kept_, h_, v_, grad);
   accumulate_readout_grads(net, h_.back(), y_kept_, inv_b, probs_, grad);
   return out;
 }
@@ -567,6 +610,8 @@ template class bptt_gradient<float>;
 template class bptt_gradient<double>;
 template class implicit_gradient<float>;
 template class implicit_gradient<double>;
+template class feedforward_backprop<float>;
+template class feedforward_backprop<double>;
 template double loss_at_fixed_point<float>(const layered_network<float>&, const matrix<float>&, const matrix<float>&,
                                            const relax_options&);
 template double loss_at_fixed_point<double>(const layered_network<double>&, const matrix<double>&,

@@ -25,11 +25,19 @@ const config_schema& experiment_schema() {
 
     s.add("network.hidden", iv{120}, "hidden layer sizes (the input size and the classes come from the data)");
     s.add("network.output", std::string("readout"), "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
-    s.add("network.activation", std::string("sigmoid"), "sigmoid = logistic(4x-2) | holotanh | tanh | hard_sigmoid (real states only)");
+    s.add("network.activation", std::string("sigmoid"), "sigmoid = logistic(4x-2) | holotanh | tanh | hard_sigmoid (real states only) | relu (feed-forward BP baselines)");
     s.add("network.init_scale", 0.0, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
     s.add("network.dtype", std::string("float32"), "float32 | float64");
+    using sv = std::vector<std::string>;
+    s.add("network.conv", iv{}, "ConvNets: output channels of each conv layer, before the dense network.hidden layers (empty: an MLP)");
+    s.add("network.conv_kernel", iv{3}, "kernel size per conv layer (one value: all layers)");
+    s.add("network.conv_padding", sv{"same"}, "same | valid, per conv layer (one value: all layers)");
+    s.add("network.conv_pool", sv{"softmax"}, "softmax | max | avg | none, the pooling after each conv layer (one value: all layers)");
+    s.add("network.pool_temperature", 1.0, "softmax pooling temperature T");
+    s.add("network.pool_size", int64_t(2), "pooling window and stride");
+    s.add("network.feedforward", false, "feed-forward network trained by backprop (estimator.kind = backprop): the BP baseline");
 
-    s.add("estimator.kind", std::string("holomorphic"), "classic (N=1) | symmetric (N=2) | holomorphic (N points) | continuous (rotating beta, no free phase) | bptt | implicit");
+    s.add("estimator.kind", std::string("holomorphic"), "classic (N=1) | symmetric (N=2) | holomorphic (N points) | continuous (rotating beta, no free phase) | bptt | implicit | backprop (feed-forward network)");
     s.add("estimator.n_points", int64_t(4), "N, the points on the circle (holomorphic only)");
     s.add("estimator.beta", 0.03, "|beta|, the radius of the teaching signal");
     s.add("estimator.start", std::string("free"), "free (each point from the free state) | warm (around the circle)");
@@ -75,13 +83,29 @@ const config_schema& experiment_schema() {
   return schema;
 }
 
-network_spec make_network_spec(const config& cfg, int n_input, int n_classes) {
+network_spec make_network_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape) {
   network_spec s;
-  s.sizes.push_back(n_input);
+  const auto channels = cfg.get<std::vector<int>>("network.conv");
+  if (!channels.empty()) {
+    if (input_shape[0] * input_shape[1] * input_shape[2] != n_input || input_shape[1] <= 1)
+      throw config_error(fmt::format("network.conv needs image inputs, but the data has {} features of shape ({}, {}, {})",
+                                     n_input, input_shape[0], input_shape[1], input_shape[2]));
+    s.input_shape = input_shape;
+    s.conv = make_conv_layers(channels, cfg.get<std::vector<int>>("network.conv_kernel"),
+                              cfg.get<std::vector<std::string>>("network.conv_padding"),
+                              cfg.get<std::vector<std::string>>("network.conv_pool"));
+    s.pool_temperature = cfg.get<double>("network.pool_temperature");
+    s.pool_size = cfg.get<int>("network.pool_size");
+    s.sizes = s.conv_sizes();
+  } else {
+    s.sizes.push_back(n_input);
+  }
+  s.feedforward = cfg.get<bool>("network.feedforward");
   for (int h : cfg.get<std::vector<int>>("network.hidden")) s.sizes.push_back(h);
   s.output = parse_output(cfg.get<std::string>("network.output"));
   if (s.output == output_kind::readout) {
-    if (s.sizes.size() < 2) throw config_error("network.hidden must list at least one layer with output = readout");
+    if (s.sizes.size() < 2)
+      throw config_error("network.hidden (or network.conv) must list at least one layer with output = readout");
     s.n_readout = n_classes;
   } else {
     s.sizes.push_back(n_classes);  // the output layer
@@ -108,6 +132,13 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
   relax_options free{cfg.get<long>("relax.free_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
   relax_options nudged{cfg.get<long>("relax.nudged_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
   if (kind == "bptt") return std::make_unique<bptt_gradient<R>>(free.max_steps);
+  if (kind == "backprop") {
+    if (!cfg.get<bool>("network.feedforward"))
+      throw config_error("estimator.kind = backprop trains feed-forward networks: set network.feedforward = true");
+    return std::make_unique<feedforward_backprop<R>>();
+  }
+  if (cfg.get<bool>("network.feedforward"))
+    throw config_error(fmt::format("network.feedforward = true needs estimator.kind = backprop, got '{}'", kind));
   if (kind == "implicit") {
     implicit_options io;
     io.free = free;
@@ -136,8 +167,8 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
   else if (kind == "holomorphic" || kind == "hep") o.n_points = cfg.get<int>("estimator.n_points");
   else
   {
-    const auto near = suggest_closest(kind, {"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit"});
-    throw config_error(fmt::format("unknown estimator.kind '{}': expected classic, symmetric, holomorphic, continuous, bptt or implicit{}",
+    const auto near = suggest_closest(kind, {"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit", "backprop"});
+    throw config_error(fmt::format("unknown estimator.kind '{}': expected classic, symmetric, holomorphic, continuous, bptt, implicit or backprop{}",
                                    kind, near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near)));
   }
   o.beta = cfg.get<double>("estimator.beta");

@@ -108,7 +108,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   std::ostream& out = topt.out ? *topt.out : std::cout;
   train_result result;
   const auto split = load_data(cfg, topt.data_dir);
-  const auto spec = make_network_spec(cfg, split.train.dim(), split.train.n_classes);
+  const auto spec = make_network_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape);
   layered_network<R> net(spec);
   auto est = make_estimator<R>(cfg);
   const auto groups = param_group_names(spec);
@@ -282,7 +282,7 @@ namespace {
 template <class R>
 eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir) {
   const auto split = load_data(cfg, data_dir);
-  layered_network<R> net(make_network_spec(cfg, split.test.dim(), split.test.n_classes));
+  layered_network<R> net(make_network_spec(cfg, split.test.dim(), split.test.n_classes, split.test.shape));
   const auto p = ck.array("params").to_vector<R>();
   if (static_cast<long>(p.size()) != net.n_params())
     throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(), net.n_params()));

@@ -49,6 +49,10 @@ struct gradcheck_args {
   double noise_std = 0;   // neuron noise in the nudged phases (and the reference is noiseless)
   uint64_t noise_seed = 0;
   std::string out_dir;    // sweep beta: writes sweep_beta.{json,csv,png} here
+  // ConvNets: --conv channels (then --dense hidden sizes), on --input-shape images.
+  std::vector<int> conv, conv_kernel{3}, input_shape, dense;
+  std::vector<std::string> conv_padding{"same"}, conv_pool{"softmax"};
+  double pool_temperature = 1;
 };
 
 // |beta| list: explicit values, or "lin:A:B:COUNT" / "log:A:B:COUNT" ranges.
@@ -124,6 +128,15 @@ study<R> make_study(const gradcheck_args& a) {
   study<R> s;
   auto& spec = s.spec;
   spec.sizes = a.layers;
+  if (!a.conv.empty()) {
+    if (a.input_shape.size() != 3)
+      throw config_error("--conv needs --input-shape C,H,W (the planar input image)");
+    spec.input_shape = {a.input_shape[0], a.input_shape[1], a.input_shape[2]};
+    spec.conv = make_conv_layers(a.conv, a.conv_kernel, a.conv_padding, a.conv_pool);
+    spec.pool_temperature = a.pool_temperature;
+    spec.sizes = spec.conv_sizes();
+    spec.sizes.insert(spec.sizes.end(), a.dense.begin(), a.dense.end());
+  }
   spec.output = parse_output(a.output);
   spec.n_readout = spec.output == output_kind::readout ? a.readout : 0;
   spec.activation = parse_activation(a.activation);
@@ -278,6 +291,13 @@ void run(const gradcheck_args& a) {
 
 void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   cmd->add_option("--layers", a.layers, "Input size then hidden layer sizes, e.g. 784,256,256")->delimiter(',')->capture_default_str();
+  cmd->add_option("--conv", a.conv, "ConvNet: channels of each conv layer (then --dense; --layers is ignored)")->delimiter(',');
+  cmd->add_option("--input-shape", a.input_shape, "ConvNet input image C,H,W (planar)")->delimiter(',');
+  cmd->add_option("--conv-kernel", a.conv_kernel, "Kernel size per conv layer (one value: all)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--conv-padding", a.conv_padding, "same | valid per conv layer (one value: all)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--conv-pool", a.conv_pool, "softmax | max | avg | none per conv layer (one value: all)")->delimiter(',')->capture_default_str();
+  cmd->add_option("--pool-temperature", a.pool_temperature, "Softmax pooling temperature")->capture_default_str();
+  cmd->add_option("--dense", a.dense, "ConvNet: dense hidden layers after the convs")->delimiter(',');
   cmd->add_option("--readout", a.readout, "Classes of the softmax readout (output = readout)")->capture_default_str();
   cmd->add_option("--output", a.output, "readout (softmax + cross-entropy) or layer (last layer is the output, squared error)")
       ->check(CLI::IsMember({"readout", "layer"}))->capture_default_str();

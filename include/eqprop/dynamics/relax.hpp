@@ -85,8 +85,16 @@ class relax_state {
 
   /// dC/dh at the current state, per layer (zero except the last), into out.
   void dC_dh(const network& net, std::vector<matrix<S>>& out);
-  /// out_j = W_j v_{j-1} + W_{j+1}^T v_{j+1} (the coupling Jacobian d pre / d h, symmetric).
-  static void apply_coupling(const network& net, const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out);
+  /// out = (d pre / d h)(h_at) v, the coupling Jacobian (the Hessian of Phi in the states,
+  /// symmetric). Dense: out_j = W_j v_{j-1} + W_{j+1}^T v_{j+1}; with pooling it depends on
+  /// the states h_at through the pooling's slopes and curvature.
+  void apply_coupling(const network& net, const std::vector<matrix<S>>& h_at, const std::vector<matrix<S>>& v,
+                      std::vector<matrix<S>>& out);
+  /// grad += Re( d/dtheta [ u . pre(x, h_at) ] ): the parameter gradient through one step
+  /// whose dL/dpre is u (readout excluded). Dense: dW_j += u_j l_{j-1}^T + h_j u_{j-1}^T,
+  /// db_j += sum u_j. Used by the exact references (BPTT, implicit differentiation).
+  void add_coupling_param_grad(const network& net, const matrix<real>& x, const std::vector<matrix<S>>& h_at,
+                               const std::vector<matrix<S>>& u, std::span<real> grad);
 
   std::vector<matrix<S>>& h() { return h_; }
   const std::vector<matrix<S>>& h() const { return h_; }
@@ -102,7 +110,12 @@ class relax_state {
 
  private:
   void compute_readout(const network& net);  // logits_, probs_ from h_.back()
+  // pre_j = P(conv_j l_{j-1}) + b_j for layer j, into pre (z_[j] keeps conv_j l_{j-1} when pooled).
+  void bottom_up(const network& net, int j, const matrix<S>& l, matrix<S>& pre);
+  real feedforward_sweep(const network& net, double noise_std, rng_t* rng);  // step() of a feed-forward net
   std::vector<matrix<S>> h_, pre_;
+  std::vector<matrix<S>> z_;         // per connection: conv output before pooling (pooled layers only)
+  matrix<S> col_, dz_, a_, c_;       // conv/pool scratch
   matrix<S> drive_;                  // W_0 x + b_0
   matrix<S> logits_, probs_, grad_h_;  // readout buffers; grad_h_ = dC/dh_{K-1}
   matrix<S> tmp_, tmp2_;             // scratch for gradients

@@ -69,6 +69,26 @@ class bptt_gradient : public grad_estimator<R> {
 };
 
 // ---------------------------------------------------------------------------------------
+// Feed-forward backprop (the papers' BP baselines)
+// ---------------------------------------------------------------------------------------
+
+/// Ordinary backprop through a feed-forward network (network_spec::feedforward: one sweep
+/// h_j = sigma(P(conv_j h_{j-1}) + b_j), softmax readout): the "BP twin" of an EP network
+/// with the same layers (hEP spec §6.2, ReLU and softmax pooling). Exact for its own loss.
+template <class R>
+class feedforward_backprop : public grad_estimator<R> {
+ public:
+  std::string name() const override { return "feed-forward backprop"; }
+  grad_result estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                       std::span<R> grad) override;
+
+ private:
+  relax_state<R> state_;
+  std::vector<matrix<R>> delta_, deriv_;
+  matrix<R> u_, z_, col_, probs_;
+};
+
+// ---------------------------------------------------------------------------------------
 // Implicit differentiation at the fixed point (recurrent backprop)
 // ---------------------------------------------------------------------------------------
 

@@ -14,7 +14,7 @@
 
 namespace eqprop {
 
-enum class activation_kind { sigmoid, holotanh, tanh, hard_sigmoid };
+enum class activation_kind { sigmoid, holotanh, tanh, hard_sigmoid, relu };
 
 /// Overflow-safe logistic 1/(1+e^{-z}) for real and complex z: uses e^{z}/(1+e^{z}) when
 /// Re z < 0, so complex64 never overflows for large negative real parts.
@@ -75,6 +75,15 @@ struct hard_sigmoid {
   template <class S>
   static S deriv(const S& x) { return (x > S(0) && x < S(2)) ? S(0.5) : S(0); }
 };
+/// max(0, x): the feed-forward backprop baselines only (real states; not an EP activation).
+struct relu {
+  static constexpr bool holomorphic = false;
+  static constexpr std::string_view name = "relu";
+  template <class S>
+  static S value(const S& x) { return x > S(0) ? x : S(0); }
+  template <class S>
+  static S deriv(const S& x) { return x > S(0) ? S(1) : S(0); }
+};
 }  // namespace act
 
 /// Compile-time checked application of an activation to one scalar.
@@ -88,7 +97,7 @@ inline S activate(const S& x) {
 
 bool is_holomorphic(activation_kind k);
 std::string_view to_string(activation_kind k);
-/// Parses "sigmoid" | "holotanh" (alias "dsilu") | "tanh" | "hard_sigmoid"; config_error otherwise.
+/// Parses "sigmoid" | "holotanh" (alias "dsilu") | "tanh" | "hard_sigmoid" | "relu"; config_error otherwise.
 activation_kind parse_activation(std::string_view name);
 std::vector<std::string> activation_names();
 
@@ -101,12 +110,15 @@ decltype(auto) dispatch_activation(activation_kind kind, F&& f) {
     case activation_kind::holotanh: return f(act::holotanh{});
     case activation_kind::tanh: return f(act::tanh{});
     case activation_kind::hard_sigmoid:
+    case activation_kind::relu:
       if constexpr (is_complex_v<S>) {
         throw config_error(
-            "activation 'hard_sigmoid' is not holomorphic and cannot be used with complex states "
+            std::string("activation '") + std::string(kind == activation_kind::relu ? "relu" : "hard_sigmoid") +
+            "' is not holomorphic and cannot be used with complex states "
             "(holomorphic EP with N > 2, continuous-time hEP); use 'sigmoid', 'holotanh' or 'tanh', "
             "or an estimator with real states only (N = 1 or N = 2)");
       } else {
+        if (kind == activation_kind::relu) return f(act::relu{});
         return f(act::hard_sigmoid{});
       }
   }

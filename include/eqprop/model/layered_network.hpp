@@ -12,11 +12,23 @@
 // so the fixed points h = sigma(-dF/dh + h-terms) are h_j = sigma(W_j l_{j-1} + b_j
 // + W_{j+1}^T h_{j+1} - beta dC/dh_j).
 //
+// ConvNets (hEP spec §1.2, §6.2): the first conv.size() dynamical layers are
+// convolutional. Connection j then maps l_{j-1} to P(conv_j(l_{j-1})) with P a pooling
+// applied inside the energy (Phi_j = h_j . (P(conv_j l_{j-1}) + b_j)), and the top-down
+// term of layer j-1 is the exact transpose J_{P o conv}^T h_j. A dense connection is the
+// special case of a 1x1 "image" with kernel 1 and no pooling, so every connection has
+// one geometry (connection_geometry) and one code path. Weights of connection j are a
+// C_out x (k*k*C_in) matrix (im2col order: C_in fastest, then kx, then ky), biases one per
+// output channel. The network input is planar CHW (the data sets' convention); conv
+// states inside the network are HWC (channel fastest), so a batch of conv states is a
+// C x (H*W*B) matrix, and dense layers after the convs see that flattening.
+//
 // Parameters are stored in one flat buffer (W_0, b_0, W_1, b_1, ..., W_out, b_out), so
 // optimisers, checkpoints and gradient checks see a single vector; gradients use the
 // same layout. P is real in normal use; P = complex<double> exists only for complex-step
 // differentiation tests.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -32,6 +44,47 @@ enum class output_kind { readout, layer };
 std::string_view to_string(output_kind k);
 output_kind parse_output(std::string_view name);  ///< "readout" | "layer"
 
+/// Pooling inside the energy (windows of pool_size x pool_size, stride pool_size, VALID).
+enum class pool_kind {
+  none,
+  softmax,  ///< sum v exp(v/T) / sum exp(v/T), window max (real part) subtracted: holomorphic
+  max,      ///< the non-holomorphic control (argmax of the real part)
+  avg,
+};
+std::string_view to_string(pool_kind k);
+pool_kind parse_pool(std::string_view name);  ///< "none" | "softmax" | "max" | "avg"
+
+/// One convolutional layer: C_out channels, k x k kernel, stride 1, SAME (zero padding
+/// (k-1)/2, odd k) or VALID padding, then optional pooling.
+struct conv_layer_spec {
+  int channels = 0;
+  int kernel = 3;
+  bool same = true;
+  pool_kind pool = pool_kind::none;
+};
+
+/// Conv layers from per-layer lists; kernels, paddings ("same" | "valid") and pools
+/// (see parse_pool) hold one value for all layers or one per layer (config_error otherwise).
+std::vector<conv_layer_spec> make_conv_layers(const std::vector<int>& channels, const std::vector<int>& kernels,
+                                              const std::vector<std::string>& paddings,
+                                              const std::vector<std::string>& pools);
+
+/// Geometry of connection j (l_{j-1} -> h_j). Dense: cin = n_in, h = w = 1, k = 1.
+struct connection_geometry {
+  int cin = 0, h = 1, w = 1;   ///< input image
+  int k = 1, pad = 0;          ///< kernel size, zero padding
+  int cout = 0, ho = 1, wo = 1;  ///< conv output
+  pool_kind pool = pool_kind::none;
+  int ps = 1, hp = 1, wp = 1;  ///< pool size and pooled output (ps = 1, hp = ho, wp = wo without pooling)
+  bool planar_input = false;   ///< the input is planar CHW (layer 0 of a ConvNet), else HWC
+  double temperature = 1;      ///< softmax pooling temperature
+  long in_size() const { return long(cin) * h * w; }
+  long conv_size() const { return long(cout) * ho * wo; }
+  long out_size() const { return long(cout) * hp * wp; }
+  long patch() const { return long(k) * k * cin; }
+  bool dense() const { return h == 1 && w == 1 && k == 1 && pool == pool_kind::none; }
+};
+
 struct network_spec {
   std::vector<int> sizes;  ///< [n_input, n_1, ..., n_K]; with output_kind::layer, n_K is the output size
   int n_readout = 0;       ///< number of classes of the softmax readout (output_kind::readout only)
@@ -39,11 +92,31 @@ struct network_spec {
   activation_kind activation = activation_kind::sigmoid;
   double init_scale = 0;   ///< 0: truncated normal with std 1/sqrt(fan_in); > 0: that std (truncated at 2 std)
   uint64_t seed = 0;
+  // ConvNets only (conv empty for an MLP):
+  std::array<int, 3> input_shape{};       ///< channels, height, width of the (planar) input image
+  std::vector<conv_layer_spec> conv;      ///< the first conv.size() dynamical layers
+  double pool_temperature = 1;            ///< softmax pooling temperature T
+  int pool_size = 2;
+  /// A feed-forward network (the backprop baselines): no top-down terms, one bottom-up
+  /// sweep h_j = sigma(P(conv_j h_{j-1}) + b_j) is the whole relaxation.
+  bool feedforward = false;
 
   int n_layers() const { return static_cast<int>(sizes.size()) - 1; }  ///< K, dynamical layers
   int n_output() const { return output == output_kind::readout ? n_readout : sizes.back(); }
   /// Throws config_error with a clear message if the spec is unusable.
   void validate() const;
+  /// Conv layers from per-layer lists; kernels, paddings ("same" | "valid") and pools
+/// (see parse_pool) hold one value for all layers or one per layer (config_error otherwise).
+std::vector<conv_layer_spec> make_conv_layers(const std::vector<int>& channels, const std::vector<int>& kernels,
+                                              const std::vector<std::string>& paddings,
+                                              const std::vector<std::string>& pools);
+
+/// Geometry of connection j in [0, n_layers()) (sizes must be consistent: validate()).
+  connection_geometry geometry(int j) const;
+  /// [C*H*W, out_1, ..., out_nconv]: the sizes of the input and of the conv layers; a
+  /// ConvNet's sizes are these followed by the dense hidden sizes.
+  std::vector<int> conv_sizes() const;
+  bool is_convnet() const { return !conv.empty(); }
 };
 
 /// One named block of the flat parameter buffer (a weight matrix or a bias vector).
@@ -67,6 +140,7 @@ class layered_network {
   const network_spec& spec() const { return spec_; }
   int n_layers() const { return spec_.n_layers(); }
   const std::vector<param_block>& layout() const { return layout_; }
+  const connection_geometry& geometry(int j) const { return geometry_[j]; }
 
   std::span<P> params() { return params_; }
   std::span<const P> params() const { return params_; }
@@ -87,6 +161,7 @@ class layered_network {
     layered_network<Q> out;
     out.spec_ = spec_;
     out.layout_ = layout_;
+    out.geometry_ = geometry_;
     out.params_.assign(params_.begin(), params_.end());
     return out;
   }
@@ -101,6 +176,7 @@ class layered_network {
 
   network_spec spec_;
   std::vector<param_block> layout_;
+  std::vector<connection_geometry> geometry_;
   std::vector<P> params_;
 };
 

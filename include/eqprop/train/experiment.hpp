@@ -17,7 +17,7 @@ namespace eqprop {
 const config_schema& experiment_schema();
 
 /// Network spec from network.* keys; input size and classes come from the data.
-network_spec make_network_spec(const config& cfg, int n_input, int n_classes);
+network_spec make_network_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape = {});
 /// Estimator from estimator.* and relax.* keys ("classic", "symmetric", "holomorphic",
 /// "continuous", "bptt", "implicit").
 template <class R>
