@@ -65,7 +65,10 @@ TEST(Activation, ComplexLogisticIsOverflowSafe) {
 
 TEST(Activation, ParseAndRuntimeRefusal) {
   EXPECT_EQ(parse_activation("dsilu"), activation_kind::holotanh);
-  EXPECT_THROW(parse_activation("relu"), config_error);
+  EXPECT_THROW(parse_activation("softplus"), config_error);
+  EXPECT_EQ(parse_activation("relu"), activation_kind::relu);
+  EXPECT_FALSE(is_holomorphic(activation_kind::relu));
+  EXPECT_THROW(dispatch_activation<cd>(activation_kind::relu, [](auto) { return 0; }), config_error);
   EXPECT_FALSE(is_holomorphic(activation_kind::hard_sigmoid));
   EXPECT_TRUE(is_holomorphic(activation_kind::holotanh));
   EXPECT_THROW(dispatch_activation<cd>(activation_kind::hard_sigmoid, [](auto) { return 0; }), config_error);
