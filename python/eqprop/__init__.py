@@ -20,7 +20,7 @@ import math as _math
 from . import _core
 from ._core import (  # noqa: F401
     __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, build_info, relax,
-    bptt_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
+    bptt_gradient, backprop_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
     load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
 )

@@ -184,9 +184,23 @@ struct py_network {
 };
 
 py_network make_network(std::vector<int> sizes, int readout, const std::string& output, const std::string& activation,
-                        double init_scale, uint64_t seed, const std::string& dtype) {
+                        double init_scale, uint64_t seed, const std::string& dtype, std::vector<int> conv,
+                        std::optional<std::vector<int>> input_shape, std::vector<int> conv_kernel,
+                        std::vector<std::string> conv_padding, std::vector<std::string> conv_pool,
+                        double pool_temperature, bool feedforward) {
   network_spec s;
   s.sizes = std::move(sizes);
+  if (!conv.empty()) {
+    if (!input_shape || input_shape->size() != 3)
+      throw config_error("a ConvNet (conv=[...]) needs input_shape=(channels, height, width)");
+    s.input_shape = {(*input_shape)[0], (*input_shape)[1], (*input_shape)[2]};
+    s.conv = make_conv_layers(conv, conv_kernel, conv_padding, conv_pool);
+    s.pool_temperature = pool_temperature;
+    std::vector<int> dense = std::move(s.sizes);  // for a ConvNet, sizes are the dense layers after the convs
+    s.sizes = s.conv_sizes();
+    s.sizes.insert(s.sizes.end(), dense.begin(), dense.end());
+  }
+  s.feedforward = feedforward;
   s.output = parse_output(output);
   s.n_readout = s.output == output_kind::readout ? readout : 0;
   s.activation = parse_activation(activation);
@@ -557,9 +571,21 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<py_network>(m, "Network", "A layered energy-based network (float32 or float64 parameters).")
       .def(py::init(&make_network), "sizes"_a, "readout"_a = 0, "output"_a = "readout", "activation"_a = "sigmoid",
-           "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64",
+           "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64", "conv"_a = std::vector<int>{},
+           "input_shape"_a = py::none(), "conv_kernel"_a = std::vector<int>{3},
+           "conv_padding"_a = std::vector<std::string>{"same"}, "conv_pool"_a = std::vector<std::string>{"softmax"},
+           "pool_temperature"_a = 1.0, "feedforward"_a = false,
            "sizes = [n_input, n_1, ..., n_K]; readout = classes of the softmax readout (output='readout');\n"
-           "output='layer' makes the last layer the output. init_scale 0: std 1/sqrt(fan_in).")
+           "output='layer' makes the last layer the output. init_scale 0: std 1/sqrt(fan_in).\n"
+           "ConvNets: conv = channels per conv layer, input_shape = (C, H, W) of the planar input, conv_kernel /\n"
+           "conv_padding ('same'|'valid') / conv_pool ('softmax'|'max'|'avg'|'none') one value or one per layer;\n"
+           "sizes are then the dense layers after the convs (may be empty). feedforward=True: the BP twin.")
+      .def_property_readonly("conv", [](const py_network& n) {
+            std::vector<int> c;
+            for (const auto& l : n.spec().conv) c.push_back(l.channels);
+            return c;
+          }, "Channels of the conv layers (empty for an MLP).")
+      .def_property_readonly("feedforward", [](const py_network& n) { return n.spec().feedforward; })
       .def_property_readonly("sizes", [](const py_network& n) { return n.spec().sizes; })
       .def_property_readonly("readout", [](const py_network& n) { return n.spec().n_readout; })
       .def_property_readonly("n_output", [](const py_network& n) { return n.spec().n_output(); })
@@ -651,6 +677,12 @@ PYBIND11_MODULE(_core, m) {
         return run_estimator<double>(est, in.net, in.x, in.y);
       }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "truncate"_a = 0,
       "Exact gradient of the loss after `steps` free steps (float64). Returns (grad, info).");
+  m.def("backprop_gradient", [](const py_network& n, py::handle x, py::handle y) {
+        auto in = ref_in(n, x, y);
+        feedforward_backprop<double> est;
+        return run_estimator<double>(est, in.net, in.x, in.y);
+      }, "net"_a, "x"_a, "y"_a,
+      "Backprop gradient of a feed-forward network (Network(..., feedforward=True)), float64. Returns (grad, info).");
   m.def("implicit_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early,
                                 const std::string& solver, const std::string& on_failure) {
         auto in = ref_in(n, x, y);
