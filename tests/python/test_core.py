@@ -102,7 +102,7 @@ def test_shape_and_dtype_errors():
     with pytest.raises(eqprop.ConfigError, match="did you mean 'holomorphic'"):
         eqprop.estimate(net, x, y, kind="holomorhpic")
     with pytest.raises(eqprop.ConfigError, match="activation"):
-        eqprop.Network(sizes=[4, 5], readout=3, activation="relu")
+        eqprop.Network(sizes=[4, 5], readout=3, activation="relux")
     with pytest.raises(eqprop.ConfigError, match="dtype"):
         eqprop.Network(sizes=[4, 5], readout=3, dtype="float16")
     with pytest.raises(eqprop.Error):
