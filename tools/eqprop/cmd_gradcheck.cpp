@@ -123,6 +123,18 @@ struct study {
   double ref_residual = NAN;
 };
 
+/// "4-5" for an MLP; "2x8x8 | conv3 same softmax-pool | conv4 valid softmax-pool | 16" for a ConvNet.
+std::string describe_layers(const network_spec& spec) {
+  if (spec.conv.empty()) return fmt::format("{}", fmt::join(spec.sizes, "-"));
+  std::string s = fmt::format("{}x{}x{}", spec.input_shape[0], spec.input_shape[1], spec.input_shape[2]);
+  for (const auto& c : spec.conv) {
+    s += fmt::format(" | conv{} {}x{} {}", c.channels, c.kernel, c.kernel, c.same ? "same" : "valid");
+    if (c.pool != pool_kind::none) s += fmt::format(" {}-pool", to_string(c.pool));
+  }
+  for (std::size_t j = spec.conv.size() + 1; j < spec.sizes.size(); ++j) s += fmt::format(" | {}", spec.sizes[j]);
+  return s;
+}
+
 template <class R>
 study<R> make_study(const gradcheck_args& a) {
   study<R> s;
@@ -189,7 +201,7 @@ void run(const gradcheck_args& a) {
   const auto groups = param_group_names(spec);
   nlohmann::ordered_json doc;
   doc["build"] = build_info_json();
-  doc["network"] = {{"layers", a.layers}, {"readout", spec.n_readout}, {"output", a.output},
+  doc["network"] = {{"layers", spec.sizes}, {"description", describe_layers(spec)}, {"readout", spec.n_readout}, {"output", a.output},
                     {"activation", a.activation}, {"init_scale", a.init_scale}, {"seed", a.seed},
                     {"batch", a.batch}, {"dtype", a.dtype}, {"n_params", net.n_params()}};
   doc["relax"] = {{"free_steps", a.free_steps}, {"nudged_steps", a.nudged_steps}, {"tol", a.tol}, {"stop_early", a.stop_early},
@@ -197,7 +209,7 @@ void run(const gradcheck_args& a) {
   doc["reference"] = {{"name", ref_name}, {"dtype", "float64"}};
 
   fmt::print("{}\n", build_info_line());
-  fmt::print("network {} -> {}, activation {}, {} parameters, batch {}, {}\n", fmt::join(a.layers, "-"),
+  fmt::print("network {} -> {}, activation {}, {} parameters, batch {}, {}\n", describe_layers(spec),
              spec.output == output_kind::readout ? fmt::format("readout {}", spec.n_readout) : std::string("output layer"),
              a.activation, net.n_params(), a.batch, a.dtype);
   fmt::print("reference: {} (float64)\n\n", ref_name);
@@ -348,7 +360,7 @@ void run_periods(const periods_args& p) {
   std::filesystem::create_directories(dir);
   const double beta = parse_betas(a.betas).front();
   const int N = a.n_points.front();
-  fmt::print("{}\nnetwork {}, batch {}, {}; reference {}\n", build_info_line(), fmt::join(a.layers, "-"), a.batch, a.dtype,
+  fmt::print("{}\nnetwork {}, batch {}, {}; reference {}\n", build_info_line(), describe_layers(st.spec), a.batch, a.dtype,
              st.ref_name);
   fmt::print("{:>6} {:>7} {:>12} {:>11}\n", "T2", "period", "cosine", "rel_error");
   std::string csv = "steps_per_point,period,cosine,rel_error,n_dropped\n";
@@ -381,7 +393,7 @@ void run_periods(const periods_args& p) {
   }
   nlohmann::ordered_json doc;
   doc["build"] = build_info_json();
-  doc["network"] = {{"layers", a.layers}, {"readout", st.spec.n_readout}, {"init_scale", a.init_scale}, {"seed", a.seed},
+  doc["network"] = {{"layers", st.spec.sizes}, {"description", describe_layers(st.spec)}, {"readout", st.spec.n_readout}, {"init_scale", a.init_scale}, {"seed", a.seed},
                     {"batch", a.batch}, {"dtype", a.dtype}, {"dataset", a.dataset}};
   doc["estimator"] = {{"n_points", N}, {"beta", beta}, {"periods", p.periods}, {"smooth", p.smooth}, {"alpha", p.alpha},
                       {"noise_std", a.noise_std}};
@@ -430,7 +442,7 @@ void run_stability(const stability_args& p) {
   }
   write_text(dir / "stability.csv", csv);
   fmt::print("{}\nnetwork {}, batch {}, {}: {} of {} grid points converged (residual <= tol after {} steps)\n",
-             build_info_line(), fmt::join(a.layers, "-"), a.batch, a.dtype, converged, long(p.grid) * p.grid, a.nudged_steps);
+             build_info_line(), describe_layers(st.spec), a.batch, a.dtype, converged, long(p.grid) * p.grid, a.nudged_steps);
   plot_with_python({"stability", (dir / "stability.csv").string(), "-o", (dir / "stability.png").string()});
   fmt::print("wrote {}/stability.{{csv,png}}\n", dir.string());
 }
