@@ -571,9 +571,10 @@ double feedback_angle_deg(const vector_field_network<R>& net) {
     const int f = net.reciprocal(e);
     if (f < 0) continue;
     any = true;
-    dot += double((net.M(f).cwiseProduct(net.M(e).transpose())).sum());
-    nw += double(net.M(f).squaredNorm());
-    nb += double(net.M(e).squaredNorm());
+    const matrix<double> W = net.M(f).template cast<double>(), Bm = net.M(e).template cast<double>();
+    dot += W.cwiseProduct(Bm.transpose()).sum();
+    nw += W.squaredNorm();
+    nb += Bm.squaredNorm();
   }
   if (!any) return NAN;
   const double c = std::clamp(dot / std::sqrt(nw * nb), -1.0, 1.0);
