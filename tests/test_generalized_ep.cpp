@@ -17,6 +17,8 @@ using namespace eqprop;
 
 namespace {
 
+std::string sci(double v) { return fmt::format("{:.3e}", v); }
+
 // A float64 vector-field toy: input 4 -> 5 -> out 3 (+ softmax readout 3 classes).
 struct vf_toy {
   vector_field_network<double> net;
@@ -134,8 +136,8 @@ TEST(GeneralizedEp, TiedFeedbackEqualsSymmetricExactGradient) {
   // The generalized Cauchy estimator at the same N (presynaptic factors at the free state).
   const auto gc = gep_grad(t, converged_opts(gep_method::cauchy, 12, 0.05));
   EXPECT_LT(relative_error(gc, g), 1e-10);
-  RecordProperty("rel_err_exact_vs_hep12", std::to_string(relative_error(mapped, hep)));
-  RecordProperty("rel_err_exact_vs_implicit", std::to_string(err));
+  RecordProperty("rel_err_exact_vs_hep12", sci(relative_error(mapped, hep)));
+  RecordProperty("rel_err_exact_vs_implicit", sci(err));
 }
 
 // RBP is the exact gradient of the loss at the fixed point for any feedback; the iterative
@@ -189,10 +191,10 @@ TEST(GeneralizedEp, AsymmetryBiasFlatInNWhileSymmetricFalls) {
   for (int N : {2, 4, 6}) {
     const double e1 = err(ts, rs, N, 0.1), e2 = err(ts, rs, N, 0.05);
     EXPECT_NEAR(std::log2(e1 / e2), double(N), 0.25) << "N=" << N << ": " << e1 << " -> " << e2;
-    RecordProperty("err_a0_beta0.1_N" + std::to_string(N), std::to_string(e1));
+    RecordProperty("err_a0_beta0.1_N" + std::to_string(N), sci(e1));
   }
   EXPECT_LT(err(ts, rs, 6, 0.05), 1e-6);
-  RecordProperty("err_a90", std::to_string(e0));
+  RecordProperty("err_a90", sci(e0));
 }
 
 // The continuous-time estimate: with segments long enough to settle (adiabatic) it is the
@@ -228,8 +230,8 @@ TEST(GeneralizedEp, HomeostaticLossMonteCarloMatchesExact) {
   const double ex = homeostatic_loss_exact(t.net, std::span<double>(ge));
   EXPECT_NEAR(mc / ex, 1.0, 0.05);
   EXPECT_LT(relative_error(gm, ge), 0.05);
-  RecordProperty("homeo_mc", std::to_string(mc));
-  RecordProperty("homeo_exact", std::to_string(ex));
+  RecordProperty("homeo_mc", sci(mc));
+  RecordProperty("homeo_exact", sci(ex));
 
   // Exact: 2|A|^2/n from the explicit Jacobian.
   const matrix<double> Cm = coupling_matrix(t.net);
@@ -259,7 +261,7 @@ TEST(GeneralizedEp, HomeostaticLossMonteCarloMatchesExact) {
   const double e_ex = fd_check([&] { return homeostatic_loss_exact(t.net); }, ge);
   EXPECT_LT(e_mc, 1e-8);
   EXPECT_LT(e_ex, 1e-8);
-  RecordProperty("homeo_grad_fd_err", std::to_string(e_mc));
+  RecordProperty("homeo_grad_fd_err", sci(e_mc));
 }
 
 TEST(GeneralizedEp, DiagnosticsSymmetricAndRandomFeedback) {
