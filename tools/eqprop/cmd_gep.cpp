@@ -129,8 +129,12 @@ void register_gep(CLI::App& app) {
     std::vector<double> gm(net.n_params(), 0.0), ge(net.n_params(), 0.0);
     const double mc = homeostatic_loss_mc(net, g.probes, prng, std::span<double>(gm));
     const double ex = homeostatic_loss_exact(net, std::span<double>(ge));
-    fmt::print("homeostatic loss per neuron: Monte-Carlo ({} probes) {:.6g}, exact 2|A|^2/n {:.6g} (ratio {:.4f}); "
-               "gradient relative difference {:.3e}\n", g.probes, mc, ex, mc / ex, rel_err(gm, ge));
+    if (ex > 0)
+      fmt::print("homeostatic loss per neuron: Monte-Carlo ({} probes) {:.6g}, exact 2|A|^2/n {:.6g} (ratio {:.4f}); "
+                 "gradient relative difference {:.3e}\n", g.probes, mc, ex, mc / ex, rel_err(gm, ge));
+    else
+      fmt::print("homeostatic loss per neuron: Monte-Carlo ({} probes) {:.3g}, exact 2|A|^2/n 0 (symmetric Jacobian)\n",
+                 g.probes, mc);
   });
 
   // --- diagnose
