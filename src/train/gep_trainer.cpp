@@ -233,8 +233,10 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     row["test_loss"] = te.loss;
     diag_row(row);
     emit(row);
-    if (!opt.quiet) os << fmt::format("epoch 0: test {:.2f}%, symmetry index {:.4f}, angle {:.1f} deg\n", 100 * te.accuracy,
-                                      row["symmetry_index"].get<double>(), std::isfinite(res.angle_deg) ? res.angle_deg : NAN);
+    if (!opt.quiet)
+      os << fmt::format("epoch 0: test {:.2f}%, symmetry index {:.4f}, angle {}\n", 100 * te.accuracy,
+                        row["symmetry_index"].get<double>(),
+                        std::isfinite(res.angle_deg) ? fmt::format("{:.1f} deg", res.angle_deg) : std::string("n/a"));
   }
 
   batch_iterator it(split.train, batch, seed, true, false);
@@ -286,7 +288,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     row["test_non_finite"] = te.n_non_finite;
     row["n_dropped"] = dropped;
     row["free_not_converged"] = not_conv;
-    row["homeo_mc"] = nb ? homeo_sum / double(nb) : 0;
+    row["homeo_mc"] = go.homeo_lambda > 0 && nb ? nlohmann::ordered_json(homeo_sum / double(nb)) : nlohmann::ordered_json(nullptr);
     diag_row(row);
     row["train_seconds"] = train_s;
     emit(row);
