@@ -160,6 +160,8 @@ TEST(GeneralizedEp, RbpMatchesFiniteDifferences) {
       fd[i] = (lp - lm) / (2 * h);
     }
     EXPECT_LT(relative_error(g, fd), 1e-7) << to_string(topo);
+    RecordProperty(std::string("rbp_vs_fd_") + std::string(to_string(topo)), sci(relative_error(g, fd)));
+    RecordProperty(std::string("rbp_iter_vs_dense_") + std::string(to_string(topo)), sci(relative_error(gi, g)));
   }
 }
 
@@ -230,6 +232,7 @@ TEST(GeneralizedEp, HomeostaticLossMonteCarloMatchesExact) {
   const double ex = homeostatic_loss_exact(t.net, std::span<double>(ge));
   EXPECT_NEAR(mc / ex, 1.0, 0.05);
   EXPECT_LT(relative_error(gm, ge), 0.05);
+  RecordProperty("homeo_mc_grad_vs_exact", sci(relative_error(gm, ge)));
   RecordProperty("homeo_mc", sci(mc));
   RecordProperty("homeo_exact", sci(ex));
 
@@ -261,6 +264,7 @@ TEST(GeneralizedEp, HomeostaticLossMonteCarloMatchesExact) {
   const double e_ex = fd_check([&] { return homeostatic_loss_exact(t.net); }, ge);
   EXPECT_LT(e_mc, 1e-8);
   EXPECT_LT(e_ex, 1e-8);
+  RecordProperty("homeo_exact_grad_fd_err", sci(e_ex));
   RecordProperty("homeo_grad_fd_err", sci(e_mc));
 }
 
