@@ -239,6 +239,18 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
                         std::isfinite(res.angle_deg) ? fmt::format("{:.1f} deg", res.angle_deg) : std::string("n/a"));
   }
 
+  // Parameters after each epoch (written atomically; no optimiser state: no resume).
+  auto save_params = [&](long epoch) {
+    checkpoint ck;
+    ck.meta["kind"] = "gep";
+    ck.meta["config"] = cfg.to_json();
+    ck.meta["epochs_done"] = epoch;
+    ck.meta["n_input"] = net.size(0);
+    ck.meta["n_classes"] = net.spec().n_classes;
+    std::vector<double> p(net.params().begin(), net.params().end());
+    ck.arrays["params"] = checkpoint_array::from_vector(p);
+    save_checkpoint(opt.run_dir / "checkpoint.eqck", ck);
+  };
   batch_iterator it(split.train, batch, seed, true, false);
   std::vector<R> grad(net.n_params());
   matrix<float> xb;
@@ -293,6 +305,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     row["train_seconds"] = train_s;
     emit(row);
     res.epochs_done = ep;
+    if (!opt.run_dir.empty()) save_params(ep);
     res.test_accuracy = te.accuracy;
     res.test_loss = te.loss;
     res.train_accuracy = row["train_accuracy"].get<double>();
@@ -303,17 +316,6 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
                         std::isfinite(res.angle_deg) ? fmt::format("{:.1f} deg", res.angle_deg) : std::string("n/a"),
                         dropped, not_conv, te.n_not_converged, train_s)
          << std::flush;
-  }
-  if (!opt.run_dir.empty()) {
-    checkpoint ck;
-    ck.meta["kind"] = "gep";
-    ck.meta["config"] = cfg.to_json();
-    ck.meta["epochs_done"] = res.epochs_done;
-    ck.meta["n_input"] = net.size(0);
-    ck.meta["n_classes"] = net.spec().n_classes;
-    std::vector<double> p(net.params().begin(), net.params().end());
-    ck.arrays["params"] = checkpoint_array::from_vector(p);
-    save_checkpoint(opt.run_dir / "checkpoint.eqck", ck);
   }
   return res;
 }

@@ -169,6 +169,23 @@ void register_gep(CLI::App& app) {
     const auto o = make_gep_options(cfg);
     fmt::print("{} samples; EP estimator: {}\n", x.cols(), generalized_ep<double>(o).name());
     print_diag(gep_diagnose(net, x, y, o, cfg.get<bool>("diagnostics.rbp_dense")));
+    // Free-phase non-convergence: how many samples end in a period-2 cycle of the
+    // synchronous update (|u_T - u_{T-2}| small while |u_T - u_{T-1}| is not).
+    vf_state<double> st;
+    st.set_input(net, x, y);
+    st.relax(0.0, std::max<long>(o.free_steps - 2, 0), o.tol);
+    const auto u2 = st.u();
+    st.relax(0.0, 2, o.tol);
+    long nc = 0, cyc = 0;
+    for (long b = 0; b < x.cols(); ++b) {
+      if (!(st.residual()(b) > o.tol)) continue;
+      ++nc;
+      double d2 = 0;
+      for (size_t i = 1; i < u2.size(); ++i) d2 += (st.u()[i].col(b) - u2[i].col(b)).squaredNorm();
+      if (std::sqrt(d2) <= o.tol) ++cyc;
+    }
+    fmt::print("free phase after T1 = {} steps: {} of {} samples above tol {:.0e}, {} of them in a period-2 cycle\n",
+               o.free_steps, nc, x.cols(), o.tol, cyc);
   });
 
   // --- train
