@@ -1,7 +1,7 @@
 // Training loop for vector-field networks with generalized EP (docs/generalized-ep.md).
 // A run directory holds config.toml (resolved), metrics.jsonl/.csv (one row per epoch,
-// epoch 0 = before training, with the symmetry diagnostics) and checkpoint.eqck (final
-// parameters). No resume.
+// epoch 0 = before training, with the symmetry diagnostics) and checkpoint.eqck (the
+// parameters after each epoch). No resume.
 #pragma once
 #include <filesystem>
 #include <functional>
