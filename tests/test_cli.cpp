@@ -141,6 +141,38 @@ TEST(Cli, TrainConfigErrors) {
   EXPECT_NE(r.output.find("syntax.toml"), std::string::npos) << r.output;
 }
 
+// eqprop gep: the toy gradient check, a tiny training run with diagnostics, config errors.
+TEST(Cli, GepGradcheckAndConfigErrors) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("gep");
+  auto r = run("gep gradcheck --angle 0 --max-n 4");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("symmetry index 1.0000"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("1.000000"), std::string::npos) << r.output;  // cosines with B = W^T
+  r = run("gep gradcheck --angle 90 --max-n 2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("homeostatic loss per neuron"), std::string::npos) << r.output;
+  const std::string common = "gep train --set data.name=yin_yang --set data.limit_train=200 --set data.limit_test=100 "
+                             "--set network.hidden=[8] --set network.output=3 --set relax.free_steps=40 "
+                             "--set homeostasis.lambda=1 --set diagnostics.samples=20 -q --epochs 1 ";
+  r = run(common + "--run-dir " + (dir / "ok").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("final test accuracy"), std::string::npos) << r.output;
+  EXPECT_TRUE(fs::exists(dir / "ok" / "metrics.csv"));
+  r = run("gep diagnose " + (dir / "ok").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("cos(EP error, RBP error)"), std::string::npos) << r.output;
+  r = run(common + "--set homeostasis.lamda=1");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("did you mean `homeostasis.lambda`"), std::string::npos) << r.output;
+  r = run(common + "--set network.topology=ring");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("loop"), std::string::npos) << r.output;
+  r = run(common + "--set estimator.method=bptt");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("rbp"), std::string::npos) << r.output;
+}
+
 TEST(Cli, TrainDataErrorsNameTheFile) {
   REQUIRE_CLI();
   const auto dir = temp_dir("dataerr");

@@ -12,6 +12,7 @@ void register_sweep(CLI::App& app);  ///< sweep beta / periods / stability
 void register_deep(CLI::App& app);   ///< deep train / deep stability (issue 7)
 void register_gle(CLI::App& app);    ///< gle operator / lagline / lagnet / train (issue 8)
 void register_bench(CLI::App& app);  ///< bench (issue 9)
+void register_gep(CLI::App& app);    ///< gep gradcheck / diagnose / train (issue 6)
 /// Exit status set by the command that ran (0 unless it reported a failed check).
 int exit_code();
 void set_exit_code(int code);

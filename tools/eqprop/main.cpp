@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   eqprop::cli::register_deep(app);  // issue 7
   eqprop::cli::register_gle(app);   // issue 8
   eqprop::cli::register_bench(app);  // issue 9
+  eqprop::cli::register_gep(app);    // issue 6
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

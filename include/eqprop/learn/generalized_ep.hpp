@@ -1,0 +1,190 @@
+// Generalized holomorphic EP for vector-field networks without weight symmetry, recurrent
+// backprop as the exact reference, Jacobian homeostasis and the symmetry diagnostics
+// (spec generalized-ep.md §2-§6, docs/generalized-ep.md).
+//
+// Notation (vector_field_network.hpp): r = sigma(u), C the coupling matrix over the
+// dynamical layers, D = diag(sigma'(u*)), e = dl/dr at the free fixed point u*.
+// Every estimator produces an error vector eps on the activities of layers 1..K and the
+// gradient
+//   dl/dM_e = mean_b eps_dst r_src^T,  dl/db_e = mean_b eps_dst,  plus the readout's
+//   direct gradient (p - y) r_K^T, (p - y) at the free state,
+// with the presynaptic factor r at the free state (spec §2.2). The error vectors:
+//   EP (cauchy, exact, online): eps = -d r*/d beta = (I - D C)^{-1} D e   (u-form of (D^-1 - C)^-1 e)
+//   RBP (the exact gradient):   eps = lambda = (I - D C^T)^{-1} D e
+// They agree when C is symmetric (B = W^T); otherwise EP carries the asymmetry bias.
+//   cauchy: N = 1: (r_beta - r_0)/beta; N >= 2: Re (1/N) sum_k r_{beta_k}/beta_k on the
+//           circle |beta| (+-beta real, conjugate pairs once), every point T2 steps from u*_0.
+//   exact:  "N = 0": forward-mode derivative in beta at 0 of the T2-step nudged relaxation
+//           from u*_0 (tangent u' <- C D u' - e, from u' = 0), then dr/dbeta = D u'.
+//   online: no free phase; from u = 0, q = online_steps/T2 segments with
+//           beta_i = |beta| e^{2 pi i i/N}; at each segment end u and r/beta_i are averaged;
+//           the presynaptic factor and readout use sigma(mean u).
+//   rbp:    lambda <- D (C^T lambda + e) for rbp_steps (iterative) or a dense solve per sample.
+#pragma once
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "eqprop/core/rng.hpp"
+#include "eqprop/dynamics/relax.hpp"  // relax_report
+#include "eqprop/model/vector_field_network.hpp"
+
+namespace eqprop {
+
+/// Workspace of one batch: states of scalar S (real or complex) for a network with real
+/// parameters R. Buffers are sized by set_input(); step() does not allocate.
+template <class S, class R = real_t<S>>
+class vf_state {
+ public:
+  /// Sizes buffers, stores x (n_in x B) and one-hot y (n_classes x B), casts the
+  /// parameters to S, computes the input drive and resets u to 0.
+  void set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y);
+  void reset();
+  void copy_states_from(const vf_state& o);
+  template <class T>
+  void set_states_from(const std::vector<matrix<T>>& u) {
+    for (size_t i = 1; i < u_.size(); ++i) u_[i] = u[i].template cast<S>();
+    update_activities();
+  }
+  /// One synchronous step u <- C r + b - beta e(r_K); returns the largest per-sample residual |u_new - u|.
+  real_t<S> step(S beta);
+  /// steps synchronous steps; residual and failures per sample are reported (tol: converged).
+  relax_report relax(S beta, long steps, double tol);
+  /// One step of (u, u') for the forward-mode derivative at beta = 0: u' <- C D u' - e(r_K).
+  void tangent_step(std::vector<matrix<S>>& ud);
+
+  /// r_i = sigma(u_i) for i >= 1 (r_0 = x), after any external change of u.
+  void update_activities();
+  /// Readout at the current activities: logits, probabilities and e = W_ro^T (p - y).
+  void compute_readout();
+  /// out_i = sum_{e: dst = i, src >= 1} M_e v_src (transpose: out_src += M_e^T v_dst), layers 1..K.
+  void apply_coupling(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out, bool transpose) const;
+  /// sigma'(u_i) per layer.
+  void activation_deriv(std::vector<matrix<S>>& out) const;
+
+  std::vector<matrix<S>>& u() { return u_; }
+  const std::vector<matrix<S>>& u() const { return u_; }
+  const std::vector<matrix<S>>& r() const { return r_; }  ///< r[0] = x
+  const matrix<S>& probs() const { return probs_; }
+  const matrix<S>& dl_dr() const { return e_; }            ///< e on layer K
+  const matrix<R>& y() const { return y_; }
+  const vector<R>& residual() const { return residual_; }
+  long batch() const { return y_.cols(); }
+  /// Per-sample CE at the current activities (real part).
+  void loss_per_sample(vector<R>& out);
+
+ private:
+  const vector_field_network<R>* net_ = nullptr;
+  std::vector<matrix<S>> Ms_;                 // parameters cast to S, per edge
+  matrix<S> Wro_;
+  vector<S> bro_;
+  std::vector<matrix<S>> u_, r_, drive_, next_;  // index 0 unused for u, drive, next
+  matrix<S> logits_, probs_, e_;
+  matrix<R> y_;
+  vector<R> residual_;
+  std::vector<matrix<S>> tmp_;
+};
+
+enum class gep_method { cauchy, exact, online, rbp };
+std::string_view to_string(gep_method m);
+gep_method parse_gep_method(std::string_view s);  ///< "cauchy" | "exact" | "online" | "rbp"
+
+struct gep_options {
+  gep_method method = gep_method::cauchy;
+  int n_points = 2;          ///< N (cauchy, online)
+  double beta = 0.5;         ///< |beta|
+  long free_steps = 150;     ///< T1
+  long nudged_steps = 20;    ///< T2 (cauchy, exact; online: steps per segment)
+  long online_steps = 1200;  ///< online: total steps (q = online_steps / nudged_steps segments)
+  long rbp_steps = 0;        ///< rbp iterative adjoint steps (0: free_steps)
+  bool rbp_dense = false;    ///< rbp: exact dense solve per sample (small networks)
+  double tol = 1e-4;         ///< a free phase with residual above this counts as not converged
+  double fail_residual = 1;  ///< a sample above this in any phase (or non-finite) is dropped
+  // Jacobian homeostasis (spec §4), added to the gradient with coefficient lambda.
+  double homeo_lambda = 0;
+  int homeo_probes = 5;      ///< Gaussian probes per sample
+  uint64_t seed = 0;         ///< probe stream
+  void validate() const;
+};
+
+struct gep_result {
+  double loss = 0;                   ///< mean CE at the free state (kept samples)
+  std::vector<int32_t> predictions;  ///< argmax of the readout at the free state
+  relax_report free;                 ///< free phase (online: the whole run)
+  long n_dropped = 0;                ///< samples excluded (non-finite or residual > fail_residual)
+  long relax_steps = 0;
+  double homeo_loss = 0;             ///< Monte-Carlo homeostatic loss (per neuron) when lambda > 0
+};
+
+template <class R>
+class generalized_ep {
+ public:
+  explicit generalized_ep(gep_options opt);
+  std::string name() const;
+  /// Writes the estimate of dl/dtheta (plus lambda * homeostatic gradient) into grad (overwritten).
+  gep_result estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad);
+  /// eps per layer (index 1..K) of the last estimate (dropped samples zeroed).
+  const std::vector<matrix<R>>& error_vectors() const { return eps_; }
+  const vf_state<R>& free_state() const { return free_; }
+  const gep_options& options() const { return opt_; }
+  void reseed(uint64_t seed) { rng_.seed(seed); }
+
+ private:
+  gep_options opt_;
+  vf_state<R> free_, real_pt_;
+  vf_state<std::complex<R>> cplx_pt_;
+  std::vector<matrix<R>> eps_, ud_, d_, lam_, tmp_;
+  std::vector<matrix<std::complex<R>>> acc_u_, acc_r_;
+  rng_t rng_;
+};
+
+/// Gradient assembly: grad = mean_b w_b [eps_dst r_src^T; eps_dst] over the edges, plus the
+/// readout gradient (p - y) r_K^T from st (the free state). grad is overwritten.
+template <class R>
+void gep_assemble_gradient(const vector_field_network<R>& net, const vf_state<R>& st,
+                           const std::vector<matrix<R>>& eps, const vector<R>& w, std::span<R> grad);
+
+/// Dense coupling matrix C over the dynamical layers (n x n, n = n_states()), layer blocks in order.
+template <class R>
+matrix<double> coupling_matrix(const vector_field_network<R>& net);
+
+/// Monte-Carlo homeostatic loss (spec §4.2) of the activation-bypassed field r -> C r + b - r,
+/// J = C - I: mean over n_probes Gaussian eps of (|J eps|^2 - eps^T J^2 eps) / n, using
+/// J eps, J(J eps) (two JVPs) and J^T eps. If grad is non-empty, grad += coef * d/dtheta
+/// (weights only; the Jacobian of a dense network does not depend on the state).
+template <class R>
+double homeostatic_loss_mc(const vector_field_network<R>& net, long n_probes, rng_t& rng, std::span<R> grad = {},
+                           double coef = 1);
+/// Exact value 2 |A|_F^2 / n with A = (C - C^T)/2; grad += coef * 4 A / n on the edge blocks.
+template <class R>
+double homeostatic_loss_exact(const vector_field_network<R>& net, std::span<R> grad = {}, double coef = 1);
+
+/// |S| / (|S| + |A|) (Frobenius) of J = C - I.
+template <class R>
+double jacobian_symmetry_index(const vector_field_network<R>& net);
+/// Angle in degrees between the forward weights and the transposed feedback weights,
+/// summed over reciprocal pairs; NaN when there is no reciprocal pair (loop).
+template <class R>
+double feedback_angle_deg(const vector_field_network<R>& net);
+
+struct gep_diagnostics {
+  double symmetry_index = 0, angle_deg = 0, homeo_exact = 0;
+  std::vector<double> layer_cosine;  ///< per layer 1..K: cos(eps_EP, eps_RBP) over the batch
+  double grad_cosine = 0;            ///< cosine between the EP and the RBP gradient
+  double grad_rel_error = 0;         ///< |g_EP - g_RBP| / |g_RBP|
+  long n_dropped_ep = 0, n_dropped_rbp = 0, n_free_not_converged = 0;
+};
+/// Diagnostics on one batch: the estimator ep (any EP method) against RBP (same free phase settings).
+template <class R>
+gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                             const gep_options& ep, bool rbp_dense);
+
+extern template class vf_state<float>;
+extern template class vf_state<double>;
+extern template class vf_state<std::complex<float>>;
+extern template class vf_state<std::complex<double>>;
+extern template class generalized_ep<float>;
+extern template class generalized_ep<double>;
+
+}  // namespace eqprop

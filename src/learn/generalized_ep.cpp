@@ -1,0 +1,629 @@
+#include "eqprop/learn/generalized_ep.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <numbers>
+
+#include <Eigen/LU>
+#include <fmt/format.h>
+
+#include "eqprop/core/error.hpp"
+
+namespace eqprop {
+
+// ---------------------------------------------------------------------------------------
+// vf_state
+
+template <class S, class R>
+void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y) {
+  const int K = net.n_layers();
+  const long B = x.cols();
+  if (x.rows() != net.size(0)) throw shape_error(fmt::format("input has {} rows, the network {} inputs", x.rows(), net.size(0)));
+  if (y.rows() != net.spec().n_classes || y.cols() != B)
+    throw shape_error(fmt::format("targets are {}x{}, expected {}x{} (one-hot)", y.rows(), y.cols(), net.spec().n_classes, B));
+  net_ = &net;
+  Ms_.resize(net.n_edges());
+  for (int e = 0; e < net.n_edges(); ++e) Ms_[e] = net.M(e).template cast<S>();
+  Wro_ = net.W_ro().template cast<S>();
+  bro_ = net.b_ro().template cast<S>();
+  u_.assign(K + 1, matrix<S>());
+  r_.assign(K + 1, matrix<S>());
+  drive_.assign(K + 1, matrix<S>());
+  next_.assign(K + 1, matrix<S>());
+  tmp_.assign(K + 1, matrix<S>());
+  r_[0] = x.template cast<S>();
+  for (int i = 1; i <= K; ++i) {
+    u_[i].setZero(net.size(i), B);
+    drive_[i].setZero(net.size(i), B);
+    next_[i].setZero(net.size(i), B);
+    tmp_[i].setZero(net.size(i), B);
+  }
+  for (int e = 0; e < net.n_edges(); ++e) {
+    const auto& ed = net.edges()[e];
+    if (ed.forward) drive_[ed.dst].colwise() += net.b(e).template cast<S>();
+    if (ed.src == 0) drive_[ed.dst].noalias() += Ms_[e] * r_[0];
+  }
+  y_ = y;
+  logits_.setZero(net.spec().n_classes, B);
+  probs_.setZero(net.spec().n_classes, B);
+  e_.setZero(net.size(K), B);
+  residual_.setZero(B);
+  update_activities();
+}
+
+template <class S, class R>
+void vf_state<S, R>::reset() {
+  for (size_t i = 1; i < u_.size(); ++i) u_[i].setZero();
+  update_activities();
+}
+
+template <class S, class R>
+void vf_state<S, R>::copy_states_from(const vf_state& o) {
+  for (size_t i = 1; i < u_.size(); ++i) u_[i] = o.u_[i];
+  update_activities();
+}
+
+template <class S, class R>
+void vf_state<S, R>::update_activities() {
+  dispatch_activation<S>(net_->spec().activation, [&](auto act) {
+    using A = decltype(act);
+    for (size_t i = 1; i < u_.size(); ++i) r_[i] = u_[i].unaryExpr([](const S& v) { return activate<A>(v); });
+  });
+}
+
+template <class S, class R>
+void vf_state<S, R>::activation_deriv(std::vector<matrix<S>>& out) const {
+  out.resize(u_.size());
+  dispatch_activation<S>(net_->spec().activation, [&](auto act) {
+    using A = decltype(act);
+    for (size_t i = 1; i < u_.size(); ++i) out[i] = u_[i].unaryExpr([](const S& v) { return A::deriv(v); });
+  });
+}
+
+template <class S, class R>
+void vf_state<S, R>::compute_readout() {
+  const int K = static_cast<int>(u_.size()) - 1;
+  logits_.noalias() = Wro_ * r_[K];
+  logits_.colwise() += bro_;
+  for (long b = 0; b < logits_.cols(); ++b) {
+    real_t<S> mx = real_part(logits_(0, b));
+    for (long k = 1; k < logits_.rows(); ++k) mx = std::max(mx, real_part(logits_(k, b)));
+    S sum(0);
+    for (long k = 0; k < logits_.rows(); ++k) {
+      probs_(k, b) = std::exp(logits_(k, b) - S(mx));
+      sum += probs_(k, b);
+    }
+    probs_.col(b) /= sum;
+  }
+  e_.noalias() = Wro_.transpose() * (probs_ - y_.template cast<S>());
+}
+
+template <class S, class R>
+void vf_state<S, R>::loss_per_sample(vector<R>& out) {
+  compute_readout();
+  out.resize(logits_.cols());
+  for (long b = 0; b < logits_.cols(); ++b) {
+    R mx = real_part(logits_(0, b));
+    for (long k = 1; k < logits_.rows(); ++k) mx = std::max(mx, R(real_part(logits_(k, b))));
+    R s = 0, yz = 0;
+    for (long k = 0; k < logits_.rows(); ++k) {
+      s += std::exp(R(real_part(logits_(k, b))) - mx);
+      yz += y_(k, b) * R(real_part(logits_(k, b)));
+    }
+    out(b) = mx + std::log(s) - yz;
+  }
+}
+
+template <class S, class R>
+void vf_state<S, R>::apply_coupling(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out, bool transpose) const {
+  const auto& edges = net_->edges();
+  out.resize(u_.size());
+  for (size_t i = 1; i < u_.size(); ++i) out[i].setZero(u_[i].rows(), v[i].cols());
+  for (size_t e = 0; e < edges.size(); ++e) {
+    if (edges[e].src == 0) continue;
+    if (!transpose) out[edges[e].dst].noalias() += Ms_[e] * v[edges[e].src];
+    else out[edges[e].src].noalias() += Ms_[e].transpose() * v[edges[e].dst];
+  }
+}
+
+template <class S, class R>
+real_t<S> vf_state<S, R>::step(S beta) {
+  const int K = static_cast<int>(u_.size()) - 1;
+  const auto& edges = net_->edges();
+  for (int i = 1; i <= K; ++i) next_[i] = drive_[i];
+  for (size_t e = 0; e < edges.size(); ++e)
+    if (edges[e].src != 0) next_[edges[e].dst].noalias() += Ms_[e] * r_[edges[e].src];
+  if (beta != S(0)) {
+    compute_readout();
+    next_[K] -= beta * e_;
+  }
+  residual_.setZero();
+  for (int i = 1; i <= K; ++i) {
+    residual_ += (next_[i] - u_[i]).colwise().squaredNorm().transpose().template cast<R>();
+    u_[i].swap(next_[i]);
+  }
+  residual_ = residual_.cwiseSqrt();
+  update_activities();
+  return residual_.size() ? residual_.maxCoeff() : real_t<S>(0);
+}
+
+template <class S, class R>
+relax_report vf_state<S, R>::relax(S beta, long steps, double tol) {
+  relax_report rep;
+  for (long t = 0; t < steps; ++t) step(beta);
+  rep.steps = steps;
+  double sum = 0;
+  for (long b = 0; b < residual_.size(); ++b) {
+    const double v = double(residual_(b));
+    if (!std::isfinite(v)) {
+      ++rep.n_non_finite;
+      ++rep.n_not_converged;
+      rep.max_residual = INFINITY;
+      continue;
+    }
+    sum += v;
+    rep.max_residual = std::max(rep.max_residual, v);
+    if (v > tol) ++rep.n_not_converged;
+  }
+  rep.mean_residual = residual_.size() ? sum / double(residual_.size()) : 0;
+  return rep;
+}
+
+template <class S, class R>
+void vf_state<S, R>::tangent_step(std::vector<matrix<S>>& ud) {
+  const int K = static_cast<int>(u_.size()) - 1;
+  std::vector<matrix<S>>& d = tmp_;
+  dispatch_activation<S>(net_->spec().activation, [&](auto act) {
+    using A = decltype(act);
+    for (int i = 1; i <= K; ++i) d[i] = u_[i].unaryExpr([](const S& v) { return A::deriv(v); }).cwiseProduct(ud[i]);
+  });
+  const auto& edges = net_->edges();
+  for (int i = 1; i <= K; ++i) next_[i].setZero();
+  for (size_t e = 0; e < edges.size(); ++e)
+    if (edges[e].src != 0) next_[edges[e].dst].noalias() += Ms_[e] * d[edges[e].src];
+  compute_readout();
+  next_[K] -= e_;  // d/dbeta of -beta e(r_K) at beta = 0
+  for (int i = 1; i <= K; ++i) ud[i].swap(next_[i]);
+  step(S(0));
+}
+
+template class vf_state<float>;
+template class vf_state<double>;
+template class vf_state<std::complex<float>>;
+template class vf_state<std::complex<double>>;
+
+// ---------------------------------------------------------------------------------------
+// Options
+
+std::string_view to_string(gep_method m) {
+  switch (m) {
+    case gep_method::cauchy: return "cauchy";
+    case gep_method::exact: return "exact";
+    case gep_method::online: return "online";
+    case gep_method::rbp: return "rbp";
+  }
+  return "?";
+}
+
+gep_method parse_gep_method(std::string_view s) {
+  if (s == "cauchy") return gep_method::cauchy;
+  if (s == "exact") return gep_method::exact;
+  if (s == "online") return gep_method::online;
+  if (s == "rbp") return gep_method::rbp;
+  throw config_error(fmt::format("unknown estimator method '{}': expected 'cauchy' (N-point hEP), 'exact' (N = 0, "
+                                 "forward-mode d r/d beta), 'online' (continuous-time) or 'rbp' (recurrent backprop)", s));
+}
+
+void gep_options::validate() const {
+  if ((method == gep_method::cauchy || method == gep_method::online) && n_points < 1)
+    throw config_error(fmt::format("estimator.n_points must be >= 1, got {}", n_points));
+  if (method == gep_method::online && n_points < 2)
+    throw config_error("the online estimator needs estimator.n_points >= 2 phases per period");
+  if (!(beta > 0) || !std::isfinite(beta)) throw config_error(fmt::format("estimator.beta must be > 0, got {}", beta));
+  if (free_steps < 1 || nudged_steps < 1) throw config_error("estimator.free_steps and nudged_steps must be >= 1");
+  if (method == gep_method::online && online_steps < nudged_steps)
+    throw config_error("estimator.online_steps must be >= nudged_steps (at least one segment)");
+  if (rbp_steps < 0) throw config_error("estimator.rbp_steps must be >= 0");
+  if (!(fail_residual > 0)) throw config_error("estimator.fail_residual must be > 0");
+  if (!(tol > 0)) throw config_error("estimator.tol must be > 0");
+  if (!(homeo_lambda >= 0) || !std::isfinite(homeo_lambda))
+    throw config_error(fmt::format("homeostasis.lambda must be >= 0, got {}", homeo_lambda));
+  if (homeo_probes < 1) throw config_error(fmt::format("homeostasis.probes must be >= 1, got {}", homeo_probes));
+}
+
+// ---------------------------------------------------------------------------------------
+// Estimator
+
+template <class R>
+generalized_ep<R>::generalized_ep(gep_options opt) : opt_(opt) {
+  opt_.validate();
+  rng_.seed(opt_.seed);
+}
+
+template <class R>
+std::string generalized_ep<R>::name() const {
+  std::string h = opt_.homeo_lambda > 0 ? fmt::format(" + homeostasis lambda={}", opt_.homeo_lambda) : "";
+  switch (opt_.method) {
+    case gep_method::cauchy: return fmt::format("generalized hEP N={} |beta|={}{}", opt_.n_points, opt_.beta, h);
+    case gep_method::exact: return fmt::format("generalized hEP exact d r/d beta (N=0){}", h);
+    case gep_method::online:
+      return fmt::format("continuous-time generalized hEP N={} |beta|={} T={}{}", opt_.n_points, opt_.beta, opt_.online_steps, h);
+    case gep_method::rbp: return fmt::format("recurrent backprop ({}){}", opt_.rbp_dense ? "dense" : "iterative", h);
+  }
+  return "?";
+}
+
+namespace {
+template <class S, class R>
+void mark_failed(const vf_state<S, R>& st, double limit, std::vector<char>& failed) {
+  const auto& res = st.residual();
+  for (long b = 0; b < res.size(); ++b)
+    if (!(double(res(b)) <= limit)) failed[b] = 1;  // NaN too
+}
+}  // namespace
+
+template <class R>
+gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                       std::span<R> grad) {
+  using C = std::complex<R>;
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  const int K = net.n_layers();
+  const long B = x.cols();
+  gep_result out;
+  std::vector<char> failed(B, 0);
+  eps_.assign(K + 1, matrix<R>());
+  for (int i = 1; i <= K; ++i) eps_[i].setZero(net.size(i), B);
+  const R beta = R(opt_.beta);
+  const long T2 = opt_.nudged_steps;
+
+  if (opt_.method != gep_method::online) {
+    free_.set_input(net, x, y);
+    out.free = free_.relax(R(0), opt_.free_steps, opt_.tol);
+    out.relax_steps += opt_.free_steps;
+    mark_failed(free_, opt_.fail_residual, failed);
+  }
+
+  switch (opt_.method) {
+    case gep_method::cauchy: {
+      const int N = opt_.n_points;
+      real_pt_.set_input(net, x, y);
+      // Real points: +beta and, for even N >= 2, -beta.
+      std::vector<std::pair<R, R>> real_pts;  // beta, coefficient of r
+      if (N == 1) real_pts.push_back({beta, R(1) / beta});
+      else {
+        real_pts.push_back({beta, R(1) / (R(N) * beta)});
+        if (N % 2 == 0) real_pts.push_back({-beta, R(1) / (R(N) * -beta)});
+      }
+      for (auto [b, c] : real_pts) {
+        real_pt_.copy_states_from(free_);
+        real_pt_.relax(b, T2, opt_.tol);
+        out.relax_steps += T2;
+        mark_failed(real_pt_, opt_.fail_residual, failed);
+        for (int i = 1; i <= K; ++i) eps_[i] -= c * real_pt_.r()[i];
+      }
+      if (N == 1)
+        for (int i = 1; i <= K; ++i) eps_[i] += free_.r()[i] / beta;
+      if (N >= 3) {
+        cplx_pt_.set_input(net, x, y);
+        for (int k = 1; k < (N + 1) / 2; ++k) {  // conjugate pairs, each computed once and doubled
+          const C bk = std::polar(beta, R(2 * std::numbers::pi * k / N));
+          const C coef = R(2) / (R(N) * bk);
+          cplx_pt_.set_states_from(free_.u());
+          cplx_pt_.relax(bk, T2, opt_.tol);
+          out.relax_steps += T2;
+          mark_failed(cplx_pt_, opt_.fail_residual, failed);
+          for (int i = 1; i <= K; ++i) eps_[i] -= (coef * cplx_pt_.r()[i]).real();
+        }
+      }
+      break;
+    }
+    case gep_method::exact: {
+      real_pt_.set_input(net, x, y);
+      real_pt_.copy_states_from(free_);
+      ud_.assign(K + 1, matrix<R>());
+      for (int i = 1; i <= K; ++i) ud_[i].setZero(net.size(i), B);
+      for (long t = 0; t < T2; ++t) real_pt_.tangent_step(ud_);
+      out.relax_steps += T2;
+      mark_failed(real_pt_, opt_.fail_residual, failed);
+      real_pt_.activation_deriv(d_);
+      for (int i = 1; i <= K; ++i) eps_[i] = -d_[i].cwiseProduct(ud_[i]);
+      break;
+    }
+    case gep_method::rbp: {
+      free_.compute_readout();
+      free_.activation_deriv(d_);
+      if (opt_.rbp_dense) {
+        const matrix<double> Cd = coupling_matrix(net);
+        const long n = Cd.rows();
+        std::vector<long> off(K + 1, 0);
+        for (int i = 2; i <= K; ++i) off[i] = off[i - 1] + net.size(i - 1);
+        Eigen::VectorXd dd(n), rhs = Eigen::VectorXd::Zero(n);
+        for (long b = 0; b < B; ++b) {
+          for (int i = 1; i <= K; ++i) dd.segment(off[i], net.size(i)) = d_[i].col(b).template cast<double>();
+          rhs.setZero();
+          rhs.segment(off[K], net.size(K)) = free_.dl_dr().col(b).template cast<double>();
+          rhs = dd.asDiagonal() * rhs;
+          const Eigen::MatrixXd A = Eigen::MatrixXd::Identity(n, n) - dd.asDiagonal() * Cd.transpose();
+          const Eigen::VectorXd lam = A.partialPivLu().solve(rhs);
+          for (int i = 1; i <= K; ++i) eps_[i].col(b) = lam.segment(off[i], net.size(i)).template cast<R>();
+        }
+      } else {
+        const long steps = opt_.rbp_steps > 0 ? opt_.rbp_steps : opt_.free_steps;
+        lam_.assign(K + 1, matrix<R>());
+        for (int i = 1; i <= K; ++i) lam_[i].setZero(net.size(i), B);
+        for (long t = 0; t < steps; ++t) {
+          free_.apply_coupling(lam_, tmp_, true);
+          tmp_[K] += free_.dl_dr();
+          for (int i = 1; i <= K; ++i) lam_[i] = d_[i].cwiseProduct(tmp_[i]);
+        }
+        out.relax_steps += steps;
+        for (int i = 1; i <= K; ++i) eps_[i] = lam_[i];
+      }
+      for (long b = 0; b < B; ++b)
+        for (int i = 1; i <= K; ++i)
+          if (!eps_[i].col(b).allFinite()) failed[b] = 1;
+      break;
+    }
+    case gep_method::online: {
+      cplx_pt_.set_input(net, x, y);
+      cplx_pt_.reset();
+      acc_u_.assign(K + 1, matrix<C>());
+      acc_r_.assign(K + 1, matrix<C>());
+      for (int i = 1; i <= K; ++i) {
+        acc_u_[i].setZero(net.size(i), B);
+        acc_r_[i].setZero(net.size(i), B);
+      }
+      const long q = opt_.online_steps / T2;
+      const int N = opt_.n_points;
+      for (long s = 0; s < q; ++s) {
+        const C bs = std::polar(beta, R(2 * std::numbers::pi * double(s % N) / N));
+        out.free = cplx_pt_.relax(bs, T2, opt_.tol);
+        out.relax_steps += T2;
+        for (int i = 1; i <= K; ++i) {
+          acc_u_[i] += cplx_pt_.u()[i];
+          acc_r_[i] += cplx_pt_.r()[i] / bs;
+        }
+      }
+      mark_failed(cplx_pt_, opt_.fail_residual, failed);
+      std::vector<matrix<R>> ubar(K + 1);
+      for (int i = 1; i <= K; ++i) {
+        ubar[i] = acc_u_[i].real() / R(q);
+        eps_[i] = -acc_r_[i].real() / R(q);
+      }
+      free_.set_input(net, x, y);
+      free_.set_states_from(ubar);
+      break;
+    }
+  }
+
+  // Non-finite error vectors count as failures too.
+  for (long b = 0; b < B; ++b)
+    for (int i = 1; i <= K && !failed[b]; ++i)
+      if (!eps_[i].col(b).allFinite() || !free_.r()[i].col(b).allFinite()) failed[b] = 1;
+  const long n_failed = std::count(failed.begin(), failed.end(), 1);
+  out.n_dropped = n_failed;
+  const long kept = B - n_failed;
+  vector<R> w(B);
+  for (long b = 0; b < B; ++b) {
+    w(b) = (failed[b] || kept == 0) ? R(0) : R(1) / R(kept);
+    if (failed[b])
+      for (int i = 1; i <= K; ++i) eps_[i].col(b).setZero();
+  }
+  vector<R> loss;
+  free_.loss_per_sample(loss);  // also computes the readout at the free state
+  double s = 0;
+  for (long b = 0; b < B; ++b)
+    if (!failed[b]) s += double(loss(b));
+  out.loss = kept > 0 ? s / double(kept) : NAN;
+  out.predictions.resize(B);
+  for (long b = 0; b < B; ++b) {
+    long k;
+    free_.probs().col(b).real().maxCoeff(&k);
+    out.predictions[b] = static_cast<int32_t>(k);
+  }
+  if (kept > 0) {
+    // The readout term must not see failed samples' NaNs: w = 0 does not cancel NaN.
+    gep_assemble_gradient(net, free_, eps_, w, grad);
+  } else {
+    std::fill(grad.begin(), grad.end(), R(0));
+  }
+  if (opt_.homeo_lambda > 0)
+    out.homeo_loss = homeostatic_loss_mc(net, long(opt_.homeo_probes) * B, rng_, grad, opt_.homeo_lambda);
+  return out;
+}
+
+template <class R>
+void gep_assemble_gradient(const vector_field_network<R>& net, const vf_state<R>& st, const std::vector<matrix<R>>& eps,
+                           const vector<R>& w, std::span<R> grad) {
+  std::fill(grad.begin(), grad.end(), R(0));
+  const int K = net.n_layers();
+  auto clean = [&](const matrix<R>& m) {  // failed samples (w = 0) may hold NaN
+    matrix<R> c = m;
+    for (long b = 0; b < c.cols(); ++b)
+      if (w(b) == R(0)) c.col(b).setZero();
+    return c;
+  };
+  std::vector<matrix<R>> r(K + 1);
+  for (int i = 0; i <= K; ++i) r[i] = clean(st.r()[i]);
+  for (int e = 0; e < net.n_edges(); ++e) {
+    const auto& ed = net.edges()[e];
+    const matrix<R> ew = eps[ed.dst] * w.asDiagonal();
+    block_view(grad, net.weight_block(e)).noalias() = ew * r[ed.src].transpose();
+    if (ed.forward) {
+      const auto& bb = net.layout()[net.bias_block_index(e)];
+      block_view(grad, bb) = ew.rowwise().sum();
+    }
+  }
+  const matrix<R> dz = clean(st.probs() - st.y()) * w.asDiagonal();
+  const auto& lw = net.layout()[net.layout().size() - 2];
+  const auto& lb = net.layout()[net.layout().size() - 1];
+  block_view(grad, lw).noalias() = dz * r[K].transpose();
+  block_view(grad, lb) = dz.rowwise().sum();
+}
+
+// ---------------------------------------------------------------------------------------
+// Homeostasis and diagnostics
+
+namespace {
+template <class R>
+std::vector<long> layer_offsets(const vector_field_network<R>& net) {
+  std::vector<long> off(net.n_layers() + 2, 0);
+  for (int i = 2; i <= net.n_layers() + 1; ++i) off[i] = off[i - 1] + net.size(i - 1);
+  return off;  // off[i] = start of layer i (i >= 1); off[K+1] = n
+}
+
+// out = C v (or C^T v) over layers 1..K with the network's own parameters.
+template <class R>
+void couple(const vector_field_network<R>& net, const std::vector<matrix<R>>& v, std::vector<matrix<R>>& out, bool transpose) {
+  const int K = net.n_layers();
+  out.resize(K + 1);
+  for (int i = 1; i <= K; ++i) out[i].setZero(net.size(i), v[i].cols());
+  for (int e = 0; e < net.n_edges(); ++e) {
+    const auto& ed = net.edges()[e];
+    if (ed.src == 0) continue;
+    if (!transpose) out[ed.dst].noalias() += net.M(e) * v[ed.src];
+    else out[ed.src].noalias() += net.M(e).transpose() * v[ed.dst];
+  }
+}
+}  // namespace
+
+template <class R>
+matrix<double> coupling_matrix(const vector_field_network<R>& net) {
+  const auto off = layer_offsets(net);
+  const long n = off[net.n_layers() + 1];
+  matrix<double> Cm = matrix<double>::Zero(n, n);
+  for (int e = 0; e < net.n_edges(); ++e) {
+    const auto& ed = net.edges()[e];
+    if (ed.src == 0) continue;
+    Cm.block(off[ed.dst], off[ed.src], net.size(ed.dst), net.size(ed.src)) += net.M(e).template cast<double>();
+  }
+  return Cm;
+}
+
+template <class R>
+double homeostatic_loss_mc(const vector_field_network<R>& net, long n_probes, rng_t& rng, std::span<R> grad, double coef) {
+  if (n_probes < 1) throw config_error("homeostatic_loss_mc: need at least one probe");
+  const int K = net.n_layers();
+  const long n = net.spec().n_states();
+  std::vector<matrix<R>> eps(K + 1), v, w, c;
+  for (int i = 1; i <= K; ++i) {
+    eps[i].resize(net.size(i), n_probes);
+    for (long b = 0; b < n_probes; ++b)  // probe by probe: a probe's draws do not depend on the batch size
+      for (long k = 0; k < net.size(i); ++k) eps[i](k, b) = R(standard_normal(rng));
+  }
+  couple(net, eps, v, false);  // J eps = C eps - eps
+  for (int i = 1; i <= K; ++i) v[i] -= eps[i];
+  couple(net, v, w, false);    // J (J eps)
+  for (int i = 1; i <= K; ++i) w[i] -= v[i];
+  double value = 0;
+  for (int i = 1; i <= K; ++i)
+    value += double(v[i].squaredNorm()) - double(eps[i].cwiseProduct(w[i]).sum());
+  const double scale = 1.0 / (double(n) * double(n_probes));
+  if (!grad.empty()) {
+    couple(net, eps, c, true);  // J^T eps
+    for (int i = 1; i <= K; ++i) c[i] -= eps[i];
+    // d/dC [|J eps|^2 - eps^T J^2 eps] = 2 v eps^T - eps v^T - (J^T eps) eps^T
+    const R s = R(coef * scale);
+    for (int e = 0; e < net.n_edges(); ++e) {
+      const auto& ed = net.edges()[e];
+      if (ed.src == 0) continue;
+      auto G = block_view(grad, net.weight_block(e));
+      G.noalias() += (R(2) * s) * v[ed.dst] * eps[ed.src].transpose();
+      G.noalias() -= s * eps[ed.dst] * v[ed.src].transpose();
+      G.noalias() -= s * c[ed.dst] * eps[ed.src].transpose();
+    }
+  }
+  return value * scale;
+}
+
+template <class R>
+double homeostatic_loss_exact(const vector_field_network<R>& net, std::span<R> grad, double coef) {
+  const matrix<double> Cm = coupling_matrix(net);
+  const long n = Cm.rows();
+  const matrix<double> A = 0.5 * (Cm - Cm.transpose());
+  if (!grad.empty()) {
+    const auto off = layer_offsets(net);
+    for (int e = 0; e < net.n_edges(); ++e) {
+      const auto& ed = net.edges()[e];
+      if (ed.src == 0) continue;
+      block_view(grad, net.weight_block(e)) +=
+          (coef * 4.0 / double(n) * A.block(off[ed.dst], off[ed.src], net.size(ed.dst), net.size(ed.src))).template cast<R>();
+    }
+  }
+  return 2.0 * A.squaredNorm() / double(n);
+}
+
+template <class R>
+double jacobian_symmetry_index(const vector_field_network<R>& net) {
+  const matrix<double> Cm = coupling_matrix(net);
+  const matrix<double> S = 0.5 * (Cm + Cm.transpose()) - matrix<double>::Identity(Cm.rows(), Cm.cols());
+  const double s = S.norm(), a = (0.5 * (Cm - Cm.transpose())).norm();
+  return s / (s + a);
+}
+
+template <class R>
+double feedback_angle_deg(const vector_field_network<R>& net) {
+  double dot = 0, nw = 0, nb = 0;
+  bool any = false;
+  for (int e = 0; e < net.n_edges(); ++e) {
+    if (net.edges()[e].forward) continue;
+    const int f = net.reciprocal(e);
+    if (f < 0) continue;
+    any = true;
+    const matrix<double> W = net.M(f).template cast<double>(), Bm = net.M(e).template cast<double>();
+    dot += W.cwiseProduct(Bm.transpose()).sum();
+    nw += W.squaredNorm();
+    nb += Bm.squaredNorm();
+  }
+  if (!any) return NAN;
+  const double c = std::clamp(dot / std::sqrt(nw * nb), -1.0, 1.0);
+  return std::acos(c) * 180.0 / std::numbers::pi;
+}
+
+template <class R>
+gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                             const gep_options& ep, bool rbp_dense) {
+  gep_diagnostics d;
+  gep_options eo = ep;
+  eo.homeo_lambda = 0;
+  gep_options ro = eo;
+  ro.method = gep_method::rbp;
+  ro.rbp_dense = rbp_dense;
+  generalized_ep<R> e1(eo), e2(ro);
+  std::vector<R> g1(net.n_params()), g2(net.n_params());
+  const auto r1 = e1.estimate(net, x, y, g1);
+  const auto r2 = e2.estimate(net, x, y, g2);
+  d.n_dropped_ep = r1.n_dropped;
+  d.n_dropped_rbp = r2.n_dropped;
+  d.n_free_not_converged = r2.free.n_not_converged;
+  for (int i = 1; i <= net.n_layers(); ++i) {
+    const auto& a = e1.error_vectors()[i];
+    const auto& b = e2.error_vectors()[i];
+    const double na = double(a.norm()), nb = double(b.norm());
+    d.layer_cosine.push_back(na > 0 && nb > 0 ? double(a.cwiseProduct(b).sum()) / (na * nb) : NAN);
+  }
+  const Eigen::Map<const vector<R>> v1(g1.data(), g1.size()), v2(g2.data(), g2.size());
+  d.grad_cosine = double(v1.dot(v2)) / (double(v1.norm()) * double(v2.norm()));
+  d.grad_rel_error = double((v1 - v2).norm()) / double(v2.norm());
+  d.symmetry_index = jacobian_symmetry_index(net);
+  d.angle_deg = feedback_angle_deg(net);
+  d.homeo_exact = homeostatic_loss_exact(net);
+  return d;
+}
+
+#define EQPROP_GEP_INSTANTIATE(R)                                                                                   \
+  template class generalized_ep<R>;                                                                                 \
+  template void gep_assemble_gradient(const vector_field_network<R>&, const vf_state<R>&,                          \
+                                      const std::vector<matrix<R>>&, const vector<R>&, std::span<R>);               \
+  template matrix<double> coupling_matrix(const vector_field_network<R>&);                                         \
+  template double homeostatic_loss_mc(const vector_field_network<R>&, long, rng_t&, std::span<R>, double);         \
+  template double homeostatic_loss_exact(const vector_field_network<R>&, std::span<R>, double);                    \
+  template double jacobian_symmetry_index(const vector_field_network<R>&);                                         \
+  template double feedback_angle_deg(const vector_field_network<R>&);                                              \
+  template gep_diagnostics gep_diagnose(const vector_field_network<R>&, const matrix<R>&, const matrix<R>&,        \
+                                        const gep_options&, bool);
+EQPROP_GEP_INSTANTIATE(float)
+EQPROP_GEP_INSTANTIATE(double)
+
+}  // namespace eqprop

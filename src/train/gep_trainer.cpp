@@ -1,0 +1,344 @@
+#include "eqprop/train/gep_trainer.hpp"
+
+#include <chrono>
+#include <cmath>
+#include <iostream>
+#include <memory>
+
+#include <fmt/format.h>
+
+#include "eqprop/core/atomic_file.hpp"
+#include "eqprop/core/error.hpp"
+#include "eqprop/dynamics/relax.hpp"  // one_hot
+#include "eqprop/io/dataset.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/metrics_log.hpp"
+
+namespace eqprop {
+
+const config_schema& gep_schema() {
+  static const config_schema schema = [] {
+    using iv = std::vector<int64_t>;
+    using sv = std::vector<std::string>;
+    config_schema s;
+    s.add("data.name", std::string("fashion_mnist"), "dataset (any `eqprop data list` name with vector inputs)");
+    s.add("data.dir", std::string(""), "data directory (empty: --data-dir, then $EQPROP_DATA, then ./data)");
+    s.add("data.limit_train", int64_t(-1), "use only the first N training samples (-1: all)");
+    s.add("data.limit_test", int64_t(-1), "use only the first N test samples (-1: all)");
+    s.add("network.hidden", iv{256, 256}, "hidden layer sizes (the dynamical output layer follows)");
+    s.add("network.output", int64_t(10), "size of the dynamical output layer 'out' (a softmax readout follows)");
+    s.add("network.topology", std::string("chain"), "chain | loop | edges");
+    s.add("network.edges", sv{}, "topology = edges: \"src>dst\" (forward, with bias) or \"fb:src>dst\" (feedback, no bias); layer 0 = input");
+    s.add("network.activation", std::string("sigmoid"), "sigmoid (= logistic(4x-2)) | holotanh | tanh");
+    s.add("network.angle", 90.0, "initial rotation of the feedback weights in degrees (0: B = W^T, 90: independent)");
+    s.add("network.init_scale", 0.0, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
+    s.add("network.dtype", std::string("float32"), "float32 | float64");
+    s.add("estimator.method", std::string("cauchy"), "cauchy | exact | online | rbp");
+    s.add("estimator.n_points", int64_t(2), "N (cauchy, online)");
+    s.add("estimator.beta", 0.5, "|beta|");
+    s.add("estimator.online_steps", int64_t(1200), "online: total steps (segments of relax.nudged_steps)");
+    s.add("estimator.rbp_steps", int64_t(0), "rbp: adjoint iterations (0: relax.free_steps)");
+    s.add("estimator.tol", 1e-4, "free phases with residual above this are counted as not converged");
+    s.add("estimator.fail_residual", 1.0, "samples above this residual (or non-finite) are dropped from the gradient");
+    s.add("relax.free_steps", int64_t(150), "T1");
+    s.add("relax.nudged_steps", int64_t(20), "T2");
+    s.add("homeostasis.lambda", 0.0, "coefficient of the homeostatic gradient (0: off)");
+    s.add("homeostasis.probes", int64_t(5), "Gaussian probes per sample");
+    s.add("optimizer.kind", std::string("sgd"), "sgd | adam | adamw");
+    s.add("optimizer.lr", 0.01, "learning rate");
+    s.add("optimizer.momentum", 0.9, "SGD momentum");
+    s.add("optimizer.weight_decay", 0.0, "weight decay (adamw: decoupled)");
+    s.add("run.epochs", int64_t(50), "epochs");
+    s.add("run.batch", int64_t(50), "mini-batch size");
+    s.add("run.eval_batch", int64_t(1000), "batch size for evaluation");
+    s.add("run.seed", int64_t(0), "seed of weights, data order and probes");
+    s.add("run.max_failed_fraction", 0.5, "stop as diverged when more than this fraction of a batch is dropped");
+    s.add("run.log_every", int64_t(200), "print a progress line every N batches (0: never)");
+    s.add("diagnostics.samples", int64_t(50), "training samples used for the per-epoch diagnostics (0: none)");
+    s.add("diagnostics.rbp_dense", false, "diagnostics: dense adjoint solve instead of iterations");
+    return s;
+  }();
+  return schema;
+}
+
+namespace {
+std::vector<vf_edge> parse_edges(const std::vector<std::string>& items) {
+  std::vector<vf_edge> out;
+  for (const auto& raw : items) {
+    std::string s = raw;
+    bool fwd = true;
+    if (s.rfind("fb:", 0) == 0) {
+      fwd = false;
+      s = s.substr(3);
+    }
+    const auto gt = s.find('>');
+    try {
+      if (gt == std::string::npos) throw std::invalid_argument("no >");
+      size_t p1 = 0, p2 = 0;
+      const int a = std::stoi(s.substr(0, gt), &p1), b = std::stoi(s.substr(gt + 1), &p2);
+      if (p1 != gt || p2 != s.size() - gt - 1) throw std::invalid_argument("junk");
+      out.push_back({a, b, fwd});
+    } catch (const std::exception&) {
+      throw config_error(fmt::format("network.edges: cannot read '{}': write \"src>dst\" for a forward edge and "
+                                     "\"fb:src>dst\" for a feedback edge (layer 0 = input)", raw));
+    }
+  }
+  return out;
+}
+}  // namespace
+
+vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes) {
+  vf_spec s;
+  s.n_classes = n_classes;
+  s.sizes.push_back(n_input);
+  for (int h : cfg.get<std::vector<int>>("network.hidden")) s.sizes.push_back(h);
+  s.sizes.push_back(cfg.get<int>("network.output"));
+  s.topology = parse_vf_topology(cfg.get<std::string>("network.topology"));
+  const auto edges = cfg.get<std::vector<std::string>>("network.edges");
+  if (s.topology == vf_topology::edges) s.edges = parse_edges(edges);
+  else if (!edges.empty()) throw config_error("network.edges is only used with network.topology = \"edges\"");
+  s.activation = parse_activation(cfg.get<std::string>("network.activation"));
+  s.angle_deg = cfg.get<double>("network.angle");
+  s.init_scale = cfg.get<double>("network.init_scale");
+  s.seed = cfg.get<uint64_t>("run.seed");
+  return s;
+}
+
+gep_options make_gep_options(const config& cfg) {
+  gep_options o;
+  o.method = parse_gep_method(cfg.get<std::string>("estimator.method"));
+  o.n_points = cfg.get<int>("estimator.n_points");
+  o.beta = cfg.get<double>("estimator.beta");
+  o.online_steps = cfg.get<long>("estimator.online_steps");
+  o.rbp_steps = cfg.get<long>("estimator.rbp_steps");
+  o.tol = cfg.get<double>("estimator.tol");
+  o.fail_residual = cfg.get<double>("estimator.fail_residual");
+  o.free_steps = cfg.get<long>("relax.free_steps");
+  o.nudged_steps = cfg.get<long>("relax.nudged_steps");
+  o.homeo_lambda = cfg.get<double>("homeostasis.lambda");
+  o.homeo_probes = cfg.get<int>("homeostasis.probes");
+  o.seed = cfg.get<uint64_t>("run.seed") * 0x9e3779b97f4a7c15ull + 0x686f6d656full;
+  o.validate();
+  return o;
+}
+
+namespace {
+
+dataset_split load_data(const config& cfg, const std::string& flag_dir) {
+  dataset_options d;
+  d.limit_train = cfg.get<long>("data.limit_train");
+  d.limit_test = cfg.get<long>("data.limit_test");
+  const auto dir = cfg.get<std::string>("data.dir");
+  return load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? flag_dir : dir), d);
+}
+
+struct eval_out {
+  double accuracy = 0, loss = 0;
+  long n_not_converged = 0, n_non_finite = 0;
+};
+
+template <class R>
+eval_out evaluate(const vector_field_network<R>& net, const dataset& data, const gep_options& o, long eval_batch) {
+  eval_out out;
+  vf_state<R> st;
+  long correct = 0;
+  double loss = 0;
+  vector<R> lps;
+  for (long start = 0; start < data.size(); start += eval_batch) {
+    const long b = std::min(eval_batch, data.size() - start);
+    const matrix<R> x = data.x.middleCols(start, b).template cast<R>();
+    const std::span<const int32_t> lab(data.y.data() + start, b);
+    const matrix<R> y = one_hot<R>(lab, net.spec().n_classes);
+    st.set_input(net, x, y);
+    const auto rep = st.relax(R(0), o.free_steps, o.tol);
+    out.n_not_converged += rep.n_not_converged;
+    out.n_non_finite += rep.n_non_finite;
+    st.loss_per_sample(lps);
+    for (long k = 0; k < b; ++k) {
+      Eigen::Index arg;
+      st.probs().col(k).maxCoeff(&arg);
+      if (arg == lab[k]) ++correct;
+      if (std::isfinite(double(lps(k)))) loss += double(lps(k));
+    }
+  }
+  out.accuracy = data.size() ? double(correct) / double(data.size()) : 0;
+  out.loss = data.size() ? loss / double(data.size()) : 0;
+  return out;
+}
+
+template <class R>
+gep_train_result run(const config& cfg, const gep_train_options& opt) {
+  std::ostream& os = opt.out ? *opt.out : std::cout;
+  const auto split = load_data(cfg, opt.data_dir);
+  vector_field_network<R> net(make_vf_spec(cfg, split.train.dim(), split.train.n_classes));
+  const gep_options go = make_gep_options(cfg);
+  generalized_ep<R> est(go);
+  optimizer_options oo;
+  oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
+  oo.lr = cfg.get<double>("optimizer.lr");
+  oo.momentum = cfg.get<double>("optimizer.momentum");
+  oo.weight_decay = cfg.get<double>("optimizer.weight_decay");
+  optimizer<R> optim(oo, net.layout(), 1);
+  const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
+  const long eval_batch = cfg.get<long>("run.eval_batch"), log_every = cfg.get<long>("run.log_every");
+  const double max_failed = cfg.get<double>("run.max_failed_fraction");
+  const long diag_n = std::min<long>(cfg.get<long>("diagnostics.samples"), split.train.size());
+  const bool diag_dense = cfg.get<bool>("diagnostics.rbp_dense");
+  if (batch < 1 || eval_batch < 1) throw config_error("run.batch and run.eval_batch must be >= 1");
+  const uint64_t seed = cfg.get<uint64_t>("run.seed");
+
+  std::unique_ptr<metrics_log> log;
+  if (!opt.run_dir.empty()) {
+    std::filesystem::create_directories(opt.run_dir);
+    write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
+    log = std::make_unique<metrics_log>(opt.run_dir, false);
+  }
+  if (!opt.quiet)
+    os << fmt::format("gep train: {} on {} ({} train / {} test), layers {}, topology {}, angle {} deg, {} params, {}\n",
+                      est.name(), split.train.name, split.train.size(), split.test.size(), net.spec().sizes.size() - 1,
+                      to_string(net.spec().topology), net.spec().angle_deg, net.n_params(),
+                      cfg.get<std::string>("network.dtype"));
+
+  // Fixed diagnostic batch: the first diag_n training samples.
+  matrix<R> xd, yd;
+  if (diag_n > 0) {
+    xd = split.train.x.leftCols(diag_n).template cast<R>();
+    yd = one_hot<R>(std::span<const int32_t>(split.train.y.data(), diag_n), net.spec().n_classes);
+  }
+  gep_train_result res;
+  auto diag_row = [&](nlohmann::ordered_json& row) {
+    row["symmetry_index"] = jacobian_symmetry_index(net);
+    const double ang = feedback_angle_deg(net);
+    row["angle_deg"] = std::isfinite(ang) ? nlohmann::ordered_json(ang) : nlohmann::ordered_json(nullptr);
+    row["homeo_exact"] = homeostatic_loss_exact(net);
+    if (diag_n > 0) {
+      const auto d = gep_diagnose(net, xd, yd, go, diag_dense);
+      for (size_t i = 0; i < d.layer_cosine.size(); ++i) row[fmt::format("cos_layer{}", i + 1)] = d.layer_cosine[i];
+      row["grad_cos_rbp"] = d.grad_cosine;
+      row["grad_rel_err_rbp"] = d.grad_rel_error;
+      row["diag_not_converged"] = d.n_free_not_converged;
+    }
+    res.symmetry_index = row["symmetry_index"].get<double>();
+    res.angle_deg = ang;
+  };
+  auto emit = [&](const nlohmann::ordered_json& row) {
+    if (log) log->append(row);
+    if (opt.on_epoch) opt.on_epoch(row);
+  };
+  {
+    nlohmann::ordered_json row;
+    row["epoch"] = 0;
+    const auto te = evaluate(net, split.test, go, eval_batch);
+    row["test_accuracy"] = te.accuracy;
+    row["test_loss"] = te.loss;
+    diag_row(row);
+    emit(row);
+    if (!opt.quiet)
+      os << fmt::format("epoch 0: test {:.2f}%, symmetry index {:.4f}, angle {}\n", 100 * te.accuracy,
+                        row["symmetry_index"].get<double>(),
+                        std::isfinite(res.angle_deg) ? fmt::format("{:.1f} deg", res.angle_deg) : std::string("n/a"));
+  }
+
+  // Parameters after each epoch (written atomically; no optimiser state: no resume).
+  auto save_params = [&](long epoch) {
+    checkpoint ck;
+    ck.meta["kind"] = "gep";
+    ck.meta["config"] = cfg.to_json();
+    ck.meta["epochs_done"] = epoch;
+    ck.meta["n_input"] = net.size(0);
+    ck.meta["n_classes"] = net.spec().n_classes;
+    std::vector<double> p(net.params().begin(), net.params().end());
+    ck.arrays["params"] = checkpoint_array::from_vector(p);
+    save_checkpoint(opt.run_dir / "checkpoint.eqck", ck);
+  };
+  batch_iterator it(split.train, batch, seed, true, false);
+  std::vector<R> grad(net.n_params());
+  matrix<float> xb;
+  std::vector<int32_t> yb;
+  for (long ep = 1; ep <= epochs; ++ep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    it.start_epoch(ep - 1);
+    est.reseed(go.seed + uint64_t(ep));
+    long correct = 0, seen = 0, dropped = 0, not_conv = 0;
+    double loss_sum = 0, homeo_sum = 0;
+    const long nb = it.n_batches();
+    for (long bi = 0; bi < nb; ++bi) {
+      it.fill(bi, xb, yb);
+      const matrix<R> x = xb.cast<R>();
+      const matrix<R> y = one_hot<R>(yb, net.spec().n_classes);
+      const auto r = est.estimate(net, x, y, grad);
+      dropped += r.n_dropped;
+      not_conv += r.free.n_not_converged;
+      if (double(r.n_dropped) > max_failed * double(x.cols())) {
+        res.diverged = true;
+        res.message = fmt::format("epoch {} batch {}: {} of {} samples dropped (non-finite or residual > {}); stopping",
+                                  ep, bi, r.n_dropped, x.cols(), go.fail_residual);
+        break;
+      }
+      optim.step(net.params(), grad, 1.0);
+      for (long k = 0; k < x.cols(); ++k) correct += r.predictions[k] == yb[k];
+      seen += x.cols();
+      if (std::isfinite(r.loss)) loss_sum += r.loss * double(x.cols() - r.n_dropped);
+      homeo_sum += r.homeo_loss;
+      if (!opt.quiet && log_every > 0 && (bi + 1) % log_every == 0)
+        os << fmt::format("  epoch {} batch {}/{}: train acc {:.2f}%, loss {:.4f}, dropped {}, free not converged {}\n", ep,
+                          bi + 1, nb, 100.0 * double(correct) / double(seen), loss_sum / double(seen), dropped, not_conv)
+           << std::flush;
+    }
+    res.n_dropped += dropped;
+    res.n_free_not_converged += not_conv;
+    if (res.diverged) break;
+    const double train_s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    const auto te = evaluate(net, split.test, go, eval_batch);
+    nlohmann::ordered_json row;
+    row["epoch"] = ep;
+    row["train_loss"] = seen ? loss_sum / double(seen) : NAN;
+    row["train_accuracy"] = seen ? double(correct) / double(seen) : 0;
+    row["test_accuracy"] = te.accuracy;
+    row["test_loss"] = te.loss;
+    row["test_not_converged"] = te.n_not_converged;
+    row["test_non_finite"] = te.n_non_finite;
+    row["n_dropped"] = dropped;
+    row["free_not_converged"] = not_conv;
+    row["homeo_mc"] = go.homeo_lambda > 0 && nb ? nlohmann::ordered_json(homeo_sum / double(nb)) : nlohmann::ordered_json(nullptr);
+    diag_row(row);
+    row["train_seconds"] = train_s;
+    emit(row);
+    res.epochs_done = ep;
+    if (!opt.run_dir.empty()) save_params(ep);
+    res.test_accuracy = te.accuracy;
+    res.test_loss = te.loss;
+    res.train_accuracy = row["train_accuracy"].get<double>();
+    if (!opt.quiet)
+      os << fmt::format("epoch {}: train {:.2f}%, test {:.2f}% (loss {:.4f}), symmetry index {:.4f}, angle {}, "
+                        "dropped {}, free not converged {} (train) / {} (test), {:.0f} s\n",
+                        ep, 100 * res.train_accuracy, 100 * te.accuracy, te.loss, res.symmetry_index,
+                        std::isfinite(res.angle_deg) ? fmt::format("{:.1f} deg", res.angle_deg) : std::string("n/a"),
+                        dropped, not_conv, te.n_not_converged, train_s)
+         << std::flush;
+  }
+  return res;
+}
+
+}  // namespace
+
+gep_train_result gep_train(const config& cfg, const gep_train_options& opt) {
+  const auto dtype = cfg.get<std::string>("network.dtype");
+  if (dtype == "float32") return run<float>(cfg, opt);
+  if (dtype == "float64") return run<double>(cfg, opt);
+  throw config_error(fmt::format("network.dtype must be float32 or float64, got '{}'", dtype));
+}
+
+vector_field_network<double> gep_load_network(const std::filesystem::path& run_dir, config& cfg_out) {
+  const auto ck = load_checkpoint(run_dir / "checkpoint.eqck");
+  if (!ck.meta.contains("kind") || ck.meta["kind"] != "gep")
+    throw data_error("`" + (run_dir / "checkpoint.eqck").string() + "` is not a gep checkpoint (written by `eqprop gep train`)");
+  cfg_out.load_json(ck.meta.at("config"), (run_dir / "checkpoint.eqck").string());
+  const auto p = ck.arrays.at("params").to_vector<double>();
+  vector_field_network<double> net(make_vf_spec(cfg_out, ck.meta.at("n_input").get<int>(), ck.meta.at("n_classes").get<int>()));
+  if (long(p.size()) != net.n_params()) throw data_error("gep checkpoint: the parameter count does not match the saved network");
+  std::copy(p.begin(), p.end(), net.params().begin());
+  return net;
+}
+
+}  // namespace eqprop
