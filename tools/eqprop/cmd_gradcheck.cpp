@@ -201,7 +201,7 @@ void run(const gradcheck_args& a) {
   const auto groups = param_group_names(spec);
   nlohmann::ordered_json doc;
   doc["build"] = build_info_json();
-  doc["network"] = {{"layers", spec.sizes}, {"description", describe_layers(spec)}, {"readout", spec.n_readout}, {"output", a.output},
+  doc["network"] = {{"layers", spec.sizes}, {"readout", spec.n_readout}, {"output", a.output},
                     {"activation", a.activation}, {"init_scale", a.init_scale}, {"seed", a.seed},
                     {"batch", a.batch}, {"dtype", a.dtype}, {"n_params", net.n_params()}};
   doc["relax"] = {{"free_steps", a.free_steps}, {"nudged_steps", a.nudged_steps}, {"tol", a.tol}, {"stop_early", a.stop_early},
@@ -393,7 +393,7 @@ void run_periods(const periods_args& p) {
   }
   nlohmann::ordered_json doc;
   doc["build"] = build_info_json();
-  doc["network"] = {{"layers", st.spec.sizes}, {"description", describe_layers(st.spec)}, {"readout", st.spec.n_readout}, {"init_scale", a.init_scale}, {"seed", a.seed},
+  doc["network"] = {{"layers", st.spec.sizes}, {"readout", st.spec.n_readout}, {"init_scale", a.init_scale}, {"seed", a.seed},
                     {"batch", a.batch}, {"dtype", a.dtype}, {"dataset", a.dataset}};
   doc["estimator"] = {{"n_points", N}, {"beta", beta}, {"periods", p.periods}, {"smooth", p.smooth}, {"alpha", p.alpha},
                       {"noise_std", a.noise_std}};
