@@ -208,8 +208,13 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
       }
     }
   });
+  return finish_residuals();
+}
+
+template <class S, class P>
+typename relax_state<S, P>::real relax_state<S, P>::finish_residuals() {
   real mx = 0;
-  for (long b = 0; b < B; ++b) {
+  for (long b = 0; b < batch(); ++b) {
     residual_(b) = std::sqrt(residual_(b));
     if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
   }
@@ -242,12 +247,7 @@ typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const netw
       }
     }
   });
-  real mx = 0;
-  for (long b = 0; b < B; ++b) {
-    residual_(b) = std::sqrt(residual_(b));
-    if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
-  }
-  return mx;
+  return finish_residuals();
 }
 
 template <class S, class P>

@@ -113,6 +113,7 @@ class relax_state {
   // pre_j = P(conv_j l_{j-1}) + b_j for layer j, into pre (z_[j] keeps conv_j l_{j-1} when pooled).
   void bottom_up(const network& net, int j, const matrix<S>& l, matrix<S>& pre);
   real feedforward_sweep(const network& net, double noise_std, rng_t* rng);  // step() of a feed-forward net
+  real finish_residuals();  // residual_ (sums of squares per sample) -> norms; returns the max (inf on NaN)
   std::vector<matrix<S>> h_, pre_;
   std::vector<matrix<S>> z_;         // per connection: conv output before pooling (pooled layers only)
   matrix<S> col_, dz_, a_, c_;       // conv/pool scratch
