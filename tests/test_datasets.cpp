@@ -17,6 +17,8 @@
 
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/trainer.hpp"
 
 namespace fs = std::filesystem;
@@ -1156,4 +1158,21 @@ TEST(PaperConvNets, ConfigsRunOnSyntheticFilesSlow) {
     EXPECT_TRUE(std::isfinite(r.test_loss)) << name;
     EXPECT_TRUE(fs::exists(t.run_dir / "checkpoint.eqck")) << name;
   }
+}
+
+// Every shipped config loads under its command's schema: no unknown key, no wrong type
+// (deep_* configs hold `eqprop deep train` options and are run by the DEEP tests).
+TEST(ShippedConfigs, EveryConfigLoadsUnderItsSchema) {
+  int checked = 0;
+  for (const auto& e : fs::directory_iterator(fs::path(EQPROP_SOURCE_DIR) / "configs")) {
+    const std::string name = e.path().filename().string();
+    if (e.path().extension() != ".toml" || name.rfind("deep_", 0) == 0) continue;
+    const config_schema& schema = name.rfind("gle_", 0) == 0   ? gle_train_schema()
+                                  : name.rfind("gep_", 0) == 0 ? gep_schema()
+                                                               : experiment_schema();
+    config cfg(schema);
+    EXPECT_NO_THROW(cfg.load_toml_file(e.path())) << name;
+    ++checked;
+  }
+  EXPECT_GE(checked, 20);
 }
