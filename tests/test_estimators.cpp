@@ -10,6 +10,7 @@
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/reference.hpp"
+#include "test_util.hpp"
 
 using namespace eqprop;
 
@@ -28,11 +29,7 @@ struct toy {
     s.seed = seed;
     net = layered_network<double>(s);
     rng_t rng(seed + 100);
-    x.resize(4, batch);
-    for (long i = 0; i < x.size(); ++i) x.data()[i] = uniform01(rng);
-    std::vector<int32_t> labels(batch);
-    for (auto& l : labels) l = int32_t(random_index(rng, 3));
-    y = one_hot<double>(labels, 3);
+    test::random_batch(rng, 4, batch, 3, x, y);
   }
 };
 

@@ -10,6 +10,7 @@
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/reference.hpp"
+#include "test_util.hpp"
 
 using namespace eqprop;
 
@@ -27,11 +28,7 @@ struct toy {
     s.seed = seed;
     net = layered_network<double>(s);
     rng_t rng(seed + 100);
-    x.resize(sizes[0], batch);
-    for (long i = 0; i < x.size(); ++i) x.data()[i] = uniform01(rng);
-    std::vector<int32_t> labels(batch);
-    for (auto& l : labels) l = int32_t(random_index(rng, 3));
-    y = one_hot<double>(labels, 3);
+    test::random_batch(rng, sizes[0], batch, 3, x, y);
   }
   std::vector<double> implicit() const {
     std::vector<double> g(net.n_params());

@@ -21,36 +21,20 @@
 #include <oneapi/dnnl/dnnl.hpp>
 #include <chrono>
 #include <cmath>
+#include <span>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "eqprop/dynamics/conv_ops.hpp"
+#include "conv_bench_layer.hpp"
+#include "eqprop/learn/reference.hpp"  // relative_error
 
 namespace {
 using namespace eqprop;
 using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 
-connection_geometry dnnl_layer(int c_in, int side, int c_out) {
-  network_spec s;
-  s.input_shape = {c_in, side, side};
-  s.conv = {{c_out, 3, true, pool_kind::none}};
-  auto g = s.geometry(0);
-  g.planar_input = false;
-  return g;
-}
-
 enum class op { fwd, bwd_data, bwd_weights };
-
-double rel_err(const float* a, const float* b, long n) {
-  double num = 0, den = 0;
-  for (long i = 0; i < n; ++i) {
-    num += double(a[i] - b[i]) * double(a[i] - b[i]);
-    den += double(b[i]) * double(b[i]);
-  }
-  return std::sqrt(num / den);
-}
 
 // Wraps a user buffer (our layout) and, if the primitive wants another format, a buffer in
 // that format plus the reorders between them.
@@ -74,7 +58,7 @@ void dnnl_conv(benchmark::State& st, op o) {
   const int c_in = int(st.range(0)), side = int(st.range(1)), c_out = int(st.range(2));
   const long B = st.range(3);
   const int variant = int(st.range(4));
-  const auto g = dnnl_layer(c_in, side, c_out);
+  const auto g = bench::conv_layer_3x3(c_in, side, c_out);
 
   // Our buffers and our reference result.
   matrix<float> W = matrix<float>::Random(g.cout, g.patch());
@@ -150,7 +134,7 @@ void dnnl_conv(benchmark::State& st, op o) {
   prim.execute(strm, args);
   res->to_user(strm);
   strm.wait();
-  const double err = rel_err(res_data, ref.data(), res_n);
+  const double err = relative_error(std::span<const float>(res_data, res_n), std::span<const float>(ref.data(), res_n));
   // Cost of reordering the weights from our hwio layout (once per weight update), if any.
   double wreorder_us = 0;
   if (o != op::bwd_weights && in[1].reordered) {
@@ -182,7 +166,7 @@ void dnnl_conv(benchmark::State& st, op o) {
 void ConvWeightGradFloat(benchmark::State& st) {
   const int c_in = int(st.range(0)), side = int(st.range(1)), c_out = int(st.range(2));
   const long B = st.range(3);
-  const auto g = dnnl_layer(c_in, side, c_out);
+  const auto g = bench::conv_layer_3x3(c_in, side, c_out);
   matrix<float> l = matrix<float>::Random(g.in_size(), B), z = matrix<float>::Random(g.conv_size(), B), col;
   matrix<float> gW = matrix<float>::Zero(g.cout, g.patch());
   for (auto _ : st) {

@@ -7,25 +7,16 @@
 
 #include <complex>
 
-#include "eqprop/dynamics/conv_ops.hpp"
+#include "conv_bench_layer.hpp"
 
 namespace {
 using namespace eqprop;
-
-connection_geometry layer(int c_in, int side, int c_out) {
-  network_spec s;
-  s.input_shape = {c_in, side, side};
-  s.conv = {{c_out, 3, true, pool_kind::none}};
-  auto g = s.geometry(0);
-  g.planar_input = false;
-  return g;
-}
 
 template <class T>
 void conv_layer(benchmark::State& st, bool transpose) {
   const int c_in = int(st.range(0)), side = int(st.range(1)), c_out = int(st.range(2));
   const long B = st.range(3);
-  const auto g = layer(c_in, side, c_out);
+  const auto g = bench::conv_layer_3x3(c_in, side, c_out);
   using R = real_t<T>;
   const matrix<R> W = matrix<R>::Random(g.cout, g.patch());
   const const_matrix_map<R> Wm(W.data(), W.rows(), W.cols());

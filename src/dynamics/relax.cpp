@@ -23,6 +23,26 @@ matrix<R> one_hot(std::span<const int32_t> labels, int n_classes) {
 template matrix<float> one_hot<float>(std::span<const int32_t>, int);
 template matrix<double> one_hot<double>(std::span<const int32_t>, int);
 
+template <class S>
+void softmax_columns(const matrix<S>& logits, matrix<S>& probs) {
+  using real = real_t<S>;
+  probs.resize(logits.rows(), logits.cols());
+  for (long b = 0; b < logits.cols(); ++b) {
+    real mx = -std::numeric_limits<real>::infinity();
+    for (long c = 0; c < logits.rows(); ++c) mx = std::max(mx, real_part(logits(c, b)));
+    S sum(0);
+    for (long c = 0; c < logits.rows(); ++c) {
+      probs(c, b) = std::exp(logits(c, b) - S(mx));
+      sum += probs(c, b);
+    }
+    for (long c = 0; c < logits.rows(); ++c) probs(c, b) /= sum;
+  }
+}
+template void softmax_columns<float>(const matrix<float>&, matrix<float>&);
+template void softmax_columns<double>(const matrix<double>&, matrix<double>&);
+template void softmax_columns<std::complex<float>>(const matrix<std::complex<float>>&, matrix<std::complex<float>>&);
+template void softmax_columns<std::complex<double>>(const matrix<std::complex<double>>&, matrix<std::complex<double>>&);
+
 namespace {
 template <class S>
 bool is_finite(const S& v) {
@@ -109,22 +129,8 @@ void relax_state<S, P>::set_states_from_real(const std::vector<matrix<real>>& h)
 template <class S, class P>
 void relax_state<S, P>::compute_readout(const network& net) {
   logits_.noalias() = net.W_out() * h_.back();
-  const auto bo = net.b_out();
-  const long B = logits_.cols(), C = logits_.rows();
-  for (long b = 0; b < B; ++b) {
-    // Overflow-safe softmax: subtract the largest real part (any constant shift is exact).
-    real mx = -std::numeric_limits<real>::infinity();
-    for (long c = 0; c < C; ++c) {
-      logits_(c, b) += S(bo(c));
-      mx = std::max(mx, real_part(logits_(c, b)));
-    }
-    S sum(0);
-    for (long c = 0; c < C; ++c) {
-      probs_(c, b) = std::exp(logits_(c, b) - S(mx));
-      sum += probs_(c, b);
-    }
-    for (long c = 0; c < C; ++c) probs_(c, b) /= sum;
-  }
+  logits_.colwise() += net.b_out().template cast<S>();
+  softmax_columns(logits_, probs_);
 }
 
 template <class S, class P>

@@ -85,16 +85,7 @@ void vf_state<S, R>::compute_readout() {
   const int K = static_cast<int>(u_.size()) - 1;
   logits_.noalias() = Wro_ * r_[K];
   logits_.colwise() += bro_;
-  for (long b = 0; b < logits_.cols(); ++b) {
-    real_t<S> mx = real_part(logits_(0, b));
-    for (long k = 1; k < logits_.rows(); ++k) mx = std::max(mx, real_part(logits_(k, b)));
-    S sum(0);
-    for (long k = 0; k < logits_.rows(); ++k) {
-      probs_(k, b) = std::exp(logits_(k, b) - S(mx));
-      sum += probs_(k, b);
-    }
-    probs_.col(b) /= sum;
-  }
+  softmax_columns(logits_, probs_);
   e_.noalias() = Wro_.transpose() * (probs_ - y_.template cast<S>());
 }
 

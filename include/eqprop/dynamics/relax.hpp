@@ -45,6 +45,11 @@ struct relax_report {
 template <class R>
 matrix<R> one_hot(std::span<const int32_t> labels, int n_classes);
 
+/// probs = softmax of every column of logits (same shape). Holomorphic for complex logits:
+/// each column's largest real part is subtracted first, an exact shift that prevents overflow.
+template <class S>
+void softmax_columns(const matrix<S>& logits, matrix<S>& probs);
+
 template <class S, class P = real_t<S>>
 class relax_state {
  public:
