@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/dynamics/conv_ops.hpp"
 
 namespace eqprop {
 
@@ -22,8 +23,10 @@ void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<
   if (y.rows() != net.spec().n_classes || y.cols() != B)
     throw shape_error(fmt::format("targets are {}x{}, expected {}x{} (one-hot)", y.rows(), y.cols(), net.spec().n_classes, B));
   net_ = &net;
-  Ms_.resize(net.n_edges());
-  for (int e = 0; e < net.n_edges(); ++e) Ms_[e] = net.M(e).template cast<S>();
+  Ms_.assign(net.n_edges(), matrix<S>());
+  for (int e = 0; e < net.n_edges(); ++e)
+    if (!net.is_conv_edge(e)) Ms_[e] = net.M(e).template cast<S>();
+  z_.assign(net.n_edges(), matrix<S>());
   Wro_ = net.W_ro().template cast<S>();
   bro_ = net.b_ro().template cast<S>();
   u_.assign(K + 1, matrix<S>());
@@ -38,10 +41,20 @@ void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<
     next_[i].setZero(net.size(i), B);
     tmp_[i].setZero(net.size(i), B);
   }
+  // The drive: biases of forward edges, and the input edges' terms (the input is fixed).
   for (int e = 0; e < net.n_edges(); ++e) {
     const auto& ed = net.edges()[e];
-    if (ed.forward) drive_[ed.dst].colwise() += net.b(e).template cast<S>();
-    if (ed.src == 0) drive_[ed.dst].noalias() += Ms_[e] * r_[0];
+    const auto& g = net.geometry(e);
+    if (ed.src == 0) {
+      if (net.is_conv_edge(e)) {
+        conv_forward<S, R>(g, net.M(e), r_[0], col_, z_[e]);
+        pool_forward(g, z_[e], t1_);
+        drive_[ed.dst] += t1_;
+      } else {
+        drive_[ed.dst].noalias() += Ms_[e] * r_[0];
+      }
+    }
+    if (ed.forward) add_channel_bias<S, R>(g, net.b(e), drive_[ed.dst]);
   }
   y_ = y;
   logits_.setZero(net.spec().n_classes, B);
@@ -49,6 +62,167 @@ void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<
   e_.setZero(net.size(K), B);
   residual_.setZero(B);
   update_activities();
+}
+
+template <class S, class R>
+void vf_state<S, R>::zero_samples(const std::vector<char>& flagged) {
+  for (long b = 0; b < static_cast<long>(flagged.size()); ++b) {
+    if (!flagged[b]) continue;
+    for (auto& m : r_) m.col(b).setZero();
+    for (size_t i = 1; i < u_.size(); ++i) u_[i].col(b).setZero();
+  }
+  for (int e = 0; e < net_->n_edges(); ++e)  // the input edges' cached convolutions of x
+    if (net_->edges()[e].src == 0 && net_->is_conv_edge(e))
+      conv_forward<S, R>(net_->geometry(e), net_->M(e), r_[0], col_, z_[e]);
+  lin_valid_ = false;
+}
+
+template <class S, class R>
+void vf_state<S, R>::set_activities(const std::vector<matrix<S>>& r) {
+  for (size_t i = 1; i < r_.size(); ++i) {
+    if (r[i].rows() != r_[i].rows() || r[i].cols() != r_[i].cols())
+      throw shape_error(fmt::format("set_activities: layer {} is {}x{}, expected {}x{}", i, r[i].rows(), r[i].cols(),
+                                    r_[i].rows(), r_[i].cols()));
+    r_[i] = r[i];
+  }
+  lin_valid_ = false;
+}
+
+template <class S, class R>
+void vf_state<S, R>::add_coupling(std::vector<matrix<S>>& out) {
+  const auto& edges = net_->edges();
+  for (size_t e = 0; e < edges.size(); ++e) {
+    const auto& ed = edges[e];
+    if (ed.src == 0) continue;
+    if (!net_->is_conv_edge(int(e))) {
+      out[ed.dst].noalias() += Ms_[e] * r_[ed.src];
+      continue;
+    }
+    const auto& g = net_->geometry(int(e));
+    const auto M = net_->M(int(e));
+    if (ed.forward) {  // P(conv_W r_src)
+      conv_forward<S, R>(g, M, r_[ed.src], col_, z_[e]);
+      pool_forward(g, z_[e], t1_);
+      out[ed.dst] += t1_;
+    } else {  // conv_B^T J_P(conv_B r_dst)^T r_src
+      conv_forward<S, R>(g, M, r_[ed.dst], col_, z_[e]);
+      pool_vjp(g, z_[e], r_[ed.src], dz_);
+      conv_transpose<S, R>(g, M, dz_, col_, out[ed.dst], true);
+    }
+  }
+  lin_valid_ = true;
+}
+
+template <class S, class R>
+void vf_state<S, R>::linearize() {
+  if (lin_valid_) return;
+  const auto& edges = net_->edges();
+  for (size_t e = 0; e < edges.size(); ++e) {
+    const auto& ed = edges[e];
+    if (ed.src == 0 || !net_->is_conv_edge(int(e))) continue;
+    conv_forward<S, R>(net_->geometry(int(e)), net_->M(int(e)), r_[ed.forward ? ed.src : ed.dst], col_, z_[e]);
+  }
+  lin_valid_ = true;
+}
+
+template <class S, class R>
+void vf_state<S, R>::coupling_jvp(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out) {
+  linearize();
+  const auto& edges = net_->edges();
+  out.resize(u_.size());
+  for (size_t i = 1; i < u_.size(); ++i) out[i].setZero(u_[i].rows(), v[i].cols());
+  for (size_t e = 0; e < edges.size(); ++e) {
+    const auto& ed = edges[e];
+    if (ed.src == 0) continue;
+    if (!net_->is_conv_edge(int(e))) {
+      out[ed.dst].noalias() += Ms_[e] * v[ed.src];
+      continue;
+    }
+    const auto& g = net_->geometry(int(e));
+    const auto M = net_->M(int(e));
+    if (ed.forward) {  // J_P conv_W v_src
+      conv_forward<S, R>(g, M, v[ed.src], col_, t1_);
+      pool_jvp(g, z_[e], t1_, t2_);
+      out[ed.dst] += t2_;
+    } else {  // conv_B^T J_P^T v_src + conv_B^T H_P[r_src] conv_B v_dst
+      pool_vjp(g, z_[e], v[ed.src], dz_);
+      conv_transpose<S, R>(g, M, dz_, col_, out[ed.dst], true);
+      if (g.pool == pool_kind::softmax) {
+        conv_forward<S, R>(g, M, v[ed.dst], col_, t1_);
+        pool_hvp(g, z_[e], r_[ed.src], t1_, t2_);
+        conv_transpose<S, R>(g, M, t2_, col_, out[ed.dst], true);
+      }
+    }
+  }
+}
+
+template <class S, class R>
+void vf_state<S, R>::coupling_vjp(const std::vector<matrix<S>>& a, std::vector<matrix<S>>& out) {
+  linearize();
+  const auto& edges = net_->edges();
+  out.resize(u_.size());
+  for (size_t i = 1; i < u_.size(); ++i) out[i].setZero(u_[i].rows(), a[i].cols());
+  for (size_t e = 0; e < edges.size(); ++e) {
+    const auto& ed = edges[e];
+    if (ed.src == 0) continue;
+    if (!net_->is_conv_edge(int(e))) {
+      out[ed.src].noalias() += Ms_[e].transpose() * a[ed.dst];
+      continue;
+    }
+    const auto& g = net_->geometry(int(e));
+    const auto M = net_->M(int(e));
+    if (ed.forward) {  // conv_W^T J_P^T a_dst
+      pool_vjp(g, z_[e], a[ed.dst], dz_);
+      conv_transpose<S, R>(g, M, dz_, col_, out[ed.src], true);
+    } else {  // to r_src: J_P conv_B a_dst; to r_dst: conv_B^T H_P[r_src] conv_B a_dst (H symmetric)
+      conv_forward<S, R>(g, M, a[ed.dst], col_, t1_);
+      pool_jvp(g, z_[e], t1_, t2_);
+      out[ed.src] += t2_;
+      if (g.pool == pool_kind::softmax) {
+        pool_hvp(g, z_[e], r_[ed.src], t1_, t2_);
+        conv_transpose<S, R>(g, M, t2_, col_, out[ed.dst], true);
+      }
+    }
+  }
+}
+
+template <class S, class R>
+void vf_state<S, R>::add_param_vjp(const std::vector<matrix<S>>& a, S coef, std::span<R> grad) {
+  linearize();
+  const auto& net = *net_;
+  for (int e = 0; e < net.n_edges(); ++e) {
+    const auto& ed = net.edges()[e];
+    auto gW = block_view(grad, net.weight_block(e));
+    const int bi = net.bias_block_index(e);
+    if (!net.is_conv_edge(e)) {  // a_dst r_src^T
+      if constexpr (is_complex_v<S>) gW.noalias() += (coef * a[ed.dst] * r_[ed.src].transpose()).real();
+      else gW.noalias() += coef * a[ed.dst] * r_[ed.src].transpose();
+    } else {
+      const auto& g = net.geometry(e);
+      if (ed.forward) {  // d/dW <a, P(conv_W r_src)> = (J_P^T a) (x) r_src
+        pool_vjp(g, z_[e], a[ed.dst], dz_);
+        conv_weight_grad<S, R>(g, dz_, r_[ed.src], col_, coef, gW);
+      } else {  // d/dB <a_dst, conv_B^T J_P(conv_B r_dst)^T r_src> = <J_P(z) conv_B a_dst, r_src>
+        pool_vjp(g, z_[e], r_[ed.src], dz_);
+        conv_weight_grad<S, R>(g, dz_, a[ed.dst], col_, coef, gW);
+        if (g.pool == pool_kind::softmax) {
+          conv_forward<S, R>(g, net.M(e), a[ed.dst], col_, t1_);
+          pool_hvp(g, z_[e], r_[ed.src], t1_, t2_);
+          conv_weight_grad<S, R>(g, t2_, r_[ed.dst], col_, coef, gW);
+        }
+      }
+    }
+    if (bi >= 0) {
+      const auto& lb = net.layout()[bi];
+      vector_map<R> gb(grad.data() + lb.offset, lb.rows);
+      if (!net.is_conv_edge(e)) {
+        if constexpr (is_complex_v<S>) gb += (coef * a[ed.dst].rowwise().sum()).real();
+        else gb += coef * a[ed.dst].rowwise().sum();
+      } else {
+        channel_sum_grad<S, R>(net.geometry(e), a[ed.dst], coef, gb);
+      }
+    }
+  }
 }
 
 template <class S, class R>
@@ -69,6 +243,7 @@ void vf_state<S, R>::update_activities() {
     using A = decltype(act);
     for (size_t i = 1; i < u_.size(); ++i) r_[i] = u_[i].unaryExpr([](const S& v) { return activate<A>(v); });
   });
+  lin_valid_ = false;
 }
 
 template <class S, class R>
@@ -106,24 +281,10 @@ void vf_state<S, R>::loss_per_sample(vector<R>& out) {
 }
 
 template <class S, class R>
-void vf_state<S, R>::apply_coupling(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out, bool transpose) const {
-  const auto& edges = net_->edges();
-  out.resize(u_.size());
-  for (size_t i = 1; i < u_.size(); ++i) out[i].setZero(u_[i].rows(), v[i].cols());
-  for (size_t e = 0; e < edges.size(); ++e) {
-    if (edges[e].src == 0) continue;
-    if (!transpose) out[edges[e].dst].noalias() += Ms_[e] * v[edges[e].src];
-    else out[edges[e].src].noalias() += Ms_[e].transpose() * v[edges[e].dst];
-  }
-}
-
-template <class S, class R>
 real_t<S> vf_state<S, R>::step(S beta) {
   const int K = static_cast<int>(u_.size()) - 1;
-  const auto& edges = net_->edges();
   for (int i = 1; i <= K; ++i) next_[i] = drive_[i];
-  for (size_t e = 0; e < edges.size(); ++e)
-    if (edges[e].src != 0) next_[edges[e].dst].noalias() += Ms_[e] * r_[edges[e].src];
+  add_coupling(next_);
   if (beta != S(0)) {
     compute_readout();
     next_[K] -= beta * e_;
@@ -168,10 +329,7 @@ void vf_state<S, R>::tangent_step(std::vector<matrix<S>>& ud) {
     using A = decltype(act);
     for (int i = 1; i <= K; ++i) d[i] = u_[i].unaryExpr([](const S& v) { return A::deriv(v); }).cwiseProduct(ud[i]);
   });
-  const auto& edges = net_->edges();
-  for (int i = 1; i <= K; ++i) next_[i].setZero();
-  for (size_t e = 0; e < edges.size(); ++e)
-    if (edges[e].src != 0) next_[edges[e].dst].noalias() += Ms_[e] * d[edges[e].src];
+  coupling_jvp(d, next_);
   compute_readout();
   next_[K] -= e_;  // d/dbeta of -beta e(r_K) at beta = 0
   for (int i = 1; i <= K; ++i) ud[i].swap(next_[i]);
@@ -325,6 +483,8 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
       free_.compute_readout();
       free_.activation_deriv(d_);
       if (opt_.rbp_dense) {
+        if (net.spec().is_convnet())
+          throw config_error("the dense RBP solve is for dense networks; a ConvNet uses the iterative adjoint (rbp_dense = false)");
         const matrix<double> Cd = coupling_matrix(net);
         const long n = Cd.rows();
         std::vector<long> off(K + 1, 0);
@@ -344,7 +504,7 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
         lam_.assign(K + 1, matrix<R>());
         for (int i = 1; i <= K; ++i) lam_[i].setZero(net.size(i), B);
         for (long t = 0; t < steps; ++t) {
-          free_.apply_coupling(lam_, tmp_, true);
+          free_.coupling_vjp(lam_, tmp_);
           tmp_[K] += free_.dl_dr();
           for (int i = 1; i <= K; ++i) lam_[i] = d_[i].cwiseProduct(tmp_[i]);
         }
@@ -419,37 +579,37 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
   } else {
     std::fill(grad.begin(), grad.end(), R(0));
   }
-  if (opt_.homeo_lambda > 0)
-    out.homeo_loss = homeostatic_loss_mc(net, long(opt_.homeo_probes) * B, rng_, grad, opt_.homeo_lambda);
+  if (opt_.homeo_lambda > 0) {
+    if (net.spec().is_convnet())  // the Jacobian depends on the state: probes at every sample's free state
+      out.homeo_loss = homeostatic_loss_at(net, free_, opt_.homeo_probes, rng_, grad, opt_.homeo_lambda);
+    else
+      out.homeo_loss = homeostatic_loss_mc(net, long(opt_.homeo_probes) * B, rng_, grad, opt_.homeo_lambda);
+  }
   return out;
 }
 
 template <class R>
-void gep_assemble_gradient(const vector_field_network<R>& net, const vf_state<R>& st, const std::vector<matrix<R>>& eps,
+void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st, const std::vector<matrix<R>>& eps,
                            const vector<R>& w, std::span<R> grad) {
   std::fill(grad.begin(), grad.end(), R(0));
   const int K = net.n_layers();
-  auto clean = [&](const matrix<R>& m) {  // failed samples (w = 0) may hold NaN
-    matrix<R> c = m;
-    for (long b = 0; b < c.cols(); ++b)
-      if (w(b) == R(0)) c.col(b).setZero();
-    return c;
-  };
-  std::vector<matrix<R>> r(K + 1);
-  for (int i = 0; i <= K; ++i) r[i] = clean(st.r()[i]);
-  for (int e = 0; e < net.n_edges(); ++e) {
-    const auto& ed = net.edges()[e];
-    const matrix<R> ew = eps[ed.dst] * w.asDiagonal();
-    block_view(grad, net.weight_block(e)).noalias() = ew * r[ed.src].transpose();
-    if (ed.forward) {
-      const auto& bb = net.layout()[net.bias_block_index(e)];
-      block_view(grad, bb) = ew.rowwise().sum();
-    }
+  // Failed samples (w = 0) may hold NaN, which w = 0 does not cancel: their columns are zeroed.
+  std::vector<char> dropped(w.size(), 0);
+  for (long b = 0; b < w.size(); ++b) dropped[b] = w(b) == R(0);
+  if (std::find(dropped.begin(), dropped.end(), 1) != dropped.end()) st.zero_samples(dropped);
+  std::vector<matrix<R>> a(K + 1);
+  for (int i = 1; i <= K; ++i) {
+    a[i] = eps[i];
+    for (long b = 0; b < a[i].cols(); ++b)
+      if (dropped[b]) a[i].col(b).setZero();
+    a[i] = a[i] * w.asDiagonal();
   }
-  const matrix<R> dz = clean(st.probs() - st.y()) * w.asDiagonal();
+  st.add_param_vjp(a, R(1), grad);
+  st.compute_readout();
+  const matrix<R> dz = (st.probs() - st.y()) * w.asDiagonal();
   const auto& lw = net.layout()[net.layout().size() - 2];
   const auto& lb = net.layout()[net.layout().size() - 1];
-  block_view(grad, lw).noalias() = dz * r[K].transpose();
+  block_view(grad, lw).noalias() = dz * st.r()[K].transpose();
   block_view(grad, lb) = dz.rowwise().sum();
 }
 
@@ -481,6 +641,9 @@ void couple(const vector_field_network<R>& net, const std::vector<matrix<R>>& v,
 
 template <class R>
 matrix<double> coupling_matrix(const vector_field_network<R>& net) {
+  if (net.spec().is_convnet())
+    throw config_error("a ConvNet's Jacobian depends on the state: use the probe estimates at a state "
+                       "(homeostatic_loss_at, jacobian_stats_at) instead of the dense coupling matrix");
   const auto off = layer_offsets(net);
   const long n = off[net.n_layers() + 1];
   matrix<double> Cm = matrix<double>::Zero(n, n);
@@ -545,6 +708,108 @@ double homeostatic_loss_exact(const vector_field_network<R>& net, std::span<R> g
   return 2.0 * A.squaredNorm() / double(n);
 }
 
+namespace {
+// probes_per_sample Gaussian probes at every sample of st (columns p * B + b), in a state
+// holding st's input and activities replicated; J eps = dC/dr eps - eps (activations bypassed).
+template <class R>
+struct probe_batch {
+  matrix<R> x, y;
+  std::vector<matrix<R>> r, eps, Jeps;
+  vf_state<R> st;
+  probe_batch(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample, rng_t& rng) {
+    if (probes_per_sample < 1) throw config_error("homeostasis: need at least one probe per sample");
+    const int K = net.n_layers();
+    const long B = at.batch(), P = probes_per_sample * B;
+    x.resize(net.size(0), P);
+    y.resize(net.spec().n_classes, P);
+    r.assign(K + 1, matrix<R>());
+    eps.assign(K + 1, matrix<R>());
+    for (int i = 1; i <= K; ++i) {
+      r[i].resize(net.size(i), P);
+      eps[i].resize(net.size(i), P);
+    }
+    for (long p = 0; p < probes_per_sample; ++p) {
+      x.middleCols(p * B, B) = at.r()[0];
+      y.middleCols(p * B, B) = at.y();
+      for (int i = 1; i <= K; ++i) r[i].middleCols(p * B, B) = at.r()[i];
+    }
+    for (long c = 0; c < P; ++c)
+      for (int i = 1; i <= K; ++i)
+        for (long k = 0; k < net.size(i); ++k) eps[i](k, c) = R(standard_normal(rng));
+    st.set_input(net, x, y);
+    st.set_activities(r);
+    jvp(eps, Jeps);
+  }
+  void jvp(const std::vector<matrix<R>>& v, std::vector<matrix<R>>& out) {
+    st.coupling_jvp(v, out);
+    for (size_t i = 1; i < out.size(); ++i) out[i] -= v[i];
+  }
+  void vjp(const std::vector<matrix<R>>& v, std::vector<matrix<R>>& out) {
+    st.coupling_vjp(v, out);
+    for (size_t i = 1; i < out.size(); ++i) out[i] -= v[i];
+  }
+  long columns() const { return x.cols(); }
+  // grad += s * d/dtheta <a, J(theta) b> at the fixed activities: complex step in r along b
+  // of the parameter VJP (exact to rounding: the field is analytic in r, or piecewise linear
+  // for max pooling).
+  void add_mixed(const vector_field_network<R>& net, const std::vector<matrix<R>>& a, const std::vector<matrix<R>>& b,
+                 R s, std::span<R> grad) const {
+    using C = std::complex<R>;
+    const R h = std::is_same_v<R, float> ? R(1e-10) : R(1e-20);
+    vf_state<C> cs;
+    cs.set_input(net, x, y);
+    std::vector<matrix<C>> rc(r.size()), ac(r.size());
+    for (size_t i = 1; i < r.size(); ++i) {
+      rc[i] = r[i].template cast<C>() + C(0, h) * b[i].template cast<C>();
+      ac[i] = a[i].template cast<C>();
+    }
+    cs.set_activities(rc);
+    cs.add_param_vjp(ac, C(0, -s / h), grad);
+  }
+};
+}  // namespace
+
+template <class R>
+double homeostatic_loss_at(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample, rng_t& rng,
+                           std::span<R> grad, double coef) {
+  probe_batch<R> pb(net, at, probes_per_sample, rng);
+  const int K = net.n_layers();
+  std::vector<matrix<R>> JJeps;
+  pb.jvp(pb.Jeps, JJeps);
+  double value = 0;
+  for (int i = 1; i <= K; ++i) value += double(pb.Jeps[i].squaredNorm()) - double(pb.eps[i].cwiseProduct(JJeps[i]).sum());
+  const double scale = 1.0 / (double(net.spec().n_states()) * double(pb.columns()));
+  if (!grad.empty()) {
+    // d[|J e|^2 - e^T J J e] = 2 <Je, dJ e> - <J^T e, dJ e> - <e, dJ (J e)>
+    std::vector<matrix<R>> JTeps, a(K + 1);
+    pb.vjp(pb.eps, JTeps);
+    for (int i = 1; i <= K; ++i) a[i] = R(2) * pb.Jeps[i] - JTeps[i];
+    const R s = R(coef * scale);
+    pb.add_mixed(net, a, pb.eps, s, grad);
+    pb.add_mixed(net, pb.eps, pb.Jeps, -s, grad);
+  }
+  return value * scale;
+}
+
+template <class R>
+jacobian_stats jacobian_stats_at(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample,
+                                 rng_t& rng) {
+  probe_batch<R> pb(net, at, probes_per_sample, rng);
+  std::vector<matrix<R>> JTeps;
+  pb.vjp(pb.eps, JTeps);
+  double s2 = 0, a2 = 0;  // E |S e|^2 = |S|_F^2, E |A e|^2 = |A|_F^2 (per sample)
+  for (int i = 1; i <= net.n_layers(); ++i) {
+    s2 += double((pb.Jeps[i] + JTeps[i]).squaredNorm()) / 4;
+    a2 += double((pb.Jeps[i] - JTeps[i]).squaredNorm()) / 4;
+  }
+  s2 /= double(pb.columns());
+  a2 /= double(pb.columns());
+  jacobian_stats out;
+  out.symmetry_index = std::sqrt(s2) / (std::sqrt(s2) + std::sqrt(a2));
+  out.homeo = 2 * a2 / double(net.spec().n_states());
+  return out;
+}
+
 template <class R>
 double jacobian_symmetry_index(const vector_field_network<R>& net) {
   const matrix<double> Cm = coupling_matrix(net);
@@ -563,7 +828,8 @@ double feedback_angle_deg(const vector_field_network<R>& net) {
     if (f < 0) continue;
     any = true;
     const matrix<double> W = net.M(f).template cast<double>(), Bm = net.M(e).template cast<double>();
-    dot += W.cwiseProduct(Bm.transpose()).sum();
+    // A conv feedback kernel is compared with the forward kernel itself (the VJP transposes it).
+    dot += net.is_conv_edge(e) ? W.cwiseProduct(Bm).sum() : W.cwiseProduct(Bm.transpose()).sum();
     nw += W.squaredNorm();
     nb += Bm.squaredNorm();
   }
@@ -597,19 +863,29 @@ gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>
   const Eigen::Map<const vector<R>> v1(g1.data(), g1.size()), v2(g2.data(), g2.size());
   d.grad_cosine = double(v1.dot(v2)) / (double(v1.norm()) * double(v2.norm()));
   d.grad_rel_error = double((v1 - v2).norm()) / double(v2.norm());
-  d.symmetry_index = jacobian_symmetry_index(net);
   d.angle_deg = feedback_angle_deg(net);
-  d.homeo_exact = homeostatic_loss_exact(net);
+  if (net.spec().is_convnet()) {  // probes at the free states of the batch
+    rng_t rng(ep.seed ^ 0x6469616700ull);
+    const auto js = jacobian_stats_at(net, e2.free_state(), 16, rng);
+    d.symmetry_index = js.symmetry_index;
+    d.homeo_exact = js.homeo;
+  } else {
+    d.symmetry_index = jacobian_symmetry_index(net);
+    d.homeo_exact = homeostatic_loss_exact(net);
+  }
   return d;
 }
 
 #define EQPROP_GEP_INSTANTIATE(R)                                                                                   \
   template class generalized_ep<R>;                                                                                 \
-  template void gep_assemble_gradient(const vector_field_network<R>&, const vf_state<R>&,                          \
+  template void gep_assemble_gradient(const vector_field_network<R>&, vf_state<R>&,                                \
                                       const std::vector<matrix<R>>&, const vector<R>&, std::span<R>);               \
   template matrix<double> coupling_matrix(const vector_field_network<R>&);                                         \
   template double homeostatic_loss_mc(const vector_field_network<R>&, long, rng_t&, std::span<R>, double);         \
   template double homeostatic_loss_exact(const vector_field_network<R>&, std::span<R>, double);                    \
+  template double homeostatic_loss_at(const vector_field_network<R>&, const vf_state<R>&, long, rng_t&, std::span<R>,  \
+                                      double);                                                                      \
+  template jacobian_stats jacobian_stats_at(const vector_field_network<R>&, const vf_state<R>&, long, rng_t&);      \
   template double jacobian_symmetry_index(const vector_field_network<R>&);                                         \
   template double feedback_angle_deg(const vector_field_network<R>&);                                              \
   template gep_diagnostics gep_diagnose(const vector_field_network<R>&, const matrix<R>&, const matrix<R>&,        \

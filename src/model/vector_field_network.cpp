@@ -68,6 +68,24 @@ void vf_spec::validate() const {
   if (!std::isfinite(angle_deg)) throw config_error("network.angle must be finite");
   if (!(init_scale >= 0)) throw config_error(fmt::format("network.init_scale must be >= 0, got {}", init_scale));
   (void)resolved_edges();
+  if (is_convnet()) {
+    if (topology != vf_topology::chain)
+      throw config_error(fmt::format("a convolutional vector-field network needs network.topology = \"chain\", got \"{}\"",
+                                     to_string(topology)));
+    layered_spec().validate();
+  }
+}
+
+network_spec vf_spec::layered_spec() const {
+  network_spec s;
+  s.sizes = sizes;
+  s.n_readout = n_classes;
+  s.activation = activation;
+  s.input_shape = input_shape;
+  s.conv = conv;
+  s.pool_temperature = pool_temperature;
+  s.pool_size = pool_size;
+  return s;
 }
 
 long vf_spec::n_states() const {
@@ -81,16 +99,30 @@ vector_field_network<R>::vector_field_network(vf_spec spec) : spec_(std::move(sp
   spec_.validate();
   edges_ = spec_.resolved_edges();
   long offset = 0;
+  // Parameter groups (per-layer learning rates): the forward edge into layer i is group
+  // i - 1, a feedback edge src -> dst shares the group of the forward edge into src, the
+  // readout is group K.
+  int group = 0;
   auto add = [&](std::string name, long rows, long cols) {
-    layout_.push_back({std::move(name), 0, rows, cols, offset});
+    layout_.push_back({std::move(name), group, rows, cols, offset});
     offset += rows * cols;
     return static_cast<int>(layout_.size()) - 1;
   };
+  const network_spec twin = spec_.layered_spec();
   for (const auto& e : edges_) {
     const char* tag = e.forward ? "W" : "B";
-    w_block_.push_back(add(fmt::format("{}{}_{}", tag, e.src, e.dst), spec_.sizes[e.dst], spec_.sizes[e.src]));
-    b_block_.push_back(e.forward ? add(fmt::format("b{}_{}", e.src, e.dst), spec_.sizes[e.dst], 1) : -1);
+    group = (e.forward ? e.dst : e.src) - 1;
+    connection_geometry g;  // dense: a 1x1 image
+    g.cin = spec_.sizes[e.src], g.cout = spec_.sizes[e.dst];
+    if (spec_.is_convnet()) g = twin.geometry(e.forward ? e.src : e.dst);  // chain: |src - dst| = 1
+    geometry_.push_back(g);
+    if (g.dense())
+      w_block_.push_back(add(fmt::format("{}{}_{}", tag, e.src, e.dst), spec_.sizes[e.dst], spec_.sizes[e.src]));
+    else
+      w_block_.push_back(add(fmt::format("{}{}_{}", tag, e.src, e.dst), g.cout, g.patch()));
+    b_block_.push_back(e.forward ? add(fmt::format("b{}_{}", e.src, e.dst), g.cout, 1) : -1);
   }
+  group = spec_.n_layers();
   add("Wro", spec_.n_classes, spec_.sizes.back());
   add("bro", spec_.n_classes, 1);
   params_.assign(static_cast<size_t>(offset), R(0));
@@ -108,8 +140,9 @@ vector_field_network<R>::vector_field_network(vf_spec spec) : spec_(std::move(sp
     if (edges_[e].forward) continue;
     const int f = reciprocal(e);
     if (f < 0) continue;
-    matrix<R> Wt = M(f).transpose();
-    M(e) = s * M(e) + c * Wt;
+    // A conv feedback kernel has the forward kernel's shape (the VJP does the transpose).
+    const matrix<R> target = is_conv_edge(e) ? matrix<R>(M(f)) : matrix<R>(M(f).transpose());
+    M(e) = s * M(e) + c * target;
   }
 }
 
@@ -140,7 +173,9 @@ void vector_field_network<R>::tie_feedback() {
   for (int e = 0; e < n_edges(); ++e) {
     if (edges_[e].forward) continue;
     const int f = reciprocal(e);
-    if (f >= 0) M(e) = M(f).transpose();
+    if (f < 0) continue;
+    if (is_conv_edge(e)) M(e) = M(f);
+    else M(e) = M(f).transpose();
   }
 }
 

@@ -7,6 +7,42 @@
 
 namespace eqprop {
 
+void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule) {
+  s.add("optimizer.kind", std::string("sgd"), "sgd | adam | adamw");
+  s.add("optimizer.lr", default_lr, "learning rate");
+  s.add("optimizer.lr_per_layer", std::vector<double>{}, "one learning rate per layer then the readout (overrides lr)");
+  s.add("optimizer.momentum", 0.9, "SGD momentum");
+  s.add("optimizer.weight_decay", 0.0, "weight decay");
+  s.add("optimizer.weight_decay_per_layer", std::vector<double>{}, "one weight decay per layer then the readout");
+  s.add("optimizer.decoupled_wd", false, "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
+  s.add("optimizer.beta1", 0.9, "Adam beta1");
+  s.add("optimizer.beta2", 0.999, "Adam beta2");
+  s.add("optimizer.eps", 1e-8, "Adam epsilon");
+
+  s.add("schedule.kind", std::string(default_schedule), "constant | cosine");
+  s.add("schedule.per_step", false, "cosine: anneal every step instead of every epoch");
+  s.add("schedule.min_factor", 0.0, "cosine: final lr as a fraction of the initial lr");
+  s.add("schedule.epochs", int64_t(0), "cosine: epochs to anneal over (0: run.epochs)");
+}
+
+void add_conv_keys(config_schema& s) {
+  using iv = std::vector<int64_t>;
+  using sv = std::vector<std::string>;
+  s.add("network.conv", iv{}, "ConvNets: output channels of each conv layer, before the dense network.hidden layers (empty: an MLP)");
+  s.add("network.conv_kernel", iv{3}, "kernel size per conv layer (one value: all layers)");
+  s.add("network.conv_padding", sv{"same"}, "same | valid, per conv layer (one value: all layers)");
+  s.add("network.conv_pool", sv{"softmax"}, "softmax | max | avg | none, the pooling after each conv layer (one value: all layers)");
+  s.add("network.pool_temperature", 1.0, "softmax pooling temperature T");
+  s.add("network.pool_size", int64_t(2), "pooling window and stride");
+}
+
+void add_image_data_keys(config_schema& s) {
+  s.add("data.normalize_mean", std::vector<double>{}, "per-channel mean subtracted from the inputs (empty: none)");
+  s.add("data.normalize_std", std::vector<double>{}, "per-channel std the inputs are divided by (empty: none)");
+  s.add("data.augment_pad", int64_t(0), "random crop after zero-padding by this many pixels (0: off)");
+  s.add("data.augment_flip", false, "random horizontal flips");
+}
+
 const config_schema& experiment_schema() {
   static const config_schema schema = [] {
     config_schema s;
@@ -18,10 +54,7 @@ const config_schema& experiment_schema() {
     s.add("data.limit_test", int64_t(-1), "use only the first N test samples (-1: all)");
     s.add("data.yin_yang_train", int64_t(5000), "Yin-Yang training samples");
     s.add("data.yin_yang_test", int64_t(1000), "Yin-Yang test samples");
-    s.add("data.normalize_mean", dv{}, "per-channel mean subtracted from the inputs (empty: none)");
-    s.add("data.normalize_std", dv{}, "per-channel std the inputs are divided by (empty: none)");
-    s.add("data.augment_pad", int64_t(0), "random crop after zero-padding by this many pixels (0: off)");
-    s.add("data.augment_flip", false, "random horizontal flips");
+    add_image_data_keys(s);
 
     s.add("network.hidden", iv{120}, "hidden layer sizes (the input size and the classes come from the data)");
     s.add("network.output", std::string("readout"), "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
@@ -29,12 +62,7 @@ const config_schema& experiment_schema() {
     s.add("network.init_scale", 0.0, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
     s.add("network.dtype", std::string("float32"), "float32 | float64");
     using sv = std::vector<std::string>;
-    s.add("network.conv", iv{}, "ConvNets: output channels of each conv layer, before the dense network.hidden layers (empty: an MLP)");
-    s.add("network.conv_kernel", iv{3}, "kernel size per conv layer (one value: all layers)");
-    s.add("network.conv_padding", sv{"same"}, "same | valid, per conv layer (one value: all layers)");
-    s.add("network.conv_pool", sv{"softmax"}, "softmax | max | avg | none, the pooling after each conv layer (one value: all layers)");
-    s.add("network.pool_temperature", 1.0, "softmax pooling temperature T");
-    s.add("network.pool_size", int64_t(2), "pooling window and stride");
+    add_conv_keys(s);
     s.add("network.feedforward", false, "feed-forward network trained by backprop (estimator.kind = backprop): the BP baseline");
 
     s.add("estimator.kind", std::string("holomorphic"), "classic (N=1) | symmetric (N=2) | holomorphic (N points) | continuous (rotating beta, no free phase) | bptt | implicit | backprop (feed-forward network)");
@@ -55,21 +83,7 @@ const config_schema& experiment_schema() {
     s.add("relax.noise_std", 0.0, "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
     s.add("relax.noise_free_phase", false, "also add the neuron noise in the free phase (the paper's training does not)");
 
-    s.add("optimizer.kind", std::string("sgd"), "sgd | adam | adamw");
-    s.add("optimizer.lr", 0.1, "learning rate");
-    s.add("optimizer.lr_per_layer", dv{}, "one learning rate per layer then the readout (overrides lr)");
-    s.add("optimizer.momentum", 0.9, "SGD momentum");
-    s.add("optimizer.weight_decay", 0.0, "weight decay");
-    s.add("optimizer.weight_decay_per_layer", dv{}, "one weight decay per layer then the readout");
-    s.add("optimizer.decoupled_wd", false, "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
-    s.add("optimizer.beta1", 0.9, "Adam beta1");
-    s.add("optimizer.beta2", 0.999, "Adam beta2");
-    s.add("optimizer.eps", 1e-8, "Adam epsilon");
-
-    s.add("schedule.kind", std::string("cosine"), "constant | cosine");
-    s.add("schedule.per_step", false, "cosine: anneal every step instead of every epoch");
-    s.add("schedule.min_factor", 0.0, "cosine: final lr as a fraction of the initial lr");
-    s.add("schedule.epochs", int64_t(0), "cosine: epochs to anneal over (0: run.epochs)");
+    add_optimizer_keys(s, 0.1, "cosine");
 
     s.add("run.epochs", int64_t(30), "epochs");
     s.add("run.batch", int64_t(20), "mini-batch size");
@@ -83,7 +97,7 @@ const config_schema& experiment_schema() {
   return schema;
 }
 
-network_spec make_network_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape) {
+network_spec conv_spec_from_config(const config& cfg, int n_input, std::array<int, 3> input_shape) {
   network_spec s;
   const auto channels = cfg.get<std::vector<int>>("network.conv");
   if (!channels.empty()) {
@@ -100,6 +114,20 @@ network_spec make_network_spec(const config& cfg, int n_input, int n_classes, st
   } else {
     s.sizes.push_back(n_input);
   }
+  return s;
+}
+
+void normalize_from_config(const config& cfg, dataset_split& split) {
+  const auto mean = cfg.get<std::vector<float>>("data.normalize_mean");
+  const auto std = cfg.get<std::vector<float>>("data.normalize_std");
+  if (!mean.empty() || !std.empty()) {
+    normalize_per_channel(split.train, mean, std);
+    normalize_per_channel(split.test, mean, std);
+  }
+}
+
+network_spec make_network_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape) {
+  network_spec s = conv_spec_from_config(cfg, n_input, input_shape);
   s.feedforward = cfg.get<bool>("network.feedforward");
   for (int h : cfg.get<std::vector<int>>("network.hidden")) s.sizes.push_back(h);
   s.output = parse_output(cfg.get<std::string>("network.output"));

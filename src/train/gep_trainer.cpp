@@ -12,6 +12,7 @@
 #include "eqprop/dynamics/relax.hpp"  // one_hot
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/experiment.hpp"  // optimizer and schedule options
 #include "eqprop/train/metrics_log.hpp"
 
 namespace eqprop {
@@ -21,12 +22,14 @@ const config_schema& gep_schema() {
     using iv = std::vector<int64_t>;
     using sv = std::vector<std::string>;
     config_schema s;
-    s.add("data.name", std::string("fashion_mnist"), "dataset (any `eqprop data list` name with vector inputs)");
+    s.add("data.name", std::string("fashion_mnist"), "dataset (any `eqprop data list` name; image data sets with network.conv)");
     s.add("data.dir", std::string(""), "data directory (empty: --data-dir, then $EQPROP_DATA, then ./data)");
     s.add("data.limit_train", int64_t(-1), "use only the first N training samples (-1: all)");
     s.add("data.limit_test", int64_t(-1), "use only the first N test samples (-1: all)");
+    add_image_data_keys(s);
+    add_conv_keys(s);
     s.add("network.hidden", iv{256, 256}, "hidden layer sizes (the dynamical output layer follows)");
-    s.add("network.output", int64_t(10), "size of the dynamical output layer 'out' (a softmax readout follows)");
+    s.add("network.output", int64_t(10), "size of the dynamical output layer 'out' (a softmax readout follows; 0 with conv: the last conv layer is 'out')");
     s.add("network.topology", std::string("chain"), "chain | loop | edges");
     s.add("network.edges", sv{}, "topology = edges: \"src>dst\" (forward, with bias) or \"fb:src>dst\" (feedback, no bias); layer 0 = input");
     s.add("network.activation", std::string("sigmoid"), "sigmoid (= logistic(4x-2)) | holotanh | tanh");
@@ -44,10 +47,7 @@ const config_schema& gep_schema() {
     s.add("relax.nudged_steps", int64_t(20), "T2");
     s.add("homeostasis.lambda", 0.0, "coefficient of the homeostatic gradient (0: off)");
     s.add("homeostasis.probes", int64_t(5), "Gaussian probes per sample");
-    s.add("optimizer.kind", std::string("sgd"), "sgd | adam | adamw");
-    s.add("optimizer.lr", 0.01, "learning rate");
-    s.add("optimizer.momentum", 0.9, "SGD momentum");
-    s.add("optimizer.weight_decay", 0.0, "weight decay (adamw: decoupled)");
+    add_optimizer_keys(s, 0.01, "constant");  // lr_per_layer: the forward edge into layer i is entry i-1, feedback shares it
     s.add("run.epochs", int64_t(50), "epochs");
     s.add("run.batch", int64_t(50), "mini-batch size");
     s.add("run.eval_batch", int64_t(1000), "batch size for evaluation");
@@ -87,12 +87,18 @@ std::vector<vf_edge> parse_edges(const std::vector<std::string>& items) {
 }
 }  // namespace
 
-vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes) {
+vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape) {
   vf_spec s;
   s.n_classes = n_classes;
-  s.sizes.push_back(n_input);
+  const network_spec c = conv_spec_from_config(cfg, n_input, input_shape);
+  s.input_shape = c.input_shape;
+  s.conv = c.conv;
+  s.pool_temperature = c.pool_temperature;
+  s.pool_size = c.pool_size;
+  s.sizes = c.sizes;
   for (int h : cfg.get<std::vector<int>>("network.hidden")) s.sizes.push_back(h);
-  s.sizes.push_back(cfg.get<int>("network.output"));
+  const int out = cfg.get<int>("network.output");
+  if (out > 0 || !s.is_convnet()) s.sizes.push_back(out);
   s.topology = parse_vf_topology(cfg.get<std::string>("network.topology"));
   const auto edges = cfg.get<std::vector<std::string>>("network.edges");
   if (s.topology == vf_topology::edges) s.edges = parse_edges(edges);
@@ -122,15 +128,17 @@ gep_options make_gep_options(const config& cfg) {
   return o;
 }
 
-namespace {
-
-dataset_split load_data(const config& cfg, const std::string& flag_dir) {
+dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long limit_train, long limit_test) {
   dataset_options d;
-  d.limit_train = cfg.get<long>("data.limit_train");
-  d.limit_test = cfg.get<long>("data.limit_test");
+  d.limit_train = limit_train >= 0 ? limit_train : cfg.get<long>("data.limit_train");
+  d.limit_test = limit_test >= 0 ? limit_test : cfg.get<long>("data.limit_test");
   const auto dir = cfg.get<std::string>("data.dir");
-  return load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? flag_dir : dir), d);
+  auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? flag_dir : dir), d);
+  normalize_from_config(cfg, split);
+  return split;
 }
+
+namespace {
 
 struct eval_out {
   double accuracy = 0, loss = 0;
@@ -169,16 +177,14 @@ eval_out evaluate(const vector_field_network<R>& net, const dataset& data, const
 template <class R>
 gep_train_result run(const config& cfg, const gep_train_options& opt) {
   std::ostream& os = opt.out ? *opt.out : std::cout;
-  const auto split = load_data(cfg, opt.data_dir);
-  vector_field_network<R> net(make_vf_spec(cfg, split.train.dim(), split.train.n_classes));
+  const auto split = gep_load_data(cfg, opt.data_dir);
+  vector_field_network<R> net(make_vf_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape));
   const gep_options go = make_gep_options(cfg);
   generalized_ep<R> est(go);
-  optimizer_options oo;
-  oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
-  oo.lr = cfg.get<double>("optimizer.lr");
-  oo.momentum = cfg.get<double>("optimizer.momentum");
-  oo.weight_decay = cfg.get<double>("optimizer.weight_decay");
-  optimizer<R> optim(oo, net.layout(), 1);
+  optimizer<R> optim(make_optimizer_options(cfg), net.layout(), net.n_layers() + 1);
+  const auto sched = make_schedule_options(cfg);
+  const int aug_pad = cfg.get<int>("data.augment_pad");
+  const bool aug_flip = cfg.get<bool>("data.augment_flip");
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const long eval_batch = cfg.get<long>("run.eval_batch"), log_every = cfg.get<long>("run.log_every");
   const double max_failed = cfg.get<double>("run.max_failed_fraction");
@@ -206,13 +212,23 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     yd = one_hot<R>(std::span<const int32_t>(split.train.y.data(), diag_n), net.spec().n_classes);
   }
   gep_train_result res;
+  const bool conv = net.spec().is_convnet();
+  if (conv && diag_n < 1) throw config_error("a ConvNet's symmetry diagnostics need samples: set diagnostics.samples >= 1");
   auto diag_row = [&](nlohmann::ordered_json& row) {
-    row["symmetry_index"] = jacobian_symmetry_index(net);
+    // A ConvNet's Jacobian depends on the state: its symmetry index and homeostatic loss
+    // are probe estimates at the diagnostic batch's free states (gep_diagnose).
     const double ang = feedback_angle_deg(net);
     row["angle_deg"] = std::isfinite(ang) ? nlohmann::ordered_json(ang) : nlohmann::ordered_json(nullptr);
-    row["homeo_exact"] = homeostatic_loss_exact(net);
+    if (!conv) {
+      row["symmetry_index"] = jacobian_symmetry_index(net);
+      row["homeo_exact"] = homeostatic_loss_exact(net);
+    }
     if (diag_n > 0) {
       const auto d = gep_diagnose(net, xd, yd, go, diag_dense);
+      if (conv) {
+        row["symmetry_index"] = d.symmetry_index;
+        row["homeo_probe_estimate"] = d.homeo_exact;
+      }
       for (size_t i = 0; i < d.layer_cosine.size(); ++i) row[fmt::format("cos_layer{}", i + 1)] = d.layer_cosine[i];
       row["grad_cos_rbp"] = d.grad_cosine;
       row["grad_rel_err_rbp"] = d.grad_rel_error;
@@ -247,6 +263,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     ck.meta["epochs_done"] = epoch;
     ck.meta["n_input"] = net.size(0);
     ck.meta["n_classes"] = net.spec().n_classes;
+    ck.meta["input_shape"] = split.train.shape;
     std::vector<double> p(net.params().begin(), net.params().end());
     ck.arrays["params"] = checkpoint_array::from_vector(p);
     save_checkpoint(opt.run_dir / "checkpoint.eqck", ck);
@@ -259,11 +276,14 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     const auto t0 = std::chrono::steady_clock::now();
     it.start_epoch(ep - 1);
     est.reseed(go.seed + uint64_t(ep));
+    std::mt19937_64 aug_rng(seed * 0x9e3779b97f4a7c15ull + uint64_t(ep) + 1);
+    double lr_factor = 1;
     long correct = 0, seen = 0, dropped = 0, not_conv = 0;
     double loss_sum = 0, homeo_sum = 0;
     const long nb = it.n_batches();
     for (long bi = 0; bi < nb; ++bi) {
       it.fill(bi, xb, yb);
+      if (aug_pad > 0 || aug_flip) augment_batch(xb, split.train.shape, aug_pad, aug_flip, aug_rng);
       const matrix<R> x = xb.cast<R>();
       const matrix<R> y = one_hot<R>(yb, net.spec().n_classes);
       const auto r = est.estimate(net, x, y, grad);
@@ -275,7 +295,8 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
                                   ep, bi, r.n_dropped, x.cols(), go.fail_residual);
         break;
       }
-      optim.step(net.params(), grad, 1.0);
+      lr_factor = sched.factor(ep - 1, bi, nb, epochs);
+      optim.step(net.params(), grad, lr_factor);
       for (long k = 0; k < x.cols(); ++k) correct += r.predictions[k] == yb[k];
       seen += x.cols();
       if (std::isfinite(r.loss)) loss_sum += r.loss * double(x.cols() - r.n_dropped);
@@ -302,6 +323,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     row["free_not_converged"] = not_conv;
     row["homeo_mc"] = go.homeo_lambda > 0 && nb ? nlohmann::ordered_json(homeo_sum / double(nb)) : nlohmann::ordered_json(nullptr);
     diag_row(row);
+    row["lr"] = cfg.get<double>("optimizer.lr") * lr_factor;
     row["train_seconds"] = train_s;
     emit(row);
     res.epochs_done = ep;
@@ -335,7 +357,10 @@ vector_field_network<double> gep_load_network(const std::filesystem::path& run_d
     throw data_error("`" + (run_dir / "checkpoint.eqck").string() + "` is not a gep checkpoint (written by `eqprop gep train`)");
   cfg_out.load_json(ck.meta.at("config"), (run_dir / "checkpoint.eqck").string());
   const auto p = ck.arrays.at("params").to_vector<double>();
-  vector_field_network<double> net(make_vf_spec(cfg_out, ck.meta.at("n_input").get<int>(), ck.meta.at("n_classes").get<int>()));
+  std::array<int, 3> shape{1, 1, ck.meta.at("n_input").get<int>()};
+  if (ck.meta.contains("input_shape")) shape = ck.meta.at("input_shape").get<std::array<int, 3>>();
+  vector_field_network<double> net(
+      make_vf_spec(cfg_out, ck.meta.at("n_input").get<int>(), ck.meta.at("n_classes").get<int>(), shape));
   if (long(p.size()) != net.n_params()) throw data_error("gep checkpoint: the parameter count does not match the saved network");
   std::copy(p.begin(), p.end(), net.params().begin());
   return net;

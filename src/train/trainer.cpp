@@ -35,12 +35,7 @@ dataset_split load_data(const config& cfg, const std::string& data_dir_flag) {
   d.limit_test = cfg.get<long>("data.limit_test");
   const auto dir = cfg.get<std::string>("data.dir");
   auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? data_dir_flag : dir), d);
-  const auto mean = cfg.get<std::vector<float>>("data.normalize_mean");
-  const auto std = cfg.get<std::vector<float>>("data.normalize_std");
-  if (!mean.empty() || !std.empty()) {
-    normalize_per_channel(split.train, mean, std);
-    normalize_per_channel(split.test, mean, std);
-  }
+  normalize_from_config(cfg, split);
   return split;
 }
 

@@ -151,9 +151,6 @@ void register_gep(CLI::App& app) {
   dg->callback([] {
     config cfg(gep_schema());
     vector_field_network<double> net;
-    dataset_options dopt;
-    dopt.limit_train = dg_samples;
-    dopt.limit_test = 1;
     if (fs::is_directory(dg_target)) {
       net = gep_load_network(dg_target, cfg);
       for (const auto& s : dg_sets) cfg.set_override(s);
@@ -161,9 +158,9 @@ void register_gep(CLI::App& app) {
       cfg.load_toml_file(dg_target);
       for (const auto& s : dg_sets) cfg.set_override(s);
     }
-    const auto dir = cfg.get<std::string>("data.dir");
-    const auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? dg_data_dir : dir), dopt);
-    if (!fs::is_directory(dg_target)) net = vector_field_network<double>(make_vf_spec(cfg, split.train.dim(), split.train.n_classes));
+    const auto split = gep_load_data(cfg, dg_data_dir, dg_samples, 1);
+    if (!fs::is_directory(dg_target))
+      net = vector_field_network<double>(make_vf_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape));
     const matrix<double> x = split.train.x.cast<double>();
     const matrix<double> y = one_hot<double>(split.train.y, split.train.n_classes);
     const auto o = make_gep_options(cfg);

@@ -58,8 +58,21 @@ class vf_state {
   void update_activities();
   /// Readout at the current activities: logits, probabilities and e = W_ro^T (p - y).
   void compute_readout();
-  /// out_i = sum_{e: dst = i, src >= 1} M_e v_src (transpose: out_src += M_e^T v_dst), layers 1..K.
-  void apply_coupling(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out, bool transpose) const;
+  /// The coupling C(r) = sum over edges with src >= 1 of the edges' terms (without biases),
+  /// linearised at the current activities, layers 1..K (v[0] is ignored):
+  /// out = dC/dr v. Dense networks: out_i = sum_{e: dst = i} M_e v_src.
+  void coupling_jvp(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out);
+  /// out = (dC/dr)^T a (dense: out_src += M_e^T a_dst).
+  void coupling_vjp(const std::vector<matrix<S>>& a, std::vector<matrix<S>>& out);
+  /// grad += Re(coef * d/dtheta sum_i <a_i, field_i>) at the current activities, summed over
+  /// the batch: the edges' weights and biases (not the readout); a: layers 1..K.
+  void add_param_vjp(const std::vector<matrix<S>>& a, S coef, std::span<R> grad);
+  /// Zeroes the input and activities of the flagged samples, so that sums over the batch
+  /// cannot pick up their NaNs (they are no longer relaxed states).
+  void zero_samples(const std::vector<char>& flagged);
+  /// Sets the activities r_1..r_K directly (the activation-bypassed field of homeostasis);
+  /// u is left as it is.
+  void set_activities(const std::vector<matrix<S>>& r);
   /// sigma'(u_i) per layer.
   void activation_deriv(std::vector<matrix<S>>& out) const;
 
@@ -75,8 +88,13 @@ class vf_state {
   void loss_per_sample(vector<R>& out);
 
  private:
+  void add_coupling(std::vector<matrix<S>>& out);  // out += C(r), caching z
+  void linearize();                                 // z at the current r (conv edges)
   const vector_field_network<R>* net_ = nullptr;
-  std::vector<matrix<S>> Ms_;                 // parameters cast to S, per edge
+  std::vector<matrix<S>> Ms_;                 // dense edges' matrices cast to S (empty for conv edges)
+  std::vector<matrix<S>> z_;                  // conv edges: conv output before pooling (forward: of r_src, feedback: of r_dst)
+  bool lin_valid_ = false;                    // z_ matches the current r
+  matrix<S> col_, t1_, t2_, dz_;
   matrix<S> Wro_;
   vector<S> bro_;
   std::vector<matrix<S>> u_, r_, drive_, next_;  // index 0 unused for u, drive, next
@@ -142,10 +160,11 @@ class generalized_ep {
 /// Gradient assembly: grad = mean_b w_b [eps_dst r_src^T; eps_dst] over the edges, plus the
 /// readout gradient (p - y) r_K^T from st (the free state). grad is overwritten.
 template <class R>
-void gep_assemble_gradient(const vector_field_network<R>& net, const vf_state<R>& st,
+void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st,
                            const std::vector<matrix<R>>& eps, const vector<R>& w, std::span<R> grad);
 
-/// Dense coupling matrix C over the dynamical layers (n x n, n = n_states()), layer blocks in order.
+/// Dense coupling matrix C over the dynamical layers (n x n, n = n_states()), layer blocks in
+/// order (dense networks; config_error for a ConvNet).
 template <class R>
 matrix<double> coupling_matrix(const vector_field_network<R>& net);
 
@@ -156,11 +175,30 @@ matrix<double> coupling_matrix(const vector_field_network<R>& net);
 template <class R>
 double homeostatic_loss_mc(const vector_field_network<R>& net, long n_probes, rng_t& rng, std::span<R> grad = {},
                            double coef = 1);
-/// Exact value 2 |A|_F^2 / n with A = (C - C^T)/2; grad += coef * 4 A / n on the edge blocks.
+/// Exact value 2 |A|_F^2 / n with A = (C - C^T)/2; grad += coef * 4 A / n on the edge blocks (dense networks).
 template <class R>
 double homeostatic_loss_exact(const vector_field_network<R>& net, std::span<R> grad = {}, double coef = 1);
 
-/// |S| / (|S| + |A|) (Frobenius) of J = C - I.
+/// The homeostatic loss of homeostatic_loss_mc at the activities of the state `at` (ConvNets:
+/// the Jacobian J = dC/dr - I depends on the state through the pooling): probes_per_sample
+/// Gaussian probes for every sample of at's batch, mean over all probes, per neuron. If grad
+/// is non-empty, grad += coef * d/dtheta with the activities held fixed (weights only); the
+/// mixed derivatives d<a, J b>/dtheta come from a complex step along b of the parameter VJP.
+template <class R>
+double homeostatic_loss_at(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample,
+                           rng_t& rng, std::span<R> grad = {}, double coef = 1);
+
+struct jacobian_stats {
+  double symmetry_index = 0;  ///< |S| / (|S| + |A|), Frobenius norms averaged over the samples' Jacobians
+  double homeo = 0;           ///< 2 |A|_F^2 / n, mean over the samples
+};
+/// Probe (Hutchinson) estimates of the Jacobian's symmetric and antisymmetric parts at the
+/// activities of `at` (any network; for dense ones jacobian_symmetry_index is exact).
+template <class R>
+jacobian_stats jacobian_stats_at(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample,
+                                 rng_t& rng);
+
+/// |S| / (|S| + |A|) (Frobenius) of J = C - I (dense networks).
 template <class R>
 double jacobian_symmetry_index(const vector_field_network<R>& net);
 /// Angle in degrees between the forward weights and the transposed feedback weights,

@@ -16,7 +16,19 @@
 //
 // Parameters live in one flat buffer: per edge its matrix (and the bias of a forward
 // edge), in edge order, then Wro, bro. Gradients use the same layout.
+//
+// ConvNets (spec §1.3; vf_spec::conv non-empty, chain topology): the first conv.size()
+// dynamical layers are convolutional, with the geometries of the energy-based twin
+// (layered_network.hpp: HWC states, planar input, optional pooling P inside the field).
+// Every edge then has a connection_geometry (geometry(e)): a forward conv edge i-1 -> i
+// contributes P(conv_W(r_{i-1})) + b (one bias per channel); a feedback conv edge i+1 -> i
+// holds a kernel B shaped like the forward kernel of i -> i+1 and contributes the
+// vector-Jacobian product conv_B^T J_P(conv_B r_i)^T r_{i+1}, which depends on r_i through
+// the pooling Jacobian. With B = W the field is minus the gradient of the energy-based
+// ConvNet's energy. Edges with a dense geometry keep the matrix form above (a dense
+// feedback matrix is n_dst x n_src, applied as M r_src).
 #pragma once
+#include <array>
 #include <cstdint>
 #include <span>
 #include <string>
@@ -52,6 +64,16 @@ struct vf_spec {
   double angle_deg = 90;
   double init_scale = 0;   ///< 0: truncated normal std 1/sqrt(fan_in); > 0: that std
   uint64_t seed = 0;
+  // ConvNets only (conv empty for an MLP); sizes must then begin with layered_spec().conv_sizes().
+  std::array<int, 3> input_shape{};   ///< channels, height, width of the planar input image
+  std::vector<conv_layer_spec> conv;  ///< the first conv.size() dynamical layers
+  double pool_temperature = 1;        ///< softmax pooling temperature
+  int pool_size = 2;
+
+  bool is_convnet() const { return !conv.empty(); }
+  /// The energy-based twin's spec (same sizes, conv layers and readout): its geometry(j)
+  /// is that of the forward edge j -> j+1.
+  network_spec layered_spec() const;
 
   int n_layers() const { return static_cast<int>(sizes.size()) - 1; }  ///< K
   /// The edges of the topology (validated: config_error for bad indices or duplicates).
@@ -88,6 +110,10 @@ class vector_field_network {
   vector_map<R> b_ro() { auto& l = layout_[layout_.size() - 1]; return {params_.data() + l.offset, l.rows}; }
   const_vector_map<R> b_ro() const { auto& l = layout_[layout_.size() - 1]; return {params_.data() + l.offset, l.rows}; }
   const param_block& weight_block(int e) const { return layout_[w_block_[e]]; }
+  /// Geometry of edge e: a forward edge's own; a feedback edge's is that of the forward
+  /// connection dst -> src whose kernel shape it shares. Dense for MLPs.
+  const connection_geometry& geometry(int e) const { return geometry_[e]; }
+  bool is_conv_edge(int e) const { return !geometry_[e].dense(); }
   int bias_block_index(int e) const { return b_block_[e]; }  ///< -1 for a feedback edge
 
   /// The forward edge opposite to edge e (same pair of layers, other direction and kind), or -1.
@@ -102,6 +128,7 @@ class vector_field_network {
   std::vector<vf_edge> edges_;
   std::vector<param_block> layout_;
   std::vector<int> w_block_, b_block_;
+  std::vector<connection_geometry> geometry_;
   std::vector<R> params_;
 };
 

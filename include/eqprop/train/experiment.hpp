@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/estimator.hpp"
@@ -18,6 +19,15 @@ const config_schema& experiment_schema();
 
 /// Network spec from network.* keys; input size and classes come from the data.
 network_spec make_network_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape = {});
+/// The input and conv part of a network from the network.conv* keys: input_shape, conv,
+/// pool_temperature, pool_size and sizes = [C*H*W, conv outputs...] ([n_input] for an MLP).
+network_spec conv_spec_from_config(const config& cfg, int n_input, std::array<int, 3> input_shape);
+/// Schema keys shared by the training commands (experiment_schema, gep_schema).
+void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule);
+void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
+void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip
+/// Per-channel normalisation of both splits from data.normalize_mean / normalize_std (if set).
+void normalize_from_config(const config& cfg, dataset_split& split);
 /// Estimator from estimator.* and relax.* keys ("classic", "symmetric", "holomorphic",
 /// "continuous", "bptt", "implicit").
 template <class R>

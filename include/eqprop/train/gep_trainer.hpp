@@ -10,6 +10,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/optimizer.hpp"
@@ -19,7 +20,11 @@ namespace eqprop {
 /// Every key `eqprop gep train` accepts (unknown keys are errors with a suggestion).
 const config_schema& gep_schema();
 
-vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes);
+/// The network of a gep config; input_shape (channels, height, width) is needed with network.conv.
+vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape = {});
+/// The config's data set, normalised per channel if data.normalize_* are set (limits >= 0
+/// override data.limit_train / data.limit_test).
+dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long limit_train = -1, long limit_test = -1);
 gep_options make_gep_options(const config& cfg);
 
 struct gep_train_options {
