@@ -44,8 +44,9 @@ struct ep_options {
   /// Column slices of the batch relaxed (and differentiated) in parallel, one OpenMP thread
   /// each; 1 runs the whole batch on the calling thread. The result is deterministic for a
   /// given count; different counts agree to rounding (the batch sums of the gradient are
-  /// split), and with stop_early each slice stops on its own samples. With neuron noise the
-  /// estimate runs on one thread (one noise stream).
+  /// split), and with stop_early each slice stops on its own samples (as a non-finite
+  /// residual ends only its own slice's relaxation). With neuron noise the estimate runs on
+  /// one thread (one noise stream).
   int threads = 1;
   void validate() const;
 };
