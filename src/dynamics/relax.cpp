@@ -58,11 +58,14 @@ bool is_finite(const S& v) {
 template <class S>
 void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
   using real = real_t<S>;
-  for (int k = 0; k < 4; ++k) buf[k].resize(n);
+  for (int k = 0; k < 4; ++k)
+    if (buf[k].size() < n) buf[k].resize(n);  // grow only: layers of different sizes share it
   real *tr = buf[0].data(), *ti = buf[1].data();
+  using arr = Eigen::Array<real, Eigen::Dynamic, 1>;
+  Eigen::Map<arr> a0(buf[0].data(), n), a1(buf[1].data(), n), a2(buf[2].data(), n), a3(buf[3].data(), n);
   if constexpr (!is_complex_v<S>) {
     for (long i = 0; i < n; ++i) tr[i] = -std::abs(z[i]);
-    buf[1].array() = buf[0].array().exp();
+    a1 = a0.exp();
     for (long i = 0; i < n; ++i) {
       const real e = ti[i], q = real(1) / (real(1) + e);
       out[i] = z[i] >= real(0) ? q : e * q;
@@ -74,9 +77,9 @@ void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
       tr[i] = -std::abs(a);
       ti[i] = a >= real(0) ? -b : b;
     }
-    buf[2].array() = buf[1].array().cos();
-    buf[3].array() = buf[1].array().sin();
-    buf[0].array() = buf[0].array().exp();
+    a2 = a1.cos();
+    a3 = a1.sin();
+    a0 = a0.exp();
     const real *m = buf[0].data(), *c = buf[2].data(), *s = buf[3].data();
     real* o = reinterpret_cast<real*>(out);
     for (long i = 0; i < n; ++i) {
@@ -144,6 +147,8 @@ void relax_state<S, P>::size_buffers(const network& net, const matrix<real>& x, 
     probs_.resize(spec.n_readout, B);
   }
   residual_.setZero(B);
+  next_.resize(K);
+  for (int j = 0; j < K; ++j) next_[j].resize(spec.sizes[j + 1], B);
 }
 
 template <class S, class P>
