@@ -1,6 +1,7 @@
 // Gradient estimators against exact references (hep.md §8, issue: core).
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -34,6 +35,15 @@ struct toy {
 };
 
 const relax_options converged{5000, 1e-15, true};
+
+ep_options ep_with(int N, double beta, relax_options free, relax_options nudged) {
+  ep_options o;
+  o.n_points = N;
+  o.beta = beta;
+  o.free = free;
+  o.nudged = nudged;
+  return o;
+}
 
 double ep_error(const toy& t, const std::vector<double>& ref, int N, double beta, ep_start start = ep_start::free_state) {
   ep_options o;
@@ -230,12 +240,7 @@ TEST(EstimatorFloat32, MnistSizedNetworkMatchesBptt) {
   const matrix<float> x = x64.cast<float>(), y = y64.cast<float>();
   double cos_classic = 0;
   for (int N : {1, 4, 6}) {
-    ep_options o;
-    o.n_points = N;
-    o.beta = 0.5;
-    o.free = relax_options{100};
-    o.nudged = relax_options{100};
-    cauchy_ep<float> est(o);
+    cauchy_ep<float> est(ep_with(N, 0.5, relax_options{100}, relax_options{100}));
     std::vector<float> g(net.n_params());
     est.estimate(net, x, y, g);
     const double c = cosine(std::vector<double>(g.begin(), g.end()), ref);
@@ -244,4 +249,129 @@ TEST(EstimatorFloat32, MnistSizedNetworkMatchesBptt) {
     else EXPECT_GE(c, 0.9999) << "N=" << N;
   }
   EXPECT_LT(cos_classic, 0.9999);  // classic EP at the same |beta| is visibly biased
+}
+
+namespace {
+// A random 12-10-8 + readout 5 network (sigmoid) on an odd batch of 7.
+struct small_net {
+  layered_network<double> net;
+  matrix<double> x, y;
+  explicit small_net(double scale = 1.0) {
+    network_spec s;
+    s.sizes = {12, 10, 8};
+    s.n_readout = 5;
+    s.activation = activation_kind::sigmoid;
+    s.init_scale = scale;
+    s.seed = 11;
+    net = layered_network<double>(s);
+    rng_t rng(12);
+    test::random_batch(rng, 12, 7, 5, x, y);
+  }
+};
+
+std::vector<double> estimate_with(const small_net& t, ep_options o, grad_result* res = nullptr) {
+  cauchy_ep<double> est(o);
+  std::vector<double> g(t.net.n_params());
+  const grad_result r = est.estimate(t.net, t.x, t.y, g);
+  if (res) *res = r;
+  return g;
+}
+}  // namespace
+
+// estimator.threads: the batch split over 2 threads gives a deterministic gradient, equal to
+// the 1-thread gradient to rounding, with the same predictions, loss and report.
+TEST(CauchyEp, ThreadsDeterministicAndEqualToOneThread) {
+  const small_net t;
+  for (int N : {1, 2, 4}) {
+    ep_options o = ep_with(N, 0.2, relax_options{80}, relax_options{30});
+    grad_result r1, r2, r2b;
+    o.threads = 1;
+    const auto g1 = estimate_with(t, o, &r1);
+    o.threads = 2;
+    const auto g2 = estimate_with(t, o, &r2);
+    const auto g2b = estimate_with(t, o, &r2b);
+    EXPECT_EQ(g2, g2b) << "N=" << N;  // bit-identical for a fixed thread count
+    EXPECT_LT(relative_error(g2, g1), 1e-13) << "N=" << N;
+    EXPECT_EQ(r1.predictions, r2.predictions);
+    EXPECT_NEAR(r1.loss, r2.loss, 1e-14);
+    EXPECT_EQ(r1.relax_steps, r2.relax_steps);
+    EXPECT_EQ(r1.points.size(), r2.points.size());
+    EXPECT_NEAR(r1.free.max_residual, r2.free.max_residual, 1e-15);
+    o.threads = 16;  // more threads than samples: one sample per slice
+    EXPECT_LT(relative_error(estimate_with(t, o), g1), 1e-13) << "N=" << N;
+  }
+  // Averaging over the last steps of every phase, on 1 and 2 threads.
+  ep_options o = ep_with(4, 0.2, relax_options{80}, relax_options{30});
+  o.average_last = 3;
+  const auto a1 = estimate_with(t, o);
+  o.threads = 2;
+  EXPECT_LT(relative_error(estimate_with(t, o), a1), 1e-13);
+  // A non-finite sample in the second slice is dropped and does not reach the gradient. (A
+  // non-finite residual ends the relaxation of its whole slice, as it ends the whole batch's
+  // on one thread, so here the counts of dropped samples differ between thread counts.)
+  small_net u;
+  u.x(0, 5) = std::numeric_limits<double>::quiet_NaN();
+  std::vector<double> g2(u.net.n_params()), g2b(u.net.n_params());
+  cauchy_ep<double> two(o);
+  const auto r = two.estimate(u.net, u.x, u.y, g2);
+  two.estimate(u.net, u.x, u.y, g2b);
+  EXPECT_GE(r.n_dropped, 1);
+  EXPECT_EQ(r.free.n_non_finite, 1);
+  EXPECT_EQ(g2, g2b);
+  for (double v : g2) EXPECT_TRUE(std::isfinite(v));
+  ep_options bad;
+  bad.threads = 0;
+  EXPECT_THROW(cauchy_ep<double>{bad}, config_error);
+}
+
+// relax.stop_early: a converged relaxation stops early and gives the fixed-step gradient to
+// within a tolerance set by tol (float64, tol 1e-11: relative error < 1e-8).
+TEST(CauchyEp, EarlyStoppingSavesStepsAndKeepsTheGradient) {
+  const small_net t(0.5);
+  ep_options o = ep_with(4, 0.2, relax_options{400}, relax_options{200});
+  grad_result full, early;
+  const auto g_full = estimate_with(t, o, &full);
+  o.free = relax_options{400, 1e-11, true};
+  o.nudged = relax_options{200, 1e-11, true};
+  const auto g_early = estimate_with(t, o, &early);
+  EXPECT_LT(early.relax_steps, full.relax_steps / 2);
+  EXPECT_TRUE(early.free.converged());
+  EXPECT_LT(relative_error(g_early, g_full), 1e-8);
+  std::printf("early stopping: %ld of %ld steps, relative gradient error %.2e\n", early.relax_steps,
+              full.relax_steps, relative_error(g_early, g_full));
+}
+
+// The nudged points share the free phase's input drive, and the first connection's weight
+// gradient accumulated over points (acc0) equals the per-point products to rounding.
+TEST(RelaxState, SharedDriveAndAccumulatedInputGradient) {
+  const small_net t;
+  relax_state<double> a, b;
+  a.set_input(t.net, t.x, t.y);
+  b.set_input_shared(t.net, t.x, t.y, a.drive());
+  EXPECT_EQ(a.drive(), b.drive());
+  a.relax(t.net, 0.0, relax_options{50});
+  b.copy_states_from(a);
+  b.relax(t.net, 0.3, relax_options{20});
+  EXPECT_THROW(b.set_input_shared(t.net, t.x, t.y, matrix<double>::Zero(3, 7)), shape_error);
+  const vector<double> w = vector<double>::Constant(7, 1.0 / 7);
+  std::vector<double> g_direct(t.net.n_params(), 0.0), g_acc(t.net.n_params(), 0.0);
+  a.add_dF_dtheta(t.net, 0.0, -1.5, w, g_direct);
+  b.add_dF_dtheta(t.net, 0.3, 2.0, w, g_direct);
+  matrix<double> acc0 = matrix<double>::Zero(10, 7);
+  a.add_dF_dtheta(t.net, 0.0, -1.5, w, g_acc, acc0);
+  b.add_dF_dtheta(t.net, 0.3, 2.0, w, g_acc, acc0);
+  a.add_input_weight_grad(t.net, acc0, w, g_acc);
+  EXPECT_LT(relative_error(g_acc, g_direct), 1e-14);
+  // complex states: Re(coef * u_0) accumulated in real arithmetic
+  relax_state<std::complex<double>, double> c;
+  c.set_input_shared(t.net, t.x, t.y, a.drive());
+  c.set_states_from_real(a.h());
+  const std::complex<double> beta = std::polar(0.3, 1.0), coef = std::polar(2.0, -0.5);
+  c.relax(t.net, beta, relax_options{20});
+  std::vector<double> h_direct(t.net.n_params(), 0.0), h_acc(t.net.n_params(), 0.0);
+  c.add_dF_dtheta(t.net, beta, coef, w, h_direct);
+  acc0.setZero();
+  c.add_dF_dtheta(t.net, beta, coef, w, h_acc, acc0);
+  a.add_input_weight_grad(t.net, acc0, w, h_acc);
+  EXPECT_LT(relative_error(h_acc, h_direct), 1e-14);
 }

@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -49,10 +50,79 @@ bool is_finite(const S& v) {
   if constexpr (is_complex_v<S>) return std::isfinite(v.real()) && std::isfinite(v.imag());
   else return std::isfinite(v);
 }
+
+// out = logistic(z) for n values (out may alias z), with Eigen's vectorized exp (and sin,
+// cos for complex z) and the branches of eqprop::logistic as selects, so that it equals
+// the scalar function to rounding: t = -z when Re z >= 0 (else z), E = e^t (|E| <= 1),
+// q = 1/(1+E); logistic(z) = q when Re z >= 0, E q otherwise.
+template <class S>
+void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
+  using real = real_t<S>;
+  for (int k = 0; k < 4; ++k)
+    if (buf[k].size() < n) buf[k].resize(n);  // grow only: layers of different sizes share it
+  real *tr = buf[0].data(), *ti = buf[1].data();
+  using arr = Eigen::Array<real, Eigen::Dynamic, 1>;
+  Eigen::Map<arr> a0(buf[0].data(), n), a1(buf[1].data(), n), a2(buf[2].data(), n), a3(buf[3].data(), n);
+  if constexpr (!is_complex_v<S>) {
+    for (long i = 0; i < n; ++i) tr[i] = -std::abs(z[i]);
+    a1 = a0.exp();
+    for (long i = 0; i < n; ++i) {
+      const real e = ti[i], q = real(1) / (real(1) + e);
+      out[i] = z[i] >= real(0) ? q : e * q;
+    }
+  } else {
+    const real* zr = reinterpret_cast<const real*>(z);
+    for (long i = 0; i < n; ++i) {
+      const real a = zr[2 * i], b = zr[2 * i + 1];
+      tr[i] = -std::abs(a);
+      ti[i] = a >= real(0) ? -b : b;
+    }
+    a2 = a1.cos();
+    a3 = a1.sin();
+    a0 = a0.exp();
+    const real *m = buf[0].data(), *c = buf[2].data(), *s = buf[3].data();
+    real* o = reinterpret_cast<real*>(out);
+    for (long i = 0; i < n; ++i) {
+      const bool pos = zr[2 * i] >= real(0);
+      const real er = m[i] * c[i], ei = m[i] * s[i];
+      const real dr = real(1) + er, inv = real(1) / (dr * dr + ei * ei);
+      const real qr = dr * inv, qi = -ei * inv;
+      o[2 * i] = pos ? qr : er * qr - ei * qi;
+      o[2 * i + 1] = pos ? qi : er * qi + ei * qr;
+    }
+  }
+}
+
+// out = Act(in) for n values: the MLP sigmoid through logistic_n, the others per value.
+template <class Act, class S>
+void activate_n(const S* in, S* out, long n, vector<real_t<S>>* buf) {
+  if constexpr (std::is_same_v<Act, act::sigmoid>) {
+    for (long i = 0; i < n; ++i) out[i] = S(4) * in[i] - S(2);
+    logistic_n(out, out, n, buf);
+  } else {
+    for (long i = 0; i < n; ++i) out[i] = activate<Act>(in[i]);
+  }
+}
 }  // namespace
 
 template <class S, class P>
 void relax_state<S, P>::set_input(const network& net, const matrix<real>& x, const matrix<real>& y) {
+  size_buffers(net, x, y);
+  refresh_drive(net);
+}
+
+template <class S, class P>
+void relax_state<S, P>::set_input_shared(const network& net, const matrix<real>& x, const matrix<real>& y,
+                                         const matrix<real>& drive) {
+  size_buffers(net, x, y);
+  if (drive.rows() != drive_.rows() || drive.cols() != drive_.cols())
+    throw shape_error(fmt::format("set_input_shared: drive is {}x{} but the network needs {}x{}", drive.rows(),
+                                  drive.cols(), drive_.rows(), drive_.cols()));
+  drive_ = drive.template cast<S>();
+}
+
+template <class S, class P>
+void relax_state<S, P>::size_buffers(const network& net, const matrix<real>& x, const matrix<real>& y) {
   const auto& spec = net.spec();
   const long B = x.cols();
   if (x.rows() != spec.sizes[0])
@@ -77,7 +147,8 @@ void relax_state<S, P>::set_input(const network& net, const matrix<real>& x, con
     probs_.resize(spec.n_readout, B);
   }
   residual_.setZero(B);
-  refresh_drive(net);
+  next_.resize(K);
+  for (int j = 0; j < K; ++j) next_[j].resize(spec.sizes[j + 1], B);
 }
 
 template <class S, class P>
@@ -86,7 +157,8 @@ void relax_state<S, P>::refresh_drive(const network& net) {
   // parameter type and converted to the state type.
   const auto& g = net.geometry(0);
   matrix<P> col, z, d;
-  conv_forward<P, P>(g, net.W(0), x_.template cast<P>(), col, z);
+  if constexpr (std::is_same_v<P, real>) conv_forward<P, P>(g, net.W(0), x_, col, z);
+  else conv_forward<P, P>(g, net.W(0), x_.template cast<P>(), col, z);
   if (g.pool == pool_kind::none) d.swap(z);
   else pool_forward(g, z, d);
   add_channel_bias<P, P>(g, net.b(0), d);
@@ -185,32 +257,33 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
     for (auto& p : pre_)
       for (long i = 0; i < p.size(); ++i) p.data()[i] += S(real(noise_std * standard_normal(*rng)));
   }
-  // 2. States <- sigma(pre), fused with the per-sample residual.
+  // 2. States <- sigma(pre) (vectorized over a layer), then the per-sample residual.
   residual_.setZero();
+  next_.resize(K);
   dispatch_activation<S>(net.spec().activation, [&](auto a) {
     using Act = decltype(a);
     for (int j = 0; j < K; ++j) {
       auto& hj = h_[j];
-      const auto& pj = pre_[j];
+      auto& vj = next_[j];
       const long n = hj.rows();
-      for (long b = 0; b < B; ++b) {
-        real acc = 0;
-        S* hc = hj.data() + b * n;
-        const S* pc = pj.data() + b * n;
-        if (alpha == real(1)) {
+      vj.resize(n, B);
+      activate_n<Act>(pre_[j].data(), vj.data(), vj.size(), act_buf_);
+      if (alpha == real(1)) {
+        // Eigen's vectorized reduction (a sequential sum would be bound by the add latency).
+        for (long b = 0; b < B; ++b) residual_(b) += (vj.col(b) - hj.col(b)).squaredNorm();
+        hj.swap(vj);
+      } else {
+        for (long b = 0; b < B; ++b) {
+          real acc = 0;
+          S* hc = hj.data() + b * n;
+          const S* vc = vj.data() + b * n;
           for (long i = 0; i < n; ++i) {
-            const S v = activate<Act>(pc[i]);
-            acc += abs2(v - hc[i]);
-            hc[i] = v;
-          }
-        } else {
-          for (long i = 0; i < n; ++i) {
-            const S d = alpha * (activate<Act>(pc[i]) - hc[i]);
+            const S d = alpha * (vc[i] - hc[i]);
             acc += abs2(d);
             hc[i] += d;
           }
+          residual_(b) += acc;
         }
-        residual_(b) += acc;
       }
     }
   });
@@ -409,25 +482,61 @@ void add_weighted_sum(matrix<S>& tmp, const matrix<S>& a, const vector<R>& w, S 
 
 template <class S, class P>
 void relax_state<S, P>::add_dF_dtheta(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad) {
+  dF_dtheta_impl(net, beta, coef, w, grad, nullptr);
+}
+
+template <class S, class P>
+void relax_state<S, P>::add_dF_dtheta(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad,
+                                      matrix<real>& acc0) {
+  if (acc0.rows() != net.geometry(0).conv_size() || acc0.cols() != batch())
+    throw shape_error("add_dF_dtheta: acc0 must be conv_size(0) x batch");
+  dF_dtheta_impl(net, beta, coef, w, grad, &acc0);
+}
+
+template <class S, class P>
+void relax_state<S, P>::add_input_weight_grad(const network& net, const matrix<real>& acc0, const vector<real>& w,
+                                              std::span<real> grad) {
+  const auto& g = net.geometry(0);
+  matrix<real> col, xm;
+  const matrix<real>* x = &x_;
+  if ((w.array() == real(0)).any()) {
+    masked_columns(x_, w, xm);
+    x = &xm;
+  }
+  conv_weight_grad<real, real>(g, acc0, *x, col, real(-1), block_view(grad, net.layout()[0]));
+}
+
+template <class S, class P>
+void relax_state<S, P>::dF_dtheta_impl(const network& net, S beta, S coef, const vector<real>& w,
+                                       std::span<real> grad, matrix<real>* acc0) {
   if (static_cast<long>(grad.size()) != net.n_params())
     throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
   if (w.size() != batch()) throw shape_error("add_dF_dtheta: sample weights must have one entry per sample");
   const auto& lay = net.layout();
   const int K = net.n_layers();
-  const matrix<S> xs = x_.template cast<S>();
   // dF/dW_j = -d/dW_j [h_j . P(conv_j l_{j-1})] = -conv weight gradient of J_P^T h_j.
   for (int j = 0; j < K; ++j) {
     const auto& g = net.geometry(j);
-    const matrix<S>& prev = j == 0 ? xs : h_[j - 1];
     weighted_columns(h_[j], w, tmp_);
-    masked_columns(prev, w, tmp2_);
     const matrix<S>* u = &tmp_;
+    const bool to_acc = j == 0 && acc0 != nullptr;
+    if (!to_acc || g.pool != pool_kind::none) {
+      if (j == 0) masked_columns(matrix<S>(x_.template cast<S>()), w, tmp2_);
+      else masked_columns(h_[j - 1], w, tmp2_);
+    }
     if (g.pool != pool_kind::none) {
       conv_forward<S, P>(g, net.W(j), tmp2_, col_, a_);
       pool_vjp(g, a_, tmp_, dz_);
       u = &dz_;
     }
-    conv_weight_grad<S, real>(g, *u, tmp2_, col_, S(-1) * coef, block_view(grad, lay[2 * j]));
+    if (to_acc) {
+      if constexpr (is_complex_v<S>)
+        acc0->array() += coef.real() * u->real().array() - coef.imag() * u->imag().array();
+      else
+        acc0->array() += coef * u->array();
+    } else {
+      conv_weight_grad<S, real>(g, *u, tmp2_, col_, S(-1) * coef, block_view(grad, lay[2 * j]));
+    }
     channel_sum_grad<S, real>(g, tmp_, S(-1) * coef, vector_map<real>(grad.data() + lay[2 * j + 1].offset, g.cout));
   }
   if (net.spec().output == output_kind::readout && beta != S(0)) {

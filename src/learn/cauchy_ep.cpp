@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <exception>
+#include <type_traits>
 #include <numbers>
 
 #include <fmt/format.h>
@@ -19,6 +21,7 @@ void ep_options::validate() const {
   if (!(noise_std >= 0)) throw config_error(fmt::format("relax.noise_std must be >= 0, got {}", noise_std));
   if (average_last < 0 || average_last > std::min(free.max_steps, nudged.max_steps))
     throw config_error(fmt::format("estimator.average_last must be in [0, min(free_steps, nudged_steps)], got {}", average_last));
+  if (threads < 1) throw config_error(fmt::format("estimator.threads must be >= 1, got {}", threads));
 }
 
 template <class R>
@@ -48,13 +51,19 @@ cauchy_ep<R>::cauchy_ep(ep_options opt) : opt_(std::move(opt)) {
       complex_coefs_.push_back(R(1) / (R(N) * bk));
     }
   }
-  real_points_.resize(real_betas_.size());
-  complex_points_.resize(complex_betas_.size());
   noise_rng_.seed(opt_.noise_seed);
+  slices_.resize(1);
+  init_slice(slices_[0]);
+}
+
+template <class R>
+void cauchy_ep<R>::init_slice(slice& s) const {
+  s.real_points.resize(real_betas_.size());
+  s.complex_points.resize(complex_betas_.size());
   const size_t K = static_cast<size_t>(opt_.average_last);
-  free_snaps_.resize(N == 1 ? K : 0);
-  real_snaps_.assign(real_betas_.size(), std::vector<relax_state<R>>(K));
-  complex_snaps_.assign(complex_betas_.size(), std::vector<relax_state<complex>>(K));
+  s.free_snaps.resize(opt_.n_points == 1 ? K : 0);
+  s.real_snaps.assign(real_betas_.size(), std::vector<relax_state<R>>(K));
+  s.complex_snaps.assign(complex_betas_.size(), std::vector<relax_state<complex>>(K));
 }
 
 template <class R>
@@ -102,20 +111,79 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
     const long before = rep.steps;
     rep = st.relax(net, beta, opt);
     rep.steps += before;
-    snaps[t].set_input(net, x, y);
+    if constexpr (std::is_same_v<S, P>) snaps[t].set_input_shared(net, x, y, st.drive());
+    else snaps[t].set_input(net, x, y);
     snaps[t].copy_states_from(st);
   }
   return rep;
 }
 
-// grad += coef * dF/dtheta, at the final state or averaged over the snapshots.
+// grad += coef * dF/dtheta, at the final state or averaged over the snapshots; the first
+// connection's weight term goes to acc0 (relax_state::add_input_weight_grad).
 template <class S, class P>
 void add_phase_term(relax_state<S, P>& st, std::vector<relax_state<S, P>>& snaps, const layered_network<P>& net, S beta,
-                    S coef, const vector<real_t<S>>& w, std::span<real_t<S>> grad) {
-  if (snaps.empty()) return st.add_dF_dtheta(net, beta, coef, w, grad);
-  for (auto& s : snaps) s.add_dF_dtheta(net, beta, coef / real_t<S>(snaps.size()), w, grad);
+                    S coef, const vector<real_t<S>>& w, std::span<real_t<S>> grad, matrix<real_t<S>>& acc0) {
+  if (snaps.empty()) return st.add_dF_dtheta(net, beta, coef, w, grad, acc0);
+  for (auto& s : snaps) s.add_dF_dtheta(net, beta, coef / real_t<S>(snaps.size()), w, grad, acc0);
+}
+
+// The report of a relaxation split over column slices of sizes n[t].
+relax_report merge_reports(const std::vector<relax_report>& r, const std::vector<long>& n) {
+  if (r.size() == 1) return r[0];
+  relax_report m;
+  double sum = 0, count = 0;
+  for (size_t t = 0; t < r.size(); ++t) {
+    m.steps = std::max(m.steps, r[t].steps);
+    m.max_residual = std::max(m.max_residual, r[t].max_residual);
+    m.n_not_converged += r[t].n_not_converged;
+    m.n_non_finite += r[t].n_non_finite;
+    sum += r[t].mean_residual * double(n[t]);
+    count += double(n[t]);
+  }
+  m.mean_residual = sum / count;
+  return m;
 }
 }  // namespace
+
+template <class R>
+void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const relax_options& free_opt,
+                               const relax_options& nudged_opt, double limit) {
+  s.failed.assign(s.x.cols(), 0);
+  s.point_reports.clear();
+  s.free.set_input(net, s.x, s.y);
+  s.free.reset();
+  s.free_report = run_phase(s.free, net, R(0), free_opt, s.free_snaps, s.x, s.y);
+  mark_failures(s.free, limit, s.failed);
+  // The nudged points share the free phase's input drive W_0 x + b_0.
+  for (size_t p = 0; p < s.real_points.size(); ++p) {
+    auto& st = s.real_points[p];
+    st.set_input_shared(net, s.x, s.y, s.free.drive());
+    st.copy_states_from(s.free);
+    s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
+    mark_failures(st, limit, s.failed);
+  }
+  for (size_t p = 0; p < s.complex_points.size(); ++p) {
+    auto& st = s.complex_points[p];
+    st.set_input_shared(net, s.x, s.y, s.free.drive());
+    if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
+    else st.set_states_from_real(s.free.h());
+    s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
+    mark_failures(st, limit, s.failed);
+  }
+}
+
+template <class R>
+void cauchy_ep<R>::grad_slice(slice& s, const layered_network<R>& net, std::span<R> grad) {
+  std::fill(grad.begin(), grad.end(), R(0));
+  s.acc0.setZero(net.geometry(0).conv_size(), s.x.cols());
+  if (opt_.n_points == 1) add_phase_term(s.free, s.free_snaps, net, R(0), -real_coefs_[0], s.w, grad, s.acc0);
+  for (size_t p = 0; p < s.real_points.size(); ++p)
+    add_phase_term(s.real_points[p], s.real_snaps[p], net, real_betas_[p], real_coefs_[p], s.w, grad, s.acc0);
+  for (size_t p = 0; p < s.complex_points.size(); ++p)
+    add_phase_term(s.complex_points[p], s.complex_snaps[p], net, complex_betas_[p], complex_coefs_[p], s.w, grad,
+                   s.acc0);
+  s.free.add_input_weight_grad(net, s.acc0, s.w, grad);
+}
 
 template <class R>
 grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
@@ -124,7 +192,6 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
     throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
   grad_result out;
   const long B = x.cols();
-  std::vector<char> failed(B, 0), non_finite(B, 0);
 
   relax_options free_opt = opt_.free, nudged_opt = opt_.nudged;
   nudged_opt.noise_std = opt_.noise_std;
@@ -135,31 +202,47 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   }
   const double limit = opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual;
 
-  // Free phase.
-  free_.set_input(net, x, y);
-  free_.reset();
-  out.free = run_phase(free_, net, R(0), free_opt, free_snaps_, x, y);
-  out.relax_steps += out.free.steps;
-  mark_failures(free_, limit, failed);
+  // Column slices: contiguous, as equal as possible, each relaxed by one thread.
+  const int T = static_cast<int>(std::clamp<long>(opt_.noise_std > 0 ? 1 : opt_.threads, 1, B));
+  if (static_cast<int>(slices_.size()) != T) {
+    slices_.resize(T);
+    for (auto& s : slices_) init_slice(s);
+  }
+  std::vector<long> c0(T + 1), n(T);
+  for (int t = 0; t <= T; ++t) c0[t] = B * t / T;
+  for (int t = 0; t < T; ++t) {
+    n[t] = c0[t + 1] - c0[t];
+    slices_[t].x = x.middleCols(c0[t], n[t]);
+    slices_[t].y = y.middleCols(c0[t], n[t]);
+  }
+  // Runs f(t) for every slice, on T threads; the first exception is rethrown.
+  auto parallel = [&](auto&& f) {
+    std::vector<std::exception_ptr> err(T);
+#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
+    for (int t = 0; t < T; ++t) {
+      try {
+        f(t);
+      } catch (...) {
+        err[t] = std::current_exception();
+      }
+    }
+    for (auto& e : err)
+      if (e) std::rethrow_exception(e);
+  };
 
-  // Nudged points.
-  for (size_t p = 0; p < real_points_.size(); ++p) {
-    auto& st = real_points_[p];
-    st.set_input(net, x, y);
-    st.copy_states_from(free_);
-    out.points.push_back(run_phase(st, net, real_betas_[p], nudged_opt, real_snaps_[p], x, y));
+  // Free phase, then the nudged points, per slice.
+  parallel([&](int t) { relax_slice(slices_[t], net, free_opt, nudged_opt, limit); });
+  std::vector<relax_report> reps(T);
+  for (int t = 0; t < T; ++t) reps[t] = slices_[t].free_report;
+  out.free = merge_reports(reps, n);
+  out.relax_steps += out.free.steps;
+  for (size_t p = 0; p < slices_[0].point_reports.size(); ++p) {
+    for (int t = 0; t < T; ++t) reps[t] = slices_[t].point_reports[p];
+    out.points.push_back(merge_reports(reps, n));
     out.relax_steps += out.points.back().steps;
-    mark_failures(st, limit, failed);
   }
-  for (size_t p = 0; p < complex_points_.size(); ++p) {
-    auto& st = complex_points_[p];
-    st.set_input(net, x, y);
-    if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(complex_points_[p - 1]);
-    else st.set_states_from_real(free_.h());
-    out.points.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, complex_snaps_[p], x, y));
-    out.relax_steps += out.points.back().steps;
-    mark_failures(st, limit, failed);
-  }
+  std::vector<char> failed;
+  for (const auto& s : slices_) failed.insert(failed.end(), s.failed.begin(), s.failed.end());
 
   const long n_failed = std::count(failed.begin(), failed.end(), 1);
   if (n_failed > 0 && opt_.on_failure == nonconvergence_policy::error) {
@@ -172,27 +255,42 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   out.n_dropped = n_failed;
 
   // Sample weights: the batch mean over the samples that did not fail.
-  vector<R> w(B);
   const long kept = B - n_failed;
-  for (long b = 0; b < B; ++b) w(b) = (failed[b] || kept == 0) ? R(0) : R(1) / R(kept);
+  for (int t = 0; t < T; ++t) {
+    auto& s = slices_[t];
+    s.w.resize(n[t]);
+    for (long b = 0; b < n[t]; ++b) s.w(b) = (failed[c0[t] + b] || kept == 0) ? R(0) : R(1) / R(kept);
+  }
 
-  std::fill(grad.begin(), grad.end(), R(0));
-  if (kept > 0) {
-    if (opt_.n_points == 1) add_phase_term(free_, free_snaps_, net, R(0), -real_coefs_[0], w, grad);
-    for (size_t p = 0; p < real_points_.size(); ++p)
-      add_phase_term(real_points_[p], real_snaps_[p], net, real_betas_[p], real_coefs_[p], w, grad);
-    for (size_t p = 0; p < complex_points_.size(); ++p)
-      add_phase_term(complex_points_[p], complex_snaps_[p], net, complex_betas_[p], complex_coefs_[p], w, grad);
+  // Gradient: per slice (into grad itself with one slice), then summed in slice order.
+  if (kept == 0) {
+    std::fill(grad.begin(), grad.end(), R(0));
+  } else if (T == 1) {
+    grad_slice(slices_[0], net, grad);
+  } else {
+    parallel([&](int t) {
+      slices_[t].grad.resize(grad.size());
+      grad_slice(slices_[t], net, slices_[t].grad);
+    });
+    for (size_t i = 0; i < grad.size(); ++i) {
+      R g = slices_[0].grad[i];
+      for (int t = 1; t < T; ++t) g += slices_[t].grad[i];
+      grad[i] = g;
+    }
   }
 
   // Loss and predictions at the free state, over kept samples.
-  vector<R> c;
-  free_.cost_per_sample(net, c);
   double s = 0;
-  for (long b = 0; b < B; ++b)
-    if (!failed[b]) s += double(c(b));
+  out.predictions.clear();
+  for (int t = 0; t < T; ++t) {
+    auto& sl = slices_[t];
+    sl.free.cost_per_sample(net, sl.cost);
+    for (long b = 0; b < n[t]; ++b)
+      if (!failed[c0[t] + b]) s += double(sl.cost(b));
+    const auto pred = sl.free.predictions(net);
+    out.predictions.insert(out.predictions.end(), pred.begin(), pred.end());
+  }
   out.loss = kept > 0 ? s / double(kept) : NAN;
-  out.predictions = free_.predictions(net);
   return out;
 }
 

@@ -71,6 +71,7 @@ const config_schema& experiment_schema() {
     s.add("estimator.start", std::string("free"), "free (each point from the free state) | warm (around the circle)");
     s.add("estimator.on_failure", std::string("drop"), "samples that do not converge: drop | error | keep");
     s.add("estimator.fail_residual", 1.0, "a sample fails when its residual exceeds this in any phase");
+    s.add("estimator.threads", int64_t(1), "classic/symmetric/holomorphic: column slices of the batch relaxed in parallel, one thread each (deterministic for a given count; counts agree to rounding; 1 with neuron noise); also the threads of the Adam update of large layers");
     s.add("estimator.average_last", int64_t(0), "average dF/dtheta over the last K steps of every phase (0: read at the last step; the paper's noisy classic EP: 5)");
     s.add("estimator.periods", int64_t(3), "continuous: periods of the rotating teaching signal");
     s.add("estimator.smooth", false, "continuous: rotate beta every step and integrate every step (else hold it for nudged_steps per point)");
@@ -211,6 +212,7 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
   o.noise_in_free_phase = cfg.get<bool>("relax.noise_free_phase");
   o.noise_seed = noise_seed;
   o.average_last = cfg.get<int>("estimator.average_last");
+  o.threads = cfg.get<int>("estimator.threads");
   return std::make_unique<cauchy_ep<R>>(o);
 }
 template std::unique_ptr<grad_estimator<float>> make_estimator<float>(const config&);
@@ -225,6 +227,7 @@ optimizer_options make_optimizer_options(const config& cfg) {
   o.weight_decay = cfg.get<double>("optimizer.weight_decay");
   o.wd_per_group = cfg.get<std::vector<double>>("optimizer.weight_decay_per_layer");
   o.decoupled_wd = cfg.get<bool>("optimizer.decoupled_wd");
+  o.threads = cfg.get<int>("estimator.threads");
   o.beta1 = cfg.get<double>("optimizer.beta1");
   o.beta2 = cfg.get<double>("optimizer.beta2");
   o.eps = cfg.get<double>("optimizer.eps");

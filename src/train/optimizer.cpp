@@ -86,19 +86,27 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
         // th -= lr mhat/(sqrt(vhat) + eps)), written on arrays so it vectorises: with
         // constants hoisted out of *this the loop is no longer reloading them per element.
         using arr = Eigen::Array<R, Eigen::Dynamic, 1>;
-        Eigen::Map<arr> P(p, n), M(m_.data() + b.offset, n), V(v_.data() + b.offset, n);
-        Eigen::Map<const arr> G(gr, n);
         const R b1 = R(opt_.beta1), b2 = R(opt_.beta2), c1 = R(1 - opt_.beta1), c2 = R(1 - opt_.beta2);
         const R d1 = R(bc1), d2 = R(bc2), eps = R(opt_.eps);
-        if (opt_.kind == optimizer_kind::adamw || wd == R(0)) {
-          M = b1 * M + c1 * G;
-          V = b2 * V + c2 * G * G;
-        } else {
-          M = b1 * M + c1 * (G + wd * P);
-          V = b2 * V + c2 * (G + wd * P) * (G + wd * P);
+        const bool adamw = opt_.kind == optimizer_kind::adamw;
+        // Chunks of a large block on threads; chunk boundaries are multiples of 64 entries.
+        const int T = opt_.threads > 1 && n >= (1L << 16) ? opt_.threads : 1;
+#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
+        for (int c = 0; c < T; ++c) {
+          const long i0 = (n * c / T) & ~63L, i1 = c + 1 == T ? n : (n * (c + 1) / T) & ~63L;
+          const long o = b.offset + i0, len = i1 - i0;
+          Eigen::Map<arr> P(p + i0, len), M(m_.data() + o, len), V(v_.data() + o, len);
+          Eigen::Map<const arr> G(gr + i0, len);
+          if (adamw || wd == R(0)) {
+            M = b1 * M + c1 * G;
+            V = b2 * V + c2 * G * G;
+          } else {
+            M = b1 * M + c1 * (G + wd * P);
+            V = b2 * V + c2 * (G + wd * P) * (G + wd * P);
+          }
+          if (adamw) P -= lr * wd * P;
+          P -= lr * (M / d1) / ((V / d2).sqrt() + eps);
         }
-        if (opt_.kind == optimizer_kind::adamw) P -= lr * wd * P;
-        P -= lr * (M / d1) / ((V / d2).sqrt() + eps);
         break;
       }
     }

@@ -61,6 +61,11 @@ class relax_state {
   /// Sizes the buffers for this batch, stores x (n_in x B) and the target y (n_out x B,
   /// one-hot for the readout), computes the input drive, and resets states to zero.
   void set_input(const network& net, const matrix<real>& x, const matrix<real>& y);
+  /// As set_input, but with the input drive of another state of the same network and batch
+  /// (its drive()), so that the nudged points of an estimate do not recompute W_0 x.
+  void set_input_shared(const network& net, const matrix<real>& x, const matrix<real>& y, const matrix<real>& drive);
+  /// The input drive P(conv_0 x) + b_0 (n_1 x B).
+  const matrix<S>& drive() const { return drive_; }
   /// Recomputes the input drive after the parameters changed (same x).
   void refresh_drive(const network& net);
 
@@ -87,6 +92,17 @@ class relax_state {
   /// batch mean uses w = 1/B). dF/dW_j = -h_j diag(w) l_{j-1}^T, dF/db_j = -h_j w,
   /// dF/dW_out = beta (p - y) diag(w) h_{K-1}^T, dF/db_out = beta (p - y) w.
   void add_dF_dtheta(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad);
+  /// The same, except that the first connection's weight term, linear in the states given
+  /// the real input, is not added: acc0 += Re(coef * u_0) instead, where dF/dW_0 is minus the
+  /// conv weight gradient of u_0 against x. add_input_weight_grad turns the sum over all the
+  /// points of an estimate into dF/dW_0 with one real product (acc0: conv_size(0) x B, zeroed
+  /// by the caller).
+  void add_dF_dtheta(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad,
+                     matrix<real>& acc0);
+  /// grad(W_0) -= conv weight gradient of acc0 against this state's input x, whose columns
+  /// with w(b) == 0 are taken as zero (a dropped sample's input may be non-finite).
+  void add_input_weight_grad(const network& net, const matrix<real>& acc0, const vector<real>& w,
+                             std::span<real> grad);
 
   /// dC/dh at the current state, per layer (zero except the last), into out.
   void dC_dh(const network& net, std::vector<matrix<S>>& out);
@@ -115,6 +131,9 @@ class relax_state {
 
  private:
   void compute_readout(const network& net);  // logits_, probs_ from h_.back()
+  void size_buffers(const network& net, const matrix<real>& x, const matrix<real>& y);  // checks, stores x, y
+  void dF_dtheta_impl(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad,
+                      matrix<real>* acc0);
   // pre_j = P(conv_j l_{j-1}) + b_j for layer j, into pre (z_[j] keeps conv_j l_{j-1} when pooled).
   void bottom_up(const network& net, int j, const matrix<S>& l, matrix<S>& pre);
   real feedforward_sweep(const network& net, double noise_std, rng_t* rng);  // step() of a feed-forward net
@@ -125,6 +144,8 @@ class relax_state {
   matrix<S> drive_;                  // W_0 x + b_0
   matrix<S> logits_, probs_, grad_h_;  // readout buffers; grad_h_ = dC/dh_{K-1}
   matrix<S> tmp_, tmp2_;             // scratch for gradients
+  std::vector<matrix<S>> next_;      // sigma(pre) of the step being taken, swapped into h_
+  vector<real> act_buf_[4];          // scratch of the vectorized activations
   matrix<real> x_, y_;
   vector<real> residual_;
 };

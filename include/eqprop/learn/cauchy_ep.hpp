@@ -41,6 +41,13 @@ struct ep_options {
   /// > 0: dF/dtheta is averaged over the last average_last steps of every phase instead of
   /// read at the last step (the paper's noisy classic EP uses 5).
   int average_last = 0;
+  /// Column slices of the batch relaxed (and differentiated) in parallel, one OpenMP thread
+  /// each; 1 runs the whole batch on the calling thread. The result is deterministic for a
+  /// given count; different counts agree to rounding (the batch sums of the gradient are
+  /// split), and with stop_early each slice stops on its own samples (as a non-finite
+  /// residual ends only its own slice's relaxation). With neuron noise the estimate runs on
+  /// one thread (one noise stream).
+  int threads = 1;
   void validate() const;
 };
 
@@ -53,23 +60,41 @@ class cauchy_ep : public grad_estimator<R> {
   grad_result estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                        std::span<R> grad) override;
   const ep_options& options() const { return opt_; }
-  /// The free-phase workspace of the last estimate (states, residuals).
-  const relax_state<R>& free_state() const { return free_; }
+  /// The free-phase workspace of the last estimate (states, residuals; with threads > 1, of
+  /// the first column slice).
+  const relax_state<R>& free_state() const { return slices_.front().free; }
   void reseed_noise(uint64_t seed) override { noise_rng_.seed(seed); }
 
  private:
+  // The workspaces of one column slice of the batch (the whole batch with threads = 1).
+  struct slice {
+    matrix<R> x, y;
+    relax_state<R> free;
+    std::vector<relax_state<R>> real_points;        // +r and, for even N, -r
+    std::vector<relax_state<complex>> complex_points;
+    // Snapshots of the last average_last steps of each phase (free, real points, complex points).
+    std::vector<relax_state<R>> free_snaps;
+    std::vector<std::vector<relax_state<R>>> real_snaps;
+    std::vector<std::vector<relax_state<complex>>> complex_snaps;
+    relax_report free_report;
+    std::vector<relax_report> point_reports;
+    std::vector<char> failed;
+    vector<R> w;
+    matrix<R> acc0;        // sum over points of Re(coef u_0), for dF/dW_0 in one product
+    std::vector<R> grad;   // this slice's gradient (threads > 1)
+    vector<R> cost;
+  };
+  void init_slice(slice& s) const;
+  void relax_slice(slice& s, const layered_network<R>& net, const relax_options& free_opt,
+                   const relax_options& nudged_opt, double limit);
+  void grad_slice(slice& s, const layered_network<R>& net, std::span<R> grad);
+
   ep_options opt_;
-  relax_state<R> free_;
-  std::vector<relax_state<R>> real_points_;        // +r and, for even N, -r
-  std::vector<relax_state<complex>> complex_points_;
+  std::vector<slice> slices_;
   std::vector<R> real_betas_;
   std::vector<complex> complex_betas_, complex_coefs_;
   std::vector<R> real_coefs_;
   rng_t noise_rng_;
-  // Snapshots of the last average_last steps of each phase (free, real points, complex points).
-  std::vector<relax_state<R>> free_snaps_;
-  std::vector<std::vector<relax_state<R>>> real_snaps_;
-  std::vector<std::vector<relax_state<complex>>> complex_snaps_;
 };
 
 extern template class cauchy_ep<float>;

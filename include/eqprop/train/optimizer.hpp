@@ -27,6 +27,9 @@ struct optimizer_options {
   std::vector<double> wd_per_group;  ///< empty: weight_decay everywhere
   bool decoupled_wd = false;         ///< sgd: decoupled decay (th *= 1 - lr wd); adamw is always decoupled
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+  /// Adam/AdamW: blocks of at least 2^16 entries are updated in this many contiguous chunks
+  /// on OpenMP threads (experiment configs: estimator.threads). Deterministic for a count.
+  int threads = 1;
 };
 
 enum class schedule_kind { constant, cosine };
