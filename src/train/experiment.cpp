@@ -227,7 +227,6 @@ optimizer_options make_optimizer_options(const config& cfg) {
   o.weight_decay = cfg.get<double>("optimizer.weight_decay");
   o.wd_per_group = cfg.get<std::vector<double>>("optimizer.weight_decay_per_layer");
   o.decoupled_wd = cfg.get<bool>("optimizer.decoupled_wd");
-  o.threads = cfg.get<int>("estimator.threads");
   o.beta1 = cfg.get<double>("optimizer.beta1");
   o.beta2 = cfg.get<double>("optimizer.beta2");
   o.eps = cfg.get<double>("optimizer.eps");

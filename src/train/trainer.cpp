@@ -107,7 +107,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   layered_network<R> net(spec);
   auto est = make_estimator<R>(cfg);
   const auto groups = param_group_names(spec);
-  optimizer<R> opt(make_optimizer_options(cfg), net.layout(), static_cast<int>(groups.size()));
+  optimizer_options oo = make_optimizer_options(cfg);
+  oo.threads = cfg.get<int>("estimator.threads");
+  optimizer<R> opt(oo, net.layout(), static_cast<int>(groups.size()));
   const auto sched = make_schedule_options(cfg);
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");

@@ -111,7 +111,9 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads) {
   cfg.set_override(fmt::format("estimator.threads={}", threads));
   layered_network<float> net(make_network_spec(cfg, 784, 10, {1, 28, 28}));
   auto est = make_estimator<float>(cfg);
-  optimizer<float> opt(make_optimizer_options(cfg), net.layout(), int(param_group_names(net.spec()).size()));
+  optimizer_options oo = make_optimizer_options(cfg);
+  oo.threads = cfg.get<int>("estimator.threads");
+  optimizer<float> opt(oo, net.layout(), int(param_group_names(net.spec()).size()));
   const long B = cfg.get<long>("run.batch");
   std::mt19937_64 rng(1);
   std::uniform_real_distribution<float> U(0, 1);

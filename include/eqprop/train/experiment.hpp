@@ -32,6 +32,7 @@ void normalize_from_config(const config& cfg, dataset_split& split);
 /// "continuous", "bptt", "implicit").
 template <class R>
 std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg);
+/// optimizer.* keys; the update's thread count is the caller's (experiments: estimator.threads).
 optimizer_options make_optimizer_options(const config& cfg);
 schedule_options make_schedule_options(const config& cfg);
 
