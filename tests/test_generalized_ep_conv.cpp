@@ -297,7 +297,7 @@ TEST(GeneralizedEpConv, HomeostasisAtStateMatchesExplicitJacobian) {
   tied.net.tie_feedback();
   auto sts = free_state(tied);
   rng_t r3(5);
-  EXPECT_LT(homeostatic_loss_at(tied.net, sts, 5, r3), 1e-25);
+  EXPECT_LT(homeostatic_loss_at(tied.net, sts, 5, r3), 1e-12);  // rounding (random feedback: ~1)
 }
 
 // Training-facing checks: diagnostics run on ConvNets (probe estimates), the dense-only
