@@ -15,6 +15,7 @@
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
+#include "eqprop/io/dataset.hpp"
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
@@ -105,10 +106,23 @@ double gemm_gflops(int n, int threads, double seconds) {
   return best;
 }
 
-nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads) {
+// The MNIST training images (pixels / 255) if the data directory has them, else empty.
+dataset bench_images(const std::string& data_dir) {
+  try {
+    return load_dataset("mnist", resolve_data_dir(data_dir)).train;
+  } catch (const data_error&) {
+    return {};
+  }
+}
+
+// EP workload: `seconds` of estimate + optimizer steps after 2 warm-up batches, on
+// consecutive MNIST training batches when `images` has them (else one random batch).
+nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, const std::vector<std::string>& sets,
+                              const dataset& images) {
   config cfg(experiment_schema());
   for (const auto& o : w.overrides) cfg.set_override(o);
   cfg.set_override(fmt::format("estimator.threads={}", threads));
+  for (const auto& o : sets) cfg.set_override(o);
   layered_network<float> net(make_network_spec(cfg, 784, 10, {1, 28, 28}));
   auto est = make_estimator<float>(cfg);
   optimizer_options oo = make_optimizer_options(cfg);
@@ -120,12 +134,26 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads) {
   matrix<float> x(784, B), y = matrix<float>::Zero(10, B);
   for (long i = 0; i < x.size(); ++i) x.data()[i] = U(rng);
   for (long j = 0; j < B; ++j) y(j % 10, j) = 1;
+  const bool real_data = images.size() >= B && images.dim() == 784;
+  long next = 0;  // the next MNIST sample
+  auto next_batch = [&] {
+    if (!real_data) return;
+    if (next + B > images.size()) next = 0;
+    x = images.x.middleCols(next, B);
+    y.setZero();
+    for (long j = 0; j < B; ++j) y(images.y[next + j], j) = 1;
+    next += B;
+  };
   std::vector<float> grad(net.params().size());
   double t_est = 0, t_opt = 0;
   long batches = 0, relax_steps = 0;
-  for (int k = 0; k < 2; ++k) est->estimate(net, x, y, grad);  // warm-up
+  for (int k = 0; k < 2; ++k) {  // warm-up
+    next_batch();
+    est->estimate(net, x, y, grad);
+  }
   const auto t_start = clock_type::now();
   while (since(t_start) < seconds || batches < 3) {
+    next_batch();
     const auto t0 = clock_type::now();
     relax_steps += est->estimate(net, x, y, grad).relax_steps;
     const auto t1 = clock_type::now();
@@ -143,6 +171,8 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads) {
   j["estimator"] = est->name();
   j["threads"] = threads;
   j["relax_steps_per_batch"] = double(relax_steps) / double(batches);
+  j["data"] = real_data ? "mnist" : "random";
+  j["overrides"] = sets;
   return j;
 }
 
@@ -197,7 +227,8 @@ nlohmann::ordered_json run_lagline_bench() {
 void register_bench(CLI::App& app) {
   static std::vector<std::string> names;
   static double seconds = 3, gemm_seconds = 2;
-  static std::string json_file;
+  static std::string json_file, data_dir;
+  static std::vector<std::string> sets;
   static int threads = 1;
   static bool list = false, no_peak = false;
   auto* cmd = app.add_subcommand("bench", "Time training workloads and the matrix-multiply peak of this machine");
@@ -207,6 +238,10 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--threads", threads, "EP workloads: estimator.threads, the batch slices relaxed in parallel")
       ->capture_default_str()
       ->check(CLI::PositiveNumber);
+  cmd->add_option("--set,-s", sets, "EP workloads: override a config key (KEY=VALUE, repeatable), e.g. relax.stop_early=true");
+  cmd->add_option("--data-dir", data_dir,
+                  "EP workloads train on consecutive MNIST batches from here (default $EQPROP_DATA, then ./data); "
+                  "without MNIST, on one random batch");
   cmd->add_flag("--list", list, "List the workloads and exit");
   cmd->add_flag("--no-peak", no_peak, "Skip the GEMM peak measurement");
   cmd->callback([] {
@@ -244,9 +279,18 @@ void register_bench(CLI::App& app) {
       doc["peak"]["gemm_float32_1024_2threads_gflops"] = p2;
       fmt::print("matrix-multiply peak (float32 1024^2, Eigen): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n", p1, p2);
     }
+    dataset images;
+    for (const workload* w : todo)
+      if (w->kind == 0 && images.size() == 0) images = bench_images(data_dir);
+    for (const workload* w : todo)
+      if (w->kind == 0) {
+        fmt::print("EP workloads train on {}\n", images.size() > 0 ? fmt::format("consecutive MNIST training batches ({} images)", images.size())
+                                                                 : std::string("one random batch (no MNIST found; see --data-dir)"));
+        break;
+      }
     fmt::print("{:<20} {:>12} {:>12} {:>9}  {}\n", "workload", "ours", "reference", "speedup", "unit / details");
     for (const workload* w : todo) {
-      nlohmann::ordered_json r = w->kind == 0   ? run_ep(*w, seconds, threads)
+      nlohmann::ordered_json r = w->kind == 0   ? run_ep(*w, seconds, threads, sets, images)
                                  : w->kind == 1 ? run_gle15k(seconds, 1)
                                  : w->kind == 3 ? run_gle15k(seconds, 2)
                                                 : run_lagline_bench();
