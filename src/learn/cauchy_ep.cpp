@@ -7,9 +7,6 @@
 #include <numbers>
 
 #include <fmt/format.h>
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 #include "eqprop/core/error.hpp"
 
@@ -270,36 +267,17 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   } else {
     // Each thread differentiates its slice, then sums one contiguous chunk of the parameters
     // over the slices, in slice order (so the result does not depend on the chunking).
-    std::vector<std::exception_ptr> err(T);
+    parallel([&](int t) {
+      slices_[t].grad.resize(grad.size());
+      grad_slice(slices_[t], net, slices_[t].grad);
+    });
     const long P = static_cast<long>(grad.size());
-    auto differentiate = [&](int t) {
-      try {
-        slices_[t].grad.resize(grad.size());
-        grad_slice(slices_[t], net, slices_[t].grad);
-      } catch (...) {
-        err[t] = std::current_exception();
-      }
-    };
-    auto sum_chunk = [&](int t) {
+    parallel([&](int t) {
       const long i0 = P * t / T, len = P * (t + 1) / T - i0;
       Eigen::Map<vector<R>> g(grad.data() + i0, len);
       g = Eigen::Map<const vector<R>>(slices_[0].grad.data() + i0, len);
       for (int u = 1; u < T; ++u) g += Eigen::Map<const vector<R>>(slices_[u].grad.data() + i0, len);
-    };
-#ifdef _OPENMP
-#pragma omp parallel num_threads(T)
-    {
-      const int id = omp_get_thread_num(), nth = omp_get_num_threads();
-      for (int t = id; t < T; t += nth) differentiate(t);
-#pragma omp barrier
-      for (int t = id; t < T; t += nth) sum_chunk(t);
-    }
-#else
-    for (int t = 0; t < T; ++t) differentiate(t);
-    for (int t = 0; t < T; ++t) sum_chunk(t);
-#endif
-    for (auto& e : err)
-      if (e) std::rethrow_exception(e);
+    });
   }
 
   // Loss and predictions at the free state, over kept samples.

@@ -1,6 +1,7 @@
 // eqprop bench: named training workloads timed on this machine, beside the reference
 // implementations' throughput (issue 9), plus the matrix-multiply peak measured with the
 // backend we link. Table by default, JSON with --json.
+#include <algorithm>
 #include <chrono>
 #include <fstream>
 #include <random>
@@ -280,14 +281,11 @@ void register_bench(CLI::App& app) {
       fmt::print("matrix-multiply peak (float32 1024^2, Eigen): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n", p1, p2);
     }
     dataset images;
-    for (const workload* w : todo)
-      if (w->kind == 0 && images.size() == 0) images = bench_images(data_dir);
-    for (const workload* w : todo)
-      if (w->kind == 0) {
-        fmt::print("EP workloads train on {}\n", images.size() > 0 ? fmt::format("consecutive MNIST training batches ({} images)", images.size())
-                                                                 : std::string("one random batch (no MNIST found; see --data-dir)"));
-        break;
-      }
+    if (std::any_of(todo.begin(), todo.end(), [](const workload* w) { return w->kind == 0; })) {
+      images = bench_images(data_dir);
+      fmt::print("EP workloads train on {}\n", images.size() > 0 ? fmt::format("consecutive MNIST training batches ({} images)", images.size())
+                                                               : std::string("one random batch (no MNIST found; see --data-dir)"));
+    }
     fmt::print("{:<20} {:>12} {:>12} {:>9}  {}\n", "workload", "ours", "reference", "speedup", "unit / details");
     for (const workload* w : todo) {
       nlohmann::ordered_json r = w->kind == 0   ? run_ep(*w, seconds, threads, sets, images)
