@@ -2,6 +2,7 @@
 
 #include <cmath>
 #include <limits>
+#include <numeric>
 #include <type_traits>
 
 #include <fmt/format.h>
@@ -221,72 +222,102 @@ void relax_state<S, P>::dC_dh(const network& net, std::vector<matrix<S>>& out) {
 }
 
 template <class S, class P>
-typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng, real alpha) {
+typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng, real alpha,
+                                                         relax_order order) {
   const int K = net.n_layers();
   const long B = batch();
-  // 1. Pre-activations of every layer from the current (old) states.
   if (net.spec().feedforward) {
     if (beta != S(0)) throw config_error("a feed-forward network (network.feedforward) cannot be nudged: train it with backprop");
     return feedforward_sweep(net, noise_std, rng);
   }
-  pre_[0] = drive_;
-  for (int j = 1; j < K; ++j) bottom_up(net, j, h_[j - 1], pre_[j]);
-  // Top-down terms J_{j+1}^T h_{j+1}, at the same (old) states.
-  for (int j = 0; j + 1 < K; ++j) {
-    const auto& g = net.geometry(j + 1);
-    const matrix<S>* dz = &h_[j + 1];
-    if (g.pool != pool_kind::none) {
-      pool_vjp(g, z_[j + 1], h_[j + 1], dz_);
-      dz = &dz_;
+  const bool alternating = order == relax_order::alternating && K > 1;
+  if (alternating) {
+    if (alpha != real(1)) throw config_error("relax.order = \"alternating\" needs plain fixed-point steps (alpha = 1)");
+    for (int j = 1; j < K; ++j)
+      if (net.geometry(j).pool != pool_kind::none)
+        throw config_error("relax.order = \"alternating\" is implemented for unpooled layers only");
+  }
+  // The pre-activation of layer j from the current states, in two parts: the bottom-up term
+  // (which caches a pooled layer's conv output in z_), then the top-down term, the nudge of
+  // the last layer and the noise. Synchronous steps run every bottom-up part first, so that
+  // z_ is current for the top-down parts.
+  auto bottom = [&](int j) {
+    if (j == 0) pre_[0] = drive_;
+    else bottom_up(net, j, h_[j - 1], pre_[j]);
+  };
+  auto rest = [&](int j) {
+    if (j + 1 < K) {  // top-down term J_{j+1}^T h_{j+1}
+      const auto& g = net.geometry(j + 1);
+      const matrix<S>* dz = &h_[j + 1];
+      if (g.pool != pool_kind::none) {
+        pool_vjp(g, z_[j + 1], h_[j + 1], dz_);
+        dz = &dz_;
+      }
+      conv_transpose<S, P>(g, net.W(j + 1), *dz, col_, pre_[j], true);
     }
-    conv_transpose<S, P>(g, net.W(j + 1), *dz, col_, pre_[j], true);
-  }
-  if (beta != S(0)) {
-    auto& p = pre_.back();
-    if (net.spec().output == output_kind::readout) {
-      compute_readout(net);
-      probs_ -= y_.template cast<S>();
-      grad_h_.noalias() = net.W_out().transpose() * probs_;
-      p.noalias() -= beta * grad_h_;
-    } else {
-      p.noalias() -= beta * (h_.back() - y_.template cast<S>());
-    }
-  }
-  if (noise_std > 0) {
-    if (!rng) throw internal_error("relax_state::step: noise requested without an rng");
-    for (auto& p : pre_)
-      for (long i = 0; i < p.size(); ++i) p.data()[i] += S(real(noise_std * standard_normal(*rng)));
-  }
-  // 2. States <- sigma(pre) (vectorized over a layer), then the per-sample residual.
-  residual_.setZero();
-  next_.resize(K);
-  dispatch_activation<S>(net.spec().activation, [&](auto a) {
-    using Act = decltype(a);
-    for (int j = 0; j < K; ++j) {
-      auto& hj = h_[j];
-      auto& vj = next_[j];
-      const long n = hj.rows();
-      vj.resize(n, B);
-      activate_n<Act>(pre_[j].data(), vj.data(), vj.size(), act_buf_);
-      if (alpha == real(1)) {
-        // Eigen's vectorized reduction (a sequential sum would be bound by the add latency).
-        for (long b = 0; b < B; ++b) residual_(b) += (vj.col(b) - hj.col(b)).squaredNorm();
-        hj.swap(vj);
+    if (j == K - 1 && beta != S(0)) {
+      auto& p = pre_.back();
+      if (net.spec().output == output_kind::readout) {
+        compute_readout(net);
+        probs_ -= y_.template cast<S>();
+        grad_h_.noalias() = net.W_out().transpose() * probs_;
+        p.noalias() -= beta * grad_h_;
       } else {
-        for (long b = 0; b < B; ++b) {
-          real acc = 0;
-          S* hc = hj.data() + b * n;
-          const S* vc = vj.data() + b * n;
-          for (long i = 0; i < n; ++i) {
-            const S d = alpha * (vc[i] - hc[i]);
-            acc += abs2(d);
-            hc[i] += d;
-          }
-          residual_(b) += acc;
-        }
+        p.noalias() -= beta * (h_.back() - y_.template cast<S>());
       }
     }
-  });
+    if (noise_std > 0) {
+      if (!rng) throw internal_error("relax_state::step: noise requested without an rng");
+      auto& p = pre_[j];
+      for (long i = 0; i < p.size(); ++i) p.data()[i] += S(real(noise_std * standard_normal(*rng)));
+    }
+  };
+  // States of the layers j0, j0 + stride, ... <- sigma(pre) (vectorized over a layer); the
+  // per-sample squared changes are added to residual_.
+  auto activate = [&](int j0, int stride) {
+    dispatch_activation<S>(net.spec().activation, [&](auto a) {
+      using Act = decltype(a);
+      for (int j = j0; j < K; j += stride) {
+        auto& hj = h_[j];
+        auto& vj = next_[j];
+        const long n = hj.rows();
+        vj.resize(n, B);
+        activate_n<Act>(pre_[j].data(), vj.data(), vj.size(), act_buf_);
+        if (alpha == real(1)) {
+          // Eigen's vectorized reduction (a sequential sum would be bound by the add latency).
+          for (long b = 0; b < B; ++b) residual_(b) += (vj.col(b) - hj.col(b)).squaredNorm();
+          hj.swap(vj);
+        } else {
+          for (long b = 0; b < B; ++b) {
+            real acc = 0;
+            S* hc = hj.data() + b * n;
+            const S* vc = vj.data() + b * n;
+            for (long i = 0; i < n; ++i) {
+              const S d = alpha * (vc[i] - hc[i]);
+              acc += abs2(d);
+              hc[i] += d;
+            }
+            residual_(b) += acc;
+          }
+        }
+      }
+    });
+  };
+  residual_.setZero();
+  next_.resize(K);
+  if (!alternating) {
+    // Synchronous (Jacobi): every layer from the old states.
+    for (int j = 0; j < K; ++j) bottom(j);
+    for (int j = 0; j < K; ++j) rest(j);
+    activate(0, 1);
+  } else {
+    // Alternating (Gauss-Seidel over the even and odd layers): the even layers from the old
+    // states, then the odd layers from the new even ones. Same fixed point, same cost.
+    for (int j = 0; j < K; j += 2) bottom(j), rest(j);
+    activate(0, 2);
+    for (int j = 1; j < K; j += 2) bottom(j), rest(j);
+    activate(1, 2);
+  }
   return finish_residuals();
 }
 
@@ -337,11 +368,66 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
   real mx = 0;
   // A feed-forward network is exact after one sweep: its residual is then 0 by definition.
   const long steps = net.spec().feedforward ? std::min<long>(opt.max_steps, 1) : opt.max_steps;
+  // Freezing (stop_early): once an eighth of the running samples are below tol, those samples
+  // stop and the others are compacted into fewer columns. `all` keeps the full batch (x, y,
+  // drive, states, pre-activations, residuals) and `cols` maps running columns to its columns;
+  // a frozen sample keeps the state and residual of its last step.
+  const bool freeze = opt.stop_early && opt.freeze_converged && !net.spec().feedforward;
+  struct full_batch {
+    matrix<real> x, y;
+    matrix<S> drive;
+    std::vector<matrix<S>> h, pre;
+    vector<real> residual;
+  } all;
+  std::vector<long> cols;  // empty: nothing frozen yet, the members hold the full batch
+  auto store = [&](const std::vector<long>& which) {  // running columns `which` -> all
+    for (size_t j = 0; j < h_.size(); ++j)
+      for (long c : which) {
+        all.h[j].col(cols[c]) = h_[j].col(c);
+        all.pre[j].col(cols[c]) = pre_[j].col(c);
+      }
+    for (long c : which) all.residual(cols[c]) = residual_(c);
+  };
+  auto compact = [&](const std::vector<long>& keep, const std::vector<long>& frozen) {
+    if (cols.empty()) {
+      all = full_batch{x_, y_, drive_, h_, pre_, residual_};
+      cols.resize(batch());
+      std::iota(cols.begin(), cols.end(), 0L);
+    }
+    store(frozen);
+    x_ = x_(Eigen::all, keep).eval();
+    y_ = y_(Eigen::all, keep).eval();
+    drive_ = drive_(Eigen::all, keep).eval();
+    for (size_t j = 0; j < h_.size(); ++j) h_[j] = h_[j](Eigen::all, keep).eval();
+    residual_ = residual_(keep).eval();
+    std::vector<long> next(keep.size());
+    for (size_t i = 0; i < keep.size(); ++i) next[i] = cols[keep[i]];
+    cols.swap(next);
+  };
+  std::vector<long> keep, frozen;
   for (long t = 0; t < steps; ++t) {
-    mx = step(net, beta, opt.noise_std, opt.noise_rng);
+    mx = step(net, beta, opt.noise_std, opt.noise_rng, real(1), opt.order);
     rep.steps = t + 1;
+    rep.sample_steps += batch();
     if (opt.stop_early && mx <= tol) break;
     if (!std::isfinite(mx)) break;  // diverged: further steps cannot help
+    if (freeze && t + 1 < steps) {
+      keep.clear();
+      frozen.clear();
+      for (long b = 0; b < batch(); ++b) (residual_(b) <= tol ? frozen : keep).push_back(b);
+      if (!frozen.empty() && long(frozen.size()) * 8 >= batch()) compact(keep, frozen);
+    }
+  }
+  if (!cols.empty()) {  // put the running samples back into the full batch
+    std::vector<long> running(batch());
+    std::iota(running.begin(), running.end(), 0L);
+    store(running);
+    x_.swap(all.x);
+    y_.swap(all.y);
+    drive_.swap(all.drive);
+    h_.swap(all.h);
+    pre_.swap(all.pre);
+    residual_.swap(all.residual);
   }
   const long B = batch();
   double sum = 0;

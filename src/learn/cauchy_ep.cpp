@@ -105,9 +105,10 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
   }
   opt.max_steps = 1;
   for (long t = 0; t < K; ++t) {
-    const long before = rep.steps;
+    const long before = rep.steps, sample_before = rep.sample_steps;
     rep = st.relax(net, beta, opt);
     rep.steps += before;
+    rep.sample_steps += sample_before;
     if constexpr (std::is_same_v<S, P>) snaps[t].set_input_shared(net, x, y, st.drive());
     else snaps[t].set_input(net, x, y);
     snaps[t].copy_states_from(st);
@@ -131,6 +132,7 @@ relax_report merge_reports(const std::vector<relax_report>& r, const std::vector
   double sum = 0, count = 0;
   for (size_t t = 0; t < r.size(); ++t) {
     m.steps = std::max(m.steps, r[t].steps);
+    m.sample_steps += r[t].sample_steps;
     m.max_residual = std::max(m.max_residual, r[t].max_residual);
     m.n_not_converged += r[t].n_not_converged;
     m.n_non_finite += r[t].n_non_finite;
@@ -233,10 +235,12 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   for (int t = 0; t < T; ++t) reps[t] = slices_[t].free_report;
   out.free = merge_reports(reps, n);
   out.relax_steps += out.free.steps;
+  out.relax_sample_steps += out.free.sample_steps;
   for (size_t p = 0; p < slices_[0].point_reports.size(); ++p) {
     for (int t = 0; t < T; ++t) reps[t] = slices_[t].point_reports[p];
     out.points.push_back(merge_reports(reps, n));
     out.relax_steps += out.points.back().steps;
+    out.relax_sample_steps += out.points.back().sample_steps;
   }
   std::vector<char> failed;
   for (const auto& s : slices_) failed.insert(failed.end(), s.failed.begin(), s.failed.end());

@@ -81,6 +81,11 @@ const config_schema& experiment_schema() {
     s.add("relax.nudged_steps", int64_t(20), "steps per nudged point (T2)");
     s.add("relax.tol", 0.0, "residual tolerance (0: 1e-5 float32, 1e-12 float64)");
     s.add("relax.stop_early", false, "stop a relaxation once every sample is below tol");
+    s.add("relax.freeze_converged", true,
+          "with stop_early: a sample below tol stops stepping and the running samples are compacted (fewer FLOPs)");
+    s.add("relax.order", std::string("synchronous"),
+          "update order of a step: synchronous (every layer from the old states, the papers') or alternating "
+          "(even layers, then odd layers from the new even ones: same fixed point, faster convergence; unpooled only)");
     s.add("relax.noise_std", 0.0, "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
     s.add("relax.noise_free_phase", false, "also add the neuron noise in the free phase (the paper's training does not)");
 
@@ -155,11 +160,21 @@ nonconvergence_policy parse_policy(const std::string& s) {
 }
 }  // namespace
 
+relax_options relax_from_config(const config& cfg, bool nudged) {
+  relax_options r{cfg.get<long>(nudged ? "relax.nudged_steps" : "relax.free_steps"), cfg.get<double>("relax.tol"),
+                  cfg.get<bool>("relax.stop_early")};
+  r.freeze_converged = cfg.get<bool>("relax.freeze_converged");
+  const auto o = cfg.get<std::string>("relax.order");
+  if (o == "synchronous") r.order = relax_order::synchronous;
+  else if (o == "alternating") r.order = relax_order::alternating;
+  else throw config_error(fmt::format("relax.order must be synchronous or alternating, got '{}'", o));
+  return r;
+}
+
 template <class R>
 std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
   const auto kind = cfg.get<std::string>("estimator.kind");
-  relax_options free{cfg.get<long>("relax.free_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
-  relax_options nudged{cfg.get<long>("relax.nudged_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
+  const relax_options free = relax_from_config(cfg, false), nudged = relax_from_config(cfg, true);
   if (kind == "bptt") return std::make_unique<bptt_gradient<R>>(free.max_steps);
   if (kind == "backprop") {
     if (!cfg.get<bool>("network.feedforward"))

@@ -39,10 +39,6 @@ dataset_split load_data(const config& cfg, const std::string& data_dir_flag) {
   return split;
 }
 
-relax_options free_relax(const config& cfg) {
-  return {cfg.get<long>("relax.free_steps"), cfg.get<double>("relax.tol"), cfg.get<bool>("relax.stop_early")};
-}
-
 // Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split.
 template <class R>
 eval_result evaluate(const layered_network<R>& net, const dataset& d, const relax_options& ro, long batch) {
@@ -152,7 +148,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
                      fmt::join(spec.sizes, "-"), net.n_params(), est->name());
   if (topt.resume) out << fmt::format("resuming after epoch {}\n", start_epoch);
 
-  const relax_options eval_ro = free_relax(cfg);
+  const relax_options eval_ro = relax_from_config(cfg, false);
   batch_iterator it(split.train, batch, seed, true, false);
   progress prog(out, !topt.quiet && topt.out == nullptr && progress::stdout_is_terminal());
   std::vector<R> grad(net.n_params());
@@ -284,7 +280,7 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
   if (static_cast<long>(p.size()) != net.n_params())
     throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(), net.n_params()));
   std::copy(p.begin(), p.end(), net.params().begin());
-  return evaluate(net, split.test, free_relax(cfg), cfg.get<long>("run.eval_batch"));
+  return evaluate(net, split.test, relax_from_config(cfg, false), cfg.get<long>("run.eval_batch"));
 }
 }  // namespace
 

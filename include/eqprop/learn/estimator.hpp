@@ -30,7 +30,9 @@ struct grad_result {
   relax_report free;                  ///< the free phase (empty for estimators without one)
   std::vector<relax_report> points;   ///< one per nudged relaxation actually run
   long n_dropped = 0;                 ///< samples excluded from the gradient
-  long relax_steps = 0;               ///< total synchronous steps run, all phases (cost)
+  long relax_steps = 0;               ///< total steps run, all phases (the slowest sample's)
+  long relax_sample_steps = 0;        ///< steps summed over the samples, all phases (the cost when
+                                      ///< converged samples freeze; 0 where not counted)
 };
 
 template <class R>

@@ -17,6 +17,10 @@ namespace eqprop {
 
 const config_schema& experiment_schema();
 
+/// The free (nudged = false) or nudged phase's relaxation from the relax.* keys (steps, tol,
+/// stop_early, freeze_converged, order); throws config_error for an unknown order.
+relax_options relax_from_config(const config& cfg, bool nudged);
+
 /// Network spec from network.* keys; input size and classes come from the data.
 network_spec make_network_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape = {});
 /// The input and conv part of a network from the network.conv* keys: input_shape, conv,
