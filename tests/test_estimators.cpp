@@ -471,3 +471,102 @@ TEST(RelaxState, SharedDriveAndAccumulatedInputGradient) {
   a.add_input_weight_grad(t.net, acc0, w, h_acc);
   EXPECT_LT(relative_error(h_acc, h_direct), 1e-14);
 }
+
+// Per-column nudge multipliers: a batch of three copies of the samples, nudged with three
+// different complex betas side by side, relaxes (and differentiates) each copy exactly as a
+// separate relaxation with that beta; freezing keeps the multipliers with their columns.
+TEST(RelaxState, ColumnNudgeEqualsSeparateBetas) {
+  const small_net t(0.5);
+  using C = std::complex<double>;
+  const long B = t.x.cols();
+  const std::vector<C> betas = {std::polar(0.3, 0.7), std::polar(0.3, 2.1), C(-0.2, 0)};
+  relax_state<double> free;
+  free.set_input(t.net, t.x, t.y);
+  free.relax(t.net, 0.0, relax_options{3000, 1e-13, true});
+  matrix<double> x3(t.x.rows(), 3 * B), y3(t.y.rows(), 3 * B);
+  std::vector<matrix<double>> h3(free.h().size());
+  vector<C> m(3 * B);
+  for (size_t j = 0; j < h3.size(); ++j) h3[j].resize(free.h()[j].rows(), 3 * B);
+  for (long p = 0; p < 3; ++p) {
+    x3.middleCols(p * B, B) = t.x;
+    y3.middleCols(p * B, B) = t.y;
+    for (size_t j = 0; j < h3.size(); ++j) h3[j].middleCols(p * B, B) = free.h()[j];
+    m.segment(p * B, B).setConstant(betas[p]);
+  }
+  for (bool early : {false, true}) {
+    relax_options o{early ? 3000 : 40, 1e-12, early};
+    relax_state<C, double> stack;
+    stack.set_input(t.net, x3, y3);
+    stack.set_states_from_real(h3);
+    EXPECT_THROW(stack.set_column_nudge(vector<C>::Ones(B)), shape_error);
+    stack.set_column_nudge(m);
+    stack.relax(t.net, C(1), o);
+    for (long p = 0; p < 3; ++p) {
+      relax_state<C, double> one, part;
+      one.set_input(t.net, t.x, t.y);
+      one.set_states_from_real(free.h());
+      one.relax(t.net, betas[p], o);
+      part.set_input(t.net, t.x, t.y);
+      part.copy_columns_from(stack, p * B);
+      for (size_t j = 0; j < h3.size(); ++j)
+        EXPECT_LT((part.h()[j] - one.h()[j]).cwiseAbs().maxCoeff(), early ? 1e-10 : 1e-13) << "point " << p;
+      EXPECT_LT((part.residual() - one.residual()).cwiseAbs().maxCoeff(), early ? 1e-11 : 1e-13);
+    }
+    // dF/dtheta of the stack with per-column weights = the sum over the separate points.
+    if (!early) {
+      const vector<double> w = vector<double>::Constant(3 * B, 0.25);
+      std::vector<double> g_stack(t.net.n_params(), 0.0), g_sum(t.net.n_params(), 0.0);
+      stack.add_dF_dtheta(t.net, C(1), C(1.5, -0.5), w, g_stack);
+      for (long p = 0; p < 3; ++p) {
+        relax_state<C, double> part;
+        part.set_input(t.net, t.x, t.y);
+        part.copy_columns_from(stack, p * B);
+        part.add_dF_dtheta(t.net, betas[p], C(1.5, -0.5), vector<double>::Constant(B, 0.25), g_sum);
+      }
+      EXPECT_LT(relative_error(g_stack, g_sum), 1e-13);
+    }
+  }
+  relax_state<C, double> narrow;
+  narrow.set_input(t.net, t.x, t.y);
+  EXPECT_THROW(narrow.copy_columns_from(narrow, 1), shape_error);
+}
+
+// estimator.stack_points: the real points and the complex points relaxed side by side give
+// the estimate of separate relaxations (fixed steps: to rounding; early stopping: to the
+// tolerance), on 1 and 2 threads, for the readout and for an output layer.
+TEST(CauchyEp, StackedPointsEqualSeparatePoints) {
+  const small_net t(0.5);
+  small_net u(0.5);
+  {
+    network_spec s = u.net.spec();
+    s.sizes = {12, 10, 5};
+    s.n_readout = 0;
+    s.output = output_kind::layer;
+    u.net = layered_network<double>(s);
+  }
+  for (const small_net* n : std::vector<const small_net*>{&t, &u}) {
+    for (int N : {2, 4, 10}) {
+      for (int threads : {1, 2}) {
+        ep_options o = ep_with(N, 0.3, relax_options{80}, relax_options{40});
+        o.threads = threads;
+        o.stack_points = false;
+        grad_result rs, rt;
+        const auto g_sep = estimate_with(*n, o, &rs);
+        o.stack_points = true;
+        const auto g_stack = estimate_with(*n, o, &rt);
+        EXPECT_LT(relative_error(g_stack, g_sep), 1e-12) << "N=" << N << " threads=" << threads;
+        EXPECT_EQ(rt.relax_sample_steps, rs.relax_sample_steps);
+        // One report per relaxation run: +-r stacked into one, the complex points into one.
+        EXPECT_EQ(rt.points.size(), size_t(N == 2 ? 1 : 2)) << "N=" << N;
+        EXPECT_EQ(rs.points.size(), size_t(N == 2 ? 2 : 1 + N / 2)) << "N=" << N;
+        relax_options early{3000, 1e-11, true};
+        early.order = relax_order::alternating;
+        o.free = o.nudged = early;
+        const auto g_early = estimate_with(*n, o, &rt);
+        o.stack_points = false;
+        EXPECT_LT(relative_error(g_early, estimate_with(*n, o, &rs)), 1e-8) << "N=" << N;
+        EXPECT_EQ(rt.n_dropped, 0);
+      }
+    }
+  }
+}

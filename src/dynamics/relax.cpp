@@ -148,6 +148,7 @@ void relax_state<S, P>::size_buffers(const network& net, const matrix<real>& x, 
     probs_.resize(spec.n_readout, B);
   }
   residual_.setZero(B);
+  col_nudge_.resize(0);
   next_.resize(K);
   for (int j = 0; j < K; ++j) next_[j].resize(spec.sizes[j + 1], B);
 }
@@ -187,6 +188,25 @@ void relax_state<S, P>::reset() {
 template <class S, class P>
 void relax_state<S, P>::copy_states_from(const relax_state& other) {
   for (size_t j = 0; j < h_.size(); ++j) h_[j] = other.h_[j];
+}
+
+template <class S, class P>
+void relax_state<S, P>::set_column_nudge(const vector<S>& m) {
+  if (m.size() != batch())
+    throw shape_error(fmt::format("set_column_nudge: {} multipliers for a batch of {}", m.size(), batch()));
+  col_nudge_ = m;
+}
+
+template <class S, class P>
+void relax_state<S, P>::copy_columns_from(const relax_state& other, long first) {
+  const long B = batch();
+  if (other.h_.size() != h_.size() || first < 0 || first + B > other.batch())
+    throw shape_error(fmt::format("copy_columns_from: columns [{}, {}) of a batch of {}", first, first + B, other.batch()));
+  for (size_t j = 0; j < h_.size(); ++j) {
+    h_[j] = other.h_[j].middleCols(first, B);
+    pre_[j] = other.pre_[j].middleCols(first, B);
+  }
+  residual_ = other.residual_.segment(first, B);
 }
 
 template <class S, class P>
@@ -261,10 +281,12 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
         compute_readout(net);
         probs_ -= y_.template cast<S>();
         grad_h_.noalias() = net.W_out().transpose() * probs_;
-        p.noalias() -= beta * grad_h_;
       } else {
-        p.noalias() -= beta * (h_.back() - y_.template cast<S>());
+        grad_h_ = h_.back() - y_.template cast<S>();
       }
+      if (col_nudge_.size() == 0) p.noalias() -= beta * grad_h_;
+      else
+        for (long b = 0; b < B; ++b) p.col(b) -= (beta * col_nudge_(b)) * grad_h_.col(b);
     }
     if (noise_std > 0) {
       if (!rng) throw internal_error("relax_state::step: noise requested without an rng");
@@ -378,6 +400,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
     matrix<S> drive;
     std::vector<matrix<S>> h, pre;
     vector<real> residual;
+    vector<S> nudge;
   } all;
   std::vector<long> cols;  // empty: nothing frozen yet, the members hold the full batch
   auto store = [&](const std::vector<long>& which) {  // running columns `which` -> all
@@ -390,7 +413,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
   };
   auto compact = [&](const std::vector<long>& keep, const std::vector<long>& frozen) {
     if (cols.empty()) {
-      all = full_batch{x_, y_, drive_, h_, pre_, residual_};
+      all = full_batch{x_, y_, drive_, h_, pre_, residual_, col_nudge_};
       cols.resize(batch());
       std::iota(cols.begin(), cols.end(), 0L);
     }
@@ -400,6 +423,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
     drive_ = drive_(Eigen::all, keep).eval();
     for (size_t j = 0; j < h_.size(); ++j) h_[j] = h_[j](Eigen::all, keep).eval();
     residual_ = residual_(keep).eval();
+    if (col_nudge_.size() > 0) col_nudge_ = col_nudge_(keep).eval();
     std::vector<long> next(keep.size());
     for (size_t i = 0; i < keep.size(); ++i) next[i] = cols[keep[i]];
     cols.swap(next);
@@ -428,6 +452,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
     h_.swap(all.h);
     pre_.swap(all.pre);
     residual_.swap(all.residual);
+    col_nudge_.swap(all.nudge);
   }
   const long B = batch();
   double sum = 0;
@@ -628,6 +653,7 @@ void relax_state<S, P>::dF_dtheta_impl(const network& net, S beta, S coef, const
   if (net.spec().output == output_kind::readout && beta != S(0)) {
     compute_readout(net);
     matrix<S> e = probs_ - y_.template cast<S>();
+    if (col_nudge_.size() > 0) e *= col_nudge_.asDiagonal();
     add_outer<S, real>(tmp_, tmp2_, e, w, h_.back(), beta * coef, block_view(grad, lay[2 * K]));
     add_weighted_sum<S, real>(tmp_, e, w, beta * coef, block_view(grad, lay[2 * K + 1]));
   }

@@ -153,15 +153,22 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
   s.free.reset();
   s.free_report = run_phase(s.free, net, R(0), free_opt, s.free_snaps, s.x, s.y);
   mark_failures(s.free, limit, s.failed);
+  const bool stack = opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
+                     nudged_opt.noise_std == 0;
+  if (stack && s.real_points.size() > 1)
+    s.point_reports.push_back(relax_stacked(s, net, s.real_stack, s.real_points, real_betas_, nudged_opt, limit));
+  if (stack && s.complex_points.size() > 1)
+    s.point_reports.push_back(
+        relax_stacked(s, net, s.complex_stack, s.complex_points, complex_betas_, nudged_opt, limit));
   // The nudged points share the free phase's input drive W_0 x + b_0.
-  for (size_t p = 0; p < s.real_points.size(); ++p) {
+  for (size_t p = 0; p < s.real_points.size() && !(stack && s.real_points.size() > 1); ++p) {
     auto& st = s.real_points[p];
     st.set_input_shared(net, s.x, s.y, s.free.drive());
     st.copy_states_from(s.free);
     s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
     mark_failures(st, limit, s.failed);
   }
-  for (size_t p = 0; p < s.complex_points.size(); ++p) {
+  for (size_t p = 0; p < s.complex_points.size() && !(stack && s.complex_points.size() > 1); ++p) {
     auto& st = s.complex_points[p];
     st.set_input_shared(net, s.x, s.y, s.free.drive());
     if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
@@ -169,6 +176,36 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
     s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
     mark_failures(st, limit, s.failed);
   }
+}
+
+template <class R>
+template <class S>
+relax_report cauchy_ep<R>::relax_stacked(slice& s, const layered_network<R>& net, relax_state<S>& stack,
+                                         std::vector<relax_state<S>>& points, const std::vector<S>& betas,
+                                         const relax_options& opt, double limit) {
+  const long B = s.x.cols(), M = static_cast<long>(points.size());
+  // M copies of m side by side (block copies: Eigen's replicate() assigns element by element).
+  auto tile = [&](const matrix<R>& m, matrix<R>& out) {
+    out.resize(m.rows(), M * B);
+    for (long p = 0; p < M; ++p) out.middleCols(p * B, B) = m;
+  };
+  tile(s.x, s.xs);
+  tile(s.y, s.ys);
+  tile(s.free.drive(), s.drives);
+  stack.set_input_shared(net, s.xs, s.ys, s.drives);
+  s.hs.resize(s.free.h().size());
+  for (size_t j = 0; j < s.hs.size(); ++j) tile(s.free.h()[j], s.hs[j]);
+  stack.set_states_from_real(s.hs);
+  vector<S> nudge(M * B);
+  for (long p = 0; p < M; ++p) nudge.segment(p * B, B).setConstant(betas[p]);
+  stack.set_column_nudge(nudge);
+  const relax_report rep = stack.relax(net, S(1), opt);
+  for (long p = 0; p < M; ++p) {
+    points[p].set_input_shared(net, s.x, s.y, s.free.drive());
+    points[p].copy_columns_from(stack, p * B);
+    mark_failures(points[p], limit, s.failed);
+  }
+  return rep;
 }
 
 template <class R>

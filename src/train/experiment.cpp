@@ -73,6 +73,7 @@ const config_schema& experiment_schema() {
     s.add("estimator.fail_residual", 1.0, "a sample fails when its residual exceeds this in any phase");
     s.add("estimator.threads", int64_t(1), "classic/symmetric/holomorphic: column slices of the batch relaxed in parallel, one thread each (deterministic for a given count; counts agree to rounding; 1 with neuron noise); also the threads of the Adam update of large layers");
     s.add("estimator.average_last", int64_t(0), "average dF/dtheta over the last K steps of every phase (0: read at the last step; the paper's noisy classic EP: 5)");
+    s.add("estimator.stack_points", true, "classic/symmetric/holomorphic with start = free: relax the real points, and the complex points, side by side as one wider batch each (same estimate, wider products); off with noise or average_last");
     s.add("estimator.periods", int64_t(3), "continuous: periods of the rotating teaching signal");
     s.add("estimator.smooth", false, "continuous: rotate beta every step and integrate every step (else hold it for nudged_steps per point)");
     s.add("estimator.alpha", 1.0, "continuous: Euler step dt/tau of tau dh/dt = -h + sigma(pre) (1: plain fixed-point step)");
@@ -228,6 +229,7 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg) {
   o.noise_seed = noise_seed;
   o.average_last = cfg.get<int>("estimator.average_last");
   o.threads = cfg.get<int>("estimator.threads");
+  o.stack_points = cfg.get<bool>("estimator.stack_points");
   return std::make_unique<cauchy_ep<R>>(o);
 }
 template std::unique_ptr<grad_estimator<float>> make_estimator<float>(const config&);

@@ -10,6 +10,7 @@
 // where the input drive W_0 x + b_0 is computed once per batch, and dC/dh is
 // W_out^T (softmax(z) - y) for the readout or (h_{K-1} - y) for an output layer.
 // The residual of a sample is |h_new - h_old| (L2 over all layers, complex modulus).
+// With per-column nudge multipliers m (set_column_nudge), beta becomes beta * m(b) in column b.
 #pragma once
 #include <complex>
 #include <cstdint>
@@ -84,6 +85,13 @@ class relax_state {
   void reset();                                  ///< all states to zero
   void copy_states_from(const relax_state& other);  ///< same network and batch
   void set_states_from_real(const std::vector<matrix<real>>& h);  ///< e.g. a real free state into complex states
+  /// Per-column multipliers of the nudge: column b is nudged with beta * m(b) in step() and
+  /// differentiated with it in add_dF_dtheta (size batch(); set_input clears them). Lets the
+  /// nudged points of an estimate relax side by side as one wider batch (cauchy_ep).
+  void set_column_nudge(const vector<S>& m);
+  /// States, pre-activations and residuals of columns [first, first + batch()) of other, a
+  /// wider state of the same network (e.g. one point of a stacked relaxation).
+  void copy_columns_from(const relax_state& other, long first);
 
   /// One synchronous step with nudge beta; returns the largest per-sample residual.
   /// alpha < 1 makes it an Euler step of tau dh/dt = -h + sigma(pre) with alpha = dt/tau:
@@ -161,6 +169,7 @@ class relax_state {
   vector<real> act_buf_[4];          // scratch of the vectorized activations
   matrix<real> x_, y_;
   vector<real> residual_;
+  vector<S> col_nudge_;              // per-column nudge multipliers (empty: all 1)
 };
 
 extern template class relax_state<float>;

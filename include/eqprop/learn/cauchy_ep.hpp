@@ -48,6 +48,12 @@ struct ep_options {
   /// residual ends only its own slice's relaxation). With neuron noise the estimate runs on
   /// one thread (one noise stream).
   int threads = 1;
+  /// With start = free_state, no noise and no averaging: the real points (+-r) relax side by
+  /// side as one batch of 2B columns, and the complex points as one of (ceil(N/2)-1) B columns
+  /// (relax_state::set_column_nudge), so that the products are wider. The same estimate
+  /// (rounding aside); with stop_early the stacked points stop together, each sample frozen
+  /// on its own (relax_options::freeze_converged).
+  bool stack_points = true;
   void validate() const;
 };
 
@@ -72,6 +78,10 @@ class cauchy_ep : public grad_estimator<R> {
     relax_state<R> free;
     std::vector<relax_state<R>> real_points;        // +r and, for even N, -r
     std::vector<relax_state<complex>> complex_points;
+    relax_state<R> real_stack;                      // the real points side by side (stack_points)
+    relax_state<complex> complex_stack;             // the complex points side by side
+    matrix<R> xs, ys, drives;                       // x, y and the input drive, tiled
+    std::vector<matrix<R>> hs;                      // the free state, tiled
     // Snapshots of the last average_last steps of each phase (free, real points, complex points).
     std::vector<relax_state<R>> free_snaps;
     std::vector<std::vector<relax_state<R>>> real_snaps;
@@ -88,6 +98,12 @@ class cauchy_ep : public grad_estimator<R> {
   void relax_slice(slice& s, const layered_network<R>& net, const relax_options& free_opt,
                    const relax_options& nudged_opt, double limit);
   void grad_slice(slice& s, const layered_network<R>& net, std::span<R> grad);
+  // Relaxes the points of one kind (points[p] nudged with betas[p]) as one stacked batch from
+  // the free state, then splits the result into points; returns the stacked run's report.
+  template <class S>
+  relax_report relax_stacked(slice& s, const layered_network<R>& net, relax_state<S>& stack,
+                             std::vector<relax_state<S>>& points, const std::vector<S>& betas,
+                             const relax_options& opt, double limit);
 
   ep_options opt_;
   std::vector<slice> slices_;
