@@ -279,3 +279,35 @@ TEST(ConvBaseline, FeedforwardBackpropMatchesFiniteDifferences) {
     EXPECT_THROW(bp.estimate(c.net, c.x, c.y, g), config_error);
   }
 }
+
+// conv_forward and conv_transpose process a large layer's batch in chunks of samples (so that
+// the patch matrix stays cache-sized): here 147 k patch entries per sample, 7 samples per
+// chunk, a batch of 10 in two unequal chunks. Both must equal the whole-batch im2col product
+// (and the transpose stay the exact adjoint), for real and complex states.
+TEST(ConvOps, ChunkedBatchEqualsWholeBatchProduct) {
+  const auto g = conv_geom(16, 32, 32, 3, true, 8, pool_kind::none);
+  ASSERT_GT(g.patch() * g.ho * g.wo * 10, 1L << 20);  // chunking is on
+  const matrix<double> W = random_matrix(g.cout, g.patch(), 7);
+  const const_matrix_map<double> Wm(W.data(), W.rows(), W.cols());
+  const matrix<double> l = random_matrix(g.in_size(), 10, 8), dz = random_matrix(g.conv_size(), 10, 9);
+  matrix<double> col, z, dl, whole_col;
+  conv_forward<double, double>(g, Wm, l, col, z);
+  im2col(g, l, whole_col);
+  const matrix<double> zw = W * whole_col;
+  EXPECT_LT((z - Eigen::Map<const matrix<double>>(zw.data(), g.conv_size(), 10)).cwiseAbs().maxCoeff(), 1e-12);
+  conv_transpose<double, double>(g, Wm, dz, col, dl, false);
+  matrix<double> dlw = matrix<double>::Zero(g.in_size(), 10);
+  const matrix<double> cw = W.transpose() * Eigen::Map<const matrix<double>>(dz.data(), g.cout, long(g.ho) * g.wo * 10);
+  col2im_add(g, cw, dlw);
+  EXPECT_LT((dl - dlw).cwiseAbs().maxCoeff(), 1e-12);
+  EXPECT_NEAR(dot(z, dz), dot(l, dl), 1e-11 * std::abs(dot(z, dz)));
+  using C = std::complex<double>;
+  const matrix<C> lc = l.cast<C>() + C(0, 1) * random_matrix(g.in_size(), 10, 10).cast<C>();
+  matrix<C> colc, zc;
+  conv_forward<C, double>(g, Wm, lc, colc, zc);
+  matrix<double> zr, zi;
+  conv_forward<double, double>(g, Wm, matrix<double>(lc.real()), col, zr);
+  conv_forward<double, double>(g, Wm, matrix<double>(lc.imag()), col, zi);
+  EXPECT_LT((zc.real() - zr).cwiseAbs().maxCoeff(), 1e-12);
+  EXPECT_LT((zc.imag() - zi).cwiseAbs().maxCoeff(), 1e-12);
+}

@@ -23,19 +23,18 @@ void check_rows(const matrix<T>& m, long rows, const char* who) {
     throw shape_error(std::string(who) + ": buffer has " + std::to_string(m.rows()) + " rows, expected " +
                       std::to_string(rows));
 }
-}  // namespace
 
+// The patches of samples [b0, b0 + nb) of the input at `in` (in_size x B, column-major) as
+// the columns of col (patch x ho*wo*nb).
 template <class T>
-void im2col(const connection_geometry& g, const matrix<T>& l, matrix<T>& col) {
-  check_rows(l, g.in_size(), "im2col");
-  const long B = l.cols(), N = long(g.ho) * g.wo * B, K = g.patch();
-  col.resize(K, N);
+void im2col_samples(const connection_geometry& g, const T* in_all, long b0, long nb, T* col) {
+  const long K = g.patch();
   const auto s = input_strides(g);
-  for (long b = 0; b < B; ++b) {
-    const T* in = l.data() + b * g.in_size();
+  for (long b = 0; b < nb; ++b) {
+    const T* in = in_all + (b0 + b) * g.in_size();
     for (int yo = 0; yo < g.ho; ++yo)
       for (int xo = 0; xo < g.wo; ++xo) {
-        T* c = col.data() + K * (xo + long(g.wo) * (yo + long(g.ho) * b));
+        T* c = col + K * (xo + long(g.wo) * (yo + long(g.ho) * b));
         for (int ky = 0; ky < g.k; ++ky) {
           const int yi = yo + ky - g.pad;
           for (int kx = 0; kx < g.k; ++kx, c += g.cin) {
@@ -54,17 +53,16 @@ void im2col(const connection_geometry& g, const matrix<T>& l, matrix<T>& col) {
   }
 }
 
+// The adjoint of im2col_samples: adds the columns of col into samples [b0, b0 + nb) of out.
 template <class T>
-void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& dl) {
-  if (g.planar_input) throw internal_error("col2im_add: the planar network input is never differentiated");
-  check_rows(dl, g.in_size(), "col2im_add");
-  const long B = dl.cols(), K = g.patch();
+void col2im_add_samples(const connection_geometry& g, const T* col, long b0, long nb, T* out_all) {
+  const long K = g.patch();
   const auto s = input_strides(g);
-  for (long b = 0; b < B; ++b) {
-    T* out = dl.data() + b * g.in_size();
+  for (long b = 0; b < nb; ++b) {
+    T* out = out_all + (b0 + b) * g.in_size();
     for (int yo = 0; yo < g.ho; ++yo)
       for (int xo = 0; xo < g.wo; ++xo) {
-        const T* c = col.data() + K * (xo + long(g.wo) * (yo + long(g.ho) * b));
+        const T* c = col + K * (xo + long(g.wo) * (yo + long(g.ho) * b));
         for (int ky = 0; ky < g.k; ++ky) {
           const int yi = yo + ky - g.pad;
           for (int kx = 0; kx < g.k; ++kx, c += g.cin) {
@@ -78,6 +76,31 @@ void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& d
   }
 }
 
+// Samples per im2col chunk in conv_forward / conv_transpose: the patch matrix of a whole batch
+// of a large layer (VGG-4's second conv: 295 k entries per sample) does not fit any cache, and
+// the products run at less than half the speed of cache-sized chunks (docs/performance.md).
+long conv_chunk(const connection_geometry& g, long B) {
+  constexpr long budget = 1L << 20;  // patch-matrix entries per chunk (2^18 and 2^21 measured slower)
+  const long per_sample = g.patch() * long(g.ho) * g.wo;
+  return std::clamp(budget / std::max(per_sample, 1L), 1L, B);
+}
+}  // namespace
+
+template <class T>
+void im2col(const connection_geometry& g, const matrix<T>& l, matrix<T>& col) {
+  check_rows(l, g.in_size(), "im2col");
+  const long B = l.cols();
+  col.resize(g.patch(), long(g.ho) * g.wo * B);
+  im2col_samples(g, l.data(), 0, B, col.data());
+}
+
+template <class T>
+void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& dl) {
+  if (g.planar_input) throw internal_error("col2im_add: the planar network input is never differentiated");
+  check_rows(dl, g.in_size(), "col2im_add");
+  col2im_add_samples(g, col.data(), 0, dl.cols(), dl.data());
+}
+
 template <class T, class P>
 void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col,
                   matrix<T>& z) {
@@ -88,8 +111,14 @@ void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const mat
     z.noalias() = W * l;
     return;
   }
-  im2col(g, l, col);
-  matrix_map<T>(z.data(), g.cout, long(g.ho) * g.wo * B).noalias() = W * col;
+  const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
+  col.resize(K, per * chunk);
+  for (long b0 = 0; b0 < B; b0 += chunk) {
+    const long nb = std::min(chunk, B - b0);
+    im2col_samples(g, l.data(), b0, nb, col.data());
+    matrix_map<T>(z.data() + b0 * g.conv_size(), g.cout, per * nb).noalias() =
+        W * const_matrix_map<T>(col.data(), K, per * nb);
+  }
 }
 
 template <class T, class P>
@@ -102,9 +131,16 @@ void conv_transpose(const connection_geometry& g, const_matrix_map<P> W, const m
     dl.noalias() += W.transpose() * dz;
     return;
   }
-  col.resize(g.patch(), long(g.ho) * g.wo * B);
-  col.noalias() = W.transpose() * const_matrix_map<T>(dz.data(), g.cout, long(g.ho) * g.wo * B);
-  col2im_add(g, col, dl);
+  if (g.planar_input) throw internal_error("conv_transpose: the planar network input is never differentiated");
+  check_rows(dl, g.in_size(), "conv_transpose");
+  const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
+  col.resize(K, per * chunk);
+  for (long b0 = 0; b0 < B; b0 += chunk) {
+    const long nb = std::min(chunk, B - b0);
+    matrix_map<T> c(col.data(), K, per * nb);
+    c.noalias() = W.transpose() * const_matrix_map<T>(dz.data() + b0 * g.conv_size(), g.cout, per * nb);
+    col2im_add_samples(g, col.data(), b0, nb, dl.data());
+  }
 }
 
 template <class T, class R>

@@ -155,26 +155,32 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
   mark_failures(s.free, limit, s.failed);
   const bool stack = opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
                      nudged_opt.noise_std == 0;
-  if (stack && s.real_points.size() > 1)
+  // The real points, then the complex points (point_reports in that order; n_real_reports of
+  // them real). The nudged points share the free phase's input drive W_0 x + b_0.
+  if (stack && s.real_points.size() > 1) {
     s.point_reports.push_back(relax_stacked(s, net, s.real_stack, s.real_points, real_betas_, nudged_opt, limit));
-  if (stack && s.complex_points.size() > 1)
+  } else {
+    for (size_t p = 0; p < s.real_points.size(); ++p) {
+      auto& st = s.real_points[p];
+      st.set_input_shared(net, s.x, s.y, s.free.drive());
+      st.copy_states_from(s.free);
+      s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
+      mark_failures(st, limit, s.failed);
+    }
+  }
+  s.n_real_reports = s.point_reports.size();
+  if (stack && s.complex_points.size() > 1) {
     s.point_reports.push_back(
         relax_stacked(s, net, s.complex_stack, s.complex_points, complex_betas_, nudged_opt, limit));
-  // The nudged points share the free phase's input drive W_0 x + b_0.
-  for (size_t p = 0; p < s.real_points.size() && !(stack && s.real_points.size() > 1); ++p) {
-    auto& st = s.real_points[p];
-    st.set_input_shared(net, s.x, s.y, s.free.drive());
-    st.copy_states_from(s.free);
-    s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
-    mark_failures(st, limit, s.failed);
-  }
-  for (size_t p = 0; p < s.complex_points.size() && !(stack && s.complex_points.size() > 1); ++p) {
-    auto& st = s.complex_points[p];
-    st.set_input_shared(net, s.x, s.y, s.free.drive());
-    if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
-    else st.set_states_from_real(s.free.h());
-    s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
-    mark_failures(st, limit, s.failed);
+  } else {
+    for (size_t p = 0; p < s.complex_points.size(); ++p) {
+      auto& st = s.complex_points[p];
+      st.set_input_shared(net, s.x, s.y, s.free.drive());
+      if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
+      else st.set_states_from_real(s.free.h());
+      s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
+      mark_failures(st, limit, s.failed);
+    }
   }
 }
 
@@ -278,6 +284,7 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
     out.points.push_back(merge_reports(reps, n));
     out.relax_steps += out.points.back().steps;
     out.relax_sample_steps += out.points.back().sample_steps;
+    if (p >= slices_[0].n_real_reports) out.relax_complex_sample_steps += out.points.back().sample_steps;
   }
   std::vector<char> failed;
   for (const auto& s : slices_) failed.insert(failed.end(), s.failed.begin(), s.failed.end());

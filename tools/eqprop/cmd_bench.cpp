@@ -33,6 +33,8 @@ struct workload {
   double reference;                     // the reference implementation on this class of machine (issue 9); 0: none measured
   std::vector<std::string> overrides;   // EP workloads: experiment config keys
   int kind;                             // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine
+  std::array<int, 3> input_shape{1, 28, 28};  // EP workloads: MNIST-shaped (real MNIST batches) or not (random batch)
+  int warmup = 2, min_batches = 3;            // EP workloads: untimed batches, then at least min_batches timed
 };
 
 const std::vector<workload>& workloads() {
@@ -80,6 +82,16 @@ const std::vector<workload>& workloads() {
         "relax.free_steps=200", "relax.nudged_steps=10", "run.batch=100", "optimizer.kind=\"sgd\"",
         "optimizer.lr=0.05"},
        0},
+      {"vgg4_symmetric",
+       "ConvNet 32x32x3 VGG-4 conv128-256-512-512 3x3 (same, same, same, valid) + max pool, readout 10, hard sigmoid, "
+       "symmetric EP beta 1, T1 250, T2 25, batch 128, SGD (random CIFAR-shaped batch)",
+       "samples/s", 1.2,
+       {"network.conv=[128,256,512,512]", "network.conv_kernel=[3]",
+        "network.conv_padding=[\"same\",\"same\",\"same\",\"valid\"]", "network.conv_pool=[\"max\"]",
+        "network.hidden=[]", "network.activation=\"hard_sigmoid\"", "estimator.kind=\"symmetric\"",
+        "estimator.beta=1.0", "relax.free_steps=250", "relax.nudged_steps=25", "run.batch=128",
+        "optimizer.kind=\"sgd\"", "optimizer.lr=0.05"},
+       0, {3, 32, 32}, 0, 1},
       {"gle_mnist1d_15k", "GLE 1-6x53-10 (spec time constants), batch 100, Adam every step, 1 thread", "steps/s", 620,
        {}, 1},
       {"gle_mnist1d_15k_2t", "the same on 2 threads (layers in parallel)", "steps/s", 620, {}, 3},
@@ -125,7 +137,9 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   for (const auto& o : w.overrides) cfg.set_override(o);
   cfg.set_override(fmt::format("estimator.threads={}", threads));
   for (const auto& o : sets) cfg.set_override(o);
-  layered_network<float> net(make_network_spec(cfg, 784, 10, {1, 28, 28}));
+  const auto [ch, ih, iw] = w.input_shape;
+  const long n_in = long(ch) * ih * iw;
+  layered_network<float> net(make_network_spec(cfg, int(n_in), 10, w.input_shape));
   auto est = make_estimator<float>(cfg);
   optimizer_options oo = make_optimizer_options(cfg);
   oo.threads = cfg.get<int>("estimator.threads");
@@ -133,10 +147,10 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   const long B = cfg.get<long>("run.batch");
   std::mt19937_64 rng(1);
   std::uniform_real_distribution<float> U(0, 1);
-  matrix<float> x(784, B), y = matrix<float>::Zero(10, B);
+  matrix<float> x(n_in, B), y = matrix<float>::Zero(10, B);
   for (long i = 0; i < x.size(); ++i) x.data()[i] = U(rng);
   for (long j = 0; j < B; ++j) y(j % 10, j) = 1;
-  const bool real_data = images.size() >= B && images.dim() == 784;
+  const bool real_data = images.size() >= B && images.dim() == n_in;
   long next = 0;  // the next MNIST sample
   auto next_batch = [&] {
     if (!real_data) return;
@@ -148,18 +162,19 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   };
   std::vector<float> grad(net.params().size());
   double t_est = 0, t_opt = 0;
-  long batches = 0, relax_steps = 0, sample_steps = 0;
-  for (int k = 0; k < 2; ++k) {  // warm-up
+  long batches = 0, relax_steps = 0, sample_steps = 0, complex_steps = 0;
+  for (int k = 0; k < w.warmup; ++k) {
     next_batch();
     est->estimate(net, x, y, grad);
   }
   const auto t_start = clock_type::now();
-  while (since(t_start) < seconds || batches < 3) {
+  while (since(t_start) < seconds || batches < w.min_batches) {
     next_batch();
     const auto t0 = clock_type::now();
     const grad_result g = est->estimate(net, x, y, grad);
     relax_steps += g.relax_steps;
     sample_steps += g.relax_sample_steps;
+    complex_steps += g.relax_complex_sample_steps;
     const auto t1 = clock_type::now();
     opt.step(net.params(), grad, 1.0);
     t_est += std::chrono::duration<double>(t1 - t0).count();
@@ -177,6 +192,11 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   j["relax_steps_per_batch"] = double(relax_steps) / double(batches);
   // steps per sample (all phases): below relax_steps_per_batch when converged samples freeze
   j["relax_steps_per_sample"] = double(sample_steps) / double(batches * B);
+  // Counted FLOPs of the relaxation products (layered_network::flops_per_step; complex steps
+  // count twice), over the whole estimate time (which also holds the gradient and bookkeeping).
+  const double flops = net.flops_per_step() * double(sample_steps + complex_steps);
+  j["relax_gflop_per_sample"] = flops / double(batches * B) / 1e9;
+  j["relax_gflops"] = flops / t_est / 1e9;
   j["data"] = real_data ? "mnist" : "random";
   j["overrides"] = sets;
   return j;
@@ -279,8 +299,10 @@ void register_bench(CLI::App& app) {
       std::ifstream mem("/proc/meminfo");
       if (std::getline(mem, line)) doc["machine"]["memory"] = line;
     }
+    double peak2 = 0;  // the peak on the workloads' thread count
     if (!no_peak) {
       const double p1 = gemm_gflops(1024, 1, gemm_seconds), p2 = gemm_gflops(1024, 2, gemm_seconds);
+      peak2 = threads == 1 ? p1 : p2;
       doc["peak"]["gemm_float32_1024_1thread_gflops"] = p1;
       doc["peak"]["gemm_float32_1024_2threads_gflops"] = p2;
       fmt::print("matrix-multiply peak (float32 1024^2, Eigen): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n", p1, p2);
@@ -304,17 +326,22 @@ void register_bench(CLI::App& app) {
       r["speedup"] = w->reference > 0 ? nlohmann::ordered_json(r["rate"].get<double>() / w->reference)
                                       : nlohmann::ordered_json();
       std::string details;
-      if (r.contains("ms_per_batch_estimate"))
+      if (r.contains("ms_per_batch_estimate")) {
+        const double gf = r["relax_gflops"].get<double>();
+        if (peak2 > 0) r["relax_fraction_of_peak"] = gf / peak2;
         details = fmt::format(
-            "estimate {:.2f} ms + optimizer {:.2f} ms per batch, {:.0f} relaxation steps ({:.0f} per sample), {} threads",
+            "estimate {:.2f} ms + optimizer {:.2f} ms per batch, {:.0f} relaxation steps ({:.0f} per sample), "
+            "{:.1f} GFLOP/s in the estimate{}, {} threads",
             r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_optimizer"].get<double>(),
-            r["relax_steps_per_batch"].get<double>(), r["relax_steps_per_sample"].get<double>(), r["threads"].get<int>());
+            r["relax_steps_per_batch"].get<double>(), r["relax_steps_per_sample"].get<double>(), gf,
+            peak2 > 0 ? fmt::format(" ({:.0f} % of peak)", 100 * gf / peak2) : std::string(), r["threads"].get<int>());
+      }
       if (r.contains("gflops"))
         details = fmt::format("{:.0f} us dynamics + {:.0f} us Adam per step, {:.1f} GFLOP/s, {} threads",
                               r["us_per_step_dynamics"].get<double>(), r["us_per_step_optimizer"].get<double>(),
                               r["gflops"].get<double>(), r["threads"].get<int>());
       if (w->reference > 0)
-        fmt::print("{:<20} {:>12.0f} {:>12.0f} {:>8.2f}x  {} {}\n", w->name, r["rate"].get<double>(), w->reference,
+        fmt::print("{:<20} {:>12.4g} {:>12.4g} {:>8.2f}x  {} {}\n", w->name, r["rate"].get<double>(), w->reference,
                    r["speedup"].get<double>(), w->unit, details);
       else
         fmt::print("{:<20} {:>12.0f} {:>12} {:>9}  {} {}\n", w->name, r["rate"].get<double>(), "-", "-", w->unit, details);

@@ -87,7 +87,8 @@ class cauchy_ep : public grad_estimator<R> {
     std::vector<std::vector<relax_state<R>>> real_snaps;
     std::vector<std::vector<relax_state<complex>>> complex_snaps;
     relax_report free_report;
-    std::vector<relax_report> point_reports;
+    std::vector<relax_report> point_reports;        // the real points' first, then the complex points'
+    size_t n_real_reports = 0;
     std::vector<char> failed;
     vector<R> w;
     matrix<R> acc0;        // sum over points of Re(coef u_0), for dF/dW_0 in one product

@@ -33,6 +33,7 @@ struct grad_result {
   long relax_steps = 0;               ///< total steps run, all phases (the slowest sample's)
   long relax_sample_steps = 0;        ///< steps summed over the samples, all phases (the cost when
                                       ///< converged samples freeze; 0 where not counted)
+  long relax_complex_sample_steps = 0; ///< of those, the steps in complex arithmetic (twice the real FLOPs)
 };
 
 template <class R>

@@ -145,6 +145,15 @@ class layered_network {
   std::span<P> params() { return params_; }
   std::span<const P> params() const { return params_; }
   long n_params() const { return static_cast<long>(params_.size()); }
+  /// FLOPs of the products of one relaxation step of one sample in real arithmetic: the
+  /// bottom-up and top-down products of the connections 1..K-1 (2 per multiply-add; the input
+  /// drive is computed once per batch; biases, pooling, activations and readout not counted).
+  /// A complex state costs twice this.
+  double flops_per_step() const {
+    double f = 0;
+    for (int j = 1; j < n_layers(); ++j) f += 4.0 * double(geometry_[j].conv_size()) * double(geometry_[j].patch());
+    return f;
+  }
 
   matrix_map<P> W(int j) { return block(2 * j); }
   const_matrix_map<P> W(int j) const { return block(2 * j); }
