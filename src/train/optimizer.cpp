@@ -89,12 +89,8 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
         const R b1 = R(opt_.beta1), b2 = R(opt_.beta2), c1 = R(1 - opt_.beta1), c2 = R(1 - opt_.beta2);
         const R d1 = R(bc1), d2 = R(bc2), eps = R(opt_.eps);
         const bool adamw = opt_.kind == optimizer_kind::adamw;
-        // Chunks of a large block on threads; chunk boundaries are multiples of 64 entries.
-        const int T = opt_.threads > 1 && n >= (1L << 16) ? opt_.threads : 1;
-#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
-        for (int c = 0; c < T; ++c) {
-          const long i0 = (n * c / T) & ~63L, i1 = c + 1 == T ? n : (n * (c + 1) / T) & ~63L;
-          const long o = b.offset + i0, len = i1 - i0;
+        auto update = [&](long i0, long len) {
+          const long o = b.offset + i0;
           Eigen::Map<arr> P(p + i0, len), M(m_.data() + o, len), V(v_.data() + o, len);
           Eigen::Map<const arr> G(gr + i0, len);
           if (adamw || wd == R(0)) {
@@ -106,6 +102,19 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
           }
           if (adamw) P -= lr * wd * P;
           P -= lr * (M / d1) / ((V / d2).sqrt() + eps);
+        };
+        // Chunks of a large block on threads; chunk boundaries are multiples of 64 entries.
+        // Small blocks never enter an OpenMP region (even a serial one costs about a microsecond
+        // per block, which doubled the Adam time of a GLE step).
+        const int T = opt_.threads > 1 && n >= (1L << 16) ? opt_.threads : 1;
+        if (T == 1) {
+          update(0, n);
+        } else {
+#pragma omp parallel for schedule(static, 1) num_threads(T)
+          for (int c = 0; c < T; ++c) {
+            const long i0 = (n * c / T) & ~63L, i1 = c + 1 == T ? n : (n * (c + 1) / T) & ~63L;
+            update(i0, i1 - i0);
+          }
         }
         break;
       }

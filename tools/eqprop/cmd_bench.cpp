@@ -202,6 +202,9 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   return j;
 }
 
+// A rate for the table: whole numbers from 100 up, 3 significant digits below (VGG-4: ~1/s).
+std::string fmt_rate(double r) { return r >= 100 ? fmt::format("{:.0f}", r) : fmt::format("{:.3g}", r); }
+
 nlohmann::ordered_json run_gle15k(double seconds, int threads) {
   config cfg(gle_train_schema());
   gle_network<float> net(gle_spec_from_config(cfg, 1, 10));
@@ -341,10 +344,11 @@ void register_bench(CLI::App& app) {
                               r["us_per_step_dynamics"].get<double>(), r["us_per_step_optimizer"].get<double>(),
                               r["gflops"].get<double>(), r["threads"].get<int>());
       if (w->reference > 0)
-        fmt::print("{:<20} {:>12.4g} {:>12.4g} {:>8.2f}x  {} {}\n", w->name, r["rate"].get<double>(), w->reference,
-                   r["speedup"].get<double>(), w->unit, details);
+        fmt::print("{:<20} {:>12} {:>12} {:>8.2f}x  {} {}\n", w->name, fmt_rate(r["rate"].get<double>()),
+                   fmt_rate(w->reference), r["speedup"].get<double>(), w->unit, details);
       else
-        fmt::print("{:<20} {:>12.0f} {:>12} {:>9}  {} {}\n", w->name, r["rate"].get<double>(), "-", "-", w->unit, details);
+        fmt::print("{:<20} {:>12} {:>12} {:>9}  {} {}\n", w->name, fmt_rate(r["rate"].get<double>()), "-", "-", w->unit,
+                   details);
       doc["workloads"].push_back(r);
     }
     if (!json_file.empty()) write_text(json_file, doc.dump(2) + "\n");
