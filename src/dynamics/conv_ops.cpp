@@ -56,6 +56,7 @@ void im2col_samples(const connection_geometry& g, const T* in_all, long b0, long
 // The adjoint of im2col_samples: adds the columns of col into samples [b0, b0 + nb) of out.
 template <class T>
 void col2im_add_samples(const connection_geometry& g, const T* col, long b0, long nb, T* out_all) {
+  if (g.planar_input) throw internal_error("col2im_add: the planar network input is never differentiated");
   const long K = g.patch();
   const auto s = input_strides(g);
   for (long b = 0; b < nb; ++b) {
@@ -96,7 +97,6 @@ void im2col(const connection_geometry& g, const matrix<T>& l, matrix<T>& col) {
 
 template <class T>
 void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& dl) {
-  if (g.planar_input) throw internal_error("col2im_add: the planar network input is never differentiated");
   check_rows(dl, g.in_size(), "col2im_add");
   col2im_add_samples(g, col.data(), 0, dl.cols(), dl.data());
 }
@@ -131,7 +131,6 @@ void conv_transpose(const connection_geometry& g, const_matrix_map<P> W, const m
     dl.noalias() += W.transpose() * dz;
     return;
   }
-  if (g.planar_input) throw internal_error("conv_transpose: the planar network input is never differentiated");
   check_rows(dl, g.in_size(), "conv_transpose");
   const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
   col.resize(K, per * chunk);

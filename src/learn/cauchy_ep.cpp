@@ -199,9 +199,8 @@ relax_report cauchy_ep<R>::relax_stacked(slice& s, const layered_network<R>& net
   tile(s.y, s.ys);
   tile(s.free.drive(), s.drives);
   stack.set_input_shared(net, s.xs, s.ys, s.drives);
-  s.hs.resize(s.free.h().size());
-  for (size_t j = 0; j < s.hs.size(); ++j) tile(s.free.h()[j], s.hs[j]);
-  stack.set_states_from_real(s.hs);
+  for (size_t j = 0; j < stack.h().size(); ++j)
+    for (long p = 0; p < M; ++p) stack.h()[j].middleCols(p * B, B) = s.free.h()[j].template cast<S>();
   vector<S> nudge(M * B);
   for (long p = 0; p < M; ++p) nudge.segment(p * B, B).setConstant(betas[p]);
   stack.set_column_nudge(nudge);

@@ -81,7 +81,6 @@ class cauchy_ep : public grad_estimator<R> {
     relax_state<R> real_stack;                      // the real points side by side (stack_points)
     relax_state<complex> complex_stack;             // the complex points side by side
     matrix<R> xs, ys, drives;                       // x, y and the input drive, tiled
-    std::vector<matrix<R>> hs;                      // the free state, tiled
     // Snapshots of the last average_last steps of each phase (free, real points, complex points).
     std::vector<relax_state<R>> free_snaps;
     std::vector<std::vector<relax_state<R>>> real_snaps;
