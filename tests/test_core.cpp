@@ -1,4 +1,5 @@
 // Core numerics: activations, relaxation, parameters, optimisers.
+#include <array>
 #include <cmath>
 #include <complex>
 #include <vector>
@@ -6,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/matmul.hpp"
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/activation.hpp"
 #include "eqprop/train/optimizer.hpp"
@@ -86,6 +88,41 @@ network_spec small_spec(output_kind out = output_kind::readout) {
   return s;
 }
 }  // namespace
+
+// The float32 products (oneDNN where built with it, else Eigen) against a float64 product, in
+// every mode the relaxation uses (W or W^T, overwrite or accumulate), at shapes on both sides of
+// the size where oneDNN takes over; bfloat16 products are within bfloat16's rounding and not
+// silently float32.
+TEST(MatMul, Float32AndBfloat16MatchFloat64Product) {
+  for (const auto [m, k, n] : {std::array<long, 3>{10, 37, 3}, {512, 512, 50}, {300, 700, 9}}) {
+    for (bool transpose : {false, true}) {
+      for (bool accumulate : {false, true}) {
+        const long rows = transpose ? k : m, cols = transpose ? m : k;  // W's shape
+        const matrix<float> W = matrix<float>::Random(rows, cols), X = matrix<float>::Random(k, n),
+                            Y0 = matrix<float>::Random(m, n);
+        const Eigen::MatrixXd Wd = W.cast<double>(), opW = transpose ? Eigen::MatrixXd(Wd.transpose()) : Wd;
+        const Eigen::MatrixXd ref = opW * X.cast<double>() + (accumulate ? 1.0 : 0.0) * Y0.cast<double>();
+        const const_matrix_map<float> Wm(W.data(), rows, cols);
+        matrix<float> Y = Y0;
+        matmul<float, float>(Wm, transpose, X.data(), n, Y.data(), accumulate);
+        const double err = (Y.cast<double>() - ref).norm() / ref.norm();
+        EXPECT_LT(err, 1e-6) << m << "x" << k << "x" << n << " transpose " << transpose << " acc " << accumulate;
+        if (!bfloat16_available()) continue;
+        Y = Y0;
+        matmul<float, float>(Wm, transpose, X.data(), n, Y.data(), accumulate, matmul_precision::bfloat16);
+        const double err16 = (Y.cast<double>() - ref).norm() / ref.norm();
+        EXPECT_LT(err16, 1e-2) << m << "x" << k << "x" << n;
+        EXPECT_GT(err16, 1e-4) << "bfloat16 requested but the product looks float32";
+      }
+    }
+  }
+  // Double and complex products ignore the precision and go through Eigen exactly.
+  const Eigen::MatrixXd Wd = Eigen::MatrixXd::Random(6, 5), Xd = Eigen::MatrixXd::Random(5, 4);
+  Eigen::MatrixXd Yd(6, 4);
+  matmul<double, double>(const_matrix_map<double>(Wd.data(), 6, 5), false, Xd.data(), 4, Yd.data(), false,
+                         matmul_precision::bfloat16);
+  EXPECT_LT((Yd - Wd * Xd).norm(), 1e-14);
+}
 
 TEST(Network, LayoutAndInit) {
   layered_network<double> net(small_spec());

@@ -149,14 +149,16 @@ std::vector<double> to_doubles(const py::handle& obj, const char* what) {
 
 py::dict report_dict(const relax_report& r) {
   return py::dict("steps"_a = r.steps, "max_residual"_a = r.max_residual, "mean_residual"_a = r.mean_residual,
-                  "n_not_converged"_a = r.n_not_converged, "n_non_finite"_a = r.n_non_finite, "converged"_a = r.converged());
+                  "n_not_converged"_a = r.n_not_converged, "n_non_finite"_a = r.n_non_finite, "converged"_a = r.converged(),
+                  "sample_steps"_a = r.sample_steps, "seconds"_a = r.seconds);
 }
 py::dict result_dict(const grad_result& g, const std::string& name) {
   py::list pts;
   for (const auto& p : g.points) pts.append(report_dict(p));
   return py::dict("estimator"_a = name, "loss"_a = g.loss, "predictions"_a = vec_to_numpy(g.predictions),
                   "free"_a = report_dict(g.free), "points"_a = pts, "n_dropped"_a = g.n_dropped,
-                  "relax_steps"_a = g.relax_steps);
+                  "relax_steps"_a = g.relax_steps, "relax_sample_steps"_a = g.relax_sample_steps,
+                  "grad_seconds"_a = g.grad_seconds);
 }
 
 nonconvergence_policy parse_policy(const std::string& s) {

@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/matmul.hpp"
 
 namespace eqprop {
 
@@ -103,41 +104,37 @@ void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& d
 
 template <class T, class P>
 void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col,
-                  matrix<T>& z) {
+                  matrix<T>& z, matmul_precision precision) {
   check_rows(l, g.in_size(), "conv_forward");
   const long B = l.cols();
   z.resize(g.conv_size(), B);
-  if (g.k == 1 && g.h == 1 && g.w == 1) {
-    z.noalias() = W * l;
-    return;
-  }
+  if (g.k == 1 && g.h == 1 && g.w == 1) return matmul<T, P>(W, false, l.data(), B, z.data(), false, precision);
   const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
   col.resize(K, per * chunk);
   for (long b0 = 0; b0 < B; b0 += chunk) {
     const long nb = std::min(chunk, B - b0);
     im2col_samples(g, l.data(), b0, nb, col.data());
-    matrix_map<T>(z.data() + b0 * g.conv_size(), g.cout, per * nb).noalias() =
-        W * const_matrix_map<T>(col.data(), K, per * nb);
+    matmul<T, P>(W, false, col.data(), per * nb, z.data() + b0 * g.conv_size(), false, precision);
   }
 }
 
 template <class T, class P>
 void conv_transpose(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& dz, matrix<T>& col,
-                    matrix<T>& dl, bool accumulate) {
+                    matrix<T>& dl, bool accumulate, matmul_precision precision) {
   check_rows(dz, g.conv_size(), "conv_transpose");
   const long B = dz.cols();
-  if (!accumulate) dl.setZero(g.in_size(), B);
   if (g.k == 1 && g.h == 1 && g.w == 1) {
-    dl.noalias() += W.transpose() * dz;
-    return;
+    if (accumulate) check_rows(dl, g.in_size(), "conv_transpose");
+    else dl.resize(g.in_size(), B);
+    return matmul<T, P>(W, true, dz.data(), B, dl.data(), accumulate, precision);
   }
+  if (!accumulate) dl.setZero(g.in_size(), B);
   check_rows(dl, g.in_size(), "conv_transpose");
   const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
   col.resize(K, per * chunk);
   for (long b0 = 0; b0 < B; b0 += chunk) {
     const long nb = std::min(chunk, B - b0);
-    matrix_map<T> c(col.data(), K, per * nb);
-    c.noalias() = W.transpose() * const_matrix_map<T>(dz.data() + b0 * g.conv_size(), g.cout, per * nb);
+    matmul<T, P>(W, true, dz.data() + b0 * g.conv_size(), per * nb, col.data(), false, precision);
     col2im_add_samples(g, col.data(), b0, nb, dl.data());
   }
 }
@@ -382,9 +379,9 @@ EQPROP_POOL(std::complex<double>)
 
 #define EQPROP_CONV(T, P)                                                                                         \
   template void conv_forward<T, P>(const connection_geometry&, const_matrix_map<P>, const matrix<T>&, matrix<T>&, \
-                                   matrix<T>&);                                                                    \
+                                   matrix<T>&, matmul_precision);                                                  \
   template void conv_transpose<T, P>(const connection_geometry&, const_matrix_map<P>, const matrix<T>&,          \
-                                     matrix<T>&, matrix<T>&, bool);                                              \
+                                     matrix<T>&, matrix<T>&, bool, matmul_precision);                            \
   template void add_channel_bias<T, P>(const connection_geometry&, const_vector_map<P>, matrix<T>&);
 EQPROP_CONV(float, float)
 EQPROP_CONV(double, double)

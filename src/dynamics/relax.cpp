@@ -1,5 +1,6 @@
 #include "eqprop/dynamics/relax.hpp"
 
+#include <chrono>
 #include <cmath>
 #include <limits>
 #include <numeric>
@@ -171,10 +172,10 @@ template <class S, class P>
 void relax_state<S, P>::bottom_up(const network& net, int j, const matrix<S>& l, matrix<S>& pre) {
   const auto& g = net.geometry(j);
   if (g.pool == pool_kind::none) {
-    conv_forward<S, P>(g, net.W(j), l, col_, pre);
+    conv_forward<S, P>(g, net.W(j), l, col_, pre, precision_);
   } else {
     z_.resize(net.n_layers());
-    conv_forward<S, P>(g, net.W(j), l, col_, z_[j]);
+    conv_forward<S, P>(g, net.W(j), l, col_, z_[j], precision_);
     pool_forward(g, z_[j], pre);
   }
   add_channel_bias<S, P>(g, net.b(j), pre);
@@ -273,7 +274,7 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
         pool_vjp(g, z_[j + 1], h_[j + 1], dz_);
         dz = &dz_;
       }
-      conv_transpose<S, P>(g, net.W(j + 1), *dz, col_, pre_[j], true);
+      conv_transpose<S, P>(g, net.W(j + 1), *dz, col_, pre_[j], true, precision_);
     }
     if (j == K - 1 && beta != S(0)) {
       auto& p = pre_.back();
@@ -385,6 +386,8 @@ typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const netw
 template <class S, class P>
 relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_options& opt) {
   if (opt.max_steps < 0) throw config_error("relax: max_steps must be >= 0");
+  const auto t_start = std::chrono::steady_clock::now();
+  precision_ = opt.precision;
   const real tol = opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol;
   relax_report rep;
   real mx = 0;
@@ -475,6 +478,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
     sum += residual_(b);
   }
   rep.mean_residual = rep.n_non_finite ? std::numeric_limits<double>::infinity() : sum / double(B);
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   return rep;
 }
 

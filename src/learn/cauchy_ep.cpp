@@ -1,6 +1,7 @@
 #include "eqprop/learn/cauchy_ep.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <exception>
 #include <type_traits>
@@ -78,6 +79,10 @@ std::string cauchy_ep<R>::name() const {
 }
 
 namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+
 // Marks samples whose last relaxation failed: non-finite, or residual above the limit.
 template <class S, class P>
 void mark_failures(const relax_state<S, P>& st, double limit, std::vector<char>& failed) {
@@ -96,6 +101,7 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
                        std::vector<relax_state<S, P>>& snaps, const matrix<real_t<S>>& x, const matrix<real_t<S>>& y) {
   const long K = static_cast<long>(snaps.size());
   if (K == 0) return st.relax(net, beta, opt);
+  const auto t0 = std::chrono::steady_clock::now();
   const long total = opt.max_steps;
   relax_report rep;
   opt.stop_early = false;  // the averaging window is the last K of exactly max_steps steps
@@ -113,6 +119,7 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
     else snaps[t].set_input(net, x, y);
     snaps[t].copy_states_from(st);
   }
+  rep.seconds = seconds_since(t0);
   return rep;
 }
 
@@ -136,6 +143,7 @@ relax_report merge_reports(const std::vector<relax_report>& r, const std::vector
     m.max_residual = std::max(m.max_residual, r[t].max_residual);
     m.n_not_converged += r[t].n_not_converged;
     m.n_non_finite += r[t].n_non_finite;
+    m.seconds += r[t].seconds / double(r.size());
     sum += r[t].mean_residual * double(n[t]);
     count += double(n[t]);
   }
@@ -149,10 +157,12 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
                                const relax_options& nudged_opt, double limit) {
   s.failed.assign(s.x.cols(), 0);
   s.point_reports.clear();
+  auto t0 = std::chrono::steady_clock::now();
   s.free.set_input(net, s.x, s.y);
   s.free.reset();
   s.free_report = run_phase(s.free, net, R(0), free_opt, s.free_snaps, s.x, s.y);
   mark_failures(s.free, limit, s.failed);
+  s.free_report.seconds = seconds_since(t0);
   const bool stack = opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
                      nudged_opt.noise_std == 0;
   // The real points, then the complex points (point_reports in that order; n_real_reports of
@@ -161,11 +171,13 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
     s.point_reports.push_back(relax_stacked(s, net, s.real_stack, s.real_points, real_betas_, nudged_opt, limit));
   } else {
     for (size_t p = 0; p < s.real_points.size(); ++p) {
+      t0 = std::chrono::steady_clock::now();
       auto& st = s.real_points[p];
       st.set_input_shared(net, s.x, s.y, s.free.drive());
       st.copy_states_from(s.free);
       s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
       mark_failures(st, limit, s.failed);
+      s.point_reports.back().seconds = seconds_since(t0);
     }
   }
   s.n_real_reports = s.point_reports.size();
@@ -174,12 +186,14 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
         relax_stacked(s, net, s.complex_stack, s.complex_points, complex_betas_, nudged_opt, limit));
   } else {
     for (size_t p = 0; p < s.complex_points.size(); ++p) {
+      t0 = std::chrono::steady_clock::now();
       auto& st = s.complex_points[p];
       st.set_input_shared(net, s.x, s.y, s.free.drive());
       if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
       else st.set_states_from_real(s.free.h());
       s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
       mark_failures(st, limit, s.failed);
+      s.point_reports.back().seconds = seconds_since(t0);
     }
   }
 }
@@ -189,6 +203,7 @@ template <class S>
 relax_report cauchy_ep<R>::relax_stacked(slice& s, const layered_network<R>& net, relax_state<S>& stack,
                                          std::vector<relax_state<S>>& points, const std::vector<S>& betas,
                                          const relax_options& opt, double limit) {
+  const auto t0 = std::chrono::steady_clock::now();
   const long B = s.x.cols(), M = static_cast<long>(points.size());
   // M copies of m side by side (block copies: Eigen's replicate() assigns element by element).
   auto tile = [&](const matrix<R>& m, matrix<R>& out) {
@@ -204,12 +219,13 @@ relax_report cauchy_ep<R>::relax_stacked(slice& s, const layered_network<R>& net
   vector<S> nudge(M * B);
   for (long p = 0; p < M; ++p) nudge.segment(p * B, B).setConstant(betas[p]);
   stack.set_column_nudge(nudge);
-  const relax_report rep = stack.relax(net, S(1), opt);
+  relax_report rep = stack.relax(net, S(1), opt);
   for (long p = 0; p < M; ++p) {
     points[p].set_input_shared(net, s.x, s.y, s.free.drive());
     points[p].copy_columns_from(stack, p * B);
     mark_failures(points[p], limit, s.failed);
   }
+  rep.seconds = seconds_since(t0);
   return rep;
 }
 
@@ -307,6 +323,7 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   }
 
   // Gradient: per slice (into grad itself with one slice), then summed in slice order.
+  const auto t_grad = std::chrono::steady_clock::now();
   if (kept == 0) {
     std::fill(grad.begin(), grad.end(), R(0));
   } else if (T == 1) {
@@ -326,6 +343,7 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
       for (int u = 1; u < T; ++u) g += Eigen::Map<const vector<R>>(slices_[u].grad.data() + i0, len);
     });
   }
+  out.grad_seconds = seconds_since(t_grad);
 
   // Loss and predictions at the free state, over kept samples.
   double s = 0;

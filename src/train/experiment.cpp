@@ -87,6 +87,9 @@ const config_schema& experiment_schema() {
     s.add("relax.order", std::string("synchronous"),
           "update order of a step: synchronous (every layer from the old states, the papers') or alternating "
           "(even layers, then odd layers from the new even ones: same fixed point, faster convergence; unpooled only)");
+    s.add("relax.precision", std::string("float32"),
+          "operands of the relaxation's float32 matrix products: float32, or bfloat16 (rounded, float32 accumulation; "
+          "needs oneDNN and AVX512-BF16; complex states stay float32)");
     s.add("relax.noise_std", 0.0, "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
     s.add("relax.noise_free_phase", false, "also add the neuron noise in the free phase (the paper's training does not)");
 
@@ -169,6 +172,13 @@ relax_options relax_from_config(const config& cfg, bool nudged) {
   if (o == "synchronous") r.order = relax_order::synchronous;
   else if (o == "alternating") r.order = relax_order::alternating;
   else throw config_error(fmt::format("relax.order must be synchronous or alternating, got '{}'", o));
+  const auto p = cfg.get<std::string>("relax.precision");
+  if (p == "float32") r.precision = matmul_precision::float32;
+  else if (p == "bfloat16") r.precision = matmul_precision::bfloat16;
+  else throw config_error(fmt::format("relax.precision must be float32 or bfloat16, got '{}'", p));
+  if (r.precision == matmul_precision::bfloat16 && !bfloat16_available())
+    throw config_error(fmt::format("relax.precision = \"bfloat16\" needs eqprop built with oneDNN and a CPU with "
+                                   "AVX512-BF16 (matrix products here: {})", matmul_backend()));
   return r;
 }
 

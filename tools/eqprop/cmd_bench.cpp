@@ -16,6 +16,7 @@
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/matmul.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/experiment.hpp"
@@ -102,24 +103,6 @@ const std::vector<workload>& workloads() {
 
 /// float32 GEMM (n x n) with Eigen, on `threads` threads each multiplying its share of the
 /// columns; returns GFLOP/s (best of a few repetitions).
-double gemm_gflops(int n, int threads, double seconds) {
-  Eigen::MatrixXf A = Eigen::MatrixXf::Random(n, n), B = Eigen::MatrixXf::Random(n, n), C(n, n);
-  double best = 0;
-  const auto t_end = clock_type::now() + std::chrono::duration<double>(seconds);
-  do {
-    const auto t0 = clock_type::now();
-    std::vector<std::thread> pool;
-    for (int t = 0; t < threads; ++t)
-      pool.emplace_back([&, t] {
-        const int c0 = n * t / threads, c1 = n * (t + 1) / threads;
-        C.middleCols(c0, c1 - c0).noalias() = A * B.middleCols(c0, c1 - c0);
-      });
-    for (auto& th : pool) th.join();
-    best = std::max(best, 2.0 * n * n * double(n) / since(t0) / 1e9);
-  } while (clock_type::now() < t_end);
-  return best;
-}
-
 // The MNIST training images (pixels / 255) if the data directory has them, else empty.
 dataset bench_images(const std::string& data_dir) {
   try {
@@ -161,7 +144,8 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
     next += B;
   };
   std::vector<float> grad(net.params().size());
-  double t_est = 0, t_opt = 0;
+  double t_est = 0, t_opt = 0, t_free = 0, t_grad = 0;
+  std::vector<double> t_points;  // per entry of grad_result::points (a stacked group counts once)
   long batches = 0, relax_steps = 0, sample_steps = 0, complex_steps = 0;
   for (int k = 0; k < w.warmup; ++k) {
     next_batch();
@@ -175,6 +159,10 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
     relax_steps += g.relax_steps;
     sample_steps += g.relax_sample_steps;
     complex_steps += g.relax_complex_sample_steps;
+    t_free += g.free.seconds;
+    t_grad += g.grad_seconds;
+    t_points.resize(std::max(t_points.size(), g.points.size()));
+    for (size_t p = 0; p < g.points.size(); ++p) t_points[p] += g.points[p].seconds;
     const auto t1 = clock_type::now();
     opt.step(net.params(), grad, 1.0);
     t_est += std::chrono::duration<double>(t1 - t0).count();
@@ -187,6 +175,14 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   j["batches"] = batches;
   j["ms_per_batch_estimate"] = 1e3 * t_est / double(batches);
   j["ms_per_batch_optimizer"] = 1e3 * t_opt / double(batches);
+  // The estimate's phases (the relaxations: mean over the thread slices, set-up copies included):
+  // free phase, each nudged relaxation in grad_result::points order (real points first; with
+  // estimator.stack_points each group of points relaxed side by side counts once), and dF/dtheta.
+  j["ms_per_batch_free"] = 1e3 * t_free / double(batches);
+  nlohmann::ordered_json pts = nlohmann::ordered_json::array();
+  for (double t : t_points) pts.push_back(1e3 * t / double(batches));
+  j["ms_per_batch_nudged"] = pts;
+  j["ms_per_batch_gradient"] = 1e3 * t_grad / double(batches);
   j["estimator"] = est->name();
   j["threads"] = threads;
   j["relax_steps_per_batch"] = double(relax_steps) / double(batches);
@@ -304,11 +300,13 @@ void register_bench(CLI::App& app) {
     }
     double peak2 = 0;  // the peak on the workloads' thread count
     if (!no_peak) {
-      const double p1 = gemm_gflops(1024, 1, gemm_seconds), p2 = gemm_gflops(1024, 2, gemm_seconds);
+      const double p1 = matmul_peak_gflops(1024, 1, gemm_seconds), p2 = matmul_peak_gflops(1024, 2, gemm_seconds);
       peak2 = threads == 1 ? p1 : p2;
       doc["peak"]["gemm_float32_1024_1thread_gflops"] = p1;
       doc["peak"]["gemm_float32_1024_2threads_gflops"] = p2;
-      fmt::print("matrix-multiply peak (float32 1024^2, Eigen): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n", p1, p2);
+      doc["peak"]["backend"] = matmul_backend();
+      fmt::print("matrix-multiply peak (float32 1024^2, {}): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n",
+                 matmul_backend(), p1, p2);
     }
     dataset images;
     if (std::any_of(todo.begin(), todo.end(), [](const workload* w) { return w->kind == 0; })) {
@@ -332,10 +330,14 @@ void register_bench(CLI::App& app) {
       if (r.contains("ms_per_batch_estimate")) {
         const double gf = r["relax_gflops"].get<double>();
         if (peak2 > 0) r["relax_fraction_of_peak"] = gf / peak2;
+        std::string nudged;
+        for (const auto& v : r["ms_per_batch_nudged"]) nudged += fmt::format("{}{:.2f}", nudged.empty() ? "" : " + ", v.get<double>());
         details = fmt::format(
-            "estimate {:.2f} ms + optimizer {:.2f} ms per batch, {:.0f} relaxation steps ({:.0f} per sample), "
-            "{:.1f} GFLOP/s in the estimate{}, {} threads",
-            r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_optimizer"].get<double>(),
+            "estimate {:.2f} ms (free {:.2f}, nudged {}, gradient {:.2f}) + optimizer {:.2f} ms per batch, "
+            "{:.0f} relaxation steps ({:.0f} per sample), {:.1f} GFLOP/s in the estimate{}, {} threads",
+            r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_free"].get<double>(),
+            nudged.empty() ? std::string("-") : nudged, r["ms_per_batch_gradient"].get<double>(),
+            r["ms_per_batch_optimizer"].get<double>(),
             r["relax_steps_per_batch"].get<double>(), r["relax_steps_per_sample"].get<double>(), gf,
             peak2 > 0 ? fmt::format(" ({:.0f} % of peak)", 100 * gf / peak2) : std::string(), r["threads"].get<int>());
       }

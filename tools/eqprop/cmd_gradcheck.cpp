@@ -16,6 +16,7 @@
 #include "study_util.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/matmul.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
@@ -197,6 +198,11 @@ void run(const gradcheck_args& a) {
   const double ref_residual = st.ref_residual;
   relax_options free{a.free_steps, a.tol, a.stop_early};
   relax_options nudged{a.nudged_steps, a.tol, a.stop_early};
+  if (a.dtype == "bfloat16") {
+    if (!bfloat16_available())
+      throw config_error(fmt::format("--dtype bfloat16 needs oneDNN and AVX512-BF16 (products here: {})", matmul_backend()));
+    free.precision = nudged.precision = matmul_precision::bfloat16;
+  }
 
   const auto groups = param_group_names(spec);
   nlohmann::ordered_json doc;
@@ -318,8 +324,9 @@ void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   cmd->add_option("--init-scale", a.init_scale, "Weight init std (0: 1/sqrt(fan_in))")->capture_default_str();
   cmd->add_option("--seed", a.seed, "Seed for weights and the random batch")->capture_default_str();
   cmd->add_option("--batch", a.batch, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--dtype", a.dtype, "float32 or float64 (the reference is always float64)")
-      ->check(CLI::IsMember({"float32", "float64"}))->capture_default_str();
+  cmd->add_option("--dtype", a.dtype,
+                  "float32, float64, or bfloat16 (float32 with bfloat16 relaxation products); the reference is always float64")
+      ->check(CLI::IsMember({"float32", "float64", "bfloat16"}))->capture_default_str();
   cmd->add_option("--free-steps,--T1", a.free_steps, "Free-phase steps")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--nudged-steps,--T2", a.nudged_steps, "Steps per nudged point")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)")->capture_default_str();
@@ -338,7 +345,7 @@ void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   cmd->add_option("--json", a.json_path, "Also write the results as one JSON document to this file ('-' for stdout)");
   cmd->add_option("--min-cosine", a.min_cosine, "Exit with status 1 if any estimator's cosine is below this");
   cmd->callback([&a] {
-    if (a.dtype == "float32") run<float>(a);
+    if (a.dtype == "float32" || a.dtype == "bfloat16") run<float>(a);
     else run<double>(a);
   });
 }

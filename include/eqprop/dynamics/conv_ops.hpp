@@ -10,6 +10,7 @@
 // by col2im (a scatter-add). Dense connections skip im2col (col is l itself).
 #pragma once
 #include "eqprop/core/scalar.hpp"
+#include "eqprop/core/matmul.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
@@ -25,11 +26,11 @@ void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& d
 /// and holds im2col(l) afterwards (conv only).
 template <class T, class P>
 void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col,
-                  matrix<T>& z);
+                  matrix<T>& z, matmul_precision precision = matmul_precision::float32);
 /// dl (+)= conv^T(dz): the exact transpose of conv_forward (dl: in_size x B).
 template <class T, class P>
 void conv_transpose(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& dz, matrix<T>& col,
-                    matrix<T>& dl, bool accumulate);
+                    matrix<T>& dl, bool accumulate, matmul_precision precision = matmul_precision::float32);
 /// gW += Re(coef * dz im2col(l)^T): the weight gradient of <dz, conv(l)>.
 template <class T, class R>
 void conv_weight_grad(const connection_geometry& g, const matrix<T>& dz, const matrix<T>& l, matrix<T>& col, T coef,

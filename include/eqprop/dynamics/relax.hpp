@@ -17,6 +17,7 @@
 #include <span>
 #include <vector>
 
+#include "eqprop/core/matmul.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/layered_network.hpp"
@@ -40,6 +41,8 @@ struct relax_options {
   /// With stop_early: a sample below tol stops stepping (its state is kept) and the running
   /// samples are compacted, so that the products shrink with the number still running.
   bool freeze_converged = true;
+  /// Operands of the float32 products (relax_state<float> only; see matmul_precision).
+  matmul_precision precision = matmul_precision::float32;
 };
 
 /// What a relaxation did. Never silently hides a failure: non-finite states and samples
@@ -51,6 +54,8 @@ struct relax_report {
   double mean_residual = 0;
   long n_not_converged = 0;   ///< samples with residual > tol (or non-finite)
   long n_non_finite = 0;      ///< samples with NaN/Inf states
+  double seconds = 0;         ///< wall time of the relaxation (estimators: of the whole phase,
+                              ///< set-up copies included; averaged over thread slices)
   bool converged() const { return n_not_converged == 0; }
 };
 
@@ -92,6 +97,8 @@ class relax_state {
   /// States, pre-activations and residuals of columns [first, first + batch()) of other, a
   /// wider state of the same network (e.g. one point of a stacked relaxation).
   void copy_columns_from(const relax_state& other, long first);
+  /// Operands of the state products in step() (relax() sets it from relax_options).
+  void set_precision(matmul_precision p) { precision_ = p; }
 
   /// One synchronous step with nudge beta; returns the largest per-sample residual.
   /// alpha < 1 makes it an Euler step of tau dh/dt = -h + sigma(pre) with alpha = dt/tau:
@@ -170,6 +177,7 @@ class relax_state {
   matrix<real> x_, y_;
   vector<real> residual_;
   vector<S> col_nudge_;              // per-column nudge multipliers (empty: all 1)
+  matmul_precision precision_ = matmul_precision::float32;
 };
 
 extern template class relax_state<float>;

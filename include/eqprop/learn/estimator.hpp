@@ -34,6 +34,8 @@ struct grad_result {
   long relax_sample_steps = 0;        ///< steps summed over the samples, all phases (the cost when
                                       ///< converged samples freeze; 0 where not counted)
   long relax_complex_sample_steps = 0; ///< of those, the steps in complex arithmetic (twice the real FLOPs)
+  double grad_seconds = 0;            ///< wall time of dF/dtheta from the relaxed states (0 where not timed);
+                                      ///< the phases' times are in free.seconds and points[k].seconds
 };
 
 template <class R>
