@@ -133,6 +133,7 @@ void relax_state<S, P>::size_buffers(const network& net, const matrix<real>& x, 
     throw shape_error(fmt::format("target is {}x{} but the network needs {}x{} (outputs x batch)", y.rows(), y.cols(),
                                   spec.n_output(), B));
   if (B <= 0) throw shape_error("empty batch");
+  z_current_ = false;
   x_ = x;
   y_ = y;
   const int K = net.n_layers();
@@ -183,11 +184,13 @@ void relax_state<S, P>::bottom_up(const network& net, int j, const matrix<S>& l,
 
 template <class S, class P>
 void relax_state<S, P>::reset() {
+  z_current_ = false;
   for (auto& m : h_) m.setZero();
 }
 
 template <class S, class P>
 void relax_state<S, P>::copy_states_from(const relax_state& other) {
+  z_current_ = false;
   for (size_t j = 0; j < h_.size(); ++j) h_[j] = other.h_[j];
 }
 
@@ -203,6 +206,7 @@ void relax_state<S, P>::copy_columns_from(const relax_state& other, long first) 
   const long B = batch();
   if (other.h_.size() != h_.size() || first < 0 || first + B > other.batch())
     throw shape_error(fmt::format("copy_columns_from: columns [{}, {}) of a batch of {}", first, first + B, other.batch()));
+  z_current_ = false;
   for (size_t j = 0; j < h_.size(); ++j) {
     h_[j] = other.h_[j].middleCols(first, B);
     pre_[j] = other.pre_[j].middleCols(first, B);
@@ -213,6 +217,7 @@ void relax_state<S, P>::copy_columns_from(const relax_state& other, long first) 
 template <class S, class P>
 void relax_state<S, P>::set_states_from_real(const std::vector<matrix<real>>& h) {
   if (h.size() != h_.size()) throw shape_error("set_states_from_real: layer count mismatch");
+  z_current_ = false;
   for (size_t j = 0; j < h_.size(); ++j) {
     if (h[j].rows() != h_[j].rows() || h[j].cols() != h_[j].cols())
       throw shape_error("set_states_from_real: layer shape mismatch");
@@ -254,9 +259,15 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
   const bool alternating = order == relax_order::alternating && K > 1;
   if (alternating) {
     if (alpha != real(1)) throw config_error("relax.order = \"alternating\" needs plain fixed-point steps (alpha = 1)");
-    for (int j = 1; j < K; ++j)
-      if (net.geometry(j).pool != pool_kind::none)
-        throw config_error("relax.order = \"alternating\" is implemented for unpooled layers only");
+    // The even layers' top-down terms read z_ of the odd pooled layers, which the previous
+    // alternating step left current (conv of the even states it had just set); after anything
+    // else touched the states, recompute them.
+    if (!z_current_)
+      for (int j = 1; j < K; j += 2)
+        if (net.geometry(j).pool != pool_kind::none) {
+          z_.resize(K);
+          conv_forward<S, P>(net.geometry(j), net.W(j), h_[j - 1], col_, z_[j], precision_);
+        }
   }
   // The pre-activation of layer j from the current states, in two parts: the bottom-up term
   // (which caches a pooled layer's conv output in z_), then the top-down term, the nudge of
@@ -341,6 +352,7 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
     for (int j = 1; j < K; j += 2) bottom(j), rest(j);
     activate(1, 2);
   }
+  z_current_ = alternating;  // synchronous steps leave z_ as conv of the old states
   return finish_residuals();
 }
 
@@ -421,6 +433,8 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
       std::iota(cols.begin(), cols.end(), 0L);
     }
     store(frozen);
+    for (auto& z : z_)  // one column per sample: the alternating order's z_ stays current
+      if (z.cols() == batch()) z = z(Eigen::all, keep).eval();
     x_ = x_(Eigen::all, keep).eval();
     y_ = y_(Eigen::all, keep).eval();
     drive_ = drive_(Eigen::all, keep).eval();
@@ -456,6 +470,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
     pre_.swap(all.pre);
     residual_.swap(all.residual);
     col_nudge_.swap(all.nudge);
+    z_current_ = false;
   }
   const long B = batch();
   double sum = 0;

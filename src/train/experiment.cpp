@@ -86,7 +86,7 @@ const config_schema& experiment_schema() {
           "with stop_early: a sample below tol stops stepping and the running samples are compacted (fewer FLOPs)");
     s.add("relax.order", std::string("synchronous"),
           "update order of a step: synchronous (every layer from the old states, the papers') or alternating "
-          "(even layers, then odd layers from the new even ones: same fixed point, faster convergence; unpooled only)");
+          "(even layers, then odd layers from the new even ones: same fixed point, faster convergence)");
     s.add("relax.precision", std::string("float32"),
           "operands of the relaxation's float32 matrix products: float32, or bfloat16 (rounded, float32 accumulation; "
           "needs oneDNN and AVX512-BF16; complex states stay float32)");

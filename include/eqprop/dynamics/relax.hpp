@@ -28,7 +28,8 @@ namespace eqprop {
 /// papers' fixed-point iteration). alternating: the even layers (0, 2, ...) from the old
 /// states, then the odd layers from the new even ones (Gauss-Seidel); the same fixed point at
 /// the same cost per step, without the period-2 oscillation of synchronous steps, and about
-/// twice as fast to a given residual on MNIST (docs/performance.md). Unpooled layers only.
+/// twice as fast to a given residual on MNIST (docs/performance.md). Dense and conv layers,
+/// pooled or not.
 enum class relax_order { synchronous, alternating };
 
 struct relax_options {
@@ -145,7 +146,10 @@ class relax_state {
   void add_coupling_param_grad(const network& net, const matrix<real>& x, const std::vector<matrix<S>>& h_at,
                                const std::vector<matrix<S>>& u, std::span<real> grad);
 
-  std::vector<matrix<S>>& h() { return h_; }
+  std::vector<matrix<S>>& h() {  // writable: z_ may no longer match the states
+    z_current_ = false;
+    return h_;
+  }
   const std::vector<matrix<S>>& h() const { return h_; }
   /// Pre-activations of the last step (those sigma was applied to).
   const std::vector<matrix<S>>& pre() const { return pre_; }
@@ -168,6 +172,7 @@ class relax_state {
   real finish_residuals();  // residual_ (sums of squares per sample) -> norms; returns the max (inf on NaN)
   std::vector<matrix<S>> h_, pre_;
   std::vector<matrix<S>> z_;         // per connection: conv output before pooling (pooled layers only)
+  bool z_current_ = false;           // alternating order: z_ of the odd pooled layers is conv of the current h_
   matrix<S> col_, dz_, a_, c_;       // conv/pool scratch
   matrix<S> drive_;                  // W_0 x + b_0
   matrix<S> logits_, probs_, grad_h_;  // readout buffers; grad_h_ = dC/dh_{K-1}
