@@ -28,25 +28,27 @@ from ._core import (  # noqa: F401
 
 def estimate(net, x, y, kind="holomorphic", n_points=4, beta=0.1, free_steps=100, nudged_steps=100, tol=0.0,
              stop_early=False, start="free", noise_std=0.0, noise_seed=0, noise_free_phase=False, average_last=0,
-             on_failure="drop", fail_residual=1.0, periods=3, smooth=False, alpha=1.0, truncate=0):
+             on_failure="drop", fail_residual=1.0, periods=3, smooth=False, alpha=1.0, truncate=0,
+             order="synchronous", omega=1.0):
     """Gradient estimate on one batch, in the network's dtype. Returns (grad, info).
 
     kind: classic (N=1) | symmetric (N=2) | holomorphic (N = n_points) | continuous
     (rotating beta for `periods` periods, nudged_steps per point, smooth/alpha) | bptt
     (free_steps, truncate) | implicit. Options are the config keys of the same names
-    (tol 0: 1e-5 in float32, 1e-12 in float64). info: estimator, loss, predictions, free
+    (tol 0: 1e-5 in float32, 1e-12 in float64; order and omega: relax.order and relax.omega,
+    for every relaxation of the estimate). info: estimator, loss, predictions, free
     (relaxation report), points (one report per nudged relaxation), n_dropped, relax_steps.
     """
     args = _core._EstimateArgs(kind, n_points, beta, free_steps, nudged_steps, tol, stop_early, start, noise_std,
                                noise_seed, noise_free_phase, average_last, on_failure, fail_residual, periods, smooth,
-                               alpha, truncate)
+                               alpha, truncate, order, omega)
     return _core.estimate(net, x, y, args)
 
 
 def gradcheck(layers=(4, 5), readout=3, output="readout", activation="sigmoid", init_scale=0.5, seed=0, batch=2,
               dtype="float64", free_steps=100, nudged_steps=100, tol=0.0, stop_early=False, n_points=(1, 2, 4),
               betas=(0.1,), start="free", reference="bptt", reference_steps=0, dataset=None, data_dir=None,
-              noise_std=0.0, noise_seed=0):
+              noise_std=0.0, noise_seed=0, order="synchronous", omega=1.0):
     """``eqprop gradcheck`` from Python: the same document as its ``--json`` (same keys, same numbers).
 
     Every estimator (N in n_points, |beta| in betas) is compared with an exact float64
@@ -88,7 +90,7 @@ def gradcheck(layers=(4, 5), readout=3, output="readout", activation="sigmoid", 
         "network": {"layers": list(layers), "readout": net.readout, "output": output, "activation": activation,
                     "init_scale": init_scale, "seed": seed, "batch": batch, "dtype": dtype, "n_params": net.n_params},
         "relax": {"free_steps": free_steps, "nudged_steps": nudged_steps, "tol": tol, "stop_early": stop_early,
-                  "noise_std": noise_std, "noise_seed": noise_seed},
+                  "order": order, "omega": omega, "noise_std": noise_std, "noise_seed": noise_seed},
         "reference": {"name": ref_name, "dtype": "float64"},
     }
     rows = []
@@ -96,7 +98,8 @@ def gradcheck(layers=(4, 5), readout=3, output="readout", activation="sigmoid", 
         for beta in betas:
             g, info = estimate(net, x, labels, kind="holomorphic", n_points=n, beta=beta, free_steps=free_steps,
                                nudged_steps=nudged_steps, tol=tol, stop_early=stop_early, start=start,
-                               on_failure="keep", noise_std=noise_std, noise_seed=noise_seed)
+                               on_failure="keep", noise_std=noise_std, noise_seed=noise_seed, order=order,
+                               omega=omega)
             rel_l, cos_l = per_group_rel_error(net, g, ref), per_group_cosine(net, g, ref)
             rows.append({
                 "estimator": info["estimator"], "n_points": n, "beta": beta, "start": start,

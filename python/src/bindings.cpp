@@ -267,11 +267,17 @@ struct estimate_args {
   bool smooth;
   double alpha;
   long truncate;
+  std::string order;
+  double omega;
 };
 
 template <class R>
 std::unique_ptr<grad_estimator<R>> make_est(const estimate_args& a) {
-  const relax_options free{a.free_steps, a.tol, a.stop_early}, nudged{a.nudged_steps, a.tol, a.stop_early};
+  relax_options free{a.free_steps, a.tol, a.stop_early}, nudged{a.nudged_steps, a.tol, a.stop_early};
+  if (a.order != "synchronous" && a.order != "alternating")
+    throw config_error(fmt::format("order must be synchronous or alternating, got '{}'", a.order));
+  free.order = nudged.order = a.order == "alternating" ? relax_order::alternating : relax_order::synchronous;
+  free.omega = nudged.omega = a.omega;
   if (a.kind == "bptt") return std::make_unique<bptt_gradient<R>>(a.free_steps, a.truncate);
   if (a.kind == "implicit") {
     implicit_options io;
@@ -665,13 +671,13 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init([](std::string kind, int n_points, double beta, long free_steps, long nudged_steps, double tol,
                        bool stop_early, std::string start, double noise_std, uint64_t noise_seed, bool noise_free_phase,
                        int average_last, std::string on_failure, double fail_residual, int periods, bool smooth,
-                       double alpha, long truncate) {
+                       double alpha, long truncate, std::string order, double omega) {
              return estimate_args{kind, n_points, beta, free_steps, nudged_steps, tol, stop_early, start, noise_std,
                                   noise_seed, noise_free_phase, average_last, on_failure, fail_residual, periods, smooth,
-                                  alpha, truncate};
+                                  alpha, truncate, order, omega};
            }), "kind"_a, "n_points"_a, "beta"_a, "free_steps"_a, "nudged_steps"_a, "tol"_a, "stop_early"_a, "start"_a,
            "noise_std"_a, "noise_seed"_a, "noise_free_phase"_a, "average_last"_a, "on_failure"_a, "fail_residual"_a,
-           "periods"_a, "smooth"_a, "alpha"_a, "truncate"_a);
+           "periods"_a, "smooth"_a, "alpha"_a, "truncate"_a, "order"_a, "omega"_a);
 
   m.def("bptt_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, long truncate) {
         auto in = ref_in(n, x, y);

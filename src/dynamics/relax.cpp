@@ -258,7 +258,6 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
   }
   const bool alternating = order == relax_order::alternating && K > 1;
   if (alternating) {
-    if (alpha != real(1)) throw config_error("relax.order = \"alternating\" needs plain fixed-point steps (alpha = 1)");
     // The even layers' top-down terms read z_ of the odd pooled layers, which the previous
     // alternating step left current (conv of the even states it had just set); after anything
     // else touched the states, recompute them.
@@ -322,17 +321,10 @@ typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S b
           for (long b = 0; b < B; ++b) residual_(b) += (vj.col(b) - hj.col(b)).squaredNorm();
           hj.swap(vj);
         } else {
-          for (long b = 0; b < B; ++b) {
-            real acc = 0;
-            S* hc = hj.data() + b * n;
-            const S* vc = vj.data() + b * n;
-            for (long i = 0; i < n; ++i) {
-              const S d = alpha * (vc[i] - hc[i]);
-              acc += abs2(d);
-              hc[i] += d;
-            }
-            residual_(b) += acc;
-          }
+          // v <- alpha (sigma(pre) - h), then h += v: vectorized, like the branch above.
+          vj = alpha * (vj - hj);
+          for (long b = 0; b < B; ++b) residual_(b) += vj.col(b).squaredNorm();
+          hj += vj;
         }
       }
     });
@@ -400,6 +392,8 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
   if (opt.max_steps < 0) throw config_error("relax: max_steps must be >= 0");
   const auto t_start = std::chrono::steady_clock::now();
   precision_ = opt.precision;
+  if (!(opt.omega > 0 && opt.omega < 2))
+    throw config_error(fmt::format("relax.omega (over-relaxation) must be in (0, 2), got {}", opt.omega));
   const real tol = opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol;
   relax_report rep;
   real mx = 0;
@@ -447,7 +441,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
   };
   std::vector<long> keep, frozen;
   for (long t = 0; t < steps; ++t) {
-    mx = step(net, beta, opt.noise_std, opt.noise_rng, real(1), opt.order);
+    mx = step(net, beta, opt.noise_std, opt.noise_rng, real(opt.omega), opt.order);
     rep.steps = t + 1;
     rep.sample_steps += batch();
     if (opt.stop_early && mx <= tol) break;

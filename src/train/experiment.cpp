@@ -87,6 +87,9 @@ const config_schema& experiment_schema() {
     s.add("relax.order", std::string("synchronous"),
           "update order of a step: synchronous (every layer from the old states, the papers') or alternating "
           "(even layers, then odd layers from the new even ones: same fixed point, faster convergence)");
+    s.add("relax.omega", 1.0,
+          "over-relaxation factor of a step, h <- h + omega (sigma(pre) - h), in (0, 2): 1 is the papers' "
+          "fixed-point step; about 1.4 with relax.order = alternating converges in fewer steps (same fixed point)");
     s.add("relax.precision", std::string("float32"),
           "operands of the relaxation's float32 matrix products: float32, or bfloat16 (rounded, float32 accumulation; "
           "needs oneDNN and AVX512-BF16; complex states stay float32)");
@@ -172,6 +175,8 @@ relax_options relax_from_config(const config& cfg, bool nudged) {
   if (o == "synchronous") r.order = relax_order::synchronous;
   else if (o == "alternating") r.order = relax_order::alternating;
   else throw config_error(fmt::format("relax.order must be synchronous or alternating, got '{}'", o));
+  r.omega = cfg.get<double>("relax.omega");
+  if (!(r.omega > 0 && r.omega < 2)) throw config_error(fmt::format("relax.omega must be in (0, 2), got {}", r.omega));
   const auto p = cfg.get<std::string>("relax.precision");
   if (p == "float32") r.precision = matmul_precision::float32;
   else if (p == "bfloat16") r.precision = matmul_precision::bfloat16;

@@ -145,6 +145,21 @@ def test_references_agree():
     assert eqprop.cosine(gc_, imp) > 0.99
 
 
+def test_alternating_order_and_over_relaxation():
+    # relax.order / relax.omega from Python: the same estimate at convergence, in fewer steps.
+    net = eqprop.Network(sizes=[6, 8, 8], readout=3, init_scale=0.5, seed=2)
+    x, y = eqprop.random_batch(6, 3, batch=3, seed=2)
+    kw = dict(kind="symmetric", beta=0.2, free_steps=3000, nudged_steps=3000, tol=1e-13, stop_early=True)
+    g0, i0 = eqprop.estimate(net, x, y, **kw)
+    g1, i1 = eqprop.estimate(net, x, y, order="alternating", omega=1.4, **kw)
+    assert eqprop.relative_error(g1, g0) < 1e-9
+    assert i1["relax_steps"] < i0["relax_steps"]
+    with pytest.raises(eqprop.ConfigError):
+        eqprop.estimate(net, x, y, omega=2.5, **kw)
+    with pytest.raises(eqprop.ConfigError):
+        eqprop.estimate(net, x, y, order="random", **kw)
+
+
 def test_float32_network_and_estimators():
     net = eqprop.Network(sizes=[4, 5], readout=3, init_scale=0.5, dtype="float32")
     x, y = eqprop.random_batch(4, 3, batch=2)

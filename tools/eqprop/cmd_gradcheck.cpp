@@ -38,6 +38,8 @@ struct gradcheck_args {
   long free_steps = 100, nudged_steps = 100;
   double tol = 0;
   bool stop_early = false;
+  std::string order = "synchronous";
+  double omega = 1;
   std::vector<int> n_points{1, 2, 4};
   std::vector<std::string> betas{"0.1"};
   std::string start = "free";
@@ -198,6 +200,8 @@ void run(const gradcheck_args& a) {
   const double ref_residual = st.ref_residual;
   relax_options free{a.free_steps, a.tol, a.stop_early};
   relax_options nudged{a.nudged_steps, a.tol, a.stop_early};
+  free.order = nudged.order = a.order == "alternating" ? relax_order::alternating : relax_order::synchronous;
+  free.omega = nudged.omega = a.omega;
   if (a.dtype == "bfloat16") {
     if (!bfloat16_available())
       throw config_error(fmt::format("--dtype bfloat16 needs oneDNN and AVX512-BF16 (products here: {})", matmul_backend()));
@@ -211,6 +215,7 @@ void run(const gradcheck_args& a) {
                     {"activation", a.activation}, {"init_scale", a.init_scale}, {"seed", a.seed},
                     {"batch", a.batch}, {"dtype", a.dtype}, {"n_params", net.n_params()}};
   doc["relax"] = {{"free_steps", a.free_steps}, {"nudged_steps", a.nudged_steps}, {"tol", a.tol}, {"stop_early", a.stop_early},
+                  {"order", a.order}, {"omega", a.omega},
                   {"noise_std", a.noise_std}, {"noise_seed", a.noise_seed}};
   doc["reference"] = {{"name", ref_name}, {"dtype", "float64"}};
 
@@ -331,6 +336,9 @@ void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   cmd->add_option("--nudged-steps,--T2", a.nudged_steps, "Steps per nudged point")->capture_default_str()->check(CLI::PositiveNumber);
   cmd->add_option("--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)")->capture_default_str();
   cmd->add_flag("--stop-early", a.stop_early, "Stop each relaxation once every sample is below tol");
+  cmd->add_option("--order", a.order, "Update order of the estimator's steps (the reference's are synchronous)")
+      ->check(CLI::IsMember({"synchronous", "alternating"}))->capture_default_str();
+  cmd->add_option("--omega", a.omega, "Over-relaxation factor of the estimator's steps, in (0, 2)")->capture_default_str();
   cmd->add_option("--n-points,-N", a.n_points, "List of N (1 = classic EP, 2 = symmetric, >2 holomorphic)")->delimiter(',')->capture_default_str();
   cmd->add_option("--beta", a.betas, "List of |beta|, or ranges lin:A:B:COUNT / log:A:B:COUNT")->delimiter(',')->capture_default_str();
   cmd->add_option("--start", a.start, "free (each point from the free state) or warm (around the circle)")
