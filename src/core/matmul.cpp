@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <chrono>
+#include <cstdlib>
+#include <string_view>
 #include <map>
 
 #include "eqprop/core/error.hpp"
@@ -102,7 +104,11 @@ void matmul(const_matrix_map<P> W, bool transpose, const T* X, long n, T* Y, boo
     if (bf16 && !bfloat16_available()) throw config_error("bfloat16 products need a CPU with AVX512-BF16 (or AMX)");
     // Below about a million multiply-adds (e.g. a 10 x 512 readout) oneDNN's fixed cost per
     // call outweighs its faster kernel (mlp512_symmetric measured 10 % slower without this).
-    if (bf16 || double(W.size()) * double(n) >= double(1 << 20))
+    static const bool eigen_only = [] {  // EQPROP_MATMUL=eigen: A/B without rebuilding
+      const char* e = std::getenv("EQPROP_MATMUL");
+      return e && std::string_view(e) == "eigen";
+    }();
+    if (bf16 || (!eigen_only && double(W.size()) * double(n) >= double(1 << 20)))
       return dnnl_matmul(W, transpose, X, n, Y, accumulate, bf16);
   }
 #endif
