@@ -4,8 +4,10 @@
 #include <array>
 #include <chrono>
 #include <cstdlib>
-#include <string_view>
 #include <map>
+#include <string_view>
+
+#include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
 
@@ -64,21 +66,24 @@ struct dnnl_products {
   }
 };
 
-// Runs f with OpenMP's thread count at 1 (oneDNN reads it; inside our parallel regions it
-// runs single-threaded anyway, and outside them the caller asked for one thread).
-template <class F>
-void single_threaded(F&& f) {
+// OpenMP's thread count at 1 for its lifetime (oneDNN reads it; inside our parallel regions
+// it runs single-threaded anyway, and outside them the caller asked for one thread).
+struct one_omp_thread {
   const int before = omp_get_max_threads();
-  if (before != 1) omp_set_num_threads(1);
-  f();
-  if (before != 1) omp_set_num_threads(before);
-}
+  one_omp_thread() {
+    if (before != 1) omp_set_num_threads(1);
+  }
+  ~one_omp_thread() {
+    if (before != 1) omp_set_num_threads(before);
+  }
+};
 
 void dnnl_matmul(const_matrix_map<float> W, bool transpose, const float* X, long n, float* Y, bool accumulate,
                  bool bf16) {
   thread_local dnnl_products p;
   const long m = transpose ? W.cols() : W.rows(), k = transpose ? W.rows() : W.cols();
-  single_threaded([&] {
+  const one_omp_thread guard;
+  try {
     auto& e = p.get(m, k, n, transpose, accumulate, bf16);
     dnnl::memory src(e.src, p.engine, const_cast<float*>(X)), wei(e.wei, p.engine, const_cast<float*>(W.data())),
         dst(e.dst, p.engine, Y);
@@ -89,7 +94,19 @@ void dnnl_matmul(const_matrix_map<float> W, bool transpose, const float* X, long
       wei = e.wei_buf;
     }
     e.prim.execute(p.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
-  });
+  } catch (const dnnl::error& err) {
+    throw internal_error(fmt::format("oneDNN matmul {}x{}x{}: {} (set EQPROP_MATMUL=eigen to bypass it)", m, k, n,
+                                     err.what()));
+  }
+}
+
+// EQPROP_MATMUL=eigen in the environment: every product through Eigen (A/B runs without a rebuild).
+bool eigen_only() {
+  static const bool yes = [] {
+    const char* e = std::getenv("EQPROP_MATMUL");
+    return e && std::string_view(e) == "eigen";
+  }();
+  return yes;
 }
 }  // namespace
 #endif
@@ -104,11 +121,7 @@ void matmul(const_matrix_map<P> W, bool transpose, const T* X, long n, T* Y, boo
     if (bf16 && !bfloat16_available()) throw config_error("bfloat16 products need a CPU with AVX512-BF16 (or AMX)");
     // Below about a million multiply-adds (e.g. a 10 x 512 readout) oneDNN's fixed cost per
     // call outweighs its faster kernel (mlp512_symmetric measured 10 % slower without this).
-    static const bool eigen_only = [] {  // EQPROP_MATMUL=eigen: A/B without rebuilding
-      const char* e = std::getenv("EQPROP_MATMUL");
-      return e && std::string_view(e) == "eigen";
-    }();
-    if (bf16 || (!eigen_only && double(W.size()) * double(n) >= double(1 << 20)))
+    if (bf16 || (!eigen_only() && double(W.size()) * double(n) >= double(1 << 20)))
       return dnnl_matmul(W, transpose, X, n, Y, accumulate, bf16);
   }
 #endif
@@ -150,7 +163,7 @@ double matmul_peak_gflops(int n, int threads, double seconds) {
 
 const char* matmul_backend() {
 #ifdef EQPROP_HAVE_DNNL
-  return "onednn";
+  return eigen_only() ? "eigen (EQPROP_MATMUL=eigen)" : "onednn";
 #else
   return "eigen";
 #endif

@@ -24,7 +24,8 @@ void matmul(const_matrix_map<P> W, bool transpose, const T* X, long n, T* Y, boo
 /// `threads` threads, over about `seconds` of repeats: the peak the bench reports against.
 double matmul_peak_gflops(int n, int threads, double seconds);
 
-/// "onednn" where float32 products use oneDNN, else "eigen"; whether bfloat16 products are
+/// "onednn" where float32 products use oneDNN, else "eigen" (also when the environment has
+/// EQPROP_MATMUL=eigen, which sends every product to Eigen); whether bfloat16 products are
 /// available (oneDNN and a CPU with AVX512-BF16 or AMX; otherwise they are refused).
 const char* matmul_backend();
 bool bfloat16_available();
