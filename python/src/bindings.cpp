@@ -274,9 +274,7 @@ struct estimate_args {
 template <class R>
 std::unique_ptr<grad_estimator<R>> make_est(const estimate_args& a) {
   relax_options free{a.free_steps, a.tol, a.stop_early}, nudged{a.nudged_steps, a.tol, a.stop_early};
-  if (a.order != "synchronous" && a.order != "alternating")
-    throw config_error(fmt::format("order must be synchronous or alternating, got '{}'", a.order));
-  free.order = nudged.order = a.order == "alternating" ? relax_order::alternating : relax_order::synchronous;
+  free.order = nudged.order = parse_relax_order(a.order);
   free.omega = nudged.omega = a.omega;
   if (a.kind == "bptt") return std::make_unique<bptt_gradient<R>>(a.free_steps, a.truncate);
   if (a.kind == "implicit") {

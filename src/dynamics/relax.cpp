@@ -107,6 +107,18 @@ void activate_n(const S* in, S* out, long n, vector<real_t<S>>* buf) {
 }
 }  // namespace
 
+void relax_options::validate() const {
+  if (max_steps < 0) throw config_error("relax: max_steps must be >= 0");
+  if (!(omega > 0 && omega < 2))
+    throw config_error(fmt::format("relax.omega (over-relaxation) must be in (0, 2), got {}", omega));
+}
+
+relax_order parse_relax_order(const std::string& name) {
+  if (name == "synchronous") return relax_order::synchronous;
+  if (name == "alternating") return relax_order::alternating;
+  throw config_error(fmt::format("relax.order must be synchronous or alternating, got '{}'", name));
+}
+
 template <class S, class P>
 void relax_state<S, P>::set_input(const network& net, const matrix<real>& x, const matrix<real>& y) {
   size_buffers(net, x, y);
@@ -389,11 +401,9 @@ typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const netw
 
 template <class S, class P>
 relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_options& opt) {
-  if (opt.max_steps < 0) throw config_error("relax: max_steps must be >= 0");
+  opt.validate();
   const auto t_start = std::chrono::steady_clock::now();
   precision_ = opt.precision;
-  if (!(opt.omega > 0 && opt.omega < 2))
-    throw config_error(fmt::format("relax.omega (over-relaxation) must be in (0, 2), got {}", opt.omega));
   const real tol = opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol;
   relax_report rep;
   real mx = 0;

@@ -101,7 +101,6 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
                        std::vector<relax_state<S, P>>& snaps, const matrix<real_t<S>>& x, const matrix<real_t<S>>& y) {
   const long K = static_cast<long>(snaps.size());
   if (K == 0) return st.relax(net, beta, opt);
-  const auto t0 = std::chrono::steady_clock::now();
   const long total = opt.max_steps;
   relax_report rep;
   opt.stop_early = false;  // the averaging window is the last K of exactly max_steps steps
@@ -119,7 +118,6 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
     else snaps[t].set_input(net, x, y);
     snaps[t].copy_states_from(st);
   }
-  rep.seconds = seconds_since(t0);
   return rep;
 }
 

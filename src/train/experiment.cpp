@@ -171,12 +171,9 @@ relax_options relax_from_config(const config& cfg, bool nudged) {
   relax_options r{cfg.get<long>(nudged ? "relax.nudged_steps" : "relax.free_steps"), cfg.get<double>("relax.tol"),
                   cfg.get<bool>("relax.stop_early")};
   r.freeze_converged = cfg.get<bool>("relax.freeze_converged");
-  const auto o = cfg.get<std::string>("relax.order");
-  if (o == "synchronous") r.order = relax_order::synchronous;
-  else if (o == "alternating") r.order = relax_order::alternating;
-  else throw config_error(fmt::format("relax.order must be synchronous or alternating, got '{}'", o));
+  r.order = parse_relax_order(cfg.get<std::string>("relax.order"));
   r.omega = cfg.get<double>("relax.omega");
-  if (!(r.omega > 0 && r.omega < 2)) throw config_error(fmt::format("relax.omega must be in (0, 2), got {}", r.omega));
+  r.validate();  // before the run directory exists
   const auto p = cfg.get<std::string>("relax.precision");
   if (p == "float32") r.precision = matmul_precision::float32;
   else if (p == "bfloat16") r.precision = matmul_precision::bfloat16;

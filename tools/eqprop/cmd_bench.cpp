@@ -39,6 +39,18 @@ struct workload {
 };
 
 const std::vector<workload>& workloads() {
+  // Overrides shared by a workload and its early-stopping variant.
+  const auto plus = [](std::vector<std::string> a, const std::vector<std::string>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+    return a;
+  };
+  const std::vector<std::string> mlp512x2{
+      "network.hidden=[512,512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
+      "relax.free_steps=100", "relax.nudged_steps=20", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"};
+  const std::vector<std::string> hep_table1{
+      "network.hidden=[256,256]", "estimator.kind=\"holomorphic\"", "estimator.n_points=10", "estimator.beta=0.4",
+      "relax.free_steps=200", "relax.nudged_steps=50", "run.batch=20", "optimizer.kind=\"sgd\"",
+      "optimizer.momentum=0.0", "optimizer.lr=0.05"};
   static const std::vector<workload> w{
       {"mlp512_symmetric", "784-512-10 sigmoid, symmetric EP beta 0.1, T1 30, T2 10, batch 50, Adam", "samples/s", 2390,
        {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
@@ -49,31 +61,19 @@ const std::vector<workload>& workloads() {
         "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
        0},
       {"mlp512x2_symmetric", "784-512-512-10 sigmoid, symmetric EP beta 0.1, T1 100, T2 20, batch 50, Adam", "samples/s",
-       555,
-       {"network.hidden=[512,512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
-        "relax.free_steps=100", "relax.nudged_steps=20", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
-       0},
+       555, mlp512x2, 0},
       {"mlp512x2_early",
        "mlp512x2_symmetric, alternating order, over-relaxation omega 1.6, every sample frozen once below tol 1e-2 "
        "(T1/T2 as maxima)",
        "samples/s", 555,
-       {"network.hidden=[512,512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
-        "relax.free_steps=100", "relax.nudged_steps=20", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4",
-        "relax.order=\"alternating\"", "relax.omega=1.6", "relax.stop_early=true", "relax.tol=1e-2"},
+       plus(mlp512x2, {"relax.order=\"alternating\"", "relax.omega=1.6", "relax.stop_early=true", "relax.tol=1e-2"}),
        0},
       {"hep_table1", "784-256-256 + readout, holomorphic EP N 10 |beta| 0.4, T1 200, T2 50, batch 20, SGD (hEP Table 1)",
-       "samples/s", 1350,
-       {"network.hidden=[256,256]", "estimator.kind=\"holomorphic\"", "estimator.n_points=10", "estimator.beta=0.4",
-        "relax.free_steps=200", "relax.nudged_steps=50", "run.batch=20", "optimizer.kind=\"sgd\"",
-        "optimizer.momentum=0.0", "optimizer.lr=0.05"},
-       0},
+       "samples/s", 1350, hep_table1, 0},
       {"hep_table1_early",
        "hep_table1, alternating order, every sample frozen once below tol 1e-3 (T1/T2 as maxima)",
        "samples/s", 1350,
-       {"network.hidden=[256,256]", "estimator.kind=\"holomorphic\"", "estimator.n_points=10", "estimator.beta=0.4",
-        "relax.free_steps=200", "relax.nudged_steps=50", "run.batch=20", "optimizer.kind=\"sgd\"",
-        "optimizer.momentum=0.0", "optimizer.lr=0.05", "relax.stop_early=true", "relax.tol=1e-3",
-        "relax.order=\"alternating\""},
+       plus(hep_table1, {"relax.stop_early=true", "relax.tol=1e-3", "relax.order=\"alternating\""}),
        0},
       {"conv_fmnist_hep", "ConvNet 28x28x1 conv16+pool conv32+pool holotanh, hEP N 2 |beta| 1, T1 30, T2 12, batch 32, SGD",
        "samples/s", 0,
@@ -109,8 +109,6 @@ const std::vector<workload>& workloads() {
   return w;
 }
 
-/// float32 GEMM (n x n) with Eigen, on `threads` threads each multiplying its share of the
-/// columns; returns GFLOP/s (best of a few repetitions).
 // The MNIST training images (pixels / 255) if the data directory has them, else empty.
 dataset bench_images(const std::string& data_dir) {
   try {

@@ -200,7 +200,7 @@ void run(const gradcheck_args& a) {
   const double ref_residual = st.ref_residual;
   relax_options free{a.free_steps, a.tol, a.stop_early};
   relax_options nudged{a.nudged_steps, a.tol, a.stop_early};
-  free.order = nudged.order = a.order == "alternating" ? relax_order::alternating : relax_order::synchronous;
+  free.order = nudged.order = parse_relax_order(a.order);
   free.omega = nudged.omega = a.omega;
   if (a.dtype == "bfloat16") {
     if (!bfloat16_available())

@@ -15,6 +15,7 @@
 #include <complex>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "eqprop/core/matmul.hpp"
@@ -31,6 +32,8 @@ namespace eqprop {
 /// twice as fast to a given residual on MNIST (docs/performance.md). Dense and conv layers,
 /// pooled or not.
 enum class relax_order { synchronous, alternating };
+/// "synchronous" or "alternating" (config key relax.order); config_error otherwise.
+relax_order parse_relax_order(const std::string& name);
 
 struct relax_options {
   long max_steps = 100;    ///< steps to run (all of them unless stop_early)
@@ -50,6 +53,8 @@ struct relax_options {
   double omega = 1;
   /// Operands of the float32 products (relax_state<float> only; see matmul_precision).
   matmul_precision precision = matmul_precision::float32;
+  /// config_error on max_steps < 0 or omega outside (0, 2); relax() calls it.
+  void validate() const;
 };
 
 /// What a relaxation did. Never silently hides a failure: non-finite states and samples
@@ -104,8 +109,6 @@ class relax_state {
   /// States, pre-activations and residuals of columns [first, first + batch()) of other, a
   /// wider state of the same network (e.g. one point of a stacked relaxation).
   void copy_columns_from(const relax_state& other, long first);
-  /// Operands of the state products in step() (relax() sets it from relax_options).
-  void set_precision(matmul_precision p) { precision_ = p; }
 
   /// One step with nudge beta, h <- h + alpha (sigma(pre) - h), layers in the given order;
   /// returns the largest per-sample residual, the length of the update |alpha (sigma(pre) - h)|.
