@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
+#include <limits>
 #include <string>
 #include <thread>
 
@@ -26,7 +28,11 @@ using namespace eqprop;
 namespace {
 
 // Serves the files under root (GET only; 404 when missing). Bounded: stops after 60 s
-// or 200 requests, and when destroyed.
+// or 200 requests, and when destroyed. A first path component picks a hostile behaviour:
+// /slow/F sends F at 20 bytes/s; /endless/F sends bytes until the client hangs up (no
+// Content-Length, at most 64 MiB); /long/F and /short/F announce a Content-Length of ten
+// times and half the size of F, then send like /endless. While sending, the size of the
+// file at `watch` (if set) is sampled into max_watched.
 class http_server {
  public:
   enum class mode { normal, corrupt, truncate };
@@ -50,6 +56,8 @@ class http_server {
   std::string url() const { return "http://127.0.0.1:" + std::to_string(port_); }
   std::atomic<mode> serve_mode{mode::normal};
   std::atomic<int> requests{0};
+  fs::path watch;  // set before the first request
+  std::atomic<int64_t> max_watched{-1};
 
  private:
   void loop() {
@@ -64,9 +72,34 @@ class http_server {
       ::close(c);
     }
   }
+  bool send_all(int c, const std::string& out) {
+    for (size_t at = 0; at < out.size();) {
+      const ssize_t n = ::send(c, out.data() + at, out.size() - at, MSG_NOSIGNAL);
+      if (n <= 0) return false;
+      at += static_cast<size_t>(n);
+    }
+    return true;
+  }
+  // Samples the size of `watch` until it reaches `sent` bytes (the client wrote all it
+  // was sent), for at most 500 ms. Returns false once the file is gone or the client
+  // closed connection c.
+  bool await_watched(int c, int64_t sent) {
+    const auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
+    while (std::chrono::steady_clock::now() < until) {
+      std::error_code ec;
+      const auto n = static_cast<int64_t>(fs::file_size(watch, ec));
+      if (ec) return false;
+      if (n > max_watched) max_watched = n;
+      if (n >= sent) return true;
+      pollfd p{c, POLLIN | POLLRDHUP, 0};
+      if (::poll(&p, 1, 1) != 0) return false;  // the client hung up (or sent more)
+    }
+    return true;
+  }
   void serve(int c) {
     timeval tv{5, 0};
     ::setsockopt(c, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    ::setsockopt(c, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
     std::string req;
     char buf[4096];
     while (req.find("\r\n\r\n") == std::string::npos && req.size() < 16384) {
@@ -75,22 +108,48 @@ class http_server {
       req.append(buf, static_cast<size_t>(n));
     }
     const size_t a = req.find(' '), b = req.find(' ', a + 1);
-    const std::string path = req.substr(a + 2, b - a - 2);
+    std::string path = req.substr(a + 2, b - a - 2), how;
+    for (const char* m : {"slow/", "endless/", "long/", "short/"})
+      if (path.rfind(m, 0) == 0) {
+        how = m;
+        path = path.substr(how.size());
+      }
     std::error_code ec;
     const fs::path file = root_ / path;
-    std::string head = "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n", body;
-    if (path.find("..") == std::string::npos && fs::is_regular_file(file, ec)) {
-      body = read_file(file);
-      head = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
-      if (serve_mode == mode::corrupt) body[body.size() / 2] ^= 0x5a;
-      if (serve_mode == mode::truncate) body.resize(body.size() / 2);
+    if (path.find("..") != std::string::npos || !fs::is_regular_file(file, ec)) {
+      send_all(c, "HTTP/1.0 404 Not Found\r\nContent-Length: 0\r\n\r\n");
+      return;
     }
-    const std::string out = head + body;
-    for (size_t at = 0; at < out.size();) {
-      const ssize_t n = ::send(c, out.data() + at, out.size() - at, MSG_NOSIGNAL);
-      if (n <= 0) return;
-      at += static_cast<size_t>(n);
+    std::string body = read_file(file);
+    const auto t0 = std::chrono::steady_clock::now();
+    const auto running = [&](int seconds) {
+      return !stop_ && std::chrono::steady_clock::now() - t0 < std::chrono::seconds(seconds);
+    };
+    if (how == "slow/") {
+      if (!send_all(c, "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n")) return;
+      for (size_t at = 0; at < body.size() && running(10); at += 4) {
+        if (!send_all(c, body.substr(at, 4))) return;
+        std::this_thread::sleep_for(std::chrono::milliseconds(200));
+      }
+      return;
     }
+    if (!how.empty()) {
+      std::string head = "HTTP/1.0 200 OK\r\n";
+      if (how == "long/") head += "Content-Length: " + std::to_string(body.size() * 10) + "\r\n";
+      if (how == "short/") head += "Content-Length: " + std::to_string(body.size() / 2) + "\r\n";
+      if (!send_all(c, head + "\r\n")) return;
+      const std::string chunk(65536, 'x');
+      for (int64_t sent = 0; sent < (int64_t{64} << 20) && running(10);) {
+        if (!send_all(c, chunk)) return;
+        sent += static_cast<int64_t>(chunk.size());
+        if (!watch.empty() && !await_watched(c, sent)) return;
+      }
+      return;
+    }
+    std::string head = "HTTP/1.0 200 OK\r\nContent-Length: " + std::to_string(body.size()) + "\r\n\r\n";
+    if (serve_mode == mode::corrupt) body[body.size() / 2] ^= 0x5a;
+    if (serve_mode == mode::truncate) body.resize(body.size() / 2);
+    send_all(c, head + body);
   }
   fs::path root_;
   int fd_ = -1, port_ = 0;
@@ -211,6 +270,162 @@ TEST(Fetch, UnreachableServersGiveClearErrors) {
   EXPECT_FALSE(fs::exists(fx.data / "sub/payload.bin.part"));
 }
 
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+// Runs fetch_files, expecting data_error; returns its message and the seconds it took.
+std::pair<std::string, double> fetch_error(fixture& fx) {
+  const auto t0 = std::chrono::steady_clock::now();
+  try {
+    fetch_files({fx.entry}, fx.data, fx.opts);
+  } catch (const data_error& e) {
+    return {e.what(), seconds_since(t0)};
+  }
+  ADD_FAILURE() << "fetch succeeded";
+  return {"", seconds_since(t0)};
+}
+}  // namespace
+
+TEST(Fetch, SlowServerStopsAtTheTotalTimeLimit) {
+  fixture fx;
+  http_server server(fx.root);
+  fx.entry.urls = {server.url() + "/slow/payload.bin"};
+  fx.opts.timeout_s = 1.0;
+  fx.opts.idle_timeout_s = 30;
+  const auto [msg, secs] = fetch_error(fx);
+  EXPECT_CONTAINS(msg, "sub/payload.bin");
+  EXPECT_CONTAINS(msg, "/slow/payload.bin: timed out: not complete within the total limit of 1 s");
+  EXPECT_GE(secs, 0.9);
+  EXPECT_LT(secs, 3.0);
+  EXPECT_FALSE(fs::exists(fx.data / "sub/payload.bin"));
+  EXPECT_FALSE(fs::exists(fx.data / "sub/payload.bin.part"));
+}
+
+TEST(Fetch, TricklingServerStopsAtTheIdleLimitThenNextMirror) {
+  fixture fx;
+  http_server server(fx.root);
+  fx.entry.urls = {server.url() + "/slow/payload.bin", server.url() + "/payload.bin"};
+  fx.opts.idle_timeout_s = 1.0;  // 20 bytes/s is below the default 1000 bytes/s
+  const auto t0 = std::chrono::steady_clock::now();
+  fetch_files({fx.entry}, fx.data, fx.opts);
+  const double secs = seconds_since(t0);
+  EXPECT_TRUE(fx.logged("/slow/payload.bin: too slow: ")) << ::testing::PrintToString(fx.log);
+  EXPECT_TRUE(fx.logged("over the idle limit of 1 s"));
+  EXPECT_LT(secs, 4.0);
+  EXPECT_EQ(read_file(fx.data / "sub/payload.bin"), fx.payload);  // from the second address
+}
+
+TEST(Fetch, EndlessBodyStopsAtTheKnownSize) {
+  fixture fx;
+  http_server server(fx.root);
+  server.watch = fx.data / "sub/payload.bin.part";
+  fx.entry.urls = {server.url() + "/endless/payload.bin"};
+  const auto [msg, secs] = fetch_error(fx);
+  EXPECT_CONTAINS(msg, "/endless/payload.bin: more than the expected 300000 bytes of sub/payload.bin arrived");
+  EXPECT_GT(server.max_watched, 0);  // the sampling saw the download
+  EXPECT_LE(server.max_watched, 300000);
+  EXPECT_LT(secs, 3.0);
+  EXPECT_FALSE(fs::exists(fx.data / "sub/payload.bin.part"));
+
+  // Unknown size: capped at unknown_size_limit instead.
+  fx.entry.size = -1;
+  fx.opts.unknown_size_limit = 100000;
+  server.max_watched = -1;
+  EXPECT_CONTAINS(fetch_error(fx).first, "more than 100000 bytes arrived (the limit for a file of unknown size)");
+  EXPECT_GT(server.max_watched, 0);
+  EXPECT_LE(server.max_watched, 100000);
+  EXPECT_FALSE(fs::exists(fx.data / "sub/payload.bin"));
+}
+
+TEST(Fetch, WrongContentLengthIsRefusedBeforeDownloading) {
+  fixture fx;
+  http_server server(fx.root);
+  server.watch = fx.data / "sub/payload.bin.part";
+  fx.entry.urls = {server.url() + "/long/payload.bin", server.url() + "/short/payload.bin"};
+  const auto [msg, secs] = fetch_error(fx);
+  EXPECT_CONTAINS(msg, "/long/payload.bin: the server announced Content-Length 3000000 but sub/payload.bin is "
+                       "300000 bytes; refused before downloading");
+  EXPECT_CONTAINS(msg, "/short/payload.bin: the server announced Content-Length 150000");
+  EXPECT_LE(server.max_watched, 0);  // the .part file never received a byte
+  EXPECT_LT(secs, 3.0);
+  // Unknown size: a Content-Length above the limit is refused too.
+  fx.entry.size = -1;
+  fx.opts.unknown_size_limit = 1000000;
+  fx.entry.urls = {server.url() + "/long/payload.bin"};
+  EXPECT_CONTAINS(fetch_error(fx).first, "announced Content-Length 3000000, more than the limit of 1000000 bytes");
+  EXPECT_LE(server.max_watched, 0);
+}
+
+TEST(Fetch, NeverWritesThroughSymlinks) {
+  fixture fx;
+  http_server server(fx.root);
+  fx.entry.urls = {server.url() + "/payload.bin"};
+  const fs::path victims = fresh_dir("victims"), part = fx.data / "sub/payload.bin.part";
+  write_file_atomic(victims / "victim", "precious");
+  fs::create_directories(fx.data / "sub");
+  // A symlink at <file>.part, to an existing file and to a missing one: refused, no request.
+  for (const char* target : {"victim", "not_there"}) {
+    fs::remove(part);
+    fs::create_symlink(victims / target, part);
+    try {
+      fetch_files({fx.entry}, fx.data, fx.opts);
+      ADD_FAILURE() << "fetch through a symlinked .part";
+    } catch (const data_error& e) {
+      EXPECT_CONTAINS(e.what(), "sub/payload.bin.part exists and is a symbolic link");
+    }
+    EXPECT_TRUE(fs::is_symlink(part));
+    EXPECT_EQ(fs::read_symlink(part), victims / target);
+    EXPECT_EQ(read_file(victims / "victim"), "precious");
+    EXPECT_FALSE(fs::exists(victims / "not_there"));
+    EXPECT_EQ(server.requests, 0);
+  }
+  // A stale .part that is a hard link to the victim: removed (the link only), not reused.
+  fs::remove(part);
+  fs::create_hard_link(victims / "victim", part);
+  // And a symlink at the final name: replaced by the downloaded file, its target untouched.
+  fs::create_symlink(victims / "victim", fx.data / "sub/payload.bin");
+  fetch_files({fx.entry}, fx.data, fx.opts);
+  EXPECT_EQ(read_file(victims / "victim"), "precious");
+  EXPECT_FALSE(fs::is_symlink(fx.data / "sub/payload.bin"));
+  EXPECT_EQ(read_file(fx.data / "sub/payload.bin"), fx.payload);
+  EXPECT_EQ(check_file(fx.data, fx.entry).state, file_state::verified);
+  EXPECT_FALSE(fs::exists(part));
+}
+
+TEST(Fetch, InvalidLimitsAreRefusedBeforeAnyRequest) {
+  fixture fx;
+  http_server server(fx.root);
+  fx.entry.urls = {server.url() + "/payload.bin"};
+  const double nan = std::numeric_limits<double>::quiet_NaN(), inf = std::numeric_limits<double>::infinity();
+  struct bad_case {
+    std::function<void(fetch_options&)> set;
+    const char* key;
+  };
+  const std::vector<bad_case> cases = {
+      {[](fetch_options& o) { o.timeout_s = 0; }, "timeout_s (--timeout)"},
+      {[](fetch_options& o) { o.timeout_s = -1; }, "timeout_s (--timeout)"},
+      {[&](fetch_options& o) { o.timeout_s = inf; }, "timeout_s (--timeout)"},
+      {[&](fetch_options& o) { o.idle_timeout_s = nan; }, "idle_timeout_s (--idle-timeout)"},
+      {[](fetch_options& o) { o.idle_timeout_s = 0; }, "idle_timeout_s (--idle-timeout)"},
+      {[&](fetch_options& o) { o.connect_timeout_s = -inf; }, "connect_timeout_s (--connect-timeout)"},
+      {[&](fetch_options& o) { o.min_rate = nan; }, "min_rate"},
+      {[](fetch_options& o) { o.unknown_size_limit = 0; }, "unknown_size_limit"},
+  };
+  for (const auto& c : cases) {
+    fetch_options o = fx.opts;
+    c.set(o);
+    try {
+      fetch_files({fx.entry}, fx.data, o);
+      ADD_FAILURE() << c.key << " accepted";
+    } catch (const config_error& e) {
+      EXPECT_CONTAINS(e.what(), c.key);
+    }
+  }
+  EXPECT_EQ(server.requests, 0);
+  EXPECT_EQ(auto_timeout_s(find_remote_dataset("mnist").files[0]), 600.0 + 9912422 / 50e3);
+}
+
 TEST(Fetch, RegistryNamesAndSuggestions) {
   EXPECT_EQ(find_remote_dataset("Fashion-MNIST").name, "fashion_mnist");
   try {
@@ -277,4 +492,12 @@ TEST(FetchCli, DataFetchVerifyListEndToEnd) {
   EXPECT_NE(r.first, 0) << r.second;
   EXPECT_CONTAINS(r.second, "train-images-idx3-ubyte.gz");
   EXPECT_CONTAINS(r.second, "curl error 7");
+  for (const char* bad : {"--timeout -1", "--timeout 0", "--idle-timeout nan", "--connect-timeout inf"}) {
+    r = run_cli("data fetch kmnist --data-dir " + dir + " --base-url " + server.url() + " " + bad);
+    EXPECT_NE(r.first, 0) << bad << ": " << r.second;
+    EXPECT_CONTAINS(r.second, "must be a positive, finite number of seconds");
+  }
+  r = run_cli("data fetch mnist --force --timeout 0.5 --data-dir " + dir + " --base-url " + server.url() + "/slow");
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "timed out: not complete within the total limit of 0.5 s");
 }

@@ -17,6 +17,7 @@ namespace {
 struct data_args {
   std::string name, data_dir, base_url;
   bool force = false;
+  double timeout_s = 0, idle_timeout_s = 60, connect_timeout_s = 20;
 };
 
 std::string state_text(const remote_file& f, const file_check& c) {
@@ -67,7 +68,15 @@ void register_data(CLI::App& app) {
   fetch->add_option("--base-url", a.base_url,
                     "Download every file from URL/<file name> instead (a mirror; default: $EQPROP_FETCH_BASE_URL)");
   fetch->add_flag("--force", a.force, "Download again even when a verified copy is present");
-  fetch->callback([] {
+  auto* timeout = fetch->add_option("--timeout", a.timeout_s,
+                                    "Seconds allowed for each file from one address (default: 600 + 1 per 50 kB of "
+                                    "its size; 3600 when the size is unknown)");
+  fetch->add_option("--idle-timeout", a.idle_timeout_s,
+                    "Give up on an address when less than 1 kB/s arrives over this many seconds")
+      ->capture_default_str();
+  fetch->add_option("--connect-timeout", a.connect_timeout_s, "Seconds allowed to connect to an address")
+      ->capture_default_str();
+  fetch->callback([timeout] {
     const remote_dataset& d = find_remote_dataset(a.name);
     const auto dir = resolve_data_dir(a.data_dir);
     fetch_options o;
@@ -75,6 +84,10 @@ void register_data(CLI::App& app) {
     if (const char* env = std::getenv("EQPROP_FETCH_BASE_URL"); o.base_url.empty() && env) o.base_url = env;
     o.force = a.force;
     o.progress_bar = ::isatty(STDERR_FILENO) != 0;
+    if (timeout->count() > 0) o.timeout_s = a.timeout_s;
+    o.idle_timeout_s = a.idle_timeout_s;
+    o.connect_timeout_s = a.connect_timeout_s;
+    o.validate();  // config_error naming the flag, before anything is printed or downloaded
     fmt::print(stderr, "fetching {} into {}\n", d.name, dir.string());
     fetch_files(d.files, dir, o);
     if (!d.note.empty()) fmt::print(stderr, "{}: {}\n", d.name, d.note);

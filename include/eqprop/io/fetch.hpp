@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -67,17 +68,48 @@ struct fetch_options {
   bool progress_bar = false;
   /// Receives one line per event ("mnist/x.gz: ok, already present"); default: stderr.
   std::function<void(const std::string& line)> log;
-  long connect_timeout_s = 20;
-  long stall_timeout_s = 60;  ///< give up on a mirror after this long below 1 byte/s
+  /// Limit on connecting to one address (DNS, TCP, TLS), seconds.
+  double connect_timeout_s = 20;
+  /// Limit on the whole download of one file from one address (connecting included),
+  /// seconds. Unset: auto_timeout_s(file).
+  std::optional<double> timeout_s;
+  /// An address is abandoned when fewer than `idle_timeout_s * min_rate` bytes arrive
+  /// within `idle_timeout_s` seconds (a stalled or trickling server; checked over
+  /// consecutive intervals of that length from the start of the transfer).
+  double idle_timeout_s = 60;
+  double min_rate = 1000;  ///< bytes per second, see idle_timeout_s
+  /// Most bytes accepted for a file whose size the registry does not know; a file of
+  /// known size is capped at exactly that size.
+  int64_t unknown_size_limit = int64_t{1} << 30;
+
+  /// Throws config_error naming the option (and its `eqprop data fetch` flag) unless every
+  /// time is positive and finite, min_rate is finite and >= 0 and unknown_size_limit > 0.
+  void validate() const;
 };
+
+/// The default total time limit for one download of `file`: 600 s plus 1 s per 50 kB of
+/// its known size (MNIST training images: 798 s; CIFAR-10: 3,999 s); 3,600 s when the
+/// size is unknown.
+double auto_timeout_s(const remote_file& file);
 
 /// Makes every file present and verified under data_dir. Per file: a verified copy is
 /// kept ("ok, already present") unless options.force; otherwise each URL is tried in
 /// turn, downloading to `<dest>.part`, which is checked (size when known, checksum) and
-/// renamed into place. HTTP and network errors move on to the next URL; when none is
-/// left, data_error lists every URL with its HTTP status or curl error. A checksum
-/// mismatch removes the .part file and throws data_error naming the file and both
-/// digests. Files without a published checksum are installed with a warning.
+/// renamed into place. A stale regular `<dest>.part` is removed first; a symlink or any
+/// other non-regular file there is refused (data_error naming it; it and its target are
+/// left untouched), and the .part file is created exclusively without following links.
+/// The rename replaces whatever is at `dest` (a symlink there is replaced, its target is
+/// never written).
+///
+/// Per address, the download is abandoned (and the next address tried) on an HTTP or
+/// network error, when it exceeds the total or idle time limits, when the announced
+/// Content-Length differs from the known size (before any byte is written), or as soon
+/// as more bytes arrive than the known size (or unknown_size_limit): the .part file never
+/// holds more than that. When no address is left, data_error lists every URL with why it
+/// failed (HTTP status, curl error, or which limit was exceeded). A checksum mismatch
+/// removes the .part file and throws data_error naming the file and both digests. Files
+/// without a published checksum are installed with a warning. Invalid options throw
+/// config_error before anything is downloaded.
 void fetch_files(const std::vector<remote_file>& files, const std::filesystem::path& data_dir,
                  const fetch_options& options = {});
 
