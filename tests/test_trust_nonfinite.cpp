@@ -277,3 +277,41 @@ TEST(TrustNonFinite, OutOfMemoryAndUncreatableRunDirAreClearErrors) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_TRUE(contains(r.output, "cannot create run directory `/dev/null/run`")) << r.output;
 }
+
+// Parameters that overflow to Inf in the last step of epoch 2 (one batch per epoch, float32,
+// a learning rate near the largest float): epoch 1 evaluates finitely and is checkpointed;
+// epoch 2's evaluation has non-finite outputs, so the run stops as diverged, logs that epoch
+// with its count, and the checkpoint it keeps is epoch 1's, whose evaluation is finite.
+TEST(TrustNonFinite, NanDuringTrainingStopsAndKeepsAFiniteCheckpoint) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("nan_training");
+  auto r = run_cli("train -q --set data.yin_yang_train=100 --set data.yin_yang_test=50 --set run.batch=100 "
+                   "--set network.hidden=[10] --set optimizer.lr=2.5e38 --epochs 4 --run-dir " + (dir / "ep").string());
+  EXPECT_EQ(r.status, 4) << r.output;
+  EXPECT_TRUE(contains(r.output, "diverged in epoch 2: 50 of 50 test samples gave non-finite outputs")) << r.output;
+  EXPECT_TRUE(contains(r.output, "last good checkpoint (" + (dir / "ep" / "checkpoint.eqck").string() + ", epoch 1)"))
+      << r.output;
+  EXPECT_FALSE(contains(r.output, "final test accuracy")) << r.output;
+  EXPECT_EQ(eqprop::load_checkpoint(dir / "ep" / "checkpoint.eqck").meta.at("epoch").get<long>(), 1);
+  const auto good = eqprop::evaluate_checkpoint(dir / "ep", "");
+  EXPECT_EQ(good.n_non_finite, 0);
+  EXPECT_TRUE(std::isfinite(good.loss));
+  {
+    std::ifstream f(dir / "ep" / "metrics.jsonl");
+    std::string line, last;
+    long rows = 0;
+    while (std::getline(f, line)) last = line, ++rows;
+    EXPECT_EQ(rows, 2);
+    EXPECT_TRUE(contains(last, "\"epoch\":2") && contains(last, "\"test_non_finite\":50")) << last;
+  }
+  // Generalized EP: the same.
+  r = run_cli("gep train -q --set data.name=yin_yang --set data.limit_train=100 --set data.limit_test=50 "
+              "--set run.batch=100 --set network.hidden=[8] --set network.output=3 --set relax.free_steps=40 "
+              "--set diagnostics.samples=0 --set optimizer.lr=2.5e38 --epochs 4 --run-dir " + (dir / "gep").string());
+  EXPECT_EQ(r.status, 4) << r.output;
+  EXPECT_TRUE(contains(r.output, "diverged in epoch 2: 50 of 50 test samples gave non-finite outputs")) << r.output;
+  EXPECT_TRUE(contains(r.output, "epoch 1)")) << r.output;
+  const auto ck = eqprop::load_checkpoint(dir / "gep" / "checkpoint.eqck");
+  EXPECT_EQ(ck.meta.at("epochs_done").get<long>(), 1);
+  for (double v : ck.array("params").to_vector<double>()) ASSERT_TRUE(std::isfinite(v));
+}

@@ -263,9 +263,9 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
   };
   auto non_finite_eval = [&](long ep, const eval_out& te) {
     res.diverged = true;
-    res.message = fmt::format("diverged: {} of {} test samples gave non-finite outputs {}; stopped, {}", te.n_non_finite,
-                              te.n, ep == 0 ? std::string("at initialisation") : fmt::format("after epoch {}", ep),
-                              last_good());
+    res.message = fmt::format("diverged {}: {} of {} test samples gave non-finite outputs; stopped, {}",
+                              ep == 0 ? std::string("at initialisation") : fmt::format("in epoch {}", ep), te.n_non_finite,
+                              te.n, last_good());
   };
   {
     nlohmann::ordered_json row;
