@@ -153,6 +153,25 @@ TEST(TrustNonFinite, NanCheckpointEvaluatesToZeroWithNonFiniteCount) {
   EXPECT_FALSE(contains(t.output, "final test accuracy")) << t.output;
 }
 
+// A GLE checkpoint with NaN parameters: resuming from it stops as diverged (status 4) at the
+// first batch; no accuracy is reported and no checkpoint of the NaN network is written.
+TEST(TrustNonFinite, GleResumeFromNanCheckpointDiverges) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("gle_nan");
+  write_npy_dataset(dir / "data", 30, 12, -1);
+  const std::string common = "gle train -q --set data.name=npy --set network.depth=1 --set train.batch=10 --data-dir " +
+                             (dir / "data").string();
+  auto r = run_cli(common + " --epochs 1 --run-dir " + (dir / "run").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "final test accuracy")) << r.output;
+  poison_checkpoint(dir / "run" / "checkpoint.eqck");
+  r = run_cli("gle train -q --resume " + (dir / "run").string() + " --epochs 2 --data-dir " + (dir / "data").string());
+  EXPECT_EQ(r.status, 4) << r.output;
+  EXPECT_TRUE(contains(r.output, "GLE training diverged: non-finite outputs or loss in epoch 2, batch 1")) << r.output;
+  EXPECT_FALSE(contains(r.output, "accuracy")) << r.output;
+  EXPECT_EQ(eqprop::load_checkpoint(dir / "run" / "checkpoint.eqck").meta.at("epoch").get<long>(), 1);
+}
+
 // DEEP scores: a NaN output is wrong even where every comparison with it is false (a
 // single-output task whose target is 0 used to count it as correct).
 TEST(TrustNonFinite, DeepScoreCountsNonFiniteOutputsAsWrong) {
