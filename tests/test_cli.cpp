@@ -14,37 +14,16 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/train/checkpoint.hpp"
+#include "test_util.hpp"
 
 namespace fs = std::filesystem;
 
 namespace {
 
-struct run_result {
-  int status;
-  std::string output;
-};
-
-std::string cli() {
-  const char* p = std::getenv("EQPROP_CLI");
-  return p ? p : "";
-}
-
-run_result run(const std::string& args) {
-  const std::string cmd = cli() + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-  const int st = pclose(f);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("eqprop_cli_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
+using run_result = eqprop::test::cli_result;
+using eqprop::test::cli;
+using eqprop::test::temp_dir;
+run_result run(const std::string& args) { return eqprop::test::run_cli(args); }
 
 #define REQUIRE_CLI() \
   if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set (run through ctest)"

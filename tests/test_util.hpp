@@ -1,7 +1,16 @@
 // Helpers shared by the test files (header-only; the tests are one binary).
 #pragma once
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
 #include <vector>
+
+#include <gtest/gtest.h>
 
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"  // one_hot
@@ -16,6 +25,38 @@ inline void random_batch(rng_t& rng, long n_in, long batch, int n_classes, matri
   std::vector<int32_t> labels(batch);
   for (auto& l : labels) l = int32_t(random_index(rng, uint64_t(n_classes)));
   y = one_hot<double>(labels, n_classes);
+}
+
+/// The eqprop command-line tool under test: $EQPROP_CLI (set by ctest), empty if unset.
+inline std::string cli() {
+  const char* p = std::getenv("EQPROP_CLI");
+  return p ? p : "";
+}
+
+struct cli_result {
+  int status;          ///< exit status, or 128 + signal number when killed by a signal
+  std::string output;  ///< what the command wrote to the captured stream(s)
+};
+
+/// Runs `eqprop <args> <redirect>` through the shell and captures its stdout. The default
+/// redirect also captures stderr; e.g. "2>&1 >/dev/full" captures only stderr.
+inline cli_result run_cli(const std::string& args, const std::string& redirect = "2>&1") {
+  const std::string cmd = cli() + " " + args + " " + redirect;
+  FILE* f = popen(cmd.c_str(), "r");
+  std::string out;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  const int st = pclose(f);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+/// A fresh, empty directory under the test temporary directory, unique to this process.
+inline std::filesystem::path temp_dir(const std::string& name) {
+  std::filesystem::path p =
+      std::filesystem::path(::testing::TempDir()) / ("eqprop_cli_" + name + "_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(p);
+  std::filesystem::create_directories(p);
+  return p;
 }
 
 }  // namespace eqprop::test

@@ -468,7 +468,7 @@ py::tuple dataset_arrays(dataset&& d) {
   return py::make_tuple(xa, vec_to_numpy(d.y));
 }
 
-// ---------------------------------------------------------------- GLE (issue 8)
+// ---------------------------------------------------------------- GLE
 py::array doubles(const std::vector<double>& v) { return vec_to_numpy(v); }
 
 void register_gle(py::module_& m) {
@@ -653,7 +653,8 @@ PYBIND11_MODULE(_core, m) {
       "noise_std"_a = 0.0, "noise_seed"_a = 0,
       "Relaxes from h = 0 with nudge beta (a complex beta gives complex states). Returns (states, report):\n"
       "states[j] is (batch, n_j); report has steps, max_residual, mean_residual, n_not_converged, n_non_finite,\n"
-      "converged, loss, predictions, outputs. y: integer labels (batch,) or targets (batch, n_out); None = zeros.");
+      "converged, loss, predictions (-1 for a sample with NaN/Inf outputs), outputs. y: integer labels (batch,) or\n"
+      "targets (batch, n_out); None = zeros.");
 
   m.def("estimate", [](const py_network& n, py::handle x, py::handle y, const estimate_args& a) {
         return std::visit([&](const auto& net) {
@@ -805,6 +806,11 @@ PYBIND11_MODULE(_core, m) {
           r = evaluate_checkpoint(p, dd);
         }
         return py::dict("accuracy"_a = r.accuracy, "top5"_a = r.top5, "loss"_a = r.loss, "n"_a = r.n,
-                        "n_not_converged"_a = r.n_not_converged, "mean_residual"_a = r.mean_residual);
-      }, "run"_a, "data_dir"_a = py::none(), "Evaluates a run directory or checkpoint on its test split.");
+                        "n_non_finite"_a = r.n_non_finite, "n_not_converged"_a = r.n_not_converged,
+                        "mean_residual"_a = r.mean_residual);
+      }, "run"_a, "data_dir"_a = py::none(),
+      "Evaluates a run directory or checkpoint on its test split: {accuracy, top5, loss, n, n_non_finite,\n"
+      "n_not_converged, mean_residual}. A sample with NaN/Inf outputs is never correct: it counts as wrong and in\n"
+      "n_non_finite, and loss is the mean over the finite samples (nan if none). DataError for an empty or\n"
+      "non-finite test split.");
 }

@@ -551,9 +551,12 @@ std::vector<int32_t> relax_state<S, P>::predictions(const network& net) {
   std::vector<int32_t> pred(batch());
   for (long b = 0; b < batch(); ++b) {
     long best = 0;
-    for (long c = 1; c < out->rows(); ++c)
+    bool finite = is_finite((*out)(0, b));
+    for (long c = 1; c < out->rows(); ++c) {
+      finite = finite && is_finite((*out)(c, b));
       if (real_part((*out)(c, b)) > real_part((*out)(best, b))) best = c;
-    pred[b] = static_cast<int32_t>(best);
+    }
+    pred[b] = finite ? static_cast<int32_t>(best) : -1;  // a non-finite output predicts no class
   }
   return pred;
 }

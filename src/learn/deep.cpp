@@ -54,6 +54,15 @@ void check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen
                       ", expected " + std::to_string(net.n_output()) + " x " + std::to_string(x.cols()));
 }
 
+// data_error naming the first sample (column) of m with a NaN/Inf value.
+void check_finite_columns(const Eigen::MatrixXd& m, const char* what) {
+  if (m.allFinite()) return;
+  for (Eigen::Index b = 0; b < m.cols(); ++b)
+    if (!m.col(b).allFinite())
+      throw data_error("DEEP: " + std::string(what) + ": sample " + std::to_string(b) + " (0-based, of " +
+                       std::to_string(m.cols()) + ") holds a NaN or infinite value");
+}
+
 }  // namespace
 
 Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::MatrixXd& x, rng_t& rng) {
@@ -184,7 +193,14 @@ deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const
   deep_scores sc;
   if (y.cols() == 0) return sc;
   long wrong = 0;
+  double sq = 0;
   for (Eigen::Index b = 0; b < y.cols(); ++b) {
+    if (!out.col(b).allFinite()) {  // never correct, whatever the comparisons below would say
+      ++wrong;
+      ++sc.n_non_finite;
+      continue;
+    }
+    sq += (out.col(b) - y.col(b)).squaredNorm();
     bool ok = true;
     if (one_hot) {
       Eigen::Index po = 0, pt = 0;
@@ -197,7 +213,8 @@ deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const
     wrong += !ok;
   }
   sc.error = double(wrong) / double(y.cols());
-  sc.mse = (out - y).squaredNorm() / double(y.size());
+  const long n_finite = long(y.cols()) - sc.n_non_finite;
+  sc.mse = n_finite > 0 ? sq / double(n_finite * y.rows()) : NAN;
   return sc;
 }
 
@@ -256,6 +273,7 @@ eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, 
   if (n == 0) return e;
   rng_t rng(seed);
   double err = 0, mse = 0, nerr = 0, nmse = 0, res = 0;
+  long bad = 0, nbad = 0;
   for (Eigen::Index b0 = 0; b0 < n; b0 += chunk) {
     const Eigen::Index m = std::min(chunk, n - b0);
     const Eigen::MatrixXd xb = x.middleCols(b0, m), yb = y.middleCols(b0, m);
@@ -263,17 +281,19 @@ eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, 
     const auto rep = deep_relax(net, st.dyn, s, nullptr, 0.0);
     const auto sc = deep_score(net, s, yb, one_hot);
     err += sc.error * double(m);
-    mse += sc.mse * double(m);
+    if (sc.n_non_finite < m) mse += sc.mse * double(m - sc.n_non_finite);
+    bad += sc.n_non_finite;
     res += rep.residual * double(m);
     if (nudged) {
       deep_relax(net, st.dyn, s, &yb, st.learn.beta);
       const auto sn = deep_score(net, s, yb, one_hot);
       nerr += sn.error * double(m);
-      nmse += sn.mse * double(m);
+      if (sn.n_non_finite < m) nmse += sn.mse * double(m - sn.n_non_finite);
+      nbad += sn.n_non_finite;
     }
   }
-  e.free = {err / double(n), mse / double(n)};
-  e.nudged = {nerr / double(n), nmse / double(n)};
+  e.free = {err / double(n), bad < n ? mse / double(n - bad) : NAN, bad};
+  e.nudged = {nerr / double(n), nbad < n ? nmse / double(n - nbad) : NAN, nbad};
   e.mean_residual = res / double(n);
   return e;
 }
@@ -286,6 +306,11 @@ deep_run_result deep_train(graph_network& net, const deep_run_settings& st, cons
   check_batch(net, x_train, y_train);
   if (x_test.cols() > 0) check_batch(net, x_test, y_test);
   if (st.epochs < 0) throw config_error("DEEP: epochs must be >= 0");
+  if (x_train.cols() == 0) throw data_error("DEEP: no training samples; nothing to train or evaluate on");
+  check_finite_columns(x_train, "training inputs");
+  check_finite_columns(y_train, "training targets");
+  check_finite_columns(x_test, "test inputs");
+  check_finite_columns(y_test, "test targets");
   const Eigen::Index n = x_train.cols();
   const Eigen::Index bs = st.batch_size <= 0 ? n : std::min<Eigen::Index>(st.batch_size, n);
   rng_t rng(st.seed * 0x9E3779B97F4A7C15ULL + 17);
@@ -324,6 +349,15 @@ deep_run_result deep_train(graph_network& net, const deep_run_settings& st, cons
     if (epoch % std::max<long>(1, st.eval_every) != 0 && epoch != st.epochs) continue;
     const auto tr = evaluate_set(net, st, x_train, y_train, one_hot, true, st.seed + 1000003ULL * uint64_t(epoch));
     const auto te = evaluate_set(net, st, x_test, y_test, one_hot, false, st.seed + 7919ULL * uint64_t(epoch));
+    const long n_bad = tr.free.n_non_finite + tr.nudged.n_non_finite + te.free.n_non_finite;
+    if (n_bad > 0) {  // no score of this evaluation is reported
+      res.diverged = true;
+      res.message = "DEEP diverged at epoch " + std::to_string(epoch) + ": the evaluation gave non-finite states for " +
+                    std::to_string(tr.free.n_non_finite) + " of " + std::to_string(x_train.cols()) +
+                    " training samples (free phase), " + std::to_string(tr.nudged.n_non_finite) + " (nudged) and " +
+                    std::to_string(te.free.n_non_finite) + " of " + std::to_string(x_test.cols()) + " test samples";
+      return res;
+    }
     res.train_error = tr.free.error;
     res.train_mse = tr.free.mse;
     res.nudged_error = tr.nudged.error;

@@ -571,7 +571,8 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
   for (long b = 0; b < B; ++b) {
     long k;
     free_.probs().col(b).real().maxCoeff(&k);
-    out.predictions[b] = static_cast<int32_t>(k);
+    // a non-finite output predicts no class
+    out.predictions[b] = free_.probs().col(b).allFinite() ? static_cast<int32_t>(k) : -1;
   }
   if (kept > 0) {
     // The readout term must not see failed samples' NaNs: w = 0 does not cancel NaN.

@@ -12,6 +12,7 @@
 #include "eqprop/dynamics/relax.hpp"  // one_hot
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/experiment.hpp"  // optimizer and schedule options
 #include "eqprop/train/metrics_log.hpp"
 
@@ -134,15 +135,18 @@ dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long
   d.limit_test = limit_test >= 0 ? limit_test : cfg.get<long>("data.limit_test");
   const auto dir = cfg.get<std::string>("data.dir");
   auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? flag_dir : dir), d);
+  check_splits(split, "data.limit_train", "data.limit_test");
   normalize_from_config(cfg, split);
   return split;
 }
 
 namespace {
 
+// A sample whose states, probabilities or loss are NaN/Inf is never correct: it counts as
+// wrong and in n_non_finite; loss is the mean over the finite samples (NaN if none).
 struct eval_out {
   double accuracy = 0, loss = 0;
-  long n_not_converged = 0, n_non_finite = 0;
+  long n = 0, n_not_converged = 0, n_non_finite = 0;
 };
 
 template <class R>
@@ -160,17 +164,25 @@ eval_out evaluate(const vector_field_network<R>& net, const dataset& data, const
     st.set_input(net, x, y);
     const auto rep = st.relax(R(0), o.free_steps, o.tol);
     out.n_not_converged += rep.n_not_converged;
-    out.n_non_finite += rep.n_non_finite;
     st.loss_per_sample(lps);
+    long bad = 0;
     for (long k = 0; k < b; ++k) {
+      if (!std::isfinite(double(lps(k))) || !st.probs().col(k).allFinite()) {
+        ++bad;
+        continue;
+      }
       Eigen::Index arg;
       st.probs().col(k).maxCoeff(&arg);
       if (arg == lab[k]) ++correct;
-      if (std::isfinite(double(lps(k)))) loss += double(lps(k));
+      loss += double(lps(k));
     }
+    // Non-finite states always make the probabilities non-finite; the relaxation's own count
+    // is the floor in case they do not.
+    out.n_non_finite += std::max<long>(bad, rep.n_non_finite);
   }
-  out.accuracy = data.size() ? double(correct) / double(data.size()) : 0;
-  out.loss = data.size() ? loss / double(data.size()) : 0;
+  out.n = data.size();
+  out.accuracy = out.n ? double(correct) / double(out.n) : 0;
+  out.loss = out.n > out.n_non_finite ? loss / double(out.n - out.n_non_finite) : NAN;
   return out;
 }
 
@@ -195,7 +207,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
 
   std::unique_ptr<metrics_log> log;
   if (!opt.run_dir.empty()) {
-    std::filesystem::create_directories(opt.run_dir);
+    create_run_directory(opt.run_dir);
     write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
     log = std::make_unique<metrics_log>(opt.run_dir, false);
   }
@@ -241,12 +253,32 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     if (log) log->append(row);
     if (opt.on_epoch) opt.on_epoch(row);
   };
+  // The checkpoint on disk is only ever of an epoch whose evaluation was finite.
+  long last_good_epoch = -1;
+  auto last_good = [&] {
+    if (opt.run_dir.empty()) return std::string("no run directory, nothing saved");
+    return last_good_epoch >= 0 ? fmt::format("the last good checkpoint ({}, epoch {}) is kept",
+                                              (opt.run_dir / "checkpoint.eqck").string(), last_good_epoch)
+                                : std::string("no checkpoint had been written yet");
+  };
+  auto non_finite_eval = [&](long ep, const eval_out& te) {
+    res.diverged = true;
+    res.message = fmt::format("diverged {}: {} of {} test samples gave non-finite outputs; stopped, {}",
+                              ep == 0 ? std::string("at initialisation") : fmt::format("in epoch {}", ep), te.n_non_finite,
+                              te.n, last_good());
+  };
   {
     nlohmann::ordered_json row;
     row["epoch"] = 0;
     const auto te = evaluate(net, split.test, go, eval_batch);
     row["test_accuracy"] = te.accuracy;
     row["test_loss"] = te.loss;
+    row["test_non_finite"] = te.n_non_finite;
+    if (te.n_non_finite > 0) {
+      emit(row);
+      non_finite_eval(0, te);
+      return res;
+    }
     diag_row(row);
     emit(row);
     if (!opt.quiet)
@@ -267,6 +299,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     std::vector<double> p(net.params().begin(), net.params().end());
     ck.arrays["params"] = checkpoint_array::from_vector(p);
     save_checkpoint(opt.run_dir / "checkpoint.eqck", ck);
+    last_good_epoch = epoch;
   };
   batch_iterator it(split.train, batch, seed, true, false);
   std::vector<R> grad(net.n_params());
@@ -289,21 +322,27 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
       const auto r = est.estimate(net, x, y, grad);
       dropped += r.n_dropped;
       not_conv += r.free.n_not_converged;
-      if (double(r.n_dropped) > max_failed * double(x.cols())) {
+      const long kept_b = x.cols() - r.n_dropped;
+      bool finite = kept_b == 0 || std::isfinite(r.loss);
+      for (R v : grad) finite = finite && std::isfinite(v);
+      if (!finite || double(r.n_dropped) > max_failed * double(x.cols())) {
         res.diverged = true;
-        res.message = fmt::format("epoch {} batch {}: {} of {} samples dropped (non-finite or residual > {}); stopping",
-                                  ep, bi, r.n_dropped, x.cols(), go.fail_residual);
+        res.message = fmt::format("diverged in epoch {} batch {}: {} of {} samples dropped (non-finite or residual > {}), "
+                                  "loss {}{}; stopped, {}",
+                                  ep, bi + 1, r.n_dropped, x.cols(), go.fail_residual, r.loss,
+                                  finite ? "" : ", non-finite loss or gradient", last_good());
         break;
       }
       lr_factor = sched.factor(ep - 1, bi, nb, epochs);
       optim.step(net.params(), grad, lr_factor);
       for (long k = 0; k < x.cols(); ++k) correct += r.predictions[k] == yb[k];
       seen += x.cols();
-      if (std::isfinite(r.loss)) loss_sum += r.loss * double(x.cols() - r.n_dropped);
+      if (kept_b > 0) loss_sum += r.loss * double(kept_b);  // the mean over the kept samples
       homeo_sum += r.homeo_loss;
       if (!opt.quiet && log_every > 0 && (bi + 1) % log_every == 0)
         os << fmt::format("  epoch {} batch {}/{}: train acc {:.2f}%, loss {:.4f}, dropped {}, free not converged {}\n", ep,
-                          bi + 1, nb, 100.0 * double(correct) / double(seen), loss_sum / double(seen), dropped, not_conv)
+                          bi + 1, nb, 100.0 * double(correct) / double(seen),
+                          loss_sum / double(std::max<long>(1, seen - dropped)), dropped, not_conv)
            << std::flush;
     }
     res.n_dropped += dropped;
@@ -313,7 +352,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     const auto te = evaluate(net, split.test, go, eval_batch);
     nlohmann::ordered_json row;
     row["epoch"] = ep;
-    row["train_loss"] = seen ? loss_sum / double(seen) : NAN;
+    row["train_loss"] = seen > dropped ? loss_sum / double(seen - dropped) : NAN;
     row["train_accuracy"] = seen ? double(correct) / double(seen) : 0;
     row["test_accuracy"] = te.accuracy;
     row["test_loss"] = te.loss;
@@ -322,6 +361,11 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     row["n_dropped"] = dropped;
     row["free_not_converged"] = not_conv;
     row["homeo_mc"] = go.homeo_lambda > 0 && nb ? nlohmann::ordered_json(homeo_sum / double(nb)) : nlohmann::ordered_json(nullptr);
+    if (te.n_non_finite > 0) {  // not a good epoch: logged, never checkpointed
+      emit(row);
+      non_finite_eval(ep, te);
+      break;
+    }
     diag_row(row);
     row["lr"] = cfg.get<double>("optimizer.lr") * lr_factor;
     row["train_seconds"] = train_s;

@@ -12,6 +12,7 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/gle_reference.hpp"
+#include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/optimizer.hpp"
 
 namespace eqprop {
@@ -484,6 +485,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   dopt.limit_test = cfg.get<long>("data.limit_test");
   gle_network<float>(gle_spec_from_config(cfg, 1, 2));  // check the network description before loading data
   const auto split = load_dataset(cfg.get<std::string>("data.name"), data_dir, dopt);
+  check_splits(split, "data.limit_train", "data.limit_test");
   const int n_classes = split.train.n_classes;
   const long T = split.train.dim();  // steps per sample: one scalar input per step
   gle_network<float> net(gle_spec_from_config(cfg, 1, n_classes));
@@ -523,8 +525,11 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   matrix<float> xb;
   std::vector<int32_t> yb;
   matf xt, target, sum_out;
-  // Runs one batch of sequences; returns (sum of per-step losses / T, number correct).
+  // Runs one batch of sequences; returns (sum of per-step losses / T, number correct). A
+  // sample whose summed output is NaN/Inf is never correct; run_batch counts it in
+  // batch_non_finite.
   double readout_loss = 0;  // batch sum of the readout cross-entropy, set by run_batch
+  long batch_non_finite = 0;
   auto run_batch = [&](const matrix<float>& xbatch, const std::vector<int32_t>& y, bool learn) {
     const long b = long(y.size());
     xt = xbatch.transpose();  // b x T: column t is the batch's input at step t
@@ -549,7 +554,12 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
       loss += gle_loss_value<float>(net.spec().loss, net.output(), target);
     }
     long correct = 0;
+    batch_non_finite = 0;
     for (long j = 0; j < b; ++j) {
+      if (!sum_out.col(j).allFinite()) {
+        ++batch_non_finite;
+        continue;
+      }
       Eigen::Index m;
       sum_out.col(j).maxCoeff(&m);
       correct += (m == y[j]);
@@ -621,8 +631,8 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
       tr_correct += c;
       tr_n += long(yb.size());
       steps += T;
-      if (net.nonfinite_steps() > 0)
-        throw convergence_error(fmt::format("GLE training diverged: non-finite outputs in epoch {}, batch {} "
+      if (net.nonfinite_steps() > 0 || batch_non_finite > 0 || !std::isfinite(l) || !std::isfinite(readout_loss))
+        throw convergence_error(fmt::format("GLE training diverged: non-finite outputs or loss in epoch {}, batch {} "
                                             "(lower optimizer.lr or check the time constants)",
                                             epoch, i + 1),
                                 std::numeric_limits<double>::infinity(), epoch);
@@ -630,7 +640,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     }
     const double train_seconds = seconds_since(t0);
     double te_loss = 0;
-    long te_correct = 0;
+    long te_correct = 0, te_non_finite = 0;
     const long n_test = split.test.size();
     for (long s = 0; s < n_test; s += TB) {
       const long b = std::min(TB, n_test - s);
@@ -640,23 +650,26 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
       te_loss += l * double(b);
       te_readout += readout_loss;
       te_correct += c;
+      te_non_finite += batch_non_finite;
     }
     gle_epoch_report r;
     r.epoch = epoch;
     r.train_loss = tr_loss / double(tr_n);
     r.train_acc = double(tr_correct) / double(tr_n);
-    r.test_loss = n_test ? te_loss / double(n_test) : 0;
+    r.test_loss = te_loss / double(n_test);
     r.train_readout_loss = tr_readout / double(tr_n);
-    r.test_readout_loss = n_test ? te_readout / double(n_test) : 0;
-    r.test_acc = n_test ? double(te_correct) / double(n_test) : 0;
+    r.test_readout_loss = te_readout / double(n_test);
+    r.test_acc = double(te_correct) / double(n_test);
     r.lr = oo.lr * lr_factor;
     r.seconds = seconds_since(t0);
     r.ms_per_step = 1e3 * train_seconds / double(std::max<long>(1, steps));
     r.nonfinite_steps = net.nonfinite_steps();
-    if (net.nonfinite_steps() > 0)
-      throw convergence_error(fmt::format("GLE training diverged: {} steps produced non-finite outputs in epoch {} "
-                                      "(lower optimizer.lr or check the time constants)",
-                                      net.nonfinite_steps(), epoch),
+    // An epoch whose evaluation is not finite is reported by nobody and never checkpointed.
+    if (net.nonfinite_steps() > 0 || te_non_finite > 0 || !std::isfinite(r.test_loss) ||
+        !std::isfinite(r.test_readout_loss) || !std::isfinite(r.train_loss))
+      throw convergence_error(fmt::format("GLE training diverged: {} of {} test samples gave non-finite outputs in epoch "
+                                          "{} ({} non-finite steps; lower optimizer.lr or check the time constants)",
+                                          te_non_finite, n_test, epoch, net.nonfinite_steps()),
                               std::numeric_limits<double>::infinity(), epoch);
     reports.push_back(r);
     if (hooks.on_epoch) hooks.on_epoch(r);

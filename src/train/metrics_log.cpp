@@ -45,11 +45,16 @@ std::string csv_cell(const nlohmann::ordered_json& v) {
 
 }  // namespace
 
+void create_run_directory(const std::filesystem::path& dir) {
+  std::error_code ec;
+  std::filesystem::create_directories(dir, ec);
+  if (!ec && !std::filesystem::is_directory(dir)) ec = std::make_error_code(std::errc::not_a_directory);
+  if (ec) throw error(fmt::format("cannot create run directory `{}`: {}", dir.string(), ec.message()));
+}
+
 metrics_log::metrics_log(std::filesystem::path run_dir, bool resume)
     : jsonl_path_(run_dir / "metrics.jsonl"), csv_path_(run_dir / "metrics.csv") {
-  std::error_code ec;
-  std::filesystem::create_directories(run_dir, ec);
-  if (ec) throw error(fmt::format("cannot create run directory `{}`: {}", run_dir.string(), ec.message()));
+  create_run_directory(run_dir);
 
   if (resume && std::filesystem::exists(jsonl_path_)) {
     const std::string text = read_file(jsonl_path_);

@@ -15,6 +15,7 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/progress.hpp"
@@ -26,7 +27,9 @@ namespace {
 
 constexpr const char* checkpoint_name = "checkpoint.eqck";
 
-dataset_split load_data(const config& cfg, const std::string& data_dir_flag) {
+// Loads the config's data set; both splits (only the test split when !need_train) must be
+// non-empty and finite (check_split), before normalisation.
+dataset_split load_data(const config& cfg, const std::string& data_dir_flag, bool need_train = true) {
   dataset_options d;
   d.seed = cfg.get<uint64_t>("run.seed");
   d.yin_yang_train = cfg.get<long>("data.yin_yang_train");
@@ -35,11 +38,15 @@ dataset_split load_data(const config& cfg, const std::string& data_dir_flag) {
   d.limit_test = cfg.get<long>("data.limit_test");
   const auto dir = cfg.get<std::string>("data.dir");
   auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? data_dir_flag : dir), d);
+  if (need_train) check_split(split.train, "training", "data.limit_train, or data.yin_yang_train for yin_yang");
+  check_split(split.test, "test", "data.limit_test, or data.yin_yang_test for yin_yang");
   normalize_from_config(cfg, split);
   return split;
 }
 
-// Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split.
+// Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split. A sample
+// whose output scores or cost are NaN/Inf is counted in n_non_finite and as wrong (top-1 and
+// top-5); the loss is the mean over the finite samples only (NaN if there are none).
 template <class R>
 eval_result evaluate(const layered_network<R>& net, const dataset& d, const relax_options& ro, long batch) {
   eval_result r;
@@ -49,6 +56,7 @@ eval_result evaluate(const layered_network<R>& net, const dataset& d, const rela
   matrix<float> xf;
   std::vector<int32_t> labels;
   matrix<R> scores;
+  vector<R> cost;
   double loss = 0, res = 0;
   long top1 = 0, top5 = 0;
   for (long i = 0; i < it.n_batches(); ++i) {
@@ -59,9 +67,14 @@ eval_result evaluate(const layered_network<R>& net, const dataset& d, const rela
     const auto rep = st.relax(net, R(0), ro);
     r.n_not_converged += rep.n_not_converged;
     res += rep.mean_residual * double(x.cols());
-    loss += st.mean_cost(net) * double(x.cols());
+    st.cost_per_sample(net, cost);
     st.output_scores(net, scores);
     for (long b = 0; b < scores.cols(); ++b) {
+      if (!std::isfinite(double(cost(b))) || !scores.col(b).allFinite()) {
+        ++r.n_non_finite;
+        continue;
+      }
+      loss += double(cost(b));
       const R target = scores(labels[b], b);
       long above = 0;
       for (long c = 0; c < scores.rows(); ++c)
@@ -73,7 +86,7 @@ eval_result evaluate(const layered_network<R>& net, const dataset& d, const rela
   }
   r.accuracy = double(top1) / double(r.n);
   r.top5 = double(top5) / double(r.n);
-  r.loss = loss / double(r.n);
+  r.loss = r.n > r.n_non_finite ? loss / double(r.n - r.n_non_finite) : NAN;
   r.mean_residual = res / double(r.n);
   return r;
 }
@@ -133,7 +146,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     opt.t() = ck.array("opt_t").to_scalar<int64_t>();
     start_epoch = ck.meta.at("epoch").get<long>();
   } else {
-    fs::create_directories(dir);
+    create_run_directory(dir);
     write_file_atomic(dir / "config.toml", cfg.to_toml());
     write_file_atomic(dir / "build.json", build_info_json().dump(2) + "\n");
   }
@@ -155,6 +168,14 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   matrix<float> xf;
   std::vector<int32_t> labels;
   long batches_seen = 0;
+  // The checkpoint of this run on disk: written only after an epoch whose evaluation was
+  // finite, so it is always a "good" one (-1: none yet; a resumed run starts from one).
+  long last_good_epoch = topt.resume ? start_epoch : -1;
+  auto last_good = [&] {
+    return last_good_epoch >= 0 ? fmt::format("the last good checkpoint ({}, epoch {}) is kept",
+                                              (dir / checkpoint_name).string(), last_good_epoch)
+                                : std::string("no checkpoint had been written yet");
+  };
 
   auto save = [&](long epochs_done) {
     checkpoint ck;
@@ -167,6 +188,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
     ck.arrays["opt_t"] = checkpoint_array::from_scalar<int64_t>(opt.t());
     save_checkpoint(dir / checkpoint_name, ck);
+    last_good_epoch = epochs_done;
   };
 
   for (long epoch = start_epoch; epoch < epochs; ++epoch) {
@@ -198,10 +220,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
         result.message = fmt::format(
             "diverged in epoch {} batch {}: {} of {} samples failed to converge (free residual {:.3g}), loss {}; "
             "stopped, {}. Try a smaller learning rate or |beta|, or more relaxation steps.",
-            epoch + 1, i + 1, g.n_dropped, B, g.free.max_residual, g.loss,
-            fs::exists(dir / checkpoint_name)
-                ? fmt::format("the last good checkpoint ({}) is kept", (dir / checkpoint_name).string())
-                : std::string("no checkpoint had been written yet"));
+            epoch + 1, i + 1, g.n_dropped, B, g.free.max_residual, g.loss, last_good());
         return result;
       }
       lr_factor = sched.factor(epoch, i, nb, epochs);
@@ -231,6 +250,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     row["test_loss"] = ev.loss;
     row["test_acc"] = ev.accuracy;
     row["test_top5"] = ev.top5;
+    row["test_non_finite"] = ev.n_non_finite;
     row["lr"] = cfg.get<double>("optimizer.lr") * lr_factor;
     row["time_s"] = secs;
     row["samples_per_s"] = double(seen) / train_secs;
@@ -239,6 +259,15 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     row["dropped"] = failed;
     row["relax_steps_per_batch"] = double(steps) / double(nb);
     log.append(row);
+    if (ev.n_non_finite > 0) {
+      // Not a good epoch: no checkpoint of it, and no accuracy of it is reported.
+      result.diverged = true;
+      result.message = fmt::format(
+          "diverged in epoch {}: {} of {} test samples gave non-finite outputs at the end of the epoch; stopped, {}. "
+          "Try a smaller learning rate or |beta|, or more relaxation steps.",
+          epoch + 1, ev.n_non_finite, ev.n, last_good());
+      return result;
+    }
     prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% top5 {:.2f}% | "
                                "{:.1f}s, {:.0f} samples/s{}",
                                row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(), ev.loss,
@@ -254,6 +283,12 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   }
   if (start_epoch >= epochs) {
     const auto ev = evaluate(net, split.test, eval_ro, cfg.get<long>("run.eval_batch"));
+    if (ev.n_non_finite > 0) {
+      result.diverged = true;
+      result.message = fmt::format("the checkpoint of epoch {} gives non-finite outputs for {} of {} test samples",
+                                   start_epoch, ev.n_non_finite, ev.n);
+      return result;
+    }
     result.epochs_done = epochs;
     result.test_accuracy = ev.accuracy;
     result.test_top5 = ev.top5;
@@ -274,7 +309,7 @@ train_result train(const config& cfg, const train_options& opt) {
 namespace {
 template <class R>
 eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir) {
-  const auto split = load_data(cfg, data_dir);
+  const auto split = load_data(cfg, data_dir, false);
   layered_network<R> net(make_network_spec(cfg, split.test.dim(), split.test.n_classes, split.test.shape));
   const auto p = ck.array("params").to_vector<R>();
   if (static_cast<long>(p.size()) != net.n_params())

@@ -17,6 +17,7 @@
 #include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/stability.hpp"
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/metrics_log.hpp"
 
 namespace eqprop::cli {
@@ -70,6 +71,7 @@ task_data load_task(const deep_args& a) {
     o.limit_test = a.test_size;
     o.seed = a.seed;
     const auto split = load_dataset(a.task, resolve_data_dir(a.data_dir), o);
+    check_splits(split, "--train-size", "--test-size");
     d.x_train = split.train.x.cast<double>();
     d.y_train = one_hot_targets(split.train.y, split.train.n_classes);
     d.x_test = split.test.x.cast<double>();
@@ -143,7 +145,7 @@ void print_stability(const deep_stability_summary& s, bool quiet) {
 
 void run_train(const deep_args& a) {
   const auto d = load_task(a);
-  int successes = 0;
+  int successes = 0, n_diverged = 0;
   std::vector<double> errors;
   std::vector<uint64_t> solved;
   for (long k = 0; k < std::max<long>(1, a.seeds); ++k) {
@@ -157,7 +159,7 @@ void run_train(const deep_args& a) {
     if (!a.run_dir.empty()) dir = a.seeds > 1 ? fs::path(a.run_dir) / fmt::format("seed-{}", st.seed) : fs::path(a.run_dir);
     std::unique_ptr<metrics_log> log;
     if (!dir.empty()) {
-      fs::create_directories(dir);
+      create_run_directory(dir);
       log = std::make_unique<metrics_log>(dir, false);
       write_file_atomic(dir / "settings.json", to_json(st).dump(2) + "\n");
     }
@@ -172,20 +174,28 @@ void run_train(const deep_args& a) {
                                              row.contains("test_error") ? fmt::format("  test accuracy {:.2f}%", 100 * row["test_accuracy"].get<double>()) : std::string(),
                                              row["sparsity"].get<double>());
                               });
+    if (r.diverged) {
+      // No score and no checkpoint of a diverged network; the seed counts as a failure
+      // (error 100 %) in a multi-seed summary, and the command exits with status 4.
+      ++n_diverged;
+      errors.push_back(1.0);
+      fmt::print("seed {}: diverged after {} epochs: {}; no checkpoint written\n", st.seed, r.epochs_done, r.message);
+      set_exit_code(4);
+      continue;
+    }
     const double err = d.x_test.cols() > 0 ? r.test_error : r.train_error;
     errors.push_back(err);
-    if (!r.diverged && r.train_error == 0.0) {
+    if (r.train_error == 0.0) {
       ++successes;
       solved.push_back(st.seed);
     }
-    fmt::print("seed {}: {}free-phase train error {:.2f}%, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
-               st.seed, r.diverged ? "DIVERGED (" + r.message + "), " : std::string(), 100 * r.train_error,
-               100 * r.nudged_error, r.train_mse,
+    fmt::print("seed {}: free-phase train error {:.2f}%, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
+               st.seed, 100 * r.train_error, 100 * r.nudged_error, r.train_mse,
                d.x_test.cols() > 0 ? fmt::format(", test accuracy {:.2f}%", 100 * (1 - r.test_error)) : std::string(),
                r.sparsity, net.n_nonzero(), net.n_allowed());
     const Eigen::MatrixXd probe = d.x_train.leftCols(std::min<Eigen::Index>(d.x_train.cols(), 64));
     if (!dir.empty()) save_checkpoint(dir / "checkpoint.eqck", make_checkpoint(net, st, ak, probe));
-    if (a.stability && !r.diverged) {
+    if (a.stability) {
       const auto s = deep_stability(net, st.dyn, probe, st.seed);
       print_stability(s, a.quiet || a.seeds > 1);
       if (!dir.empty()) {
@@ -197,8 +207,9 @@ void run_train(const deep_args& a) {
   if (a.seeds > 1) {
     double mean = 0;
     for (double e : errors) mean += e;
-    fmt::print("{} of {} seeds reach 0% free-phase training error; mean final {} error {:.2f}%\n", successes, a.seeds,
-               d.x_test.cols() > 0 ? "test" : "train", 100 * mean / double(errors.size()));
+    fmt::print("{} of {} seeds reach 0% free-phase training error; mean final {} error {:.2f}%{}\n", successes, a.seeds,
+               d.x_test.cols() > 0 ? "test" : "train", 100 * mean / double(errors.size()),
+               n_diverged ? fmt::format(" ({} diverged seeds counted as 100% error)", n_diverged) : std::string());
     if (!solved.empty()) fmt::print("seeds at 0%: {}\n", fmt::join(solved, " "));
   }
 }

@@ -1,5 +1,5 @@
 // eqprop gep gradcheck / diagnose / train: generalized EP on vector-field networks with
-// untied feedback weights, and Jacobian homeostasis (docs/generalized-ep.md, issue 6).
+// untied feedback weights, and Jacobian homeostasis (docs/generalized-ep.md).
 #include <cmath>
 #include <filesystem>
 #include <string>
@@ -216,7 +216,7 @@ void register_gep(CLI::App& app) {
     opt.quiet = t.quiet;
     const auto r = gep_train(cfg, opt);
     if (r.diverged) {
-      fmt::print(stderr, "eqprop: {}\n", r.message);
+      report_error(r.message);
       set_exit_code(4);
       return;
     }

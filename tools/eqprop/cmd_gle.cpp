@@ -1,5 +1,5 @@
-// eqprop gle operator | lagline | lagnet | train: Generalized Latent Equilibrium (issue 8,
-// docs/gle.md). GLE/LE are implemented from the papers' equations; the authors' code
+// eqprop gle operator | lagline | lagnet | train: Generalized Latent Equilibrium
+// (docs/gle.md). GLE/LE are implemented from the papers' equations; the authors' code
 // carries a patent notice (docs/gle.md).
 #include <atomic>
 #include <csignal>
@@ -210,7 +210,7 @@ void register_gle(CLI::App& app) {
       return;
     }
     const fs::path run = cfg.get<std::string>("run.dir");
-    fs::create_directories(run);
+    create_run_directory(run);
     write_text(run / "config.toml", cfg.to_toml());
     metrics_log log(run, !ta.resume.empty());
     if (!ta.resume.empty()) log.truncate_after_epoch(resume_ck.meta.at("epoch").get<long>());
@@ -259,15 +259,34 @@ void register_gle(CLI::App& app) {
     auto old = std::signal(SIGINT, on_sigint);
     hooks.should_stop = [] { return g_interrupted.load(); };
     // The whole state after every epoch, written atomically (a full disk keeps the previous one).
-    hooks.on_checkpoint = [&](const checkpoint& ck) { save_checkpoint(run / "checkpoint.eqck", ck); };
+    // Written only after an epoch whose evaluation was finite (train_gle_sequences throws
+    // before on_checkpoint otherwise), so the checkpoint on disk is always a good one.
+    long last_good_epoch = ta.resume.empty() ? -1 : resume_ck.meta.at("epoch").get<long>();
+    hooks.on_checkpoint = [&](const checkpoint& ck) {
+      save_checkpoint(run / "checkpoint.eqck", ck);
+      last_good_epoch = ck.meta.at("epoch").get<long>();
+    };
     if (!ta.resume.empty()) hooks.resume = &resume_ck;
     long current_start = ta.resume.empty() ? 1 : resume_ck.meta.at("epoch").get<long>() + 1;
     current_epoch = current_start;
     std::vector<float> params;
-    const auto reports = train_gle_sequences(cfg, resolve_data_dir(ta.data_dir), hooks, &params);
+    std::vector<gle_epoch_report> reports;
+    try {
+      reports = train_gle_sequences(cfg, resolve_data_dir(ta.data_dir), hooks, &params);
+    } catch (const convergence_error& e) {
+      std::signal(SIGINT, old);
+      if (begun) prog.end_epoch("diverged");  // closes the progress display
+      report_error(fmt::format("{}; stopped, {}", e.what(),
+                               last_good_epoch >= 0 ? fmt::format("the last good checkpoint ({}, epoch {}) is kept",
+                                                                  (run / "checkpoint.eqck").string(), last_good_epoch)
+                                                    : std::string("no checkpoint had been written yet")));
+      set_exit_code(4);
+      return;
+    }
     std::signal(SIGINT, old);
     if (g_interrupted) {
-      fmt::print(stderr, "eqprop: interrupted; metrics and the last epoch's checkpoint kept in {0} (continue with --resume {0})\n", run.string());
+      report_error(fmt::format("interrupted; metrics and the last epoch's checkpoint kept in {0} (continue with --resume {0})",
+                               run.string()));
       set_exit_code(130);
       return;
     }

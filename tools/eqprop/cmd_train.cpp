@@ -1,4 +1,5 @@
 // eqprop train / eval: run an experiment config (or the built-in Yin-Yang default).
+#include <cmath>
 #include <filesystem>
 #include <iostream>
 #include <string>
@@ -66,7 +67,7 @@ void register_train(CLI::App& app) {
     }
     const auto r = train(cfg, opt);
     if (r.diverged) {
-      fmt::print(stderr, "eqprop: {}\n", r.message);
+      report_error(r.message);
       set_exit_code(4);
       return;
     }
@@ -80,8 +81,16 @@ void register_train(CLI::App& app) {
   ev->add_option("--data-dir", eval_data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   ev->callback([] {
     const auto r = evaluate_checkpoint(eval_target, eval_data_dir);
-    fmt::print("test accuracy {:.2f}% (top-5 {:.2f}%), loss {:.4f}, {} samples, mean free residual {:.2e}, {} not converged\n",
-               100 * r.accuracy, 100 * r.top5, r.loss, r.n, r.mean_residual, r.n_not_converged);
+    // Samples with non-finite outputs count as wrong; the loss is over the finite ones.
+    fmt::print("test accuracy {:.2f}% (top-5 {:.2f}%), loss {}, {} samples, {} non-finite (counted wrong), mean free "
+               "residual {:.2e}, {} not converged\n",
+               100 * r.accuracy, 100 * r.top5, std::isfinite(r.loss) ? fmt::format("{:.4f}", r.loss) : std::string("n/a"),
+               r.n, r.n_non_finite, r.mean_residual, r.n_not_converged);
+    if (r.n_non_finite > 0) {
+      report_error(fmt::format("{} of {} test samples gave non-finite outputs: the checkpoint is not usable", r.n_non_finite,
+                               r.n));
+      set_exit_code(4);
+    }
   });
 }
 

@@ -1,5 +1,7 @@
 // Subcommand registration for the eqprop CLI (one cmd_<name>.cpp per subcommand).
 #pragma once
+#include <string>
+
 #include <CLI/CLI.hpp>
 
 namespace eqprop::cli {
@@ -9,11 +11,14 @@ void register_train(CLI::App& app);  ///< train and eval
 void register_data(CLI::App& app);   ///< data list, fetch, verify
 void register_plot(CLI::App& app);
 void register_sweep(CLI::App& app);  ///< sweep beta / periods / stability
-void register_deep(CLI::App& app);   ///< deep train / deep stability (issue 7)
-void register_gle(CLI::App& app);    ///< gle operator / lagline / lagnet / train (issue 8)
-void register_bench(CLI::App& app);  ///< bench (issue 9)
-void register_gep(CLI::App& app);    ///< gep gradcheck / diagnose / train (issue 6)
+void register_deep(CLI::App& app);   ///< deep train / deep stability
+void register_gle(CLI::App& app);    ///< gle operator / lagline / lagnet / train
+void register_bench(CLI::App& app);  ///< bench
+void register_gep(CLI::App& app);    ///< gep gradcheck / diagnose / train
 /// Exit status set by the command that ran (0 unless it reported a failed check).
 int exit_code();
 void set_exit_code(int code);
+/// Prints "eqprop: <message>" and a newline on stderr. Never throws and never aborts: a
+/// closed or full stderr loses the line, and the caller's exit status still reports it.
+void report_error(const std::string& message);
 }  // namespace eqprop::cli

@@ -122,7 +122,8 @@ class relax_state {
   void cost_per_sample(const network& net, vector<S>& out);
   /// Mean cost over the batch (real part).
   double mean_cost(const network& net);
-  /// Argmax of the output (readout logits or output layer, real parts) per sample.
+  /// Argmax of the output (readout logits or output layer, real parts) per sample; -1 for a
+  /// sample with a NaN/Inf output (it predicts no class).
   std::vector<int32_t> predictions(const network& net);
   /// Real parts of the output scores (readout logits or output layer), n_out x B.
   void output_scores(const network& net, matrix<real>& out);

@@ -96,9 +96,12 @@ void deep_l1_shrink(graph_network& net, double lambda, deep_l1 mode);
 
 /// Free-phase error and MSE of a batch's output states (y holds targets).
 /// one_hot: argmax against argmax of y; scalar: each output thresholded at 0.5.
+/// A sample with a NaN/Inf output is never correct: it counts as misclassified and in
+/// n_non_finite, and is left out of mse (NaN when no sample is finite).
 struct deep_scores {
   double error = 0;  ///< fraction of misclassified samples
-  double mse = 0;    ///< mean over samples and outputs of (s − y)²
+  double mse = 0;    ///< mean over the finite samples and the outputs of (s − y)²
+  long n_non_finite = 0;
 };
 deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const Eigen::MatrixXd& y, bool one_hot);
 
@@ -132,7 +135,8 @@ struct deep_run_result {
   double nudged_error = 1;                                   ///< nudged phase of the last evaluation (train)
   double sparsity = 0;
   long epochs_done = 0;
-  bool diverged = false;                                     ///< NaN / inf guard tripped
+  bool diverged = false;  ///< non-finite states or weights in training, or a non-finite evaluation; the
+                          ///< scores above are then those of the last finite evaluation (initial values if none)
   std::string message;
 };
 

@@ -26,7 +26,7 @@ enum class nonconvergence_policy {
 
 struct grad_result {
   double loss = 0;                    ///< mean cost at the free state (kept samples)
-  std::vector<int32_t> predictions;   ///< argmax of the output at the free state
+  std::vector<int32_t> predictions;   ///< argmax of the output at the free state (-1: NaN/Inf output)
   relax_report free;                  ///< the free phase (empty for estimators without one)
   std::vector<relax_report> points;   ///< one per nudged relaxation actually run
   long n_dropped = 0;                 ///< samples excluded from the gradient

@@ -17,6 +17,11 @@
 
 namespace eqprop {
 
+/// Creates a run directory and its parents (an existing one is fine). A failure (no
+/// permission, a file in the way, a full or read-only disk) is an eqprop::error naming
+/// the directory and the reason.
+void create_run_directory(const std::filesystem::path& dir);
+
 class metrics_log {
  public:
   /// Opens the log in run_dir (created if needed). resume = false starts empty logs

@@ -33,6 +33,9 @@ struct train_result {
   std::filesystem::path run_dir;
   long epochs_done = 0;
   double test_accuracy = 0, test_top5 = 0, test_loss = 0, train_accuracy = 0;
+  /// Non-finite parameters, loss or gradient, too many failed samples, or an evaluation with
+  /// non-finite outputs: the run stopped; its checkpoint (if any) is of the last epoch whose
+  /// evaluation was finite, and message says which.
   bool diverged = false;
   bool interrupted = false;  ///< should_stop returned true
   std::string message;  ///< why the run stopped early, if it did
@@ -40,12 +43,16 @@ struct train_result {
 
 train_result train(const config& cfg, const train_options& opt);
 
+/// Evaluation over a split. A sample whose output scores or cost are NaN/Inf is never
+/// correct: it counts as wrong in accuracy and top5 and is counted in n_non_finite; loss is
+/// the mean over the finite samples only (NaN when there are none).
 struct eval_result {
   double accuracy = 0, top5 = 0, loss = 0;
-  long n = 0, n_not_converged = 0;
+  long n = 0, n_not_converged = 0, n_non_finite = 0;
   double mean_residual = 0;
 };
-/// Evaluates the checkpoint of a run directory (or a checkpoint file) on its test split.
+/// Evaluates the checkpoint of a run directory (or a checkpoint file) on its test split
+/// (data_error if the test split is empty or holds a NaN/Inf input).
 eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
 }  // namespace eqprop
