@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
@@ -50,15 +51,15 @@ class optimizer {
   void step(std::span<R> params, std::span<const R> grad, double lr_factor);
   const optimizer_options& options() const { return opt_; }
   /// State for checkpoints: moment buffers and the step count.
-  std::vector<R>& m() { return m_; }
-  std::vector<R>& v() { return v_; }
+  aligned_vector<R>& m() { return m_; }
+  aligned_vector<R>& v() { return v_; }
   int64_t& t() { return t_; }
 
  private:
   optimizer_options opt_;
   std::vector<double> lr_, wd_;  // per parameter entry group -> value, expanded per block
   std::vector<param_block> layout_;
-  std::vector<R> m_, v_;
+  aligned_vector<R> m_, v_;
   int64_t t_ = 0;
 };
 
