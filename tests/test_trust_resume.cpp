@@ -161,6 +161,37 @@ TEST(TrustResume, VectorFieldAndGleStepsAreBitIdenticalWhereverTheBuffersLie) {
     });
 }
 
+// Adam's update of an entry depends on its values alone: parameters and gradient handed over
+// at any offset from a 64-byte boundary, and on 1 or 3 threads, give the same bits.
+TEST(TrustResume, AdamUpdateIsTheSameAtEveryOffsetAndThreadCount) {
+  const long rows = 301, cols = 219, n = rows * (cols + 1);  // one block of >= 2^16 entries
+  const std::vector<param_block> layout{{"b0", 0, 5, 1, 0}, {"W0", 0, rows, cols, 5}, {"b1", 0, rows, 1, 5 + rows * cols}};
+  const long total = 5 + n;
+  rng_t rng(11);
+  std::vector<float> p0(static_cast<size_t>(total)), g0(static_cast<size_t>(2 * total));
+  for (auto& x : p0) x = float(uniform01(rng) - 0.5);
+  for (auto& x : g0) x = float(uniform01(rng) - 0.5);
+  std::vector<float> first;
+  for (int threads : {1, 3})
+    for (long off = 0; off < 16; off += threads == 1 ? 1 : 5) {
+      optimizer_options oo;
+      oo.kind = optimizer_kind::adam;
+      oo.lr = 1e-2;
+      oo.weight_decay = 1e-3;
+      oo.threads = threads;
+      optimizer<float> opt(oo, layout, 1);
+      aligned_vector<float> P(static_cast<size_t>(total + 16)), G(static_cast<size_t>(total + 16));
+      std::copy(p0.begin(), p0.end(), P.begin() + off);
+      const std::span<float> p(P.data() + off, size_t(total));
+      for (int s = 0; s < 2; ++s) {
+        std::copy(g0.begin() + s * total, g0.begin() + (s + 1) * total, G.begin() + off);
+        opt.step(p, std::span<const float>(G.data() + off, size_t(total)), 1.0);
+      }
+      if (first.empty()) first.assign(p.begin(), p.end());
+      else EXPECT_TRUE(same_bits<float>(first, p)) << "offset " << off << " floats, " << threads << " threads";
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Kill -9 at random moments and resume, from another working directory with paths of other
 // lengths, compared bit for bit with an uninterrupted run.
