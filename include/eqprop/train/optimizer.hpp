@@ -29,7 +29,8 @@ struct optimizer_options {
   bool decoupled_wd = false;         ///< sgd: decoupled decay (th *= 1 - lr wd); adamw is always decoupled
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   /// Adam/AdamW: blocks of at least 2^16 entries are updated in this many contiguous chunks
-  /// on OpenMP threads (experiment configs: estimator.threads). Deterministic for a count.
+  /// on OpenMP threads (experiment configs: estimator.threads). An entry's update depends on
+  /// its values alone: the same bits for any count and any buffer address.
   int threads = 1;
 };
 
