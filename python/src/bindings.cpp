@@ -133,8 +133,8 @@ py::array rows_of(const matrix<S>& m) {
   if (m.size()) std::memcpy(out.mutable_data(), m.data(), sizeof(S) * m.size());
   return out;
 }
-template <class T>
-py::array vec_to_numpy(const std::vector<T>& v) {
+template <class T, class A>
+py::array vec_to_numpy(const std::vector<T, A>& v) {
   py::array_t<T> out(static_cast<py::ssize_t>(v.size()));
   if (!v.empty()) std::memcpy(out.mutable_data(), v.data(), sizeof(T) * v.size());
   return out;
@@ -322,7 +322,7 @@ std::unique_ptr<grad_estimator<R>> make_est(const estimate_args& a) {
 
 template <class R>
 py::tuple run_estimator(grad_estimator<R>& est, const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y) {
-  std::vector<R> g(net.n_params());
+  aligned_vector<R> g(net.n_params());
   grad_result res;
   {
     py::gil_scoped_release nogil;

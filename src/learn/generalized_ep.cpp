@@ -849,7 +849,7 @@ gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>
   ro.method = gep_method::rbp;
   ro.rbp_dense = rbp_dense;
   generalized_ep<R> e1(eo), e2(ro);
-  std::vector<R> g1(net.n_params()), g2(net.n_params());
+  aligned_vector<R> g1(net.n_params()), g2(net.n_params());
   const auto r1 = e1.estimate(net, x, y, g1);
   const auto r2 = e2.estimate(net, x, y, g2);
   d.n_dropped_ep = r1.n_dropped;

@@ -302,7 +302,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
     last_good_epoch = epoch;
   };
   batch_iterator it(split.train, batch, seed, true, false);
-  std::vector<R> grad(net.n_params());
+  aligned_vector<R> grad(net.n_params());
   matrix<float> xb;
   std::vector<int32_t> yb;
   for (long ep = 1; ep <= epochs; ++ep) {

@@ -517,7 +517,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
                                    plateau_on));
   const uint64_t seed = cfg.get<uint64_t>("train.seed");
   batch_iterator it(split.train, B, seed, true, false);
-  std::vector<float, Eigen::aligned_allocator<float>> grad(net.params().size());
+  aligned_vector<float> grad(net.params().size());
   net.reset_state(B);
   double lr_factor = 1, best = std::numeric_limits<double>::infinity();
   long bad = 0;
@@ -579,8 +579,8 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     if (p.size() != net.params().size())
       throw data_error(fmt::format("checkpoint has {} parameters, the configured network {}", p.size(), net.params().size()));
     std::copy(p.begin(), p.end(), net.params().begin());
-    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<float>();
-    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<float>();
+    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<float, aligned_allocator<float>>();
+    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<float, aligned_allocator<float>>();
     opt.t() = ck.meta.at("opt_t").get<int64_t>();
     net.reset_state(ck.meta.at("batch").get<long>());
     for (int l = 0; l < net.n_layers(); ++l) {

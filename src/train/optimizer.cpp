@@ -1,5 +1,6 @@
 #include "eqprop/train/optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <numbers>
 
@@ -50,6 +51,41 @@ optimizer<R>::optimizer(optimizer_options opt, const std::vector<param_block>& l
   if (opt_.kind != optimizer_kind::sgd) v_.assign(n, R(0));
 }
 
+namespace {
+
+// Adam on blocks of adam_block entries with fixed-size Eigen arrays: every entry goes through
+// the same vector instructions, whatever its index, the block's address or the chunking over
+// threads. (Dynamic-size maps peel a scalar head up to the first aligned address, and Eigen's
+// vector sqrt rounds differently from the scalar one, so the result of an entry depended on
+// where the buffer lay.) Same arithmetic as the scalar form: g' = g + wd th (adam); m, v;
+// th -= lr mhat / (sqrt(vhat) + eps); adamw: th -= lr wd th first.
+constexpr long adam_block = 16;
+
+template <class R>
+struct adam_constants {
+  R b1, b2, c1, c2, d1, d2, eps, lr, wd;
+  bool adamw;
+};
+
+template <class R>
+inline void adam_update_block(R* p, R* m, R* v, const R* g, const adam_constants<R>& c) {
+  using blk = Eigen::Array<R, adam_block, 1>;
+  Eigen::Map<blk> P(p), M(m), V(v);
+  const Eigen::Map<const blk> G(g);
+  if (c.adamw || c.wd == R(0)) {
+    M = c.b1 * M + c.c1 * G;
+    V = c.b2 * V + c.c2 * G * G;
+  } else {
+    const blk gw = G + c.wd * P;
+    M = c.b1 * M + c.c1 * gw;
+    V = c.b2 * V + c.c2 * gw * gw;
+  }
+  if (c.adamw) P -= c.lr * c.wd * P;
+  P -= c.lr * (M / c.d1) / ((V / c.d2).sqrt() + c.eps);
+}
+
+}  // namespace
+
 template <class R>
 void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor) {
   if (th.size() != g.size()) throw shape_error("optimizer::step: parameters and gradient differ in size");
@@ -82,26 +118,20 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
         break;
       case optimizer_kind::adam:
       case optimizer_kind::adamw: {
-        // Same arithmetic as the scalar form (g' = g + wd th; m, v; mhat = m/bc1, vhat = v/bc2;
-        // th -= lr mhat/(sqrt(vhat) + eps)), written on arrays so it vectorises: with
-        // constants hoisted out of *this the loop is no longer reloading them per element.
-        using arr = Eigen::Array<R, Eigen::Dynamic, 1>;
-        const R b1 = R(opt_.beta1), b2 = R(opt_.beta2), c1 = R(1 - opt_.beta1), c2 = R(1 - opt_.beta2);
-        const R d1 = R(bc1), d2 = R(bc2), eps = R(opt_.eps);
-        const bool adamw = opt_.kind == optimizer_kind::adamw;
+        const adam_constants<R> ac{R(opt_.beta1), R(opt_.beta2), R(1 - opt_.beta1), R(1 - opt_.beta2), R(bc1), R(bc2),
+                                  R(opt_.eps), lr, wd, opt_.kind == optimizer_kind::adamw};
+        R* m = m_.data() + b.offset;
+        R* v = v_.data() + b.offset;
         auto update = [&](long i0, long len) {
-          const long o = b.offset + i0;
-          Eigen::Map<arr> P(p + i0, len), M(m_.data() + o, len), V(v_.data() + o, len);
-          Eigen::Map<const arr> G(gr + i0, len);
-          if (adamw || wd == R(0)) {
-            M = b1 * M + c1 * G;
-            V = b2 * V + c2 * G * G;
-          } else {
-            M = b1 * M + c1 * (G + wd * P);
-            V = b2 * V + c2 * (G + wd * P) * (G + wd * P);
-          }
-          if (adamw) P -= lr * wd * P;
-          P -= lr * (M / d1) / ((V / d2).sqrt() + eps);
+          long i = i0;
+          for (; i + adam_block <= i0 + len; i += adam_block) adam_update_block(p + i, m + i, v + i, gr + i, ac);
+          if (i == i0 + len) return;
+          // The last entries through the same code, padded to a block (padding discarded).
+          const long r = i0 + len - i;
+          R tp[adam_block] = {}, tm[adam_block] = {}, tv[adam_block] = {}, tg[adam_block] = {};
+          std::copy_n(p + i, r, tp), std::copy_n(m + i, r, tm), std::copy_n(v + i, r, tv), std::copy_n(gr + i, r, tg);
+          adam_update_block(tp, tm, tv, tg, ac);
+          std::copy_n(tp, r, p + i), std::copy_n(tm, r, m + i), std::copy_n(tv, r, v + i);
         };
         // Chunks of a large block on threads; chunk boundaries are multiples of 64 entries.
         // Small blocks never enter an OpenMP region (even a serial one costs about a microsecond

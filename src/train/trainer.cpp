@@ -141,8 +141,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}", (dir / checkpoint_name).string(),
                                    p.size(), net.n_params()));
     std::copy(p.begin(), p.end(), net.params().begin());
-    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<R>();
-    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<R>();
+    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<R, aligned_allocator<R>>();
+    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<R, aligned_allocator<R>>();
     opt.t() = ck.array("opt_t").to_scalar<int64_t>();
     start_epoch = ck.meta.at("epoch").get<long>();
   } else {
@@ -164,7 +164,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   const relax_options eval_ro = relax_from_config(cfg, false);
   batch_iterator it(split.train, batch, seed, true, false);
   progress prog(out, !topt.quiet && topt.out == nullptr && progress::stdout_is_terminal());
-  std::vector<R> grad(net.n_params());
+  aligned_vector<R> grad(net.n_params());
   matrix<float> xf;
   std::vector<int32_t> labels;
   long batches_seen = 0;

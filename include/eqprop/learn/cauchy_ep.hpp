@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/learn/estimator.hpp"
 
 namespace eqprop {
@@ -91,7 +92,7 @@ class cauchy_ep : public grad_estimator<R> {
     std::vector<char> failed;
     vector<R> w;
     matrix<R> acc0;        // sum over points of Re(coef u_0), for dF/dW_0 in one product
-    std::vector<R> grad;   // this slice's gradient (threads > 1)
+    aligned_vector<R> grad;   // this slice's gradient (threads > 1)
     vector<R> cost;
   };
   void init_slice(slice& s) const;

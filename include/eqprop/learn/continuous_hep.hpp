@@ -57,7 +57,7 @@ class continuous_hep : public grad_estimator<R> {
   relax_state<complex> st_;
   relax_state<R> mean_;                 // time-averaged state of the last period (real part)
   std::vector<matrix<complex>> sum_h_;  // running sum of the states over the current period
-  std::vector<R> acc_, partial_;
+  aligned_vector<R> acc_, partial_;
   rng_t noise_rng_;
   period_callback on_period_;
 };

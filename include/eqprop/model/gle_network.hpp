@@ -22,6 +22,7 @@
 
 #include <Eigen/Dense>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/model/layered_network.hpp"  // param_block
 
 namespace eqprop {
@@ -153,7 +154,7 @@ class gle_network {
 
  private:
   gle_spec spec_;
-  std::vector<R, Eigen::aligned_allocator<R>> params_;  // 64-byte aligned: same bits in every process
+  aligned_vector<R> params_;
   std::vector<param_block> layout_;
   std::vector<long> w_off_, b_off_, tau_off_;  // tau_off_ < 0: tau fixed (tau_fixed_)
   std::vector<vec> tau_fixed_, tau_r_;

@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/activation.hpp"
 
@@ -186,7 +187,7 @@ class layered_network {
   network_spec spec_;
   std::vector<param_block> layout_;
   std::vector<connection_geometry> geometry_;
-  std::vector<P> params_;
+  aligned_vector<P> params_;
 };
 
 /// Views of a gradient (or any) buffer laid out like the parameters.

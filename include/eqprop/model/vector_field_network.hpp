@@ -34,6 +34,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/activation.hpp"
 #include "eqprop/model/layered_network.hpp"  // param_block
@@ -129,7 +130,7 @@ class vector_field_network {
   std::vector<param_block> layout_;
   std::vector<int> w_block_, b_block_;
   std::vector<connection_geometry> geometry_;
-  std::vector<R> params_;
+  aligned_vector<R> params_;
 };
 
 extern template class vector_field_network<float>;

@@ -63,13 +63,13 @@ struct checkpoint_array {
   }
 
   /// A 1-D array holding v.
-  template <class T>
-  static checkpoint_array from_vector(const std::vector<T>& v) {
+  template <class T, class A>
+  static checkpoint_array from_vector(const std::vector<T, A>& v) {
     return from_vector(v, {static_cast<int64_t>(v.size())});
   }
   /// An array of the given shape (C order) holding v; throws shape_error on a size mismatch.
-  template <class T>
-  static checkpoint_array from_vector(const std::vector<T>& v, std::vector<int64_t> shape) {
+  template <class T, class A>
+  static checkpoint_array from_vector(const std::vector<T, A>& v, std::vector<int64_t> shape) {
     checkpoint_array a;
     a.dtype = dtype_of<T>();
     a.shape = std::move(shape);
@@ -100,11 +100,12 @@ struct checkpoint_array {
       return from_vector(v, {static_cast<int64_t>(r), static_cast<int64_t>(c)});
   }
 
-  /// The elements in C order. Throws data_error unless dtype is exactly dtype_of<T>().
-  template <class T>
-  std::vector<T> to_vector() const {
+  /// The elements in C order (A: e.g. aligned_allocator<T>). Throws data_error unless dtype
+  /// is exactly dtype_of<T>().
+  template <class T, class A = std::allocator<T>>
+  std::vector<T, A> to_vector() const {
     check_dtype(dtype_of<T>());
-    std::vector<T> v(bytes.size() / sizeof(T));
+    std::vector<T, A> v(bytes.size() / sizeof(T));
     if (!v.empty()) std::memcpy(v.data(), bytes.data(), v.size() * sizeof(T));
     return v;
   }

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
@@ -28,7 +29,8 @@ struct optimizer_options {
   bool decoupled_wd = false;         ///< sgd: decoupled decay (th *= 1 - lr wd); adamw is always decoupled
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
   /// Adam/AdamW: blocks of at least 2^16 entries are updated in this many contiguous chunks
-  /// on OpenMP threads (experiment configs: estimator.threads). Deterministic for a count.
+  /// on OpenMP threads (experiment configs: estimator.threads). An entry's update depends on
+  /// its values alone: the same bits for any count and any buffer address.
   int threads = 1;
 };
 
@@ -50,15 +52,15 @@ class optimizer {
   void step(std::span<R> params, std::span<const R> grad, double lr_factor);
   const optimizer_options& options() const { return opt_; }
   /// State for checkpoints: moment buffers and the step count.
-  std::vector<R>& m() { return m_; }
-  std::vector<R>& v() { return v_; }
+  aligned_vector<R>& m() { return m_; }
+  aligned_vector<R>& v() { return v_; }
   int64_t& t() { return t_; }
 
  private:
   optimizer_options opt_;
   std::vector<double> lr_, wd_;  // per parameter entry group -> value, expanded per block
   std::vector<param_block> layout_;
-  std::vector<R> m_, v_;
+  aligned_vector<R> m_, v_;
   int64_t t_ = 0;
 };
 
