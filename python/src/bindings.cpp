@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <optional>
+#include <iostream>
 #include <sstream>
 #include <variant>
 
@@ -34,6 +35,7 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
+#include "eqprop/core/atomic_file.hpp"
 #include "eqprop/train/trainer.hpp"
 
 namespace py = pybind11;
@@ -114,8 +116,21 @@ matrix<R> to_targets(const py::handle& obj, long batch, int n_out) {
   if (k == 'i' || k == 'u') {
     if (a.ndim() != 1 || a.shape(0) != batch)
       throw shape_error(fmt::format("integer labels y must have shape ({},) to match x, got shape {}", batch, shape_str(a)));
-    auto l = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(a);
-    return one_hot<R>(std::span<const int32_t>(l.data(), batch), n_out);
+    // Checked at full width: a label outside [0, n_out) is an error, never wrapped to a class.
+    std::vector<int32_t> labels(static_cast<std::size_t>(batch));
+    auto check = [&](long i, auto v) {
+      if (v < 0 || static_cast<uint64_t>(v) >= static_cast<uint64_t>(n_out))
+        throw data_error(fmt::format("y[{}] = {} is not a class label: labels must be integers in [0, {})", i, v, n_out));
+      labels[static_cast<std::size_t>(i)] = static_cast<int32_t>(v);
+    };
+    if (k == 'u') {
+      auto l = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+      for (long i = 0; i < batch; ++i) check(i, l.data()[i]);
+    } else {
+      auto l = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+      for (long i = 0; i < batch; ++i) check(i, l.data()[i]);
+    }
+    return one_hot<R>(labels, n_out);
   }
   if (k != 'f')
     throw py::type_error(fmt::format("y must hold integer labels or float targets, got dtype {}", dtype_str(a)));
@@ -184,6 +199,26 @@ struct py_network {
   /// The parameters cast to float64 (the exact references always run in float64).
   layered_network<double> as_double() const { return std::visit([](auto& n) { return n.template cast<double>(); }, v); }
 };
+
+}  // namespace
+
+// A Network whose __init__ never ran (eqprop.Network.__new__(eqprop.Network)) holds no C++
+// object: pybind11 would hand out uninitialised storage for it, so every conversion of such
+// an object to a py_network (self of every method, arguments of every function) raises
+// TypeError instead.
+namespace pybind11::detail {
+template <>
+struct type_caster<py_network> : type_caster_base<py_network> {
+  bool load(handle src, bool convert) {
+    if (src && isinstance<py_network>(src) &&
+        !reinterpret_cast<instance*>(src.ptr())->get_value_and_holder().holder_constructed())
+      throw type_error("this eqprop.Network was never initialised (created by __new__ without __init__)");
+    return type_caster_base<py_network>::load(src, convert);
+  }
+};
+}  // namespace pybind11::detail
+
+namespace {
 
 py_network make_network(std::vector<int> sizes, int readout, const std::string& output, const std::string& activation,
                         double init_scale, uint64_t seed, const std::string& dtype, std::vector<int> conv,
@@ -426,14 +461,20 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
   if (!run_dir.is_none()) opt.run_dir = run_dir.cast<std::filesystem::path>();
   if (!data_dir.is_none()) opt.data_dir = data_dir.cast<std::filesystem::path>().string();
   opt.resume = resume;
+  std::vector<std::string> resume_changes;
   if (resume) {
+    // The run's saved config with config/overrides on top, as `eqprop train --resume`.
     if (opt.run_dir.empty()) throw config_error("resume=True needs run_dir");
-    cfg = config(experiment_schema());
-    cfg.load_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+    config run_cfg(experiment_schema());
+    run_cfg.load_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+    resume_changes = run_cfg.apply_resume_changes(cfg);
+    cfg = run_cfg;
+    if (!resume_changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
   }
   std::ostringstream sink;
   opt.quiet = !verbose;
   if (!verbose) opt.out = &sink;
+  for (const auto& c : resume_changes) (opt.out ? *opt.out : std::cout) << "resume: " << c << "\n";
   if (!on_epoch.is_none()) {
     opt.on_epoch = [on_epoch](const nlohmann::ordered_json& row) {
       py::gil_scoped_acquire gil;
@@ -788,7 +829,9 @@ PYBIND11_MODULE(_core, m) {
         "resume"_a = false,
         "Trains with the C++ loop (same results as `eqprop train`). config: a dict (nested or dotted keys) or a\n"
         "TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is called after\n"
-        "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).");
+        "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).\n"
+        "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
+        "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
   m.def("config_keys", [] { return schema_keys(experiment_schema()); }, "Every config key: (default as TOML, description).");
   m.def("load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
