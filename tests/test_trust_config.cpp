@@ -230,7 +230,10 @@ TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
   m = msg_of([&] { cfg.set_override("estimator.beta=nan"); });
   EXPECT_NE(m.find("a float > 0"), std::string::npos) << m;
   m = msg_of([&] { cfg.set_override("estimator.kind=holografic"); });
-  EXPECT_NE(m.find("did you mean `holomorphic`"), std::string::npos) << m;
+  EXPECT_NE(m.find("`estimator.kind` = \"holografic\" is not allowed: must be one of classic, symmetric, holomorphic"),
+            std::string::npos) << m;
+  m = msg_of([&] { cfg.set_override("optimizer.kind=adamm"); });
+  EXPECT_NE(m.find("(did you mean `adam`?)"), std::string::npos) << m;
   m = msg_of([&] { cfg.set_override("network.hidden=120,0"); });
   EXPECT_NE(m.find("element 1 (0) must be an integer in [1, 65536]"), std::string::npos) << m;
   m = msg_of([&] { cfg.set_override("network.hidden=4000000000"); });

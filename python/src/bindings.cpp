@@ -512,8 +512,19 @@ py::tuple dataset_arrays(dataset&& d) {
 // ---------------------------------------------------------------- GLE (issue 8)
 py::array doubles(const std::vector<double>& v) { return vec_to_numpy(v); }
 
+/// A numeric argument outside its range is a ConfigError naming it (the CLI's flags have the same ranges).
+void check_arg(const char* name, double v, const config_constraint& allowed, bool integer = false) {
+  if (std::string why = allowed.number_violation(v, integer); !why.empty())
+    throw config_error(fmt::format("{} = {} is out of range: {}", name, v, why));
+}
+
 void register_gle(py::module_& m) {
   m.def("gle_operator", [](double tau_m, double tau_r, double omega, double dt) {
+        using cc = config_constraint;
+        check_arg("tau_m", tau_m, cc::greater_than(0).at_most(1e6));
+        check_arg("tau_r", tau_r, cc::greater_than(0).at_most(1e6));
+        check_arg("omega", omega, cc::greater_than(0).at_most(1e6));
+        check_arg("dt", dt, cc::greater_than(0).at_most(1));
         const auto r = gle_operator_response(tau_m, tau_r, omega, dt);
         return py::dict("forward"_a = py::make_tuple(r.forward_gain, r.forward_phase),
                         "gle_error"_a = py::make_tuple(r.gle_gain, r.gle_phase),
@@ -524,6 +535,11 @@ void register_gle(py::module_& m) {
       "theory_H = (|H|, arg H) with H = (1 + i omega tau_r)/(1 + i omega tau_m).");
   m.def("gle_lagline", [](const std::string& rule, double window, double t_train, double lr, uint64_t seed,
                           long record_every) {
+        using cc = config_constraint;
+        check_arg("window", window, cc::greater_than(0).at_most(1e4));
+        check_arg("t_train", t_train, cc::greater_than(0).at_most(1e6));
+        check_arg("lr", lr, cc::greater_than(0));
+        check_arg("record_every", double(record_every), cc::closed(1, 1e9), true);
         lagline_options o;
         o.rule = parse_gle_rule(rule);
         o.window = window;
@@ -550,6 +566,7 @@ void register_gle(py::module_& m) {
       "Returns the trace (t, loss, w1, w2, tau_m1, tau_m2 as arrays) and the final errors against the teacher.");
   m.def("gle_lagnet", [](double window, bool train, uint64_t seed) {
         lagnet_options o;
+        check_arg("window", window, config_constraint::greater_than(o.t_tail).at_most(1e5));
         o.t_window = window;
         o.train = train;
         o.seed = seed;

@@ -545,7 +545,9 @@ void config::check_allowed(std::size_t index, const config_value& v, std::string
   if (why.empty()) return;
   std::string shown = format_config_value(v);
   if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
-  throw config_error(fmt::format("config key `{}` = {} is out of range: {} ({})", k.key, shown, why, source));
+  const bool text = v.index() == 3 || v.index() == 6;
+  throw config_error(fmt::format("config key `{}` = {} is {}: {} ({})", k.key, shown, text ? "not allowed" : "out of range",
+                                 why, source));
 }
 
 void config::assign(std::size_t index, config_value v, std::string source) {

@@ -193,6 +193,7 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
   const double max_failed = cfg.get<double>("run.max_failed_fraction");
   const long diag_n = std::min<long>(cfg.get<long>("diagnostics.samples"), split.train.size());
   const bool diag_dense = cfg.get<bool>("diagnostics.rbp_dense");
+  if (batch < 1 || eval_batch < 1) throw config_error("run.batch and run.eval_batch must be >= 1");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");
 
   std::unique_ptr<metrics_log> log;

@@ -97,3 +97,12 @@ def test_resume_applies_overrides_and_refuses_fixed_keys(tmp_path):
     # The run's own config given again is not a change.
     r = eqprop.train(config=TINY, overrides={"run.epochs": 3}, run_dir=run, verbose=False, resume=True)
     assert r["epochs_done"] == 3
+
+
+def test_gle_study_arguments_are_range_checked():
+    with pytest.raises(eqprop.ConfigError, match=r"dt = nan is out of range"):
+        eqprop.gle_operator(dt=float("nan"))
+    with pytest.raises(eqprop.ConfigError, match=r"t_train = nan is out of range"):
+        eqprop.gle_lagline(t_train=float("nan"))
+    with pytest.raises(eqprop.ConfigError, match=r"window = -1"):
+        eqprop.gle_lagnet(window=-1.0)

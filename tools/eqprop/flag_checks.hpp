@@ -21,6 +21,10 @@ namespace eqprop::cli {
 /// `integer` selects the wording ("an integer >= 1") and should match the option's type.
 inline CLI::Option* limit(CLI::Option* opt, const config_constraint& allowed, bool integer) {
   const std::string name = opt->get_name();
+  // Shown in --help after the type ("INT:in [1, 64]"): the rule without "an integer" / "a float".
+  std::string shown = allowed.describe(integer ? config_value(int64_t(0)) : config_value(0.0));
+  for (const char* article : {"an integer ", "a float ", "a "})
+    if (shown.rfind(article, 0) == 0) shown.erase(0, std::string(article).size());
   opt->check(CLI::Validator(
       [allowed, integer, name](std::string& text) -> std::string {
         const char* begin = text.c_str();
@@ -31,7 +35,7 @@ inline CLI::Option* limit(CLI::Option* opt, const config_constraint& allowed, bo
           throw config_error(fmt::format("{} = {} is out of range: {}", name, text, why));
         return {};
       },
-      allowed.describe(integer ? config_value(int64_t(0)) : config_value(0.0))));
+      shown));
   return opt;
 }
 
