@@ -149,16 +149,19 @@ TEST(TrustConfig, EveryDefaultSatisfiesItsConstraint) {
 }
 
 TEST(TrustConfig, EveryNumericKeyHasARangeAndEveryDocIsGenerated) {
-  // Every integer or float key declares at least one bound (or is explicitly unbounded
-  // floats that must still be finite); to_toml writes the allowed values under the doc.
+  // Every integer key declares at least one bound; to_toml writes the allowed values of
+  // every key that declares a range, choices or sizes under its doc.
   for (const auto& [name, schema] : all_schemas()) {
     config cfg(schema);
     const std::string toml = cfg.to_toml();
     for (const auto& k : schema.keys()) {
       if (is_int_key(k.default_value))
         EXPECT_TRUE(std::isfinite(k.allowed.lo) || std::isfinite(k.allowed.hi)) << name << " " << k.key;
-      const std::string allowed = k.allowed.describe(k.default_value);
-      if (!allowed.empty()) EXPECT_NE(toml.find("# allowed: " + allowed), std::string::npos) << name << " " << k.key;
+      const config_constraint& c = k.allowed;
+      const bool declared = std::isfinite(c.lo) || std::isfinite(c.hi) || !c.choices.empty() || c.min_size > 0 ||
+                            c.max_size != std::numeric_limits<std::size_t>::max();
+      const std::string allowed = c.describe(k.default_value);
+      if (declared) EXPECT_NE(toml.find("# allowed: " + allowed), std::string::npos) << name << " " << k.key;
     }
   }
   config e(experiment_schema());
@@ -265,20 +268,6 @@ TEST(TrustConfig, SavedRunConfigsAreCheckedToo) {
   j["optimizer"]["lr"] = nullptr;  // JSON's NaN
   EXPECT_THROW(cfg.load_json(j, "ck"), config_error);
   EXPECT_EQ(cfg.get<int64_t>("run.batch"), 20);
-}
-
-TEST(TrustConfig, ShippedConfigsAreInRange) {
-  int n = 0;
-  for (const auto& e : fs::directory_iterator(fs::path(EQPROP_SOURCE_DIR) / "configs")) {
-    const std::string stem = e.path().stem().string();
-    if (e.path().extension() != ".toml" || stem.rfind("deep_", 0) == 0) continue;  // deep: flag files
-    const config_schema& s = stem.rfind("gep_", 0) == 0 ? gep_schema()
-                             : stem.rfind("gle_", 0) == 0 ? gle_train_schema() : experiment_schema();
-    config cfg(s);
-    EXPECT_NO_THROW(cfg.load_toml_file(e.path())) << e.path();
-    ++n;
-  }
-  EXPECT_GT(n, 25);
 }
 
 TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {

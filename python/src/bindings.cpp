@@ -120,7 +120,7 @@ matrix<R> to_targets(const py::handle& obj, long batch, int n_out) {
     std::vector<int32_t> labels(static_cast<std::size_t>(batch));
     auto check = [&](long i, auto v) {
       if (v < 0 || static_cast<uint64_t>(v) >= static_cast<uint64_t>(n_out))
-        throw data_error(fmt::format("y[{}] = {} is not a class label: labels must be integers in [0, {})", i, v, n_out));
+        throw shape_error(fmt::format("y[{}] = {} is not a class label: labels must be integers in [0, {})", i, v, n_out));
       labels[static_cast<std::size_t>(i)] = static_cast<int32_t>(v);
     };
     if (k == 'u') {
@@ -443,10 +443,14 @@ bool python_interrupted() {
   return false;
 }
 
-/// Every key of a schema: {key: (default as TOML, description)}.
+/// Every key of a schema: {key: (default as TOML, description with the allowed values)}.
 py::dict schema_keys(const config_schema& schema) {
   py::dict d;
-  for (const auto& k : schema.keys()) d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
+  for (const auto& k : schema.keys()) {
+    const std::string allowed = k.allowed.describe(k.default_value);
+    d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value),
+                                       allowed.empty() ? k.doc : fmt::format("{} (allowed: {})", k.doc, allowed));
+  }
   return d;
 }
 

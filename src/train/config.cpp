@@ -726,11 +726,14 @@ std::vector<std::string> config::apply_resume_changes(const config& requested) {
     else
       changed.push_back(i);
   }
-  if (!refused.empty())
+  if (!refused.empty()) {
+    std::vector<std::string> fixed;
+    for (const std::string& k : schema_.fixed_on_resume()) fixed.push_back(k.back() == '.' ? k + "*" : k);
     throw config_error(fmt::format(
         "cannot change {} when resuming: the checkpoint's network, data and seed stay fixed ({}); start a new run "
         "to change them",
-        fmt::join(refused, ", "), fmt::join(schema_.fixed_on_resume(), ", ")));
+        fmt::join(refused, ", "), fmt::join(fixed, ", ")));
+  }
   std::vector<std::string> lines;
   for (std::size_t i : changed) {
     lines.push_back(fmt::format("{}: {} -> {} ({})", keys[i].key, format_config_value(values_[i]),
@@ -793,9 +796,13 @@ const std::vector<std::string>& config::get_string_array(std::string_view key) c
 }
 
 namespace {
-// A key's doc line, then its allowed values (generated from the constraint).
+// A key's doc line, then its allowed values (generated from the constraint) when the key
+// declares more than its type's rule.
 std::string doc_with_allowed(const config_key& k) {
-  const std::string allowed = k.allowed.describe(k.default_value);
+  const config_constraint& c = k.allowed;
+  const bool declared = std::isfinite(c.lo) || std::isfinite(c.hi) || !c.choices.empty() || c.min_size > 0 ||
+                        c.max_size != std::numeric_limits<std::size_t>::max();
+  const std::string allowed = declared ? c.describe(k.default_value) : std::string();
   if (allowed.empty()) return k.doc;
   return k.doc.empty() ? "allowed: " + allowed : k.doc + "\nallowed: " + allowed;
 }

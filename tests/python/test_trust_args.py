@@ -17,16 +17,16 @@ def test_label_outside_the_classes_is_an_error(label):
     net = small_net()
     x = np.full((2, 4), 0.5)
     y = np.array([0, label], dtype=np.int64)
-    with pytest.raises(eqprop.DataError, match=r"y\[1\] = -?\d+ is not a class label: labels must be integers in \[0, 3\)"):
+    with pytest.raises(eqprop.ShapeError, match=r"y\[1\] = -?\d+ is not a class label: labels must be integers in \[0, 3\)"):
         eqprop.estimate(net, x, y, kind="classic", beta=0.1, free_steps=5, nudged_steps=5)
-    with pytest.raises(eqprop.DataError, match="not a class label"):
+    with pytest.raises(eqprop.ShapeError, match="not a class label"):
         eqprop.relax(net, x, y)
 
 
 def test_huge_unsigned_label_is_an_error():
     net = small_net()
     y = np.array([1, 2**64 - 1], dtype=np.uint64)
-    with pytest.raises(eqprop.DataError, match="not a class label"):
+    with pytest.raises(eqprop.ShapeError, match="not a class label"):
         eqprop.bptt_gradient(net, np.full((2, 4), 0.5), y, steps=5)
 
 
@@ -106,3 +106,8 @@ def test_gle_study_arguments_are_range_checked():
         eqprop.gle_lagline(t_train=float("nan"))
     with pytest.raises(eqprop.ConfigError, match=r"window = -1"):
         eqprop.gle_lagnet(window=-1.0)
+
+
+def test_config_keys_show_the_allowed_values():
+    assert eqprop.config_keys()["relax.omega"][1].endswith("(allowed: a float in (0, 2))")
+    assert "(allowed: one of adam, adamw, sgd)" in eqprop.gle_config_keys()["optimizer.kind"][1]
