@@ -200,6 +200,7 @@ TEST(TrustConfig, EveryKeyRefusesEveryOutOfRangeValueOnEveryPath) {
       }
     }
   }
+  RecordProperty("cases", static_cast<int>(n_cases));
   EXPECT_GT(n_cases, 250);  // the schemas have ~150 keys; most have two or more bad values
 }
 
