@@ -411,6 +411,9 @@ TEST(TrustCli, SetWithResumeAppliesChangesAndRefusesFixedKeys) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("cannot change `network.hidden` (the run has [8]"), std::string::npos) << r.output;
   EXPECT_EQ(load_checkpoint(fs::path(run_dir) / "checkpoint.eqck").meta.at("epoch").get<long>(), 2);
+  r = run_cli("train -q --resume " + run_dir + " --run-dir " + (dir / "elsewhere").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("a resumed run stays in its own directory"), std::string::npos) << r.output;
   r = run_cli("train -q --resume " + run_dir + " --dtype float64");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("`network.dtype`"), std::string::npos) << r.output;

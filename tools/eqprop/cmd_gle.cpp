@@ -207,7 +207,10 @@ void register_gle(CLI::App& app) {
     config cfg(gle_train_schema());
     if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
     for (const auto& s : ta.sets) cfg.set_override(s);
-    if (!ta.run_dir.empty() && ta.resume.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
+    if (!ta.run_dir.empty() && !ta.resume.empty())
+      throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
+                                     ta.run_dir, ta.resume));
+    if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
     if (epochs_opt->count() > 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
     checkpoint resume_ck;
     std::vector<std::string> changes;

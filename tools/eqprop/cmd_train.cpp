@@ -56,6 +56,9 @@ void register_train(CLI::App& app) {
     opt.quiet = a.quiet;
     opt.kill_after_batches = a.kill_after;
     if (!a.resume.empty()) {
+      if (!a.run_dir.empty())
+        throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
+                                       a.run_dir, a.resume));
       // The run's saved config, with the command line's changes on top (keys that would not
       // fit the checkpoint are refused); the changes go to the log and to config.toml.
       const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
