@@ -113,7 +113,8 @@ config_schema test_schema() {
       .add("estimator.beta", 0.5, "nudging strength")
       .add("estimator.holo.n_points", int64_t{2}, "points on the circle")
       .add("optimizer.lr", 0.01, "learning rate")
-      .add("optimizer.lr_per_layer", std::vector<double>{}, "per-layer learning rates")
+      .add("optimizer.lr_per_layer", std::vector<double>{}, config_constraint::any().allow_nonfinite(),
+           "per-layer learning rates")  // floats are finite unless declared: this one round-trips -inf
       .add("optimizer.momentum", 0.9, "momentum")
       .add("train.epochs", int64_t{10}, "epochs")
       .add("train.verbose", false, "print more")

@@ -19,6 +19,7 @@
 
 #include <cstring>
 #include <optional>
+#include <iostream>
 #include <sstream>
 #include <variant>
 
@@ -34,6 +35,7 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
+#include "eqprop/core/atomic_file.hpp"
 #include "eqprop/train/trainer.hpp"
 
 namespace py = pybind11;
@@ -114,8 +116,21 @@ matrix<R> to_targets(const py::handle& obj, long batch, int n_out) {
   if (k == 'i' || k == 'u') {
     if (a.ndim() != 1 || a.shape(0) != batch)
       throw shape_error(fmt::format("integer labels y must have shape ({},) to match x, got shape {}", batch, shape_str(a)));
-    auto l = py::array_t<int32_t, py::array::c_style | py::array::forcecast>::ensure(a);
-    return one_hot<R>(std::span<const int32_t>(l.data(), batch), n_out);
+    // Checked at full width: a label outside [0, n_out) is an error, never wrapped to a class.
+    std::vector<int32_t> labels(static_cast<std::size_t>(batch));
+    auto check = [&](long i, auto v) {
+      if (v < 0 || static_cast<uint64_t>(v) >= static_cast<uint64_t>(n_out))
+        throw shape_error(fmt::format("y[{}] = {} is not a class label: labels must be integers in [0, {})", i, v, n_out));
+      labels[static_cast<std::size_t>(i)] = static_cast<int32_t>(v);
+    };
+    if (k == 'u') {
+      auto l = py::array_t<uint64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+      for (long i = 0; i < batch; ++i) check(i, l.data()[i]);
+    } else {
+      auto l = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(a);
+      for (long i = 0; i < batch; ++i) check(i, l.data()[i]);
+    }
+    return one_hot<R>(labels, n_out);
   }
   if (k != 'f')
     throw py::type_error(fmt::format("y must hold integer labels or float targets, got dtype {}", dtype_str(a)));
@@ -184,6 +199,26 @@ struct py_network {
   /// The parameters cast to float64 (the exact references always run in float64).
   layered_network<double> as_double() const { return std::visit([](auto& n) { return n.template cast<double>(); }, v); }
 };
+
+}  // namespace
+
+// A Network whose __init__ never ran (eqprop.Network.__new__(eqprop.Network)) holds no C++
+// object: pybind11 would hand out uninitialised storage for it, so every conversion of such
+// an object to a py_network (self of every method, arguments of every function) raises
+// TypeError instead.
+namespace pybind11::detail {
+template <>
+struct type_caster<py_network> : type_caster_base<py_network> {
+  bool load(handle src, bool convert) {
+    if (src && isinstance<py_network>(src) &&
+        !reinterpret_cast<instance*>(src.ptr())->get_value_and_holder().holder_constructed())
+      throw type_error("this eqprop.Network was never initialised (created by __new__ without __init__)");
+    return type_caster_base<py_network>::load(src, convert);
+  }
+};
+}  // namespace pybind11::detail
+
+namespace {
 
 py_network make_network(std::vector<int> sizes, int readout, const std::string& output, const std::string& activation,
                         double init_scale, uint64_t seed, const std::string& dtype, std::vector<int> conv,
@@ -408,10 +443,14 @@ bool python_interrupted() {
   return false;
 }
 
-/// Every key of a schema: {key: (default as TOML, description)}.
+/// Every key of a schema: {key: (default as TOML, description with the allowed values)}.
 py::dict schema_keys(const config_schema& schema) {
   py::dict d;
-  for (const auto& k : schema.keys()) d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value), k.doc);
+  for (const auto& k : schema.keys()) {
+    const std::string allowed = k.allowed.describe(k.default_value);
+    d[py::str(k.key)] = py::make_tuple(format_config_value(k.default_value),
+                                       allowed.empty() ? k.doc : fmt::format("{} (allowed: {})", k.doc, allowed));
+  }
   return d;
 }
 
@@ -426,14 +465,20 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
   if (!run_dir.is_none()) opt.run_dir = run_dir.cast<std::filesystem::path>();
   if (!data_dir.is_none()) opt.data_dir = data_dir.cast<std::filesystem::path>().string();
   opt.resume = resume;
+  std::vector<std::string> resume_changes;
   if (resume) {
+    // The run's saved config with config/overrides on top, as `eqprop train --resume`.
     if (opt.run_dir.empty()) throw config_error("resume=True needs run_dir");
-    cfg = config(experiment_schema());
-    cfg.load_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+    config run_cfg(experiment_schema());
+    run_cfg.load_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+    resume_changes = run_cfg.apply_resume_changes(cfg);
+    cfg = run_cfg;
+    if (!resume_changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
   }
   std::ostringstream sink;
   opt.quiet = !verbose;
   if (!verbose) opt.out = &sink;
+  for (const auto& c : resume_changes) (opt.out ? *opt.out : std::cout) << "resume: " << c << "\n";
   if (!on_epoch.is_none()) {
     opt.on_epoch = [on_epoch](const nlohmann::ordered_json& row) {
       py::gil_scoped_acquire gil;
@@ -471,8 +516,19 @@ py::tuple dataset_arrays(dataset&& d) {
 // ---------------------------------------------------------------- GLE
 py::array doubles(const std::vector<double>& v) { return vec_to_numpy(v); }
 
+/// A numeric argument outside its range is a ConfigError naming it (the CLI's flags have the same ranges).
+void check_arg(const char* name, double v, const config_constraint& allowed, bool integer = false) {
+  if (std::string why = allowed.number_violation(v, integer); !why.empty())
+    throw config_error(fmt::format("{} = {} is out of range: {}", name, v, why));
+}
+
 void register_gle(py::module_& m) {
   m.def("gle_operator", [](double tau_m, double tau_r, double omega, double dt) {
+        using cc = config_constraint;
+        check_arg("tau_m", tau_m, cc::greater_than(0).at_most(1e6));
+        check_arg("tau_r", tau_r, cc::greater_than(0).at_most(1e6));
+        check_arg("omega", omega, cc::greater_than(0).at_most(1e6));
+        check_arg("dt", dt, cc::greater_than(0).at_most(1));
         const auto r = gle_operator_response(tau_m, tau_r, omega, dt);
         return py::dict("forward"_a = py::make_tuple(r.forward_gain, r.forward_phase),
                         "gle_error"_a = py::make_tuple(r.gle_gain, r.gle_phase),
@@ -483,6 +539,11 @@ void register_gle(py::module_& m) {
       "theory_H = (|H|, arg H) with H = (1 + i omega tau_r)/(1 + i omega tau_m).");
   m.def("gle_lagline", [](const std::string& rule, double window, double t_train, double lr, uint64_t seed,
                           long record_every) {
+        using cc = config_constraint;
+        check_arg("window", window, cc::greater_than(0).at_most(1e4));
+        check_arg("t_train", t_train, cc::greater_than(0).at_most(1e6));
+        check_arg("lr", lr, cc::greater_than(0));
+        check_arg("record_every", double(record_every), cc::closed(1, 1e9), true);
         lagline_options o;
         o.rule = parse_gle_rule(rule);
         o.window = window;
@@ -509,6 +570,7 @@ void register_gle(py::module_& m) {
       "Returns the trace (t, loss, w1, w2, tau_m1, tau_m2 as arrays) and the final errors against the teacher.");
   m.def("gle_lagnet", [](double window, bool train, uint64_t seed) {
         lagnet_options o;
+        check_arg("window", window, config_constraint::greater_than(o.t_tail).at_most(1e5));
         o.t_window = window;
         o.train = train;
         o.seed = seed;
@@ -789,7 +851,9 @@ PYBIND11_MODULE(_core, m) {
         "resume"_a = false,
         "Trains with the C++ loop (same results as `eqprop train`). config: a dict (nested or dotted keys) or a\n"
         "TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is called after\n"
-        "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).");
+        "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).\n"
+        "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
+        "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
   m.def("config_keys", [] { return schema_keys(experiment_schema()); }, "Every config key: (default as TOML, description).");
   m.def("load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;

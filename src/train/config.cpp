@@ -15,6 +15,11 @@ namespace eqprop {
 
 namespace {
 
+template <class>
+constexpr bool is_vector_v = false;
+template <class E, class A>
+constexpr bool is_vector_v<std::vector<E, A>> = true;
+
 // ---------------------------------------------------------------------------------------
 // Small string helpers
 
@@ -265,9 +270,162 @@ std::string format_config_value(const config_value& v) {
 
 
 // -----------------------------------------------------------------------------------------
+// config_constraint
+
+config_constraint config_constraint::at_least(double lo) {
+  config_constraint c;
+  c.lo = lo;
+  return c;
+}
+config_constraint config_constraint::greater_than(double lo) {
+  config_constraint c;
+  c.lo = lo;
+  c.lo_open = true;
+  return c;
+}
+config_constraint config_constraint::closed(double lo, double hi) { return at_least(lo).at_most(hi); }
+config_constraint config_constraint::open(double lo, double hi) { return greater_than(lo).below(hi); }
+config_constraint config_constraint::one_of(std::vector<std::string> choices) {
+  config_constraint c;
+  c.choices = std::move(choices);
+  return c;
+}
+config_constraint config_constraint::at_most(double hi) const {
+  config_constraint c = *this;
+  c.hi = hi;
+  c.hi_open = false;
+  return c;
+}
+config_constraint config_constraint::below(double hi) const {
+  config_constraint c = *this;
+  c.hi = hi;
+  c.hi_open = true;
+  return c;
+}
+config_constraint config_constraint::or_value(double v) const {
+  config_constraint c = *this;
+  c.special.push_back(v);
+  return c;
+}
+config_constraint config_constraint::sizes(std::size_t min, std::size_t max) const {
+  config_constraint c = *this;
+  c.min_size = min;
+  c.max_size = max;
+  return c;
+}
+config_constraint config_constraint::allow_nonfinite() const {
+  config_constraint c = *this;
+  c.nonfinite = true;
+  return c;
+}
+
+namespace {
+
+std::string format_bound(double x) {
+  if (std::isfinite(x) && x == std::trunc(x) && std::fabs(x) < 1e15) return std::to_string(static_cast<int64_t>(x));
+  return fmt::format("{}", x);
+}
+
+// "in (0, 2)", ">= 1", "<= 5" (with " or -1" for special values); empty when unbounded.
+std::string range_text(const config_constraint& c) {
+  std::string r;
+  const bool has_lo = std::isfinite(c.lo), has_hi = std::isfinite(c.hi);
+  if (has_lo && has_hi)
+    r = fmt::format("in {}{}, {}{}", c.lo_open ? "(" : "[", format_bound(c.lo), format_bound(c.hi), c.hi_open ? ")" : "]");
+  else if (has_lo)
+    r = fmt::format("{} {}", c.lo_open ? ">" : ">=", format_bound(c.lo));
+  else if (has_hi)
+    r = fmt::format("{} {}", c.hi_open ? "<" : "<=", format_bound(c.hi));
+  if (!r.empty())
+    for (double v : c.special) r += fmt::format(" or {}", format_bound(v));
+  return r;
+}
+
+// The rule for one scalar of the given type (index into config_value: 1 int, 2 float, 3 string).
+std::string scalar_text(const config_constraint& c, std::size_t type) {
+  if (type == 3) return c.choices.empty() ? std::string() : fmt::format("one of {}", fmt::join(c.choices, ", "));
+  const std::string r = range_text(c);
+  if (type == 1) return r.empty() ? std::string() : "an integer " + r;
+  if (c.nonfinite) return r.empty() ? std::string() : "a float " + r;
+  return r.empty() ? std::string("a finite float") : "a float " + r;
+}
+
+bool number_ok(const config_constraint& c, double x) {
+  if (!std::isfinite(x)) return c.nonfinite;
+  if (std::find(c.special.begin(), c.special.end(), x) != c.special.end()) return true;
+  if (x < c.lo || (c.lo_open && x == c.lo)) return false;
+  if (x > c.hi || (c.hi_open && x == c.hi)) return false;
+  return true;
+}
+
+std::string size_text(const config_constraint& c) {
+  constexpr auto unbounded = std::numeric_limits<std::size_t>::max();
+  if (c.min_size == c.max_size) return fmt::format("exactly {} element{}", c.min_size, c.min_size == 1 ? "" : "s");
+  if (c.max_size == unbounded) return c.min_size == 0 ? std::string() : fmt::format("at least {} elements", c.min_size);
+  if (c.min_size == 0) return fmt::format("at most {} elements", c.max_size);
+  return fmt::format("{} to {} elements", c.min_size, c.max_size);
+}
+
+}  // namespace
+
+std::string config_constraint::describe(const config_value& v) const {
+  const std::size_t type = v.index();
+  if (type == 0) return {};
+  if (type <= 3) return scalar_text(*this, type);
+  const std::string each = scalar_text(*this, type - 3);
+  const std::string size = size_text(*this);
+  if (each.empty()) return size;
+  return size.empty() ? "each element " + each : size + ", each " + each;
+}
+
+std::string config_constraint::number_violation(double v, bool integer) const {
+  if (number_ok(*this, v)) return {};
+  const std::string rule = scalar_text(*this, integer ? 1 : 2);
+  return "must be " + (rule.empty() ? std::string("a number") : rule);
+}
+
+std::string config_constraint::violation(const config_value& v) const {
+  const std::size_t type = v.index();
+  auto element_violation = [&](const auto& x, std::size_t element_type) -> std::string {
+    using T = std::decay_t<decltype(x)>;
+    if constexpr (std::is_same_v<T, std::string>) {
+      if (choices.empty() || std::find(choices.begin(), choices.end(), x) != choices.end()) return {};
+      std::string msg = "must be " + scalar_text(*this, 3);
+      const std::string near = suggest_closest(x, choices);
+      if (!near.empty()) msg += fmt::format(" (did you mean `{}`?)", near);
+      return msg;
+    } else {
+      return number_violation(static_cast<double>(x), element_type == 1);
+    }
+  };
+  return std::visit(
+      [&](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, bool>) {
+          return {};
+        } else if constexpr (is_vector_v<T>) {
+          if (x.size() < min_size || x.size() > max_size)
+            return fmt::format("has {} element{}; must have {}", x.size(), x.size() == 1 ? "" : "s", size_text(*this));
+          for (std::size_t i = 0; i < x.size(); ++i) {
+            std::string e = element_violation(x[i], type - 3);
+            if (!e.empty()) {
+              std::string shown = format_config_value(config_value(std::in_place_type<typename T::value_type>, x[i]));
+              return fmt::format("element {} ({}) {}", i, shown, e);
+            }
+          }
+          return {};
+        } else {
+          return element_violation(x, type);
+        }
+      },
+      v);
+}
+
+// -----------------------------------------------------------------------------------------
 // config_schema
 
-config_schema& config_schema::add(std::string key, config_value default_value, std::string doc) {
+config_schema& config_schema::add(std::string key, config_value default_value, config_constraint allowed,
+                                  std::string doc) {
   for (std::string_view part : split_dots(key))
     if (!valid_component(part))
       throw config_error(fmt::format(
@@ -280,9 +438,30 @@ config_schema& config_schema::add(std::string key, config_value default_value, s
       throw config_error(fmt::format(
           "config schema: key `{}` is both a value and the section of `{}`", a, b));
   }
+  if (const std::string why = allowed.violation(default_value); !why.empty())
+    throw config_error(fmt::format("config schema: the default of `{}` ({}) {}", key,
+                                   format_config_value(default_value), why));
   index_.emplace(key, keys_.size());
-  keys_.push_back(config_key{std::move(key), std::move(default_value), std::move(doc)});
+  keys_.push_back(config_key{std::move(key), std::move(default_value), std::move(doc), std::move(allowed)});
   return *this;
+}
+
+config_schema& config_schema::fixed_on_resume(std::vector<std::string> keys_or_sections) {
+  for (const std::string& k : keys_or_sections) {
+    const bool section = !k.empty() && k.back() == '.';
+    const bool known = std::any_of(keys_.begin(), keys_.end(), [&](const config_key& c) {
+      return section ? c.key.compare(0, k.size(), k) == 0 : c.key == k;
+    });
+    if (!known) throw config_error(fmt::format("config schema: fixed_on_resume names `{}`, which declares no key", k));
+  }
+  fixed_on_resume_ = std::move(keys_or_sections);
+  return *this;
+}
+
+bool config_schema::is_fixed_on_resume(std::string_view key) const {
+  return std::any_of(fixed_on_resume_.begin(), fixed_on_resume_.end(), [&](const std::string& k) {
+    return !k.empty() && k.back() == '.' ? key.substr(0, k.size()) == k : key == k;
+  });
 }
 
 const config_key* config_schema::find(std::string_view key) const {
@@ -360,7 +539,19 @@ std::size_t config::index_of(std::string_view key, std::string_view source) cons
   throw config_error(msg);
 }
 
+void config::check_allowed(std::size_t index, const config_value& v, std::string_view source) const {
+  const config_key& k = schema_.keys()[index];
+  const std::string why = k.allowed.violation(v);
+  if (why.empty()) return;
+  std::string shown = format_config_value(v);
+  if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
+  const bool text = v.index() == 3 || v.index() == 6;
+  throw config_error(fmt::format("config key `{}` = {} is {}: {} ({})", k.key, shown, text ? "not allowed" : "out of range",
+                                 why, source));
+}
+
 void config::assign(std::size_t index, config_value v, std::string source) {
+  check_allowed(index, v, source);
   values_[index] = std::move(v);
   sources_[index] = std::move(source);
   user_set_[index] = true;
@@ -400,6 +591,7 @@ void config::load_toml_string(std::string_view text, std::string_view source_nam
         throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", full,
                                        with_article(config_type_name(expected)), toml_type_name(node),
                                        toml_text(node), where));
+      check_allowed(idx, *v, where);  // a rejected file changes nothing
       pending.push_back({idx, {std::move(*v), where}});
     }
   };
@@ -428,6 +620,7 @@ void config::load_json(const nlohmann::json& j, std::string_view source_name) {
                                        with_article(config_type_name(expected)), json_type_name(*it),
                                        text, source_name));
       }
+      check_allowed(idx, *v, source_name);  // a rejected document changes nothing
       pending.push_back({idx, std::move(*v)});
     }
   };
@@ -519,6 +712,37 @@ void config::set(std::string_view key, const config_value& value, std::string_vi
   assign(idx, std::move(v), std::string(source_name));
 }
 
+std::vector<std::string> config::apply_resume_changes(const config& requested) {
+  const auto& keys = schema_.keys();
+  if (requested.schema_.key_names() != schema_.key_names())
+    throw config_error("apply_resume_changes: the requested config has a different schema");
+  std::vector<std::size_t> changed;
+  std::vector<std::string> refused;
+  for (std::size_t i = 0; i < keys.size(); ++i) {
+    if (!requested.user_set_[i] || requested.values_[i] == values_[i]) continue;
+    if (schema_.is_fixed_on_resume(keys[i].key))
+      refused.push_back(fmt::format("`{}` (the run has {}, {} gives {})", keys[i].key, format_config_value(values_[i]),
+                                    requested.sources_[i], format_config_value(requested.values_[i])));
+    else
+      changed.push_back(i);
+  }
+  if (!refused.empty()) {
+    std::vector<std::string> fixed;
+    for (const std::string& k : schema_.fixed_on_resume()) fixed.push_back(k.back() == '.' ? k + "*" : k);
+    throw config_error(fmt::format(
+        "cannot change {} when resuming: the checkpoint's network, data and seed stay fixed ({}); start a new run "
+        "to change them",
+        fmt::join(refused, ", "), fmt::join(fixed, ", ")));
+  }
+  std::vector<std::string> lines;
+  for (std::size_t i : changed) {
+    lines.push_back(fmt::format("{}: {} -> {} ({})", keys[i].key, format_config_value(values_[i]),
+                                format_config_value(requested.values_[i]), requested.sources_[i]));
+    assign(i, requested.values_[i], requested.sources_[i]);
+  }
+  return lines;
+}
+
 const config_value& config::value(std::string_view key) const { return values_[index_of(key, "")]; }
 
 bool config::is_set_by_user(std::string_view key) const { return user_set_[index_of(key, "")]; }
@@ -571,6 +795,19 @@ const std::vector<std::string>& config::get_string_array(std::string_view key) c
   type_mismatch(key, "string array");
 }
 
+namespace {
+// A key's doc line, then its allowed values (generated from the constraint) when the key
+// declares more than its type's rule.
+std::string doc_with_allowed(const config_key& k) {
+  const config_constraint& c = k.allowed;
+  const bool declared = std::isfinite(c.lo) || std::isfinite(c.hi) || !c.choices.empty() || c.min_size > 0 ||
+                        c.max_size != std::numeric_limits<std::size_t>::max();
+  const std::string allowed = declared ? c.describe(k.default_value) : std::string();
+  if (allowed.empty()) return k.doc;
+  return k.doc.empty() ? "allowed: " + allowed : k.doc + "\nallowed: " + allowed;
+}
+}  // namespace
+
 std::string config::to_toml() const {
   auto comment = [](std::string& out, const std::string& doc) {
     if (doc.empty()) return;
@@ -589,7 +826,7 @@ std::string config::to_toml() const {
   // Keys without a section first: after a [table] header they would belong to it.
   for (std::size_t i = 0; i < keys.size(); ++i) {
     if (keys[i].key.find('.') != std::string::npos) continue;
-    comment(out, keys[i].doc);
+    comment(out, doc_with_allowed(keys[i]));
     out += fmt::format("{} = {}\n", keys[i].key, format_config_value(values_[i]));
   }
   std::vector<std::string> sections;
@@ -604,7 +841,7 @@ std::string config::to_toml() const {
     for (std::size_t i = 0; i < keys.size(); ++i) {
       const std::string& k = keys[i].key;
       if (k.size() <= s.size() || k.compare(0, s.size(), s) != 0 || k[s.size()] != '.') continue;
-      comment(out, keys[i].doc);
+      comment(out, doc_with_allowed(keys[i]));
       out += fmt::format("{} = {}\n", k.substr(s.size() + 1), format_config_value(values_[i]));
     }
   }

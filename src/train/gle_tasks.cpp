@@ -13,6 +13,7 @@
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/gle_reference.hpp"
 #include "eqprop/train/data_checks.hpp"
+#include "eqprop/train/experiment.hpp"  // add_data_limit_keys
 #include "eqprop/train/optimizer.hpp"
 
 namespace eqprop {
@@ -383,50 +384,56 @@ lagnet_result run_lagnet(const lagnet_options& o) {
 // ---------------------------------------------------------------------------------------
 const config_schema& gle_train_schema() {
   static const config_schema schema = [] {
+    using cc = config_constraint;
+    namespace lim = config_limits;
+    const cc positive = cc::greater_than(0), batch = cc::closed(1, lim::batch);
+    const cc activation = cc::one_of({"linear", "tanh", "softplus", "sigmoid", "hard_sigmoid", "relu"});
     config_schema s;
+    // data.name is checked (with a suggestion) by load_dataset; any data set works as sequences of its features.
     s.add("data.name", std::string("mnist1d_gle"), "data set of scalar sequences (mnist1d_gle: 360 steps per sample)");
-    s.add("data.limit_train", int64_t(-1), "keep only the first N training samples (-1: all)");
-    s.add("data.limit_test", int64_t(-1), "keep only the first N test samples (-1: all)");
-    s.add("network.width", int64_t(53), "neurons per hidden layer");
-    s.add("network.depth", int64_t(6), "number of hidden layers");
-    s.add("network.first_activation", std::string("linear"), "activation of the first hidden layer");
-    s.add("network.activation", std::string("tanh"), "activation of the other hidden layers");
+    add_data_limit_keys(s);
+    s.add("network.width", int64_t(53), cc::closed(1, lim::layer_size), "neurons per hidden layer");
+    s.add("network.depth", int64_t(6), cc::closed(0, double(lim::layers)), "number of hidden layers");
+    s.add("network.first_activation", std::string("linear"), activation, "activation of the first hidden layer");
+    s.add("network.activation", std::string("tanh"), activation, "activation of the other hidden layers");
     s.add("network.tau_groups", std::string("18:0.6:0.2, 18:1.2:0.2, 17:1.2:1.2"),
           "per hidden layer: groups count:tau_m:tau_r (tau_r = dt: leaky integrator; tau_r = tau_m: instantaneous)");
-    s.add("network.output_tau", 1.2, "tau_m = tau_r of the (linear, instantaneous) output layer");
-    s.add("network.lag_bank", int64_t(0),
+    s.add("network.output_tau", 1.2, positive, "tau_m = tau_r of the (linear, instantaneous) output layer");
+    s.add("network.lag_bank", int64_t(0), cc::closed(0, lim::layer_size),
           "channels of a fixed, untrained lag bank before the network (spec §5.4; 0: none)");
-    s.add("network.lag_bank_stages", int64_t(4), "low-pass stages per lag-bank channel (1 -> n, then n -> n identities)");
-    s.add("network.lag_bank_tau", std::vector<double>{0.2, 1.8},
-          "tau_m range of the lag-bank channels (linspace, rounded to 2 decimals; tau_r = dt)");
+    s.add("network.lag_bank_stages", int64_t(4), cc::closed(1, double(lim::layers)), "low-pass stages per lag-bank channel (1 -> n, then n -> n identities)");
+    s.add("network.lag_bank_tau", std::vector<double>{0.2, 1.8}, positive.sizes(2, 2),
+          "[tau_min, tau_max] of the lag-bank channels' tau_m (linspace, rounded to 2 decimals; tau_r = dt)");
     s.add("network.lag_bank_reset", true, "restart the lag bank from zero at every batch (as the reference)");
-    s.add("network.init", std::string("kaiming_uniform"), "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
-    s.add("network.init_std", 0.05, "std of the normal init");
-    s.add("dynamics.dt", 0.2, "Euler time step (one input sample per step)");
-    s.add("dynamics.gamma", 0.0, "error-to-membrane coupling");
+    s.add("network.init", std::string("kaiming_uniform"), cc::one_of({"kaiming_uniform", "normal"}), "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
+    s.add("network.init_std", 0.05, cc::at_least(0), "std of the normal init");
+    s.add("dynamics.dt", 0.2, positive, "Euler time step (one input sample per step)");
+    s.add("dynamics.gamma", 0.0, cc::at_least(0), "error-to-membrane coupling");
     s.add("dynamics.prospective_errors", true, "GLE error neurons (false: instantaneous-error BP)");
     s.add("dynamics.learn_tau_m", false, "learn membrane time constants (clamped to [dt, 100])");
-    s.add("loss.kind", std::string("ce"), "ce (softmax cross-entropy) or mse");
-    s.add("loss.beta", 1.0, "output nudging strength");
-    s.add("optimizer.kind", std::string("adam"), "adam, adamw or sgd; steps every time step");
-    s.add("optimizer.lr", 1e-3, "learning rate per time step (paper: 5e-3 * 72 / 360)");
-    s.add("optimizer.lr_reference_steps", int64_t(0),
+    s.add("loss.kind", std::string("ce"), cc::one_of({"ce", "mse"}), "ce (softmax cross-entropy) or mse");
+    s.add("loss.beta", 1.0, positive, "output nudging strength");
+    s.add("optimizer.kind", std::string("adam"), cc::one_of({"adam", "adamw", "sgd"}), "the update rule; steps every time step");
+    s.add("optimizer.lr", 1e-3, positive, "learning rate per time step (paper: 5e-3 * 72 / 360)");
+    s.add("optimizer.lr_reference_steps", int64_t(0), cc::closed(0, lim::steps),
           "> 0: lr is given per sample of this many steps and scaled by it / steps per sample (the paper's "
           "5e-3 with 72 gives 1e-3 at 360 steps), so the update per sample does not depend on the resolution");
-    s.add("optimizer.momentum", 0.0, "sgd momentum");
-    s.add("schedule.plateau_patience", int64_t(2), "ReduceLROnPlateau patience in epochs (<0: off)");
-    s.add("schedule.plateau_factor", 0.5, "lr factor on a plateau");
-    s.add("schedule.plateau_on", std::string("test"),
+    s.add("optimizer.momentum", 0.0, cc::closed(0, 1).below(1), "sgd momentum");
+    s.add("schedule.plateau_patience", int64_t(2), cc::closed(0, lim::epochs).or_value(-1), "ReduceLROnPlateau patience in epochs (-1: off)");
+    s.add("schedule.plateau_factor", 0.5, cc::greater_than(0).at_most(1), "lr factor on a plateau");
+    s.add("schedule.plateau_on", std::string("test"), cc::one_of({"test", "train", "test_readout", "train_readout"}),
           "loss watched by the plateau schedule: test or train (per-step loss, as the paper's code), or "
           "test_readout / train_readout (cross-entropy of the time-averaged output, a steadier signal)");
-    s.add("train.epochs", int64_t(150), "epochs");
-    s.add("train.batch", int64_t(100), "training batch (parallel streams)");
-    s.add("train.test_batch", int64_t(1000), "test batch");
-    s.add("train.seed", int64_t(12), "seed of the initialisation and the sample order");
-    s.add("train.threads", int64_t(1),
+    s.add("train.epochs", int64_t(150), cc::closed(1, lim::epochs), "epochs");
+    s.add("train.batch", int64_t(100), batch, "training batch (parallel streams)");
+    s.add("train.test_batch", int64_t(1000), batch, "test batch");
+    s.add("train.seed", int64_t(12), cc::at_least(0), "seed of the initialisation and the sample order");
+    s.add("train.threads", int64_t(1), cc::closed(0, lim::threads),
           "threads for the layers of a step (0: all cores; results do not depend on it; more than 1 only pays on an "
           "otherwise idle machine)");
     s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
+    // Resuming: the checkpoint holds this network, on this data, with this optimizer's state.
+    s.fixed_on_resume({"data.", "network.", "dynamics.learn_tau_m", "optimizer.kind", "train.seed"});
     return s;
   }();
   return schema;
@@ -447,10 +454,8 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   spec.init_std = cfg.get<double>("network.init_std");
   spec.seed = cfg.get<uint64_t>("train.seed");
   const int bank = cfg.get<int>("network.lag_bank"), stages = cfg.get<int>("network.lag_bank_stages");
-  if (bank < 0 || (bank > 0 && stages < 1)) throw config_error("network.lag_bank must be >= 0 and lag_bank_stages >= 1");
   if (bank > 0) {
     const auto range = cfg.get<std::vector<double>>("network.lag_bank_tau");
-    if (range.size() != 2) throw config_error("network.lag_bank_tau must be [tau_min, tau_max]");
     std::vector<double> tm(bank);
     for (int i = 0; i < bank; ++i)
       tm[i] = std::round(100 * (bank == 1 ? range[0] : range[0] + (range[1] - range[0]) * i / (bank - 1))) / 100;
@@ -458,7 +463,6 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
       spec.layers.push_back(gle_layer(bank, gle_activation::linear, tm, std::vector<double>(bank, spec.dt), false));
   }
   const int width = cfg.get<int>("network.width"), depth = cfg.get<int>("network.depth");
-  if (width < 1 || depth < 0) throw config_error("network.width must be >= 1 and network.depth >= 0");
   const auto groups = parse_tau_groups(cfg.get<std::string>("network.tau_groups"));
   for (int l = 0; l < depth; ++l) {
     gle_layer_spec L;

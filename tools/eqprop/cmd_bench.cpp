@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "flag_checks.hpp"
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
@@ -264,11 +265,11 @@ void register_bench(CLI::App& app) {
   static bool list = false, no_peak = false;
   auto* cmd = app.add_subcommand("bench", "Time training workloads and the matrix-multiply peak of this machine");
   cmd->add_option("--workload,-w", names, "Workloads to run (default: all; see --list)");
-  cmd->add_option("--seconds", seconds, "Timed seconds per workload (after warm-up)")->capture_default_str();
+  add_checked(cmd, "--seconds", seconds, "Timed seconds per workload (after warm-up)",
+              config_constraint::greater_than(0).at_most(86400))->capture_default_str();
   cmd->add_option("--json", json_file, "Also write the results as JSON to this file");
-  cmd->add_option("--threads", threads, "EP workloads: estimator.threads, the batch slices relaxed in parallel")
-      ->capture_default_str()
-      ->check(CLI::PositiveNumber);
+  add_checked(cmd, "--threads", threads, "EP workloads: estimator.threads, the batch slices relaxed in parallel",
+              config_constraint::closed(1, config_limits::threads))->capture_default_str();
   cmd->add_option("--set,-s", sets, "EP workloads: override a config key (KEY=VALUE, repeatable), e.g. relax.stop_early=true");
   cmd->add_option("--data-dir", data_dir,
                   "EP workloads train on consecutive MNIST batches from here (default $EQPROP_DATA, then ./data); "

@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 
 #include "commands.hpp"
+#include "flag_checks.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
@@ -43,6 +44,9 @@ std::vector<int> parse_int_list(const std::string& s) {
     const auto comma = s.find(',', pos);
     const auto item = s.substr(pos, comma == std::string::npos ? std::string::npos : comma - pos);
     try { v.push_back(std::stoi(item)); } catch (...) { throw config_error("--hidden expects integers like 2 or 16,16, got `" + s + "`"); }
+    if (const std::string why = config_constraint::closed(1, config_limits::layer_size).number_violation(v.back(), true);
+        !why.empty())
+      throw config_error(fmt::format("--hidden: {} is out of range: every size {}", v.back(), why));
     if (comma == std::string::npos) break;
     pos = comma + 1;
   }
@@ -148,7 +152,7 @@ void run_train(const deep_args& a) {
   int successes = 0, n_diverged = 0;
   std::vector<double> errors;
   std::vector<uint64_t> solved;
-  for (long k = 0; k < std::max<long>(1, a.seeds); ++k) {
+  for (long k = 0; k < a.seeds; ++k) {
     deep_args ak = a;
     ak.seed = a.seed + uint64_t(k);
     auto st = make_settings(ak, d);
@@ -252,39 +256,42 @@ void register_deep(CLI::App& app) {
   auto* deep = app.add_subcommand("deep", "DEEP: equilibrium propagation on complete directed networks (docs/deep.md)");
   deep->require_subcommand(1);
   auto* t = deep->add_subcommand("train", "Train a DEEP network (defaults: XOR, published one-hot settings)");
+  using cc = config_constraint;
+  namespace lim = config_limits;
+  const cc steps = cc::closed(1, lim::steps);
   t->add_option("--task", a.task, "and | or | xor | not | identity, or a dataset name (yin_yang, mnist, ...)");
   t->add_flag("--one-hot", a.one_hot, "Logic gates: two one-hot outputs + argmax (default: one output thresholded at 0.5)");
   t->add_option("--hidden", a.hidden, "Hidden sizes, comma-separated (layered: one per layer)");
   t->add_option("--topology", a.topology, "complete | layered");
-  t->add_option("--beta", a.beta, "Nudging strength β");
-  t->add_option("--lr", a.lr, "Learning rate η");
-  t->add_option("--dt", a.dt, "Euler step");
-  t->add_option("--T1", a.T1, "Free-phase step budget");
-  t->add_option("--T2", a.T2, "Nudged-phase steps");
-  t->add_option("--stop-tol", a.stop_tol, "Stop a phase when max ‖Δs‖² <= this (0: run the whole budget)");
-  t->add_option("--leak", a.leak, "Leak γ >= 0 (−γ s_j; 0 = published)");
+  add_checked(t, "--beta", a.beta, "Nudging strength β", cc::greater_than(0));
+  add_checked(t, "--lr", a.lr, "Learning rate η", cc::greater_than(0));
+  add_checked(t, "--dt", a.dt, "Euler step", cc::greater_than(0).at_most(1));
+  add_checked(t, "--T1", a.T1, "Free-phase step budget", steps);
+  add_checked(t, "--T2", a.T2, "Nudged-phase steps", steps);
+  add_checked(t, "--stop-tol", a.stop_tol, "Stop a phase when max ‖Δs‖² <= this (0: run the whole budget)", cc::at_least(0));
+  add_checked(t, "--leak", a.leak, "Leak γ >= 0 (−γ s_j; 0 = published)", cc::at_least(0));
   t->add_option("--decay", a.decay, "row_sum (published) | abs_row_sum | unit");
   t->add_option("--presyn", a.presyn, "Presynaptic activation ρ: identity (published) | sigmoid | tanh");
   t->add_option("--rule", a.rule, "trajectory (published) | endpoint");
-  t->add_option("--beta0", a.beta0, "Trajectory rule: coefficient of s_j(t)");
-  t->add_option("--beta1", a.beta1, "Trajectory rule: coefficient of s_j(t) − s_j(t−1)");
+  add_checked(t, "--beta0", a.beta0, "Trajectory rule: coefficient of s_j(t)", cc::any());
+  add_checked(t, "--beta1", a.beta1, "Trajectory rule: coefficient of s_j(t) − s_j(t−1)", cc::any());
   t->add_flag("--sign", a.sign, "Manhattan updates: η sign(ΔW)");
-  t->add_option("--l1", a.l1, "L1 shrinkage λ per update (published: 1.5e-4)");
+  add_checked(t, "--l1", a.l1, "L1 shrinkage λ per update (published: 1.5e-4)", cc::at_least(0));
   t->add_option("--l1-mode", a.l1_mode, "subgradient (published) | soft_threshold");
   t->add_flag("--prune", a.prune, "Boltzmann pruning after every update");
-  t->add_option("--prune-tol", a.prune_tol, "Weights with |W| above this are never pruned");
-  t->add_option("--prune-temp", a.prune_temp, "Pruning softmax temperature");
+  add_checked(t, "--prune-tol", a.prune_tol, "Weights with |W| above this are never pruned", cc::at_least(0));
+  add_checked(t, "--prune-temp", a.prune_temp, "Pruning softmax temperature", cc::greater_than(0));
   t->add_flag("--persistent", a.persistent, "Pruned connections stay pruned");
   t->add_flag("--exclude-structural", a.exclude_structural, "Leave structural zeros out of the pruning softmax");
   t->add_flag("--baseline", a.baseline, "Asymmetric vector-field EP baseline: unit leak, endpoint rule, learned bias");
-  t->add_option("--init-std", a.init_std, "Weight init standard deviation");
-  t->add_option("--epochs", a.epochs, "Epochs");
-  t->add_option("--batch", a.batch, "Mini-batch size (0: full batch, as published)");
-  t->add_option("--seed", a.seed, "First seed");
-  t->add_option("--seeds", a.seeds, "Train this many seeds (seed, seed+1, ...) and report how many succeed");
-  t->add_option("--train-size", a.train_size, "Datasets: training samples");
-  t->add_option("--test-size", a.test_size, "Datasets: test samples");
-  t->add_option("--eval-every", a.eval_every, "Evaluate (and log) every this many epochs");
+  add_checked(t, "--init-std", a.init_std, "Weight init standard deviation", cc::at_least(0));
+  add_checked(t, "--epochs", a.epochs, "Epochs", cc::closed(1, lim::epochs));
+  add_checked(t, "--batch", a.batch, "Mini-batch size (0: full batch, as published)", cc::closed(0, lim::batch));
+  add_checked(t, "--seed", a.seed, "First seed", cc::at_least(0));
+  add_checked(t, "--seeds", a.seeds, "Train this many seeds (seed, seed+1, ...) and report how many succeed", cc::closed(1, 10000));
+  add_checked(t, "--train-size", a.train_size, "Datasets: training samples", cc::closed(1, lim::samples));
+  add_checked(t, "--test-size", a.test_size, "Datasets: test samples", cc::closed(1, lim::samples));
+  add_checked(t, "--eval-every", a.eval_every, "Evaluate (and log) every this many epochs", cc::closed(1, lim::epochs));
   t->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   t->add_option("--run-dir", a.run_dir, "Write settings.json, metrics.jsonl/.csv, checkpoint.eqck (and stability.json) here");
   t->add_flag("--stability", a.stability, "Print the stability report of the trained network");
@@ -299,11 +306,12 @@ void register_deep(CLI::App& app) {
 
   static std::string target;
   static bool as_json = false;
-  static double leak_override = -1;
+  static double leak_override = 0;
   auto* s = deep->add_subcommand("stability", "Stability certificates of a trained DEEP network (run dir or checkpoint)");
   s->add_option("run", target, "Run directory or checkpoint.eqck")->required()->check(CLI::ExistingPath);
   s->add_flag("--json", as_json, "Print the worst equilibrium's report as JSON");
-  s->add_option("--leak", leak_override, "Analyse with this leak instead of the trained one");
+  static CLI::Option* leak_opt =
+      add_checked(s, "--leak", leak_override, "Analyse with this leak instead of the trained one", cc::at_least(0));
   s->callback([] {
     const fs::path file = fs::is_directory(target) ? fs::path(target) / "checkpoint.eqck" : fs::path(target);
     const auto ck = load_checkpoint(file);
@@ -325,7 +333,7 @@ void register_deep(CLI::App& app) {
     dyn.dt = js["dynamics"]["dt"];
     dyn.free_steps = js["dynamics"]["free_steps"];
     dyn.stop_tol = js["dynamics"]["stop_tol"];
-    dyn.leak = leak_override >= 0 ? leak_override : js["dynamics"]["leak"].get<double>();
+    dyn.leak = leak_opt->count() > 0 ? leak_override : js["dynamics"]["leak"].get<double>();
     dyn.decay = parse_deep_decay(js["dynamics"]["decay"]);
     dyn.presyn = parse_deep_presyn(js["dynamics"]["presyn"]);
     const Eigen::MatrixXd probe = ck.array("probe_inputs").to_matrix<double>();

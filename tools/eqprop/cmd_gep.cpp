@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "flag_checks.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"
@@ -30,6 +31,9 @@ std::vector<int> parse_sizes(const std::string& s) {
     } catch (...) {
       throw config_error("--sizes expects comma-separated integers like 4,5,3, got `" + s + "`");
     }
+    if (const std::string why = config_constraint::closed(1, config_limits::layer_size).number_violation(v.back(), true);
+        !why.empty())
+      throw config_error(fmt::format("--sizes: {} is out of range: every size {}", v.back(), why));
     if (c == std::string::npos) break;
     pos = c + 1;
   }
@@ -75,15 +79,18 @@ void register_gep(CLI::App& app) {
   auto* gc = gep->add_subcommand("gradcheck", "float64 toy network: EP gradient vs recurrent backprop for N = 0 (exact), 1..max-n; "
                                  "homeostatic loss Monte-Carlo vs exact");
   gc->add_option("--sizes", g.sizes, "Layer sizes input,hidden...,out (a readout with out classes follows)");
-  gc->add_option("--angle", g.angle, "Initial feedback rotation in degrees (0: B = W^T exactly, 90: random)");
-  gc->add_option("--beta", g.beta, "|beta|");
-  gc->add_option("--max-n", g.max_n, "Largest N");
-  gc->add_option("--batch", g.batch, "Random samples");
-  gc->add_option("--T1", g.T1, "Free steps");
-  gc->add_option("--T2", g.T2, "Nudged steps");
-  gc->add_option("--probes", g.probes, "Homeostasis probes");
-  gc->add_option("--init-scale", g.init_scale, "Weight std (0: 1/sqrt(fan_in))");
-  gc->add_option("--seed", g.seed, "Seed");
+  using cc = config_constraint;
+  namespace lim = config_limits;
+  add_checked(gc, "--angle", g.angle, "Initial feedback rotation in degrees (0: B = W^T exactly, 90: random)",
+              cc::closed(-360, 360));
+  add_checked(gc, "--beta", g.beta, "|beta|", cc::greater_than(0));
+  add_checked(gc, "--max-n", g.max_n, "Largest N", cc::closed(1, 64));
+  add_checked(gc, "--batch", g.batch, "Random samples", cc::closed(1, lim::batch));
+  add_checked(gc, "--T1", g.T1, "Free steps", cc::closed(1, lim::steps));
+  add_checked(gc, "--T2", g.T2, "Nudged steps", cc::closed(1, lim::steps));
+  add_checked(gc, "--probes", g.probes, "Homeostasis probes", cc::closed(1, 1e7));
+  add_checked(gc, "--init-scale", g.init_scale, "Weight std (0: 1/sqrt(fan_in))", cc::at_least(0));
+  add_checked(gc, "--seed", g.seed, "Seed", cc::at_least(0));
   gc->callback([] {
     vf_spec s;
     s.sizes = parse_sizes(g.sizes);
@@ -145,7 +152,7 @@ void register_gep(CLI::App& app) {
                                  "or of a config's network at initialisation");
   dg->add_option("target", dg_target, "Run directory (written by `eqprop gep train --run-dir`) or config file")
       ->required()->check(CLI::ExistingPath);
-  dg->add_option("--samples", dg_samples, "Training samples used");
+  add_checked(dg, "--samples", dg_samples, "Training samples used", cc::closed(1, lim::samples));
   dg->add_option("--set,-s", dg_sets, "Override a config key (estimator settings of the comparison)");
   dg->add_option("--data-dir", dg_data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   dg->callback([] {
@@ -189,14 +196,15 @@ void register_gep(CLI::App& app) {
   struct tr_args {
     std::string config_file, data_dir, run_dir;
     std::vector<std::string> sets;
-    long epochs = -1;
+    long epochs = 0;
     bool quiet = false, print_config = false;
   };
   static tr_args t;
   auto* tr = gep->add_subcommand("train", "Train a vector-field network with generalized EP (configs/gep_*.toml)");
   tr->add_option("config", t.config_file, "Config (TOML); see configs/gep_fmnist_*.toml")->check(CLI::ExistingFile);
   tr->add_option("--set,-s", t.sets, "Override a config key, e.g. --set homeostasis.lambda=1 (repeatable)");
-  tr->add_option("--epochs", t.epochs, "Shortcut for run.epochs");
+  static CLI::Option* epochs_opt =
+      add_checked(tr, "--epochs", t.epochs, "Shortcut for run.epochs", cc::closed(1, lim::epochs));
   tr->add_option("--data-dir", t.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   tr->add_option("--run-dir", t.run_dir, "Write config.toml, metrics.jsonl/.csv and checkpoint.eqck here");
   tr->add_flag("--quiet,-q", t.quiet, "Only the final line");
@@ -205,7 +213,7 @@ void register_gep(CLI::App& app) {
     config cfg(gep_schema());
     if (!t.config_file.empty()) cfg.load_toml_file(t.config_file);
     for (const auto& s : t.sets) cfg.set_override(s);
-    if (t.epochs >= 0) cfg.set("run.epochs", int64_t(t.epochs), "--epochs");
+    if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(t.epochs), "--epochs");
     if (t.print_config) {
       fmt::print("{}", cfg.to_toml());
       return;

@@ -11,6 +11,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "flag_checks.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/checkpoint.hpp"
@@ -41,11 +42,16 @@ void register_gle(CLI::App& app) {
   // ---- operator
   static double op_tm = 1, op_tr = 0.2, op_w = 2, op_dt = 1e-3;
   auto* op = gle->add_subcommand("operator", "Gain and phase of one neuron's forward, GLE-error and adjoint operators");
-  op->add_option("--tau-m", op_tm, "membrane time constant")->capture_default_str();
-  op->add_option("--tau-r", op_tr, "prospective time constant")->capture_default_str();
-  op->add_option("--omega", op_w, "angular frequency of the test sine")->capture_default_str();
-  op->add_option("--dt", op_dt, "Euler step")->capture_default_str();
+  using cc = config_constraint;
+  const cc time_constant = cc::greater_than(0).at_most(1e6);
+  add_checked(op, "--tau-m", op_tm, "membrane time constant", time_constant)->capture_default_str();
+  add_checked(op, "--tau-r", op_tr, "prospective time constant", time_constant)->capture_default_str();
+  add_checked(op, "--omega", op_w, "angular frequency of the test sine", cc::greater_than(0).at_most(1e6))->capture_default_str();
+  add_checked(op, "--dt", op_dt, "Euler step", cc::greater_than(0).at_most(1))->capture_default_str();
   op->callback([] {
+    if (2 * 3.141592653589793 / (op_w * op_dt) > 1e7)
+      throw config_error(fmt::format("--omega {} with --dt {} needs more than 1e7 Euler steps per period of the test sine; "
+                                     "raise --omega or --dt", op_w, op_dt));
     const auto r = gle_operator_response(op_tm, op_tr, op_w, op_dt);
     fmt::print("tau_m = {}, tau_r = {}, omega = {}, dt = {}\n", op_tm, op_tr, op_w, op_dt);
     fmt::print("{:<28} {:>10} {:>10} {:>14} {:>14}\n", "operator", "gain", "phase", "theory gain", "theory phase");
@@ -66,10 +72,12 @@ void register_gle(CLI::App& app) {
   static lagline_args la;
   auto* ll = gle->add_subcommand("lagline", "Teacher-student chain of two neurons (spec §5.1): learn weights and tau_m");
   ll->add_option("--rule", la.rule, "gle | bp (instantaneous errors) | bptt | adjoint")->capture_default_str();
-  ll->add_option("--window", la.o.window, "bptt/adjoint window in time units")->capture_default_str();
-  ll->add_option("--t-train", la.o.t_train, "training time (time units)")->capture_default_str();
-  ll->add_option("--lr", la.o.lr, "Adam learning rate per step")->capture_default_str();
-  ll->add_option("--seed", la.o.seed, "student initialisation and input phases")->capture_default_str();
+  add_checked(ll, "--window", la.o.window, "bptt/adjoint window in time units", cc::greater_than(0).at_most(1e4))
+      ->capture_default_str();
+  add_checked(ll, "--t-train", la.o.t_train, "training time (time units)", cc::greater_than(0).at_most(1e6))
+      ->capture_default_str();
+  add_checked(ll, "--lr", la.o.lr, "Adam learning rate per step", cc::greater_than(0))->capture_default_str();
+  add_checked(ll, "--seed", la.o.seed, "student initialisation and input phases", cc::at_least(0))->capture_default_str();
   ll->add_flag("--compare", la.compare, "run gle, bp and bptt with windows 4, 2, 1 side by side");
   ll->add_option("--out", la.out, "directory for lagline_<rule>.csv traces and lagline.png (default: none)");
   ll->add_flag("--no-plot", la.no_plot, "write the CSV files only");
@@ -125,7 +133,8 @@ void register_gle(CLI::App& app) {
   static std::string na_out;
   static bool na_no_plot = false, na_no_train = false;
   auto* ln = gle->add_subcommand("lagnet", "1-2-2-1 network: GLE errors against the adjoint method's lambda (spec §5.2)");
-  ln->add_option("--window", na.t_window, "comparison window (time units)")->capture_default_str();
+  add_checked(ln, "--window", na.t_window, "comparison window (time units)", cc::greater_than(na.t_tail).at_most(1e5))
+      ->capture_default_str();
   ln->add_option("--out", na_out, "directory for lagnet_traces.csv, lagnet_compare.csv and lagnet.png");
   ln->add_flag("--no-train", na_no_train, "only the error comparison");
   ln->add_flag("--no-plot", na_no_plot, "write the CSV files only");
@@ -175,40 +184,53 @@ void register_gle(CLI::App& app) {
   struct train_args {
     std::string config_file, data_dir, run_dir, resume;
     std::vector<std::string> sets;
-    long epochs = -1;
+    long epochs = 0;
     bool quiet = false, print_config = false;
   };
   static train_args ta;
   auto* tr = gle->add_subcommand("train", "Train a GLE network on sequences (default: the 15k MNIST-1D network)");
   tr->add_option("config", ta.config_file, "Config (TOML), e.g. configs/gle_mnist1d_15k.toml")->check(CLI::ExistingFile);
   tr->add_option("--set,-s", ta.sets, "Override a config key, e.g. --set optimizer.lr=1e-3 (repeatable)");
-  tr->add_option("--epochs", ta.epochs, "Shortcut for train.epochs");
+  static CLI::Option* epochs_opt =
+      add_checked(tr, "--epochs", ta.epochs, "Shortcut for train.epochs", cc::closed(1, config_limits::epochs));
   tr->add_option("--data-dir", ta.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   tr->add_option("--run-dir", ta.run_dir, "Run directory (default: run.dir of the config)");
-  tr->add_option("--resume", ta.resume, "Continue the run in this directory from its last checkpoint (bit-identical)")
+  tr->add_option("--resume", ta.resume,
+                 "Continue the run in this directory from its last checkpoint (bit-identical); a config file, --set "
+                 "and --epochs change its config (changing data.*, network.*, dynamics.learn_tau_m, optimizer.kind or "
+                 "train.seed is refused)")
       ->check(CLI::ExistingDirectory);
   tr->add_flag("--quiet,-q", ta.quiet, "No progress display");
   tr->add_flag("--print-config", ta.print_config, "Print the resolved config (TOML) and exit");
   tr->callback([] {
+    // The command line's settings: a config file, then --set, --run-dir, --epochs.
     config cfg(gle_train_schema());
+    if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
+    for (const auto& s : ta.sets) cfg.set_override(s);
+    if (!ta.run_dir.empty() && !ta.resume.empty())
+      throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
+                                     ta.run_dir, ta.resume));
+    if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
+    if (epochs_opt->count() > 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
     checkpoint resume_ck;
+    std::vector<std::string> changes;
     if (!ta.resume.empty()) {
-      // The run's own config is authoritative; only train.epochs may be extended.
+      // The run's saved config with the command line's changes on top (keys that would not
+      // fit the checkpoint are refused); the changes go to the log and to config.toml.
       resume_ck = load_checkpoint(fs::path(ta.resume) / "checkpoint.eqck");
       if (resume_ck.meta.value("kind", "") != "gle")
         throw config_error(fmt::format("{} is not a GLE run (use `eqprop train --resume` for EP runs)", ta.resume));
-      cfg.load_json(resume_ck.meta.at("config"), ta.resume + "/checkpoint.eqck");
+      config run_cfg(gle_train_schema());
+      run_cfg.load_json(resume_ck.meta.at("config"), ta.resume + "/checkpoint.eqck");
       cfg.set("run.dir", ta.resume, "--resume");
-    } else {
-      if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
-      for (const auto& s : ta.sets) cfg.set_override(s);
-      if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
+      changes = run_cfg.apply_resume_changes(cfg);
+      cfg = run_cfg;
     }
-    if (ta.epochs >= 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
     if (ta.print_config) {
       fmt::print("{}", cfg.to_toml());
       return;
     }
+    for (const auto& c : changes) fmt::print("resume: {}\n", c);
     const fs::path run = cfg.get<std::string>("run.dir");
     create_run_directory(run);
     write_text(run / "config.toml", cfg.to_toml());

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "flag_checks.hpp"
 #include "study_util.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
@@ -65,8 +66,10 @@ std::vector<double> parse_betas(const std::vector<std::string>& specs) {
     if (s.rfind("lin:", 0) == 0 || s.rfind("log:", 0) == 0) {
       double a = 0, b = 0;
       int n = 0;
-      if (std::sscanf(s.c_str() + 4, "%lf:%lf:%d", &a, &b, &n) != 3 || n < 1 || !(a > 0) || !(b >= a))
-        throw config_error(fmt::format("--beta '{}': expected lin:A:B:COUNT or log:A:B:COUNT with 0 < A <= B", s));
+      if (std::sscanf(s.c_str() + 4, "%lf:%lf:%d", &a, &b, &n) != 3 || n < 1 || n > 10000 || !(a > 0) || !(b >= a) ||
+          !std::isfinite(b))
+        throw config_error(fmt::format(
+            "--beta '{}': expected lin:A:B:COUNT or log:A:B:COUNT with finite 0 < A <= B and COUNT in [1, 10000]", s));
       for (int i = 0; i < n; ++i) {
         const double f = n == 1 ? 0.0 : double(i) / (n - 1);
         out.push_back(s[1] == 'i' ? a + f * (b - a) : a * std::pow(b / a, f));
@@ -75,7 +78,8 @@ std::vector<double> parse_betas(const std::vector<std::string>& specs) {
       std::size_t used = 0;
       double v = 0;
       try { v = std::stod(s, &used); } catch (const std::exception&) { used = 0; }
-      if (used != s.size() || !(v > 0)) throw config_error(fmt::format("--beta '{}': not a positive number or range", s));
+      if (used != s.size() || !(v > 0) || !std::isfinite(v))
+        throw config_error(fmt::format("--beta '{}': not a finite positive number or range", s));
       out.push_back(v);
     }
   }
@@ -313,45 +317,53 @@ void run(const gradcheck_args& a) {
 }
 
 void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
-  cmd->add_option("--layers", a.layers, "Input size then hidden layer sizes, e.g. 784,256,256")->delimiter(',')->capture_default_str();
-  cmd->add_option("--conv", a.conv, "ConvNet: channels of each conv layer (then --dense; --layers is ignored)")->delimiter(',');
-  cmd->add_option("--input-shape", a.input_shape, "ConvNet input image C,H,W (planar)")->delimiter(',');
-  cmd->add_option("--conv-kernel", a.conv_kernel, "Kernel size per conv layer (one value: all)")->delimiter(',')->capture_default_str();
+  using cc = config_constraint;
+  namespace lim = config_limits;
+  // Layer sizes: the upper bound here; the network spec reports sizes that are not positive.
+  const cc size = cc::any().at_most(lim::layer_size), steps = cc::closed(1, lim::steps);
+  add_checked(cmd, "--layers", a.layers, "Input size then hidden layer sizes, e.g. 784,256,256", size)->delimiter(',')->capture_default_str();
+  add_checked(cmd, "--conv", a.conv, "ConvNet: channels of each conv layer (then --dense; --layers is ignored)", size)->delimiter(',');
+  add_checked(cmd, "--input-shape", a.input_shape, "ConvNet input image C,H,W (planar)", cc::closed(1, 4096))->delimiter(',');
+  add_checked(cmd, "--conv-kernel", a.conv_kernel, "Kernel size per conv layer (one value: all)", cc::closed(1, 64))->delimiter(',')->capture_default_str();
   cmd->add_option("--conv-padding", a.conv_padding, "same | valid per conv layer (one value: all)")->delimiter(',')->capture_default_str();
   cmd->add_option("--conv-pool", a.conv_pool, "softmax | max | avg | none per conv layer (one value: all)")->delimiter(',')->capture_default_str();
-  cmd->add_option("--pool-temperature", a.pool_temperature, "Softmax pooling temperature")->capture_default_str();
-  cmd->add_option("--dense", a.dense, "ConvNet: dense hidden layers after the convs")->delimiter(',');
-  cmd->add_option("--readout", a.readout, "Classes of the softmax readout (output = readout)")->capture_default_str();
+  add_checked(cmd, "--pool-temperature", a.pool_temperature, "Softmax pooling temperature", cc::greater_than(0))->capture_default_str();
+  add_checked(cmd, "--dense", a.dense, "ConvNet: dense hidden layers after the convs", size)->delimiter(',');
+  add_checked(cmd, "--readout", a.readout, "Classes of the softmax readout (output = readout)", cc::closed(0, lim::layer_size))->capture_default_str();
   cmd->add_option("--output", a.output, "readout (softmax + cross-entropy) or layer (last layer is the output, squared error)")
       ->check(CLI::IsMember({"readout", "layer"}))->capture_default_str();
   cmd->add_option("--activation", a.activation, "sigmoid | holotanh | tanh | hard_sigmoid")
       ->check(CLI::IsMember({"sigmoid", "holotanh", "dsilu", "tanh", "hard_sigmoid"}))->capture_default_str();
-  cmd->add_option("--init-scale", a.init_scale, "Weight init std (0: 1/sqrt(fan_in))")->capture_default_str();
-  cmd->add_option("--seed", a.seed, "Seed for weights and the random batch")->capture_default_str();
-  cmd->add_option("--batch", a.batch, "Batch size")->capture_default_str()->check(CLI::PositiveNumber);
+  add_checked(cmd, "--init-scale", a.init_scale, "Weight init std (0: 1/sqrt(fan_in))", cc::at_least(0))->capture_default_str();
+  add_checked(cmd, "--seed", a.seed, "Seed for weights and the random batch", cc::at_least(0))->capture_default_str();
+  add_checked(cmd, "--batch", a.batch, "Batch size", cc::closed(1, lim::batch))->capture_default_str();
   cmd->add_option("--dtype", a.dtype,
                   "float32, float64, or bfloat16 (float32 with bfloat16 relaxation products); the reference is always float64")
       ->check(CLI::IsMember({"float32", "float64", "bfloat16"}))->capture_default_str();
-  cmd->add_option("--free-steps,--T1", a.free_steps, "Free-phase steps")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--nudged-steps,--T2", a.nudged_steps, "Steps per nudged point")->capture_default_str()->check(CLI::PositiveNumber);
-  cmd->add_option("--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)")->capture_default_str();
+  add_checked(cmd, "--free-steps,--T1", a.free_steps, "Free-phase steps", steps)->capture_default_str();
+  add_checked(cmd, "--nudged-steps,--T2", a.nudged_steps, "Steps per nudged point", steps)->capture_default_str();
+  add_checked(cmd, "--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)", cc::at_least(0))->capture_default_str();
   cmd->add_flag("--stop-early", a.stop_early, "Stop each relaxation once every sample is below tol");
   cmd->add_option("--order", a.order, "Update order of the estimator's steps (the reference's are synchronous)")
       ->check(CLI::IsMember({"synchronous", "alternating"}))->capture_default_str();
-  cmd->add_option("--omega", a.omega, "Over-relaxation factor of the estimator's steps, in (0, 2)")->capture_default_str();
-  cmd->add_option("--n-points,-N", a.n_points, "List of N (1 = classic EP, 2 = symmetric, >2 holomorphic)")->delimiter(',')->capture_default_str();
+  add_checked(cmd, "--omega", a.omega, "Over-relaxation factor of the estimator's steps", cc::open(0, 2))->capture_default_str();
+  add_checked(cmd, "--n-points,-N", a.n_points, "List of N (1 = classic EP, 2 = symmetric, >2 holomorphic)", cc::closed(1, 1024))
+      ->delimiter(',')->capture_default_str();
   cmd->add_option("--beta", a.betas, "List of |beta|, or ranges lin:A:B:COUNT / log:A:B:COUNT")->delimiter(',')->capture_default_str();
   cmd->add_option("--start", a.start, "free (each point from the free state) or warm (around the circle)")
       ->check(CLI::IsMember({"free", "warm"}))->capture_default_str();
-  cmd->add_option("--noise", a.noise_std, "Neuron noise std in the nudged phases (the reference stays noiseless)")->capture_default_str();
-  cmd->add_option("--noise-seed", a.noise_seed, "Seed of the noise stream")->capture_default_str();
+  add_checked(cmd, "--noise", a.noise_std, "Neuron noise std in the nudged phases (the reference stays noiseless)", cc::at_least(0))
+      ->capture_default_str();
+  add_checked(cmd, "--noise-seed", a.noise_seed, "Seed of the noise stream", cc::at_least(0))->capture_default_str();
   cmd->add_option("--reference", a.reference, "bptt | implicit | fd | complex-step")
       ->check(CLI::IsMember({"bptt", "implicit", "fd", "complex-step"}))->capture_default_str();
-  cmd->add_option("--reference-steps", a.reference_steps, "Steps of the reference (0: the free-phase steps)")->capture_default_str();
+  add_checked(cmd, "--reference-steps", a.reference_steps, "Steps of the reference (0: the free-phase steps)",
+              cc::closed(0, lim::steps))->capture_default_str();
   cmd->add_option("--dataset", a.dataset, "Take the batch from this dataset's test split instead of random inputs");
   cmd->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   cmd->add_option("--json", a.json_path, "Also write the results as one JSON document to this file ('-' for stdout)");
-  cmd->add_option("--min-cosine", a.min_cosine, "Exit with status 1 if any estimator's cosine is below this");
+  add_checked(cmd, "--min-cosine", a.min_cosine, "Exit with status 1 if any estimator's cosine is below this", cc::closed(-2, 1))
+      ->capture_default_str();
   cmd->callback([&a] {
     if (a.dtype == "float32" || a.dtype == "bfloat16") run<float>(a);
     else run<double>(a);
@@ -442,7 +454,6 @@ void run_stability(const stability_args& p) {
   relax_state<C> nudged;
   nudged.set_input(st.net, st.x, st.y);
   const relax_options ro{a.nudged_steps, a.tol, false};
-  if (p.grid < 2) throw config_error("--grid must be >= 2");
   std::string csv = "re,im,residual\n";
   long converged = 0;
   for (int i = 0; i < p.grid; ++i) {
@@ -502,10 +513,13 @@ void register_sweep(CLI::App& app) {
   auto* per = sweep->add_subcommand("periods", "Continuous holomorphic EP: cosine with the exact gradient versus the number "
                                                "of periods, for several steps per point T2");
   add_gradcheck_options(per, pa.g);
-  per->add_option("--steps-per-point", pa.steps_per_point, "List of T2 (steps per phase point)")->delimiter(',')->capture_default_str();
-  per->add_option("--periods", pa.periods, "Periods of the rotating teaching signal")->capture_default_str();
+  using cc = config_constraint;
+  add_checked(per, "--steps-per-point", pa.steps_per_point, "List of T2 (steps per phase point)",
+              cc::closed(1, config_limits::steps))->delimiter(',')->capture_default_str();
+  add_checked(per, "--periods", pa.periods, "Periods of the rotating teaching signal", cc::closed(1, 1e4))->capture_default_str();
   per->add_flag("--smooth", pa.smooth, "Rotate beta every step (ODE form) instead of holding it for T2 steps");
-  per->add_option("--alpha", pa.alpha, "dt/tau of the Euler step (1: plain fixed-point step)")->capture_default_str();
+  add_checked(per, "--alpha", pa.alpha, "dt/tau of the Euler step (1: plain fixed-point step)", cc::greater_than(0).at_most(1))
+      ->capture_default_str();
   per->add_option("--out", pa.g.out_dir, "Output directory")->capture_default_str();
   per->callback([] {
     if (pa.g.dtype == "float32") run_periods<float>(pa);
@@ -522,8 +536,9 @@ void register_sweep(CLI::App& app) {
   sa.g.out_dir = "sweep-stability";
   auto* stab = sweep->add_subcommand("stability", "Relaxation residual over a grid of complex beta (a PNG of the complex plane)");
   add_gradcheck_options(stab, sa.g);
-  stab->add_option("--extent", sa.extent, "The grid covers Re, Im in [-extent, extent]")->capture_default_str();
-  stab->add_option("--grid", sa.grid, "Grid points per axis")->capture_default_str();
+  add_checked(stab, "--extent", sa.extent, "The grid covers Re, Im in [-extent, extent]", cc::greater_than(0))
+      ->capture_default_str();
+  add_checked(stab, "--grid", sa.grid, "Grid points per axis", cc::closed(2, 4096))->capture_default_str();
   stab->add_option("--out", sa.g.out_dir, "Output directory")->capture_default_str();
   stab->callback([] {
     if (sa.g.dtype == "float32") run_stability<float>(sa);

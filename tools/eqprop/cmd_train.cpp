@@ -8,6 +8,8 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "flag_checks.hpp"
+#include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
@@ -20,7 +22,7 @@ void register_train(CLI::App& app) {
   struct args {
     std::string config_file, data_dir, run_dir, resume, estimator, dtype;
     std::vector<std::string> sets;
-    long epochs = -1, kill_after = -1;
+    long epochs = 0, kill_after = -1;
     bool quiet = false, print_config = false;
   };
   static args a;
@@ -28,37 +30,52 @@ void register_train(CLI::App& app) {
   cmd->add_option("config", a.config_file, "Experiment config (TOML); see configs/")->check(CLI::ExistingFile);
   cmd->add_option("--set,-s", a.sets, "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)");
   cmd->add_option("--estimator", a.estimator, "Shortcut for estimator.kind: classic | symmetric | holomorphic | bptt | implicit");
-  cmd->add_option("--epochs", a.epochs, "Shortcut for run.epochs");
+  static CLI::Option* epochs_opt = add_checked(cmd, "--epochs", a.epochs, "Shortcut for run.epochs",
+                                               config_constraint::closed(1, config_limits::epochs));
   cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
   cmd->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
-  cmd->add_option("--resume", a.resume, "Continue the run in this directory from its last checkpoint")->check(CLI::ExistingDirectory);
+  cmd->add_option("--resume", a.resume,
+                  "Continue the run in this directory from its last checkpoint; a config file, --set and the shortcuts "
+                  "change its config (changing the data, network.*, optimizer.kind or run.seed is refused)")
+      ->check(CLI::ExistingDirectory);
   cmd->add_flag("--quiet,-q", a.quiet, "No progress display");
   cmd->add_flag("--print-config", a.print_config, "Print the resolved config (TOML) and exit");
-  cmd->add_option("--kill-after-batches", a.kill_after, "Testing aid: exit abruptly (status 137) after this many batches")
+  add_checked(cmd, "--kill-after-batches", a.kill_after, "Testing aid: exit abruptly (status 137) after this many batches",
+              config_constraint::at_least(1))
       ->group("");
   cmd->callback([] {
+    // The command line's settings: a config file, then --set, then the shortcuts.
     config cfg(experiment_schema());
+    if (!a.config_file.empty()) cfg.load_toml_file(a.config_file);
+    for (const auto& s : a.sets) cfg.set_override(s);
+    if (!a.estimator.empty()) cfg.set("estimator.kind", a.estimator, "--estimator");
+    if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
+    if (!a.dtype.empty()) cfg.set("network.dtype", a.dtype, "--dtype");
     train_options opt;
     opt.data_dir = a.data_dir;
     opt.quiet = a.quiet;
     opt.kill_after_batches = a.kill_after;
     if (!a.resume.empty()) {
-      // The run's own config is authoritative; only run.epochs may be extended.
-      const auto ck = load_checkpoint(fs::path(a.resume) / "checkpoint.eqck");
-      cfg.load_json(ck.meta.at("config"), a.resume + "/checkpoint.eqck");
+      if (!a.run_dir.empty())
+        throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
+                                       a.run_dir, a.resume));
+      // The run's saved config, with the command line's changes on top (keys that would not
+      // fit the checkpoint are refused); the changes go to the log and to config.toml.
+      const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
+      const auto ck = load_checkpoint(ck_file);
+      config run_cfg(experiment_schema());
+      run_cfg.load_json(ck.meta.at("config"), ck_file.string());
+      const auto changes = run_cfg.apply_resume_changes(cfg);
+      cfg = run_cfg;
       opt.run_dir = a.resume;
       opt.resume = true;
-      if (a.epochs > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
-    } else {
-      if (!a.config_file.empty()) {
-        cfg.load_toml_file(a.config_file);
-        opt.name = fs::path(a.config_file).stem().string();
+      if (!a.print_config) {
+        for (const auto& c : changes) fmt::print("resume: {}\n", c);
+        if (!changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
       }
-      for (const auto& s : a.sets) cfg.set_override(s);
-      if (!a.estimator.empty()) cfg.set("estimator.kind", a.estimator, "--estimator");
-      if (a.epochs > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
-      if (!a.dtype.empty()) cfg.set("network.dtype", a.dtype, "--dtype");
+    } else {
+      if (!a.config_file.empty()) opt.name = fs::path(a.config_file).stem().string();
       opt.run_dir = a.run_dir;
     }
     if (a.print_config) {

@@ -1,7 +1,8 @@
 // Run configuration: a flat set of dotted keys ("optimizer.lr") declared in a schema,
 // filled from defaults, then TOML files, then command-line overrides (later sources win).
-// The schema fixes each key's type (the type of its default); every value given by a file
-// or an override is checked against it, and unknown keys are rejected with a suggestion.
+// The schema fixes each key's type (the type of its default) and its allowed values (a
+// config_constraint); every value given by a file, an override, set() or a saved run config
+// is checked against both, and unknown keys are rejected with a suggestion.
 #pragma once
 #include <concepts>
 #include <cstdint>
@@ -32,11 +33,66 @@ std::string config_type_name(const config_value& v);
 /// carry a '.', an exponent, inf or nan, and are printed with round-trip precision.
 std::string format_config_value(const config_value& v);
 
+/// The values a key accepts beyond its type. Checked on every assignment (files, overrides,
+/// set(), load_json) and against the key's own default when the key is declared.
+///  - Numbers (integer and float keys, and each element of an integer or float array): within
+///    [lo, hi], each end open or closed (infinite ends: unbounded), or equal to one of
+///    `special` (values with a meaning outside the range, e.g. -1 for "all"). Floats must be
+///    finite unless `nonfinite` is set.
+///  - Strings (and each element of a string array): one of `choices` (empty: any string).
+///  - Arrays: between min_size and max_size elements.
+/// Built with the static helpers and refined with the chainable ones:
+/// `config_constraint::at_least(1).at_most(1 << 16).or_value(-1)`.
+struct config_constraint {
+  double lo = -std::numeric_limits<double>::infinity();
+  double hi = std::numeric_limits<double>::infinity();
+  bool lo_open = false, hi_open = false;
+  std::vector<double> special;
+  bool nonfinite = false;
+  std::vector<std::string> choices;
+  std::size_t min_size = 0, max_size = std::numeric_limits<std::size_t>::max();
+
+  static config_constraint any() { return {}; }
+  static config_constraint at_least(double lo);               ///< [lo, inf)
+  static config_constraint greater_than(double lo);           ///< (lo, inf)
+  static config_constraint closed(double lo, double hi);      ///< [lo, hi]
+  static config_constraint open(double lo, double hi);        ///< (lo, hi)
+  static config_constraint one_of(std::vector<std::string> choices);
+  config_constraint at_most(double hi) const;                 ///< upper end hi, closed
+  config_constraint below(double hi) const;                   ///< upper end hi, open
+  config_constraint or_value(double v) const;                 ///< also accept v
+  config_constraint sizes(std::size_t min, std::size_t max) const;  ///< array size range
+  config_constraint allow_nonfinite() const;                  ///< NaN and +-inf accepted
+
+  /// The allowed values in words for a key of v's type: "an integer >= 1", "a float in (0, 2)",
+  /// "one of sgd, adam, adamw", "2 elements, each a float > 0". Empty when any value of the
+  /// type is allowed (bool keys, free strings).
+  std::string describe(const config_value& v) const;
+  /// Empty when v satisfies the constraint, else why not ("element 2 (0) is out of range: must
+  /// be ...", "must be an integer >= 1").
+  std::string violation(const config_value& v) const;
+  /// The number rule alone, for command-line flags and other callers: empty or "must be ...".
+  std::string number_violation(double v, bool integer) const;
+};
+
+/// Upper bounds the schemas use for sizes and counts, so that an absurd value is a
+/// config_error naming the key rather than an allocation failure or a run that never ends.
+namespace config_limits {
+inline constexpr double layer_size = 1 << 16;   ///< neurons (or channels) of one layer
+inline constexpr std::size_t layers = 64;       ///< layers of a network
+inline constexpr double batch = 1 << 16;        ///< samples of one batch
+inline constexpr double steps = 1e6;            ///< relaxation / time steps of one phase
+inline constexpr double epochs = 1e6;
+inline constexpr double threads = 1024;
+inline constexpr double samples = 1e9;          ///< generated or selected samples
+}  // namespace config_limits
+
 /// One declared key.
 struct config_key {
   std::string key;             ///< dotted name, e.g. "optimizer.lr"
   config_value default_value;  ///< also fixes the key's type
   std::string doc;             ///< one-line description (written as a comment by to_toml)
+  config_constraint allowed;   ///< values accepted beyond the type
 };
 
 /// The set of keys a config accepts, in declaration order.
@@ -45,7 +101,18 @@ class config_schema {
   /// Declares a key. Throws config_error for a malformed name (components must be
   /// non-empty [A-Za-z0-9_-]), a duplicate, or a key that is also a prefix of another
   /// ("a" and "a.b"), which TOML cannot represent.
-  config_schema& add(std::string key, config_value default_value, std::string doc);
+  /// Also throws config_error when the default violates `allowed`.
+  config_schema& add(std::string key, config_value default_value, config_constraint allowed, std::string doc);
+  /// A key whose values are limited by its type only (bool keys, free strings).
+  config_schema& add(std::string key, config_value default_value, std::string doc) {
+    return add(std::move(key), std::move(default_value), config_constraint::any(), std::move(doc));
+  }
+  /// Declares the keys a resumed run may not change (checkpoint layout, data, identity):
+  /// exact key names, or "section." for every key under a section.
+  config_schema& fixed_on_resume(std::vector<std::string> keys_or_sections);
+  /// True when `key` is covered by fixed_on_resume.
+  bool is_fixed_on_resume(std::string_view key) const;
+  const std::vector<std::string>& fixed_on_resume() const { return fixed_on_resume_; }
   /// The declaration of `key`, or nullptr.
   const config_key* find(std::string_view key) const;
   const std::vector<config_key>& keys() const { return keys_; }
@@ -55,6 +122,7 @@ class config_schema {
  private:
   std::vector<config_key> keys_;
   std::map<std::string, std::size_t, std::less<>> index_;
+  std::vector<std::string> fixed_on_resume_;
 };
 
 
@@ -87,6 +155,13 @@ class config {
   /// an unknown key or a T that does not match the key's declared type.
   template <class T>
   T get(std::string_view key) const;
+  /// Resuming a run: this config holds the run's saved config; `requested` was built by the
+  /// resuming command from its overrides. Every key the user set in `requested` to a value
+  /// different from this config's is copied here (with its source); a key the schema declares
+  /// fixed_on_resume is refused with a config_error naming it (nothing is changed then).
+  /// Returns one line per applied change: "run.epochs: 30 -> 40 (--epochs)".
+  std::vector<std::string> apply_resume_changes(const config& requested);
+
   /// The raw value of a key (throws config_error for an unknown key).
   const config_value& value(std::string_view key) const;
   /// True when a file, override or set() gave the key a value (even one equal to the default).
@@ -106,6 +181,8 @@ class config {
  private:
   std::size_t index_of(std::string_view key, std::string_view source) const;
   void assign(std::size_t index, config_value v, std::string source);
+  /// Throws config_error when v violates the key's constraint (names key, value, range, source).
+  void check_allowed(std::size_t index, const config_value& v, std::string_view source) const;
   [[noreturn]] void type_mismatch(std::string_view key, const char* requested) const;
 
   bool get_bool(std::string_view key) const;

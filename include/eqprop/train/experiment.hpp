@@ -30,6 +30,7 @@ network_spec conv_spec_from_config(const config& cfg, int n_input, std::array<in
 void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule);
 void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
 void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip
+void add_data_limit_keys(config_schema& s);   ///< data.limit_train, data.limit_test (N >= 1, or -1: all)
 /// Per-channel normalisation of both splits from data.normalize_mean / normalize_std (if set).
 void normalize_from_config(const config& cfg, dataset_split& split);
 /// Estimator from estimator.* and relax.* keys ("classic", "symmetric", "holomorphic",
