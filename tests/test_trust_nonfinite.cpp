@@ -227,19 +227,26 @@ TEST(TrustNonFinite, EmptySplitsAreErrors) {
   REQUIRE_CLI();
   const auto dir = temp_dir("empty");
   write_npy_dataset(dir / "data", 30, 12, -1);
+  write_npy_dataset(dir / "notest", 30, 0, -1);
   const std::string data = " --data-dir " + (dir / "data").string();
+  const std::string notest = " --data-dir " + (dir / "notest").string();
   struct tc {
     std::string args, message, key;  // the error names the empty split, or (a range check) the key
   };
   const std::vector<tc> cases = {
       {"train -q --set data.yin_yang_test=0 --epochs 1", "test split has no samples", "data.yin_yang_test"},
       {"train -q --set data.yin_yang_train=0 --epochs 1", "training split has no samples", "data.yin_yang_train"},
-      {"train -q --set data.limit_test=0 --epochs 1", "test split has no samples", ""},
+      {"train -q --set data.limit_test=0 --epochs 1", "test split has no samples", "data.limit_test"},
       {"gep train -q --set data.name=npy --set data.limit_test=0 --set network.hidden=[5] --set network.output=3 "
-       "--epochs 1" + data, "test split has no samples", ""},
+       "--epochs 1" + data, "test split has no samples", "data.limit_test"},
       {"gle train -q --set data.name=npy --set data.limit_train=0 --set network.depth=1 "
-       "--epochs 1" + data, "training split has no samples", ""},
-      {"deep train -q --task npy --train-size 30 --test-size 0 --epochs 1" + data, "test split has no samples", ""},
+       "--epochs 1" + data, "training split has no samples", "data.limit_train"},
+      {"deep train -q --task npy --train-size 30 --test-size 0 --epochs 1" + data, "test split has no samples", "--test-size"},
+      // A data set whose test files hold no samples: the split check itself, in every trainer.
+      {"train -q --set data.name=npy --epochs 1" + notest, "test split has no samples", ""},
+      {"gep train -q --set data.name=npy --set network.hidden=[5] --set network.output=3 --epochs 1" + notest,
+       "test split has no samples", ""},
+      {"gle train -q --set data.name=npy --set network.depth=1 --epochs 1" + notest, "test split has no samples", ""},
   };
   for (std::size_t i = 0; i < cases.size(); ++i) {
     const auto& c = cases[i];

@@ -64,9 +64,12 @@ def test_nan_test_data_is_an_error_naming_split_and_sample(tmp_path):
 
 
 def test_empty_split_is_an_error(tmp_path):
-    with pytest.raises(eqprop.DataError, match="test split has no samples"):
+    with pytest.raises(eqprop.ConfigError, match="data.limit_test"):
         eqprop.train(overrides={"data.limit_test": 0, "run.epochs": 1}, run_dir=tmp_path / "run", verbose=False)
-    data = write_npy_dataset(tmp_path / "data")
-    with pytest.raises(eqprop.DataError, match="training split has no samples"):
-        eqprop.gle_train(overrides={"data.name": "npy", "data.limit_train": 0, "network.depth": 1,
-                                    "train.epochs": 1}, data_dir=data)
+    data = write_npy_dataset(tmp_path / "data", n_test=0)
+    with pytest.raises(eqprop.DataError, match="test split has no samples"):
+        eqprop.train(overrides={"data.name": "npy", "run.epochs": 1}, data_dir=data, run_dir=tmp_path / "run2",
+                     verbose=False)
+    with pytest.raises(eqprop.DataError, match="test split has no samples"):
+        eqprop.gle_train(overrides={"data.name": "npy", "network.depth": 1, "train.epochs": 1,
+                                    "run.dir": str(tmp_path / "gle")}, data_dir=data)
