@@ -18,13 +18,15 @@ dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant varia
   const bool c100 = variant == cifar_variant::cifar100;
   const size_t label_bytes = c100 ? 2 : 1, pixels = 3 * 32 * 32, record = label_bytes + pixels;
   const uint64_t max_bytes = kMaxCifarRecords * record;
+  // A limit of the record cap or more reads everything (and keeps the products below small).
+  if (max_samples >= static_cast<long>(kMaxCifarRecords)) max_samples = -1;
   const io_detail::input_file in(file);
   std::vector<uint8_t> bytes = in.read(0, std::min<uint64_t>(in.size(), 2), "header");
   if (io_detail::is_gzip(bytes)) {
     const std::vector<uint8_t> compressed = in.read(0, in.size(), "file contents");
     // A CIFAR file has no header: the size is bounded by the record limit, and with
     // max_samples only the records needed are decompressed (the rest is not checked).
-    if (max_samples >= 0 && static_cast<uint64_t>(max_samples) < kMaxCifarRecords)
+    if (max_samples >= 0)
       bytes = io_detail::gunzip_prefix(compressed, name, static_cast<size_t>(max_samples) * record);
     else
       bytes = io_detail::gunzip(compressed, name, max_bytes,

@@ -437,6 +437,7 @@ std::size_t toml_nesting_bound(std::string_view t) {
       case ',':
       case '\n':
         if (!in_header) dots = 0;
+        if (c == '\n' && levels.empty()) key_dots = 0;
         break;
       default: break;
     }
