@@ -83,9 +83,16 @@ std::string zmsg(const z_stream& zs, int rc) {
   return fmt::format("zlib error {}", rc);
 }
 
-}  // namespace
-
-namespace {
+/// An inflate stream released on every exit (return, break or exception).
+struct inflater {
+  z_stream zs{};
+  inflater(int window_bits, const std::string& source) {
+    if (inflateInit2(&zs, window_bits) != Z_OK) throw data_error(fmt::format("{}: cannot initialise zlib", source));
+  }
+  ~inflater() { inflateEnd(&zs); }
+  inflater(const inflater&) = delete;
+  inflater& operator=(const inflater&) = delete;
+};
 
 // Inflates a gzip stream into at most limit bytes. prefix_only: stop (without error) once
 // limit bytes are out; else data_error as soon as the output would exceed limit.
@@ -94,58 +101,52 @@ std::vector<uint8_t> gunzip_bounded(std::span<const uint8_t> bytes, const std::s
   std::vector<uint8_t> out;
   // Room for one byte past the limit tells "more than allowed" from "exactly the limit".
   const uint64_t cap = prefix_only ? limit : limit + 1;
-  z_stream zs{};
-  if (inflateInit2(&zs, 16 + MAX_WBITS) != Z_OK) throw data_error(fmt::format("{}: cannot initialise zlib", source));
+  inflater inf(16 + MAX_WBITS, source);
+  z_stream& zs = inf.zs;
   size_t in_pos = 0, out_pos = 0;
   bool member_done = false;
-  try {
-    while (true) {
-      if (out_pos == out.size()) {
-        if (out_pos >= cap) {
-          if (prefix_only) return out;
-          throw data_error(fmt::format("{}: the gzip data decompress to more than {} bytes ({}); stopped there",
-                                       source, limit, what));
-        }
-        out.resize(static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(2 * uint64_t(out.size()), 1 << 16), cap)));
+  while (true) {
+    if (out_pos == out.size()) {
+      if (out_pos >= cap) {
+        if (prefix_only) return out;
+        throw data_error(fmt::format("{}: the gzip data decompress to more than {} bytes ({}); stopped there",
+                                     source, limit, what));
       }
-      zs.next_in = const_cast<Bytef*>(bytes.data() + in_pos);
-      zs.avail_in = static_cast<uInt>(std::min(kChunk, bytes.size() - in_pos));
-      zs.next_out = out.data() + out_pos;
-      zs.avail_out = static_cast<uInt>(std::min(kChunk, out.size() - out_pos));
-      const uInt in_before = zs.avail_in, out_before = zs.avail_out;
-      const int rc = inflate(&zs, Z_NO_FLUSH);
-      in_pos += in_before - zs.avail_in;
-      out_pos += out_before - zs.avail_out;
-      if (rc == Z_STREAM_END) {
-        member_done = true;
-        // Another gzip member may follow (concatenated .gz files); anything else is ignored.
-        if (bytes.size() - in_pos >= 2 && bytes[in_pos] == 0x1f && bytes[in_pos + 1] == 0x8b) {
-          inflateReset(&zs);
-          member_done = false;
-          continue;
-        }
-        break;
-      }
-      if (rc == Z_DATA_ERROR)
-        throw data_error(fmt::format("{}: corrupt gzip data ({}) after {} compressed bytes", source,
-                                     zmsg(zs, rc), in_pos));
-      if (rc == Z_MEM_ERROR) throw data_error(fmt::format("{}: out of memory while decompressing", source));
-      if (rc == Z_BUF_ERROR || rc == Z_OK) {
-        // inflate stops only when the output is full or the input chunk is used up.
-        if (zs.avail_out == 0 || in_pos < bytes.size()) continue;
-        if (prefix_only) break;  // the caller checks the length it needs
-        throw data_error(fmt::format(
-            "{}: truncated gzip stream: the compressed data end after {} bytes ({} bytes decompressed) "
-            "before the end-of-stream marker",
-            source, bytes.size(), out_pos));
-      }
-      throw data_error(fmt::format("{}: gzip decompression failed ({})", source, zmsg(zs, rc)));
+      out.resize(static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(2 * uint64_t(out.size()), 1 << 16), cap)));
     }
-  } catch (...) {
-    inflateEnd(&zs);
-    throw;
+    zs.next_in = const_cast<Bytef*>(bytes.data() + in_pos);
+    zs.avail_in = static_cast<uInt>(std::min(kChunk, bytes.size() - in_pos));
+    zs.next_out = out.data() + out_pos;
+    zs.avail_out = static_cast<uInt>(std::min(kChunk, out.size() - out_pos));
+    const uInt in_before = zs.avail_in, out_before = zs.avail_out;
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    in_pos += in_before - zs.avail_in;
+    out_pos += out_before - zs.avail_out;
+    if (rc == Z_STREAM_END) {
+      member_done = true;
+      // Another gzip member may follow (concatenated .gz files); anything else is ignored.
+      if (bytes.size() - in_pos >= 2 && bytes[in_pos] == 0x1f && bytes[in_pos + 1] == 0x8b) {
+        inflateReset(&zs);
+        member_done = false;
+        continue;
+      }
+      break;
+    }
+    if (rc == Z_DATA_ERROR)
+      throw data_error(fmt::format("{}: corrupt gzip data ({}) after {} compressed bytes", source,
+                                   zmsg(zs, rc), in_pos));
+    if (rc == Z_MEM_ERROR) throw data_error(fmt::format("{}: out of memory while decompressing", source));
+    if (rc == Z_BUF_ERROR || rc == Z_OK) {
+      // inflate stops only when the output is full or the input chunk is used up.
+      if (zs.avail_out == 0 || in_pos < bytes.size()) continue;
+      if (prefix_only) break;  // the caller checks the length it needs
+      throw data_error(fmt::format(
+          "{}: truncated gzip stream: the compressed data end after {} bytes ({} bytes decompressed) "
+          "before the end-of-stream marker",
+          source, bytes.size(), out_pos));
+    }
+    throw data_error(fmt::format("{}: gzip decompression failed ({})", source, zmsg(zs, rc)));
   }
-  inflateEnd(&zs);
   if (!member_done && !prefix_only) throw data_error(fmt::format("{}: truncated gzip stream", source));
   out.resize(out_pos);
   return out;
@@ -170,41 +171,35 @@ std::vector<uint8_t> inflate_raw(std::span<const uint8_t> bytes, uint64_t expect
   const bool partial = prefix < expected_size;
   std::vector<uint8_t> out(static_cast<size_t>(partial ? prefix : expected_size));
   uint8_t spill[64];  // catches output beyond the expected size
-  z_stream zs{};
-  if (inflateInit2(&zs, -MAX_WBITS) != Z_OK) throw data_error(fmt::format("{}: cannot initialise zlib", source));
+  inflater inf(-MAX_WBITS, source);
+  z_stream& zs = inf.zs;
   size_t in_pos = 0, out_pos = 0;
-  try {
-    while (true) {
-      if (partial && out_pos == out.size()) break;  // the prefix the caller needs
-      const bool spilling = out_pos == out.size();
-      zs.next_in = const_cast<Bytef*>(bytes.data() + in_pos);
-      zs.avail_in = static_cast<uInt>(std::min(kChunk, bytes.size() - in_pos));
-      zs.next_out = spilling ? spill : out.data() + out_pos;
-      zs.avail_out = spilling ? sizeof spill : static_cast<uInt>(std::min(kChunk, out.size() - out_pos));
-      const uInt in_before = zs.avail_in, out_before = zs.avail_out;
-      const int rc = inflate(&zs, Z_NO_FLUSH);
-      in_pos += in_before - zs.avail_in;
-      const size_t produced = out_before - zs.avail_out;
-      if (spilling && produced > 0)
-        throw data_error(fmt::format("{}: deflate data expand to more than the {} bytes recorded in the directory",
-                                     source, expected_size));
-      out_pos += produced;
-      if (rc == Z_STREAM_END) break;
-      if (rc == Z_DATA_ERROR)
-        throw data_error(fmt::format("{}: corrupt deflate data ({})", source, zmsg(zs, rc)));
-      if (rc == Z_MEM_ERROR) throw data_error(fmt::format("{}: out of memory while decompressing", source));
-      if (rc == Z_BUF_ERROR || rc == Z_OK) {
-        if (zs.avail_out == 0 || in_pos < bytes.size()) continue;
-        throw data_error(fmt::format("{}: truncated deflate data ({} of {} bytes decompressed)", source,
-                                     out_pos, expected_size));
-      }
-      throw data_error(fmt::format("{}: deflate decompression failed ({})", source, zmsg(zs, rc)));
+  while (true) {
+    if (partial && out_pos == out.size()) break;  // the prefix the caller needs
+    const bool spilling = out_pos == out.size();
+    zs.next_in = const_cast<Bytef*>(bytes.data() + in_pos);
+    zs.avail_in = static_cast<uInt>(std::min(kChunk, bytes.size() - in_pos));
+    zs.next_out = spilling ? spill : out.data() + out_pos;
+    zs.avail_out = spilling ? sizeof spill : static_cast<uInt>(std::min(kChunk, out.size() - out_pos));
+    const uInt in_before = zs.avail_in, out_before = zs.avail_out;
+    const int rc = inflate(&zs, Z_NO_FLUSH);
+    in_pos += in_before - zs.avail_in;
+    const size_t produced = out_before - zs.avail_out;
+    if (spilling && produced > 0)
+      throw data_error(fmt::format("{}: deflate data expand to more than the {} bytes recorded in the directory",
+                                   source, expected_size));
+    out_pos += produced;
+    if (rc == Z_STREAM_END) break;
+    if (rc == Z_DATA_ERROR)
+      throw data_error(fmt::format("{}: corrupt deflate data ({})", source, zmsg(zs, rc)));
+    if (rc == Z_MEM_ERROR) throw data_error(fmt::format("{}: out of memory while decompressing", source));
+    if (rc == Z_BUF_ERROR || rc == Z_OK) {
+      if (zs.avail_out == 0 || in_pos < bytes.size()) continue;
+      throw data_error(fmt::format("{}: truncated deflate data ({} of {} bytes decompressed)", source,
+                                   out_pos, expected_size));
     }
-  } catch (...) {
-    inflateEnd(&zs);
-    throw;
+    throw data_error(fmt::format("{}: deflate decompression failed ({})", source, zmsg(zs, rc)));
   }
-  inflateEnd(&zs);
   if (out_pos != out.size())
     throw data_error(fmt::format("{}: deflate data expand to {} bytes, the directory records {}", source, out_pos,
                                  expected_size));
