@@ -375,7 +375,7 @@ namespace {
 /// is one more table level). Comments and strings (basic, literal, multi-line) are skipped.
 /// Linear time and no recursion, so it is safe to run on any input before parsing.
 std::size_t toml_nesting_bound(std::string_view t) {
-  std::size_t max_depth = 0, dots = 0, header_dots = 0, key_dots = 0, opened = 0;
+  std::size_t max_depth = 0, dots = 0, header_dots = 0, key_dots = 0;
   std::vector<std::size_t> levels;  // key dots in effect at each open [ or {
   std::size_t level_dots = 0;       // their sum
   bool in_header = false, at_line_start = true;
@@ -386,7 +386,8 @@ std::size_t toml_nesting_bound(std::string_view t) {
       continue;
     }
     if (c == '"' || c == '\'') {
-      const bool triple = t.substr(i, 3) == std::string(3, c);
+      const std::string triple_quote(3, c);
+      const bool triple = t.substr(i, 3) == triple_quote;
       const std::size_t open = triple ? 3 : 1;
       std::size_t j = i + open;
       while (j < t.size()) {
@@ -394,7 +395,7 @@ std::size_t toml_nesting_bound(std::string_view t) {
           j += 2;
           continue;
         }
-        if (t[j] == c && (!triple || t.substr(j, 3) == std::string(3, c))) break;
+        if (t[j] == c && (!triple || t.substr(j, 3) == triple_quote)) break;
         if (!triple && t[j] == '\n') break;
         ++j;
       }
@@ -414,14 +415,12 @@ std::size_t toml_nesting_bound(std::string_view t) {
         levels.push_back(key_dots);
         level_dots += key_dots;
         key_dots = 0;
-        ++opened;
         break;
       case ']':
       case '}':
         if (!levels.empty()) {
           level_dots -= levels.back();
           levels.pop_back();
-          --opened;
         }
         if (levels.empty() && in_header) {
           header_dots = dots;
@@ -441,7 +440,7 @@ std::size_t toml_nesting_bound(std::string_view t) {
         break;
       default: break;
     }
-    max_depth = std::max(max_depth, opened + level_dots + header_dots + dots + key_dots);
+    max_depth = std::max(max_depth, levels.size() + level_dots + header_dots + dots + key_dots);
   }
   return max_depth;
 }
