@@ -214,9 +214,10 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
 
   // The header first (checked against the member's recorded size), then, with a limit, only
   // the rows needed: a limited read decompresses no more than it keeps.
-  const uint64_t head_end = io_detail::npy_header_end(z.read(*de, std::min<uint64_t>(de->usize, 12)), dsrc);
-  const io_detail::npy_header h =
-      io_detail::parse_npy_header(z.read(*de, std::min<uint64_t>(de->usize, head_end)), dsrc, de->usize);
+  std::vector<uint8_t> head = z.read(*de, std::min<uint64_t>(de->usize, 4096));  // numpy writes 128 bytes
+  if (const uint64_t end = io_detail::npy_header_end(head, dsrc); end > head.size() && head.size() < de->usize)
+    head = z.read(*de, std::min<uint64_t>(de->usize, end));
+  const io_detail::npy_header h = io_detail::parse_npy_header(head, dsrc, de->usize);
   if (h.shape.size() != 2)
     throw data_error(fmt::format("{}: image data must be a 2-D array (N x 3*s*s), got shape ({})", dsrc,
                                  fmt::join(h.shape, ", ")));
@@ -224,7 +225,7 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
     throw data_error(fmt::format("{}: image data must be uint8, got dtype '{}'", dsrc, h.descr));
   const long n = h.shape[0], cols = h.shape[1];
   const long side = std::lround(std::sqrt(static_cast<double>(cols) / 3.0));
-  if (side <= 0 || side > 65536 || 3 * side * side != cols)
+  if (side <= 0 || side > 16384 || 3 * side * side != cols)
     throw data_error(fmt::format("{}: rows of {} values are not 3 x s x s images", dsrc, cols));
   if (labels.size() != n)
     throw data_error(fmt::format("{}: {} images but {} labels in {}", dsrc, n, labels.size(), lsrc));
