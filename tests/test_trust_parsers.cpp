@@ -444,6 +444,15 @@ TEST(TrustParsers, FifoOrDeviceGivenAsAFileRejectedWithoutBlocking) {
     EXPECT_HAS(msg, "pipe");
     EXPECT_TRUE(msg.find("FIFO") != std::string::npos || msg.find("not a regular file") != std::string::npos) << msg;
   }
+  // Through the data set loader: a FIFO in place of an MNIST file is named as such.
+  const fs::path mnist = dir / "data" / "mnist";
+  fs::create_directories(mnist);
+  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                        "t10k-labels-idx1-ubyte"})
+    ASSERT_EQ(::mkfifo((mnist / f).c_str(), 0600), 0);
+  const std::string loader = error_within_5s(mnist / "train-images-idx3-ubyte", [&] { load_dataset("mnist", dir / "data"); });
+  EXPECT_HAS(loader, "train-images-idx3-ubyte");
+  EXPECT_HAS(loader, "is a FIFO");
   // /dev/zero would never end; it is refused for what it is.
   const std::string msg = error_within_5s(fifo, [] { read_cifar_binary("/dev/zero", cifar_variant::cifar10); });
   EXPECT_HAS(msg, "character device");

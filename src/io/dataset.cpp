@@ -40,9 +40,12 @@ std::string canonical_name(const std::string& name) {
   return s;
 }
 
+// Anything but a directory counts as present: the reader then names what is wrong with a
+// FIFO or device ("is a FIFO (named pipe), expected a regular file") instead of "missing".
 bool is_file(const fs::path& p) {
   std::error_code ec;
-  return fs::is_regular_file(p, ec);
+  const fs::file_status st = fs::status(p, ec);
+  return !ec && fs::exists(st) && !fs::is_directory(st);
 }
 bool is_dir(const fs::path& p) {
   std::error_code ec;

@@ -214,7 +214,7 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
 
   // The header first (checked against the member's recorded size), then, with a limit, only
   // the rows needed: a limited read decompresses no more than it keeps.
-  std::vector<uint8_t> head = z.read(*de, std::min<uint64_t>(de->usize, 4096));  // numpy writes 128 bytes
+  std::vector<uint8_t> head = z.read(*de, std::min<uint64_t>(de->usize, 256));  // numpy writes 128 bytes
   if (const uint64_t end = io_detail::npy_header_end(head, dsrc); end > head.size() && head.size() < de->usize)
     head = z.read(*de, std::min<uint64_t>(de->usize, end));
   const io_detail::npy_header h = io_detail::parse_npy_header(head, dsrc, de->usize);
