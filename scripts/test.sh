@@ -31,3 +31,8 @@ cmake --build build-sanitize -j"$(nproc)" --target eqprop_tests eqprop_cli
 # Slow tests (names containing "Slow") are skipped under the sanitizers.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   EQPROP_CLI="$PWD/build-sanitize/eqprop" ./build-sanitize/eqprop_tests --gtest_filter='-*Slow*' --gtest_brief=1
+
+# libFuzzer harnesses of every file parser (clang, ASan + UBSan; build-fuzz), a few seconds
+# each on the committed seed corpus: fails on any crash or sanitizer report.
+echo "== parser fuzzing (${EQPROP_FUZZ_SECONDS:-5} s per harness) =="
+./scripts/fuzz.sh "${EQPROP_FUZZ_SECONDS:-5}"

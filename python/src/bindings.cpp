@@ -415,10 +415,15 @@ void set_key(config& cfg, const std::string& key, const py::handle& v, const std
   }
   cfg.set(key, val, source);
 }
-void set_keys(config& cfg, const py::dict& d, const std::string& prefix, const std::string& source) {
+/// Sets every key of a (nested) dict; nesting deeper than config_max_depth is a
+/// config_error, raised before the recursion could exhaust the stack.
+void set_keys(config& cfg, const py::dict& d, const std::string& prefix, const std::string& source, int depth = 1) {
+  if (depth > config_max_depth)
+    throw config_error(fmt::format("{}: the dict nests more than {} levels deep (at `{}...`)", source,
+                                   config_max_depth, prefix.substr(0, 60)));
   for (auto [k, v] : d) {
     const std::string key = prefix + py::str(k).cast<std::string>();
-    if (py::isinstance<py::dict>(v)) set_keys(cfg, v.cast<py::dict>(), key + ".", source);
+    if (py::isinstance<py::dict>(v)) set_keys(cfg, v.cast<py::dict>(), key + ".", source, depth + 1);
     else set_key(cfg, key, v, source);
   }
 }

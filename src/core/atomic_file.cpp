@@ -112,7 +112,8 @@ void write_file_atomic(const std::filesystem::path& path,
 }
 
 std::string read_file(const std::filesystem::path& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO would otherwise wait for a writer; only regular files are read.
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) throw data_error(fmt::format("cannot open `{}`: {}", path.string(), errno_text(errno)));
   struct closer {
     int fd;
@@ -122,6 +123,8 @@ std::string read_file(const std::filesystem::path& path) {
   if (::fstat(fd, &st) != 0)
     throw data_error(fmt::format("cannot read `{}`: {}", path.string(), errno_text(errno)));
   if (S_ISDIR(st.st_mode)) throw data_error(fmt::format("cannot read `{}`: it is a directory", path.string()));
+  if (!S_ISREG(st.st_mode))
+    throw data_error(fmt::format("cannot read `{}`: it is not a regular file (a FIFO, device or socket)", path.string()));
   std::string out;
   if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
   char buf[1 << 16];

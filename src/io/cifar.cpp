@@ -7,13 +7,40 @@
 
 namespace eqprop {
 
-dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant variant) {
+namespace {
+/// The most records one CIFAR file may hold (the largest official one, CIFAR-100 train.bin,
+/// has 50,000).
+constexpr uint64_t kMaxCifarRecords = 60000;
+}  // namespace
+
+dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant variant, long max_samples) {
   const std::string name = io_detail::display(file);
   const bool c100 = variant == cifar_variant::cifar100;
   const size_t label_bytes = c100 ? 2 : 1, pixels = 3 * 32 * 32, record = label_bytes + pixels;
-  std::vector<uint8_t> bytes = io_detail::read_file_bytes(file);
-  if (io_detail::is_gzip(bytes)) bytes = io_detail::gunzip(bytes, name);
-  if (bytes.empty()) throw data_error(fmt::format("{}: empty CIFAR file", name));
+  const uint64_t max_bytes = kMaxCifarRecords * record;
+  // A limit of the record cap or more reads everything (and keeps the products below small).
+  if (max_samples >= static_cast<long>(kMaxCifarRecords)) max_samples = -1;
+  const io_detail::input_file in(file);
+  std::vector<uint8_t> bytes = in.read(0, std::min<uint64_t>(in.size(), 2), "header");
+  if (io_detail::is_gzip(bytes)) {
+    const std::vector<uint8_t> compressed = in.read(0, in.size(), "file contents");
+    // A CIFAR file has no header: the size is bounded by the record limit, and with
+    // max_samples only the records needed are decompressed (the rest is not checked).
+    if (max_samples >= 0)
+      bytes = io_detail::gunzip_prefix(compressed, name, static_cast<size_t>(max_samples) * record);
+    else
+      bytes = io_detail::gunzip(compressed, name, max_bytes,
+                                fmt::format("a CIFAR file holds at most {} records", kMaxCifarRecords));
+  } else {
+    if (in.size() > max_bytes)
+      throw data_error(fmt::format("{}: {} bytes is more than the {} records a CIFAR file may hold", name, in.size(),
+                                   kMaxCifarRecords));
+    const uint64_t want = max_samples >= 0 && in.size() % record == 0
+                              ? std::min<uint64_t>(in.size(), static_cast<uint64_t>(max_samples) * record)
+                              : in.size();
+    bytes = in.read(0, want, "records");
+  }
+  if (bytes.empty() && max_samples != 0) throw data_error(fmt::format("{}: empty CIFAR file", name));
   if (bytes.size() > 262 && std::string_view(reinterpret_cast<const char*>(bytes.data()) + 257, 5) == "ustar")
     throw data_error(fmt::format("{}: this is a tar archive; extract it first (tar xzf) and point at the .bin files",
                                  name));

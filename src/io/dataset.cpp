@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cctype>
 #include <cstdlib>
+#include <limits>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -39,9 +40,12 @@ std::string canonical_name(const std::string& name) {
   return s;
 }
 
+// Anything but a directory counts as present: the reader then names what is wrong with a
+// FIFO or device ("is a FIFO (named pipe), expected a regular file") instead of "missing".
 bool is_file(const fs::path& p) {
   std::error_code ec;
-  return fs::is_regular_file(p, ec);
+  const fs::file_status st = fs::status(p, ec);
+  return !ec && fs::exists(st) && !fs::is_directory(st);
 }
 bool is_dir(const fs::path& p) {
   std::error_code ec;
@@ -129,9 +133,15 @@ dataset load_idx_pair(const std::string& name, const fs::path& images, const fs:
 
 // x: (N, ...) numeric, y: (N,) or (N, 1) integers. n_classes < 0: no range check here.
 dataset load_npy_pair(const std::string& name, const fs::path& xf, const fs::path& yf, int n_classes, long limit) {
-  const std::vector<uint8_t> xb = io_detail::read_file_bytes(xf);
-  const io_detail::npy_header h = io_detail::parse_npy_header(xb, display(xf));
+  // Only the samples the limit keeps are read (the header is checked against the whole file).
+  const io_detail::npy_file xfile = io_detail::read_npy_file(xf, limit);
+  const io_detail::npy_header& h = xfile.header;
+  const std::vector<uint8_t>& xb = xfile.bytes;
   if (h.shape.empty()) throw data_error(fmt::format("{}: expected an array of samples, got a scalar", display(xf)));
+  if (io_detail::npy_row_size(h) > std::numeric_limits<int>::max())
+    throw data_error(fmt::format("{}: {} values per sample (shape ({})) is more than the {} supported", display(xf),
+                                 io_detail::npy_row_size(h), fmt::join(h.shape, ", "),
+                                 std::numeric_limits<int>::max()));
   const npy_array<int64_t> ya = read_npy<int64_t>(yf);
   if (!(ya.shape.size() == 1 || (ya.shape.size() == 2 && ya.shape[1] == 1)))
     throw data_error(fmt::format("{}: labels must be a 1-D array, got shape ({})", display(yf),
@@ -245,14 +255,14 @@ dataset_split load_cifar(bool c100, const fs::path& data_dir, const dataset_opti
   long have = 0;
   for (const auto& n : train_names) {
     if (o.limit_train >= 0 && have >= o.limit_train) break;
-    parts.push_back(read_cifar_binary(dir / n, v));
+    parts.push_back(read_cifar_binary(dir / n, v, o.limit_train >= 0 ? o.limit_train - have : -1));
     have += parts.back().size();
   }
   dataset_split s;
   s.train = concat(parts);
   s.train.name = name;
   io_detail::keep_first(s.train, o.limit_train);
-  s.test = read_cifar_binary(dir / test_name, v);
+  s.test = read_cifar_binary(dir / test_name, v, o.limit_test);
   io_detail::keep_first(s.test, o.limit_test);
   if (parts.empty()) {  // limit_train == 0
     s.train = dataset{name, matrix<float>(3072, 0), {}, s.test.n_classes, {3, 32, 32}};

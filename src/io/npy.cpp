@@ -229,26 +229,29 @@ void convert_all(const npy_header& h, const uint8_t* data, long rows, T* out, co
 
 }  // namespace
 
-npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& source) {
+size_t npy_header_end(std::span<const uint8_t> bytes, const std::string& source) {
   static constexpr uint8_t magic[6] = {0x93, 'N', 'U', 'M', 'P', 'Y'};
   if (bytes.size() < 10 || !std::equal(magic, magic + 6, bytes.begin()))
     throw data_error(fmt::format("{}: not a .npy file (bad magic: expected \\x93NUMPY at the start)", source));
   const int major = bytes[6], minor = bytes[7];
-  size_t header_len, start;
-  if (major == 1) {
-    header_len = load_le16(bytes.data() + 8);
-    start = 10;
-  } else if (major == 2 || major == 3) {
+  if (major == 1) return 10 + size_t(load_le16(bytes.data() + 8));
+  if (major == 2 || major == 3) {
     if (bytes.size() < 12) throw data_error(fmt::format("{}: truncated .npy file (no header length)", source));
-    header_len = load_le32(bytes.data() + 8);
-    start = 12;
-  } else {
-    throw data_error(fmt::format("{}: unsupported .npy format version {}.{} (supported: 1.0, 2.0, 3.0)", source,
-                                 major, minor));
+    return 12 + size_t(load_le32(bytes.data() + 8));
   }
-  if (bytes.size() < start + header_len)
-    throw data_error(fmt::format("{}: truncated .npy file: the header needs {} bytes, the file has {}", source,
-                                 start + header_len, bytes.size()));
+  throw data_error(fmt::format("{}: unsupported .npy format version {}.{} (supported: 1.0, 2.0, 3.0)", source, major,
+                               minor));
+}
+
+npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& source, uint64_t total_size) {
+  const size_t end = npy_header_end(bytes, source);
+  const size_t start = bytes[6] == 1 ? 10 : 12, header_len = end - start;
+  if (total_size < end)
+    throw data_error(fmt::format("{}: truncated .npy file: the header needs {} bytes, the file has {}", source, end,
+                                 total_size));
+  if (bytes.size() < end)
+    throw data_error(fmt::format("{}: truncated .npy header: {} of its {} bytes available", source, bytes.size(),
+                                 end));
   npy_header h;
   const std::string_view text(reinterpret_cast<const char*>(bytes.data() + start), header_len);
   header_parser(text, source).parse(h);
@@ -262,7 +265,7 @@ npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& s
     d.remove_prefix(1);
   }
   int size = 0;
-  bool size_ok = d.size() >= 2;
+  bool size_ok = d.size() >= 2 && d.size() <= 3;  // item sizes have one digit (two would be too large anyway)
   for (size_t k = 1; size_ok && k < d.size(); ++k) {
     if (!std::isdigit(static_cast<unsigned char>(d[k]))) size_ok = false;
     else size = size * 10 + (d[k] - '0');
@@ -287,19 +290,28 @@ npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& s
   constexpr bool little = std::endian::native == std::endian::little;
   h.swap = size > 1 && ((order == '<' && !little) || (order == '>' && little));
 
-  // Element count, saturated at 2^64 so that absurd shapes cannot overflow.
-  unsigned __int128 count = 1;
+  // Element count: each dimension is below 2^48 (checked while parsing) and the product is
+  // saturated at 2^64, so neither can overflow. The product of the non-zero dimensions is
+  // bounded too, so that the sizes derived from the shape (a row's element count, an empty
+  // array's columns) fit in a long wherever they are used.
+  unsigned __int128 count = 1, nonzero = 1;
   const unsigned __int128 cap = static_cast<unsigned __int128>(1) << 64;
-  for (long s : h.shape) count = std::min(count * static_cast<unsigned __int128>(s), cap);
+  for (long s : h.shape) {
+    count = std::min(count * static_cast<unsigned __int128>(s), cap);
+    if (s != 0) nonzero = std::min(nonzero * static_cast<unsigned __int128>(s), cap);
+  }
+  if (nonzero * static_cast<unsigned>(size) >= (static_cast<unsigned __int128>(1) << 62))
+    throw data_error(fmt::format("{}: implausible .npy shape ({}) of {}: 2^62 bytes or more", source,
+                                 fmt::join(h.shape, ", "), h.descr));
   const unsigned __int128 need = count * static_cast<unsigned>(size);
-  const size_t have = bytes.size() - h.data_offset;
+  const uint64_t have = total_size - h.data_offset;
   if (need > have)
     throw data_error(fmt::format("{}: truncated .npy file: shape ({}) of {} needs {} data bytes, the file has {}",
                                  source, fmt::join(h.shape, ", "), h.descr, static_cast<unsigned long long>(need),
                                  have));
   if (need < have)
     throw data_error(fmt::format("{}: .npy file has {} data bytes, {} more than shape ({}) of {} needs", source, have,
-                                 have - static_cast<size_t>(need), fmt::join(h.shape, ", "), h.descr));
+                                 have - static_cast<uint64_t>(need), fmt::join(h.shape, ", "), h.descr));
   h.count = static_cast<size_t>(count);
   return h;
 }
@@ -309,6 +321,10 @@ void npy_convert(const npy_header& h, std::span<const uint8_t> bytes, long rows,
                  const std::string& source) {
   const long total = h.shape.empty() ? 1 : h.shape[0];
   if (rows < 0 || rows > total) rows = total;
+  const uint64_t need = h.fortran && h.shape.size() > 1 ? h.count * uint64_t(h.itemsize) : npy_rows_bytes(h, rows);
+  if (bytes.size() < h.data_offset || bytes.size() - h.data_offset < need)
+    throw data_error(fmt::format("{}: internal: {} data bytes needed, {} read", source, need,
+                                 bytes.size() - std::min(bytes.size(), h.data_offset)));
   const uint8_t* data = bytes.data() + h.data_offset;
   switch (h.kind) {
     case 'b': convert_all<T, bool>(h, data, rows, out, source); return;
@@ -353,10 +369,35 @@ npy_array<T> parse_npy(std::span<const uint8_t> bytes, const std::string& source
   return a;
 }
 
+namespace io_detail {
+
+npy_file read_npy_file(const std::filesystem::path& file, long rows) {
+  const input_file in(file);
+  npy_file f;
+  const std::vector<uint8_t> head = in.read(0, std::min<uint64_t>(in.size(), 12), "header");
+  const size_t end = npy_header_end(head, in.name());
+  f.bytes = in.read(0, std::min<uint64_t>(in.size(), end), "header");
+  f.header = parse_npy_header(f.bytes, in.name(), in.size());
+  // The header matched the file size, so this reads no more than the file holds.
+  const uint64_t need = rows >= 0 && !(f.header.fortran && f.header.shape.size() > 1)
+                            ? npy_rows_bytes(f.header, std::min(rows, f.header.shape.empty() ? 1 : f.header.shape[0]))
+                            : in.size() - f.header.data_offset;
+  const std::vector<uint8_t> data = in.read(f.header.data_offset, need, "array data");
+  f.bytes.insert(f.bytes.end(), data.begin(), data.end());
+  return f;
+}
+
+}  // namespace io_detail
+
 template <class T>
 npy_array<T> read_npy(const std::filesystem::path& file) {
-  const std::vector<uint8_t> bytes = io_detail::read_file_bytes(file);
-  return parse_npy<T>(bytes, io_detail::display(file));
+  const io_detail::npy_file f = io_detail::read_npy_file(file, -1);
+  npy_array<T> a;
+  a.shape = f.header.shape;
+  a.descr = f.header.descr;
+  a.data.resize(f.header.count);
+  io_detail::npy_convert<T>(f.header, f.bytes, -1, a.data.data(), io_detail::display(file));
+  return a;
 }
 
 template npy_array<float> parse_npy<float>(std::span<const uint8_t>, const std::string&);

@@ -2,7 +2,6 @@
 // the downsampled-ImageNet (Imagenet32x32) batch reader built on it.
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -31,15 +30,7 @@ struct zip_entry {
 
 class zip_reader {
  public:
-  explicit zip_reader(const std::filesystem::path& file) : file_(file), name_(display(file)) {
-    std::error_code ec;
-    if (!std::filesystem::exists(file, ec)) throw data_error(fmt::format("{}: file not found", name_));
-    in_.open(file, std::ios::binary);
-    if (!in_) throw data_error(fmt::format("{}: cannot open file for reading", name_));
-    in_.seekg(0, std::ios::end);
-    const std::streamoff sz = in_.tellg();
-    if (sz < 0) throw data_error(fmt::format("{}: cannot determine the file size", name_));
-    size_ = static_cast<uint64_t>(sz);
+  explicit zip_reader(const std::filesystem::path& file) : in_(file), name_(in_.name()), size_(in_.size()) {
     read_directory();
   }
 
@@ -51,15 +42,20 @@ class zip_reader {
     return nullptr;
   }
 
-  std::vector<uint8_t> read(const zip_entry& e) {
+  /// The member's uncompressed bytes, CRC-checked. With prefix < the member's size only the
+  /// first prefix bytes are decompressed and returned (no CRC check is possible then).
+  std::vector<uint8_t> read(const zip_entry& e, uint64_t prefix = UINT64_MAX) {
     const std::string src = fmt::format("{} (member '{}')", name_, e.name);
     if (e.flags & 1) throw data_error(fmt::format("{}: encrypted zip members are not supported", src));
     if (e.method != 0 && e.method != 8)
       throw data_error(fmt::format("{}: unsupported compression method {} (only 0 = stored and 8 = deflate)", src,
                                    e.method));
-    if (e.method == 8 && e.usize / 1100 > e.csize + 64)  // deflate cannot expand more than ~1032:1
+    if (e.method == 8 && e.usize > io_detail::max_inflated_size(e.csize))
       throw data_error(fmt::format("{}: corrupt zip: {} compressed bytes cannot expand to the recorded {} bytes", src,
                                    e.csize, e.usize));
+    if (e.method == 0 && e.csize != e.usize)
+      throw data_error(fmt::format("{}: corrupt zip: stored member has compressed size {} but uncompressed size {}",
+                                   src, e.csize, e.usize));
     const std::vector<uint8_t> lh = read_at(e.offset, 30, "local file header");
     if (load_le32(lh.data()) != kLocalSig)
       throw data_error(fmt::format("{}: corrupt zip: no local file header signature at offset {}", src, e.offset));
@@ -68,13 +64,10 @@ class zip_reader {
       throw data_error(fmt::format("{}: truncated zip: the member's {} compressed bytes at offset {} extend past the "
                                    "end of the {}-byte file",
                                    src, e.csize, start, size_));
-    std::vector<uint8_t> data = read_at(start, e.csize, "member data");
-    if (e.method == 8) {
-      data = io_detail::inflate_raw(data, e.usize, src);
-    } else if (e.csize != e.usize) {
-      throw data_error(fmt::format("{}: corrupt zip: stored member has compressed size {} but uncompressed size {}",
-                                   src, e.csize, e.usize));
-    }
+    const bool partial = prefix < e.usize;
+    std::vector<uint8_t> data = read_at(start, e.method == 0 && partial ? prefix : e.csize, "member data");
+    if (e.method == 8) data = io_detail::inflate_raw(data, e.usize, src, prefix);
+    if (partial) return data;
     const uint32_t crc = static_cast<uint32_t>(crc32_z(crc32_z(0, nullptr, 0), data.data(), data.size()));
     if (crc != e.crc)
       throw data_error(fmt::format("{}: CRC mismatch (computed {:08x}, recorded {:08x}): the archive is corrupt", src,
@@ -87,12 +80,7 @@ class zip_reader {
     if (offset > size_ || n > size_ - offset)
       throw data_error(fmt::format("{}: truncated zip: {} at offset {} ({} bytes) is past the end of the {}-byte file",
                                    name_, what, offset, n, size_));
-    std::vector<uint8_t> buf(static_cast<size_t>(n));
-    in_.clear();
-    in_.seekg(static_cast<std::streamoff>(offset));
-    if (n > 0 && !in_.read(reinterpret_cast<char*>(buf.data()), static_cast<std::streamsize>(n)))
-      throw data_error(fmt::format("{}: read error at offset {}", name_, offset));
-    return buf;
+    return in_.read(offset, n, what);
   }
 
   void read_directory() {
@@ -177,9 +165,8 @@ class zip_reader {
     }
   }
 
-  std::filesystem::path file_;
+  io_detail::input_file in_;
   std::string name_;
-  std::ifstream in_;
   uint64_t size_ = 0;
   std::vector<zip_entry> entries_;
 };
@@ -225,8 +212,12 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
   if (labels.shape.size() != 1 && !(labels.shape.size() == 2 && labels.shape[1] == 1))
     throw data_error(fmt::format("{}: labels must be a 1-D array, got shape ({})", lsrc, fmt::join(labels.shape, ", ")));
 
-  const std::vector<uint8_t> dbytes = z.read(*de);
-  const io_detail::npy_header h = io_detail::parse_npy_header(dbytes, dsrc);
+  // The header first (checked against the member's recorded size), then, with a limit, only
+  // the rows needed: a limited read decompresses no more than it keeps.
+  std::vector<uint8_t> head = z.read(*de, std::min<uint64_t>(de->usize, 256));  // numpy writes 128 bytes
+  if (const uint64_t end = io_detail::npy_header_end(head, dsrc); end > head.size() && head.size() < de->usize)
+    head = z.read(*de, std::min<uint64_t>(de->usize, end));
+  const io_detail::npy_header h = io_detail::parse_npy_header(head, dsrc, de->usize);
   if (h.shape.size() != 2)
     throw data_error(fmt::format("{}: image data must be a 2-D array (N x 3*s*s), got shape ({})", dsrc,
                                  fmt::join(h.shape, ", ")));
@@ -234,12 +225,14 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
     throw data_error(fmt::format("{}: image data must be uint8, got dtype '{}'", dsrc, h.descr));
   const long n = h.shape[0], cols = h.shape[1];
   const long side = std::lround(std::sqrt(static_cast<double>(cols) / 3.0));
-  if (side <= 0 || 3 * side * side != cols)
+  if (side <= 0 || side > 16384 || 3 * side * side != cols)
     throw data_error(fmt::format("{}: rows of {} values are not 3 x s x s images", dsrc, cols));
   if (labels.size() != n)
     throw data_error(fmt::format("{}: {} images but {} labels in {}", dsrc, n, labels.size(), lsrc));
 
   const long rows = max_samples >= 0 ? std::min(max_samples, n) : n;
+  const std::vector<uint8_t> dbytes =
+      z.read(*de, rows < n && !h.fortran ? h.data_offset + io_detail::npy_rows_bytes(h, rows) : UINT64_MAX);
   dataset d;
   d.name = "imagenet32";
   d.n_classes = 1000;

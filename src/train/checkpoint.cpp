@@ -10,6 +10,7 @@
 #include <zlib.h>
 
 #include "eqprop/core/atomic_file.hpp"
+#include "eqprop/train/config.hpp"
 
 namespace eqprop {
 
@@ -63,6 +64,13 @@ int64_t checked_numel(const std::vector<int64_t>& shape) {
   return n;
 }
 
+/// True when shape describes exactly `bytes` bytes of dtype t (no overflow anywhere).
+bool shape_matches(const std::vector<int64_t>& shape, checkpoint_dtype t, uint64_t bytes) {
+  const int64_t n = checked_numel(shape);
+  uint64_t total = 0;
+  return n >= 0 && !__builtin_mul_overflow(static_cast<uint64_t>(n), dtype_size(t), &total) && total == bytes;
+}
+
 }  // namespace
 
 std::string_view dtype_name(checkpoint_dtype t) {
@@ -93,8 +101,7 @@ void checkpoint_array::check_dtype(checkpoint_dtype want) const {
   if (want != dtype)
     throw data_error(fmt::format("checkpoint array is {}, but was requested as {}", shape_string(),
                                  dtype_name(want)));
-  const int64_t n = checked_numel(shape);
-  if (n < 0 || static_cast<uint64_t>(n) * dtype_size(dtype) != bytes.size())
+  if (!shape_matches(shape, dtype, bytes.size()))
     throw data_error(fmt::format("checkpoint array {} holds {} bytes, which does not match its shape",
                                  shape_string(), bytes.size()));
 }
@@ -114,8 +121,7 @@ void save_checkpoint(const std::filesystem::path& path, const checkpoint& ck) {
   nlohmann::json table = nlohmann::json::array();
   std::size_t offset = 0;
   for (const auto& [name, a] : ck.arrays) {
-    const int64_t n = checked_numel(a.shape);
-    if (n < 0 || static_cast<uint64_t>(n) * dtype_size(a.dtype) != a.bytes.size())
+    if (!shape_matches(a.shape, a.dtype, a.bytes.size()))
       throw shape_error(fmt::format("save_checkpoint `{}`: array `{}` ({}) holds {} bytes, which does not "
                                     "match its shape",
                                     path.string(), name, a.shape_string(), a.bytes.size()));
@@ -177,10 +183,20 @@ checkpoint load_checkpoint(const std::filesystem::path& path) {
   const std::string_view header_text(file.data() + kPrefixSize, static_cast<std::size_t>(header_length));
 
   // A header that parses lets a truncated file be reported as such rather than as a CRC error.
+  // nlohmann's parser is iterative, but copying, printing and converting a value recurse:
+  // the callback refuses a header nested deeper than a config may be (plus the header's own
+  // two levels) while parsing, before any deep value exists.
   nlohmann::json header;
   bool header_ok = true;
+  struct too_deep {};
+  constexpr int max_depth = config_max_depth + 2;
   try {
-    header = nlohmann::json::parse(header_text);
+    header = nlohmann::json::parse(header_text, [](int depth, nlohmann::json::parse_event_t, nlohmann::json&) {
+      if (depth > max_depth) throw too_deep{};
+      return true;
+    });
+  } catch (const too_deep&) {
+    throw fail(fmt::format("the header JSON nests more than {} levels deep", max_depth));
   } catch (const nlohmann::json::exception&) {
     header_ok = false;
   }
@@ -219,8 +235,7 @@ checkpoint load_checkpoint(const std::filesystem::path& path) {
       a.shape = e.at("shape").get<std::vector<int64_t>>();
       const auto off = e.at("offset").get<uint64_t>();
       const auto len = e.at("length").get<uint64_t>();
-      const int64_t n = checked_numel(a.shape);
-      if (n < 0 || static_cast<uint64_t>(n) * dtype_size(a.dtype) != len)
+      if (!shape_matches(a.shape, a.dtype, len))
         throw fail(fmt::format("array `{}` has length {}, which does not match {}", name, len, a.shape_string()));
       if (off % kAlign != 0) throw fail(fmt::format("array `{}` is not 8-byte aligned", name));
       if (off > *data_length || len > *data_length - off)

@@ -11,6 +11,8 @@
 #include <fmt/format.h>
 #include <toml++/toml.h>
 
+#include "eqprop/core/atomic_file.hpp"
+
 namespace eqprop {
 
 namespace {
@@ -557,16 +559,103 @@ void config::assign(std::size_t index, config_value v, std::string source) {
   user_set_[index] = true;
 }
 
+namespace {
+
+/// An upper bound of the nesting toml++ builds from a TOML document: open arrays and inline
+/// tables, plus the dotted parts of the table header and of the keys in effect (each part
+/// is one more table level). Comments and strings (basic, literal, multi-line) are skipped.
+/// Linear time and no recursion, so it is safe to run on any input before parsing.
+std::size_t toml_nesting_bound(std::string_view t) {
+  std::size_t max_depth = 0, dots = 0, header_dots = 0, key_dots = 0;
+  std::vector<std::size_t> levels;  // key dots in effect at each open [ or {
+  std::size_t level_dots = 0;       // their sum
+  bool in_header = false, at_line_start = true;
+  for (std::size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (c == '#') {
+      while (i + 1 < t.size() && t[i + 1] != '\n') ++i;
+      continue;
+    }
+    if (c == '"' || c == '\'') {
+      const std::string triple_quote(3, c);
+      const bool triple = t.substr(i, 3) == triple_quote;
+      const std::size_t open = triple ? 3 : 1;
+      std::size_t j = i + open;
+      while (j < t.size()) {
+        if (c == '"' && t[j] == '\\') {
+          j += 2;
+          continue;
+        }
+        if (t[j] == c && (!triple || t.substr(j, 3) == triple_quote)) break;
+        if (!triple && t[j] == '\n') break;
+        ++j;
+      }
+      i = std::min(t.size(), j + open) - 1;
+      continue;
+    }
+    const bool line_start = at_line_start;
+    if (c == '\n') at_line_start = true;
+    else if (c != ' ' && c != '\t' && c != '\r') at_line_start = false;
+    switch (c) {
+      case '[':
+      case '{':
+        if (c == '[' && line_start && levels.empty()) {
+          in_header = true;  // a [table] or [[array of tables]] header
+          dots = 0;
+        }
+        levels.push_back(key_dots);
+        level_dots += key_dots;
+        key_dots = 0;
+        break;
+      case ']':
+      case '}':
+        if (!levels.empty()) {
+          level_dots -= levels.back();
+          levels.pop_back();
+        }
+        if (levels.empty() && in_header) {
+          header_dots = dots;
+          in_header = false;
+          dots = 0;
+        }
+        break;
+      case '.': ++dots; break;
+      case '=':
+        key_dots = dots;
+        dots = 0;
+        break;
+      case ',':
+      case '\n':
+        if (!in_header) dots = 0;
+        if (c == '\n' && levels.empty()) key_dots = 0;
+        break;
+      default: break;
+    }
+    max_depth = std::max(max_depth, levels.size() + level_dots + header_dots + dots + key_dots);
+  }
+  return max_depth;
+}
+
+}  // namespace
+
 void config::load_toml_file(const std::filesystem::path& file) {
-  std::ifstream in(file, std::ios::binary);
-  if (!in) throw config_error(fmt::format("cannot open config file `{}`", file.string()));
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  if (in.bad()) throw config_error(fmt::format("cannot read config file `{}`", file.string()));
-  load_toml_string(ss.str(), file.string());
+  // read_file refuses a FIFO or device (it never blocks on one) and a directory.
+  std::string text;
+  try {
+    text = read_file(file);
+  } catch (const data_error& e) {
+    throw config_error(fmt::format("config file: {}", e.what()));
+  }
+  load_toml_string(text, file.string());
 }
 
 void config::load_toml_string(std::string_view text, std::string_view source_name) {
+  // toml++ parses, prints and destroys nested values recursively: refuse deep documents
+  // before it sees them.
+  if (const std::size_t depth = toml_nesting_bound(text); depth > config_max_depth)
+    throw config_error(fmt::format("{}: the TOML document nests {} levels deep (tables, dotted keys, arrays); the "
+                                   "limit is {}",
+                                   source_name, depth, config_max_depth));
   toml::table root;
   try {
     root = toml::parse(text, std::string(source_name));

@@ -103,8 +103,10 @@ std::vector<uint8_t> read_zip_member(const std::filesystem::path& file, const st
 enum class cifar_variant { cifar10, cifar100 };
 /// A CIFAR binary batch: records of label byte(s) + 3072 pixel bytes (planar R, G, B).
 /// CIFAR-10: 1 label byte (0..9); CIFAR-100: coarse (0..19) and fine (0..99) bytes, the
-/// fine label is used. Returns shape {3, 32, 32}, values in [0, 1].
-dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant variant);
+/// fine label is used. Returns shape {3, 32, 32}, values in [0, 1]. A file holds at most
+/// 60,000 records. max_samples >= 0 reads (and, for a .gz file, decompresses) only the
+/// first max_samples records.
+dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant variant, long max_samples = -1);
 
 /// One downsampled-ImageNet .npz batch (train_data_batch_K.npz / val_data.npz): members
 /// data.npy (N x 3*s*s uint8, planar) and labels.npy (1-based). Returns 0-based labels,

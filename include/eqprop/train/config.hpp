@@ -126,6 +126,12 @@ class config_schema {
 };
 
 
+/// The deepest nesting accepted in a config from a TOML document (tables, dotted-key parts,
+/// arrays, inline tables), a JSON object (a checkpoint's header) or a Python dict. Deeper
+/// input is an error naming the source and this limit, checked before anything recursive
+/// (parser, printer, conversion, destructor) runs; real configs nest 2 to 4 levels.
+inline constexpr int config_max_depth = 64;
+
 /// A resolved configuration. Holds a copy of its schema.
 class config {
  public:
