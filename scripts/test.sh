@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 echo "== tests (Release) =="
 ctest --test-dir build --output-on-failure -j"$(nproc)" --timeout 600
 
-# --- Python module tests (issue 10): Debian's interpreter, the module and CLI from ./build.
+# Python module tests: Debian's interpreter, the module and CLI from ./build.
 echo "== Python tests =="
 if ! ls build/python/eqprop/_core*.so > /dev/null 2>&1; then
   echo "test: build/python/eqprop/_core*.so is missing (is pybind11-dev installed? EQPROP_BUILD_PYTHON=ON?)" >&2
@@ -20,12 +20,12 @@ if [ "$py_rc" -eq 5 ]; then
   echo "test: pytest collected no tests from tests/python: the Python test wiring is broken" >&2
 fi
 [ "$py_rc" -eq 0 ] || exit "$py_rc"
-# --- end Python module tests
 
 echo "== unit tests under ASan + UBSan =="
+export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 if [ ! -f build-sanitize/build.ninja ]; then
   cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQPROP_SANITIZE=ON \
-        -DEQPROP_BUILD_BENCH=OFF > /dev/null
+        -DEQPROP_BUILD_BENCH=OFF -DCMAKE_CXX_COMPILER_LAUNCHER=ccache > /dev/null
 fi
 cmake --build build-sanitize -j"$(nproc)" --target eqprop_tests eqprop_cli
 # Slow tests (names containing "Slow") are skipped under the sanitizers.

@@ -1,4 +1,4 @@
-// ConvNets inside the energy (issue 5): kernels, pooling derivatives, exact references and
+// ConvNets inside the energy: kernels, pooling derivatives, exact references and
 // the holomorphic estimator on small float64 ConvNets.
 #include <cmath>
 #include <complex>
@@ -237,7 +237,7 @@ TEST(ConvEstimator, HolomorphicEpIsExactOnSoftmaxPooledConvNet) {
 }
 
 TEST(ConvEstimator, MaxPoolingIsNotMadeExactByMorePoints) {
-  // The non-holomorphic control (issue 5): the same net (seed 1) with max pooling, |beta| = 1.
+  // The non-holomorphic control: the same net (seed 1) with max pooling, |beta| = 1.
   // Softmax pooling: N = 4 / 16 / 32 give 7.6e-3 / 2.8e-8 / 1.6e-13. Max pooling: 8.5e-2 /
   // 2.4e-2 / 2.6e-2: once the nudges move argmaxes, more points do not help. (At small
   // |beta| no argmax moves and max pooling is locally linear, hence exact too.)

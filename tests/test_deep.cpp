@@ -1,4 +1,4 @@
-// DEEP (issue 7, spec deep.md): graph networks, the published dynamics and their
+// DEEP (spec deep.md): graph networks, the published dynamics and their
 // singular Jacobian, XOR with the published settings, the asymmetric baseline, pruning,
 // and the stability certificates on matrices with known spectra.
 #include <algorithm>

@@ -267,7 +267,7 @@ TEST(EstimatorFloat32, MnistSizedNetworkMatchesBptt) {
   EXPECT_LT(cos_classic, 0.9999);  // classic EP at the same |beta| is visibly biased
 }
 
-// relax.precision = bfloat16 (issue 9: reduced precision measured against float32). Same
+// relax.precision = bfloat16 (reduced precision measured against float32). Same
 // network as above, symmetric EP, 100 + 100 steps, BPTT reference. Rounding the states to
 // bfloat16 at every step leaves the relaxation at a residual floor (about 1e-2 here, against
 // 1e-6 in float32), and the EP difference quotient divides that jitter by 2|beta|: the error

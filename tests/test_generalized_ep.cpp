@@ -1,5 +1,5 @@
 // Generalized EP on vector-field networks without weight symmetry, recurrent backprop and
-// Jacobian homeostasis against exact references (issue 6, spec generalized-ep.md §2.5, §4).
+// Jacobian homeostasis against exact references (spec generalized-ep.md §2.5, §4).
 #include <cmath>
 #include <vector>
 

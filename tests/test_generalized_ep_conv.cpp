@@ -1,6 +1,6 @@
 // Convolutional vector-field networks (spec generalized-ep.md §1.3): forward convs with
 // softmax pooling, feedback convs applied as the VJP of the pooled convolution, against
-// exact references in float64 (issue 6).
+// exact references in float64.
 #include <cmath>
 #include <vector>
 

@@ -1,4 +1,4 @@
-// GLE / LE (issue 8): the discrete dynamics against exact references in float64.
+// GLE / LE: the discrete dynamics against exact references in float64.
 #include <cmath>
 #include <numbers>
 #include <random>

@@ -1,4 +1,4 @@
-"""ConvNets from Python (issue 5): construction, holomorphic EP against the exact gradient, the BP twin."""
+"""ConvNets from Python: construction, holomorphic EP against the exact gradient, the BP twin."""
 import numpy as np
 import pytest
 

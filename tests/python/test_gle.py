@@ -1,4 +1,4 @@
-"""GLE from Python (issue 8/10): the same numbers as `eqprop gle`, and the GLE figures."""
+"""GLE from Python: the same numbers as `eqprop gle`, and the GLE figures."""
 import csv
 import math
 import os

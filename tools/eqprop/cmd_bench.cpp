@@ -1,5 +1,5 @@
 // eqprop bench: named training workloads timed on this machine, beside the reference
-// implementations' throughput (issue 9), plus the matrix-multiply peak measured with the
+// implementations' throughput, plus the matrix-multiply peak measured with the
 // backend we link. Table by default, JSON with --json.
 #include <algorithm>
 #include <chrono>
@@ -32,7 +32,7 @@ double since(clock_type::time_point t0) { return std::chrono::duration<double>(c
 
 struct workload {
   std::string name, description, unit;  // unit: "samples/s" or "steps/s"
-  double reference;                     // the reference implementation on this class of machine (issue 9); 0: none measured
+  double reference;                     // the reference implementation on this class of machine; 0: none measured
   std::vector<std::string> overrides;   // EP workloads: experiment config keys
   int kind;                             // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine
   std::array<int, 3> input_shape{1, 28, 28};  // EP workloads: MNIST-shaped (real MNIST batches) or not (random batch)
