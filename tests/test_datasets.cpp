@@ -21,6 +21,8 @@
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/trainer.hpp"
 
+#include "test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace eqprop;
 
@@ -65,21 +67,7 @@ void put_le(bytes_t& b, uint64_t v, int n) {
 void append(bytes_t& b, const bytes_t& more) { b.insert(b.end(), more.begin(), more.end()); }
 void append(bytes_t& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
 
-// zlib deflate: window_bits 15 + 16 gives gzip, -15 a raw deflate stream.
-bytes_t deflate_bytes(const bytes_t& in, int window_bits) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, 6, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  bytes_t out(deflateBound(&zs, static_cast<uLong>(in.size())) + 64);
-  zs.next_in = const_cast<Bytef*>(in.data());
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = out.data();
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
-bytes_t gzip(const bytes_t& in) { return deflate_bytes(in, 15 + 16); }
+bytes_t gzip(const bytes_t& in) { return eqprop::test::deflate_bytes(in, 15 + 16); }
 
 uint32_t crc_of(const bytes_t& b) { return static_cast<uint32_t>(crc32(0, b.data(), static_cast<uInt>(b.size()))); }
 
@@ -137,7 +125,7 @@ struct zip_member {
 bytes_t zip_bytes(const std::vector<zip_member>& members, bool zip64 = false) {
   bytes_t out, central;
   for (const auto& m : members) {
-    const bytes_t payload = m.deflate ? deflate_bytes(m.data, -15) : m.data;
+    const bytes_t payload = m.deflate ? eqprop::test::deflate_bytes(m.data, -15) : m.data;
     const uint32_t crc = crc_of(m.data);
     const uint64_t offset = out.size();
     bytes_t local_extra;

@@ -22,6 +22,8 @@
 #include "eqprop/train/gep_trainer.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 
+#include "test_util.hpp"
+
 namespace fs = std::filesystem;
 using namespace eqprop;
 
@@ -310,36 +312,9 @@ TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {
 // ---------------------------------------------------------------------------------------
 // Command-line flags (subprocess): out-of-range values fail at parse time with exit 2.
 
-namespace {
-
-struct run_result {
-  int status;
-  std::string output;
-};
-
-std::string cli() {
-  const char* p = std::getenv("EQPROP_CLI");
-  return p ? p : "";
-}
-
-run_result run_cli(const std::string& args) {
-  const std::string cmd = cli() + " " + args + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
-  std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-  const int st = pclose(f);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
-fs::path temp_dir(const std::string& name) {
-  fs::path p = fs::path(::testing::TempDir()) / ("eqprop_trust_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  fs::create_directories(p);
-  return p;
-}
-
-}  // namespace
+using eqprop::test::cli;
+using eqprop::test::run_cli;
+using eqprop::test::temp_dir;
 
 #define REQUIRE_CLI() \
   if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set (run through ctest)"

@@ -20,6 +20,8 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 
+#include "test_util.hpp"
+
 namespace {
 
 namespace fs = std::filesystem;
@@ -48,20 +50,6 @@ void put_le(bytes& b, uint64_t v, int n) {
 void append(bytes& b, const bytes& more) { b.insert(b.end(), more.begin(), more.end()); }
 void append(bytes& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
 
-// window_bits 15 + 16: gzip; -15: raw deflate. level 0 writes stored blocks.
-bytes deflate_with(const bytes& in, int window_bits, int level = 6) {
-  z_stream zs{};
-  EXPECT_EQ(deflateInit2(&zs, level, Z_DEFLATED, window_bits, 8, Z_DEFAULT_STRATEGY), Z_OK);
-  bytes out(deflateBound(&zs, static_cast<uLong>(in.size())) + 64);
-  zs.next_in = const_cast<Bytef*>(in.data());
-  zs.avail_in = static_cast<uInt>(in.size());
-  zs.next_out = out.data();
-  zs.avail_out = static_cast<uInt>(out.size());
-  EXPECT_EQ(deflate(&zs, Z_FINISH), Z_STREAM_END);
-  out.resize(zs.total_out);
-  deflateEnd(&zs);
-  return out;
-}
 
 // The message of the eqprop::error E that f throws (a test failure if none).
 template <class E>
@@ -169,6 +157,23 @@ TEST(TrustParsers, DeepTomlRejectedBeforeParsing) {
   EXPECT_EQ(msg.find("limit is"), std::string::npos) << msg;
 }
 
+// An override value (`--set key=value`, Python overrides) is bounded the same way, and its
+// message quotes only the start of a huge assignment.
+TEST(TrustParsers, DeepOverrideValueRejectedBeforeParsing) {
+  for (const std::string& value : {std::string(20000, '[') + std::string(20000, ']'),
+                                   [] {
+                                     std::string v;
+                                     for (int k = 0; k < 20000; ++k) v += "{a=";
+                                     return v + "1" + std::string(20000, '}');
+                                   }()}) {
+    config c = one_key_config();
+    const std::string msg = error_of<config_error>([&] { c.set_override("v=" + value); });
+    EXPECT_HAS(msg, "the limit is 64");
+    EXPECT_LT(msg.size(), 400u) << msg.substr(0, 400);
+    EXPECT_EQ(c.get<std::vector<int64_t>>("v"), std::vector<int64_t>{1});
+  }
+}
+
 // A checkpoint file with the given header text (valid prefix and CRC).
 bytes checkpoint_with_header(std::string header) {
   while ((20 + header.size()) % 8 != 0) header += ' ';
@@ -225,8 +230,8 @@ TEST(TrustParsers, GzipBombStopsAtTheSizeTheHeaderAnnounces) {
   const fs::path dir = scratch_dir("bomb");
   bytes first = idx_header(1, 28, 28);
   first.resize(800, 7);
-  bytes file = deflate_with(first, 15 + 16);
-  const bytes zeros_member = deflate_with(bytes(size_t(1) << 20, 0), 15 + 16, 9);
+  bytes file = eqprop::test::deflate_bytes(first, 15 + 16);
+  const bytes zeros_member = eqprop::test::deflate_bytes(bytes(size_t(1) << 20, 0), 15 + 16, 9);
   for (int k = 0; k < 512; ++k) append(file, zeros_member);
   ASSERT_LT(file.size(), 1u << 20);
   write_bytes(dir / "bomb-images.gz", file);
@@ -251,7 +256,7 @@ TEST(TrustParsers, GzipBombStopsAtTheSizeTheHeaderAnnounces) {
   }
 
   // A header that announces more than the compressed size can hold is refused before inflating.
-  write_bytes(dir / "claims.gz", deflate_with(idx_header(2000000000, 28, 28), 15 + 16));
+  write_bytes(dir / "claims.gz", eqprop::test::deflate_bytes(idx_header(2000000000, 28, 28), 15 + 16));
   msg = error_of<data_error>([&] { read_idx_images(dir / "claims.gz"); });
   EXPECT_HAS(msg, "cannot expand to more than");
   // A raw IDX file whose header announces 2^31 - 1 images is refused from its size alone.
@@ -318,7 +323,7 @@ bytes stored_deflate_zip(const std::vector<zip_part>& parts, size_t corrupt_from
   bytes out, central;
   for (size_t i = 0; i < parts.size(); ++i) {
     const auto& m = parts[i];
-    bytes payload = deflate_with(m.data, -15, 0);
+    bytes payload = eqprop::test::deflate_bytes(m.data, -15, 0);
     const uint32_t crc = crc32(0, m.data.data(), static_cast<uInt>(m.data.size()));
     if (i == 0 && corrupt_from_end > 0) payload[payload.size() - corrupt_from_end] ^= 0x5a;
     const size_t offset = out.size();
@@ -393,7 +398,7 @@ TEST(TrustParsers, CifarGzipLimitDecompressesOnlyTheRecordsItKeeps) {
     recs.push_back(static_cast<uint8_t>(r + 3));
     for (int k = 0; k < 3072; ++k) recs.push_back(static_cast<uint8_t>(k + r));
   }
-  bytes gz = deflate_with(recs, 15 + 16, 0);
+  bytes gz = eqprop::test::deflate_bytes(recs, 15 + 16, 0);
   gz[gz.size() - 100] ^= 0x5a;
   write_bytes(dir / "data_batch_1.bin", gz);
   const std::string msg =

@@ -189,6 +189,27 @@ TEST(TrustResume, AdamUpdateIsTheSameAtEveryOffsetAndThreadCount) {
     }
 }
 
+// Optimizer state restored from a checkpoint must fit the optimizer: a moment buffer of
+// another size (a crafted or mismatched checkpoint) is a data_error that changes nothing.
+TEST(TrustResume, OptimizerRestoreRefusesStateOfAnotherSize) {
+  const std::vector<param_block> layout{{"W0", 0, 3, 4, 0}, {"b0", 0, 3, 1, 12}};
+  optimizer_options oo;
+  oo.kind = optimizer_kind::adam;
+  optimizer<double> opt(oo, layout, 1);
+  ASSERT_EQ(opt.m().size(), 15u);
+  const std::vector<double> good(15, 0.5), short_(14, 0.5), long_(1000, 0.5);
+  opt.restore(good, good, 7);
+  EXPECT_EQ(opt.m()[3], 0.5);
+  EXPECT_EQ(opt.t(), 7);
+  for (const auto* bad : {&short_, &long_}) {
+    EXPECT_THROW(opt.restore(*bad, good, 8), data_error);
+    EXPECT_THROW(opt.restore(good, *bad, 8), data_error);
+  }
+  EXPECT_THROW(opt.restore(good, good, -1), data_error);
+  EXPECT_EQ(opt.t(), 7);
+  EXPECT_EQ(opt.m().size(), 15u);
+}
+
 // ---------------------------------------------------------------------------------------
 // Kill -9 at random moments and resume, from another working directory with paths of other
 // lengths, compared bit for bit with an uninterrupted run.

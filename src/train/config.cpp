@@ -652,7 +652,9 @@ void config::load_toml_file(const std::filesystem::path& file) {
 void config::load_toml_string(std::string_view text, std::string_view source_name) {
   // toml++ parses, prints and destroys nested values recursively: refuse deep documents
   // before it sees them.
-  if (const std::size_t depth = toml_nesting_bound(text); depth > config_max_depth)
+  // Scanned as the document parse_value hands toml++ below, so that dots in numbers are
+  // not taken for dotted keys.
+  if (const std::size_t depth = toml_nesting_bound("v = " + std::string(text)); depth > config_max_depth)
     throw config_error(fmt::format("{}: the TOML document nests {} levels deep (tables, dotted keys, arrays); the "
                                    "limit is {}",
                                    source_name, depth, config_max_depth));
@@ -718,12 +720,21 @@ void config::load_json(const nlohmann::json& j, std::string_view source_name) {
 }
 
 void config::set_override(std::string_view assignment) {
-  const std::string source = fmt::format("override `{}`", assignment);
+  // Messages quote at most 200 characters of the assignment.
+  const std::string source = assignment.size() <= 200
+                                 ? fmt::format("override `{}`", assignment)
+                                 : fmt::format("override `{}...` ({} characters)", assignment.substr(0, 200),
+                                               assignment.size());
   const auto eq = assignment.find('=');
   if (eq == std::string_view::npos)
     throw config_error(fmt::format("{} is not of the form key=value", source));
   const std::string_view key = trim(assignment.substr(0, eq));
   const std::string_view text = trim(assignment.substr(eq + 1));
+  // Scanned as the document parse_value hands toml++ below, so that dots in numbers are
+  // not taken for dotted keys.
+  if (const std::size_t depth = toml_nesting_bound("v = " + std::string(text)); depth > config_max_depth)
+    throw config_error(fmt::format("{}: the value nests {} levels deep; the limit is {}", source, depth,
+                                   config_max_depth));
   if (key.empty()) throw config_error(fmt::format("{} has an empty key", source));
   const std::size_t idx = index_of(key, source);
   const config_value& expected = schema_.keys()[idx].default_value;

@@ -583,9 +583,9 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     if (p.size() != net.params().size())
       throw data_error(fmt::format("checkpoint has {} parameters, the configured network {}", p.size(), net.params().size()));
     std::copy(p.begin(), p.end(), net.params().begin());
-    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<float, aligned_allocator<float>>();
-    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<float, aligned_allocator<float>>();
-    opt.t() = ck.meta.at("opt_t").get<int64_t>();
+    const auto m = opt.m().empty() ? std::vector<float>{} : ck.array("opt_m").to_vector<float>();
+    const auto v = opt.v().empty() ? std::vector<float>{} : ck.array("opt_v").to_vector<float>();
+    opt.restore(m, v, ck.meta.at("opt_t").get<int64_t>());
     net.reset_state(ck.meta.at("batch").get<long>());
     for (int l = 0; l < net.n_layers(); ++l) {
       auto mats = state_mats(net.state(l));

@@ -29,6 +29,21 @@ double schedule_options::factor(long epoch, long step, long steps_per_epoch, lon
 }
 
 template <class R>
+void optimizer<R>::restore(std::span<const R> m, std::span<const R> v, int64_t t) {
+  auto check = [](const char* name, std::size_t got, std::size_t want) {
+    if (got != want)
+      throw data_error(fmt::format("checkpoint optimizer state `{}` has {} entries, this optimizer keeps {}", name, got,
+                                   want));
+  };
+  check("opt_m", m.size(), m_.size());
+  check("opt_v", v.size(), v_.size());
+  if (t < 0) throw data_error(fmt::format("checkpoint optimizer step count {} is negative", t));
+  std::copy(m.begin(), m.end(), m_.begin());
+  std::copy(v.begin(), v.end(), v_.begin());
+  t_ = t;
+}
+
+template <class R>
 optimizer<R>::optimizer(optimizer_options opt, const std::vector<param_block>& layout, int n_groups)
     : opt_(std::move(opt)), layout_(layout) {
   auto check = [&](const std::vector<double>& v, const char* key) {

@@ -141,9 +141,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}", (dir / checkpoint_name).string(),
                                    p.size(), net.n_params()));
     std::copy(p.begin(), p.end(), net.params().begin());
-    if (!opt.m().empty()) opt.m() = ck.array("opt_m").to_vector<R, aligned_allocator<R>>();
-    if (!opt.v().empty()) opt.v() = ck.array("opt_v").to_vector<R, aligned_allocator<R>>();
-    opt.t() = ck.array("opt_t").to_scalar<int64_t>();
+    const auto m = opt.m().empty() ? std::vector<R>{} : ck.array("opt_m").to_vector<R>();
+    const auto v = opt.v().empty() ? std::vector<R>{} : ck.array("opt_v").to_vector<R>();
+    opt.restore(m, v, ck.array("opt_t").to_scalar<int64_t>());
     start_epoch = ck.meta.at("epoch").get<long>();
   } else {
     create_run_directory(dir);

@@ -55,6 +55,10 @@ class optimizer {
   aligned_vector<R>& m() { return m_; }
   aligned_vector<R>& v() { return v_; }
   int64_t& t() { return t_; }
+  /// Restores the state saved from m(), v() and t() (a checkpoint). Throws data_error,
+  /// changing nothing, unless each moment buffer is empty or has the size this optimizer
+  /// keeps, and t >= 0.
+  void restore(std::span<const R> m, std::span<const R> v, int64_t t);
 
  private:
   optimizer_options opt_;
