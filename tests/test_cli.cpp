@@ -43,7 +43,9 @@ std::string kill_resume_and_compare(const fs::path& dir, const std::string& comm
   const auto pa = eqprop::load_checkpoint(dir / "a" / "checkpoint.eqck").array("params").to_vector<float>();
   const auto pb = eqprop::load_checkpoint(dir / "b" / "checkpoint.eqck").array("params").to_vector<float>();
   EXPECT_EQ(pa.size(), pb.size());
-  if (pa.size() == pb.size()) EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  if (pa.size() == pb.size()) {
+    EXPECT_EQ(0, std::memcmp(pa.data(), pb.data(), pa.size() * sizeof(float)));
+  }
   return a.output;
 }
 

@@ -156,7 +156,9 @@ TEST(ConvOps, PoolingDerivativesMatchFiniteDifferences) {
       pool_vjp(g, matrix<double>(z + h * v), u, a1);
       pool_vjp(g, matrix<double>(z - h * v), u, a0);
       EXPECT_LT(((a1 - a0) / (2 * h) - hv).cwiseAbs().maxCoeff(), 1e-8) << to_string(pool);
-      if (pool == pool_kind::softmax) EXPECT_GT(hv.cwiseAbs().maxCoeff(), 1e-3);  // curvature is really there
+      if (pool == pool_kind::softmax) {
+        EXPECT_GT(hv.cwiseAbs().maxCoeff(), 1e-3);  // curvature is really there
+      }
     }
 }
 

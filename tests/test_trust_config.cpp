@@ -157,13 +157,16 @@ TEST(TrustConfig, EveryNumericKeyHasARangeAndEveryDocIsGenerated) {
     config cfg(schema);
     const std::string toml = cfg.to_toml();
     for (const auto& k : schema.keys()) {
-      if (is_int_key(k.default_value))
+      if (is_int_key(k.default_value)) {
         EXPECT_TRUE(std::isfinite(k.allowed.lo) || std::isfinite(k.allowed.hi)) << name << " " << k.key;
+      }
       const config_constraint& c = k.allowed;
       const bool declared = std::isfinite(c.lo) || std::isfinite(c.hi) || !c.choices.empty() || c.min_size > 0 ||
                             c.max_size != std::numeric_limits<std::size_t>::max();
       const std::string allowed = c.describe(k.default_value);
-      if (declared) EXPECT_NE(toml.find("# allowed: " + allowed), std::string::npos) << name << " " << k.key;
+      if (declared) {
+        EXPECT_NE(toml.find("# allowed: " + allowed), std::string::npos) << name << " " << k.key;
+      }
     }
   }
   config e(experiment_schema());
@@ -304,7 +307,9 @@ TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {
   for (const auto& [name, schema] : all_schemas()) {
     if (schema.fixed_on_resume().empty()) continue;
     for (const char* k : {"network.dtype", "run.seed", "train.seed", "optimizer.kind"})
-      if (schema.find(k)) EXPECT_TRUE(schema.is_fixed_on_resume(k)) << name << " " << k;
+      if (schema.find(k)) {
+        EXPECT_TRUE(schema.is_fixed_on_resume(k)) << name << " " << k;
+      }
     EXPECT_FALSE(schema.is_fixed_on_resume("optimizer.lr")) << name;
   }
 }
