@@ -58,14 +58,9 @@ void write_file(const fs::path& p, const bytes_t& b) {
   out.write(reinterpret_cast<const char*>(b.data()), static_cast<std::streamsize>(b.size()));
 }
 
-void put_be32(bytes_t& b, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
-}
-void put_le(bytes_t& b, uint64_t v, int n) {
-  for (int k = 0; k < n; ++k) b.push_back(static_cast<uint8_t>(v >> (8 * k)));
-}
-void append(bytes_t& b, const bytes_t& more) { b.insert(b.end(), more.begin(), more.end()); }
-void append(bytes_t& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
+using eqprop::test::append;
+using eqprop::test::put_be32;
+using eqprop::test::put_le;
 
 bytes_t gzip(const bytes_t& in) { return eqprop::test::deflate_bytes(in, 15 + 16); }
 

@@ -41,14 +41,9 @@ void write_bytes(const fs::path& p, const bytes& b) {
   ASSERT_TRUE(out.good()) << p;
 }
 
-void put_be32(bytes& b, uint32_t v) {
-  for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
-}
-void put_le(bytes& b, uint64_t v, int n) {
-  for (int k = 0; k < n; ++k) b.push_back(static_cast<uint8_t>(v >> (8 * k)));
-}
-void append(bytes& b, const bytes& more) { b.insert(b.end(), more.begin(), more.end()); }
-void append(bytes& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
+using eqprop::test::append;
+using eqprop::test::put_be32;
+using eqprop::test::put_le;
 
 
 // The message of the eqprop::error E that f throws (a test failure if none).

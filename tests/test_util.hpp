@@ -60,6 +60,17 @@ inline std::filesystem::path temp_dir(const std::string& name) {
   return p;
 }
 
+/// Appends v big-endian in 4 bytes (IDX headers).
+inline void put_be32(std::vector<uint8_t>& b, uint32_t v) {
+  for (int s = 24; s >= 0; s -= 8) b.push_back(static_cast<uint8_t>(v >> s));
+}
+/// Appends the n low bytes of v, little-endian.
+inline void put_le(std::vector<uint8_t>& b, uint64_t v, int n) {
+  for (int k = 0; k < n; ++k) b.push_back(static_cast<uint8_t>(v >> (8 * k)));
+}
+inline void append(std::vector<uint8_t>& b, const std::vector<uint8_t>& more) { b.insert(b.end(), more.begin(), more.end()); }
+inline void append(std::vector<uint8_t>& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
+
 /// zlib deflate of `in`: window_bits 15 + 16 gives gzip, -15 a raw deflate stream; level 0
 /// writes stored blocks.
 inline std::vector<uint8_t> deflate_bytes(const std::vector<uint8_t>& in, int window_bits, int level = 6) {

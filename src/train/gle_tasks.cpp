@@ -511,14 +511,10 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   optimizer<float> opt(oo, net.layout(), net.n_groups());
   const long B = cfg.get<long>("train.batch"), TB = cfg.get<long>("train.test_batch");
   const long epochs = cfg.get<long>("train.epochs");
-  if (B < 1 || TB < 1 || epochs < 0) throw config_error("train.batch, train.test_batch must be >= 1, epochs >= 0");
   const double beta = cfg.get<double>("loss.beta");
   const long patience = cfg.get<long>("schedule.plateau_patience");
   const double factor = cfg.get<double>("schedule.plateau_factor");
   const std::string plateau_on = cfg.get<std::string>("schedule.plateau_on");
-  if (plateau_on != "test" && plateau_on != "train" && plateau_on != "test_readout" && plateau_on != "train_readout")
-    throw config_error(fmt::format("schedule.plateau_on '{}': expected test, train, test_readout or train_readout",
-                                   plateau_on));
   const uint64_t seed = cfg.get<uint64_t>("train.seed");
   batch_iterator it(split.train, B, seed, true, false);
   aligned_vector<float> grad(net.params().size());

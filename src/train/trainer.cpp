@@ -122,11 +122,10 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   const auto sched = make_schedule_options(cfg);
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");
-  const long ck_every = std::max<long>(1, cfg.get<long>("run.checkpoint_every"));
+  const long ck_every = cfg.get<long>("run.checkpoint_every");  // >= 1 (schema)
   const double max_failed = cfg.get<double>("run.max_failed_fraction");
   const int aug_pad = cfg.get<int>("data.augment_pad");
   const bool aug_flip = cfg.get<bool>("data.augment_flip");
-  if (epochs < 1 || batch < 1) throw config_error("run.epochs and run.batch must be >= 1");
 
   // Run directory.
   fs::path dir = topt.run_dir;
