@@ -71,7 +71,7 @@ std::vector<double> rbp(const vf_toy& t, bool dense = true) {
 double fixed_point_loss(const vector_field_network<double>& net, const matrix<double>& x, const matrix<double>& y) {
   vf_state<double> st;
   st.set_input(net, x, y);
-  const auto rep = st.relax(0.0, 1500, 1e-14);
+  const auto rep = st.relax(0.0, relax_options{1500, 1e-14});
   EXPECT_EQ(rep.n_not_converged, 0);
   vector<double> l;
   st.loss_per_sample(l);
@@ -312,4 +312,87 @@ TEST(GeneralizedEp, ConfigErrors) {
   cfg.set_override("network.edges=[\"0>1\", \"1>2\", \"2>3\", \"fb:3>1\", \"fb:2>1\"]");
   EXPECT_EQ(vector_field_network<float>(make_vf_spec(cfg, 6, 3)).n_edges(), 5);
   EXPECT_THROW(cfg.set_override("estimator.method=bptt"), config_error);
+}
+
+// The relaxation driver serves the vector-field state too: stopping early with per-sample
+// freezing and over-relaxation reach the fixed point of the fixed-step relaxation, in fewer
+// sample steps, and the estimate from that free state agrees with the fixed-step one.
+TEST(GeneralizedEp, DriverFreezesAndOverRelaxesToTheSameFixedPoint) {
+  vf_toy t(90.0, {4, 6, 5, 3}, vf_topology::chain, 5, 16);
+  vf_state<double> ref, frz;
+  ref.set_input(t.net, t.x, t.y);
+  const auto rr = ref.relax(0.0, relax_options{1500, 1e-13});
+  ASSERT_EQ(rr.n_not_converged, 0);
+  EXPECT_EQ(rr.sample_steps, 1500 * 16);
+  relax_options o{1500, 1e-13, true};
+  o.omega = 1.2;
+  frz.set_input(t.net, t.x, t.y);
+  const auto rf = frz.relax(0.0, o);
+  EXPECT_EQ(rf.n_not_converged, 0);
+  EXPECT_LT(rf.sample_steps, rf.steps * 16);  // frozen samples stopped stepping
+  double err = 0;
+  for (int i = 1; i <= 3; ++i) err = std::max(err, (frz.u()[i] - ref.u()[i]).cwiseAbs().maxCoeff());
+  EXPECT_LT(err, 1e-11);
+  RecordProperty("freeze_sor_vs_fixed_max_abs", sci(err));
+
+  auto fixed = converged_opts(gep_method::cauchy, 2, 0.1);
+  fixed.nudged_steps = 60;
+  auto early = fixed;
+  early.stop_early = true;
+  early.omega = 1.2;
+  gep_result re;
+  const auto gf = gep_grad(t, fixed), ge = gep_grad(t, early, &re);
+  EXPECT_LT(re.free.sample_steps, 600 * 16);
+  EXPECT_LT(relative_error(ge, gf), 1e-9);
+  EXPECT_THROW(
+      {
+        relax_options alt{10};
+        alt.order = relax_order::alternating;
+        frz.relax(0.0, alt);
+      },
+      config_error);
+}
+
+// Column slices on threads: the estimate is the single-thread one to rounding, for every
+// method, and the predictions and drop counts are the same.
+TEST(GeneralizedEp, ThreadSlicesAgreeWithOneThread) {
+  vf_toy t(90.0, {4, 6, 5, 3}, vf_topology::chain, 7, 11);
+  for (auto m : {gep_method::cauchy, gep_method::exact, gep_method::online, gep_method::rbp}) {
+    auto o = converged_opts(m, 4, 0.2);
+    o.free_steps = o.nudged_steps = 80;
+    o.online_steps = 320;
+    o.homeo_lambda = 0.5;
+    gep_result r1, r3;
+    const auto g1 = gep_grad(t, o, &r1);
+    o.threads = 3;
+    const auto g3 = gep_grad(t, o, &r3);
+    EXPECT_LT(relative_error(g3, g1), 1e-12) << to_string(m);
+    EXPECT_EQ(r3.predictions, r1.predictions) << to_string(m);
+    EXPECT_EQ(r3.n_dropped, r1.n_dropped) << to_string(m);
+    EXPECT_NEAR(r3.loss, r1.loss, 1e-13) << to_string(m);
+  }
+}
+
+// States are pre-activations, unbounded: huge finite weights make an update whose sum of
+// squares overflows float while every state is finite; the residual is still its length.
+TEST(GeneralizedEp, HugeFiniteStatesKeepAFiniteResidual) {
+  vf_spec s;
+  s.sizes = {4, 5, 3};
+  s.n_classes = 3;
+  s.seed = 2;
+  vector_field_network<float> net(s);
+  for (auto& p : net.params()) p = p >= 0 ? 1e25f : -1e25f;
+  rng_t rng(9);
+  matrix<double> xd, yd;
+  test::random_batch(rng, 4, 6, 3, xd, yd);
+  vf_state<float> st;
+  st.set_input(net, xd.cast<float>(), yd.cast<float>());
+  const auto rep = st.relax(0.0f, relax_options{3, 1e-4});
+  EXPECT_EQ(rep.n_non_finite, 0);
+  EXPECT_TRUE(std::isfinite(rep.max_residual));
+  st.reset();
+  st.step(0.0f);
+  double len = 0;  // the first step's length, from u = 0, in double
+  for (int i = 1; i <= 2; ++i) len += st.u()[i].col(0).cast<double>().squaredNorm();
+  EXPECT_NEAR(st.residual()(0) / std::sqrt(len), 1.0, 1e-6);
 }

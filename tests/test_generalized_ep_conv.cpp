@@ -67,7 +67,7 @@ std::vector<double> grad_of(const conv_toy& t, const gep_options& o, gep_result*
 vf_state<double> free_state(const conv_toy& t) {
   vf_state<double> st;
   st.set_input(t.net, t.x, t.y);
-  const auto rep = st.relax(0.0, 1000, 1e-14);
+  const auto rep = st.relax(0.0, relax_options{1000, 1e-14});
   EXPECT_EQ(rep.n_not_converged, 0);
   return st;
 }
@@ -144,7 +144,7 @@ TEST(GeneralizedEpConv, RbpMatchesFiniteDifferences) {
   auto loss = [&] {
     vf_state<double> st;
     st.set_input(t.net, t.x, t.y);
-    st.relax(0.0, 1000, 1e-14);
+    st.relax(0.0, relax_options{1000, 1e-14});
     vector<double> l;
     st.loss_per_sample(l);
     return l.mean();

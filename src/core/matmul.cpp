@@ -192,4 +192,14 @@ template void matmul<std::complex<double>, std::complex<double>>(const_matrix_ma
                                                                  const std::complex<double>*, long,
                                                                  std::complex<double>*, bool, matmul_precision);
 
+matmul_precision parse_matmul_precision(std::string_view name) {
+  if (name == "float32") return matmul_precision::float32;
+  if (name != "bfloat16")
+    throw config_error(fmt::format("relax.precision must be \"float32\" or \"bfloat16\", got '{}'", name));
+  if (!bfloat16_available())
+    throw config_error(fmt::format("relax.precision = \"bfloat16\" needs eqprop built with oneDNN and a CPU with "
+                                   "AVX512-BF16 (matrix products here: {})", matmul_backend()));
+  return matmul_precision::bfloat16;
+}
+
 }  // namespace eqprop

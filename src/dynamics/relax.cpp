@@ -10,6 +10,7 @@
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/dynamics/conv_ops.hpp"
+#include "eqprop/model/activate_n.hpp"
 
 namespace eqprop {
 
@@ -53,58 +54,6 @@ bool is_finite(const S& v) {
   else return std::isfinite(v);
 }
 
-// out = logistic(z) for n values (out may alias z), with Eigen's vectorized exp (and sin,
-// cos for complex z) and the branches of eqprop::logistic as selects, so that it equals
-// the scalar function to rounding: t = -z when Re z >= 0 (else z), E = e^t (|E| <= 1),
-// q = 1/(1+E); logistic(z) = q when Re z >= 0, E q otherwise.
-template <class S>
-void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
-  using real = real_t<S>;
-  for (int k = 0; k < 4; ++k)
-    if (buf[k].size() < n) buf[k].resize(n);  // grow only: layers of different sizes share it
-  real *tr = buf[0].data(), *ti = buf[1].data();
-  using arr = Eigen::Array<real, Eigen::Dynamic, 1>;
-  Eigen::Map<arr> a0(buf[0].data(), n), a1(buf[1].data(), n), a2(buf[2].data(), n), a3(buf[3].data(), n);
-  if constexpr (!is_complex_v<S>) {
-    for (long i = 0; i < n; ++i) tr[i] = -std::abs(z[i]);
-    a1 = a0.exp();
-    for (long i = 0; i < n; ++i) {
-      const real e = ti[i], q = real(1) / (real(1) + e);
-      out[i] = z[i] >= real(0) ? q : e * q;
-    }
-  } else {
-    const real* zr = reinterpret_cast<const real*>(z);
-    for (long i = 0; i < n; ++i) {
-      const real a = zr[2 * i], b = zr[2 * i + 1];
-      tr[i] = -std::abs(a);
-      ti[i] = a >= real(0) ? -b : b;
-    }
-    a2 = a1.cos();
-    a3 = a1.sin();
-    a0 = a0.exp();
-    const real *m = buf[0].data(), *c = buf[2].data(), *s = buf[3].data();
-    real* o = reinterpret_cast<real*>(out);
-    for (long i = 0; i < n; ++i) {
-      const bool pos = zr[2 * i] >= real(0);
-      const real er = m[i] * c[i], ei = m[i] * s[i];
-      const real dr = real(1) + er, inv = real(1) / (dr * dr + ei * ei);
-      const real qr = dr * inv, qi = -ei * inv;
-      o[2 * i] = pos ? qr : er * qr - ei * qi;
-      o[2 * i + 1] = pos ? qi : er * qi + ei * qr;
-    }
-  }
-}
-
-// out = Act(in) for n values: the MLP sigmoid through logistic_n, the others per value.
-template <class Act, class S>
-void activate_n(const S* in, S* out, long n, vector<real_t<S>>* buf) {
-  if constexpr (std::is_same_v<Act, act::sigmoid>) {
-    for (long i = 0; i < n; ++i) out[i] = S(4) * in[i] - S(2);
-    logistic_n(out, out, n, buf);
-  } else {
-    for (long i = 0; i < n; ++i) out[i] = activate<Act>(in[i]);
-  }
-}
 }  // namespace
 
 void relax_options::validate() const {
@@ -400,104 +349,26 @@ typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const netw
 }
 
 template <class S, class P>
+bool relax_state<S, P>::column_finite(long b) const {
+  for (const auto& hj : h_)
+    for (long i = 0; i < hj.rows(); ++i)
+      if (!is_finite(hj(i, b))) return false;
+  return true;
+}
+
+template <class S, class P>
 relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_options& opt) {
   opt.validate();
-  const auto t_start = std::chrono::steady_clock::now();
   precision_ = opt.precision;
-  const real tol = opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol;
-  relax_report rep;
-  real mx = 0;
+  // tol rounded to the state's precision, as the residuals are
+  const double tol = double(opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol);
   // A feed-forward network is exact after one sweep: its residual is then 0 by definition.
-  const long steps = net.spec().feedforward ? std::min<long>(opt.max_steps, 1) : opt.max_steps;
-  // Freezing (stop_early): once an eighth of the running samples are below tol, those samples
-  // stop and the others are compacted into fewer columns. `all` keeps the full batch (x, y,
-  // drive, states, pre-activations, residuals) and `cols` maps running columns to its columns;
-  // a frozen sample keeps the state and residual of its last step.
-  const bool freeze = opt.stop_early && opt.freeze_converged && !net.spec().feedforward;
-  struct full_batch {
-    matrix<real> x, y;
-    matrix<S> drive;
-    std::vector<matrix<S>> h, pre;
-    vector<real> residual;
-    vector<S> nudge;
-  } all;
-  std::vector<long> cols;  // empty: nothing frozen yet, the members hold the full batch
-  auto store = [&](const std::vector<long>& which) {  // running columns `which` -> all
-    for (size_t j = 0; j < h_.size(); ++j)
-      for (long c : which) {
-        all.h[j].col(cols[c]) = h_[j].col(c);
-        all.pre[j].col(cols[c]) = pre_[j].col(c);
-      }
-    for (long c : which) all.residual(cols[c]) = residual_(c);
-  };
-  auto compact = [&](const std::vector<long>& keep, const std::vector<long>& frozen) {
-    if (cols.empty()) {
-      all = full_batch{x_, y_, drive_, h_, pre_, residual_, col_nudge_};
-      cols.resize(batch());
-      std::iota(cols.begin(), cols.end(), 0L);
-    }
-    store(frozen);
-    for (auto& z : z_)  // one column per sample: the alternating order's z_ stays current
-      if (z.cols() == batch()) z = z(Eigen::all, keep).eval();
-    x_ = x_(Eigen::all, keep).eval();
-    y_ = y_(Eigen::all, keep).eval();
-    drive_ = drive_(Eigen::all, keep).eval();
-    for (size_t j = 0; j < h_.size(); ++j) h_[j] = h_[j](Eigen::all, keep).eval();
-    residual_ = residual_(keep).eval();
-    if (col_nudge_.size() > 0) col_nudge_ = col_nudge_(keep).eval();
-    std::vector<long> next(keep.size());
-    for (size_t i = 0; i < keep.size(); ++i) next[i] = cols[keep[i]];
-    cols.swap(next);
-  };
-  std::vector<long> keep, frozen;
-  for (long t = 0; t < steps; ++t) {
-    mx = step(net, beta, opt.noise_std, opt.noise_rng, real(opt.omega), opt.order);
-    rep.steps = t + 1;
-    rep.sample_steps += batch();
-    if (opt.stop_early && mx <= tol) break;
-    if (!std::isfinite(mx)) break;  // diverged: further steps cannot help
-    if (freeze && t + 1 < steps) {
-      keep.clear();
-      frozen.clear();
-      for (long b = 0; b < batch(); ++b) (residual_(b) <= tol ? frozen : keep).push_back(b);
-      if (!frozen.empty() && long(frozen.size()) * 8 >= batch()) compact(keep, frozen);
-    }
-  }
-  if (!cols.empty()) {  // put the running samples back into the full batch
-    std::vector<long> running(batch());
-    std::iota(running.begin(), running.end(), 0L);
-    store(running);
-    x_.swap(all.x);
-    y_.swap(all.y);
-    drive_.swap(all.drive);
-    h_.swap(all.h);
-    pre_.swap(all.pre);
-    residual_.swap(all.residual);
-    col_nudge_.swap(all.nudge);
-    z_current_ = false;
-  }
-  const long B = batch();
-  double sum = 0;
-  for (long b = 0; b < B; ++b) {
-    bool finite = std::isfinite(residual_(b));
-    for (const auto& hj : h_) {
-      if (!finite) break;
-      for (long i = 0; i < hj.rows(); ++i)
-        if (!is_finite(hj(i, b))) { finite = false; break; }
-    }
-    if (!finite) {
-      ++rep.n_non_finite;
-      ++rep.n_not_converged;
-      rep.max_residual = std::numeric_limits<double>::infinity();
-      continue;
-    }
-    if (net.spec().feedforward) residual_(b) = 0;
-    if (residual_(b) > tol) ++rep.n_not_converged;
-    rep.max_residual = std::max(rep.max_residual, double(residual_(b)));
-    sum += residual_(b);
-  }
-  rep.mean_residual = rep.n_non_finite ? std::numeric_limits<double>::infinity() : sum / double(B);
-  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  const bool ff = net.spec().feedforward;
+  relax_report rep = relax_columns(*this, ff ? std::min<long>(opt.max_steps, 1) : opt.max_steps, opt.stop_early,
+                                   opt.freeze_converged && !ff, tol,
+                                   [&] { return step(net, beta, opt.noise_std, opt.noise_rng, real(opt.omega), opt.order); });
+  if (ff) residual_.setZero();
+  report_columns(*this, tol, rep);
   return rep;
 }
 

@@ -130,24 +130,6 @@ void add_phase_term(relax_state<S, P>& st, std::vector<relax_state<S, P>>& snaps
   for (auto& s : snaps) s.add_dF_dtheta(net, beta, coef / real_t<S>(snaps.size()), w, grad, acc0);
 }
 
-// The report of a relaxation split over column slices of sizes n[t].
-relax_report merge_reports(const std::vector<relax_report>& r, const std::vector<long>& n) {
-  if (r.size() == 1) return r[0];
-  relax_report m;
-  double sum = 0, count = 0;
-  for (size_t t = 0; t < r.size(); ++t) {
-    m.steps = std::max(m.steps, r[t].steps);
-    m.sample_steps += r[t].sample_steps;
-    m.max_residual = std::max(m.max_residual, r[t].max_residual);
-    m.n_not_converged += r[t].n_not_converged;
-    m.n_non_finite += r[t].n_non_finite;
-    m.seconds += r[t].seconds / double(r.size());
-    sum += r[t].mean_residual * double(n[t]);
-    count += double(n[t]);
-  }
-  m.mean_residual = sum / count;
-  return m;
-}
 }  // namespace
 
 template <class R>
@@ -263,30 +245,12 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
     slices_.resize(T);
     for (auto& s : slices_) init_slice(s);
   }
-  std::vector<long> c0(T + 1), n(T);
-  for (int t = 0; t <= T; ++t) c0[t] = B * t / T;
-  for (int t = 0; t < T; ++t) {
-    n[t] = c0[t + 1] - c0[t];
-    slices_[t].x = x.middleCols(c0[t], n[t]);
-    slices_[t].y = y.middleCols(c0[t], n[t]);
-  }
-  // Runs f(t) for every slice, on T threads; the first exception is rethrown.
-  auto parallel = [&](auto&& f) {
-    std::vector<std::exception_ptr> err(T);
-#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
-    for (int t = 0; t < T; ++t) {
-      try {
-        f(t);
-      } catch (...) {
-        err[t] = std::current_exception();
-      }
-    }
-    for (auto& e : err)
-      if (e) std::rethrow_exception(e);
-  };
+  const std::vector<long> c0 = split_columns(x, y, slices_);
+  std::vector<long> n(T);
+  for (int t = 0; t < T; ++t) n[t] = c0[t + 1] - c0[t];
 
   // Free phase, then the nudged points, per slice.
-  parallel([&](int t) { relax_slice(slices_[t], net, free_opt, nudged_opt, limit); });
+  parallel_slices(T, [&](int t) { relax_slice(slices_[t], net, free_opt, nudged_opt, limit); });
   std::vector<relax_report> reps(T);
   for (int t = 0; t < T; ++t) reps[t] = slices_[t].free_report;
   out.free = merge_reports(reps, n);
@@ -329,12 +293,12 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
   } else {
     // Each thread differentiates its slice, then sums one contiguous chunk of the parameters
     // over the slices, in slice order (so the result does not depend on the chunking).
-    parallel([&](int t) {
+    parallel_slices(T, [&](int t) {
       slices_[t].grad.resize(grad.size());
       grad_slice(slices_[t], net, slices_[t].grad);
     });
     const long P = static_cast<long>(grad.size());
-    parallel([&](int t) {
+    parallel_slices(T, [&](int t) {
       const long i0 = P * t / T, len = P * (t + 1) / T - i0;
       Eigen::Map<vector<R>> g(grad.data() + i0, len);
       g = Eigen::Map<const vector<R>>(slices_[0].grad.data() + i0, len);

@@ -2,13 +2,17 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numbers>
+#include <type_traits>
 
 #include <Eigen/LU>
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/dynamics/conv_ops.hpp"
+#include "eqprop/dynamics/relax.hpp"
+#include "eqprop/model/activate_n.hpp"
 
 namespace eqprop {
 
@@ -23,12 +27,7 @@ void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<
   if (y.rows() != net.spec().n_classes || y.cols() != B)
     throw shape_error(fmt::format("targets are {}x{}, expected {}x{} (one-hot)", y.rows(), y.cols(), net.spec().n_classes, B));
   net_ = &net;
-  Ms_.assign(net.n_edges(), matrix<S>());
-  for (int e = 0; e < net.n_edges(); ++e)
-    if (!net.is_conv_edge(e)) Ms_[e] = net.M(e).template cast<S>();
   z_.assign(net.n_edges(), matrix<S>());
-  Wro_ = net.W_ro().template cast<S>();
-  bro_ = net.b_ro().template cast<S>();
   u_.assign(K + 1, matrix<S>());
   r_.assign(K + 1, matrix<S>());
   drive_.assign(K + 1, matrix<S>());
@@ -51,7 +50,7 @@ void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<
         pool_forward(g, z_[e], t1_);
         drive_[ed.dst] += t1_;
       } else {
-        drive_[ed.dst].noalias() += Ms_[e] * r_[0];
+        matmul<S, R>(net.M(e), false, r_[0].data(), B, drive_[ed.dst].data(), true, precision_);
       }
     }
     if (ed.forward) add_channel_bias<S, R>(g, net.b(e), drive_[ed.dst]);
@@ -95,7 +94,7 @@ void vf_state<S, R>::add_coupling(std::vector<matrix<S>>& out) {
     const auto& ed = edges[e];
     if (ed.src == 0) continue;
     if (!net_->is_conv_edge(int(e))) {
-      out[ed.dst].noalias() += Ms_[e] * r_[ed.src];
+      matmul<S, R>(net_->M(int(e)), false, r_[ed.src].data(), r_[ed.src].cols(), out[ed.dst].data(), true, precision_);
       continue;
     }
     const auto& g = net_->geometry(int(e));
@@ -135,7 +134,7 @@ void vf_state<S, R>::coupling_jvp(const std::vector<matrix<S>>& v, std::vector<m
     const auto& ed = edges[e];
     if (ed.src == 0) continue;
     if (!net_->is_conv_edge(int(e))) {
-      out[ed.dst].noalias() += Ms_[e] * v[ed.src];
+      matmul<S, R>(net_->M(int(e)), false, v[ed.src].data(), v[ed.src].cols(), out[ed.dst].data(), true, precision_);
       continue;
     }
     const auto& g = net_->geometry(int(e));
@@ -166,7 +165,7 @@ void vf_state<S, R>::coupling_vjp(const std::vector<matrix<S>>& a, std::vector<m
     const auto& ed = edges[e];
     if (ed.src == 0) continue;
     if (!net_->is_conv_edge(int(e))) {
-      out[ed.src].noalias() += Ms_[e].transpose() * a[ed.dst];
+      matmul<S, R>(net_->M(int(e)), true, a[ed.dst].data(), a[ed.dst].cols(), out[ed.src].data(), true, precision_);
       continue;
     }
     const auto& g = net_->geometry(int(e));
@@ -241,7 +240,10 @@ template <class S, class R>
 void vf_state<S, R>::update_activities() {
   dispatch_activation<S>(net_->spec().activation, [&](auto act) {
     using A = decltype(act);
-    for (size_t i = 1; i < u_.size(); ++i) r_[i] = u_[i].unaryExpr([](const S& v) { return activate<A>(v); });
+    for (size_t i = 1; i < u_.size(); ++i) {
+      r_[i].resize(u_[i].rows(), u_[i].cols());
+      activate_n<A>(u_[i].data(), r_[i].data(), u_[i].size(), act_buf_);
+    }
   });
   lin_valid_ = false;
 }
@@ -258,10 +260,15 @@ void vf_state<S, R>::activation_deriv(std::vector<matrix<S>>& out) const {
 template <class S, class R>
 void vf_state<S, R>::compute_readout() {
   const int K = static_cast<int>(u_.size()) - 1;
-  logits_.noalias() = Wro_ * r_[K];
-  logits_.colwise() += bro_;
+  const long B = r_[K].cols();
+  logits_.resize(net_->spec().n_classes, B);
+  matmul<S, R>(net_->W_ro(), false, r_[K].data(), B, logits_.data(), false, precision_);
+  logits_.colwise() += net_->b_ro().template cast<S>();
   softmax_columns(logits_, probs_);
-  e_.noalias() = Wro_.transpose() * (probs_ - y_.template cast<S>());
+  probs_ -= y_.template cast<S>();
+  e_.resize(r_[K].rows(), B);
+  matmul<S, R>(net_->W_ro(), true, probs_.data(), B, e_.data(), false, precision_);
+  probs_ += y_.template cast<S>();
 }
 
 template <class S, class R>
@@ -281,7 +288,8 @@ void vf_state<S, R>::loss_per_sample(vector<R>& out) {
 }
 
 template <class S, class R>
-real_t<S> vf_state<S, R>::step(S beta) {
+real_t<S> vf_state<S, R>::step(S beta, double noise_std, rng_t* rng, real_t<S> alpha) {
+  using real = real_t<S>;
   const int K = static_cast<int>(u_.size()) - 1;
   for (int i = 1; i <= K; ++i) next_[i] = drive_[i];
   add_coupling(next_);
@@ -289,35 +297,61 @@ real_t<S> vf_state<S, R>::step(S beta) {
     compute_readout();
     next_[K] -= beta * e_;
   }
-  residual_.setZero();
-  for (int i = 1; i <= K; ++i) {
-    residual_ += (next_[i] - u_[i]).colwise().squaredNorm().transpose().template cast<R>();
-    u_[i].swap(next_[i]);
+  if (noise_std > 0) {
+    if (!rng) throw internal_error("vf_state::step: noise requested without an rng");
+    for (int i = 1; i <= K; ++i)
+      for (long k = 0; k < next_[i].size(); ++k) next_[i].data()[k] += S(real(noise_std * standard_normal(*rng)));
   }
-  residual_ = residual_.cwiseSqrt();
+  residual_.setZero(u_[K].cols());
+  for (int i = 1; i <= K; ++i) {
+    if (alpha == real(1)) {
+      for (long b = 0; b < residual_.size(); ++b) residual_(b) += (next_[i].col(b) - u_[i].col(b)).squaredNorm();
+      u_[i].swap(next_[i]);
+    } else {
+      next_[i] = alpha * (next_[i] - u_[i]);
+      for (long b = 0; b < residual_.size(); ++b) residual_(b) += next_[i].col(b).squaredNorm();
+      u_[i] += next_[i];
+    }
+  }
+  // u is unbounded: a sum of squares can overflow while every state is finite. Such columns
+  // are summed again in double, from the old and new states (next_ holds the old u when
+  // alpha = 1, else the update itself).
+  using wide = std::conditional_t<is_complex_v<S>, std::complex<double>, double>;
+  real mx = 0;
+  for (long b = 0; b < residual_.size(); ++b) {
+    if (std::isfinite(residual_(b))) {
+      residual_(b) = std::sqrt(residual_(b));
+    } else {
+      double acc = 0;
+      for (int i = 1; i <= K; ++i) {
+        if (alpha == real(1)) acc += (u_[i].col(b).template cast<wide>() - next_[i].col(b).template cast<wide>()).squaredNorm();
+        else acc += next_[i].col(b).template cast<wide>().squaredNorm();
+      }
+      residual_(b) = real(std::sqrt(acc));  // inf only if the update's length does not fit in real (or NaN)
+    }
+    if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
+  }
   update_activities();
-  return residual_.size() ? residual_.maxCoeff() : real_t<S>(0);
+  return mx;
 }
 
 template <class S, class R>
-relax_report vf_state<S, R>::relax(S beta, long steps, double tol) {
-  relax_report rep;
-  for (long t = 0; t < steps; ++t) step(beta);
-  rep.steps = steps;
-  double sum = 0;
-  for (long b = 0; b < residual_.size(); ++b) {
-    const double v = double(residual_(b));
-    if (!std::isfinite(v)) {
-      ++rep.n_non_finite;
-      ++rep.n_not_converged;
-      rep.max_residual = INFINITY;
-      continue;
-    }
-    sum += v;
-    rep.max_residual = std::max(rep.max_residual, v);
-    if (v > tol) ++rep.n_not_converged;
-  }
-  rep.mean_residual = residual_.size() ? sum / double(residual_.size()) : 0;
+bool vf_state<S, R>::column_finite(long b) const {
+  for (size_t i = 1; i < u_.size(); ++i)
+    if (!u_[i].col(b).allFinite()) return false;
+  return true;
+}
+
+template <class S, class R>
+relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
+  opt.validate();
+  if (opt.order != relax_order::synchronous)
+    throw config_error("relax.order = \"alternating\" needs a layered network; vector-field networks step synchronously");
+  precision_ = opt.precision;
+  const double tol = double(real_t<S>(opt.tol > 0 ? opt.tol : double(scalar_traits<S>::default_tol)));
+  relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol,
+                                   [&] { return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega)); });
+  report_columns(*this, tol, rep);
   return rep;
 }
 
@@ -380,6 +414,14 @@ void gep_options::validate() const {
   if (homeo_probes < 1) throw config_error(fmt::format("homeostasis.probes must be >= 1, got {}", homeo_probes));
 }
 
+relax_options gep_options::free_relax() const {
+  relax_options o{free_steps, tol, stop_early};
+  o.freeze_converged = freeze_converged;
+  o.omega = omega;
+  o.precision = precision;
+  return o;
+}
+
 // ---------------------------------------------------------------------------------------
 // Estimator
 
@@ -412,31 +454,34 @@ void mark_failed(const vf_state<S, R>& st, double limit, std::vector<char>& fail
 }  // namespace
 
 template <class R>
-gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                                       std::span<R> grad) {
+void generalized_ep<R>::run_phases(slice& s, const vector_field_network<R>& net) {
   using C = std::complex<R>;
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
   const int K = net.n_layers();
-  const long B = x.cols();
-  gep_result out;
-  std::vector<char> failed(B, 0);
-  eps_.assign(K + 1, matrix<R>());
-  for (int i = 1; i <= K; ++i) eps_[i].setZero(net.size(i), B);
+  const long B = s.x.cols();
+  const auto& x = s.x;
+  const auto& y = s.y;
+  s.failed.assign(B, 0);
+  s.relax_steps = 0;
+  s.eps.assign(K + 1, matrix<R>());
+  for (int i = 1; i <= K; ++i) s.eps[i].setZero(net.size(i), B);
   const R beta = R(opt_.beta);
   const long T2 = opt_.nudged_steps;
-
+  // The free phase: T1 steps, or fewer with stop_early; every nudged phase runs exactly T2
+  // steps from the free state (the estimator's definition), at the same precision.
+  const relax_options free_opt = opt_.free_relax();
+  relax_options nudged_opt{T2, opt_.tol};
+  nudged_opt.precision = opt_.precision;
   if (opt_.method != gep_method::online) {
-    free_.set_input(net, x, y);
-    out.free = free_.relax(R(0), opt_.free_steps, opt_.tol);
-    out.relax_steps += opt_.free_steps;
-    mark_failed(free_, opt_.fail_residual, failed);
+    s.free.set_input(net, x, y);
+    s.free_report = s.free.relax(R(0), free_opt);
+    s.relax_steps += s.free_report.steps;
+    mark_failed(s.free, opt_.fail_residual, s.failed);
   }
 
   switch (opt_.method) {
     case gep_method::cauchy: {
       const int N = opt_.n_points;
-      real_pt_.set_input(net, x, y);
+      s.real_pt.set_input(net, x, y);
       // Real points: +beta and, for even N >= 2, -beta.
       std::vector<std::pair<R, R>> real_pts;  // beta, coefficient of r
       if (N == 1) real_pts.push_back({beta, R(1) / beta});
@@ -445,43 +490,43 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
         if (N % 2 == 0) real_pts.push_back({-beta, R(1) / (R(N) * -beta)});
       }
       for (auto [b, c] : real_pts) {
-        real_pt_.copy_states_from(free_);
-        real_pt_.relax(b, T2, opt_.tol);
-        out.relax_steps += T2;
-        mark_failed(real_pt_, opt_.fail_residual, failed);
-        for (int i = 1; i <= K; ++i) eps_[i] -= c * real_pt_.r()[i];
+        s.real_pt.copy_states_from(s.free);
+        s.real_pt.relax(b, nudged_opt);
+        s.relax_steps += T2;
+        mark_failed(s.real_pt, opt_.fail_residual, s.failed);
+        for (int i = 1; i <= K; ++i) s.eps[i] -= c * s.real_pt.r()[i];
       }
       if (N == 1)
-        for (int i = 1; i <= K; ++i) eps_[i] += free_.r()[i] / beta;
+        for (int i = 1; i <= K; ++i) s.eps[i] += s.free.r()[i] / beta;
       if (N >= 3) {
-        cplx_pt_.set_input(net, x, y);
+        s.cplx_pt.set_input(net, x, y);
         for (int k = 1; k < (N + 1) / 2; ++k) {  // conjugate pairs, each computed once and doubled
           const C bk = std::polar(beta, R(2 * std::numbers::pi * k / N));
           const C coef = R(2) / (R(N) * bk);
-          cplx_pt_.set_states_from(free_.u());
-          cplx_pt_.relax(bk, T2, opt_.tol);
-          out.relax_steps += T2;
-          mark_failed(cplx_pt_, opt_.fail_residual, failed);
-          for (int i = 1; i <= K; ++i) eps_[i] -= (coef * cplx_pt_.r()[i]).real();
+          s.cplx_pt.set_states_from(s.free.u());
+          s.cplx_pt.relax(bk, nudged_opt);
+          s.relax_steps += T2;
+          mark_failed(s.cplx_pt, opt_.fail_residual, s.failed);
+          for (int i = 1; i <= K; ++i) s.eps[i] -= (coef * s.cplx_pt.r()[i]).real();
         }
       }
       break;
     }
     case gep_method::exact: {
-      real_pt_.set_input(net, x, y);
-      real_pt_.copy_states_from(free_);
-      ud_.assign(K + 1, matrix<R>());
-      for (int i = 1; i <= K; ++i) ud_[i].setZero(net.size(i), B);
-      for (long t = 0; t < T2; ++t) real_pt_.tangent_step(ud_);
-      out.relax_steps += T2;
-      mark_failed(real_pt_, opt_.fail_residual, failed);
-      real_pt_.activation_deriv(d_);
-      for (int i = 1; i <= K; ++i) eps_[i] = -d_[i].cwiseProduct(ud_[i]);
+      s.real_pt.set_input(net, x, y);
+      s.real_pt.copy_states_from(s.free);
+      s.ud.assign(K + 1, matrix<R>());
+      for (int i = 1; i <= K; ++i) s.ud[i].setZero(net.size(i), B);
+      for (long t = 0; t < T2; ++t) s.real_pt.tangent_step(s.ud);
+      s.relax_steps += T2;
+      mark_failed(s.real_pt, opt_.fail_residual, s.failed);
+      s.real_pt.activation_deriv(s.d);
+      for (int i = 1; i <= K; ++i) s.eps[i] = -s.d[i].cwiseProduct(s.ud[i]);
       break;
     }
     case gep_method::rbp: {
-      free_.compute_readout();
-      free_.activation_deriv(d_);
+      s.free.compute_readout();
+      s.free.activation_deriv(s.d);
       if (opt_.rbp_dense) {
         if (net.spec().is_convnet())
           throw config_error("the dense RBP solve is for dense networks; a ConvNet uses the iterative adjoint (rbp_dense = false)");
@@ -491,100 +536,145 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
         for (int i = 2; i <= K; ++i) off[i] = off[i - 1] + net.size(i - 1);
         Eigen::VectorXd dd(n), rhs = Eigen::VectorXd::Zero(n);
         for (long b = 0; b < B; ++b) {
-          for (int i = 1; i <= K; ++i) dd.segment(off[i], net.size(i)) = d_[i].col(b).template cast<double>();
+          for (int i = 1; i <= K; ++i) dd.segment(off[i], net.size(i)) = s.d[i].col(b).template cast<double>();
           rhs.setZero();
-          rhs.segment(off[K], net.size(K)) = free_.dl_dr().col(b).template cast<double>();
+          rhs.segment(off[K], net.size(K)) = s.free.dl_dr().col(b).template cast<double>();
           rhs = dd.asDiagonal() * rhs;
           const Eigen::MatrixXd A = Eigen::MatrixXd::Identity(n, n) - dd.asDiagonal() * Cd.transpose();
           const Eigen::VectorXd lam = A.partialPivLu().solve(rhs);
-          for (int i = 1; i <= K; ++i) eps_[i].col(b) = lam.segment(off[i], net.size(i)).template cast<R>();
+          for (int i = 1; i <= K; ++i) s.eps[i].col(b) = lam.segment(off[i], net.size(i)).template cast<R>();
         }
       } else {
         const long steps = opt_.rbp_steps > 0 ? opt_.rbp_steps : opt_.free_steps;
-        lam_.assign(K + 1, matrix<R>());
-        for (int i = 1; i <= K; ++i) lam_[i].setZero(net.size(i), B);
+        s.lam.assign(K + 1, matrix<R>());
+        for (int i = 1; i <= K; ++i) s.lam[i].setZero(net.size(i), B);
         for (long t = 0; t < steps; ++t) {
-          free_.coupling_vjp(lam_, tmp_);
-          tmp_[K] += free_.dl_dr();
-          for (int i = 1; i <= K; ++i) lam_[i] = d_[i].cwiseProduct(tmp_[i]);
+          s.free.coupling_vjp(s.lam, s.tmp);
+          s.tmp[K] += s.free.dl_dr();
+          for (int i = 1; i <= K; ++i) s.lam[i] = s.d[i].cwiseProduct(s.tmp[i]);
         }
-        out.relax_steps += steps;
-        for (int i = 1; i <= K; ++i) eps_[i] = lam_[i];
+        s.relax_steps += steps;
+        for (int i = 1; i <= K; ++i) s.eps[i] = s.lam[i];
       }
       for (long b = 0; b < B; ++b)
         for (int i = 1; i <= K; ++i)
-          if (!eps_[i].col(b).allFinite()) failed[b] = 1;
+          if (!s.eps[i].col(b).allFinite()) s.failed[b] = 1;
       break;
     }
     case gep_method::online: {
-      cplx_pt_.set_input(net, x, y);
-      cplx_pt_.reset();
-      acc_u_.assign(K + 1, matrix<C>());
-      acc_r_.assign(K + 1, matrix<C>());
+      s.cplx_pt.set_input(net, x, y);
+      s.cplx_pt.reset();
+      s.acc_u.assign(K + 1, matrix<C>());
+      s.acc_r.assign(K + 1, matrix<C>());
       for (int i = 1; i <= K; ++i) {
-        acc_u_[i].setZero(net.size(i), B);
-        acc_r_[i].setZero(net.size(i), B);
+        s.acc_u[i].setZero(net.size(i), B);
+        s.acc_r[i].setZero(net.size(i), B);
       }
       const long q = opt_.online_steps / T2;
       const int N = opt_.n_points;
-      for (long s = 0; s < q; ++s) {
-        const C bs = std::polar(beta, R(2 * std::numbers::pi * double(s % N) / N));
-        out.free = cplx_pt_.relax(bs, T2, opt_.tol);
-        out.relax_steps += T2;
+      for (long seg = 0; seg < q; ++seg) {
+        const C bs = std::polar(beta, R(2 * std::numbers::pi * double(seg % N) / N));
+        s.free_report = s.cplx_pt.relax(bs, nudged_opt);
+        s.relax_steps += T2;
         for (int i = 1; i <= K; ++i) {
-          acc_u_[i] += cplx_pt_.u()[i];
-          acc_r_[i] += cplx_pt_.r()[i] / bs;
+          s.acc_u[i] += s.cplx_pt.u()[i];
+          s.acc_r[i] += s.cplx_pt.r()[i] / bs;
         }
       }
-      mark_failed(cplx_pt_, opt_.fail_residual, failed);
+      mark_failed(s.cplx_pt, opt_.fail_residual, s.failed);
       std::vector<matrix<R>> ubar(K + 1);
       for (int i = 1; i <= K; ++i) {
-        ubar[i] = acc_u_[i].real() / R(q);
-        eps_[i] = -acc_r_[i].real() / R(q);
+        ubar[i] = s.acc_u[i].real() / R(q);
+        s.eps[i] = -s.acc_r[i].real() / R(q);
       }
-      free_.set_input(net, x, y);
-      free_.set_states_from(ubar);
+      s.free.set_input(net, x, y);
+      s.free.set_states_from(ubar);
       break;
     }
   }
 
   // Non-finite error vectors count as failures too.
   for (long b = 0; b < B; ++b)
-    for (int i = 1; i <= K && !failed[b]; ++i)
-      if (!eps_[i].col(b).allFinite() || !free_.r()[i].col(b).allFinite()) failed[b] = 1;
-  const long n_failed = std::count(failed.begin(), failed.end(), 1);
+    for (int i = 1; i <= K && !s.failed[b]; ++i)
+      if (!s.eps[i].col(b).allFinite() || !s.free.r()[i].col(b).allFinite()) s.failed[b] = 1;
+}
+
+template <class R>
+gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                       std::span<R> grad) {
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
+  const int K = net.n_layers();
+  const long B = x.cols();
+  gep_result out;
+  // Column slices, each relaxed (and differentiated) by one thread.
+  const int T = static_cast<int>(std::clamp<long>(opt_.threads, 1, std::max<long>(B, 1)));
+  slices_.resize(T);
+  const std::vector<long> c0 = split_columns(x, y, slices_);
+  std::vector<long> n(T);
+  for (int t = 0; t < T; ++t) n[t] = c0[t + 1] - c0[t];
+  parallel_slices(T, [&](int t) { run_phases(slices_[t], net); });
+
+  std::vector<relax_report> reps(T);
+  long n_failed = 0;
+  for (int t = 0; t < T; ++t) {
+    reps[t] = slices_[t].free_report;
+    out.relax_steps = std::max(out.relax_steps, slices_[t].relax_steps);
+    n_failed += std::count(slices_[t].failed.begin(), slices_[t].failed.end(), 1);
+  }
+  out.free = merge_reports(reps, n);
   out.n_dropped = n_failed;
   const long kept = B - n_failed;
-  vector<R> w(B);
-  for (long b = 0; b < B; ++b) {
-    w(b) = (failed[b] || kept == 0) ? R(0) : R(1) / R(kept);
-    if (failed[b])
-      for (int i = 1; i <= K; ++i) eps_[i].col(b).setZero();
-  }
-  vector<R> loss;
-  free_.loss_per_sample(loss);  // also computes the readout at the free state
-  double s = 0;
-  for (long b = 0; b < B; ++b)
-    if (!failed[b]) s += double(loss(b));
-  out.loss = kept > 0 ? s / double(kept) : NAN;
+  eps_.assign(K + 1, matrix<R>());
+  for (int i = 1; i <= K; ++i) eps_[i].resize(net.size(i), B);
   out.predictions.resize(B);
-  for (long b = 0; b < B; ++b) {
-    long k;
-    free_.probs().col(b).real().maxCoeff(&k);
-    // a non-finite output predicts no class
-    out.predictions[b] = free_.probs().col(b).allFinite() ? static_cast<int32_t>(k) : -1;
+  double loss_sum = 0;
+  for (int t = 0; t < T; ++t) {
+    auto& s = slices_[t];
+    s.w.resize(n[t]);
+    for (long b = 0; b < n[t]; ++b) {
+      s.w(b) = (s.failed[b] || kept == 0) ? R(0) : R(1) / R(kept);
+      if (s.failed[b])
+        for (int i = 1; i <= K; ++i) s.eps[i].col(b).setZero();
+    }
+    for (int i = 1; i <= K; ++i) eps_[i].middleCols(c0[t], n[t]) = s.eps[i];
+    vector<R> loss;
+    s.free.loss_per_sample(loss);  // also computes the readout at the free state
+    for (long b = 0; b < n[t]; ++b) {
+      if (!s.failed[b]) loss_sum += double(loss(b));
+      long k;
+      s.free.probs().col(b).real().maxCoeff(&k);
+      // a non-finite output predicts no class
+      out.predictions[c0[t] + b] = s.free.probs().col(b).allFinite() ? static_cast<int32_t>(k) : -1;
+    }
   }
+  out.loss = kept > 0 ? loss_sum / double(kept) : NAN;
+  std::fill(grad.begin(), grad.end(), R(0));
   if (kept > 0) {
     // The readout term must not see failed samples' NaNs: w = 0 does not cancel NaN.
-    gep_assemble_gradient(net, free_, eps_, w, grad);
-  } else {
-    std::fill(grad.begin(), grad.end(), R(0));
+    if (T == 1) {
+      gep_assemble_gradient(net, slices_[0].free, slices_[0].eps, slices_[0].w, grad);
+    } else {
+      parallel_slices(T, [&](int t) {
+        auto& s = slices_[t];
+        s.grad.resize(grad.size());
+        gep_assemble_gradient(net, s.free, s.eps, s.w, std::span<R>(s.grad));
+      });
+      for (int t = 0; t < T; ++t)
+        for (size_t k = 0; k < grad.size(); ++k) grad[k] += slices_[t].grad[k];
+    }
   }
   if (opt_.homeo_lambda > 0) {
-    if (net.spec().is_convnet())  // the Jacobian depends on the state: probes at every sample's free state
-      out.homeo_loss = homeostatic_loss_at(net, free_, opt_.homeo_probes, rng_, grad, opt_.homeo_lambda);
-    else
+    if (net.spec().is_convnet()) {  // the Jacobian depends on the state: probes at every sample's free state
+      for (int t = 0; t < T; ++t) {
+        const double share = double(n[t]) / double(B);
+        out.homeo_loss += share * homeostatic_loss_at(net, slices_[t].free, opt_.homeo_probes, rng_, grad,
+                                                      opt_.homeo_lambda * share);
+      }
+    } else {
       out.homeo_loss = homeostatic_loss_mc(net, long(opt_.homeo_probes) * B, rng_, grad, opt_.homeo_lambda);
+    }
   }
   return out;
 }

@@ -200,11 +200,7 @@ relax_options relax_from_config(const config& cfg, bool nudged) {
   r.order = parse_relax_order(cfg.get<std::string>("relax.order"));
   r.omega = cfg.get<double>("relax.omega");
   r.validate();  // before the run directory exists
-  r.precision = cfg.get<std::string>("relax.precision") == "bfloat16" ? matmul_precision::bfloat16
-                                                                      : matmul_precision::float32;
-  if (r.precision == matmul_precision::bfloat16 && !bfloat16_available())
-    throw config_error(fmt::format("relax.precision = \"bfloat16\" needs eqprop built with oneDNN and a CPU with "
-                                   "AVX512-BF16 (matrix products here: {})", matmul_backend()));
+  r.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"));
   return r;
 }
 

@@ -49,6 +49,11 @@ const config_schema& gep_schema() {
     s.add("estimator.fail_residual", 1.0, cc::greater_than(0), "samples above this residual (or non-finite) are dropped from the gradient");
     s.add("relax.free_steps", int64_t(150), steps, "T1");
     s.add("relax.nudged_steps", int64_t(20), steps, "T2");
+    s.add("relax.stop_early", false, "end the free phase once every sample's residual is below estimator.tol (nudged phases always run T2 steps)");
+    s.add("relax.freeze_converged", true, "with stop_early: samples below estimator.tol stop and the others are compacted into fewer columns");
+    s.add("relax.omega", 1.0, cc::open(0, 2), "free phase: over-relaxation u <- u + omega (F(u) - u) (1: the papers' step; the fixed point does not depend on it)");
+    s.add("relax.precision", std::string("float32"), cc::one_of({"float32", "bfloat16"}), "operands of the float32 products (bfloat16: oneDNN on a CPU with AVX512-BF16)");
+    s.add("estimator.threads", int64_t(1), cc::closed(1, lim::threads), "column slices of the batch relaxed in parallel, one thread each (deterministic for a given count)");
     s.add("homeostasis.lambda", 0.0, cc::at_least(0), "coefficient of the homeostatic gradient (0: off)");
     s.add("homeostasis.probes", int64_t(5), cc::closed(1, 1024), "Gaussian probes per sample");
     add_optimizer_keys(s, 0.01, "constant");  // lr_per_layer: the forward edge into layer i is entry i-1, feedback shares it
@@ -125,6 +130,11 @@ gep_options make_gep_options(const config& cfg) {
   o.fail_residual = cfg.get<double>("estimator.fail_residual");
   o.free_steps = cfg.get<long>("relax.free_steps");
   o.nudged_steps = cfg.get<long>("relax.nudged_steps");
+  o.stop_early = cfg.get<bool>("relax.stop_early");
+  o.freeze_converged = cfg.get<bool>("relax.freeze_converged");
+  o.omega = cfg.get<double>("relax.omega");
+  o.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"));
+  o.threads = cfg.get<int>("estimator.threads");
   o.homeo_lambda = cfg.get<double>("homeostasis.lambda");
   o.homeo_probes = cfg.get<int>("homeostasis.probes");
   o.seed = cfg.get<uint64_t>("run.seed") * 0x9e3779b97f4a7c15ull + 0x686f6d656full;
@@ -165,7 +175,7 @@ eval_out evaluate(const vector_field_network<R>& net, const dataset& data, const
     const std::span<const int32_t> lab(data.y.data() + start, b);
     const matrix<R> y = one_hot<R>(lab, net.spec().n_classes);
     st.set_input(net, x, y);
-    const auto rep = st.relax(R(0), o.free_steps, o.tol);
+    const auto rep = st.relax(R(0), o.free_relax());
     out.n_not_converged += rep.n_not_converged;
     st.loss_per_sample(lps);
     long bad = 0;

@@ -19,8 +19,10 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/io/dataset.hpp"
+#include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gep_trainer.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "study_util.hpp"
 
@@ -34,7 +36,8 @@ struct workload {
   std::string name, description, unit;  // unit: "samples/s" or "steps/s"
   double reference;                     // the reference implementation on this class of machine; 0: none measured
   std::vector<std::string> overrides;   // EP workloads: experiment config keys
-  int kind;                             // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine
+  int kind;                             // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine,
+                                        // 4: generalized EP (overrides: gep config keys)
   std::array<int, 3> input_shape{1, 28, 28};  // EP workloads: MNIST-shaped (real MNIST batches) or not (random batch)
   int warmup = 2, min_batches = 3;            // EP workloads: untimed batches, then at least min_batches timed
 };
@@ -102,6 +105,14 @@ const std::vector<workload>& workloads() {
         "estimator.beta=1.0", "relax.free_steps=250", "relax.nudged_steps=25", "run.batch=128",
         "optimizer.kind=\"sgd\"", "optimizer.lr=0.05"},
        0, {3, 32, 32}, 0, 1},
+      {"gep_fmnist_a90",
+       "vector field 784-256-256-10 + readout, sigmoid(4x-2), independent feedback (90 deg), generalized hEP N 2 "
+       "|beta| 0.2, T1 150, T2 20, batch 50, AdamW (configs/gep_fmnist_a90.toml)",
+       "samples/s", 0,
+       {"network.hidden=[256,256]", "network.output=10", "network.angle=90.0", "estimator.method=\"cauchy\"",
+        "estimator.n_points=2", "estimator.beta=0.2", "relax.free_steps=150", "relax.nudged_steps=20", "run.batch=50",
+        "optimizer.kind=\"adamw\"", "optimizer.lr=1e-4", "optimizer.weight_decay=0.0"},
+       4},
       {"gle_mnist1d_15k", "GLE 1-6x53-10 (spec time constants), batch 100, Adam every step, 1 thread", "steps/s", 620,
        {}, 1},
       {"gle_mnist1d_15k_2t", "the same on 2 threads (layers in parallel)", "steps/s", 620, {}, 3},
@@ -110,14 +121,41 @@ const std::vector<workload>& workloads() {
   return w;
 }
 
-// The MNIST training images (pixels / 255) if the data directory has them, else empty.
-dataset bench_images(const std::string& data_dir) {
+// The training images (pixels / 255) of an image data set if the data directory has them, else empty.
+dataset bench_images(const std::string& data_dir, const std::string& name = "mnist") {
   try {
-    return load_dataset("mnist", resolve_data_dir(data_dir)).train;
+    return load_dataset(name, resolve_data_dir(data_dir)).train;
   } catch (const data_error&) {
     return {};
   }
 }
+
+// Training batches of B samples for a workload: consecutive batches of `images` (10 classes)
+// when it has n_in features and at least B samples, else one fixed random batch.
+struct batch_feed {
+  matrix<float> x, y;
+  bool real_data;
+  batch_feed(const dataset& images, long n_in, long B)
+      : x(n_in, B), y(matrix<float>::Zero(10, B)), real_data(images.size() >= B && images.dim() == n_in), images_(images) {
+    std::mt19937_64 rng(1);
+    std::uniform_real_distribution<float> U(0, 1);
+    for (long i = 0; i < x.size(); ++i) x.data()[i] = U(rng);
+    for (long j = 0; j < B; ++j) y(j % 10, j) = 1;
+  }
+  void next() {  // the next consecutive batch (from the start again at the end)
+    if (!real_data) return;
+    const long B = x.cols();
+    if (next_ + B > images_.size()) next_ = 0;
+    x = images_.x.middleCols(next_, B);
+    y.setZero();
+    for (long j = 0; j < B; ++j) y(images_.y[next_ + j], j) = 1;
+    next_ += B;
+  }
+
+ private:
+  const dataset& images_;
+  long next_ = 0;
+};
 
 // EP workload: `seconds` of estimate + optimizer steps after 2 warm-up batches, on
 // consecutive MNIST training batches when `images` has them (else one random batch).
@@ -135,21 +173,11 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   oo.threads = cfg.get<int>("estimator.threads");
   optimizer<float> opt(oo, net.layout(), int(param_group_names(net.spec()).size()));
   const long B = cfg.get<long>("run.batch");
-  std::mt19937_64 rng(1);
-  std::uniform_real_distribution<float> U(0, 1);
-  matrix<float> x(n_in, B), y = matrix<float>::Zero(10, B);
-  for (long i = 0; i < x.size(); ++i) x.data()[i] = U(rng);
-  for (long j = 0; j < B; ++j) y(j % 10, j) = 1;
-  const bool real_data = images.size() >= B && images.dim() == n_in;
-  long next = 0;  // the next MNIST sample
-  auto next_batch = [&] {
-    if (!real_data) return;
-    if (next + B > images.size()) next = 0;
-    x = images.x.middleCols(next, B);
-    y.setZero();
-    for (long j = 0; j < B; ++j) y(images.y[next + j], j) = 1;
-    next += B;
-  };
+  batch_feed feed(images, n_in, B);
+  auto& x = feed.x;
+  auto& y = feed.y;
+  const bool real_data = feed.real_data;
+  auto next_batch = [&] { feed.next(); };
   std::vector<float> grad(net.params().size());
   double t_est = 0, t_opt = 0, t_free = 0, t_grad = 0;
   std::vector<double> t_points;  // per entry of grad_result::points (a stacked group counts once)
@@ -201,6 +229,61 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
   j["relax_gflop_per_sample"] = flops / double(batches * B) / 1e9;
   j["relax_gflops"] = flops / t_est / 1e9;
   j["data"] = real_data ? "mnist" : "random";
+  j["overrides"] = sets;
+  return j;
+}
+
+// Generalized EP workload: `seconds` of estimate + optimizer steps after 2 warm-up batches, on
+// consecutive Fashion-MNIST training batches when `images` has them (else one random batch).
+// Of `sets`, the keys the generalized-EP schema knows apply.
+nlohmann::ordered_json run_gep(const workload& w, double seconds, int threads, const std::vector<std::string>& sets,
+                               const dataset& images) {
+  config cfg(gep_schema());
+  for (const auto& o : w.overrides) cfg.set_override(o);
+  if (gep_schema().find("estimator.threads") != nullptr) cfg.set_override(fmt::format("estimator.threads={}", threads));
+  for (const auto& o : sets)
+    if (gep_schema().find(o.substr(0, o.find('='))) != nullptr) cfg.set_override(o);
+  const long n_in = 784, B = cfg.get<long>("run.batch");
+  vector_field_network<float> net(make_vf_spec(cfg, int(n_in), 10));
+  generalized_ep<float> est(make_gep_options(cfg));
+  optimizer<float> opt(make_optimizer_options(cfg), net.layout(), net.n_layers() + 1);
+  batch_feed feed(images, n_in, B);
+  auto& x = feed.x;
+  auto& y = feed.y;
+  const bool real_data = feed.real_data;
+  auto next_batch = [&] { feed.next(); };
+  aligned_vector<float> grad(net.n_params());
+  double t_est = 0, t_opt = 0, t_free = 0;
+  long batches = 0, relax_steps = 0, free_sample_steps = 0;
+  for (int k = 0; k < w.warmup; ++k) {
+    next_batch();
+    est.estimate(net, x, y, grad);
+  }
+  const auto t_start = clock_type::now();
+  while (since(t_start) < seconds || batches < w.min_batches) {
+    next_batch();
+    const auto t0 = clock_type::now();
+    const gep_result g = est.estimate(net, x, y, grad);
+    relax_steps += g.relax_steps;
+    free_sample_steps += g.free.sample_steps;
+    t_free += g.free.seconds;
+    const auto t1 = clock_type::now();
+    opt.step(net.params(), grad, 1.0);
+    t_est += std::chrono::duration<double>(t1 - t0).count();
+    t_opt += since(t1);
+    ++batches;
+  }
+  nlohmann::ordered_json j;
+  j["rate"] = double(batches * B) / (t_est + t_opt);
+  j["batches"] = batches;
+  j["ms_per_batch_estimate"] = 1e3 * t_est / double(batches);
+  j["ms_per_batch_optimizer"] = 1e3 * t_opt / double(batches);
+  j["ms_per_batch_free"] = 1e3 * t_free / double(batches);
+  j["estimator"] = est.name();
+  j["threads"] = threads;
+  j["relax_steps_per_batch"] = double(relax_steps) / double(batches);
+  j["free_steps_per_sample"] = double(free_sample_steps) / double(batches * B);
+  j["data"] = real_data ? "fashion_mnist" : "random";
   j["overrides"] = sets;
   return j;
 }
@@ -321,9 +404,17 @@ void register_bench(CLI::App& app) {
       fmt::print("EP workloads train on {}\n", images.size() > 0 ? fmt::format("consecutive MNIST training batches ({} images)", images.size())
                                                                : std::string("one random batch (no MNIST found; see --data-dir)"));
     }
+    dataset fashion;
+    if (std::any_of(todo.begin(), todo.end(), [](const workload* w) { return w->kind == 4; })) {
+      fashion = bench_images(data_dir, "fashion_mnist");
+      fmt::print("generalized-EP workloads train on {}\n",
+                 fashion.size() > 0 ? fmt::format("consecutive Fashion-MNIST training batches ({} images)", fashion.size())
+                                    : std::string("one random batch (no Fashion-MNIST found; see --data-dir)"));
+    }
     fmt::print("{:<20} {:>12} {:>12} {:>9}  {}\n", "workload", "ours", "reference", "speedup", "unit / details");
     for (const workload* w : todo) {
       nlohmann::ordered_json r = w->kind == 0   ? run_ep(*w, seconds, threads, sets, images)
+                                 : w->kind == 4 ? run_gep(*w, seconds, threads, sets, fashion)
                                  : w->kind == 1 ? run_gle15k(seconds, 1)
                                  : w->kind == 3 ? run_gle15k(seconds, 2)
                                                 : run_lagline_bench();
@@ -334,7 +425,13 @@ void register_bench(CLI::App& app) {
       r["speedup"] = w->reference > 0 ? nlohmann::ordered_json(r["rate"].get<double>() / w->reference)
                                       : nlohmann::ordered_json();
       std::string details;
-      if (r.contains("ms_per_batch_estimate")) {
+      if (r.contains("free_steps_per_sample")) {
+        details = fmt::format("estimate {:.2f} ms (free {:.2f}) + optimizer {:.2f} ms per batch, {:.0f} free steps per "
+                              "sample, {:.0f} relaxation steps per batch, {} threads",
+                              r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_free"].get<double>(),
+                              r["ms_per_batch_optimizer"].get<double>(), r["free_steps_per_sample"].get<double>(),
+                              r["relax_steps_per_batch"].get<double>(), r["threads"].get<int>());
+      } else if (r.contains("ms_per_batch_estimate")) {
         const double gf = r["relax_gflops"].get<double>();
         if (peak2 > 0) r["relax_fraction_of_peak"] = gf / peak2;
         std::string nudged;

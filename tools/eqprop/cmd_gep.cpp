@@ -177,9 +177,9 @@ void register_gep(CLI::App& app) {
     // synchronous update (|u_T - u_{T-2}| small while |u_T - u_{T-1}| is not).
     vf_state<double> st;
     st.set_input(net, x, y);
-    st.relax(0.0, std::max<long>(o.free_steps - 2, 0), o.tol);
+    st.relax(0.0, relax_options{std::max<long>(o.free_steps - 2, 0), o.tol});
     const auto u2 = st.u();
-    st.relax(0.0, 2, o.tol);
+    st.relax(0.0, relax_options{2, o.tol});
     long nc = 0, cyc = 0;
     for (long b = 0; b < x.cols(); ++b) {
       if (!(st.residual()(b) > o.tol)) continue;

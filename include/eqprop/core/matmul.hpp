@@ -4,6 +4,8 @@
 // matmul where the library was built with it (EQPROP_HAVE_DNNL; 1.4-1.6x Eigen per thread at
 // the relaxation's shapes), everything else to Eigen.
 
+#include <string_view>
+
 #include "eqprop/core/scalar.hpp"
 
 namespace eqprop {
@@ -29,5 +31,8 @@ double matmul_peak_gflops(int n, int threads, double seconds);
 /// available (oneDNN and a CPU with AVX512-BF16 or AMX; otherwise they are refused).
 const char* matmul_backend();
 bool bfloat16_available();
+/// "float32" | "bfloat16" (config key relax.precision); config_error for another name, or
+/// for bfloat16 where bfloat16_available() is false.
+matmul_precision parse_matmul_precision(std::string_view name);
 
 }  // namespace eqprop

@@ -20,56 +20,11 @@
 
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/core/rng.hpp"
+#include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
-
-/// The update order of a relaxation step. synchronous: every layer from the old states (the
-/// papers' fixed-point iteration). alternating: the even layers (0, 2, ...) from the old
-/// states, then the odd layers from the new even ones (Gauss-Seidel); the same fixed point at
-/// the same cost per step, without the period-2 oscillation of synchronous steps, and about
-/// twice as fast to a given residual on MNIST (docs/performance.md). Dense and conv layers,
-/// pooled or not.
-enum class relax_order { synchronous, alternating };
-/// "synchronous" or "alternating" (config key relax.order); config_error otherwise.
-relax_order parse_relax_order(const std::string& name);
-
-struct relax_options {
-  long max_steps = 100;    ///< steps to run (all of them unless stop_early)
-  double tol = 0;          ///< a sample has converged when its residual <= tol (0: the scalar's default_tol)
-  bool stop_early = false; ///< stop as soon as every sample has converged
-  double noise_std = 0;    ///< Gaussian noise added to every pre-activation at every step (real)
-  rng_t* noise_rng = nullptr;
-  relax_order order = relax_order::synchronous;
-  /// With stop_early: a sample below tol stops stepping (its state is kept) and the running
-  /// samples are compacted, so that the products shrink with the number still running.
-  bool freeze_converged = true;
-  /// Over-relaxation: each step moves h <- h + omega (sigma(pre) - h), in (0, 2); 1 is the
-  /// papers' fixed-point step. The fixed point does not depend on it. With the alternating
-  /// order (successive over-relaxation) omega = 1.4 took 22 instead of 37 steps per sample to
-  /// tol 1e-2 on mlp512x2 (docs/performance.md). The residual is the update's length, so a
-  /// given tol is stricter by the factor omega.
-  double omega = 1;
-  /// Operands of the float32 products (relax_state<float> only; see matmul_precision).
-  matmul_precision precision = matmul_precision::float32;
-  /// config_error on max_steps < 0 or omega outside (0, 2); relax() calls it.
-  void validate() const;
-};
-
-/// What a relaxation did. Never silently hides a failure: non-finite states and samples
-/// whose residual stays above tol are counted.
-struct relax_report {
-  long steps = 0;
-  long sample_steps = 0;      ///< steps summed over the samples (steps x batch unless frozen early)
-  double max_residual = 0;    ///< largest per-sample residual at the last step
-  double mean_residual = 0;
-  long n_not_converged = 0;   ///< samples with residual > tol (or non-finite)
-  long n_non_finite = 0;      ///< samples with NaN/Inf states
-  double seconds = 0;         ///< wall time of the relaxation (estimators: of the whole phase,
-                              ///< set-up copies included; averaged over thread slices)
-  bool converged() const { return n_not_converged == 0; }
-};
 
 /// Converts labels to one-hot columns (n_classes x batch); throws shape_error on a bad label.
 template <class R>
@@ -83,6 +38,7 @@ void softmax_columns(const matrix<S>& logits, matrix<S>& probs);
 template <class S, class P = real_t<S>>
 class relax_state {
  public:
+  using scalar = S;
   using real = real_t<S>;
   using network = layered_network<P>;
 
@@ -168,6 +124,17 @@ class relax_state {
   const matrix<real>& y() const { return y_; }
   const vector<real>& residual() const { return residual_; }  ///< per sample, last step
   long batch() const { return x_.cols(); }
+
+  /// The column_state interface of the relaxation driver (relax_driver.hpp).
+  template <class F>
+  void for_each_column_buffer(F&& f) {
+    f(x_), f(y_), f(drive_), f(residual_), f(col_nudge_);
+    for (auto& m : h_) f(m);
+    for (auto& m : pre_) f(m);
+    for (auto& m : z_) f(m);
+  }
+  void columns_restored() { z_current_ = false; }
+  bool column_finite(long b) const;
 
   /// sigma'(pre) elementwise for every layer, into out (sized like pre).
   void activation_deriv(activation_kind kind, std::vector<matrix<S>>& out) const;

@@ -26,8 +26,9 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/aligned.hpp"
 #include "eqprop/core/rng.hpp"
-#include "eqprop/dynamics/relax.hpp"  // relax_report
+#include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/vector_field_network.hpp"
 
 namespace eqprop {
@@ -37,6 +38,7 @@ namespace eqprop {
 template <class S, class R = real_t<S>>
 class vf_state {
  public:
+  using scalar = S;
   /// Sizes buffers, stores x (n_in x B) and one-hot y (n_classes x B), casts the
   /// parameters to S, computes the input drive and resets u to 0.
   void set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y);
@@ -47,10 +49,14 @@ class vf_state {
     for (size_t i = 1; i < u_.size(); ++i) u_[i] = u[i].template cast<S>();
     update_activities();
   }
-  /// One synchronous step u <- C r + b - beta e(r_K); returns the largest per-sample residual |u_new - u|.
-  real_t<S> step(S beta);
-  /// steps synchronous steps; residual and failures per sample are reported (tol: converged).
-  relax_report relax(S beta, long steps, double tol);
+  /// One synchronous step u <- u + alpha (C r + b - beta e(r_K) + noise - u); returns the
+  /// largest per-sample residual, the length of the update. alpha = 1: the papers' step.
+  real_t<S> step(S beta, double noise_std = 0, rng_t* rng = nullptr, real_t<S> alpha = 1);
+  /// Relaxation by the driver (relax_driver.hpp): opt.max_steps steps, or fewer with
+  /// opt.stop_early (per-sample freezing with opt.freeze_converged), opt.omega as alpha,
+  /// neuron noise on u; opt.order must be synchronous. Residuals and failures per sample
+  /// are reported against opt.tol.
+  relax_report relax(S beta, const relax_options& opt);
   /// One step of (u, u') for the forward-mode derivative at beta = 0: u' <- C D u' - e(r_K).
   void tangent_step(std::vector<matrix<S>>& ud);
 
@@ -87,16 +93,27 @@ class vf_state {
   /// Per-sample CE at the current activities (real part).
   void loss_per_sample(vector<R>& out);
 
+  /// The column_state interface of the relaxation driver.
+  template <class F>
+  void for_each_column_buffer(F&& f) {
+    f(y_), f(residual_), f(logits_), f(probs_), f(e_);
+    for (auto& m : u_) f(m);
+    for (auto& m : r_) f(m);
+    for (auto& m : drive_) f(m);
+    for (auto& m : z_) f(m);
+  }
+  void columns_restored() { lin_valid_ = false; }
+  bool column_finite(long b) const;
+
  private:
   void add_coupling(std::vector<matrix<S>>& out);  // out += C(r), caching z
   void linearize();                                 // z at the current r (conv edges)
   const vector_field_network<R>* net_ = nullptr;
-  std::vector<matrix<S>> Ms_;                 // dense edges' matrices cast to S (empty for conv edges)
   std::vector<matrix<S>> z_;                  // conv edges: conv output before pooling (forward: of r_src, feedback: of r_dst)
   bool lin_valid_ = false;                    // z_ matches the current r
   matrix<S> col_, t1_, t2_, dz_;
-  matrix<S> Wro_;
-  vector<S> bro_;
+  vector<real_t<S>> act_buf_[4];              // scratch of the vectorized activations
+  matmul_precision precision_ = matmul_precision::float32;
   std::vector<matrix<S>> u_, r_, drive_, next_;  // index 0 unused for u, drive, next
   matrix<S> logits_, probs_, e_;
   matrix<R> y_;
@@ -118,12 +135,21 @@ struct gep_options {
   long rbp_steps = 0;        ///< rbp iterative adjoint steps (0: free_steps)
   bool rbp_dense = false;    ///< rbp: exact dense solve per sample (small networks)
   double tol = 1e-4;         ///< a free phase with residual above this counts as not converged
+  bool stop_early = false;   ///< end the free phase once every sample's residual is <= tol
+  bool freeze_converged = true;  ///< with stop_early: converged samples stop, the others are compacted
+  double omega = 1;          ///< free phase: over-relaxation u <- u + omega (F - u), in (0, 2)
+  matmul_precision precision = matmul_precision::float32;  ///< operands of the float32 products
+  /// Column slices of the batch relaxed and differentiated in parallel, one thread each;
+  /// deterministic for a given count (counts agree to rounding).
+  int threads = 1;
   double fail_residual = 1;  ///< a sample above this in any phase (or non-finite) is dropped
   // Jacobian homeostasis (spec §4), added to the gradient with coefficient lambda.
   double homeo_lambda = 0;
   int homeo_probes = 5;      ///< Gaussian probes per sample
   uint64_t seed = 0;         ///< probe stream
   void validate() const;
+  /// The free phase's relaxation: free_steps, or fewer with stop_early; omega, precision.
+  relax_options free_relax() const;
 };
 
 struct gep_result {
@@ -144,16 +170,30 @@ class generalized_ep {
   gep_result estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad);
   /// eps per layer (index 1..K) of the last estimate (dropped samples zeroed).
   const std::vector<matrix<R>>& error_vectors() const { return eps_; }
-  const vf_state<R>& free_state() const { return free_; }
+  /// The free state of the last estimate (with threads > 1, of the first column slice).
+  const vf_state<R>& free_state() const { return slices_.at(0).free; }
   const gep_options& options() const { return opt_; }
   void reseed(uint64_t seed) { rng_.seed(seed); }
 
  private:
+  // The workspaces of one column slice of the batch (the whole batch with threads = 1).
+  struct slice {
+    matrix<R> x, y;
+    vf_state<R> free, real_pt;
+    vf_state<std::complex<R>> cplx_pt;
+    std::vector<matrix<R>> eps, ud, d, lam, tmp;
+    std::vector<matrix<std::complex<R>>> acc_u, acc_r;
+    std::vector<char> failed;  // per sample: dropped from the gradient
+    relax_report free_report;
+    long relax_steps = 0;
+    vector<R> w;               // per-sample weights of the gradient
+    aligned_vector<R> grad;    // this slice's gradient (threads > 1)
+  };
+  // Free phase and the method's phases on one slice: its eps, failures and reports.
+  void run_phases(slice& s, const vector_field_network<R>& net);
   gep_options opt_;
-  vf_state<R> free_, real_pt_;
-  vf_state<std::complex<R>> cplx_pt_;
-  std::vector<matrix<R>> eps_, ud_, d_, lam_, tmp_;
-  std::vector<matrix<std::complex<R>>> acc_u_, acc_r_;
+  std::vector<slice> slices_;
+  std::vector<matrix<R>> eps_;
   rng_t rng_;
 };
 
