@@ -13,6 +13,7 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/stability.hpp"
+#include "eqprop/train/deep_trainer.hpp"
 
 using namespace eqprop;
 

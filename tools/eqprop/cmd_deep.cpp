@@ -19,6 +19,7 @@
 #include "eqprop/learn/stability.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/data_checks.hpp"
+#include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/metrics_log.hpp"
 
 namespace eqprop::cli {

@@ -8,15 +8,12 @@
 // Learning: the trajectory rule ΔW_ij = (1/(B T2)) Σ_b Σ_t s_i(t) [β0 s_j(t) + β1 Δs_j(t)]
 // over the nudged phase (not divided by β), or the endpoint rule (1/(βB)) Σ s_i* (s_j^β − s_j*);
 // W <- masks(W + η ΔW (or η sign ΔW), L1 shrinkage), then optional Boltzmann pruning.
+// The training loop over data sets is in eqprop/train/deep_trainer.hpp.
 #pragma once
 #include <functional>
 #include <string>
-#include <vector>
-
-#include <nlohmann/json.hpp>
 
 #include "eqprop/core/rng.hpp"
-#include "eqprop/io/dataset.hpp"
 #include "eqprop/model/graph_network.hpp"
 
 namespace eqprop {
@@ -66,6 +63,15 @@ deep_decay parse_deep_decay(const std::string& s);
 deep_presyn parse_deep_presyn(const std::string& s);
 deep_rule parse_deep_rule(const std::string& s);
 deep_l1 parse_deep_l1(const std::string& s);
+/// The names the parsers accept (the first spelling where there are two).
+std::string to_string(deep_decay d);
+std::string to_string(deep_presyn p);
+std::string to_string(deep_rule r);
+std::string to_string(deep_l1 m);
+
+/// Throws shape_error unless x has the network's data inputs as rows and y (targets) has
+/// n_output rows and as many columns as x.
+void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y);
 
 /// Initial free states ~ U(0, 0.1) and clamped inputs: s is N x B, x is n_data_input x B.
 Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::MatrixXd& x, rng_t& rng);
@@ -104,49 +110,5 @@ struct deep_scores {
   long n_non_finite = 0;
 };
 deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const Eigen::MatrixXd& y, bool one_hot);
-
-// ---------------------------------------------------------------------------------------
-// Tasks and a small training loop.
-
-/// A built-in Boolean task: "and" | "or" | "xor" (2 inputs), "not" | "identity" (1 input).
-/// Targets are one column per pattern: one output (0/1) or one-hot over 2 outputs.
-struct deep_task {
-  std::string name;
-  Eigen::MatrixXd x, y;
-  bool one_hot = false;
-};
-deep_task make_logic_task(const std::string& name, bool one_hot);
-
-/// One-hot targets (n_classes x n) from labels.
-Eigen::MatrixXd one_hot_targets(const std::vector<int32_t>& labels, int n_classes);
-
-struct deep_run_settings {
-  graph_spec graph;
-  deep_dynamics dyn;
-  deep_learning learn;
-  long epochs = 200;
-  long batch_size = 0;   ///< 0: full batch (one update per epoch, as published)
-  uint64_t seed = 1;
-  long eval_every = 1;   ///< evaluate every this many epochs (and at the last)
-};
-
-struct deep_run_result {
-  double train_error = 1, train_mse = 0, test_error = 1;   ///< free phase, final
-  double nudged_error = 1;                                   ///< nudged phase of the last evaluation (train)
-  double sparsity = 0;
-  long epochs_done = 0;
-  bool diverged = false;  ///< non-finite states or weights in training, or a non-finite evaluation; the
-                          ///< scores above are then those of the last finite evaluation (initial values if none)
-  std::string message;
-};
-
-/// Trains a graph network on (x_train, y_train) with DEEP; evaluates the free phase on
-/// train and test (test may be empty). on_epoch receives one metrics row per evaluation.
-deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
-                           const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
-                           bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch = {});
-
-/// The settings as JSON (for run directories and reports).
-nlohmann::ordered_json to_json(const deep_run_settings& st);
 
 }  // namespace eqprop
