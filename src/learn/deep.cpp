@@ -3,6 +3,7 @@
 #include <cmath>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/learn/stability.hpp"
 
 namespace eqprop {
 
@@ -21,7 +22,8 @@ deep_presyn parse_deep_presyn(const std::string& s) {
 deep_rule parse_deep_rule(const std::string& s) {
   if (s == "trajectory") return deep_rule::trajectory;
   if (s == "endpoint") return deep_rule::endpoint;
-  throw config_error("unknown DEEP learning rule `" + s + "` (expected trajectory | endpoint)");
+  if (s == "vector_field") return deep_rule::vector_field;
+  throw config_error("unknown DEEP learning rule `" + s + "` (expected trajectory | endpoint | vector_field)");
 }
 deep_l1 parse_deep_l1(const std::string& s) {
   if (s == "subgradient") return deep_l1::subgradient;
@@ -35,7 +37,9 @@ std::string to_string(deep_decay d) {
 std::string to_string(deep_presyn p) {
   return p == deep_presyn::identity ? "identity" : p == deep_presyn::sigmoid ? "sigmoid" : "tanh";
 }
-std::string to_string(deep_rule r) { return r == deep_rule::trajectory ? "trajectory" : "endpoint"; }
+std::string to_string(deep_rule r) {
+  return r == deep_rule::trajectory ? "trajectory" : r == deep_rule::endpoint ? "endpoint" : "vector_field";
+}
 std::string to_string(deep_l1 m) { return m == deep_l1::subgradient ? "subgradient" : "soft_threshold"; }
 
 void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y) {
@@ -70,12 +74,16 @@ Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::Matrix
 
 deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn, Eigen::MatrixXd& s,
                              const Eigen::MatrixXd* y, double beta,
-                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step) {
+                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step,
+                             const deep_linear_term* extra) {
   const int nf = net.n_free(), n_in = net.n_input(), n_out = net.n_output();
   if (s.rows() != net.size()) throw shape_error("DEEP: state has " + std::to_string(s.rows()) + " rows, expected " + std::to_string(net.size()));
   if (y && (y->rows() != n_out || y->cols() != s.cols())) throw shape_error("DEEP: nudging targets do not match the outputs");
   if (!(dyn.dt > 0)) throw config_error("DEEP: dt must be > 0");
   if (dyn.leak < 0) throw config_error("DEEP: the leak must be >= 0");
+  if (extra && (extra->s_ref.rows() != s.rows() || extra->s_ref.cols() != s.cols() ||
+                Eigen::Index(extra->k.size()) != s.cols()))
+    throw shape_error("DEEP: the linear term does not match the state's " + std::to_string(s.cols()) + " samples");
   const graph_drive drive(net);
   Eigen::VectorXd decay(nf);
   for (int j = 0; j < nf; ++j) {
@@ -93,8 +101,12 @@ deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn,
     if (has_bias) drv.colwise() += net.bias;
     drv.noalias() -= decay.asDiagonal() * s.bottomRows(nf);
     if (y) drv.bottomRows(n_out) += beta * (*y - s.bottomRows(n_out));
+    if (extra)
+      for (Eigen::Index b = 0; b < s.cols(); ++b)
+        drv.col(b).noalias() += extra->k[std::size_t(b)] * (s.col(b).tail(nf) - extra->s_ref.col(b).tail(nf));
     if (!drv.allFinite()) { rep.finite = false; rep.steps = t; return rep; }
-    next = (s.bottomRows(nf) + dyn.dt * drv).cwiseMax(0.0).cwiseMin(1.0);
+    next = s.bottomRows(nf) + dyn.dt * drv;
+    if (dyn.clip) next = next.cwiseMax(0.0).cwiseMin(1.0);
     rep.residual = (next - s.bottomRows(nf)).colwise().squaredNorm().maxCoeff();
     if (on_step) prev = s;
     s.bottomRows(nf) = next;
@@ -140,6 +152,44 @@ long deep_boltzmann_prune(graph_network& net, const deep_learning& learn, rng_t&
   return zeroed;
 }
 
+deep_linear_term deep_reciprocal_term(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free) {
+  deep_linear_term t;
+  t.s_ref = s_free;
+  t.k.reserve(std::size_t(s_free.cols()));
+  for (Eigen::Index b = 0; b < s_free.cols(); ++b) {
+    const Eigen::MatrixXd j = deep_jacobian(net, dyn, s_free.col(b));
+    t.k.push_back(j.transpose() - j);
+  }
+  return t;
+}
+
+Eigen::MatrixXd deep_vector_field_update(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free,
+                                         const Eigen::MatrixXd& s_nudged, double beta) {
+  const int n = net.size(), nf = net.n_free(), n_in = net.n_input();
+  if (s_free.rows() != n || s_nudged.rows() != n || s_free.cols() != s_nudged.cols())
+    throw shape_error("DEEP: free and nudged states must both be " + std::to_string(n) + " x B");
+  if (!(beta > 0)) throw config_error("DEEP: beta must be > 0");
+  const double B = double(std::max<Eigen::Index>(1, s_free.cols()));
+  const Eigen::MatrixXd delta = (s_nudged.bottomRows(nf) - s_free.bottomRows(nf)) / (beta * B);
+  Eigen::MatrixXd pre;
+  if (dyn.presyn == deep_presyn::identity) pre = s_free;
+  else apply_presyn(dyn.presyn, s_free, pre);
+  Eigen::MatrixXd dw = Eigen::MatrixXd::Zero(n, n);
+  dw.rightCols(nf) = pre * delta.transpose();  // drive: dF_j/dW_ij = rho(s_i)
+  if (dyn.decay != deep_decay::unit) {         // decay of free i: dF_i/dW_ij = -(dD_i/dW_ij) s_i
+    const Eigen::VectorXd g = s_free.bottomRows(nf).cwiseProduct(delta).rowwise().sum();
+    for (int f = 0; f < nf; ++f) {
+      const int i = n_in + f;
+      if (dyn.decay == deep_decay::row_sum) dw.row(i).array() -= g(f);
+      else dw.row(i) -= g(f) * net.weights.row(i).cwiseSign();
+    }
+  }
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < n; ++i)
+      if (!net.structural()(i, j) || net.pruned()(i, j)) dw(i, j) = 0.0;
+  return dw;
+}
+
 deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn, const deep_learning& learn,
                                     const Eigen::MatrixXd& x, const Eigen::MatrixXd& y, rng_t& rng) {
   deep_check_batch(net, x, y);
@@ -156,14 +206,18 @@ deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn
     hook = [&](const Eigen::MatrixXd& prev, const Eigen::MatrixXd& next) {
       acc.noalias() += next * (learn.beta0 * next.bottomRows(nf) + learn.beta1 * (next.bottomRows(nf) - prev.bottomRows(nf))).transpose();
     };
-  r.nudged = deep_relax(net, dyn, s, &y, learn.beta, hook);
+  deep_linear_term reciprocal;
+  if (learn.reciprocal_nudge) reciprocal = deep_reciprocal_term(net, dyn, r.s_free);
+  r.nudged = deep_relax(net, dyn, s, &y, learn.beta, hook, learn.reciprocal_nudge ? &reciprocal : nullptr);
   r.s_nudged = s;
   if (!r.free.finite || !r.nudged.finite) return r;
   Eigen::MatrixXd dw = Eigen::MatrixXd::Zero(n, n);
   if (learn.rule == deep_rule::trajectory)
     dw.rightCols(nf) = acc / (B * double(std::max<long>(1, r.nudged.steps)));
-  else
+  else if (learn.rule == deep_rule::endpoint)
     dw.rightCols(nf) = r.s_free * (r.s_nudged.bottomRows(nf) - r.s_free.bottomRows(nf)).transpose() / (learn.beta * B);
+  else
+    dw = deep_vector_field_update(net, dyn, r.s_free, r.s_nudged, learn.beta);
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < n; ++i)
       if (!net.structural()(i, j) || net.pruned()(i, j)) dw(i, j) = 0.0;

@@ -158,6 +158,8 @@ deep_run_result deep_train(graph_network& net, const deep_run_settings& st, cons
       return res;
     }
     res.train_error = tr.free.error;
+    if (tr.free.error > 0) res.solved_epoch = -1;
+    else if (res.solved_epoch < 0) res.solved_epoch = epoch;
     res.train_mse = tr.free.mse;
     res.nudged_error = tr.nudged.error;
     res.test_error = x_test.cols() > 0 ? te.free.error : tr.free.error;
@@ -194,10 +196,11 @@ nlohmann::ordered_json to_json(const deep_run_settings& st) {
                 {"topology", to_string(st.graph.topology)}, {"init_std", st.graph.init_std}};
   j["dynamics"] = {{"dt", st.dyn.dt}, {"free_steps", st.dyn.free_steps}, {"nudged_steps", st.dyn.nudged_steps},
                    {"stop_tol", st.dyn.stop_tol}, {"leak", st.dyn.leak}, {"decay", to_string(st.dyn.decay)},
-                   {"presyn", to_string(st.dyn.presyn)}};
+                   {"presyn", to_string(st.dyn.presyn)}, {"clip", st.dyn.clip}};
   j["learning"] = {{"rule", to_string(st.learn.rule)},
                    {"beta", st.learn.beta}, {"lr", st.learn.lr}, {"beta0", st.learn.beta0}, {"beta1", st.learn.beta1},
-                   {"sign", st.learn.sign}, {"learn_bias", st.learn.learn_bias}, {"l1", st.learn.l1},
+                   {"sign", st.learn.sign}, {"learn_bias", st.learn.learn_bias},
+                   {"reciprocal_nudge", st.learn.reciprocal_nudge}, {"l1", st.learn.l1},
                    {"l1_mode", to_string(st.learn.l1_mode)},
                    {"prune", st.learn.prune}, {"prune_tol", st.learn.prune_tol}, {"prune_temp", st.learn.prune_temp},
                    {"persistent", st.learn.persistent}, {"exclude_structural", st.learn.exclude_structural}};

@@ -41,6 +41,7 @@ struct deep_run_result {
   double nudged_error = 1;                                   ///< nudged phase of the last evaluation (train)
   double sparsity = 0;
   long epochs_done = 0;
+  long solved_epoch = -1;  ///< first evaluated epoch from which the free-phase training error stays 0 (−1: not 0 at the end)
   bool diverged = false;  ///< non-finite states or weights in training, or a non-finite evaluation; the
                           ///< scores above are then those of the last finite evaluation (initial values if none)
   std::string message;
