@@ -611,6 +611,29 @@ TEST(Stability, RejectsNonSquare) {
   EXPECT_THROW(analyze_stability(Eigen::MatrixXd::Zero(2, 3)), shape_error);
 }
 
+// Runs a shell command; returns its exit status and appends stdout (and stderr) to out.
+static int run_command(const std::string& cmd, std::string& out) {
+  FILE* f = popen((cmd + " 2>&1").c_str(), "r");
+  if (!f) return -1;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
+  return pclose(f);
+}
+
+// The shipped TOML file and xor_recommended_settings agree: the CLI solves seed 1 with it.
+TEST(DeepCli, RecommendedConfigSolvesXor) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
+  std::string out;
+  EXPECT_EQ(run_command(std::string(cli) + " deep train --config " + std::string(EQPROP_SOURCE_DIR) +
+                            "/configs/deep_xor_onehot_recommended.toml --seed 1 --quiet",
+                        out),
+            0)
+      << out;
+  EXPECT_NE(out.find("free-phase train error 0.00% (0% from epoch 430)"), std::string::npos) << out;
+  EXPECT_NE(out.find("48 of 48 allowed edges"), std::string::npos) << "4 hidden neurons from the config: " << out;
+}
+
 TEST(DeepCli, TrainWritesRunAndStabilityReadsIt) {
   const char* cli = std::getenv("EQPROP_CLI");
   if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
@@ -618,20 +641,14 @@ TEST(DeepCli, TrainWritesRunAndStabilityReadsIt) {
   std::filesystem::remove_all(dir);
   const std::string cmd = std::string(cli) + " deep train --config " + std::string(EQPROP_SOURCE_DIR) +
                           "/configs/deep_xor_onehot.toml --seed 10 --quiet --run-dir " +
-                          dir.string() + " 2>&1";
-  FILE* f = popen(cmd.c_str(), "r");
+                          dir.string();
   std::string out;
-  char buf[4096];
-  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-  EXPECT_EQ(pclose(f), 0) << out;
+  EXPECT_EQ(run_command(cmd, out), 0) << out;
   EXPECT_NE(out.find("free-phase train error 0.00%"), std::string::npos) << out;
   EXPECT_NE(out.find("24 of 24 allowed edges"), std::string::npos) << "one-hot, 2 hidden from the config: " << out;
   EXPECT_TRUE(std::filesystem::exists(dir / "metrics.csv"));
-  const std::string cmd2 = std::string(cli) + " deep stability " + dir.string() + " 2>&1";
-  f = popen(cmd2.c_str(), "r");
   out.clear();
-  while (size_t n = fread(buf, 1, sizeof buf, f)) out.append(buf, n);
-  EXPECT_EQ(pclose(f), 0) << out;
+  EXPECT_EQ(run_command(std::string(cli) + " deep stability " + dir.string(), out), 0) << out;
   EXPECT_NE(out.find("sums to 0"), std::string::npos) << out;
   std::filesystem::remove_all(dir);
 }
