@@ -1,10 +1,9 @@
 #include "eqprop/learn/deep.hpp"
 
-#include <chrono>
 #include <cmath>
-#include <numeric>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/learn/stability.hpp"
 
 namespace eqprop {
 
@@ -23,7 +22,8 @@ deep_presyn parse_deep_presyn(const std::string& s) {
 deep_rule parse_deep_rule(const std::string& s) {
   if (s == "trajectory") return deep_rule::trajectory;
   if (s == "endpoint") return deep_rule::endpoint;
-  throw config_error("unknown DEEP learning rule `" + s + "` (expected trajectory | endpoint)");
+  if (s == "vector_field") return deep_rule::vector_field;
+  throw config_error("unknown DEEP learning rule `" + s + "` (expected trajectory | endpoint | vector_field)");
 }
 deep_l1 parse_deep_l1(const std::string& s) {
   if (s == "subgradient") return deep_l1::subgradient;
@@ -31,21 +31,18 @@ deep_l1 parse_deep_l1(const std::string& s) {
   throw config_error("unknown L1 mode `" + s + "` (expected subgradient | soft_threshold)");
 }
 
-namespace {
-
-const char* name_of(deep_decay d) {
+std::string to_string(deep_decay d) {
   return d == deep_decay::row_sum ? "row_sum" : d == deep_decay::abs_row_sum ? "abs_row_sum" : "unit";
 }
-const char* name_of(deep_presyn p) {
+std::string to_string(deep_presyn p) {
   return p == deep_presyn::identity ? "identity" : p == deep_presyn::sigmoid ? "sigmoid" : "tanh";
 }
-
-void apply_presyn(deep_presyn p, const Eigen::MatrixXd& s, Eigen::MatrixXd& out) {
-  if (p == deep_presyn::sigmoid) out = (1.0 / (1.0 + (-(4.0 * s.array() - 2.0)).exp())).matrix();
-  else out = s.array().tanh().matrix();
+std::string to_string(deep_rule r) {
+  return r == deep_rule::trajectory ? "trajectory" : r == deep_rule::endpoint ? "endpoint" : "vector_field";
 }
+std::string to_string(deep_l1 m) { return m == deep_l1::subgradient ? "subgradient" : "soft_threshold"; }
 
-void check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y) {
+void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y) {
   if (x.rows() != net.n_data_input())
     throw shape_error("DEEP: inputs have " + std::to_string(x.rows()) + " rows, the network has " +
                       std::to_string(net.n_data_input()) + " data inputs");
@@ -54,13 +51,11 @@ void check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen
                       ", expected " + std::to_string(net.n_output()) + " x " + std::to_string(x.cols()));
 }
 
-// data_error naming the first sample (column) of m with a NaN/Inf value.
-void check_finite_columns(const Eigen::MatrixXd& m, const char* what) {
-  if (m.allFinite()) return;
-  for (Eigen::Index b = 0; b < m.cols(); ++b)
-    if (!m.col(b).allFinite())
-      throw data_error("DEEP: " + std::string(what) + ": sample " + std::to_string(b) + " (0-based, of " +
-                       std::to_string(m.cols()) + ") holds a NaN or infinite value");
+namespace {
+
+void apply_presyn(deep_presyn p, const Eigen::MatrixXd& s, Eigen::MatrixXd& out) {
+  if (p == deep_presyn::sigmoid) out = (1.0 / (1.0 + (-(4.0 * s.array() - 2.0)).exp())).matrix();
+  else out = s.array().tanh().matrix();
 }
 
 }  // namespace
@@ -79,12 +74,16 @@ Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::Matrix
 
 deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn, Eigen::MatrixXd& s,
                              const Eigen::MatrixXd* y, double beta,
-                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step) {
+                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step,
+                             const deep_linear_term* extra) {
   const int nf = net.n_free(), n_in = net.n_input(), n_out = net.n_output();
   if (s.rows() != net.size()) throw shape_error("DEEP: state has " + std::to_string(s.rows()) + " rows, expected " + std::to_string(net.size()));
   if (y && (y->rows() != n_out || y->cols() != s.cols())) throw shape_error("DEEP: nudging targets do not match the outputs");
   if (!(dyn.dt > 0)) throw config_error("DEEP: dt must be > 0");
   if (dyn.leak < 0) throw config_error("DEEP: the leak must be >= 0");
+  if (extra && (extra->s_ref.rows() != s.rows() || extra->s_ref.cols() != s.cols() ||
+                Eigen::Index(extra->k.size()) != s.cols()))
+    throw shape_error("DEEP: the linear term does not match the state's " + std::to_string(s.cols()) + " samples");
   const graph_drive drive(net);
   Eigen::VectorXd decay(nf);
   for (int j = 0; j < nf; ++j) {
@@ -102,8 +101,12 @@ deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn,
     if (has_bias) drv.colwise() += net.bias;
     drv.noalias() -= decay.asDiagonal() * s.bottomRows(nf);
     if (y) drv.bottomRows(n_out) += beta * (*y - s.bottomRows(n_out));
+    if (extra)
+      for (Eigen::Index b = 0; b < s.cols(); ++b)
+        drv.col(b).noalias() += extra->k[std::size_t(b)] * (s.col(b).tail(nf) - extra->s_ref.col(b).tail(nf));
     if (!drv.allFinite()) { rep.finite = false; rep.steps = t; return rep; }
-    next = (s.bottomRows(nf) + dyn.dt * drv).cwiseMax(0.0).cwiseMin(1.0);
+    next = s.bottomRows(nf) + dyn.dt * drv;
+    if (dyn.clip) next = next.cwiseMax(0.0).cwiseMin(1.0);
     rep.residual = (next - s.bottomRows(nf)).colwise().squaredNorm().maxCoeff();
     if (on_step) prev = s;
     s.bottomRows(nf) = next;
@@ -149,9 +152,47 @@ long deep_boltzmann_prune(graph_network& net, const deep_learning& learn, rng_t&
   return zeroed;
 }
 
+deep_linear_term deep_reciprocal_term(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free) {
+  deep_linear_term t;
+  t.s_ref = s_free;
+  t.k.reserve(std::size_t(s_free.cols()));
+  for (Eigen::Index b = 0; b < s_free.cols(); ++b) {
+    const Eigen::MatrixXd j = deep_jacobian(net, dyn, s_free.col(b));
+    t.k.push_back(j.transpose() - j);
+  }
+  return t;
+}
+
+Eigen::MatrixXd deep_vector_field_update(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free,
+                                         const Eigen::MatrixXd& s_nudged, double beta) {
+  const int n = net.size(), nf = net.n_free(), n_in = net.n_input();
+  if (s_free.rows() != n || s_nudged.rows() != n || s_free.cols() != s_nudged.cols())
+    throw shape_error("DEEP: free and nudged states must both be " + std::to_string(n) + " x B");
+  if (!(beta > 0)) throw config_error("DEEP: beta must be > 0");
+  const double B = double(std::max<Eigen::Index>(1, s_free.cols()));
+  const Eigen::MatrixXd delta = (s_nudged.bottomRows(nf) - s_free.bottomRows(nf)) / (beta * B);
+  Eigen::MatrixXd pre;
+  if (dyn.presyn == deep_presyn::identity) pre = s_free;
+  else apply_presyn(dyn.presyn, s_free, pre);
+  Eigen::MatrixXd dw = Eigen::MatrixXd::Zero(n, n);
+  dw.rightCols(nf) = pre * delta.transpose();  // drive: dF_j/dW_ij = rho(s_i)
+  if (dyn.decay != deep_decay::unit) {         // decay of free i: dF_i/dW_ij = -(dD_i/dW_ij) s_i
+    const Eigen::VectorXd g = s_free.bottomRows(nf).cwiseProduct(delta).rowwise().sum();
+    for (int f = 0; f < nf; ++f) {
+      const int i = n_in + f;
+      if (dyn.decay == deep_decay::row_sum) dw.row(i).array() -= g(f);
+      else dw.row(i) -= g(f) * net.weights.row(i).cwiseSign();
+    }
+  }
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < n; ++i)
+      if (!net.structural()(i, j) || net.pruned()(i, j)) dw(i, j) = 0.0;
+  return dw;
+}
+
 deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn, const deep_learning& learn,
                                     const Eigen::MatrixXd& x, const Eigen::MatrixXd& y, rng_t& rng) {
-  check_batch(net, x, y);
+  deep_check_batch(net, x, y);
   if (!(learn.beta > 0)) throw config_error("DEEP: beta must be > 0");
   const int n = net.size(), nf = net.n_free();
   const double B = double(x.cols());
@@ -165,14 +206,18 @@ deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn
     hook = [&](const Eigen::MatrixXd& prev, const Eigen::MatrixXd& next) {
       acc.noalias() += next * (learn.beta0 * next.bottomRows(nf) + learn.beta1 * (next.bottomRows(nf) - prev.bottomRows(nf))).transpose();
     };
-  r.nudged = deep_relax(net, dyn, s, &y, learn.beta, hook);
+  deep_linear_term reciprocal;
+  if (learn.reciprocal_nudge) reciprocal = deep_reciprocal_term(net, dyn, r.s_free);
+  r.nudged = deep_relax(net, dyn, s, &y, learn.beta, hook, learn.reciprocal_nudge ? &reciprocal : nullptr);
   r.s_nudged = s;
   if (!r.free.finite || !r.nudged.finite) return r;
   Eigen::MatrixXd dw = Eigen::MatrixXd::Zero(n, n);
   if (learn.rule == deep_rule::trajectory)
     dw.rightCols(nf) = acc / (B * double(std::max<long>(1, r.nudged.steps)));
-  else
+  else if (learn.rule == deep_rule::endpoint)
     dw.rightCols(nf) = r.s_free * (r.s_nudged.bottomRows(nf) - r.s_free.bottomRows(nf)).transpose() / (learn.beta * B);
+  else
+    dw = deep_vector_field_update(net, dyn, r.s_free, r.s_nudged, learn.beta);
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < n; ++i)
       if (!net.structural()(i, j) || net.pruned()(i, j)) dw(i, j) = 0.0;
@@ -216,196 +261,6 @@ deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const
   const long n_finite = long(y.cols()) - sc.n_non_finite;
   sc.mse = n_finite > 0 ? sq / double(n_finite * y.rows()) : NAN;
   return sc;
-}
-
-deep_task make_logic_task(const std::string& name, bool one_hot) {
-  deep_task t;
-  t.name = name;
-  t.one_hot = one_hot;
-  std::vector<int> labels;
-  if (name == "and" || name == "or" || name == "xor") {
-    t.x.resize(2, 4);
-    t.x << 0, 0, 1, 1,
-           0, 1, 0, 1;
-    for (int b = 0; b < 4; ++b) {
-      const int a = int(t.x(0, b)), c = int(t.x(1, b));
-      labels.push_back(name == "and" ? (a & c) : name == "or" ? (a | c) : (a ^ c));
-    }
-  } else if (name == "not" || name == "identity") {
-    t.x.resize(1, 2);
-    t.x << 0, 1;
-    labels = name == "not" ? std::vector<int>{1, 0} : std::vector<int>{0, 1};
-  } else {
-    throw config_error("unknown logic task `" + name + "` (expected and | or | xor | not | identity)");
-  }
-  const int n = int(labels.size());
-  t.y.setZero(one_hot ? 2 : 1, n);
-  for (int b = 0; b < n; ++b) {
-    if (one_hot) t.y(labels[b], b) = 1.0;
-    else t.y(0, b) = labels[b];
-  }
-  return t;
-}
-
-Eigen::MatrixXd one_hot_targets(const std::vector<int32_t>& labels, int n_classes) {
-  Eigen::MatrixXd y = Eigen::MatrixXd::Zero(n_classes, Eigen::Index(labels.size()));
-  for (std::size_t b = 0; b < labels.size(); ++b) {
-    if (labels[b] < 0 || labels[b] >= n_classes)
-      throw data_error("label " + std::to_string(labels[b]) + " outside [0, " + std::to_string(n_classes) + ")");
-    y(labels[b], Eigen::Index(b)) = 1.0;
-  }
-  return y;
-}
-
-namespace {
-
-struct eval_scores {
-  deep_scores free, nudged;
-  double mean_residual = 0;
-};
-
-// Free (and optionally nudged) relaxation of a whole set, in chunks; states start from a
-// generator seeded by `seed` so evaluations are reproducible.
-eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x,
-                         const Eigen::MatrixXd& y, bool one_hot, bool nudged, uint64_t seed) {
-  eval_scores e;
-  const Eigen::Index n = x.cols(), chunk = 1000;
-  if (n == 0) return e;
-  rng_t rng(seed);
-  double err = 0, mse = 0, nerr = 0, nmse = 0, res = 0;
-  long bad = 0, nbad = 0;
-  for (Eigen::Index b0 = 0; b0 < n; b0 += chunk) {
-    const Eigen::Index m = std::min(chunk, n - b0);
-    const Eigen::MatrixXd xb = x.middleCols(b0, m), yb = y.middleCols(b0, m);
-    Eigen::MatrixXd s = deep_initial_state(net, xb, rng);
-    const auto rep = deep_relax(net, st.dyn, s, nullptr, 0.0);
-    const auto sc = deep_score(net, s, yb, one_hot);
-    err += sc.error * double(m);
-    if (sc.n_non_finite < m) mse += sc.mse * double(m - sc.n_non_finite);
-    bad += sc.n_non_finite;
-    res += rep.residual * double(m);
-    if (nudged) {
-      deep_relax(net, st.dyn, s, &yb, st.learn.beta);
-      const auto sn = deep_score(net, s, yb, one_hot);
-      nerr += sn.error * double(m);
-      if (sn.n_non_finite < m) nmse += sn.mse * double(m - sn.n_non_finite);
-      nbad += sn.n_non_finite;
-    }
-  }
-  e.free = {err / double(n), bad < n ? mse / double(n - bad) : NAN, bad};
-  e.nudged = {nerr / double(n), nbad < n ? nmse / double(n - nbad) : NAN, nbad};
-  e.mean_residual = res / double(n);
-  return e;
-}
-
-}  // namespace
-
-deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
-                           const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
-                           bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch) {
-  check_batch(net, x_train, y_train);
-  if (x_test.cols() > 0) check_batch(net, x_test, y_test);
-  if (st.epochs < 0) throw config_error("DEEP: epochs must be >= 0");
-  if (x_train.cols() == 0) throw data_error("DEEP: no training samples; nothing to train or evaluate on");
-  check_finite_columns(x_train, "training inputs");
-  check_finite_columns(y_train, "training targets");
-  check_finite_columns(x_test, "test inputs");
-  check_finite_columns(y_test, "test targets");
-  const Eigen::Index n = x_train.cols();
-  const Eigen::Index bs = st.batch_size <= 0 ? n : std::min<Eigen::Index>(st.batch_size, n);
-  rng_t rng(st.seed * 0x9E3779B97F4A7C15ULL + 17);
-  std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
-  std::iota(order.begin(), order.end(), Eigen::Index(0));
-  deep_run_result res;
-  Eigen::MatrixXd xb, yb;
-  const auto t0 = std::chrono::steady_clock::now();
-  for (long epoch = 1; epoch <= st.epochs; ++epoch) {
-    if (bs < n)
-      for (Eigen::Index i = n - 1; i > 0; --i)
-        std::swap(order[std::size_t(i)], order[random_index(rng, uint64_t(i + 1))]);
-    double upd = 0, free_steps = 0;
-    long pruned = 0, batches = 0;
-    for (Eigen::Index b0 = 0; b0 < n; b0 += bs) {
-      const Eigen::Index m = std::min(bs, n - b0);
-      xb.resize(x_train.rows(), m);
-      yb.resize(y_train.rows(), m);
-      for (Eigen::Index k = 0; k < m; ++k) {
-        xb.col(k) = x_train.col(order[std::size_t(b0 + k)]);
-        yb.col(k) = y_train.col(order[std::size_t(b0 + k)]);
-      }
-      const auto r = deep_learning_step(net, st.dyn, st.learn, xb, yb, rng);
-      upd += r.update_l1;
-      pruned += r.n_pruned;
-      free_steps += double(r.free.steps);
-      ++batches;
-      if (!r.free.finite || !r.nudged.finite || !net.weights.allFinite() || !net.bias.allFinite()) {
-        res.diverged = true;
-        res.message = "DEEP diverged at epoch " + std::to_string(epoch) + ": non-finite states or weights";
-        res.epochs_done = epoch - 1;
-        return res;
-      }
-    }
-    res.epochs_done = epoch;
-    if (epoch % std::max<long>(1, st.eval_every) != 0 && epoch != st.epochs) continue;
-    const auto tr = evaluate_set(net, st, x_train, y_train, one_hot, true, st.seed + 1000003ULL * uint64_t(epoch));
-    const auto te = evaluate_set(net, st, x_test, y_test, one_hot, false, st.seed + 7919ULL * uint64_t(epoch));
-    const long n_bad = tr.free.n_non_finite + tr.nudged.n_non_finite + te.free.n_non_finite;
-    if (n_bad > 0) {  // no score of this evaluation is reported
-      res.diverged = true;
-      res.message = "DEEP diverged at epoch " + std::to_string(epoch) + ": the evaluation gave non-finite states for " +
-                    std::to_string(tr.free.n_non_finite) + " of " + std::to_string(x_train.cols()) +
-                    " training samples (free phase), " + std::to_string(tr.nudged.n_non_finite) + " (nudged) and " +
-                    std::to_string(te.free.n_non_finite) + " of " + std::to_string(x_test.cols()) + " test samples";
-      return res;
-    }
-    res.train_error = tr.free.error;
-    res.train_mse = tr.free.mse;
-    res.nudged_error = tr.nudged.error;
-    res.test_error = x_test.cols() > 0 ? te.free.error : tr.free.error;
-    res.sparsity = net.sparsity();
-    if (on_epoch) {
-      nlohmann::ordered_json row;
-      row["epoch"] = epoch;
-      row["train_error"] = tr.free.error;
-      row["train_mse"] = tr.free.mse;
-      row["nudged_error"] = tr.nudged.error;
-      row["nudged_mse"] = tr.nudged.mse;
-      if (x_test.cols() > 0) {
-        row["test_error"] = te.free.error;
-        row["test_accuracy"] = 1.0 - te.free.error;
-        row["test_mse"] = te.free.mse;
-      }
-      row["train_accuracy"] = 1.0 - tr.free.error;
-      row["free_residual"] = tr.mean_residual;
-      row["mean_free_steps"] = free_steps / double(std::max<long>(1, batches));
-      row["update_l1"] = upd;
-      row["n_pruned"] = pruned;
-      row["sparsity"] = res.sparsity;
-      row["nnz"] = net.n_nonzero();
-      row["time_s"] = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-      on_epoch(row);
-    }
-  }
-  return res;
-}
-
-nlohmann::ordered_json to_json(const deep_run_settings& st) {
-  nlohmann::ordered_json j;
-  j["graph"] = {{"n_input", st.graph.n_input}, {"hidden", st.graph.hidden}, {"n_output", st.graph.n_output},
-                {"topology", to_string(st.graph.topology)}, {"init_std", st.graph.init_std}};
-  j["dynamics"] = {{"dt", st.dyn.dt}, {"free_steps", st.dyn.free_steps}, {"nudged_steps", st.dyn.nudged_steps},
-                   {"stop_tol", st.dyn.stop_tol}, {"leak", st.dyn.leak}, {"decay", name_of(st.dyn.decay)},
-                   {"presyn", name_of(st.dyn.presyn)}};
-  j["learning"] = {{"rule", st.learn.rule == deep_rule::trajectory ? "trajectory" : "endpoint"},
-                   {"beta", st.learn.beta}, {"lr", st.learn.lr}, {"beta0", st.learn.beta0}, {"beta1", st.learn.beta1},
-                   {"sign", st.learn.sign}, {"learn_bias", st.learn.learn_bias}, {"l1", st.learn.l1},
-                   {"l1_mode", st.learn.l1_mode == deep_l1::subgradient ? "subgradient" : "soft_threshold"},
-                   {"prune", st.learn.prune}, {"prune_tol", st.learn.prune_tol}, {"prune_temp", st.learn.prune_temp},
-                   {"persistent", st.learn.persistent}, {"exclude_structural", st.learn.exclude_structural}};
-  j["epochs"] = st.epochs;
-  j["batch_size"] = st.batch_size;
-  j["seed"] = st.seed;
-  return j;
 }
 
 }  // namespace eqprop

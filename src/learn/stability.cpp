@@ -192,7 +192,10 @@ deep_stability_summary deep_stability(const graph_network& net, const deep_dynam
   for (Eigen::Index b = 0; b < s.cols(); ++b) {
     const Eigen::VectorXd sb = s.col(b);
     const Eigen::VectorXd rate = deep_rate(net, dyn, sb);
-    out.per_pattern.push_back(analyze_stability(deep_jacobian(net, dyn, sb), deep_active_set(net, sb, 1e-9, &rate)));
+    // Without clipping no neuron is held at a bound: every free neuron is active.
+    const std::vector<bool> active =
+        dyn.clip ? deep_active_set(net, sb, 1e-9, &rate) : std::vector<bool>(std::size_t(net.n_free()), true);
+    out.per_pattern.push_back(analyze_stability(deep_jacobian(net, dyn, sb), active));
     if (b == 0 || out.per_pattern.back().active_spectral_abscissa > out.worst.active_spectral_abscissa)
       out.worst = out.per_pattern.back();
   }

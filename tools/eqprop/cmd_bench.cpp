@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <numeric>
 #include <random>
 #include <string>
 #include <thread>
@@ -19,8 +20,10 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/io/dataset.hpp"
+#include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/model/gle_network.hpp"
+#include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/gep_trainer.hpp"
 #include "eqprop/train/gle_tasks.hpp"
@@ -37,7 +40,7 @@ struct workload {
   double reference;                     // the reference implementation on this class of machine; 0: none measured
   std::vector<std::string> overrides;   // EP workloads: experiment config keys
   int kind;                             // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine,
-                                        // 4: generalized EP (overrides: gep config keys)
+                                        // 4: generalized EP (overrides: gep config keys), 5: DEEP
   std::array<int, 3> input_shape{1, 28, 28};  // EP workloads: MNIST-shaped (real MNIST batches) or not (random batch)
   int warmup = 2, min_batches = 3;            // EP workloads: untimed batches, then at least min_batches timed
 };
@@ -117,6 +120,10 @@ const std::vector<workload>& workloads() {
        {}, 1},
       {"gle_mnist1d_15k_2t", "the same on 2 threads (layers in parallel)", "steps/s", 620, {}, 3},
       {"gle_lagline", "GLE teacher-student chain, 2 neurons, batch 100, Adam every step", "steps/s", 2400, {}, 2},
+      {"deep_yinyang_leak",
+       "DEEP complete graph 4+1-30-3 on Yin-Yang (5000 samples), leak 3, endpoint rule beta 0.5 lr 0.3, T1 100, "
+       "T2 100, dt 0.1, batch 20 (configs/deep_yin_yang_leak.toml)",
+       "samples/s", 0, {}, 5},
   };
   return w;
 }
@@ -337,6 +344,55 @@ nlohmann::ordered_json run_lagline_bench() {
   j["steps"] = r.steps;
   return j;
 }
+// DEEP workload: configs/deep_yin_yang_leak.toml's learning steps on consecutive shuffled
+// mini-batches of Yin-Yang for `seconds` (after one warm-up batch); no evaluation.
+nlohmann::ordered_json run_deep_yinyang(double seconds) {
+  const dataset train = generate_yin_yang(5000, 1);
+  const Eigen::MatrixXd x = train.x.cast<double>(), y = one_hot_targets(train.y, train.n_classes);
+  graph_spec g;
+  g.n_input = int(x.rows());
+  g.hidden = {30};
+  g.n_output = int(y.rows());
+  deep_dynamics dyn;
+  dyn.leak = 3;
+  dyn.dt = 0.1;
+  dyn.free_steps = dyn.nudged_steps = 100;
+  deep_learning learn;
+  learn.rule = deep_rule::endpoint;
+  learn.beta = 0.5;
+  learn.lr = 0.3;
+  rng_t rng(1);
+  graph_network net(g, rng);
+  const long B = 20;
+  std::vector<Eigen::Index> order(std::size_t(x.cols()));
+  std::iota(order.begin(), order.end(), Eigen::Index(0));
+  Eigen::MatrixXd xb(x.rows(), B), yb(y.rows(), B);
+  long next = long(x.cols()), batches = -1, steps = 0;  // batch -1 is the warm-up
+  auto t_start = clock_type::now();
+  while (batches < 0 || since(t_start) < seconds || batches < 3) {
+    if (next + B > x.cols()) {
+      for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[std::size_t(random_index(rng, uint64_t(i + 1)))]);
+      next = 0;
+    }
+    for (long k = 0; k < B; ++k) {
+      xb.col(k) = x.col(order[std::size_t(next + k)]);
+      yb.col(k) = y.col(order[std::size_t(next + k)]);
+    }
+    next += B;
+    const auto r = deep_learning_step(net, dyn, learn, xb, yb, rng);
+    if (!r.free.finite || !r.nudged.finite) throw data_error("deep_yinyang_leak: non-finite DEEP states");
+    if (++batches == 0) t_start = clock_type::now();
+    else steps += r.free.steps + r.nudged.steps;
+  }
+  const double t = since(t_start);
+  nlohmann::ordered_json j;
+  j["rate"] = double(batches * B) / t;
+  j["batches"] = batches;
+  j["ms_per_batch"] = 1e3 * t / double(batches);
+  j["relax_steps_per_batch"] = double(steps) / double(batches);
+  j["edges"] = net.n_allowed();
+  return j;
+}
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -417,6 +473,7 @@ void register_bench(CLI::App& app) {
                                  : w->kind == 4 ? run_gep(*w, seconds, threads, sets, fashion)
                                  : w->kind == 1 ? run_gle15k(seconds, 1)
                                  : w->kind == 3 ? run_gle15k(seconds, 2)
+                                 : w->kind == 5 ? run_deep_yinyang(seconds)
                                                 : run_lagline_bench();
       r["name"] = w->name;
       r["description"] = w->description;

@@ -19,6 +19,7 @@
 #include "eqprop/learn/stability.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/data_checks.hpp"
+#include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/metrics_log.hpp"
 
 namespace eqprop::cli {
@@ -30,7 +31,7 @@ struct deep_args {
   std::string task = "xor", topology = "complete", decay = "row_sum", presyn = "identity", rule = "trajectory";
   std::string l1_mode = "subgradient", data_dir, run_dir, hidden = "2";
   bool one_hot = false, sign = false, prune = false, persistent = false, exclude_structural = false;
-  bool baseline = false, stability = false, quiet = false;
+  bool baseline = false, stability = false, quiet = false, no_clip = false, reciprocal_nudge = false;
   double beta = 1, lr = 200, dt = 0.05, stop_tol = 0, leak = 0, beta0 = 0, beta1 = 1, l1 = 0;
   double prune_tol = 0.01, prune_temp = 5, init_std = 0.05;
   long T1 = 1000, T2 = 1000, epochs = 200, batch = 0, seeds = 1, train_size = 5000, test_size = 1000, eval_every = 1;
@@ -100,12 +101,14 @@ deep_run_settings make_settings(const deep_args& a, const task_data& d) {
   st.dyn.leak = a.leak;
   st.dyn.decay = parse_deep_decay(a.decay);
   st.dyn.presyn = parse_deep_presyn(a.presyn);
+  st.dyn.clip = !a.no_clip;
   st.learn.rule = parse_deep_rule(a.rule);
   st.learn.beta = a.beta;
   st.learn.lr = a.lr;
   st.learn.beta0 = a.beta0;
   st.learn.beta1 = a.beta1;
   st.learn.sign = a.sign;
+  st.learn.reciprocal_nudge = a.reciprocal_nudge;
   st.learn.l1 = a.l1;
   st.learn.l1_mode = parse_deep_l1(a.l1_mode);
   st.learn.prune = a.prune;
@@ -193,8 +196,10 @@ void run_train(const deep_args& a) {
       ++successes;
       solved.push_back(st.seed);
     }
-    fmt::print("seed {}: free-phase train error {:.2f}%, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
-               st.seed, 100 * r.train_error, 100 * r.nudged_error, r.train_mse,
+    fmt::print("seed {}: free-phase train error {:.2f}%{}, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
+               st.seed, 100 * r.train_error,
+               r.solved_epoch > 0 ? fmt::format(" (0% from epoch {})", r.solved_epoch) : std::string(),
+               100 * r.nudged_error, r.train_mse,
                d.x_test.cols() > 0 ? fmt::format(", test accuracy {:.2f}%", 100 * (1 - r.test_error)) : std::string(),
                r.sparsity, net.n_nonzero(), net.n_allowed());
     const Eigen::MatrixXd probe = d.x_train.leftCols(std::min<Eigen::Index>(d.x_train.cols(), 64));
@@ -271,10 +276,13 @@ void register_deep(CLI::App& app) {
   add_checked(t, "--stop-tol", a.stop_tol, "Stop a phase when max ‖Δs‖² <= this (0: run the whole budget)", cc::at_least(0));
   add_checked(t, "--leak", a.leak, "Leak γ >= 0 (−γ s_j; 0 = published)", cc::at_least(0));
   t->add_option("--decay", a.decay, "row_sum (published) | abs_row_sum | unit");
+  t->add_flag("--no-clip", a.no_clip, "Do not clip the free states to [0, 1] (needs a leak and a bounded --presyn to stay bounded)");
   t->add_option("--presyn", a.presyn, "Presynaptic activation ρ: identity (published) | sigmoid | tanh");
-  t->add_option("--rule", a.rule, "trajectory (published) | endpoint");
+  t->add_option("--rule", a.rule, "trajectory (published) | endpoint | vector_field");
   add_checked(t, "--beta0", a.beta0, "Trajectory rule: coefficient of s_j(t)", cc::any());
   add_checked(t, "--beta1", a.beta1, "Trajectory rule: coefficient of s_j(t) − s_j(t−1)", cc::any());
+  t->add_flag("--reciprocal-nudge", a.reciprocal_nudge,
+              "Nudged phase with the Jacobian transposed at the free state (exact-gradient EP; use with --rule vector_field)");
   t->add_flag("--sign", a.sign, "Manhattan updates: η sign(ΔW)");
   add_checked(t, "--l1", a.l1, "L1 shrinkage λ per update (published: 1.5e-4)", cc::at_least(0));
   t->add_option("--l1-mode", a.l1_mode, "subgradient (published) | soft_threshold");
@@ -336,6 +344,7 @@ void register_deep(CLI::App& app) {
     dyn.leak = leak_opt->count() > 0 ? leak_override : js["dynamics"]["leak"].get<double>();
     dyn.decay = parse_deep_decay(js["dynamics"]["decay"]);
     dyn.presyn = parse_deep_presyn(js["dynamics"]["presyn"]);
+    dyn.clip = js["dynamics"].value("clip", true);  // checkpoints written before the option clipped
     const Eigen::MatrixXd probe = ck.array("probe_inputs").to_matrix<double>();
     const auto rep = deep_stability(net, dyn, probe, 1);
     if (as_json) fmt::print("{}\n", rep.worst.to_json().dump(2));

@@ -6,24 +6,23 @@
 // with D_j = Σ_k W_jk (published), Σ_k |W_jk| (abs variant) or 1 (the asymmetric
 // vector-field EP baseline). Published: ρ = identity, γ = 0, b = 0.
 // Learning: the trajectory rule ΔW_ij = (1/(B T2)) Σ_b Σ_t s_i(t) [β0 s_j(t) + β1 Δs_j(t)]
-// over the nudged phase (not divided by β), or the endpoint rule (1/(βB)) Σ s_i* (s_j^β − s_j*);
+// over the nudged phase (not divided by β), the endpoint rule (1/(βB)) Σ s_i* (s_j^β − s_j*), or
+// the vector-field rule (deep_vector_field_update: ∂F/∂W contracted with (s^β − s*)/β);
 // W <- masks(W + η ΔW (or η sign ΔW), L1 shrinkage), then optional Boltzmann pruning.
+// The training loop over data sets is in eqprop/train/deep_trainer.hpp.
 #pragma once
 #include <functional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "eqprop/core/rng.hpp"
-#include "eqprop/io/dataset.hpp"
 #include "eqprop/model/graph_network.hpp"
 
 namespace eqprop {
 
 enum class deep_decay { row_sum, abs_row_sum, unit };
 enum class deep_presyn { identity, sigmoid, tanh };  ///< ρ: identity | logistic(4s−2) | tanh
-enum class deep_rule { trajectory, endpoint };
+enum class deep_rule { trajectory, endpoint, vector_field };
 enum class deep_l1 { subgradient, soft_threshold };
 
 struct deep_dynamics {
@@ -34,6 +33,7 @@ struct deep_dynamics {
   double leak = 0;            ///< γ >= 0
   deep_decay decay = deep_decay::row_sum;
   deep_presyn presyn = deep_presyn::identity;
+  bool clip = true;           ///< project the free states onto [0, 1] after every step (published)
 };
 
 struct deep_learning {
@@ -43,6 +43,7 @@ struct deep_learning {
   double beta0 = 0, beta1 = 1;
   bool sign = false;          ///< Manhattan update: η sign(ΔW)
   bool learn_bias = false;    ///< the vector-field baseline learns b with the endpoint rule
+  bool reciprocal_nudge = false;  ///< nudged phase with deep_reciprocal_term (pair with the vector_field rule)
   double l1 = 0;              ///< λ (0: off)
   deep_l1 l1_mode = deep_l1::subgradient;
   // Boltzmann pruning after each update.
@@ -66,15 +67,40 @@ deep_decay parse_deep_decay(const std::string& s);
 deep_presyn parse_deep_presyn(const std::string& s);
 deep_rule parse_deep_rule(const std::string& s);
 deep_l1 parse_deep_l1(const std::string& s);
+/// The names the parsers accept (the first spelling where there are two).
+std::string to_string(deep_decay d);
+std::string to_string(deep_presyn p);
+std::string to_string(deep_rule r);
+std::string to_string(deep_l1 m);
+
+/// Throws shape_error unless x has the network's data inputs as rows and y (targets) has
+/// n_output rows and as many columns as x.
+void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y);
 
 /// Initial free states ~ U(0, 0.1) and clamped inputs: s is N x B, x is n_data_input x B.
 Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::MatrixXd& x, rng_t& rng);
 
+/// A linear term added to the rate of the free neurons of sample b: k[b] (s_b − s_ref_b) over
+/// the free block (k[b] is n_free x n_free, s_ref is N x B).
+struct deep_linear_term {
+  Eigen::MatrixXd s_ref;
+  std::vector<Eigen::MatrixXd> k;
+};
+
 /// Runs one phase from s (in place). y (n_output x B) and beta are used when nudged.
-/// on_step(prev, next) is called after every step when set (the trajectory rule).
+/// on_step(prev, next) is called after every step when set (the trajectory rule); extra,
+/// when set, is added to the rate of every step (the reciprocal nudge).
 deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn, Eigen::MatrixXd& s,
                              const Eigen::MatrixXd* y, double beta,
-                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step = {});
+                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step = {},
+                             const deep_linear_term* extra = nullptr);
+
+/// The reciprocal-nudge term at the free states s_free (N x B): k[b] = J_bᵀ − J_b with J_b the
+/// free-block Jacobian (deep_jacobian) at sample b. Added to the nudged phase, it replaces the
+/// linearisation J_b of the dynamics around s_free by J_bᵀ, so that (s^β − s*)/β → J^{-T} ∂C/∂s
+/// as β → 0 and the vector-field rule becomes −∂C/∂W (C = ½‖y − s_out‖²) for any J, symmetric
+/// or not (exact-gradient EP for non-conservative systems, Scurria et al.).
+deep_linear_term deep_reciprocal_term(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free);
 
 /// One learning step on a batch (free phase, nudged phase, update, shrinkage, pruning).
 struct deep_step_result {
@@ -85,6 +111,15 @@ struct deep_step_result {
 };
 deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn, const deep_learning& learn,
                                     const Eigen::MatrixXd& x, const Eigen::MatrixXd& y, rng_t& rng);
+
+/// The vector-field rule: ΔW_ij = (1/(βB)) Σ_b Σ_{m free} ∂F_m/∂W_ij (s*) (s_m^β − s_m*), with F the
+/// free-phase vector field (unclipped) at the free state s*. For a free target j the drive gives
+/// ρ(s_i*) (s_j^β − s_j*); for a free source i the decay D_i depends on W_ij too and adds
+/// −(∂D_i/∂W_ij) s_i* (s_i^β − s_i*) (∂D_i/∂W_ij = 1 for row_sum, sign W_ij for abs_row_sum, 0 for
+/// unit). With a symmetric Jacobian this is the EP estimate of −∂(½‖y − s_out‖²)/∂W as β → 0.
+/// Zero outside the graph (structural or pruned). States are N x B.
+Eigen::MatrixXd deep_vector_field_update(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free,
+                                         const Eigen::MatrixXd& s_nudged, double beta);
 
 /// Boltzmann pruning (spec §5): per target column j, p_ij = softmax_i(−|W_ij|/T); weights
 /// with |W_ij| > tol are kept; each other allowed weight is zeroed when p_ij > U(0,1).
@@ -104,49 +139,5 @@ struct deep_scores {
   long n_non_finite = 0;
 };
 deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const Eigen::MatrixXd& y, bool one_hot);
-
-// ---------------------------------------------------------------------------------------
-// Tasks and a small training loop.
-
-/// A built-in Boolean task: "and" | "or" | "xor" (2 inputs), "not" | "identity" (1 input).
-/// Targets are one column per pattern: one output (0/1) or one-hot over 2 outputs.
-struct deep_task {
-  std::string name;
-  Eigen::MatrixXd x, y;
-  bool one_hot = false;
-};
-deep_task make_logic_task(const std::string& name, bool one_hot);
-
-/// One-hot targets (n_classes x n) from labels.
-Eigen::MatrixXd one_hot_targets(const std::vector<int32_t>& labels, int n_classes);
-
-struct deep_run_settings {
-  graph_spec graph;
-  deep_dynamics dyn;
-  deep_learning learn;
-  long epochs = 200;
-  long batch_size = 0;   ///< 0: full batch (one update per epoch, as published)
-  uint64_t seed = 1;
-  long eval_every = 1;   ///< evaluate every this many epochs (and at the last)
-};
-
-struct deep_run_result {
-  double train_error = 1, train_mse = 0, test_error = 1;   ///< free phase, final
-  double nudged_error = 1;                                   ///< nudged phase of the last evaluation (train)
-  double sparsity = 0;
-  long epochs_done = 0;
-  bool diverged = false;  ///< non-finite states or weights in training, or a non-finite evaluation; the
-                          ///< scores above are then those of the last finite evaluation (initial values if none)
-  std::string message;
-};
-
-/// Trains a graph network on (x_train, y_train) with DEEP; evaluates the free phase on
-/// train and test (test may be empty). on_epoch receives one metrics row per evaluation.
-deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
-                           const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
-                           bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch = {});
-
-/// The settings as JSON (for run directories and reports).
-nlohmann::ordered_json to_json(const deep_run_settings& st);
 
 }  // namespace eqprop
