@@ -95,10 +95,10 @@ void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
   }
 }
 
-// out = Act(in) for n values: the MLP sigmoid through logistic_n, the others per value.
+// out = Act(in) for n values: hep_sigmoid through logistic_n, the others per value.
 template <class Act, class S>
 void activate_n(const S* in, S* out, long n, vector<real_t<S>>* buf) {
-  if constexpr (std::is_same_v<Act, act::sigmoid>) {
+  if constexpr (std::is_same_v<Act, act::hep_sigmoid>) {
     for (long i = 0; i < n; ++i) out[i] = S(4) * in[i] - S(2);
     logistic_n(out, out, n, buf);
   } else {
