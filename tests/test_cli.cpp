@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/trainer.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -51,6 +52,40 @@ std::string kill_resume_and_compare(const fs::path& dir, const std::string& comm
 
 }  // namespace
 
+// A run whose checkpoint was written before the activations were renamed (its saved config
+// says "sigmoid", meaning logistic(4x-2)) still evaluates to the same numbers and resumes.
+TEST(Cli, RunSavedWithOldActivationNameEvaluatesAndResumes) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("old_names");
+  auto r = run("train -q --set data.yin_yang_train=60 --set data.yin_yang_test=40 --set network.hidden=[6] "
+               "--set run.batch=20 --set relax.free_steps=20 --set relax.nudged_steps=5 --epochs 1 --run-dir " +
+               (dir / "run").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const auto ck_file = dir / "run" / "checkpoint.eqck";
+  const auto before = eqprop::evaluate_checkpoint(dir / "run", "");
+  ASSERT_EQ(before.n, 40);
+  auto ck = eqprop::load_checkpoint(ck_file);
+  ASSERT_EQ(ck.meta["config"]["network"]["activation"], "hep_sigmoid");
+  ck.meta["config"]["network"]["activation"] = "sigmoid";
+  eqprop::save_checkpoint(ck_file, ck);
+  const auto after = eqprop::evaluate_checkpoint(dir / "run", "");
+  EXPECT_EQ(after.loss, before.loss);
+  EXPECT_EQ(after.accuracy, before.accuracy);
+  EXPECT_EQ(after.mean_residual, before.mean_residual);
+  r = run("train -q --resume " + (dir / "run").string() + " --epochs 2");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_EQ(eqprop::load_checkpoint(ck_file).meta.at("epoch").get<long>(), 2);
+  std::ifstream f(dir / "run" / "config.toml");
+  std::stringstream text;
+  text << f.rdbuf();
+  EXPECT_NE(text.str().find("activation = \"hep_sigmoid\""), std::string::npos) << text.str();
+  // A config file with the old name is refused, naming the new one.
+  r = run("train --set network.activation=sigmoid --run-dir " + (dir / "new").string());
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("use 'hep_sigmoid' for logistic(4x-2)"), std::string::npos) << r.output;
+  fs::remove_all(dir);
+}
+
 TEST(Cli, GradcheckJsonReportsExactScaling) {
   REQUIRE_CLI();
   const auto dir = temp_dir("gradcheck");
@@ -82,7 +117,7 @@ TEST(Cli, BadFlagsAndShapesFailWithClearErrors) {
   r = run("gradcheck --layers 4,0 --readout 3");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("positive"), std::string::npos) << r.output;
-  r = run("gradcheck --layers 4,5 --readout 3 --activation hard_sigmoid -N 4");
+  r = run("gradcheck --layers 4,5 --readout 3 --activation half_clamp01 -N 4");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("not holomorphic"), std::string::npos) << r.output;
   r = run("gradcheck --bogus-flag");
@@ -134,7 +169,7 @@ TEST(Cli, GepGradcheckAndConfigErrors) {
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("homeostatic loss per neuron"), std::string::npos) << r.output;
   const std::string common = "gep train --set data.name=yin_yang --set data.limit_train=200 --set data.limit_test=100 "
-                             "--set network.hidden=[8] --set network.output=3 --set relax.free_steps=40 "
+                             "--set network.hidden=[8] --set network.output_size=3 --set relax.free_steps=40 "
                              "--set homeostasis.lambda=1 --set diagnostics.samples=20 -q --epochs 1 ";
   r = run(common + "--run-dir " + (dir / "ok").string());
   ASSERT_EQ(r.status, 0) << r.output;

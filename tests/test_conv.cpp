@@ -326,7 +326,7 @@ TEST(ConvRelax, AlternatingOrderOnPooledLayersSameFixedPoint) {
     return m;
   };
   for (auto pool : {pool_kind::softmax, pool_kind::max}) {
-    const small_convnet c(pool, activation_kind::sigmoid, 3, 5, 0.6, {6});  // layer 1: conv + pool (odd)
+    const small_convnet c(pool, activation_kind::hep_sigmoid, 3, 5, 0.6, {6});  // layer 1: conv + pool (odd)
     ASSERT_NE(c.net.geometry(1).pool, pool_kind::none);
     relax_options sync{5000, 1e-13, true}, alt = sync;
     alt.order = relax_order::alternating;

@@ -2,6 +2,8 @@
 #include <array>
 #include <cmath>
 #include <complex>
+#include <functional>
+#include <tuple>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -11,10 +13,28 @@
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/activation.hpp"
 #include "eqprop/train/optimizer.hpp"
+#include "test_util.hpp"
 
 using namespace eqprop;
 using cd = std::complex<double>;
 using cf = std::complex<float>;
+
+namespace {
+std::string error_text(const std::function<void()>& f) { return test::error_of<config_error>(f); }
+
+/// Calls f(Act{}) with the functor of the table whose name is to_string(k).
+template <class F>
+void with_activation(activation_kind k, F&& f) {
+  int found = 0;
+  auto try_one = [&](auto a) {
+    if (decltype(a)::name == to_string(k)) ++found, f(a);
+  };
+  std::apply([&](auto... a) { (try_one(a), ...); },
+             std::tuple<act::hep_sigmoid, act::logistic, act::holotanh, act::tanh, act::half_clamp01, act::clamp01,
+                        act::relu, act::linear, act::softplus>{});
+  EXPECT_EQ(found, 1) << to_string(k);
+}
+}  // namespace
 
 template <class Act>
 void check_derivative(const char* name) {
@@ -37,22 +57,73 @@ void check_derivative(const char* name) {
 }
 
 TEST(Activation, DerivativesMatchDifferences) {
-  check_derivative<act::sigmoid>("sigmoid");
+  check_derivative<act::hep_sigmoid>("hep_sigmoid");
+  check_derivative<act::logistic>("logistic");
   check_derivative<act::holotanh>("holotanh");
   check_derivative<act::tanh>("tanh");
-  check_derivative<act::hard_sigmoid>("hard_sigmoid");
+  check_derivative<act::half_clamp01>("half_clamp01");
+  check_derivative<act::clamp01>("clamp01");
+  check_derivative<act::relu>("relu");
+  check_derivative<act::linear>("linear");
+  check_derivative<act::softplus>("softplus");
 }
 
-TEST(Activation, Values) {
-  EXPECT_NEAR(act::sigmoid::value(0.5), 0.5, 1e-15);
-  EXPECT_NEAR(act::sigmoid::value(0.0), 1.0 / (1.0 + std::exp(2.0)), 1e-15);
+TEST(Activation, EachNameIsOneFunction) {
+  EXPECT_NEAR(act::hep_sigmoid::value(0.5), 0.5, 1e-15);
+  EXPECT_NEAR(act::hep_sigmoid::value(0.0), 1.0 / (1.0 + std::exp(2.0)), 1e-15);
+  EXPECT_NEAR(act::logistic::value(0.0), 0.5, 1e-15);
+  EXPECT_NEAR(act::logistic::value(0.5), 1.0 / (1.0 + std::exp(-0.5)), 1e-15);
   // holotanh approximates clip(z/2, 0, 1) away from the corners.
   EXPECT_NEAR(act::holotanh::value(-10.0), 0.0, 1e-3);
   EXPECT_NEAR(act::holotanh::value(12.0), 1.0, 1e-3);
   EXPECT_NEAR(act::holotanh::value(1.0), 0.5, 1e-12);
-  EXPECT_EQ(act::hard_sigmoid::value(3.0), 1.0);
-  EXPECT_EQ(act::hard_sigmoid::value(1.0), 0.5);
-  EXPECT_EQ(act::hard_sigmoid::value(-1.0), 0.0);
+  EXPECT_EQ(act::half_clamp01::value(3.0), 1.0);
+  EXPECT_EQ(act::half_clamp01::value(1.0), 0.5);
+  EXPECT_EQ(act::half_clamp01::value(-1.0), 0.0);
+  EXPECT_EQ(act::clamp01::value(1.0), 1.0);
+  EXPECT_EQ(act::clamp01::value(0.25), 0.25);
+  EXPECT_EQ(act::clamp01::value(-1.0), 0.0);
+  EXPECT_NEAR(act::softplus::value(0.0), std::log(2.0), 1e-15);
+  EXPECT_NEAR(act::softplus::value(-40.0), std::exp(-40.0), 1e-30);
+  EXPECT_NEAR(act::softplus::value(40.0), 40.0, 1e-12);
+  EXPECT_NEAR(act::softplus::value(cd(1.0, 0.2)).imag(), std::log(1.0 + std::exp(cd(1.0, 0.2))).imag(), 1e-14);
+  EXPECT_EQ(act::linear::value(-2.5), -2.5);
+  // The holomorphic flags, and every name round-trips through the parser.
+  for (const std::string& name : activation_names()) {
+    const activation_kind k = parse_activation(name);
+    EXPECT_EQ(to_string(k), name);
+    const bool holo = name == "hep_sigmoid" || name == "logistic" || name == "holotanh" || name == "tanh" ||
+                      name == "linear" || name == "softplus";
+    EXPECT_EQ(is_holomorphic(k), holo) << name;
+  }
+  EXPECT_EQ(activation_names().size(), 9u);
+}
+
+// GLE's vectorised application computes the same functions as the scalar table.
+template <class R>
+void check_apply_activation(double tol) {
+  matrix<R> u(3, 7), r, d;
+  for (long i = 0; i < u.size(); ++i) u.data()[i] = R(-3.1 + 0.3 * double(i));
+  for (const std::string& name : activation_names()) {
+    const activation_kind k = parse_activation(name);
+    apply_activation<R>(k, u, r, d);
+    ASSERT_EQ(r.rows(), 3);
+    ASSERT_EQ(d.cols(), 7);
+    double worst = 0;
+    with_activation(k, [&](auto a) {
+      using Act = decltype(a);
+      for (long i = 0; i < u.size(); ++i) {
+        worst = std::max(worst, double(std::abs(r.data()[i] - Act::value(u.data()[i]))));
+        worst = std::max(worst, double(std::abs(d.data()[i] - Act::deriv(u.data()[i]))));
+      }
+    });
+    EXPECT_LT(worst, tol) << name;
+  }
+}
+
+TEST(Activation, VectorisedApplicationMatchesScalarTable) {
+  check_apply_activation<double>(1e-14);
+  check_apply_activation<float>(1e-6);
 }
 
 TEST(Activation, ComplexLogisticIsOverflowSafe) {
@@ -61,20 +132,52 @@ TEST(Activation, ComplexLogisticIsOverflowSafe) {
     EXPECT_TRUE(std::isfinite(v.real()) && std::isfinite(v.imag())) << re;
     EXPECT_NEAR(std::abs(v), re > 0 ? 1.0f : 0.0f, 1e-6f);
   }
-  const cf s = act::sigmoid::value(cf(-100.f, 1.f)), d = act::sigmoid::deriv(cf(-100.f, 1.f));
+  const cf s = act::hep_sigmoid::value(cf(-100.f, 1.f)), d = act::hep_sigmoid::deriv(cf(-100.f, 1.f));
   EXPECT_TRUE(std::isfinite(s.real()) && std::isfinite(d.real()) && std::isfinite(d.imag()));
 }
 
 TEST(Activation, ParseAndRuntimeRefusal) {
   EXPECT_EQ(parse_activation("dsilu"), activation_kind::holotanh);
-  EXPECT_THROW(parse_activation("softplus"), config_error);
+  EXPECT_EQ(parse_activation("softplus"), activation_kind::softplus);
   EXPECT_EQ(parse_activation("relu"), activation_kind::relu);
+  EXPECT_NE(error_text([] { parse_activation("softplux"); }).find("did you mean 'softplus'"), std::string::npos);
   EXPECT_FALSE(is_holomorphic(activation_kind::relu));
   EXPECT_THROW(dispatch_activation<cd>(activation_kind::relu, [](auto) { return 0; }), config_error);
-  EXPECT_FALSE(is_holomorphic(activation_kind::hard_sigmoid));
+  EXPECT_FALSE(is_holomorphic(activation_kind::half_clamp01));
   EXPECT_TRUE(is_holomorphic(activation_kind::holotanh));
-  EXPECT_THROW(dispatch_activation<cd>(activation_kind::hard_sigmoid, [](auto) { return 0; }), config_error);
-  EXPECT_EQ(dispatch_activation<double>(activation_kind::hard_sigmoid, [](auto a) { return int(decltype(a)::holomorphic); }), 0);
+  EXPECT_THROW(dispatch_activation<cd>(activation_kind::half_clamp01, [](auto) { return 0; }), config_error);
+  EXPECT_EQ(dispatch_activation<double>(activation_kind::half_clamp01, [](auto a) { return int(decltype(a)::holomorphic); }), 0);
+  // EP networks take the EP activations only, with a message naming them.
+  for (auto k : {activation_kind::logistic, activation_kind::clamp01, activation_kind::linear, activation_kind::softplus}) {
+    EXPECT_FALSE(is_ep_activation(k));
+    const std::string e = error_text([&] { dispatch_activation<double>(k, [](auto) { return 0; }); });
+    EXPECT_NE(e.find("not available in EP networks; use hep_sigmoid, holotanh, tanh, half_clamp01 or relu"),
+              std::string::npos)
+        << e;
+  }
+  network_spec s;
+  s.sizes = {3, 4};
+  s.n_readout = 2;
+  s.activation = activation_kind::softplus;
+  EXPECT_NE(error_text([&] { s.validate(); }).find("'softplus' is not available in EP networks"), std::string::npos);
+}
+
+TEST(Activation, OldNamesAreErrorsNamingTheNewOnes) {
+  const std::string sig = error_text([] { parse_activation("sigmoid"); });
+  EXPECT_EQ(sig,
+            "activation 'sigmoid' was renamed: use 'hep_sigmoid' for logistic(4x-2) (what EP configs meant) or "
+            "'logistic' for 1/(1+e^-x) (what GLE configs meant)");
+  const std::string hard = error_text([] { parse_activation("hard_sigmoid"); });
+  EXPECT_NE(hard.find("'half_clamp01' for clamp(x/2, 0, 1) (what EP configs meant)"), std::string::npos) << hard;
+  EXPECT_NE(hard.find("'clamp01' for clamp(x, 0, 1) (what GLE configs meant)"), std::string::npos) << hard;
+  EXPECT_NE(error_text([] { parse_activation("hardsigmoid"); }).find("half_clamp01"), std::string::npos);
+  EXPECT_EQ(renamed_activation("sigmoid", activation_family::ep), activation_kind::hep_sigmoid);
+  EXPECT_EQ(renamed_activation("sigmoid", activation_family::gle), activation_kind::logistic);
+  EXPECT_EQ(renamed_activation("hard_sigmoid", activation_family::ep), activation_kind::half_clamp01);
+  EXPECT_EQ(renamed_activation("hard_sigmoid", activation_family::gle), activation_kind::clamp01);
+  EXPECT_FALSE(renamed_activation("tanh", activation_family::ep).has_value());
+  EXPECT_EQ(renamed_activation_message("sigmoid", activation_family::gle),
+            "activation 'sigmoid' was renamed: use 'logistic' for 1/(1+e^-x)");
 }
 
 namespace {
@@ -290,7 +393,7 @@ void check_step_sigmoid(double tol) {
   network_spec s;
   s.sizes = {6, 40, 30};
   s.n_readout = 4;
-  s.activation = activation_kind::sigmoid;
+  s.activation = activation_kind::hep_sigmoid;
   s.init_scale = 8.0;  // pre-activations far into both tails
   s.seed = 3;
   layered_network<real_t<S>> net(s);
@@ -309,7 +412,7 @@ void check_step_sigmoid(double tol) {
   double worst = 0, lo = 1e300, hi = -1e300;
   for (size_t j = 0; j < st.h().size(); ++j)
     for (long i = 0; i < st.h()[j].size(); ++i) {
-      const S p = st.pre()[j].data()[i], ref = act::sigmoid::value(p);
+      const S p = st.pre()[j].data()[i], ref = act::hep_sigmoid::value(p);
       worst = std::max(worst, double(std::abs(st.h()[j].data()[i] - ref) / std::max(std::abs(ref), real_t<S>(1e-30))));
       lo = std::min(lo, double(real_part(p)));
       hi = std::max(hi, double(real_part(p)));

@@ -26,7 +26,7 @@ struct toy {
     network_spec s;
     s.sizes = {4, 5};
     s.n_readout = 3;
-    s.activation = activation_kind::sigmoid;
+    s.activation = activation_kind::hep_sigmoid;
     s.init_scale = scale;
     s.seed = seed;
     net = layered_network<double>(s);
@@ -190,7 +190,7 @@ TEST(EstimatorConfig, NonHolomorphicActivationRefusedForComplexPoints) {
   network_spec s;
   s.sizes = {4, 5};
   s.n_readout = 3;
-  s.activation = activation_kind::hard_sigmoid;
+  s.activation = activation_kind::half_clamp01;
   layered_network<double> net(s);
   matrix<double> x = matrix<double>::Constant(4, 1, 0.5);
   matrix<double> y = one_hot<double>(std::vector<int32_t>{1}, 3);
@@ -222,7 +222,7 @@ struct mnist_sized_case {
     network_spec s;
     s.sizes = {784, 256, 256};
     s.n_readout = 10;
-    s.activation = activation_kind::sigmoid;
+    s.activation = activation_kind::hep_sigmoid;
     s.init_scale = 0.05;
     s.seed = 1;
     net = layered_network<float>(s);
@@ -308,7 +308,7 @@ struct small_net {
     network_spec s;
     s.sizes = {12, 10, 8};
     s.n_readout = 5;
-    s.activation = activation_kind::sigmoid;
+    s.activation = activation_kind::hep_sigmoid;
     s.init_scale = scale;
     s.seed = 11;
     net = layered_network<double>(s);

@@ -91,7 +91,7 @@ TEST(GeneralizedEp, TiedFeedbackEqualsSymmetricExactGradient) {
   network_spec ls;
   ls.sizes = {4, 5, 4, 3};
   ls.n_readout = 3;
-  ls.activation = activation_kind::sigmoid;
+  ls.activation = activation_kind::hep_sigmoid;
   layered_network<double> lnet(ls);
   for (int j = 0; j < 3; ++j) {  // forward edge j: j -> j+1
     lnet.W(j) = t.net.M(j);

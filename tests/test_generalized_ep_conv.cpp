@@ -26,7 +26,7 @@ struct conv_toy {
   vector_field_network<double> net;
   matrix<double> x, y;
   explicit conv_toy(double angle, long batch = 3, uint64_t seed = 5, const char* pool = "softmax",
-                    activation_kind act = activation_kind::sigmoid) {
+                    activation_kind act = activation_kind::hep_sigmoid) {
     vf_spec s;
     s.input_shape = {2, 8, 8};
     s.conv = make_conv_layers({3, 4}, {3}, {"same"}, {pool});

@@ -1,11 +1,11 @@
 // GLE / LE: the discrete dynamics against exact references in float64.
 #include <cmath>
 #include <numbers>
-#include <random>
 
 #include <gtest/gtest.h>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/rng.hpp"
 #include "eqprop/learn/gle_reference.hpp"
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/gle_tasks.hpp"
@@ -39,9 +39,9 @@ gle_spec le_spec(gle_loss loss, int n_out) {
   s.n_input = 3;
   s.dt = 0.1;
   s.loss = loss;
-  s.layers.push_back(gle_layer(5, gle_activation::tanh, {0.3, 0.5, 1.0, 2.0, 0.1}, {0.3, 0.5, 1.0, 2.0, 0.1}));
-  s.layers.push_back(gle_layer(4, gle_activation::softplus, {1, 0.7, 0.2, 3}, {1, 0.7, 0.2, 3}));
-  s.layers.push_back(gle_layer(n_out, gle_activation::linear, std::vector<double>(n_out, 1.2),
+  s.layers.push_back(gle_layer(5, activation_kind::tanh, {0.3, 0.5, 1.0, 2.0, 0.1}, {0.3, 0.5, 1.0, 2.0, 0.1}));
+  s.layers.push_back(gle_layer(4, activation_kind::softplus, {1, 0.7, 0.2, 3}, {1, 0.7, 0.2, 3}));
+  s.layers.push_back(gle_layer(n_out, activation_kind::linear, std::vector<double>(n_out, 1.2),
                            std::vector<double>(n_out, 1.2)));
   s.seed = 7;
   return s;
@@ -56,7 +56,7 @@ std::vector<double> backprop_gradient(const gle_network<double>& net, const matd
     matd a = net.W(l) * r[l];
     if (const double* b = net.b(l)) a.colwise() += Eigen::Map<const Eigen::VectorXd>(b, net.spec().layers[l].size);
     matd out, der;
-    gle_apply_activation<double>(net.spec().layers[l].phi, a, out, der);
+    apply_activation<double>(net.spec().layers[l].phi, a, out, der);
     r[l + 1] = out;
     d[l] = der;
   }
@@ -82,8 +82,8 @@ std::vector<double> backprop_gradient(const gle_network<double>& net, const matd
 TEST(Gle, LatentEquilibriumGivesExactBackpropGradientEveryStep) {
   for (auto loss : {gle_loss::mse, gle_loss::ce}) {
     gle_network<double> net(le_spec(loss, 2));
-    std::mt19937_64 rng(3);
-    std::normal_distribution<double> N(0, 1);
+    rng_t rng(3);
+    auto N = [](rng_t& g) { return standard_normal(g); };
     matd x(3, 4), y = matd::Zero(2, 4);
     for (long i = 0; i < x.size(); ++i) x(i) = N(rng);
     for (int j = 0; j < 4; ++j) {
@@ -137,13 +137,13 @@ TEST(Gle, BpttMatchesFiniteDifferencesIncludingTimeConstants) {
   s.dt = 0.05;
   s.loss = gle_loss::mse;
   s.learn_tau_m = true;
-  s.layers.push_back(gle_layer(3, gle_activation::tanh, {0.5, 1.0, 0.3}, {0.1, 1.0, 0.05}));
-  s.layers.push_back(gle_layer(2, gle_activation::softplus, {0.4, 0.8}, {0.2, 0.05}));
+  s.layers.push_back(gle_layer(3, activation_kind::tanh, {0.5, 1.0, 0.3}, {0.1, 1.0, 0.05}));
+  s.layers.push_back(gle_layer(2, activation_kind::softplus, {0.4, 0.8}, {0.2, 0.05}));
   s.seed = 11;
   gle_network<double> net(s);
   net.reset_state(2);
-  std::mt19937_64 rng(5);
-  std::normal_distribution<double> N(0, 1);
+  rng_t rng(5);
+  auto N = [](rng_t& g) { return standard_normal(g); };
   const int K = 40;
   std::vector<matd> xs(K, matd(2, 2)), ts(K, matd(2, 2));
   for (int k = 0; k < K; ++k)
@@ -175,8 +175,8 @@ TEST(Gle, AdjointMethodConvergesToBpttAsDtShrinks) {
     s.n_input = 1;
     s.dt = dt;
     s.loss = gle_loss::mse;
-    s.layers.push_back(gle_layer(3, gle_activation::tanh, {1, 1, 0.5}, {1, 0.1, 0.1}));
-    s.layers.push_back(gle_layer(1, gle_activation::linear, {1}, {1}));
+    s.layers.push_back(gle_layer(3, activation_kind::tanh, {1, 1, 0.5}, {1, 0.1, 0.1}));
+    s.layers.push_back(gle_layer(1, activation_kind::linear, {1}, {1}));
     s.seed = 2;
     gle_network<double> net(s);
     net.reset_state(1);
@@ -211,6 +211,45 @@ TEST(Gle, LagLineSlowGleRecoversTeacherAndInstantaneousBpDoesNot) {
   EXPECT_GT(bp.final_loss, 100 * gle.final_loss);
 }
 
+// States start at zero by default; "rest" starts r at phi(0). With a softplus hidden layer
+// (phi(0) = log 2, phi'(0) = 1/2) under an LE output layer the first outputs differ by
+// W_1 phi(0); after relaxing with a fixed input both starts reach the same state.
+TEST(Gle, InitialStateZeroOrRest) {
+  gle_spec s;
+  s.n_input = 2;
+  s.dt = 0.1;
+  s.loss = gle_loss::mse;
+  s.layers.push_back(gle_layer(3, activation_kind::softplus, {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5}));
+  s.layers.push_back(gle_layer(2, activation_kind::linear, {0.4, 0.4}, {0.4, 0.4}));
+  gle_network<double> zero(s);
+  EXPECT_EQ(zero.spec().initial_state, gle_initial_state::zero);
+  s.initial_state = gle_initial_state::rest;
+  gle_network<double> rest(s);
+  for (auto* n : {&zero, &rest}) {
+    n->W(1) << 1.0, 0.5, -0.25, 0.2, 0.2, 0.2;
+    n->reset_state(1);
+  }
+  EXPECT_EQ(zero.state(0).r.norm(), 0.0);
+  EXPECT_EQ(zero.state(0).dphi.norm(), 0.0);
+  EXPECT_NEAR(rest.state(0).r(1, 0), std::log(2.0), 1e-15);
+  EXPECT_NEAR(rest.state(0).dphi(2, 0), 0.5, 1e-15);
+  matd x(2, 1);
+  x << 0.3, -0.2;
+  zero.step(x, nullptr, 0);
+  rest.step(x, nullptr, 0);
+  EXPECT_EQ(zero.state(0).r, rest.state(0).r);  // the hidden layer sees x either way
+  EXPECT_NEAR(rest.output()(0, 0) - zero.output()(0, 0), 1.25 * std::log(2.0), 1e-14);
+  EXPECT_NEAR(rest.output()(1, 0) - zero.output()(1, 0), 0.6 * std::log(2.0), 1e-14);
+  for (int k = 0; k < 400; ++k) {
+    zero.step(x, nullptr, 0);
+    rest.step(x, nullptr, 0);
+  }
+  EXPECT_LT((rest.output() - zero.output()).norm(), 1e-12);
+  EXPECT_GT(zero.output().norm(), 0.1);
+  EXPECT_EQ(parse_gle_initial_state("rest"), gle_initial_state::rest);
+  EXPECT_THROW(parse_gle_initial_state("resting"), config_error);
+}
+
 TEST(Gle, BatchResizeTilesAndTruncatesState) {
   gle_network<double> net(le_spec(gle_loss::mse, 2));
   net.reset_state(2);
@@ -239,7 +278,7 @@ TEST(Gle, BadSpecsAndShapesAreRefused) {
   matd bad_target = matd::Zero(3, 2);
   EXPECT_THROW(net.step(matd::Zero(3, 2), &bad_target, 1.0), shape_error);
   EXPECT_THROW(parse_tau_groups("18:0.6"), config_error);
-  EXPECT_THROW(parse_gle_activation("tanhh"), config_error);
+  EXPECT_THROW(parse_activation("tanhh"), config_error);
   const auto g = parse_tau_groups("18:0.6:0.2, 18:1.2:0.2, 17:1.2:1.2");
   ASSERT_EQ(g.size(), 3u);
   EXPECT_EQ(g[2].count, 17);

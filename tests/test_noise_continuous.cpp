@@ -23,7 +23,7 @@ struct toy {
     network_spec s;
     s.sizes = sizes;
     s.n_readout = 3;
-    s.activation = activation_kind::sigmoid;
+    s.activation = activation_kind::hep_sigmoid;
     s.init_scale = scale;
     s.seed = seed;
     net = layered_network<double>(s);

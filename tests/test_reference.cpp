@@ -94,7 +94,7 @@ TEST(ReferenceHelpers, RelativeErrorCosineAndGroups) {
   EXPECT_THROW(relative_error(std::vector<double>{1}, b), shape_error);
 
   // Groups follow param_group_names: layer0, layer1, readout (output layer: no readout group).
-  auto net = make_net(activation_kind::sigmoid, output_kind::readout, 0.5, 1);
+  auto net = make_net(activation_kind::hep_sigmoid, output_kind::readout, 0.5, 1);
   std::vector<double> g1(net.n_params(), 1.0), g2 = g1;
   const auto& lay = net.layout();
   g2[lay[2].offset] = 2.0;  // one entry of W1
@@ -104,14 +104,14 @@ TEST(ReferenceHelpers, RelativeErrorCosineAndGroups) {
   EXPECT_NEAR(rel[1], 1.0 / std::sqrt(double(lay[2].size() + lay[3].size())), 1e-15);
   EXPECT_EQ(rel[2], 0.0);
   for (double c : per_group_cosine(lay, g1, g1)) EXPECT_NEAR(c, 1.0, 1e-15);
-  auto net_l = make_net(activation_kind::sigmoid, output_kind::layer, 0.5, 1);
+  auto net_l = make_net(activation_kind::hep_sigmoid, output_kind::layer, 0.5, 1);
   std::vector<double> h1(net_l.n_params(), 1.0);
   EXPECT_EQ(per_group_rel_error(net_l.layout(), h1, h1).size(), param_group_names(net_l.spec()).size());
 }
 
 // BPTT through many steps of a contracting network is implicit differentiation.
 TEST(ReferenceBptt, LongHorizonEqualsImplicitDenseAndIterative) {
-  auto net = make_net(activation_kind::sigmoid, output_kind::readout, 0.7, 1);
+  auto net = make_net(activation_kind::hep_sigmoid, output_kind::readout, 0.7, 1);
   const batch d = make_batch(net, 3, 11);
 
   grad_result rb;
@@ -222,8 +222,8 @@ TEST_P(ReferenceAgree, AllReferencesAgreeAtTheFixedPoint) {
 
 INSTANTIATE_TEST_SUITE_P(
     Reference, ReferenceAgree,
-    ::testing::Values(agree_case{activation_kind::sigmoid, output_kind::readout},
-                      agree_case{activation_kind::sigmoid, output_kind::layer},
+    ::testing::Values(agree_case{activation_kind::hep_sigmoid, output_kind::readout},
+                      agree_case{activation_kind::hep_sigmoid, output_kind::layer},
                       agree_case{activation_kind::holotanh, output_kind::readout},
                       agree_case{activation_kind::holotanh, output_kind::layer},
                       agree_case{activation_kind::tanh, output_kind::readout},
@@ -236,7 +236,7 @@ INSTANTIATE_TEST_SUITE_P(
 TEST(ReferenceAgreeDepth, BpttImplicitAndComplexStepAgreeForEveryDepth) {
   const std::vector<std::vector<int>> archs{{4, 5}, {4, 5, 4}, {3, 4, 5, 4}};
   for (const auto& sizes : archs) {
-    for (activation_kind act : {activation_kind::sigmoid, activation_kind::tanh}) {
+    for (activation_kind act : {activation_kind::hep_sigmoid, activation_kind::tanh}) {
       auto net = make_net(act, output_kind::readout, 0.5, 9, 0.0, 0.3, sizes);
       const batch d = make_batch(net, 2, 4);
       const std::string tag = "K" + std::to_string(net.n_layers()) + "_" + std::string(to_string(act));
@@ -260,7 +260,7 @@ TEST(ReferenceAgreeDepth, BpttImplicitAndComplexStepAgreeForEveryDepth) {
 // With few steps BPTT is the gradient of the T-step loss, not of the fixed-point loss.
 TEST(ReferenceBptt, FewStepsIsTheTStepGradient) {
   for (output_kind out : {output_kind::readout, output_kind::layer}) {
-    auto net = make_net(activation_kind::sigmoid, out, 0.7, 1);
+    auto net = make_net(activation_kind::hep_sigmoid, out, 0.7, 1);
     const batch d = make_batch(net, 3, 11);
     const std::string tag = std::string("T3_") + std::string(to_string(out));
     bptt_gradient<double> bptt(3);
@@ -288,9 +288,9 @@ TEST(ReferenceBptt, FewStepsIsTheTStepGradient) {
   }
 }
 
-// Hard sigmoid (real only): BPTT equals finite differences of the T-step loss away from the kinks.
+// half_clamp01 (real only): BPTT equals finite differences of the T-step loss away from the kinks.
 TEST(ReferenceBptt, HardSigmoidMatchesFiniteDifferencesAwayFromKinks) {
-  auto net = make_net(activation_kind::hard_sigmoid, output_kind::readout, 0.7, 21, 1.0, 0.3);
+  auto net = make_net(activation_kind::half_clamp01, output_kind::readout, 0.7, 21, 1.0, 0.3);
   const batch d = make_batch(net, 3, 23);
   const long T = 6;
   // Precondition: no pre-activation within 1e-3 of a kink (0 or 2) during the T steps.
@@ -307,7 +307,7 @@ TEST(ReferenceBptt, HardSigmoidMatchesFiniteDifferencesAwayFromKinks) {
         n_linear += (v > 0 && v < 2);
       }
   }
-  report("hard_sigmoid_min_kink_distance", min_dist);
+  report("half_clamp01_min_kink_distance", min_dist);
   ASSERT_GT(min_dist, 1e-3);
   ASSERT_GT(n_linear, 0);  // the gradient flows through the states
 
@@ -315,14 +315,14 @@ TEST(ReferenceBptt, HardSigmoidMatchesFiniteDifferencesAwayFromKinks) {
   const auto g = run(bptt, net, d);
   const auto g_fd = finite_difference_gradient_steps(net, d.x, d.y, T, 1e-6);
   const double e = relative_error(g, g_fd);
-  report("hard_sigmoid_T6_bptt_vs_fd2", e);
+  report("half_clamp01_T6_bptt_vs_fd2", e);
   EXPECT_LT(e, 1e-7);
   for (double c : per_group_cosine(net.layout(), g, g_fd)) EXPECT_GT(c, 1 - 1e-12);
   EXPECT_THROW(complex_step_gradient_steps(net, d.x, d.y, T), config_error);
 }
 
 TEST(ReferenceImplicit, ThrowsWhenTheFreePhaseDoesNotConverge) {
-  auto net = make_net(activation_kind::sigmoid, output_kind::readout, 0.7, 1);
+  auto net = make_net(activation_kind::hep_sigmoid, output_kind::readout, 0.7, 1);
   const batch d = make_batch(net, 3, 11);
   std::vector<double> g(net.n_params(), 0.0);
   relax_options two;
@@ -341,7 +341,7 @@ TEST(ReferenceImplicit, ThrowsWhenTheFreePhaseDoesNotConverge) {
   EXPECT_THROW(complex_step_gradient(net, d.x, d.y, two), convergence_error);
 
   // This seed's synchronous iteration falls into a period-2 cycle (residual 1.6 forever).
-  auto osc = make_net(activation_kind::sigmoid, output_kind::readout, 0.7, 7);
+  auto osc = make_net(activation_kind::hep_sigmoid, output_kind::readout, 0.7, 7);
   const batch dosc = make_batch(osc, 3, 11);
   implicit_gradient<double> imp_osc(converged_opts(3000));
   std::vector<double> go(osc.n_params(), 0.0);
@@ -384,7 +384,7 @@ TEST(ReferenceImplicit, ThrowsWhenTheFreePhaseDoesNotConverge) {
 // Policies for samples that did not converge. relax() stops the whole batch at the first
 // non-finite sample, so the drop/keep arithmetic is checked on finite, slow samples.
 TEST(ReferenceImplicit, NonConvergedSamplesAreDroppedAndCounted) {
-  auto net = make_net(activation_kind::sigmoid, output_kind::readout, 0.7, 1);
+  auto net = make_net(activation_kind::hep_sigmoid, output_kind::readout, 0.7, 1);
   const batch d = make_batch(net, 4, 13);
   const long B = d.x.cols();
   // Steps each sample needs alone to reach tol.
@@ -446,7 +446,7 @@ TEST(ReferenceImplicit, NonConvergedSamplesAreDroppedAndCounted) {
 
 // The float instantiations compute the same gradients to float precision.
 TEST(ReferenceFloat, FloatMatchesDouble) {
-  auto net = make_net(activation_kind::sigmoid, output_kind::readout, 0.7, 1);
+  auto net = make_net(activation_kind::hep_sigmoid, output_kind::readout, 0.7, 1);
   const batch d = make_batch(net, 3, 11);
   const layered_network<float> netf = net.cast<float>();
   const matrix<float> xf = d.x.cast<float>(), yf = d.y.cast<float>();

@@ -23,6 +23,9 @@
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
+#include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/progress.hpp"
 
@@ -108,7 +111,7 @@ config_schema test_schema() {
   config_schema s;
   s.add("seed", int64_t{0}, "random seed")
       .add("network.layers", std::vector<int64_t>{784, 500, 10}, "layer sizes, input first")
-      .add("network.activation", std::string("hardsigmoid"), "neuron nonlinearity")
+      .add("network.activation", std::string("clamp01"), "neuron nonlinearity")
       .add("estimator.kind", std::string("symmetric"), "gradient estimator")
       .add("estimator.beta", 0.5, "nudging strength")
       .add("estimator.holo.n_points", int64_t{2}, "points on the circle")
@@ -361,6 +364,76 @@ TEST(Config, SchemaRejectsMalformedAndConflictingKeys) {
   ASSERT_NE(s.find("a.bc"), nullptr);
   EXPECT_EQ(s.find("a.bc")->default_value.index(), 2u);
   EXPECT_EQ(s.find("nope"), nullptr);
+}
+
+TEST(Config, RetiredActivationNamesAndKeysAreErrorsNamingTheNewOnes) {
+  const auto npos = std::string::npos;
+  config ep(experiment_schema());
+  std::string e = error_message([&] { ep.set_override("network.activation=sigmoid"); });
+  EXPECT_NE(e.find("activation 'sigmoid' was renamed: use 'hep_sigmoid' for logistic(4x-2)"), npos) << e;
+  EXPECT_EQ(e.find("'logistic'"), npos) << e;  // the EP schema names what EP configs meant
+  e = error_message([&] { ep.load_toml_string("[network]\nactivation = \"hard_sigmoid\"\n", "old.toml"); });
+  EXPECT_NE(e.find("use 'half_clamp01' for clamp(x/2, 0, 1)"), npos) << e;
+  EXPECT_NE(e.find("old.toml:2"), npos) << e;
+  EXPECT_EQ(ep.get<std::string>("network.activation"), "hep_sigmoid");  // the default, unchanged
+  EXPECT_NE(error_message([&] { ep.load_json({{"network", {{"activation", "sigmoid"}}}}, "dict"); }).find("hep_sigmoid"),
+            npos);
+  ep.set_override("network.output=layer");  // the EP key keeps its meaning
+  EXPECT_EQ(ep.get<std::string>("network.output"), "layer");
+
+  config gle(gle_train_schema());
+  e = error_message([&] { gle.set("network.first_activation", std::string("sigmoid"), "python"); });
+  EXPECT_NE(e.find("use 'logistic' for 1/(1+e^-x)"), npos) << e;
+  EXPECT_EQ(e.find("hep_sigmoid"), npos) << e;
+  e = error_message([&] { gle.set_override("network.activation=hard_sigmoid"); });
+  EXPECT_NE(e.find("use 'clamp01' for clamp(x, 0, 1)"), npos) << e;
+  gle.set_override("network.activation=clamp01");
+  EXPECT_EQ(gle_spec_from_config(gle, 1, 10).layers[1].phi, activation_kind::clamp01);
+
+  config gep(gep_schema());
+  e = error_message([&] { gep.set_override("network.output=3"); });
+  EXPECT_NE(e.find("config key `network.output` was renamed: use `network.output_size`"), npos) << e;
+  e = error_message([&] { gep.set_override("network.activation=sigmoid"); });
+  EXPECT_NE(e.find("hep_sigmoid"), npos) << e;
+  gep.set_override("network.output_size=3");
+  EXPECT_EQ(gep.get<int>("network.output_size"), 3);
+}
+
+TEST(Config, SavedRunConfigsAreReadWithWhatOldNamesMeant) {
+  config ep(experiment_schema());
+  ep.load_saved_json({{"network", {{"activation", "sigmoid"}, {"output", "layer"}}}}, "ck");
+  EXPECT_EQ(ep.get<std::string>("network.activation"), "hep_sigmoid");
+  EXPECT_EQ(ep.get<std::string>("network.output"), "layer");
+  config ep2(experiment_schema());
+  ep2.load_saved_json({{"network", {{"activation", "hard_sigmoid"}}}}, "ck");
+  EXPECT_EQ(ep2.get<std::string>("network.activation"), "half_clamp01");
+
+  config gep(gep_schema());
+  gep.load_saved_json({{"network", {{"activation", "sigmoid"}, {"output", 7}}}}, "ck");
+  EXPECT_EQ(gep.get<std::string>("network.activation"), "hep_sigmoid");
+  EXPECT_EQ(gep.get<int>("network.output_size"), 7);
+
+  // GLE: the GLE meanings, and runs saved before network.initial_state started at rest.
+  config gle(gle_train_schema());
+  gle.load_saved_json({{"network", {{"activation", "sigmoid"}, {"first_activation", "hard_sigmoid"}}}}, "ck");
+  EXPECT_EQ(gle.get<std::string>("network.activation"), "logistic");
+  EXPECT_EQ(gle.get<std::string>("network.first_activation"), "clamp01");
+  EXPECT_EQ(gle.get<std::string>("network.initial_state"), "rest");
+  config gle_new(gle_train_schema());
+  gle_new.load_saved_json({{"network", {{"initial_state", "zero"}}}}, "ck");
+  EXPECT_EQ(gle_new.get<std::string>("network.initial_state"), "zero");
+  EXPECT_EQ(config(gle_train_schema()).get<std::string>("network.initial_state"), "zero");  // the default
+}
+
+TEST(Config, SchemaRefusesBadRenames) {
+  config_schema s;
+  s.add("a.kind", std::string("x"), config_constraint::one_of({"x", "y"}), "kind").add("a.n", int64_t(1), "n");
+  EXPECT_THROW(s.renamed_value("a.n", "old", "x", "m"), config_error);     // not a string key
+  EXPECT_THROW(s.renamed_value("a.kind", "old", "z", "m"), config_error);  // replacement not allowed
+  EXPECT_THROW(s.renamed_key("a.n", "a.kind"), config_error);              // old key still declared
+  EXPECT_THROW(s.renamed_key("a.m", "a.size"), config_error);              // new key undeclared
+  EXPECT_THROW(s.saved_default("a.kind", std::string("z")), config_error);
+  EXPECT_THROW(s.saved_default("a.kind", int64_t(1)), config_error);
 }
 
 TEST(Config, SuggestClosest) {

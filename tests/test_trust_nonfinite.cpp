@@ -213,7 +213,7 @@ TEST(TrustNonFinite, NanTestDataIsAnErrorInEveryTrainer) {
   };
   expect_error("train -q --set data.name=npy --set network.hidden=[5] --epochs 1 --run-dir " + (dir / "r1").string(),
                dir / "r1");
-  expect_error("gep train -q --set data.name=npy --set network.hidden=[5] --set network.output=3 --epochs 1 --run-dir " +
+  expect_error("gep train -q --set data.name=npy --set network.hidden=[5] --set network.output_size=3 --epochs 1 --run-dir " +
                    (dir / "r2").string(),
                dir / "r2");
   expect_error("gle train -q --set data.name=npy --set network.depth=1 --epochs 1 --run-dir " +
@@ -237,14 +237,14 @@ TEST(TrustNonFinite, EmptySplitsAreErrors) {
       {"train -q --set data.yin_yang_test=0 --epochs 1", "test split has no samples", "data.yin_yang_test"},
       {"train -q --set data.yin_yang_train=0 --epochs 1", "training split has no samples", "data.yin_yang_train"},
       {"train -q --set data.limit_test=0 --epochs 1", "test split has no samples", "data.limit_test"},
-      {"gep train -q --set data.name=npy --set data.limit_test=0 --set network.hidden=[5] --set network.output=3 "
+      {"gep train -q --set data.name=npy --set data.limit_test=0 --set network.hidden=[5] --set network.output_size=3 "
        "--epochs 1" + data, "test split has no samples", "data.limit_test"},
       {"gle train -q --set data.name=npy --set data.limit_train=0 --set network.depth=1 "
        "--epochs 1" + data, "training split has no samples", "data.limit_train"},
       {"deep train -q --task npy --train-size 30 --test-size 0 --epochs 1" + data, "test split has no samples", "--test-size"},
       // A data set whose test files hold no samples: the split check itself, in every trainer.
       {"train -q --set data.name=npy --epochs 1" + notest, "test split has no samples", ""},
-      {"gep train -q --set data.name=npy --set network.hidden=[5] --set network.output=3 --epochs 1" + notest,
+      {"gep train -q --set data.name=npy --set network.hidden=[5] --set network.output_size=3 --epochs 1" + notest,
        "test split has no samples", ""},
       {"gle train -q --set data.name=npy --set network.depth=1 --epochs 1" + notest, "test split has no samples", ""},
   };
@@ -332,7 +332,7 @@ TEST(TrustNonFinite, NanDuringTrainingStopsAndKeepsAFiniteCheckpoint) {
   }
   // Generalized EP: the same.
   r = run_cli("gep train -q --set data.name=yin_yang --set data.limit_train=100 --set data.limit_test=50 "
-              "--set run.batch=100 --set network.hidden=[8] --set network.output=3 --set relax.free_steps=40 "
+              "--set run.batch=100 --set network.hidden=[8] --set network.output_size=3 --set relax.free_steps=40 "
               "--set diagnostics.samples=0 --set optimizer.lr=2.5e38 --epochs 4 --run-dir " + (dir / "gep").string());
   EXPECT_EQ(r.status, 4) << r.output;
   EXPECT_TRUE(contains(r.output, "diverged in epoch 2: 50 of 50 test samples gave non-finite outputs")) << r.output;

@@ -42,24 +42,11 @@ void write_bytes(const fs::path& p, const bytes& b) {
 }
 
 using eqprop::test::append;
+using eqprop::test::error_of;
 using eqprop::test::put_be32;
 using eqprop::test::put_le;
 
 
-// The message of the eqprop::error E that f throws (a test failure if none).
-template <class E>
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const E& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "wrong exception type: " << e.what();
-    return {};
-  }
-  ADD_FAILURE() << "no exception thrown";
-  return {};
-}
 
 #define EXPECT_HAS(msg, frag) EXPECT_NE((msg).find(frag), std::string::npos) << "'" << (frag) << "' not in: " << (msg)
 

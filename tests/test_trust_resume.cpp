@@ -64,8 +64,8 @@ TEST(TrustResume, ParameterAndOptimizerBuffersAre64ByteAligned) {
   vs.n_classes = 3;
   gle_spec gs;
   gs.n_input = 2;
-  gs.layers.push_back(gle_layer(3, gle_activation::tanh, {0.5, 1.0, 0.3}, {0.5, 1.0, 0.3}));
-  gs.layers.push_back(gle_layer(2, gle_activation::linear, {1.0, 1.0}, {1.0, 1.0}));
+  gs.layers.push_back(gle_layer(3, activation_kind::tanh, {0.5, 1.0, 0.3}, {0.5, 1.0, 0.3}));
+  gs.layers.push_back(gle_layer(2, activation_kind::linear, {1.0, 1.0}, {1.0, 1.0}));
   for (int k = 0; k < 12; ++k)
     with_heap_shift(k, [&] {
       const layered_network<float> lf(spec);
@@ -129,8 +129,8 @@ TEST(TrustResume, VectorFieldAndGleStepsAreBitIdenticalWhereverTheBuffersLie) {
 
   gle_spec gs;
   gs.n_input = 4;
-  gs.layers.push_back(gle_layer(37, gle_activation::tanh, std::vector<double>(37, 0.6), std::vector<double>(37, 0.3)));
-  gs.layers.push_back(gle_layer(3, gle_activation::linear, std::vector<double>(3, 1.0), std::vector<double>(3, 1.0)));
+  gs.layers.push_back(gle_layer(37, activation_kind::tanh, std::vector<double>(37, 0.6), std::vector<double>(37, 0.3)));
+  gs.layers.push_back(gle_layer(3, activation_kind::linear, std::vector<double>(3, 1.0), std::vector<double>(3, 1.0)));
   optimizer_options oo;
   oo.kind = optimizer_kind::adam;
   oo.lr = 1e-2;

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -85,6 +86,21 @@ inline std::vector<uint8_t> deflate_bytes(const std::vector<uint8_t>& in, int wi
   out.resize(zs.total_out);
   deflateEnd(&zs);
   return out;
+}
+
+/// The message of the exception E that f throws (a test failure if none, or another type).
+template <class E>
+std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const E& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "wrong exception type: " << e.what();
+    return {};
+  }
+  ADD_FAILURE() << "no exception thrown";
+  return {};
 }
 
 }  // namespace eqprop::test

@@ -22,7 +22,7 @@ void relax_step(benchmark::State& st, std::vector<int> hidden, bool readout, lon
     s.sizes.push_back(10);
     s.output = output_kind::layer;
   }
-  s.activation = activation_kind::sigmoid;
+  s.activation = activation_kind::hep_sigmoid;
   s.seed = 1;
   layered_network<float> net(s);
   matrix<float> x = matrix<float>::Random(784, B).cwiseAbs(), y = matrix<float>::Zero(10, B);

@@ -45,7 +45,7 @@ def estimate(net, x, y, kind="holomorphic", n_points=4, beta=0.1, free_steps=100
     return _core.estimate(net, x, y, args)
 
 
-def gradcheck(layers=(4, 5), readout=3, output="readout", activation="sigmoid", init_scale=0.5, seed=0, batch=2,
+def gradcheck(layers=(4, 5), readout=3, output="readout", activation="hep_sigmoid", init_scale=0.5, seed=0, batch=2,
               dtype="float64", free_steps=100, nudged_steps=100, tol=0.0, stop_early=False, n_points=(1, 2, 4),
               betas=(0.1,), start="free", reference="bptt", reference_steps=0, dataset=None, data_dir=None,
               noise_std=0.0, noise_seed=0, order="synchronous", omega=1.0):

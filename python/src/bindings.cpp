@@ -475,7 +475,7 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
     // The run's saved config with config/overrides on top, as `eqprop train --resume`.
     if (opt.run_dir.empty()) throw config_error("resume=True needs run_dir");
     config run_cfg(experiment_schema());
-    run_cfg.load_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+    run_cfg.load_saved_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
     resume_changes = run_cfg.apply_resume_changes(cfg);
     cfg = run_cfg;
     if (!resume_changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
@@ -643,7 +643,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 
   py::class_<py_network>(m, "Network", "A layered energy-based network (float32 or float64 parameters).")
-      .def(py::init(&make_network), "sizes"_a, "readout"_a = 0, "output"_a = "readout", "activation"_a = "sigmoid",
+      .def(py::init(&make_network), "sizes"_a, "readout"_a = 0, "output"_a = "readout", "activation"_a = "hep_sigmoid",
            "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64", "conv"_a = std::vector<int>{},
            "input_shape"_a = py::none(), "conv_kernel"_a = std::vector<int>{3},
            "conv_padding"_a = std::vector<std::string>{"same"}, "conv_pool"_a = std::vector<std::string>{"softmax"},

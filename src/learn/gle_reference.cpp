@@ -101,16 +101,11 @@ gle_window_result<R> gle_reference_gradient(gle_network<R>& net, std::span<const
   res.grad.assign(net.params().size(), R(0));
   for (long k = 0; k < K; ++k) res.loss += gle_loss_value<R>(net.spec().loss, rec[k].out, targets[k]);
   res.loss /= double(K);
-  auto block = [&](const std::string& name) -> const param_block* {
-    for (const auto& b : layout)
-      if (b.name == name) return &b;
-    return nullptr;
-  };
   std::vector<const param_block*> Wb(L), bb(L), tb(L);
   for (int l = 0; l < L; ++l) {
-    Wb[l] = block(fmt::format("W{}", l));
-    bb[l] = block(fmt::format("b{}", l));
-    tb[l] = block(fmt::format("tau_m{}", l));
+    Wb[l] = find_block(layout, fmt::format("W{}", l));
+    bb[l] = find_block(layout, fmt::format("b{}", l));
+    tb[l] = find_block(layout, fmt::format("tau_m{}", l));
   }
   auto accumulate = [&](int l, const mat_t<R>& abar, const mat_t<R>& rin) {
     Eigen::Map<mat_t<R>>(res.grad.data() + Wb[l]->offset, Wb[l]->rows, Wb[l]->cols).noalias() += abar * rin.transpose();

@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <random>
 
 #ifdef _OPENMP
 #include <omp.h>
@@ -11,37 +10,17 @@
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
-#include "eqprop/core/suggest.hpp"
+#include "eqprop/core/rng.hpp"
 
 namespace eqprop {
 
-gle_activation parse_gle_activation(std::string_view name) {
-  static const std::vector<std::pair<std::string, gle_activation>> names{
-      {"linear", gle_activation::linear}, {"tanh", gle_activation::tanh},
-      {"softplus", gle_activation::softplus}, {"sigmoid", gle_activation::sigmoid},
-      {"hard_sigmoid", gle_activation::hard_sigmoid}, {"relu", gle_activation::relu}};
-  std::vector<std::string> known;
-  for (const auto& [n, a] : names) {
-    if (n == name) return a;
-    known.push_back(n);
-  }
-  const auto near = suggest_closest(name, known);
-  throw config_error(fmt::format("unknown GLE activation '{}'{}; expected one of linear, tanh, softplus, sigmoid, "
-                                 "hard_sigmoid, relu",
-                                 name, near.empty() ? "" : " (did you mean '" + near + "'?)"));
+gle_initial_state parse_gle_initial_state(std::string_view name) {
+  if (name == "zero") return gle_initial_state::zero;
+  if (name == "rest") return gle_initial_state::rest;
+  throw config_error(fmt::format("unknown GLE initial state '{}': expected zero or rest", name));
 }
 
-std::string_view to_string(gle_activation a) {
-  switch (a) {
-    case gle_activation::linear: return "linear";
-    case gle_activation::tanh: return "tanh";
-    case gle_activation::softplus: return "softplus";
-    case gle_activation::sigmoid: return "sigmoid";
-    case gle_activation::hard_sigmoid: return "hard_sigmoid";
-    case gle_activation::relu: return "relu";
-  }
-  return "?";
-}
+std::string_view to_string(gle_initial_state s) { return s == gle_initial_state::zero ? "zero" : "rest"; }
 
 gle_loss parse_gle_loss(std::string_view name) {
   if (name == "mse") return gle_loss::mse;
@@ -86,48 +65,12 @@ std::vector<gle_tau_group> parse_tau_groups(std::string_view text) {
 }
 
 template <class R>
-void gle_apply_activation(gle_activation a, const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& u,
-                          Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& r,
-                          Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& d) {
-  r.resize(u.rows(), u.cols());
-  d.resize(u.rows(), u.cols());
-  auto ua = u.array();
-  switch (a) {
-    case gle_activation::linear:
-      r = u;
-      d.setOnes();
-      break;
-    case gle_activation::tanh:
-      r.array() = ua.tanh();  // vectorised rational approximation in Eigen
-      d.array() = R(1) - r.array().square();
-      break;
-    case gle_activation::softplus:  // log(1 + e^u), phi' = logistic(u)
-      r.array() = ua.max(R(0)) + (-ua.abs()).exp().log1p();
-      d.array() = R(1) / (R(1) + (-ua).exp());
-      break;
-    case gle_activation::sigmoid:
-      r.array() = R(1) / (R(1) + (-ua).exp());
-      d.array() = r.array() * (R(1) - r.array());
-      break;
-    case gle_activation::hard_sigmoid:  // clamp(u, 0, 1) as in the LE code
-      r.array() = ua.max(R(0)).min(R(1));
-      d.array() = (ua > R(0) && ua < R(1)).template cast<R>();
-      break;
-    case gle_activation::relu:
-      r.array() = ua.max(R(0));
-      d.array() = (ua > R(0)).template cast<R>();
-      break;
-  }
-}
-
-template <class R>
 gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
   if (spec_.n_input < 1) throw config_error("GLE network: n_input must be >= 1");
   if (spec_.layers.empty()) throw config_error("GLE network: at least one layer (the output) is needed");
   if (!(spec_.dt > 0)) throw config_error("GLE network: dt must be > 0");
   if (spec_.tau_min == 0) spec_.tau_min = spec_.dt;
-  std::mt19937_64 rng(spec_.seed);
-  long off = 0;
+  rng_t rng(spec_.seed);
   int n_prev = spec_.n_input;
   for (int l = 0; l < n_layers(); ++l) {
     auto& L = spec_.layers[l];
@@ -142,49 +85,35 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
         throw config_error(fmt::format("GLE layer {} neuron {}: tau_m = {}, tau_r = {} must both be >= dt = {} "
                                        "(forward Euler is unstable otherwise)",
                                        l, i, L.tau_m[i], L.tau_r[i], spec_.dt));
-    layout_.push_back({fmt::format("W{}", l), l, L.size, n_prev, off});
-    w_off_.push_back(off);
-    off += long(L.size) * n_prev;
-    if (L.bias) {
-      layout_.push_back({fmt::format("b{}", l), l, L.size, 1, off});
-      b_off_.push_back(off);
-      off += L.size;
-    } else {
-      b_off_.push_back(-1);
-    }
+    w_off_.push_back(params_.block(params_.add(fmt::format("W{}", l), l, L.size, n_prev)).offset);
+    b_off_.push_back(L.bias ? params_.block(params_.add(fmt::format("b{}", l), l, L.size, 1)).offset : -1);
     vec tm = Eigen::Map<const Eigen::VectorXd>(L.tau_m.data(), L.size).cast<R>();
     tau_r_.push_back(Eigen::Map<const Eigen::VectorXd>(L.tau_r.data(), L.size).cast<R>());
     inv_tau_r_.push_back(tau_r_.back().cwiseInverse());
     inv_tau_m_.push_back(tm.cwiseInverse());
-    if (spec_.learn_tau_m) {
-      layout_.push_back({fmt::format("tau_m{}", l), l, L.size, 1, off});
-      tau_off_.push_back(off);
-      off += L.size;
-    } else {
-      tau_off_.push_back(-1);
-    }
+    tau_off_.push_back(spec_.learn_tau_m ? params_.block(params_.add(fmt::format("tau_m{}", l), l, L.size, 1)).offset
+                                         : -1);
     tau_fixed_.push_back(tm);
     n_prev = L.size;
   }
-  params_.assign(std::size_t(off), R(0));
   n_prev = spec_.n_input;
   for (int l = 0; l < n_layers(); ++l) {
     const int n = spec_.layers[l].size;
     const double k = 1.0 / std::sqrt(double(n_prev));
     auto draw = [&]() -> R {
       switch (spec_.init) {
-        case gle_init::kaiming_uniform: return R(std::uniform_real_distribution<double>(-k, k)(rng));
-        case gle_init::normal: return R(std::normal_distribution<double>(0, spec_.init_std)(rng));
-        case gle_init::uniform01: return R(std::uniform_real_distribution<double>(0, 1)(rng));
+        case gle_init::kaiming_uniform: return R(k * (2 * uniform01(rng) - 1));
+        case gle_init::normal: return R(spec_.init_std * standard_normal(rng));
+        case gle_init::uniform01: return R(uniform01(rng));
       }
       return R(0);
     };
     R* w = params_.data() + w_off_[l];
     for (long i = 0; i < long(n) * n_prev; ++i) w[i] = draw();
     if (b_off_[l] >= 0)
-      for (int i = 0; i < n; ++i) params_[b_off_[l] + i] = draw();
+      for (int i = 0; i < n; ++i) params_.data()[b_off_[l] + i] = draw();
     if (tau_off_[l] >= 0)
-      for (int i = 0; i < n; ++i) params_[tau_off_[l] + i] = tau_fixed_[l][i];
+      for (int i = 0; i < n; ++i) params_.data()[tau_off_[l] + i] = tau_fixed_[l][i];
     macs_per_sample_ += (l == 0 ? 2.0 : 3.0) * double(n) * n_prev;  // no W^T e below layer 0
     n_prev = n;
   }
@@ -230,8 +159,8 @@ void gle_network<R>::reset_state(long B) {
   for (int l = 0; l < n_layers(); ++l) {
     const int n = spec_.layers[l].size, nin = l == 0 ? spec_.n_input : spec_.layers[l - 1].size;
     auto& s = state_[l];
-    for (mat* m : {&s.u, &s.v, &s.r, &s.u_breve, &s.udot, &s.e, &r_next_[l], &g_[l]}) m->setZero(n, B);
-    gle_apply_activation<R>(spec_.layers[l].phi, s.u_breve, s.r, s.dphi);
+    for (mat* m : {&s.u, &s.v, &s.r, &s.dphi, &s.u_breve, &s.udot, &s.e, &r_next_[l], &g_[l]}) m->setZero(n, B);
+    initial_state(l);
     s.e_down.setZero(nin, B);
     e_down_next_[l].setZero(nin, B);
   }
@@ -242,9 +171,15 @@ void gle_network<R>::reset_layers(int from, int to) {
   if (batch_ == 0) return;
   for (int l = std::max(0, from); l < std::min(to, n_layers()); ++l) {
     auto& s = state_[l];
-    for (mat* m : {&s.u, &s.v, &s.r, &s.u_breve, &s.udot, &s.e, &s.e_down}) m->setZero();
-    gle_apply_activation<R>(spec_.layers[l].phi, s.u_breve, s.r, s.dphi);
+    for (mat* m : {&s.u, &s.v, &s.r, &s.dphi, &s.u_breve, &s.udot, &s.e, &s.e_down}) m->setZero();
+    initial_state(l);
   }
+}
+
+template <class R>
+void gle_network<R>::initial_state(int l) {
+  auto& s = state_[l];
+  if (spec_.initial_state == gle_initial_state::rest) apply_activation<R>(spec_.layers[l].phi, s.u_breve, s.r, s.dphi);
 }
 
 template <class R>
@@ -320,7 +255,7 @@ void gle_network<R>::step_layer(int l, const Eigen::Ref<const mat>& x, bool erro
   s.udot.array() = (a - s.u).array().colwise() * inv_tm.array();
   s.u_breve.array() = s.u.array() + s.udot.array().colwise() * tr.array();
   s.u.noalias() += dt * s.udot;
-  gle_apply_activation<R>(Ls.phi, s.u_breve, r_next_[l], s.dphi);
+  apply_activation<R>(Ls.phi, s.u_breve, r_next_[l], s.dphi);
   if (errors && l > 0) e_down_next_[l].noalias() = W(l).transpose() * s.e;
   if (!grad.empty()) {
     map gW(grad.data() + w_off_[l], Ls.size, rin.rows());
@@ -383,9 +318,5 @@ void gle_network<R>::clamp_tau() {
 
 template class gle_network<float>;
 template class gle_network<double>;
-template void gle_apply_activation<float>(gle_activation, const Eigen::MatrixXf&, Eigen::MatrixXf&,
-                                          Eigen::MatrixXf&);
-template void gle_apply_activation<double>(gle_activation, const Eigen::MatrixXd&, Eigen::MatrixXd&,
-                                           Eigen::MatrixXd&);
 
 }  // namespace eqprop

@@ -130,6 +130,7 @@ void network_spec::validate() const {
                                    fmt::join(sizes, ", ")));
   for (int s : sizes)
     if (s <= 0) throw config_error(fmt::format("network.layers: every size must be positive, got [{}]", fmt::join(sizes, ", ")));
+  require_ep_activation(activation);
   if (output == output_kind::readout && n_readout <= 0)
     throw config_error(fmt::format("network.readout must be positive with output = readout, got {}", n_readout));
   if (output == output_kind::layer && n_readout != 0 && n_readout != sizes.back())
@@ -178,18 +179,16 @@ std::vector<std::string> param_group_names(const network_spec& spec) {
 template <class P>
 layered_network<P>::layered_network(network_spec spec) : spec_(std::move(spec)) {
   spec_.validate();
-  layout_ = param_layout(spec_);
+  for (const auto& blk : param_layout(spec_)) params_.add(blk.name, blk.group, blk.rows, blk.cols);
   for (int j = 0; j < spec_.n_layers(); ++j) geometry_.push_back(spec_.geometry(j));
-  const auto& last = layout_.back();
-  params_.assign(static_cast<size_t>(last.offset + last.size()), P(0));
   if constexpr (!is_complex_v<P>) {
     // Truncated normal (+-2 std, no rescaling: Haiku's default) with std 1/sqrt(fan_in)
     // or init_scale; biases zero.
     rng_t rng(spec_.seed);
-    for (const auto& blk : layout_) {
+    for (const auto& blk : params_.layout()) {
       if (blk.cols == 1 && blk.name[0] == 'b') continue;
       const double std = spec_.init_scale > 0 ? spec_.init_scale : 1.0 / std::sqrt(double(blk.cols));
-      for (long i = 0; i < blk.size(); ++i) params_[blk.offset + i] = P(std * truncated_normal(rng));
+      for (long i = 0; i < blk.size(); ++i) params_.data()[blk.offset + i] = P(std * truncated_normal(rng));
     }
   }
 }

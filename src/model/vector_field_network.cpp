@@ -64,6 +64,7 @@ void vf_spec::validate() const {
                                    fmt::join(sizes, ", ")));
   for (int s : sizes)
     if (s <= 0) throw config_error(fmt::format("network.layers: every size must be positive, got [{}]", fmt::join(sizes, ", ")));
+  require_ep_activation(activation);
   if (n_classes <= 0) throw config_error(fmt::format("network.readout must be positive, got {}", n_classes));
   if (!std::isfinite(angle_deg)) throw config_error("network.angle must be finite");
   if (!(init_scale >= 0)) throw config_error(fmt::format("network.init_scale must be >= 0, got {}", init_scale));

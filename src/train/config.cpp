@@ -460,6 +460,46 @@ config_schema& config_schema::fixed_on_resume(std::vector<std::string> keys_or_s
   return *this;
 }
 
+config_schema& config_schema::renamed_value(std::string key, std::string old_value, std::string replacement,
+                                            std::string message) {
+  const config_key* k = find(key);
+  if (!k || k->default_value.index() != 3)
+    throw config_error(fmt::format("config schema: renamed_value names `{}`, which is not a string key", key));
+  if (const std::string why = k->allowed.violation(replacement); !why.empty())
+    throw config_error(fmt::format("config schema: the replacement \"{}\" of `{}` = \"{}\" {}", replacement, key,
+                                   old_value, why));
+  renamed_values_.push_back({std::move(key), std::move(old_value), std::move(replacement), std::move(message)});
+  return *this;
+}
+
+config_schema& config_schema::renamed_key(std::string old_key, std::string new_key) {
+  if (find(old_key)) throw config_error(fmt::format("config schema: renamed key `{}` is still declared", old_key));
+  if (!find(new_key))
+    throw config_error(fmt::format("config schema: `{}` is renamed to `{}`, which declares no key", old_key, new_key));
+  renamed_keys_[std::move(old_key)] = std::move(new_key);
+  return *this;
+}
+
+config_schema& config_schema::saved_default(std::string key, config_value value) {
+  const config_key* k = find(key);
+  if (!k) throw config_error(fmt::format("config schema: saved_default names `{}`, which declares no key", key));
+  if (k->default_value.index() != value.index() || !k->allowed.violation(value).empty())
+    throw config_error(fmt::format("config schema: saved_default {} does not fit `{}`", format_config_value(value), key));
+  saved_defaults_.emplace_back(std::move(key), std::move(value));
+  return *this;
+}
+
+const std::string* config_schema::renamed_value_message(std::string_view key, std::string_view value) const {
+  for (const auto& r : renamed_values_)
+    if (r.key == key && r.old_value == value) return &r.message;
+  return nullptr;
+}
+
+const std::string* config_schema::renamed_key_target(std::string_view old_key) const {
+  auto it = renamed_keys_.find(old_key);
+  return it == renamed_keys_.end() ? nullptr : &it->second;
+}
+
 bool config_schema::is_fixed_on_resume(std::string_view key) const {
   return std::any_of(fixed_on_resume_.begin(), fixed_on_resume_.end(), [&](const std::string& k) {
     return !k.empty() && k.back() == '.' ? key.substr(0, k.size()) == k : key == k;
@@ -494,6 +534,8 @@ std::size_t config::index_of(std::string_view key, std::string_view source) cons
     return static_cast<std::size_t>(k - schema_.keys().data());
 
   const std::string where = source.empty() ? std::string() : fmt::format(" ({})", source);
+  if (const std::string* renamed = schema_.renamed_key_target(key))
+    throw config_error(fmt::format("config key `{}` was renamed: use `{}`{}", key, *renamed, where));
   const std::vector<std::string> names = schema_.key_names();
   // A known value used as a table, or a known section used as a value.
   {
@@ -543,6 +585,9 @@ std::size_t config::index_of(std::string_view key, std::string_view source) cons
 
 void config::check_allowed(std::size_t index, const config_value& v, std::string_view source) const {
   const config_key& k = schema_.keys()[index];
+  if (const auto* text = std::get_if<std::string>(&v))
+    if (const std::string* renamed = schema_.renamed_value_message(k.key, *text))
+      throw config_error(fmt::format("config key `{}` = \"{}\": {} ({})", k.key, *text, *renamed, source));
   const std::string why = k.allowed.violation(v);
   if (why.empty()) return;
   std::string shown = format_config_value(v);
@@ -717,6 +762,32 @@ void config::load_json(const nlohmann::json& j, std::string_view source_name) {
   };
   walk(walk, j, "");
   for (auto& [idx, v] : pending) assign(idx, std::move(v), std::string(source_name));
+}
+
+void config::load_saved_json(const nlohmann::json& j, std::string_view source_name) {
+  if (!j.is_object())
+    throw config_error(fmt::format("{}: config must be a JSON object, got {}", source_name, j.type_name()));
+  // Flattened to dotted member names (load_json accepts them), retired names replaced.
+  nlohmann::json flat = nlohmann::json::object();
+  auto walk = [&](auto&& self, const nlohmann::json& obj, const std::string& prefix) -> void {
+    for (auto it = obj.begin(); it != obj.end(); ++it) {
+      std::string full = prefix.empty() ? it.key() : prefix + "." + it.key();
+      if (it->is_object()) {
+        self(self, *it, full);
+        continue;
+      }
+      if (const std::string* renamed = schema_.renamed_key_target(full)) full = *renamed;
+      nlohmann::json value = *it;
+      if (value.is_string())
+        for (const auto& r : schema_.renamed_values_)
+          if (r.key == full && r.old_value == value.get<std::string>()) value = r.replacement;
+      flat[full] = std::move(value);
+    }
+  };
+  walk(walk, j, "");
+  load_json(flat, source_name);
+  for (const auto& [key, value] : schema_.saved_defaults_)
+    if (!flat.contains(key)) set(key, value, fmt::format("{} (written before `{}` existed)", source_name, key));
 }
 
 void config::set_override(std::string_view assignment) {

@@ -58,6 +58,16 @@ void add_image_data_keys(config_schema& s) {
   s.add("data.augment_flip", false, "random horizontal flips");
 }
 
+void add_activation_renames(config_schema& s, const std::string& key, activation_family family) {
+  const config_key* k = s.find(key);
+  for (const char* old : {"sigmoid", "hard_sigmoid"}) {
+    const std::string replacement(to_string(*renamed_activation(old, family)));
+    // A key that never accepted the old name (no saved config holds it) keeps its plain error.
+    if (k && !k->allowed.violation(replacement).empty()) continue;
+    s.renamed_value(key, old, replacement, renamed_activation_message(old, family));
+  }
+}
+
 void add_data_limit_keys(config_schema& s) {
   const cc limit = cc::closed(1, lim::samples).or_value(-1);
   s.add("data.limit_train", int64_t(-1), limit, "use only the first N training samples (-1: all)");
@@ -78,8 +88,11 @@ const config_schema& experiment_schema() {
 
     s.add("network.hidden", iv{120}, layer_sizes, "hidden layer sizes (the input size and the classes come from the data)");
     s.add("network.output", std::string("readout"), cc::one_of({"readout", "layer"}), "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
-    s.add("network.activation", std::string("sigmoid"), cc::one_of({"sigmoid", "holotanh", "tanh", "hard_sigmoid", "relu"}),
-          "sigmoid = logistic(4x-2) | holotanh | tanh | hard_sigmoid (real states only) | relu (feed-forward BP baselines)");
+    s.add("network.activation", std::string("hep_sigmoid"),
+          cc::one_of({"hep_sigmoid", "holotanh", "tanh", "half_clamp01", "relu"}),
+          "hep_sigmoid = logistic(4x-2) | holotanh | tanh | half_clamp01 = clamp(x/2, 0, 1) (real states only) | relu "
+          "(feed-forward BP baselines)");
+    add_activation_renames(s, "network.activation", activation_family::ep);
     s.add("network.init_scale", 0.0, non_negative, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
     s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
     add_conv_keys(s);

@@ -33,10 +33,12 @@ const config_schema& gep_schema() {
     add_image_data_keys(s);
     add_conv_keys(s);
     s.add("network.hidden", iv{256, 256}, cc::closed(1, lim::layer_size).sizes(0, lim::layers), "hidden layer sizes (the dynamical output layer follows)");
-    s.add("network.output", int64_t(10), cc::closed(0, lim::layer_size), "size of the dynamical output layer 'out' (a softmax readout follows; 0 with conv: the last conv layer is 'out')");
+    s.add("network.output_size", int64_t(10), cc::closed(0, lim::layer_size), "size of the dynamical output layer 'out' (a softmax readout follows; 0 with conv: the last conv layer is 'out')");
     s.add("network.topology", std::string("chain"), cc::one_of({"chain", "loop", "edges"}), "how the dynamical layers are connected");
     s.add("network.edges", sv{}, cc::any().sizes(0, 4096), "topology = edges: \"src>dst\" (forward, with bias) or \"fb:src>dst\" (feedback, no bias); layer 0 = input");
-    s.add("network.activation", std::string("sigmoid"), cc::one_of({"sigmoid", "holotanh", "tanh"}), "sigmoid (= logistic(4x-2)) | holotanh | tanh");
+    s.add("network.activation", std::string("hep_sigmoid"), cc::one_of({"hep_sigmoid", "holotanh", "tanh"}), "hep_sigmoid (= logistic(4x-2)) | holotanh | tanh");
+    add_activation_renames(s, "network.activation", activation_family::ep);
+    s.renamed_key("network.output", "network.output_size");
     s.add("network.angle", 90.0, cc::closed(-360, 360), "initial rotation of the feedback weights in degrees (0: B = W^T, 90: independent)");
     s.add("network.init_scale", 0.0, cc::at_least(0), "weight init std (0: 1/sqrt(fan_in), truncated normal)");
     s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
@@ -106,7 +108,7 @@ vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes, std::array<i
   s.pool_size = c.pool_size;
   s.sizes = c.sizes;
   for (int h : cfg.get<std::vector<int>>("network.hidden")) s.sizes.push_back(h);
-  const int out = cfg.get<int>("network.output");
+  const int out = cfg.get<int>("network.output_size");
   if (out > 0 || !s.is_convnet()) s.sizes.push_back(out);
   s.topology = parse_vf_topology(cfg.get<std::string>("network.topology"));
   const auto edges = cfg.get<std::vector<std::string>>("network.edges");
@@ -412,7 +414,7 @@ vector_field_network<double> gep_load_network(const std::filesystem::path& run_d
   const auto ck = load_checkpoint(run_dir / "checkpoint.eqck");
   if (!ck.meta.contains("kind") || ck.meta["kind"] != "gep")
     throw data_error("`" + (run_dir / "checkpoint.eqck").string() + "` is not a gep checkpoint (written by `eqprop gep train`)");
-  cfg_out.load_json(ck.meta.at("config"), (run_dir / "checkpoint.eqck").string());
+  cfg_out.load_saved_json(ck.meta.at("config"), (run_dir / "checkpoint.eqck").string());
   const auto p = ck.arrays.at("params").to_vector<double>();
   std::array<int, 3> shape{1, 1, ck.meta.at("n_input").get<int>()};
   if (ck.meta.contains("input_shape")) shape = ck.meta.at("input_shape").get<std::array<int, 3>>();

@@ -5,11 +5,11 @@
 #include <cmath>
 #include <complex>
 #include <numbers>
-#include <random>
 
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/rng.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/gle_reference.hpp"
 #include "eqprop/train/data_checks.hpp"
@@ -42,7 +42,7 @@ gle_operator_result gle_operator_response(double tau_m, double tau_r, double ome
   spec.n_input = 1;
   spec.dt = dt;
   spec.loss = gle_loss::mse;
-  spec.layers.push_back(gle_layer(1, gle_activation::linear, {tau_m}, {tau_r}, false));
+  spec.layers.push_back(gle_layer(1, activation_kind::linear, {tau_m}, {tau_r}, false));
   const double beta = 1;
   const long K = long(std::llround(periods * 2 * std::numbers::pi / omega / dt));
   std::vector<double> in(K), fwd(K), err(K);
@@ -112,8 +112,8 @@ lagline_result run_lagline(const lagline_options& o) {
   spec.n_input = 1;
   spec.dt = o.dt;
   spec.loss = gle_loss::mse;
-  spec.layers.push_back(gle_layer(1, gle_activation::softplus, {1.0}, {0.1}, false));
-  spec.layers.push_back(gle_layer(1, gle_activation::softplus, {2.0}, {0.1}, false));
+  spec.layers.push_back(gle_layer(1, activation_kind::softplus, {1.0}, {0.1}, false));
+  spec.layers.push_back(gle_layer(1, activation_kind::softplus, {2.0}, {0.1}, false));
   gle_network<double> teacher(spec);
   teacher.W(0)(0, 0) = 1;
   teacher.W(1)(0, 0) = 2;
@@ -125,9 +125,8 @@ lagline_result run_lagline(const lagline_options& o) {
   spec.seed = o.seed;
   gle_network<double> student(spec);
   {
-    std::mt19937_64 rng(o.seed + 1000);
-    std::uniform_real_distribution<double> U(0, 1);
-    for (int l = 0; l < 2; ++l) student.tau_m(l)(0) = U(rng);
+    rng_t rng(o.seed + 1000);
+    for (int l = 0; l < 2; ++l) student.tau_m(l)(0) = uniform01(rng);
     student.clamp_tau();
   }
   const long B = o.batch;
@@ -153,9 +152,8 @@ lagline_result run_lagline(const lagline_options& o) {
   }
   std::vector<long> offset(B);
   {
-    std::mt19937_64 rng(o.seed + 2000);
-    std::uniform_int_distribution<long> U(0, P - 1);
-    for (auto& v : offset) v = U(rng);
+    rng_t rng(o.seed + 2000);
+    for (auto& v : offset) v = long(random_index(rng, uint64_t(P)));
   }
   auto input_at = [&](long k, matd& x) {
     x.resize(1, B);
@@ -249,9 +247,9 @@ gle_spec lagnet_spec(double dt) {
   spec.n_input = 1;
   spec.dt = dt;
   spec.loss = gle_loss::mse;
-  spec.layers.push_back(gle_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
-  spec.layers.push_back(gle_layer(2, gle_activation::tanh, {1, 1}, {1, 0.1}, false));
-  spec.layers.push_back(gle_layer(1, gle_activation::linear, {1}, {1}, false));
+  spec.layers.push_back(gle_layer(2, activation_kind::tanh, {1, 1}, {1, 0.1}, false));
+  spec.layers.push_back(gle_layer(2, activation_kind::tanh, {1, 1}, {1, 0.1}, false));
+  spec.layers.push_back(gle_layer(1, activation_kind::linear, {1}, {1}, false));
   return spec;
 }
 /// Teacher weights: a strong slow (retrospective) path; hid_1 w[0][0] = -0.5.
@@ -387,7 +385,7 @@ const config_schema& gle_train_schema() {
     using cc = config_constraint;
     namespace lim = config_limits;
     const cc positive = cc::greater_than(0), batch = cc::closed(1, lim::batch);
-    const cc activation = cc::one_of({"linear", "tanh", "softplus", "sigmoid", "hard_sigmoid", "relu"});
+    const cc activation = cc::one_of({"linear", "tanh", "softplus", "logistic", "clamp01", "relu"});
     config_schema s;
     // data.name is checked (with a suggestion) by load_dataset; any data set works as sequences of its features.
     s.add("data.name", std::string("mnist1d_gle"), "data set of scalar sequences (mnist1d_gle: 360 steps per sample)");
@@ -395,7 +393,12 @@ const config_schema& gle_train_schema() {
     s.add("network.width", int64_t(53), cc::closed(1, lim::layer_size), "neurons per hidden layer");
     s.add("network.depth", int64_t(6), cc::closed(0, double(lim::layers)), "number of hidden layers");
     s.add("network.first_activation", std::string("linear"), activation, "activation of the first hidden layer");
-    s.add("network.activation", std::string("tanh"), activation, "activation of the other hidden layers");
+    s.add("network.activation", std::string("tanh"), activation,
+          "activation of the other hidden layers: linear | tanh | softplus | logistic (1/(1+e^-x)) | clamp01 "
+          "(clamp(x, 0, 1)) | relu");
+    s.add("network.initial_state", std::string("zero"), cc::one_of({"zero", "rest"}),
+          "state at the start (and at every lag-bank reset): zero (every variable 0, as the discrete scheme "
+          "starts) or rest (r = phi(0), phi' = phi'(0): neurons at rest; differs only for phi(0) != 0)");
     s.add("network.tau_groups", std::string("18:0.6:0.2, 18:1.2:0.2, 17:1.2:1.2"),
           "per hidden layer: groups count:tau_m:tau_r (tau_r = dt: leaky integrator; tau_r = tau_m: instantaneous)");
     s.add("network.output_tau", 1.2, positive, "tau_m = tau_r of the (linear, instantaneous) output layer");
@@ -433,6 +436,9 @@ const config_schema& gle_train_schema() {
           "otherwise idle machine)");
     s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
     // Resuming: the checkpoint holds this network, on this data, with this optimizer's state.
+    add_activation_renames(s, "network.first_activation", activation_family::gle);
+    add_activation_renames(s, "network.activation", activation_family::gle);
+    s.saved_default("network.initial_state", std::string("rest"));  // the start of runs written before the key
     s.fixed_on_resume({"data.", "network.", "dynamics.learn_tau_m", "optimizer.kind", "train.seed"});
     return s;
   }();
@@ -453,6 +459,7 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   else throw config_error(fmt::format("network.init '{}': expected kaiming_uniform or normal", init));
   spec.init_std = cfg.get<double>("network.init_std");
   spec.seed = cfg.get<uint64_t>("train.seed");
+  spec.initial_state = parse_gle_initial_state(cfg.get<std::string>("network.initial_state"));
   const int bank = cfg.get<int>("network.lag_bank"), stages = cfg.get<int>("network.lag_bank_stages");
   if (bank > 0) {
     const auto range = cfg.get<std::vector<double>>("network.lag_bank_tau");
@@ -460,14 +467,14 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
     for (int i = 0; i < bank; ++i)
       tm[i] = std::round(100 * (bank == 1 ? range[0] : range[0] + (range[1] - range[0]) * i / (bank - 1))) / 100;
     for (int k = 0; k < stages; ++k)
-      spec.layers.push_back(gle_layer(bank, gle_activation::linear, tm, std::vector<double>(bank, spec.dt), false));
+      spec.layers.push_back(gle_layer(bank, activation_kind::linear, tm, std::vector<double>(bank, spec.dt), false));
   }
   const int width = cfg.get<int>("network.width"), depth = cfg.get<int>("network.depth");
   const auto groups = parse_tau_groups(cfg.get<std::string>("network.tau_groups"));
   for (int l = 0; l < depth; ++l) {
     gle_layer_spec L;
     L.size = width;
-    L.phi = parse_gle_activation(cfg.get<std::string>(l == 0 ? "network.first_activation" : "network.activation"));
+    L.phi = parse_activation(cfg.get<std::string>(l == 0 ? "network.first_activation" : "network.activation"));
     try {
       set_tau_groups(L, groups);
     } catch (const config_error& e) {
@@ -476,7 +483,7 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
     spec.layers.push_back(L);
   }
   const double to = cfg.get<double>("network.output_tau");
-  spec.layers.push_back(gle_layer(n_classes, gle_activation::linear, std::vector<double>(n_classes, to),
+  spec.layers.push_back(gle_layer(n_classes, activation_kind::linear, std::vector<double>(n_classes, to),
                                   std::vector<double>(n_classes, to), true));
   return spec;
 }

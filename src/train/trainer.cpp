@@ -322,7 +322,7 @@ eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::st
   const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
   const auto ck = load_checkpoint(file);
   config cfg(experiment_schema());
-  cfg.load_json(ck.meta.at("config"), file.string());
+  cfg.load_saved_json(ck.meta.at("config"), file.string());
   if (cfg.get<std::string>("network.dtype") == "float64") return evaluate_impl<double>(cfg, ck, file, data_dir);
   return evaluate_impl<float>(cfg, ck, file, data_dir);
 }

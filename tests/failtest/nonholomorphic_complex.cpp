@@ -10,6 +10,6 @@ int main() {
 #ifdef EQPROP_FAILTEST_CONTROL
   return static_cast<int>(eqprop::activate<eqprop::act::holotanh>(z).real());
 #else
-  return static_cast<int>(eqprop::activate<eqprop::act::hard_sigmoid>(z).real());
+  return static_cast<int>(eqprop::activate<eqprop::act::half_clamp01>(z).real());
 #endif
 }

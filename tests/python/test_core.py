@@ -21,7 +21,7 @@ def test_exception_hierarchy():
 
 
 def test_network_properties():
-    net = eqprop.Network(sizes=[4, 5], readout=3, output="readout", activation="sigmoid", init_scale=0.5, seed=0,
+    net = eqprop.Network(sizes=[4, 5], readout=3, output="readout", activation="hep_sigmoid", init_scale=0.5, seed=0,
                          dtype="float64")
     assert net.sizes == [4, 5] and net.readout == 3 and net.dtype == "float64"
     assert net.n_params == 5 * 4 + 5 + 3 * 5 + 3 == net.params.size

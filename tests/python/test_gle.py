@@ -60,3 +60,15 @@ def test_gle_train_small_run(repo):
     assert r["params"].dtype == np.float32 and np.isfinite(r["params"]).all()
     with pytest.raises(eqprop.ConfigError, match="network.widht"):
         eqprop.gle_train(overrides={"network.widht": 5}, data_dir=data)
+
+
+def test_old_activation_names_are_errors_naming_the_new_ones(tmp_path):
+    # GLE configs meant 1/(1+e^-x) by 'sigmoid'; EP networks meant logistic(4x-2).
+    with pytest.raises(eqprop.ConfigError, match=r"use 'logistic' for 1/\(1\+e\^-x\)"):
+        eqprop.gle_train(overrides={"network": {"activation": "sigmoid"}}, data_dir=str(tmp_path))
+    with pytest.raises(eqprop.ConfigError, match=r"use 'clamp01' for clamp\(x, 0, 1\)"):
+        eqprop.gle_train(overrides={"network.first_activation": "hard_sigmoid"}, data_dir=str(tmp_path))
+    with pytest.raises(eqprop.ConfigError, match="'hep_sigmoid' for logistic"):
+        eqprop.Network(sizes=[4, 5], readout=3, activation="sigmoid")
+    net = eqprop.Network(sizes=[4, 5], readout=3, activation="hep_sigmoid")
+    assert net.activation == "hep_sigmoid"

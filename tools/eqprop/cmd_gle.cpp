@@ -221,7 +221,7 @@ void register_gle(CLI::App& app) {
       if (resume_ck.meta.value("kind", "") != "gle")
         throw config_error(fmt::format("{} is not a GLE run (use `eqprop train --resume` for EP runs)", ta.resume));
       config run_cfg(gle_train_schema());
-      run_cfg.load_json(resume_ck.meta.at("config"), ta.resume + "/checkpoint.eqck");
+      run_cfg.load_saved_json(resume_ck.meta.at("config"), ta.resume + "/checkpoint.eqck");
       cfg.set("run.dir", ta.resume, "--resume");
       changes = run_cfg.apply_resume_changes(cfg);
       cfg = run_cfg;

@@ -31,7 +31,7 @@ struct gradcheck_args {
   std::vector<int> layers{4, 5};
   int readout = 3;
   std::string output = "readout";
-  std::string activation = "sigmoid";
+  std::string activation = "hep_sigmoid";
   double init_scale = 0.5;
   uint64_t seed = 0;
   long batch = 2;
@@ -332,8 +332,19 @@ void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   add_checked(cmd, "--readout", a.readout, "Classes of the softmax readout (output = readout)", cc::closed(0, lim::layer_size))->capture_default_str();
   cmd->add_option("--output", a.output, "readout (softmax + cross-entropy) or layer (last layer is the output, squared error)")
       ->check(CLI::IsMember({"readout", "layer"}))->capture_default_str();
-  cmd->add_option("--activation", a.activation, "sigmoid | holotanh | tanh | hard_sigmoid")
-      ->check(CLI::IsMember({"sigmoid", "holotanh", "dsilu", "tanh", "hard_sigmoid"}))->capture_default_str();
+  cmd->add_option("--activation", a.activation, "hep_sigmoid | holotanh | tanh | half_clamp01")
+      ->check([](const std::string& name) -> std::string {
+        try {
+          const activation_kind k = parse_activation(name);
+          if (k == activation_kind::relu || !is_ep_activation(k))
+            return fmt::format("activation '{}' is not available here; use hep_sigmoid, holotanh, tanh or half_clamp01",
+                               name);
+          return {};
+        } catch (const config_error& e) {
+          return e.what();
+        }
+      })
+      ->capture_default_str();
   add_checked(cmd, "--init-scale", a.init_scale, "Weight init std (0: 1/sqrt(fan_in))", cc::at_least(0))->capture_default_str();
   add_checked(cmd, "--seed", a.seed, "Seed for weights and the random batch", cc::at_least(0))->capture_default_str();
   add_checked(cmd, "--batch", a.batch, "Batch size", cc::closed(1, lim::batch))->capture_default_str();

@@ -65,7 +65,7 @@ void register_train(CLI::App& app) {
       const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
       const auto ck = load_checkpoint(ck_file);
       config run_cfg(experiment_schema());
-      run_cfg.load_json(ck.meta.at("config"), ck_file.string());
+      run_cfg.load_saved_json(ck.meta.at("config"), ck_file.string());
       const auto changes = run_cfg.apply_resume_changes(cfg);
       cfg = run_cfg;
       opt.run_dir = a.resume;

@@ -8,10 +8,10 @@
 
 namespace eqprop {
 
-// out = logistic(z) for n values (out may alias z), with Eigen's vectorized exp (and sin,
-// cos for complex z) and the branches of eqprop::logistic as selects, so that it equals
-// the scalar function to rounding: t = -z when Re z >= 0 (else z), E = e^t (|E| <= 1),
-// q = 1/(1+E); logistic(z) = q when Re z >= 0, E q otherwise.
+/// out = logistic(z) for n values (out may alias z), with Eigen's vectorized exp (and sin,
+/// cos for complex z) and the branches of eqprop::logistic as selects, so that it equals
+/// the scalar function to rounding: t = -z when Re z >= 0 (else z), E = e^t (|E| <= 1),
+/// q = 1/(1+E); logistic(z) = q when Re z >= 0, E q otherwise.
 template <class S>
 inline void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
   using real = real_t<S>;
@@ -50,13 +50,15 @@ inline void logistic_n(const S* z, S* out, long n, vector<real_t<S>>* buf) {
   }
 }
 
-/// out = Act(in) for n values (out may alias in): the MLP sigmoid through logistic_n, the
-/// others per value. buf: four scratch vectors, grown as needed.
+/// out = Act(in) for n values (out may alias in): hep_sigmoid and logistic through
+/// logistic_n, the others per value. buf: four scratch vectors, grown as needed.
 template <class Act, class S>
 inline void activate_n(const S* in, S* out, long n, vector<real_t<S>>* buf) {
-  if constexpr (std::is_same_v<Act, act::sigmoid>) {
+  if constexpr (std::is_same_v<Act, act::hep_sigmoid>) {
     for (long i = 0; i < n; ++i) out[i] = S(4) * in[i] - S(2);
     logistic_n(out, out, n, buf);
+  } else if constexpr (std::is_same_v<Act, act::logistic>) {
+    logistic_n(in, out, n, buf);
   } else {
     for (long i = 0; i < n; ++i) out[i] = activate<Act>(in[i]);
   }

@@ -22,14 +22,10 @@
 
 #include <Eigen/Dense>
 
-#include "eqprop/core/aligned.hpp"
-#include "eqprop/model/layered_network.hpp"  // param_block
+#include "eqprop/core/params.hpp"
+#include "eqprop/model/activation.hpp"
 
 namespace eqprop {
-
-enum class gle_activation { linear, tanh, softplus, sigmoid, hard_sigmoid, relu };
-gle_activation parse_gle_activation(std::string_view name);
-std::string_view to_string(gle_activation a);
 
 enum class gle_loss { mse, ce };
 gle_loss parse_gle_loss(std::string_view name);
@@ -38,13 +34,13 @@ gle_loss parse_gle_loss(std::string_view name);
 /// tau_r < tau_m: retrospective; tau_r = dt: a leaky integrator).
 struct gle_layer_spec {
   int size = 0;
-  gle_activation phi = gle_activation::tanh;
+  activation_kind phi = activation_kind::tanh;  ///< any activation of the table
   std::vector<double> tau_m, tau_r;  ///< each of length size
   bool bias = true;
 };
 
 /// A layer spec in one expression (tau_m, tau_r: one value per neuron).
-inline gle_layer_spec gle_layer(int n, gle_activation phi, std::vector<double> tau_m, std::vector<double> tau_r,
+inline gle_layer_spec gle_layer(int n, activation_kind phi, std::vector<double> tau_m, std::vector<double> tau_r,
                                 bool bias = true) {
   return {n, phi, std::move(tau_m), std::move(tau_r), bias};
 }
@@ -61,6 +57,16 @@ std::vector<gle_tau_group> parse_tau_groups(std::string_view text);
 
 enum class gle_init { kaiming_uniform, normal, uniform01 };
 
+/// The state reset_state (and reset_layers) starts from. zero: every state variable is 0,
+/// r and phi' included, as the discrete scheme of ../shared/spec/gle.md §3 starts. rest:
+/// u = v = e = 0 but r = phi(0) and phi' = phi'(0), the output of a neuron at rest, so the
+/// first step already sees the rest value phi(0) of the layer below (it matters only for
+/// activations with phi(0) != 0, e.g. softplus or logistic, and only until the old state
+/// has been forgotten: both starts relax to the same trajectory).
+enum class gle_initial_state { zero, rest };
+gle_initial_state parse_gle_initial_state(std::string_view name);  ///< "zero" | "rest"
+std::string_view to_string(gle_initial_state s);
+
 struct gle_spec {
   int n_input = 1;
   std::vector<gle_layer_spec> layers;  ///< hidden layers, then the output layer
@@ -74,6 +80,7 @@ struct gle_spec {
   gle_init init = gle_init::kaiming_uniform;  ///< U(+-1/sqrt(fan_in)) for W and b (PyTorch Linear)
   double init_std = 0.05;              ///< for gle_init::normal
   uint64_t seed = 1;
+  gle_initial_state initial_state = gle_initial_state::zero;
 };
 
 /// Per-layer neuron state, columns = batch. Everything a plot or a reference may read.
@@ -107,9 +114,9 @@ class gle_network {
   long batch() const { return batch_; }
 
   /// Flat parameters: W0, b0, [tau_m0], W1, ... (column-major W of size n_l x n_{l-1}).
-  std::span<R> params() { return params_; }
-  std::span<const R> params() const { return params_; }
-  const std::vector<param_block>& layout() const { return layout_; }
+  std::span<R> params() { return params_.values(); }
+  std::span<const R> params() const { return params_.values(); }
+  const std::vector<param_block>& layout() const { return params_.layout(); }
   int n_groups() const { return n_layers(); }  ///< one optimizer group per layer
   map W(int l);
   cmap W(int l) const;
@@ -120,9 +127,9 @@ class gle_network {
   Eigen::Map<const vec> tau_m(int l) const;
   const vec& tau_r(int l) const { return tau_r_[l]; }
 
-  /// Sets every state to zero for batch size B.
+  /// Sets every state to spec().initial_state for batch size B.
   void reset_state(long B);
-  /// Sets the state of layers [from, to) to zero (batch size unchanged).
+  /// Sets the state of layers [from, to) to spec().initial_state (batch size unchanged).
   void reset_layers(int from, int to);
   /// Tiles (B larger) or truncates (B smaller) the state columns, as the reference does
   /// when the batch size changes between training and testing.
@@ -154,25 +161,19 @@ class gle_network {
 
  private:
   gle_spec spec_;
-  aligned_vector<R> params_;
-  std::vector<param_block> layout_;
+  param_buffer<R> params_;
   std::vector<long> w_off_, b_off_, tau_off_;  // tau_off_ < 0: tau fixed (tau_fixed_)
   std::vector<vec> tau_fixed_, tau_r_;
   std::vector<vec> inv_tau_m_, inv_tau_r_;  // 1/tau, kept so a step allocates nothing
   std::vector<gle_layer_state<R>> state_;
   std::vector<mat> r_next_, e_down_next_, g_;  // double buffers for the synchronous update
   void step_layer(int l, const Eigen::Ref<const mat>& x, bool errors, std::span<R> grad);
+  void initial_state(int l);  // r, dphi of layer l (u_breve = 0) per spec_.initial_state
   long batch_ = 0;
   long nonfinite_steps_ = 0;
   int threads_ = 1;
   double macs_per_sample_ = 0;
 };
-
-/// phi and phi' of u (element-wise) into r and d.
-template <class R>
-void gle_apply_activation(gle_activation a, const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& u,
-                          Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& r,
-                          Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& d);
 
 extern template class gle_network<float>;
 extern template class gle_network<double>;

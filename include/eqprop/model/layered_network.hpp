@@ -23,7 +23,7 @@
 // states inside the network are HWC (channel fastest), so a batch of conv states is a
 // C x (H*W*B) matrix, and dense layers after the convs see that flattening.
 //
-// Parameters are stored in one flat buffer (W_0, b_0, W_1, b_1, ..., W_out, b_out), so
+// Parameters are stored in one param_buffer (core/params.hpp: W_0, b_0, W_1, b_1, ..., W_out, b_out), so
 // optimisers, checkpoints and gradient checks see a single vector; gradients use the
 // same layout. P is real in normal use; P = complex<double> exists only for complex-step
 // differentiation tests.
@@ -35,6 +35,7 @@
 #include <vector>
 
 #include "eqprop/core/aligned.hpp"
+#include "eqprop/core/params.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/activation.hpp"
 
@@ -90,7 +91,7 @@ struct network_spec {
   std::vector<int> sizes;  ///< [n_input, n_1, ..., n_K]; with output_kind::layer, n_K is the output size
   int n_readout = 0;       ///< number of classes of the softmax readout (output_kind::readout only)
   output_kind output = output_kind::readout;
-  activation_kind activation = activation_kind::sigmoid;
+  activation_kind activation = activation_kind::hep_sigmoid;
   double init_scale = 0;   ///< 0: truncated normal with std 1/sqrt(fan_in); > 0: that std (truncated at 2 std)
   uint64_t seed = 0;
   // ConvNets only (conv empty for an MLP):
@@ -106,13 +107,7 @@ struct network_spec {
   int n_output() const { return output == output_kind::readout ? n_readout : sizes.back(); }
   /// Throws config_error with a clear message if the spec is unusable.
   void validate() const;
-  /// Conv layers from per-layer lists; kernels, paddings ("same" | "valid") and pools
-/// (see parse_pool) hold one value for all layers or one per layer (config_error otherwise).
-std::vector<conv_layer_spec> make_conv_layers(const std::vector<int>& channels, const std::vector<int>& kernels,
-                                              const std::vector<std::string>& paddings,
-                                              const std::vector<std::string>& pools);
-
-/// Geometry of connection j in [0, n_layers()) (sizes must be consistent: validate()).
+  /// Geometry of connection j in [0, n_layers()) (sizes must be consistent: validate()).
   connection_geometry geometry(int j) const;
   /// [C*H*W, out_1, ..., out_nconv]: the sizes of the input and of the conv layers; a
   /// ConvNet's sizes are these followed by the dense hidden sizes.
@@ -120,14 +115,7 @@ std::vector<conv_layer_spec> make_conv_layers(const std::vector<int>& channels, 
   bool is_convnet() const { return !conv.empty(); }
 };
 
-/// One named block of the flat parameter buffer (a weight matrix or a bias vector).
-struct param_block {
-  std::string name;  ///< "W0", "b0", ..., "Wout", "bout"
-  int group;         ///< layer index j for W_j/b_j, K for the readout
-  long rows, cols, offset;
-  long size() const { return rows * cols; }
-};
-
+/// The blocks "W0", "b0", ..., "Wout", "bout"; group j for W_j/b_j, K for the readout.
 std::vector<param_block> param_layout(const network_spec& spec);
 std::vector<std::string> param_group_names(const network_spec& spec);  ///< "layer0".., "readout"
 
@@ -140,11 +128,11 @@ class layered_network {
 
   const network_spec& spec() const { return spec_; }
   int n_layers() const { return spec_.n_layers(); }
-  const std::vector<param_block>& layout() const { return layout_; }
+  const std::vector<param_block>& layout() const { return params_.layout(); }
   const connection_geometry& geometry(int j) const { return geometry_[j]; }
 
-  std::span<P> params() { return params_; }
-  std::span<const P> params() const { return params_; }
+  std::span<P> params() { return params_.values(); }
+  std::span<const P> params() const { return params_.values(); }
   long n_params() const { return static_cast<long>(params_.size()); }
   /// FLOPs of the products of one relaxation step of one sample in real arithmetic: the
   /// bottom-up and top-down products of the connections 1..K-1 (2 per multiply-add; the input
@@ -170,29 +158,23 @@ class layered_network {
   layered_network<Q> cast() const {
     layered_network<Q> out;
     out.spec_ = spec_;
-    out.layout_ = layout_;
     out.geometry_ = geometry_;
-    out.params_.assign(params_.begin(), params_.end());
+    out.params_ = params_.template cast<Q>();
     return out;
   }
 
  private:
   template <class>
   friend class layered_network;
-  matrix_map<P> block(int i) { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows, l.cols}; }
-  const_matrix_map<P> block(int i) const { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows, l.cols}; }
-  vector_map<P> bias(int i) { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows}; }
-  const_vector_map<P> bias(int i) const { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows}; }
+  matrix_map<P> block(int i) { return params_.view(i); }
+  const_matrix_map<P> block(int i) const { return params_.view(i); }
+  vector_map<P> bias(int i) { auto& l = params_.block(i); return {params_.data() + l.offset, l.rows}; }
+  const_vector_map<P> bias(int i) const { auto& l = params_.block(i); return {params_.data() + l.offset, l.rows}; }
 
   network_spec spec_;
-  std::vector<param_block> layout_;
   std::vector<connection_geometry> geometry_;
-  aligned_vector<P> params_;
+  param_buffer<P> params_;
 };
-
-/// Views of a gradient (or any) buffer laid out like the parameters.
-template <class R>
-inline matrix_map<R> block_view(std::span<R> buf, const param_block& b) { return {buf.data() + b.offset, b.rows, b.cols}; }
 
 extern template class layered_network<float>;
 extern template class layered_network<double>;

@@ -59,7 +59,7 @@ struct vf_spec {
   int n_classes = 10;      ///< softmax readout classes
   vf_topology topology = vf_topology::chain;
   std::vector<vf_edge> edges;  ///< only with topology = edges
-  activation_kind activation = activation_kind::sigmoid;
+  activation_kind activation = activation_kind::hep_sigmoid;
   /// Feedback init: B <- sin(a) B_init + cos(a) W^T where W is the reciprocal forward
   /// edge (spec §1.4); a feedback edge without a reciprocal forward edge keeps B_init.
   double angle_deg = 90;

@@ -110,6 +110,24 @@ class config_schema {
   /// Declares the keys a resumed run may not change (checkpoint layout, data, identity):
   /// exact key names, or "section." for every key under a section.
   config_schema& fixed_on_resume(std::vector<std::string> keys_or_sections);
+  /// Retires the value `old_value` of the string key `key`: user input giving it (files,
+  /// overrides, set(), load_json) is refused with `message`; a saved run config read by
+  /// config::load_saved_json is read with `replacement`, what the old value meant when the
+  /// run was written. Throws config_error unless key is a declared string key and
+  /// replacement one of its allowed values.
+  config_schema& renamed_value(std::string key, std::string old_value, std::string replacement, std::string message);
+  /// Retires the key `old_key` in favour of the declared `new_key`: user input naming
+  /// old_key is refused with a message naming new_key; config::load_saved_json reads it as
+  /// new_key. Throws config_error when old_key is declared or new_key is not.
+  config_schema& renamed_key(std::string old_key, std::string new_key);
+  /// A saved run config without `key` was written before the key existed, when the
+  /// behaviour was `value`: config::load_saved_json sets it. Defaults and user input are
+  /// unaffected. Throws config_error unless key is declared and value allowed for it.
+  config_schema& saved_default(std::string key, config_value value);
+  /// The message refusing `value` for `key` (renamed_value), or nullptr.
+  const std::string* renamed_value_message(std::string_view key, std::string_view value) const;
+  /// The key old_key was renamed to (renamed_key), or nullptr.
+  const std::string* renamed_key_target(std::string_view old_key) const;
   /// True when `key` is covered by fixed_on_resume.
   bool is_fixed_on_resume(std::string_view key) const;
   const std::vector<std::string>& fixed_on_resume() const { return fixed_on_resume_; }
@@ -123,6 +141,13 @@ class config_schema {
   std::vector<config_key> keys_;
   std::map<std::string, std::size_t, std::less<>> index_;
   std::vector<std::string> fixed_on_resume_;
+  struct retired_value {
+    std::string key, old_value, replacement, message;
+  };
+  std::vector<retired_value> renamed_values_;
+  std::map<std::string, std::string, std::less<>> renamed_keys_;
+  std::vector<std::pair<std::string, config_value>> saved_defaults_;
+  friend class config;
 };
 
 
@@ -148,6 +173,12 @@ class config {
   /// Loads values from a JSON object as produced by to_json() (nested objects map to dotted
   /// keys; dotted member names are accepted too). Used to restore a run's saved config.
   void load_json(const nlohmann::json& j, std::string_view source_name);
+  /// Restores a run's saved config (a checkpoint's meta.config) as load_json does, first
+  /// reading keys and values the schema retired (renamed_key, renamed_value) as their
+  /// replacements and then setting the schema's saved_default keys the document lacks.
+  /// The only place retired names are accepted: configs written before a rename still
+  /// resume and evaluate.
+  void load_saved_json(const nlohmann::json& j, std::string_view source_name);
   /// Applies "key=value". The value is parsed as a TOML value ("0.05", "[784,256,10]",
   /// "\"x\""); for a string key unparsable text (or text that is not a TOML string) is taken
   /// verbatim, so "estimator.kind=holo" works. For array keys the brackets may be left out

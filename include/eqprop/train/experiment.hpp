@@ -10,6 +10,7 @@
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/estimator.hpp"
+#include "eqprop/model/activation.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/optimizer.hpp"
 
@@ -31,6 +32,11 @@ void add_optimizer_keys(config_schema& s, double default_lr, const char* default
 void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
 void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip
 void add_data_limit_keys(config_schema& s);   ///< data.limit_train, data.limit_test (N >= 1, or -1: all)
+/// Refuses the old activation names 'sigmoid' and 'hard_sigmoid' for the string key `key`
+/// with a message naming what they meant in configs of `family`, and reads saved run
+/// configs that used them as that activation (config_schema::renamed_value). An old name
+/// whose replacement the key does not allow is left to the key's own error.
+void add_activation_renames(config_schema& s, const std::string& key, activation_family family);
 /// Per-channel normalisation of both splits from data.normalize_mean / normalize_std (if set).
 void normalize_from_config(const config& cfg, dataset_split& split);
 /// Estimator from estimator.* and relax.* keys ("classic", "symmetric", "holomorphic",

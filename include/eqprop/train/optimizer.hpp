@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "eqprop/core/aligned.hpp"
-#include "eqprop/model/layered_network.hpp"
+#include "eqprop/core/params.hpp"
 
 namespace eqprop {
 
