@@ -99,16 +99,11 @@ template <class R>
 vector_field_network<R>::vector_field_network(vf_spec spec) : spec_(std::move(spec)) {
   spec_.validate();
   edges_ = spec_.resolved_edges();
-  long offset = 0;
   // Parameter groups (per-layer learning rates): the forward edge into layer i is group
   // i - 1, a feedback edge src -> dst shares the group of the forward edge into src, the
   // readout is group K.
   int group = 0;
-  auto add = [&](std::string name, long rows, long cols) {
-    layout_.push_back({std::move(name), group, rows, cols, offset});
-    offset += rows * cols;
-    return static_cast<int>(layout_.size()) - 1;
-  };
+  auto add = [&](std::string name, long rows, long cols) { return params_.add(std::move(name), group, rows, cols); };
   const network_spec twin = spec_.layered_spec();
   for (const auto& e : edges_) {
     const char* tag = e.forward ? "W" : "B";
@@ -126,13 +121,11 @@ vector_field_network<R>::vector_field_network(vf_spec spec) : spec_(std::move(sp
   group = spec_.n_layers();
   add("Wro", spec_.n_classes, spec_.sizes.back());
   add("bro", spec_.n_classes, 1);
-  params_.assign(static_cast<size_t>(offset), R(0));
   rng_t rng(spec_.seed);
-  for (size_t i = 0; i < layout_.size(); ++i) {
-    const auto& blk = layout_[i];
+  for (const auto& blk : params_.layout()) {
     if (blk.name[0] == 'b') continue;  // biases zero
     const double std = spec_.init_scale > 0 ? spec_.init_scale : 1.0 / std::sqrt(double(blk.cols));
-    for (long k = 0; k < blk.size(); ++k) params_[blk.offset + k] = R(std * truncated_normal(rng));
+    for (long k = 0; k < blk.size(); ++k) params_.data()[blk.offset + k] = R(std * truncated_normal(rng));
   }
   // Rotation of the feedback weights towards the transposed forward weights (spec §1.4).
   const double a = spec_.angle_deg * std::numbers::pi / 180.0;
@@ -150,14 +143,14 @@ vector_field_network<R>::vector_field_network(vf_spec spec) : spec_(std::move(sp
 template <class R>
 vector_map<R> vector_field_network<R>::b(int e) {
   if (b_block_[e] < 0) throw internal_error("vector_field_network::b: feedback edges have no bias");
-  auto& l = layout_[b_block_[e]];
+  auto& l = params_.block(b_block_[e]);
   return {params_.data() + l.offset, l.rows};
 }
 
 template <class R>
 const_vector_map<R> vector_field_network<R>::b(int e) const {
   if (b_block_[e] < 0) throw internal_error("vector_field_network::b: feedback edges have no bias");
-  auto& l = layout_[b_block_[e]];
+  auto& l = params_.block(b_block_[e]);
   return {params_.data() + l.offset, l.rows};
 }
 

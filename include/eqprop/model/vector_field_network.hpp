@@ -14,7 +14,7 @@
 // the energy-based networks; with B = W^T on a chain the fixed points are exactly those
 // of layered_network with a readout.
 //
-// Parameters live in one flat buffer: per edge its matrix (and the bias of a forward
+// Parameters live in one param_buffer (core/params.hpp): per edge its matrix (and the bias of a forward
 // edge), in edge order, then Wro, bro. Gradients use the same layout.
 //
 // ConvNets (spec §1.3; vf_spec::conv non-empty, chain topology): the first conv.size()
@@ -34,10 +34,10 @@
 #include <string>
 #include <vector>
 
-#include "eqprop/core/aligned.hpp"
+#include "eqprop/core/params.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/activation.hpp"
-#include "eqprop/model/layered_network.hpp"  // param_block
+#include "eqprop/model/layered_network.hpp"  // network_spec, connection_geometry: the conv twin
 
 namespace eqprop {
 
@@ -95,22 +95,22 @@ class vector_field_network {
   int size(int layer) const { return spec_.sizes[layer]; }
   const std::vector<vf_edge>& edges() const { return edges_; }
   int n_edges() const { return static_cast<int>(edges_.size()); }
-  const std::vector<param_block>& layout() const { return layout_; }
+  const std::vector<param_block>& layout() const { return params_.layout(); }
 
-  std::span<R> params() { return params_; }
-  std::span<const R> params() const { return params_; }
+  std::span<R> params() { return params_.values(); }
+  std::span<const R> params() const { return params_.values(); }
   long n_params() const { return static_cast<long>(params_.size()); }
 
-  matrix_map<R> M(int e) { return map(w_block_[e]); }
-  const_matrix_map<R> M(int e) const { return cmap(w_block_[e]); }
+  matrix_map<R> M(int e) { return params_.view(w_block_[e]); }
+  const_matrix_map<R> M(int e) const { return params_.view(w_block_[e]); }
   /// Bias of a forward edge (internal_error for a feedback edge).
   vector_map<R> b(int e);
   const_vector_map<R> b(int e) const;
-  matrix_map<R> W_ro() { return map(layout_.size() - 2); }
-  const_matrix_map<R> W_ro() const { return cmap(layout_.size() - 2); }
-  vector_map<R> b_ro() { auto& l = layout_[layout_.size() - 1]; return {params_.data() + l.offset, l.rows}; }
-  const_vector_map<R> b_ro() const { auto& l = layout_[layout_.size() - 1]; return {params_.data() + l.offset, l.rows}; }
-  const param_block& weight_block(int e) const { return layout_[w_block_[e]]; }
+  matrix_map<R> W_ro() { return params_.view(params_.n_blocks() - 2); }
+  const_matrix_map<R> W_ro() const { return params_.view(params_.n_blocks() - 2); }
+  vector_map<R> b_ro() { auto& l = params_.block(params_.n_blocks() - 1); return {params_.data() + l.offset, l.rows}; }
+  const_vector_map<R> b_ro() const { auto& l = params_.block(params_.n_blocks() - 1); return {params_.data() + l.offset, l.rows}; }
+  const param_block& weight_block(int e) const { return params_.block(w_block_[e]); }
   /// Geometry of edge e: a forward edge's own; a feedback edge's is that of the forward
   /// connection dst -> src whose kernel shape it shares. Dense for MLPs.
   const connection_geometry& geometry(int e) const { return geometry_[e]; }
@@ -123,14 +123,11 @@ class vector_field_network {
   void tie_feedback();
 
  private:
-  matrix_map<R> map(size_t i) { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows, l.cols}; }
-  const_matrix_map<R> cmap(size_t i) const { auto& l = layout_[i]; return {params_.data() + l.offset, l.rows, l.cols}; }
   vf_spec spec_;
   std::vector<vf_edge> edges_;
-  std::vector<param_block> layout_;
   std::vector<int> w_block_, b_block_;
   std::vector<connection_geometry> geometry_;
-  aligned_vector<R> params_;
+  param_buffer<R> params_;
 };
 
 extern template class vector_field_network<float>;
