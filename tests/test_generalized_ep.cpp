@@ -1,6 +1,7 @@
 // Generalized EP on vector-field networks without weight symmetry, recurrent backprop and
 // Jacobian homeostasis against exact references (spec generalized-ep.md §2.5, §4).
 #include <cmath>
+#include <limits>
 #include <vector>
 
 #include <fmt/format.h>
@@ -8,6 +9,7 @@
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
+#include "eqprop/dynamics/relax.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/learn/reference.hpp"
@@ -395,4 +397,41 @@ TEST(GeneralizedEp, HugeFiniteStatesKeepAFiniteResidual) {
   double len = 0;  // the first step's length, from u = 0, in double
   for (int i = 1; i <= 2; ++i) len += st.u()[i].col(0).cast<double>().squaredNorm();
   EXPECT_NEAR(st.residual()(0) / std::sqrt(len), 1.0, 1e-6);
+}
+
+// A sample whose states turn non-finite is done: the other samples relax exactly as in a
+// batch without it, with fixed steps and with early stopping (vector field and layered).
+TEST(GeneralizedEp, ANonFiniteSampleNeitherEndsNorHoldsUpTheOthers) {
+  vf_toy t(90.0, {4, 6, 5, 3}, vf_topology::chain, 5, 6);
+  matrix<double> xn = t.x, yn = t.y;
+  xn(1, 2) = std::numeric_limits<double>::quiet_NaN();
+  const std::vector<long> others{0, 1, 3, 4, 5};
+  const matrix<double> xo = t.x(Eigen::all, others), yo = t.y(Eigen::all, others);
+  for (bool early : {false, true}) {
+    relax_options o{400, 1e-12, early};
+    vf_state<double> with, without;
+    with.set_input(t.net, xn, yn);
+    without.set_input(t.net, xo, yo);
+    const auto rw = with.relax(0.0, o), ro = without.relax(0.0, o);
+    EXPECT_EQ(rw.n_non_finite, 1);
+    EXPECT_EQ(ro.n_not_converged, 0);
+    EXPECT_EQ(rw.n_not_converged, 1);
+    double err = 0;
+    for (int i = 1; i <= 3; ++i) err = std::max(err, (with.u()[i](Eigen::all, others) - without.u()[i]).cwiseAbs().maxCoeff());
+    EXPECT_LT(err, 1e-13) << "stop_early " << early;
+  }
+  network_spec ls;
+  ls.sizes = {4, 6, 5};
+  ls.n_readout = 3;
+  ls.seed = 4;
+  layered_network<double> lnet(ls);
+  relax_state<double> lw, lo;
+  lw.set_input(lnet, xn, yn);
+  lo.set_input(lnet, xo, yo);
+  const auto lrw = lw.relax(lnet, 0.0, relax_options{300, 1e-12, true});
+  lo.relax(lnet, 0.0, relax_options{300, 1e-12, true});
+  EXPECT_EQ(lrw.n_non_finite, 1);
+  double lerr = 0;
+  for (int j = 0; j < 2; ++j) lerr = std::max(lerr, (lw.h()[j](Eigen::all, others) - lo.h()[j]).cwiseAbs().maxCoeff());
+  EXPECT_LT(lerr, 1e-13);
 }

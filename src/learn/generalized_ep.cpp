@@ -466,6 +466,8 @@ void generalized_ep<R>::run_phases(slice& s, const vector_field_network<R>& net)
   for (int i = 1; i <= K; ++i) s.eps[i].setZero(net.size(i), B);
   const R beta = R(opt_.beta);
   const long T2 = opt_.nudged_steps;
+  for (auto* st : {&s.free, &s.real_pt}) st->set_precision(opt_.precision);
+  s.cplx_pt.set_precision(opt_.precision);
   // The free phase: T1 steps, or fewer with stop_early; every nudged phase runs exactly T2
   // steps from the free state (the estimator's definition), at the same precision.
   const relax_options free_opt = opt_.free_relax();
@@ -935,6 +937,7 @@ gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>
   gep_diagnostics d;
   gep_options eo = ep;
   eo.homeo_lambda = 0;
+  eo.threads = 1;  // the free state read below is the whole batch's
   gep_options ro = eo;
   ro.method = gep_method::rbp;
   ro.rbp_dense = rbp_dense;

@@ -247,7 +247,7 @@ nlohmann::ordered_json run_gep(const workload& w, double seconds, int threads, c
                                const dataset& images) {
   config cfg(gep_schema());
   for (const auto& o : w.overrides) cfg.set_override(o);
-  if (gep_schema().find("estimator.threads") != nullptr) cfg.set_override(fmt::format("estimator.threads={}", threads));
+  cfg.set_override(fmt::format("estimator.threads={}", threads));
   for (const auto& o : sets)
     if (gep_schema().find(o.substr(0, o.find('='))) != nullptr) cfg.set_override(o);
   const long n_in = 784, B = cfg.get<long>("run.batch");
@@ -409,7 +409,9 @@ void register_bench(CLI::App& app) {
   cmd->add_option("--json", json_file, "Also write the results as JSON to this file");
   add_checked(cmd, "--threads", threads, "EP workloads: estimator.threads, the batch slices relaxed in parallel",
               config_constraint::closed(1, config_limits::threads))->capture_default_str();
-  cmd->add_option("--set,-s", sets, "EP workloads: override a config key (KEY=VALUE, repeatable), e.g. relax.stop_early=true");
+  cmd->add_option("--set,-s", sets,
+                  "EP and generalized-EP workloads: override a config key (KEY=VALUE, repeatable), e.g. "
+                  "relax.stop_early=true; each workload takes the keys its config knows");
   cmd->add_option("--data-dir", data_dir,
                   "EP workloads train on consecutive MNIST batches from here (default $EQPROP_DATA, then ./data); "
                   "without MNIST, on one random batch");
@@ -419,6 +421,11 @@ void register_bench(CLI::App& app) {
     if (list) {
       for (const auto& w : workloads()) fmt::print("{:<20} {}\n", w.name, w.description);
       return;
+    }
+    for (const auto& o : sets) {  // a key no workload knows is a typo, not a no-op
+      const std::string key = o.substr(0, o.find('='));
+      if (experiment_schema().find(key) == nullptr && gep_schema().find(key) == nullptr)
+        throw config_error(fmt::format("--set {}: no EP or generalized-EP config has the key '{}'", o, key));
     }
     std::vector<const workload*> todo;
     for (const auto& n : names) {

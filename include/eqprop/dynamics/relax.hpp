@@ -20,8 +20,8 @@
 
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/core/rng.hpp"
-#include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/core/scalar.hpp"
+#include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {

@@ -167,7 +167,9 @@ void report_columns(const State& st, double tol, relax_report& rep) {
 /// sample's residual is <= tol; with freeze as well, once an eighth of the running samples
 /// are below tol they stop (keeping the state and residual of their last step) and the
 /// others are compacted into fewer columns, so that the products shrink with the samples
-/// still running. A non-finite residual ends the loop. The full batch is back on return.
+/// still running. A sample whose residual is non-finite counts as done (and freezes): it
+/// neither holds up nor cuts short the others; the loop ends when no sample is finite.
+/// The full batch is back on return.
 template <column_state State, class Step>
 relax_report relax_columns(State& st, long max_steps, bool stop_early, bool freeze, double tol, Step&& step) {
   using S = typename State::scalar;
@@ -185,17 +187,30 @@ relax_report relax_columns(State& st, long max_steps, bool stop_early, bool free
       for (long c : which) detail::column(f, cols[size_t(c)]) = detail::column(buf, c);
     });
   };
+  // A column is done when it has converged or its residual is no longer finite (a diverged
+  // sample cannot recover; it must not hold up, or cut short, the others).
+  auto done = [&](long b) {
+    const double r = double(st.residual()(b));
+    return r <= tol || !std::isfinite(r);
+  };
   std::vector<long> keep, frozen;
   for (long t = 0; t < max_steps; ++t) {
     const double mx = double(step());
     rep.steps = t + 1;
     rep.sample_steps += st.batch();
     if (stop_early && mx <= tol) break;
-    if (!std::isfinite(mx)) break;  // diverged: further steps cannot help
+    if (!std::isfinite(mx)) {  // some column diverged: stop when no column is still finite
+      long n_finite = 0, n_done = 0;
+      for (long b = 0; b < st.batch(); ++b) {
+        n_finite += std::isfinite(double(st.residual()(b))) ? 1 : 0;
+        n_done += done(b) ? 1 : 0;
+      }
+      if (n_finite == 0 || (stop_early && n_done == st.batch())) break;
+    }
     if (!(freeze && stop_early) || t + 1 >= max_steps) continue;
     keep.clear();
     frozen.clear();
-    for (long b = 0; b < st.batch(); ++b) (double(st.residual()(b)) <= tol ? frozen : keep).push_back(b);
+    for (long b = 0; b < st.batch(); ++b) (done(b) ? frozen : keep).push_back(b);
     if (frozen.empty() || long(frozen.size()) * 8 < st.batch()) continue;
     if (cols.empty()) {  // first freeze: keep the full batch
       full = st.batch();

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "eqprop/core/aligned.hpp"
+#include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/vector_field_network.hpp"
@@ -52,6 +53,9 @@ class vf_state {
   /// One synchronous step u <- u + alpha (C r + b - beta e(r_K) + noise - u); returns the
   /// largest per-sample residual, the length of the update. alpha = 1: the papers' step.
   real_t<S> step(S beta, double noise_std = 0, rng_t* rng = nullptr, real_t<S> alpha = 1);
+  /// Operands of the float32 products from now on (set_input's drive included); relax()
+  /// sets it from its options.
+  void set_precision(matmul_precision p) { precision_ = p; }
   /// Relaxation by the driver (relax_driver.hpp): opt.max_steps steps, or fewer with
   /// opt.stop_early (per-sample freezing with opt.freeze_converged), opt.omega as alpha,
   /// neuron noise on u; opt.order must be synchronous. Residuals and failures per sample
@@ -140,7 +144,8 @@ struct gep_options {
   double omega = 1;          ///< free phase: over-relaxation u <- u + omega (F - u), in (0, 2)
   matmul_precision precision = matmul_precision::float32;  ///< operands of the float32 products
   /// Column slices of the batch relaxed and differentiated in parallel, one thread each;
-  /// deterministic for a given count (counts agree to rounding).
+  /// deterministic for a given count, and counts agree to rounding (except ConvNet
+  /// homeostasis, whose probes are drawn per slice).
   int threads = 1;
   double fail_residual = 1;  ///< a sample above this in any phase (or non-finite) is dropped
   // Jacobian homeostasis (spec §4), added to the gradient with coefficient lambda.
@@ -171,7 +176,10 @@ class generalized_ep {
   /// eps per layer (index 1..K) of the last estimate (dropped samples zeroed).
   const std::vector<matrix<R>>& error_vectors() const { return eps_; }
   /// The free state of the last estimate (with threads > 1, of the first column slice).
-  const vf_state<R>& free_state() const { return slices_.at(0).free; }
+  const vf_state<R>& free_state() const {
+    if (slices_.empty()) throw internal_error("generalized_ep::free_state: no estimate yet");
+    return slices_[0].free;
+  }
   const gep_options& options() const { return opt_; }
   void reseed(uint64_t seed) { rng_.seed(seed); }
 
