@@ -6,13 +6,17 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <string>
+
+#include <sys/wait.h>
 
 #include <gtest/gtest.h>
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/stability.hpp"
+#include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/deep_trainer.hpp"
 
 using namespace eqprop;
@@ -49,7 +53,7 @@ deep_dynamics leaky_abs_dynamics(double leak, double stop_tol) {
   deep_dynamics dyn;
   dyn.decay = deep_decay::abs_row_sum;
   dyn.leak = leak;
-  dyn.presyn = deep_presyn::sigmoid;
+  dyn.presyn = deep_presyn::hep_sigmoid;
   dyn.clip = false;
   dyn.stop_tol = stop_tol;
   return dyn;
@@ -234,7 +238,7 @@ TEST(DeepRule, VectorFieldUpdateIsTheRateDerivativeTimesTheNudge) {
     auto net = random_net(2, 3, 2, 17, 0.4);
     deep_dynamics dyn;
     dyn.decay = decay;
-    dyn.presyn = deep_presyn::sigmoid;
+    dyn.presyn = deep_presyn::hep_sigmoid;
     const double beta = 0.3;
     rng_t rng(5);
     Eigen::MatrixXd x(2, 3);
@@ -630,7 +634,12 @@ TEST(DeepCli, RecommendedConfigSolvesXor) {
                         out),
             0)
       << out;
-  EXPECT_NE(out.find("free-phase train error 0.00% (0% from epoch 430)"), std::string::npos) << out;
+  const std::string solved = "free-phase train error 0.00% (0% from epoch ";
+  const auto at = out.find(solved);
+  ASSERT_NE(at, std::string::npos) << out;
+  const long epoch = std::strtol(out.c_str() + at + solved.size(), nullptr, 10);
+  EXPECT_GT(epoch, 0) << out;
+  EXPECT_LE(epoch, 800) << "within the config's 800 epochs: " << out;
   EXPECT_NE(out.find("48 of 48 allowed edges"), std::string::npos) << "4 hidden neurons from the config: " << out;
 }
 
@@ -650,5 +659,158 @@ TEST(DeepCli, TrainWritesRunAndStabilityReadsIt) {
   out.clear();
   EXPECT_EQ(run_command(std::string(cli) + " deep stability " + dir.string(), out), 0) << out;
   EXPECT_NE(out.find("sums to 0"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
+}
+
+// ρ = hep_sigmoid is the table's act::hep_sigmoid in the relaxation rate and in the Jacobian;
+// the retired name `sigmoid` is refused naming hep_sigmoid, and saved settings holding it load.
+TEST(DeepPresyn, HepSigmoidIsTheTableFunctionAndSigmoidIsRetired) {
+  EXPECT_EQ(parse_deep_presyn("hep_sigmoid"), deep_presyn::hep_sigmoid);
+  EXPECT_EQ(to_string(deep_presyn::hep_sigmoid), "hep_sigmoid");
+  EXPECT_EQ(deep_presyn_activation(deep_presyn::hep_sigmoid), activation_kind::hep_sigmoid);
+  try {
+    parse_deep_presyn("sigmoid");
+    ADD_FAILURE() << "`sigmoid` was accepted";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("'hep_sigmoid'"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(parse_saved_deep_presyn("sigmoid"), deep_presyn::hep_sigmoid);
+  EXPECT_EQ(parse_saved_deep_presyn("tanh"), deep_presyn::tanh);
+  EXPECT_THROW(parse_saved_deep_presyn("hard_sigmoid"), config_error);
+
+  auto net = random_net(2, 3, 2, 23, 0.7);
+  deep_dynamics dyn;
+  dyn.presyn = deep_presyn::hep_sigmoid;
+  Eigen::VectorXd s(net.size());
+  for (int i = 0; i < net.size(); ++i) s(i) = 0.1 + 0.13 * i;
+  s(net.bias_index()) = 1;
+  const Eigen::VectorXd rate = deep_rate(net, dyn, s);
+  const Eigen::MatrixXd jac = deep_jacobian(net, dyn, s);
+  const int n_in = net.n_input(), nf = net.n_free();
+  for (int j = 0; j < nf; ++j) {
+    double want = -net.weights.row(n_in + j).sum() * s(n_in + j);
+    for (int i = 0; i < net.size(); ++i) want += net.weights(i, n_in + j) * act::hep_sigmoid::value(s(i));
+    EXPECT_NEAR(rate(j), want, 1e-14) << "neuron " << j;
+    for (int m = 0; m < nf; ++m)
+      if (m != j) EXPECT_NEAR(jac(j, m), net.weights(n_in + m, n_in + j) * act::hep_sigmoid::deriv(s(n_in + m)), 1e-14);
+  }
+}
+
+// The reciprocal nudge is refused where its correction is wrong: with the trajectory or
+// endpoint rule, and with clipping (deep_jacobian ignores the clip's active set).
+TEST(DeepRule, ReciprocalNudgeNeedsVectorFieldRuleWithoutClip) {
+  deep_run_settings st = xor_recommended_settings(1);
+  EXPECT_NO_THROW(deep_check_settings(st.dyn, st.learn));
+  const auto task = make_logic_task("xor", true);
+  for (const auto rule : {deep_rule::trajectory, deep_rule::endpoint}) {
+    deep_run_settings bad = st;
+    bad.learn.rule = rule;
+    EXPECT_THROW(deep_check_settings(bad.dyn, bad.learn), config_error) << to_string(rule);
+    rng_t rng(1);
+    graph_network net(bad.graph, rng);
+    EXPECT_THROW(deep_learning_step(net, bad.dyn, bad.learn, task.x, task.y, rng), config_error) << to_string(rule);
+    EXPECT_THROW(deep_train(net, bad, task.x, task.y, {}, {}, true), config_error) << to_string(rule);
+  }
+  deep_run_settings clipped = st;
+  clipped.dyn.clip = true;
+  try {
+    deep_check_settings(clipped.dyn, clipped.learn);
+    ADD_FAILURE() << "clipping with the reciprocal nudge was accepted";
+  } catch (const config_error& e) {
+    EXPECT_NE(std::string(e.what()).find("--no-clip"), std::string::npos) << e.what();
+  }
+  clipped.learn.reciprocal_nudge = false;
+  EXPECT_NO_THROW(deep_check_settings(clipped.dyn, clipped.learn));
+}
+
+// The evaluation's nudged phase is the learning one: with the reciprocal nudge the logged
+// nudged_mse is that of the reciprocal nudged fixed point (unique: the leaky absolute decay
+// contracts), not that of the plain nudge.
+TEST(DeepTrain, NudgedScoresUseTheReciprocalNudge) {
+  deep_run_settings st = xor_recommended_settings(2);
+  st.dyn.stop_tol = 1e-28;
+  st.dyn.free_steps = st.dyn.nudged_steps = 100000;
+  st.epochs = 1;
+  const auto task = make_logic_task("xor", true);
+  rng_t rng(st.seed);
+  graph_network net(st.graph, rng);
+  double logged = NAN;
+  deep_train(net, st, task.x, task.y, {}, {}, true,
+             [&](const nlohmann::ordered_json& row) { logged = row["nudged_mse"].get<double>(); });
+  rng_t r2(99);
+  Eigen::MatrixXd s_free = deep_initial_state(net, task.x, r2);
+  ASSERT_TRUE(deep_relax(net, st.dyn, s_free, nullptr, 0.0).converged);
+  const deep_linear_term rec = deep_reciprocal_term(net, st.dyn, s_free);
+  Eigen::MatrixXd s_rec = s_free, s_plain = s_free;
+  ASSERT_TRUE(deep_relax(net, st.dyn, s_rec, &task.y, st.learn.beta, {}, &rec).converged);
+  ASSERT_TRUE(deep_relax(net, st.dyn, s_plain, &task.y, st.learn.beta).converged);
+  const double want = deep_score(net, s_rec, task.y, true).mse, plain = deep_score(net, s_plain, task.y, true).mse;
+  EXPECT_NEAR(logged, want, 1e-9);
+  EXPECT_GT(std::abs(plain - want), 1e-4) << "the plain nudge gives the same MSE: the test cannot tell them apart";
+}
+
+// The CLI refuses `--presyn sigmoid` (naming hep_sigmoid) and the reciprocal nudge with the
+// trajectory rule or with clipping, before training (exit status 2, no epoch line).
+TEST(DeepCli, RefusesRetiredPresynAndWrongReciprocalCombinations) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
+  const std::string rec = std::string(cli) + " deep train --config " + std::string(EQPROP_SOURCE_DIR) +
+                          "/configs/deep_xor_onehot_recommended.toml --epochs 1 --quiet";
+  struct bad_case { std::string args, message; };
+  for (const auto& c : {bad_case{" --presyn sigmoid", "hep_sigmoid"}, bad_case{" --rule trajectory", "vector_field"},
+                        bad_case{" --rule endpoint", "vector_field"}}) {
+    std::string out;
+    EXPECT_EQ(WEXITSTATUS(run_command(rec + c.args, out)), 2) << c.args << ": " << out;
+    EXPECT_NE(out.find(c.message), std::string::npos) << c.args << ": " << out;
+    EXPECT_EQ(out.find("seed 1:"), std::string::npos) << c.args << ": " << out;
+  }
+  std::string out;
+  EXPECT_EQ(WEXITSTATUS(run_command(std::string(cli) + " deep train --task xor --one-hot --rule vector_field "
+                                        "--reciprocal-nudge --epochs 1 --quiet", out)), 2) << out;
+  EXPECT_NE(out.find("--no-clip"), std::string::npos) << out;
+}
+
+// `eqprop bench -w deep_yinyang_leak` trains with configs/deep_yin_yang_leak.toml read from the
+// working directory (30 hidden: 1221 edges) and names the file when it is not there.
+TEST(DeepCli, BenchReadsTheYinYangConfig) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
+  const auto dir = std::filesystem::path(::testing::TempDir()) / ("eqprop_deep_bench_" + std::to_string(::getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string json = (dir / "b.json").string();
+  std::string out;
+  ASSERT_EQ(run_command("cd " + std::string(EQPROP_SOURCE_DIR) + " && " + cli +
+                            " bench -w deep_yinyang_leak --seconds 0.1 --no-peak --json " + json, out), 0) << out;
+  std::ifstream f(json);
+  const auto j = nlohmann::json::parse(f);
+  ASSERT_EQ(j.at("workloads").size(), 1u);
+  EXPECT_EQ(j.at("workloads")[0].at("edges").get<long>(), 1221);
+  EXPECT_DOUBLE_EQ(j.at("workloads")[0].at("relax_steps_per_batch").get<double>(), 200.0);  // T1 + T2 = 100 + 100
+  out.clear();
+  EXPECT_NE(run_command("cd " + dir.string() + " && " + cli + " bench -w deep_yinyang_leak --seconds 0.1 --no-peak", out), 0);
+  EXPECT_NE(out.find("configs/deep_yin_yang_leak.toml"), std::string::npos) << out;
+  std::filesystem::remove_all(dir);
+}
+
+// A checkpoint saved with the retired presynaptic name `sigmoid` still loads as hep_sigmoid:
+// `deep stability` gives the same report as for the checkpoint saved with `hep_sigmoid`.
+TEST(DeepCli, StabilityLoadsCheckpointSavedWithSigmoid) {
+  const char* cli = std::getenv("EQPROP_CLI");
+  if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
+  const auto dir = std::filesystem::path(::testing::TempDir()) / ("eqprop_deep_old_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::string out;
+  ASSERT_EQ(run_command(std::string(cli) + " deep train --config " + std::string(EQPROP_SOURCE_DIR) +
+                            "/configs/deep_xor_onehot_recommended.toml --epochs 20 --quiet --run-dir " + dir.string(), out),
+            0) << out;
+  auto ck = load_checkpoint(dir / "checkpoint.eqck");
+  ASSERT_EQ(ck.meta["settings"]["dynamics"]["presyn"], "hep_sigmoid");
+  std::string now, old;
+  ASSERT_EQ(run_command(std::string(cli) + " deep stability --json " + dir.string(), now), 0) << now;
+  ck.meta["settings"]["dynamics"]["presyn"] = "sigmoid";
+  save_checkpoint(dir / "old.eqck", ck);
+  ASSERT_EQ(run_command(std::string(cli) + " deep stability --json " + (dir / "old.eqck").string(), old), 0) << old;
+  EXPECT_EQ(old, now);
+  EXPECT_NE(now.find("\"n_active\": 6"), std::string::npos) << "no clip: every free neuron active: " << now;
   std::filesystem::remove_all(dir);
 }

@@ -15,9 +15,14 @@ deep_decay parse_deep_decay(const std::string& s) {
 }
 deep_presyn parse_deep_presyn(const std::string& s) {
   if (s == "identity" || s == "none") return deep_presyn::identity;
-  if (s == "sigmoid") return deep_presyn::sigmoid;
+  if (s == "hep_sigmoid") return deep_presyn::hep_sigmoid;
   if (s == "tanh") return deep_presyn::tanh;
-  throw config_error("unknown presynaptic activation `" + s + "` (expected identity | sigmoid | tanh)");
+  if (renamed_activation(s, activation_family::ep))
+    throw config_error("presynaptic " + renamed_activation_message(s, activation_family::ep));
+  throw config_error("unknown presynaptic activation `" + s + "` (expected identity | hep_sigmoid | tanh)");
+}
+deep_presyn parse_saved_deep_presyn(const std::string& s) {
+  return s == "sigmoid" ? deep_presyn::hep_sigmoid : parse_deep_presyn(s);
 }
 deep_rule parse_deep_rule(const std::string& s) {
   if (s == "trajectory") return deep_rule::trajectory;
@@ -35,12 +40,29 @@ std::string to_string(deep_decay d) {
   return d == deep_decay::row_sum ? "row_sum" : d == deep_decay::abs_row_sum ? "abs_row_sum" : "unit";
 }
 std::string to_string(deep_presyn p) {
-  return p == deep_presyn::identity ? "identity" : p == deep_presyn::sigmoid ? "sigmoid" : "tanh";
+  return p == deep_presyn::identity ? "identity" : p == deep_presyn::hep_sigmoid ? "hep_sigmoid" : "tanh";
 }
 std::string to_string(deep_rule r) {
   return r == deep_rule::trajectory ? "trajectory" : r == deep_rule::endpoint ? "endpoint" : "vector_field";
 }
 std::string to_string(deep_l1 m) { return m == deep_l1::subgradient ? "subgradient" : "soft_threshold"; }
+
+activation_kind deep_presyn_activation(deep_presyn p) {
+  return p == deep_presyn::identity ? activation_kind::linear
+         : p == deep_presyn::hep_sigmoid ? activation_kind::hep_sigmoid
+                                         : activation_kind::tanh;
+}
+
+void deep_check_settings(const deep_dynamics& dyn, const deep_learning& learn) {
+  if (!learn.reciprocal_nudge) return;
+  if (learn.rule != deep_rule::vector_field)
+    throw config_error("DEEP: the reciprocal nudge (--reciprocal-nudge) needs the vector_field rule (--rule vector_field; "
+                       "--baseline sets endpoint), got `" + to_string(learn.rule) +
+                       "`: its nudge gives (s^β − s*)/β → J^{-T} ∂C/∂s, which only the vector-field rule turns into −∂C/∂W");
+  if (dyn.clip)
+    throw config_error("DEEP: the reciprocal nudge (--reciprocal-nudge) needs unclipped dynamics (--no-clip): its Jacobian "
+                       "ignores the clip, so Jᵀ − J is wrong wherever a neuron is held at 0 or 1");
+}
 
 void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y) {
   if (x.rows() != net.n_data_input())
@@ -50,15 +72,6 @@ void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const 
     throw shape_error("DEEP: targets are " + std::to_string(y.rows()) + " x " + std::to_string(y.cols()) +
                       ", expected " + std::to_string(net.n_output()) + " x " + std::to_string(x.cols()));
 }
-
-namespace {
-
-void apply_presyn(deep_presyn p, const Eigen::MatrixXd& s, Eigen::MatrixXd& out) {
-  if (p == deep_presyn::sigmoid) out = (1.0 / (1.0 + (-(4.0 * s.array() - 2.0)).exp())).matrix();
-  else out = s.array().tanh().matrix();
-}
-
-}  // namespace
 
 Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::MatrixXd& x, rng_t& rng) {
   if (x.rows() != net.n_data_input())
@@ -92,12 +105,13 @@ deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn,
   }
   decay.array() += dyn.leak;
   const bool has_bias = net.bias.size() == nf && !net.bias.isZero(0.0);
-  Eigen::MatrixXd rho, drv(nf, s.cols()), next(nf, s.cols()), prev;
+  const activation_kind presyn = deep_presyn_activation(dyn.presyn);
+  Eigen::MatrixXd rho, drho, drv(nf, s.cols()), next(nf, s.cols()), prev;
   deep_phase_report rep;
   const long budget = y ? dyn.nudged_steps : dyn.free_steps;
   for (long t = 0; t < budget; ++t) {
     if (dyn.presyn == deep_presyn::identity) drive.apply(s, drv);
-    else { apply_presyn(dyn.presyn, s, rho); drive.apply(rho, drv); }
+    else { apply_activation(presyn, s, rho, drho); drive.apply(rho, drv); }
     if (has_bias) drv.colwise() += net.bias;
     drv.noalias() -= decay.asDiagonal() * s.bottomRows(nf);
     if (y) drv.bottomRows(n_out) += beta * (*y - s.bottomRows(n_out));
@@ -171,9 +185,8 @@ Eigen::MatrixXd deep_vector_field_update(const graph_network& net, const deep_dy
   if (!(beta > 0)) throw config_error("DEEP: beta must be > 0");
   const double B = double(std::max<Eigen::Index>(1, s_free.cols()));
   const Eigen::MatrixXd delta = (s_nudged.bottomRows(nf) - s_free.bottomRows(nf)) / (beta * B);
-  Eigen::MatrixXd pre;
-  if (dyn.presyn == deep_presyn::identity) pre = s_free;
-  else apply_presyn(dyn.presyn, s_free, pre);
+  Eigen::MatrixXd pre, dpre;
+  apply_activation(deep_presyn_activation(dyn.presyn), s_free, pre, dpre);
   Eigen::MatrixXd dw = Eigen::MatrixXd::Zero(n, n);
   dw.rightCols(nf) = pre * delta.transpose();  // drive: dF_j/dW_ij = rho(s_i)
   if (dyn.decay != deep_decay::unit) {         // decay of free i: dF_i/dW_ij = -(dD_i/dW_ij) s_i
@@ -193,6 +206,7 @@ Eigen::MatrixXd deep_vector_field_update(const graph_network& net, const deep_dy
 deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn, const deep_learning& learn,
                                     const Eigen::MatrixXd& x, const Eigen::MatrixXd& y, rng_t& rng) {
   deep_check_batch(net, x, y);
+  deep_check_settings(dyn, learn);
   if (!(learn.beta > 0)) throw config_error("DEEP: beta must be > 0");
   const int n = net.size(), nf = net.n_free();
   const double B = double(x.cols());

@@ -140,14 +140,9 @@ nlohmann::ordered_json stability_report::to_json() const {
 Eigen::MatrixXd deep_jacobian(const graph_network& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
   if (s.size() != net.size()) throw shape_error(fmt::format("deep_jacobian: state has {} entries, expected {}", s.size(), net.size()));
   const int nf = net.n_free(), n_in = net.n_input();
-  Eigen::VectorXd dr(nf);  // ρ'(s_m) of the free neurons
-  for (int m = 0; m < nf; ++m) {
-    const double x = s(n_in + m);
-    if (dyn.presyn == deep_presyn::identity) dr(m) = 1.0;
-    else if (dyn.presyn == deep_presyn::sigmoid) { const double g = 1.0 / (1.0 + std::exp(-(4 * x - 2))); dr(m) = 4 * g * (1 - g); }
-    else { const double t = std::tanh(x); dr(m) = 1 - t * t; }
-  }
-  Eigen::MatrixXd j = net.weights.bottomRightCorner(nf, nf).transpose() * dr.asDiagonal();
+  Eigen::MatrixXd rho, dr;  // ρ and ρ' of the free neurons
+  apply_activation<double>(deep_presyn_activation(dyn.presyn), s.tail(nf), rho, dr);
+  Eigen::MatrixXd j = net.weights.bottomRightCorner(nf, nf).transpose() * dr.col(0).asDiagonal();
   for (int k = 0; k < nf; ++k) {
     const auto row = net.weights.row(n_in + k);
     const double d = dyn.decay == deep_decay::row_sum ? row.sum() : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum() : 1.0;
@@ -171,10 +166,9 @@ std::vector<bool> deep_active_set(const graph_network& net, const Eigen::VectorX
 Eigen::VectorXd deep_rate(const graph_network& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
   if (s.size() != net.size()) throw shape_error(fmt::format("deep_rate: state has {} entries, expected {}", s.size(), net.size()));
   const int n_in = net.n_input(), nf = net.n_free();
-  Eigen::VectorXd pre = s;  // ρ(s), the same formula as the relaxation
-  if (dyn.presyn == deep_presyn::sigmoid) pre = (1.0 / (1.0 + (-(4.0 * s.array() - 2.0)).exp())).matrix();
-  else if (dyn.presyn == deep_presyn::tanh) pre = s.array().tanh().matrix();
-  Eigen::VectorXd rate = net.weights.rightCols(nf).transpose() * pre;
+  Eigen::MatrixXd pre, dpre;  // ρ(s), the same function as the relaxation
+  apply_activation<double>(deep_presyn_activation(dyn.presyn), s, pre, dpre);
+  Eigen::VectorXd rate = net.weights.rightCols(nf).transpose() * pre.col(0);
   if (net.bias.size() == nf) rate += net.bias;
   for (int j = 0; j < nf; ++j) {
     const auto row = net.weights.row(n_in + j);

@@ -64,7 +64,8 @@ struct eval_scores {
 };
 
 // Free (and optionally nudged) relaxation of a whole set, in chunks; states start from a
-// generator seeded by `seed` so evaluations are reproducible.
+// generator seeded by `seed` so evaluations are reproducible. The nudged phase is the one
+// learning uses: from the free state, with the reciprocal term when st.learn.reciprocal_nudge.
 eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x,
                          const Eigen::MatrixXd& y, bool one_hot, bool nudged, uint64_t seed) {
   eval_scores e;
@@ -84,7 +85,9 @@ eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, 
     bad += sc.n_non_finite;
     res += rep.residual * double(m);
     if (nudged) {
-      deep_relax(net, st.dyn, s, &yb, st.learn.beta);
+      deep_linear_term reciprocal;
+      if (st.learn.reciprocal_nudge) reciprocal = deep_reciprocal_term(net, st.dyn, s);
+      deep_relax(net, st.dyn, s, &yb, st.learn.beta, {}, st.learn.reciprocal_nudge ? &reciprocal : nullptr);
       const auto sn = deep_score(net, s, yb, one_hot);
       nerr += sn.error * double(m);
       if (sn.n_non_finite < m) nmse += sn.mse * double(m - sn.n_non_finite);
@@ -105,6 +108,7 @@ deep_run_result deep_train(graph_network& net, const deep_run_settings& st, cons
   deep_check_batch(net, x_train, y_train);
   if (x_test.cols() > 0) deep_check_batch(net, x_test, y_test);
   if (st.epochs < 0) throw config_error("DEEP: epochs must be >= 0");
+  deep_check_settings(st.dyn, st.learn);
   if (x_train.cols() == 0) throw data_error("DEEP: no training samples; nothing to train or evaluate on");
   check_finite_columns(x_train, "training inputs");
   check_finite_columns(y_train, "training targets");

@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "deep_config.hpp"
 #include "flag_checks.hpp"
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
@@ -344,26 +345,23 @@ nlohmann::ordered_json run_lagline_bench() {
   j["steps"] = r.steps;
   return j;
 }
-// DEEP workload: configs/deep_yin_yang_leak.toml's learning steps on consecutive shuffled
-// mini-batches of Yin-Yang for `seconds` (after one warm-up batch); no evaluation.
+// DEEP workload: the learning steps of configs/deep_yin_yang_leak.toml (read from the working
+// directory with `deep train --config`'s reader, so the settings cannot drift from the file) on
+// consecutive shuffled mini-batches of Yin-Yang for `seconds` (after one warm-up batch); no
+// evaluation. Throws config_error naming the file when it is not there.
 nlohmann::ordered_json run_deep_yinyang(double seconds) {
-  const dataset train = generate_yin_yang(5000, 1);
+  const std::string file = "configs/deep_yin_yang_leak.toml";
+  deep_config c = read_deep_config(file);
+  if (c.task != "yin_yang") throw config_error(file + ": the deep_yinyang_leak workload needs task = \"yin_yang\"");
+  const dataset train = generate_yin_yang(c.train_size, 1);
   const Eigen::MatrixXd x = train.x.cast<double>(), y = one_hot_targets(train.y, train.n_classes);
-  graph_spec g;
-  g.n_input = int(x.rows());
-  g.hidden = {30};
-  g.n_output = int(y.rows());
-  deep_dynamics dyn;
-  dyn.leak = 3;
-  dyn.dt = 0.1;
-  dyn.free_steps = dyn.nudged_steps = 100;
-  deep_learning learn;
-  learn.rule = deep_rule::endpoint;
-  learn.beta = 0.5;
-  learn.lr = 0.3;
+  c.settings.graph.n_input = int(x.rows());
+  c.settings.graph.n_output = int(y.rows());
+  const deep_dynamics& dyn = c.settings.dyn;
+  const deep_learning& learn = c.settings.learn;
   rng_t rng(1);
-  graph_network net(g, rng);
-  const long B = 20;
+  graph_network net(c.settings.graph, rng);
+  const long B = c.settings.batch_size > 0 ? std::min<long>(c.settings.batch_size, long(x.cols())) : long(x.cols());
   std::vector<Eigen::Index> order(std::size_t(x.cols()));
   std::iota(order.begin(), order.end(), Eigen::Index(0));
   Eigen::MatrixXd xb(x.rows(), B), yb(y.rows(), B);

@@ -11,6 +11,7 @@
 #include <toml++/toml.h>
 
 #include "commands.hpp"
+#include "deep_config.hpp"
 #include "flag_checks.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
@@ -87,10 +88,10 @@ task_data load_task(const deep_args& a) {
   return d;
 }
 
-deep_run_settings make_settings(const deep_args& a, const task_data& d) {
+// The settings of the options in a, but for graph.n_input and graph.n_output (0: the caller
+// sets them from the data); throws config_error for those deep_check_settings refuses.
+deep_run_settings make_settings(const deep_args& a) {
   deep_run_settings st;
-  st.graph.n_input = d.n_input;
-  st.graph.n_output = d.n_output;
   st.graph.hidden = parse_int_list(a.hidden);
   st.graph.topology = parse_graph_topology(a.topology);
   st.graph.init_std = a.init_std;
@@ -124,6 +125,8 @@ deep_run_settings make_settings(const deep_args& a, const task_data& d) {
   st.epochs = a.epochs;
   st.batch_size = a.batch;
   st.eval_every = a.eval_every;
+  st.seed = a.seed;
+  deep_check_settings(st.dyn, st.learn);
   return st;
 }
 
@@ -151,15 +154,16 @@ void print_stability(const deep_stability_summary& s, bool quiet) {
 }
 
 void run_train(const deep_args& a) {
+  deep_run_settings base = make_settings(a);  // refuses bad settings before the data loads
   const auto d = load_task(a);
+  base.graph.n_input = d.n_input;
+  base.graph.n_output = d.n_output;
   int successes = 0, n_diverged = 0;
   std::vector<double> errors;
   std::vector<uint64_t> solved;
   for (long k = 0; k < a.seeds; ++k) {
-    deep_args ak = a;
-    ak.seed = a.seed + uint64_t(k);
-    auto st = make_settings(ak, d);
-    st.seed = ak.seed;
+    deep_run_settings st = base;
+    st.seed = a.seed + uint64_t(k);
     rng_t rng(st.seed);
     graph_network net(st.graph, rng);
     fs::path dir;
@@ -203,7 +207,7 @@ void run_train(const deep_args& a) {
                d.x_test.cols() > 0 ? fmt::format(", test accuracy {:.2f}%", 100 * (1 - r.test_error)) : std::string(),
                r.sparsity, net.n_nonzero(), net.n_allowed());
     const Eigen::MatrixXd probe = d.x_train.leftCols(std::min<Eigen::Index>(d.x_train.cols(), 64));
-    if (!dir.empty()) save_checkpoint(dir / "checkpoint.eqck", make_checkpoint(net, st, ak, probe));
+    if (!dir.empty()) save_checkpoint(dir / "checkpoint.eqck", make_checkpoint(net, st, a, probe));
     if (a.stability) {
       const auto s = deep_stability(net, st.dyn, probe, st.seed);
       print_stability(s, a.quiet || a.seeds > 1);
@@ -254,13 +258,8 @@ void apply_config_file(const std::string& file, CLI::App& cmd) {
   }
 }
 
-}  // namespace
-
-void register_deep(CLI::App& app) {
-  static deep_args a;
-  auto* deep = app.add_subcommand("deep", "DEEP: equilibrium propagation on complete directed networks (docs/deep.md)");
-  deep->require_subcommand(1);
-  auto* t = deep->add_subcommand("train", "Train a DEEP network (defaults: XOR, published one-hot settings)");
+// The options of `deep train` that a config file may set, bound to a.
+void add_train_options(CLI::App* t, deep_args& a) {
   using cc = config_constraint;
   namespace lim = config_limits;
   const cc steps = cc::closed(1, lim::steps);
@@ -277,12 +276,13 @@ void register_deep(CLI::App& app) {
   add_checked(t, "--leak", a.leak, "Leak γ >= 0 (−γ s_j; 0 = published)", cc::at_least(0));
   t->add_option("--decay", a.decay, "row_sum (published) | abs_row_sum | unit");
   t->add_flag("--no-clip", a.no_clip, "Do not clip the free states to [0, 1] (needs a leak and a bounded --presyn to stay bounded)");
-  t->add_option("--presyn", a.presyn, "Presynaptic activation ρ: identity (published) | sigmoid | tanh");
+  t->add_option("--presyn", a.presyn, "Presynaptic activation ρ: identity (published) | hep_sigmoid (logistic(4s − 2)) | tanh");
   t->add_option("--rule", a.rule, "trajectory (published) | endpoint | vector_field");
   add_checked(t, "--beta0", a.beta0, "Trajectory rule: coefficient of s_j(t)", cc::any());
   add_checked(t, "--beta1", a.beta1, "Trajectory rule: coefficient of s_j(t) − s_j(t−1)", cc::any());
   t->add_flag("--reciprocal-nudge", a.reciprocal_nudge,
-              "Nudged phase with the Jacobian transposed at the free state (exact-gradient EP; use with --rule vector_field)");
+              "Nudged phase with the Jacobian transposed at the free state (exact-gradient EP; needs --rule vector_field "
+              "and --no-clip). Non-local: the learning phase needs the reverse edges' weights at every neuron");
   t->add_flag("--sign", a.sign, "Manhattan updates: η sign(ΔW)");
   add_checked(t, "--l1", a.l1, "L1 shrinkage λ per update (published: 1.5e-4)", cc::at_least(0));
   t->add_option("--l1-mode", a.l1_mode, "subgradient (published) | soft_threshold");
@@ -304,6 +304,32 @@ void register_deep(CLI::App& app) {
   t->add_option("--run-dir", a.run_dir, "Write settings.json, metrics.jsonl/.csv, checkpoint.eqck (and stability.json) here");
   t->add_flag("--stability", a.stability, "Print the stability report of the trained network");
   t->add_flag("--quiet,-q", a.quiet, "Only the final lines");
+}
+
+}  // namespace
+
+deep_config read_deep_config(const std::string& file) {
+  if (!fs::is_regular_file(file))
+    throw config_error(fmt::format("DEEP config file `{}` not found (a relative path is read from the working directory {})",
+                                   file, fs::current_path().string()));
+  deep_args a;
+  CLI::App app;
+  add_train_options(&app, a);
+  apply_config_file(file, app);
+  deep_config c;
+  c.task = a.task;
+  c.train_size = a.train_size;
+  c.settings = make_settings(a);
+  return c;
+}
+
+void register_deep(CLI::App& app) {
+  static deep_args a;
+  auto* deep = app.add_subcommand("deep", "DEEP: equilibrium propagation on complete directed networks (docs/deep.md)");
+  deep->require_subcommand(1);
+  auto* t = deep->add_subcommand("train", "Train a DEEP network (defaults: XOR, published one-hot settings)");
+  add_train_options(t, a);
+  using cc = config_constraint;
   static std::string config_file;
   t->add_option("--config", config_file, "TOML file of these options (long names as keys, e.g. configs/deep_xor_onehot.toml); "
                 "options given on the command line win")->check(CLI::ExistingFile);
@@ -343,7 +369,7 @@ void register_deep(CLI::App& app) {
     dyn.stop_tol = js["dynamics"]["stop_tol"];
     dyn.leak = leak_opt->count() > 0 ? leak_override : js["dynamics"]["leak"].get<double>();
     dyn.decay = parse_deep_decay(js["dynamics"]["decay"]);
-    dyn.presyn = parse_deep_presyn(js["dynamics"]["presyn"]);
+    dyn.presyn = parse_saved_deep_presyn(js["dynamics"]["presyn"]);
     dyn.clip = js["dynamics"].value("clip", true);  // checkpoints written before the option clipped
     const Eigen::MatrixXd probe = ck.array("probe_inputs").to_matrix<double>();
     const auto rep = deep_stability(net, dyn, probe, 1);

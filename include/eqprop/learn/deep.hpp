@@ -16,12 +16,15 @@
 #include <vector>
 
 #include "eqprop/core/rng.hpp"
+#include "eqprop/model/activation.hpp"
 #include "eqprop/model/graph_network.hpp"
 
 namespace eqprop {
 
 enum class deep_decay { row_sum, abs_row_sum, unit };
-enum class deep_presyn { identity, sigmoid, tanh };  ///< ρ: identity | logistic(4s−2) | tanh
+/// ρ: identity | hep_sigmoid = logistic(4s − 2) | tanh, the functions of the activation table
+/// (deep_presyn_activation).
+enum class deep_presyn { identity, hep_sigmoid, tanh };
 enum class deep_rule { trajectory, endpoint, vector_field };
 enum class deep_l1 { subgradient, soft_threshold };
 
@@ -43,7 +46,7 @@ struct deep_learning {
   double beta0 = 0, beta1 = 1;
   bool sign = false;          ///< Manhattan update: η sign(ΔW)
   bool learn_bias = false;    ///< the vector-field baseline learns b with the endpoint rule
-  bool reciprocal_nudge = false;  ///< nudged phase with deep_reciprocal_term (pair with the vector_field rule)
+  bool reciprocal_nudge = false;  ///< nudged phase with deep_reciprocal_term (vector_field rule, no clip)
   double l1 = 0;              ///< λ (0: off)
   deep_l1 l1_mode = deep_l1::subgradient;
   // Boltzmann pruning after each update.
@@ -62,9 +65,13 @@ struct deep_phase_report {
   bool finite = true;
 };
 
-/// Parsers for the enum settings; throw config_error naming the accepted values.
+/// Parsers for the enum settings; throw config_error naming the accepted values. The retired
+/// presynaptic name "sigmoid" is a config_error naming hep_sigmoid (renamed_activation_message).
 deep_decay parse_deep_decay(const std::string& s);
 deep_presyn parse_deep_presyn(const std::string& s);
+/// ρ from saved settings (checkpoint metadata): as parse_deep_presyn, but "sigmoid", the
+/// name that settings saved before the rename hold for logistic(4s − 2), reads as hep_sigmoid.
+deep_presyn parse_saved_deep_presyn(const std::string& s);
 deep_rule parse_deep_rule(const std::string& s);
 deep_l1 parse_deep_l1(const std::string& s);
 /// The names the parsers accept (the first spelling where there are two).
@@ -72,6 +79,16 @@ std::string to_string(deep_decay d);
 std::string to_string(deep_presyn p);
 std::string to_string(deep_rule r);
 std::string to_string(deep_l1 m);
+
+/// ρ as an activation of the table (eqprop/model/activation.hpp): linear for identity,
+/// hep_sigmoid, tanh. ρ and ρ' are computed with apply_activation of this kind.
+activation_kind deep_presyn_activation(deep_presyn p);
+
+/// Throws config_error for settings the learning step cannot use correctly: the reciprocal
+/// nudge with a rule other than vector_field (only that rule turns its nudge into −∂C/∂W) or
+/// with clipping (deep_jacobian ignores the clip's active set, so Jᵀ − J is wrong wherever a
+/// neuron is held at 0 or 1). deep_learning_step and deep_train check this.
+void deep_check_settings(const deep_dynamics& dyn, const deep_learning& learn);
 
 /// Throws shape_error unless x has the network's data inputs as rows and y (targets) has
 /// n_output rows and as many columns as x.
@@ -99,7 +116,8 @@ deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn,
 /// free-block Jacobian (deep_jacobian) at sample b. Added to the nudged phase, it replaces the
 /// linearisation J_b of the dynamics around s_free by J_bᵀ, so that (s^β − s*)/β → J^{-T} ∂C/∂s
 /// as β → 0 and the vector-field rule becomes −∂C/∂W (C = ½‖y − s_out‖²) for any J, symmetric
-/// or not (exact-gradient EP for non-conservative systems, Scurria et al.).
+/// or not (exact-gradient EP for non-conservative systems, Scurria et al.). Non-local: the
+/// learning (nudged) phase needs the reverse edges' weights at every neuron (W_jm at j for the edge m -> j).
 deep_linear_term deep_reciprocal_term(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free);
 
 /// One learning step on a batch (free phase, nudged phase, update, shrinkage, pruning).

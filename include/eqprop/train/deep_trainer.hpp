@@ -38,7 +38,7 @@ struct deep_run_settings {
 
 struct deep_run_result {
   double train_error = 1, train_mse = 0, test_error = 1;   ///< free phase, final
-  double nudged_error = 1;                                   ///< nudged phase of the last evaluation (train)
+  double nudged_error = 1;  ///< nudged phase of the last evaluation (train), the phase learning uses (reciprocal or not)
   double sparsity = 0;
   long epochs_done = 0;
   long solved_epoch = -1;  ///< first evaluated epoch from which the free-phase training error stays 0 (−1: not 0 at the end)
@@ -49,6 +49,7 @@ struct deep_run_result {
 
 /// Trains a graph network on (x_train, y_train) with DEEP; evaluates the free phase on
 /// train and test (test may be empty). on_epoch receives one metrics row per evaluation.
+/// Throws config_error for the settings deep_check_settings refuses.
 deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
                            const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
                            bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch = {});
