@@ -289,7 +289,7 @@ TEST(ReferenceBptt, FewStepsIsTheTStepGradient) {
 }
 
 // half_clamp01 (real only): BPTT equals finite differences of the T-step loss away from the kinks.
-TEST(ReferenceBptt, HardSigmoidMatchesFiniteDifferencesAwayFromKinks) {
+TEST(ReferenceBptt, HalfClamp01MatchesFiniteDifferencesAwayFromKinks) {
   auto net = make_net(activation_kind::half_clamp01, output_kind::readout, 0.7, 21, 1.0, 0.3);
   const batch d = make_batch(net, 3, 23);
   const long T = 6;
