@@ -88,11 +88,11 @@ void vf_state<S, R>::set_activities(const std::vector<matrix<S>>& r) {
 }
 
 template <class S, class R>
-void vf_state<S, R>::add_coupling(std::vector<matrix<S>>& out) {
+void vf_state<S, R>::add_coupling(std::vector<matrix<S>>& out, int parity) {
   const auto& edges = net_->edges();
   for (size_t e = 0; e < edges.size(); ++e) {
     const auto& ed = edges[e];
-    if (ed.src == 0) continue;
+    if (ed.src == 0 || (parity >= 0 && ed.dst % 2 != parity)) continue;
     if (!net_->is_conv_edge(int(e))) {
       matmul<S, R>(net_->M(int(e)), false, r_[ed.src].data(), r_[ed.src].cols(), out[ed.dst].data(), true, precision_);
       continue;
@@ -109,7 +109,7 @@ void vf_state<S, R>::add_coupling(std::vector<matrix<S>>& out) {
       conv_transpose<S, R>(g, M, dz_, col_, out[ed.dst], true);
     }
   }
-  lin_valid_ = true;
+  lin_valid_ = parity < 0;
 }
 
 template <class S, class R>
@@ -237,10 +237,11 @@ void vf_state<S, R>::copy_states_from(const vf_state& o) {
 }
 
 template <class S, class R>
-void vf_state<S, R>::update_activities() {
+void vf_state<S, R>::update_activities(int parity) {
   dispatch_activation<S>(net_->spec().activation, [&](auto act) {
     using A = decltype(act);
     for (size_t i = 1; i < u_.size(); ++i) {
+      if (parity >= 0 && int(i % 2) != parity) continue;
       r_[i].resize(u_[i].rows(), u_[i].cols());
       activate_n<A>(u_[i].data(), r_[i].data(), u_[i].size(), act_buf_);
     }
@@ -288,30 +289,44 @@ void vf_state<S, R>::loss_per_sample(vector<R>& out) {
 }
 
 template <class S, class R>
-real_t<S> vf_state<S, R>::step(S beta, double noise_std, rng_t* rng, real_t<S> alpha) {
+real_t<S> vf_state<S, R>::step(S beta, double noise_std, rng_t* rng, real_t<S> alpha, relax_order order) {
   using real = real_t<S>;
   const int K = static_cast<int>(u_.size()) - 1;
-  for (int i = 1; i <= K; ++i) next_[i] = drive_[i];
-  add_coupling(next_);
-  if (beta != S(0)) {
-    compute_readout();
-    next_[K] -= beta * e_;
-  }
-  if (noise_std > 0) {
-    if (!rng) throw internal_error("vf_state::step: noise requested without an rng");
-    for (int i = 1; i <= K; ++i)
-      for (long k = 0; k < next_[i].size(); ++k) next_[i].data()[k] += S(real(noise_std * standard_normal(*rng)));
-  }
   residual_.setZero(u_[K].cols());
-  for (int i = 1; i <= K; ++i) {
-    if (alpha == real(1)) {
-      for (long b = 0; b < residual_.size(); ++b) residual_(b) += (next_[i].col(b) - u_[i].col(b)).squaredNorm();
-      u_[i].swap(next_[i]);
-    } else {
-      next_[i] = alpha * (next_[i] - u_[i]);
-      for (long b = 0; b < residual_.size(); ++b) residual_(b) += next_[i].col(b).squaredNorm();
-      u_[i] += next_[i];
+  // The layers of one parity (-1: all) <- their update from the current activities.
+  auto update = [&](int parity) {
+    auto mine = [&](int i) { return parity < 0 || i % 2 == parity; };
+    for (int i = 1; i <= K; ++i)
+      if (mine(i)) next_[i] = drive_[i];
+    add_coupling(next_, parity);
+    if (beta != S(0) && mine(K)) {
+      compute_readout();
+      next_[K] -= beta * e_;
     }
+    if (noise_std > 0) {
+      if (!rng) throw internal_error("vf_state::step: noise requested without an rng");
+      for (int i = 1; i <= K; ++i)
+        if (mine(i))
+          for (long k = 0; k < next_[i].size(); ++k) next_[i].data()[k] += S(real(noise_std * standard_normal(*rng)));
+    }
+    for (int i = 1; i <= K; ++i) {
+      if (!mine(i)) continue;
+      if (alpha == real(1)) {
+        for (long b = 0; b < residual_.size(); ++b) residual_(b) += (next_[i].col(b) - u_[i].col(b)).squaredNorm();
+        u_[i].swap(next_[i]);
+      } else {
+        next_[i] = alpha * (next_[i] - u_[i]);
+        for (long b = 0; b < residual_.size(); ++b) residual_(b) += next_[i].col(b).squaredNorm();
+        u_[i] += next_[i];
+      }
+    }
+    update_activities(parity);
+  };
+  if (order == relax_order::alternating && K > 1) {
+    update(1);  // layers 1, 3, ... from the old activities
+    update(0);  // then 2, 4, ... from the new ones
+  } else {
+    update(-1);
   }
   // u is unbounded: a sum of squares can overflow while every state is finite. Such columns
   // are summed again in double, from the old and new states (next_ holds the old u when
@@ -331,7 +346,6 @@ real_t<S> vf_state<S, R>::step(S beta, double noise_std, rng_t* rng, real_t<S> a
     }
     if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
   }
-  update_activities();
   return mx;
 }
 
@@ -345,12 +359,10 @@ bool vf_state<S, R>::column_finite(long b) const {
 template <class S, class R>
 relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
   opt.validate();
-  if (opt.order != relax_order::synchronous)
-    throw config_error("relax.order = \"alternating\" needs a layered network; vector-field networks step synchronously");
   precision_ = opt.precision;
   const double tol = double(real_t<S>(opt.tol > 0 ? opt.tol : double(scalar_traits<S>::default_tol)));
   relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol,
-                                   [&] { return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega)); });
+                                   [&] { return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega), opt.order); });
   report_columns(*this, tol, rep);
   return rep;
 }
@@ -418,6 +430,7 @@ relax_options gep_options::free_relax() const {
   relax_options o{free_steps, tol, stop_early};
   o.freeze_converged = freeze_converged;
   o.omega = omega;
+  o.order = order;
   o.precision = precision;
   return o;
 }

@@ -54,6 +54,7 @@ const config_schema& gep_schema() {
     s.add("relax.stop_early", false, "end the free phase once every sample's residual is below estimator.tol (nudged phases always run T2 steps)");
     s.add("relax.freeze_converged", true, "with stop_early: samples below estimator.tol stop and the others are compacted into fewer columns");
     s.add("relax.omega", 1.0, cc::open(0, 2), "free phase: over-relaxation u <- u + omega (F(u) - u) (1: the papers' step; the fixed point does not depend on it)");
+    s.add("relax.order", std::string("synchronous"), cc::one_of({"synchronous", "alternating"}), "free phase: synchronous (every layer from the old activities, the papers' step) | alternating (odd layers, then even ones from their new activities; the same fixed points)");
     s.add("relax.precision", std::string("float32"), cc::one_of({"float32", "bfloat16"}), "operands of the float32 products (bfloat16: oneDNN on a CPU with AVX512-BF16)");
     s.add("estimator.threads", int64_t(1), cc::closed(1, lim::threads), "column slices of the batch relaxed in parallel, one thread each (deterministic for a given count)");
     s.add("homeostasis.lambda", 0.0, cc::at_least(0), "coefficient of the homeostatic gradient (0: off)");
@@ -135,6 +136,7 @@ gep_options make_gep_options(const config& cfg) {
   o.stop_early = cfg.get<bool>("relax.stop_early");
   o.freeze_converged = cfg.get<bool>("relax.freeze_converged");
   o.omega = cfg.get<double>("relax.omega");
+  o.order = parse_relax_order(cfg.get<std::string>("relax.order"));
   o.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"));
   if (o.precision == matmul_precision::bfloat16 && cfg.get<std::string>("network.dtype") != "float32")
     throw config_error("relax.precision = \"bfloat16\" rounds float32 products; it needs network.dtype = \"float32\"");

@@ -50,22 +50,27 @@ class vf_state {
     for (size_t i = 1; i < u_.size(); ++i) u_[i] = u[i].template cast<S>();
     update_activities();
   }
-  /// One synchronous step u <- u + alpha (C r + b - beta e(r_K) + noise - u); returns the
-  /// largest per-sample residual, the length of the update. alpha = 1: the papers' step.
-  real_t<S> step(S beta, double noise_std = 0, rng_t* rng = nullptr, real_t<S> alpha = 1);
+  /// One step u <- u + alpha (C r + b - beta e(r_K) + noise - u); returns the largest
+  /// per-sample residual, the length of the update. alpha = 1: the papers' step.
+  /// synchronous: every layer from the old activities; alternating: layers 1, 3, ... first,
+  /// then 2, 4, ... from their new activities (Gauss-Seidel over the layer parity; the same
+  /// fixed points, for any edge list).
+  real_t<S> step(S beta, double noise_std = 0, rng_t* rng = nullptr, real_t<S> alpha = 1,
+                 relax_order order = relax_order::synchronous);
   /// Operands of the float32 products from now on (set_input's drive included); relax()
   /// sets it from its options.
   void set_precision(matmul_precision p) { precision_ = p; }
   /// Relaxation by the driver (relax_driver.hpp): opt.max_steps steps, or fewer with
   /// opt.stop_early (per-sample freezing with opt.freeze_converged), opt.omega as alpha,
-  /// neuron noise on u; opt.order must be synchronous. Residuals and failures per sample
-  /// are reported against opt.tol.
+  /// opt.order, neuron noise on u. Residuals and failures per sample are reported against
+  /// opt.tol.
   relax_report relax(S beta, const relax_options& opt);
   /// One step of (u, u') for the forward-mode derivative at beta = 0: u' <- C D u' - e(r_K).
   void tangent_step(std::vector<matrix<S>>& ud);
 
-  /// r_i = sigma(u_i) for i >= 1 (r_0 = x), after any external change of u.
-  void update_activities();
+  /// r_i = sigma(u_i) for i >= 1 (r_0 = x), after any external change of u; with parity
+  /// 0 or 1 only the layers i with i % 2 == parity.
+  void update_activities(int parity = -1);
   /// Readout at the current activities: logits, probabilities and e = W_ro^T (p - y).
   void compute_readout();
   /// The coupling C(r) = sum over edges with src >= 1 of the edges' terms (without biases),
@@ -110,7 +115,7 @@ class vf_state {
   bool column_finite(long b) const;
 
  private:
-  void add_coupling(std::vector<matrix<S>>& out);  // out += C(r), caching z
+  void add_coupling(std::vector<matrix<S>>& out, int parity = -1);  // out += C(r) into layers of a parity (-1: all), caching z
   void linearize();                                 // z at the current r (conv edges)
   const vector_field_network<R>* net_ = nullptr;
   std::vector<matrix<S>> z_;                  // conv edges: conv output before pooling (forward: of r_src, feedback: of r_dst)
@@ -142,6 +147,7 @@ struct gep_options {
   bool stop_early = false;   ///< end the free phase once every sample's residual is <= tol
   bool freeze_converged = true;  ///< with stop_early: converged samples stop, the others are compacted
   double omega = 1;          ///< free phase: over-relaxation u <- u + omega (F - u), in (0, 2)
+  relax_order order = relax_order::synchronous;  ///< free phase: the update order of a step
   matmul_precision precision = matmul_precision::float32;  ///< operands of the float32 products
   /// Column slices of the batch relaxed and differentiated in parallel, one thread each;
   /// deterministic for a given count, and counts agree to rounding (except ConvNet
@@ -153,7 +159,7 @@ struct gep_options {
   int homeo_probes = 5;      ///< Gaussian probes per sample
   uint64_t seed = 0;         ///< probe stream
   void validate() const;
-  /// The free phase's relaxation: free_steps, or fewer with stop_early; omega, precision.
+  /// The free phase's relaxation: free_steps, or fewer with stop_early; omega, order, precision.
   relax_options free_relax() const;
 };
 
