@@ -192,10 +192,12 @@ template void matmul<std::complex<double>, std::complex<double>>(const_matrix_ma
                                                                  const std::complex<double>*, long,
                                                                  std::complex<double>*, bool, matmul_precision);
 
-matmul_precision parse_matmul_precision(std::string_view name) {
+matmul_precision parse_matmul_precision(std::string_view name, std::string_view dtype) {
   if (name == "float32") return matmul_precision::float32;
   if (name != "bfloat16")
     throw config_error(fmt::format("relax.precision must be \"float32\" or \"bfloat16\", got '{}'", name));
+  if (dtype != "float32")
+    throw config_error("relax.precision = \"bfloat16\" rounds float32 products; it needs network.dtype = \"float32\"");
   if (!bfloat16_available())
     throw config_error(fmt::format("relax.precision = \"bfloat16\" needs eqprop built with oneDNN and a CPU with "
                                    "AVX512-BF16 (matrix products here: {})", matmul_backend()));

@@ -360,8 +360,7 @@ template <class S, class P>
 relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_options& opt) {
   opt.validate();
   precision_ = opt.precision;
-  // tol rounded to the state's precision, as the residuals are
-  const double tol = double(opt.tol > 0 ? real(opt.tol) : scalar_traits<S>::default_tol);
+  const double tol = opt.tol_for<S>();
   // A feed-forward network is exact after one sweep: its residual is then 0 by definition.
   const bool ff = net.spec().feedforward;
   relax_report rep = relax_columns(*this, ff ? std::min<long>(opt.max_steps, 1) : opt.max_steps, opt.stop_early,

@@ -360,7 +360,7 @@ template <class S, class R>
 relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
   opt.validate();
   precision_ = opt.precision;
-  const double tol = double(real_t<S>(opt.tol > 0 ? opt.tol : double(scalar_traits<S>::default_tol)));
+  const double tol = opt.tol_for<S>();
   relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol,
                                    [&] { return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega), opt.order); });
   report_columns(*this, tol, rep);

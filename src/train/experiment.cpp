@@ -213,9 +213,7 @@ relax_options relax_from_config(const config& cfg, bool nudged) {
   r.order = parse_relax_order(cfg.get<std::string>("relax.order"));
   r.omega = cfg.get<double>("relax.omega");
   r.validate();  // before the run directory exists
-  r.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"));
-  if (r.precision == matmul_precision::bfloat16 && cfg.get<std::string>("network.dtype") != "float32")
-    throw config_error("relax.precision = \"bfloat16\" rounds float32 products; it needs network.dtype = \"float32\"");
+  r.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"), cfg.get<std::string>("network.dtype"));
   return r;
 }
 

@@ -137,9 +137,7 @@ gep_options make_gep_options(const config& cfg) {
   o.freeze_converged = cfg.get<bool>("relax.freeze_converged");
   o.omega = cfg.get<double>("relax.omega");
   o.order = parse_relax_order(cfg.get<std::string>("relax.order"));
-  o.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"));
-  if (o.precision == matmul_precision::bfloat16 && cfg.get<std::string>("network.dtype") != "float32")
-    throw config_error("relax.precision = \"bfloat16\" rounds float32 products; it needs network.dtype = \"float32\"");
+  o.precision = parse_matmul_precision(cfg.get<std::string>("relax.precision"), cfg.get<std::string>("network.dtype"));
   o.threads = cfg.get<int>("estimator.threads");
   o.homeo_lambda = cfg.get<double>("homeostasis.lambda");
   o.homeo_probes = cfg.get<int>("homeostasis.probes");

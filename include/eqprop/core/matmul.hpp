@@ -31,8 +31,9 @@ double matmul_peak_gflops(int n, int threads, double seconds);
 /// available (oneDNN and a CPU with AVX512-BF16 or AMX; otherwise they are refused).
 const char* matmul_backend();
 bool bfloat16_available();
-/// "float32" | "bfloat16" (config key relax.precision); config_error for another name, or
-/// for bfloat16 where bfloat16_available() is false.
-matmul_precision parse_matmul_precision(std::string_view name);
+/// "float32" | "bfloat16" (config key relax.precision) for a network of scalar type dtype
+/// (network.dtype); config_error for another name, or for bfloat16 with a dtype other than
+/// "float32" or where bfloat16_available() is false.
+matmul_precision parse_matmul_precision(std::string_view name, std::string_view dtype);
 
 }  // namespace eqprop

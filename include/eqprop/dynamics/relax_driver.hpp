@@ -54,6 +54,13 @@ struct relax_options {
   matmul_precision precision = matmul_precision::float32;
   /// config_error on max_steps < 0 or omega outside (0, 2); relax() calls it.
   void validate() const;
+  /// The tolerance for states of scalar S: tol, or S's default_tol when tol is 0, rounded
+  /// to S's precision as the residuals are.
+  template <class S>
+  double tol_for() const {
+    using real = real_t<S>;
+    return double(tol > 0 ? real(tol) : scalar_traits<S>::default_tol);
+  }
 };
 
 /// What a relaxation did. Never silently hides a failure: non-finite states and samples
