@@ -446,3 +446,29 @@ TEST(GeneralizedEp, ANonFiniteSampleNeitherEndsNorHoldsUpTheOthers) {
   for (int j = 0; j < 2; ++j) lerr = std::max(lerr, (lw.h()[j](Eigen::all, others) - lo.h()[j]).cwiseAbs().maxCoeff());
   EXPECT_LT(lerr, 1e-13);
 }
+
+// The N-point estimator is the one layered networks use (cauchy_ep over ep_model): on a
+// vector field it also starts the points warm around the circle, and its failure policies
+// apply. Converged, the warm start reaches the same points, so the same estimate.
+TEST(GeneralizedEp, SharedCauchyEstimatorWarmStartAndPolicies) {
+  vf_toy t(90.0);
+  const auto g = gep_grad(t, converged_opts(gep_method::cauchy, 6, 0.1));
+  ep_options o = converged_opts(gep_method::cauchy, 6, 0.1).cauchy_options();
+  o.start = ep_start::warm;
+  cauchy_ep<double, vector_field_network<double>> warm(o);
+  std::vector<double> gw(t.net.n_params());
+  const auto r = warm.estimate(t.net, t.x, t.y, gw);
+  EXPECT_EQ(r.points.size(), 6u);  // every point in complex arithmetic, none paired
+  EXPECT_LT(relative_error(gw, g), 1e-10);
+  // Nudged phases far too short to settle: a residual above fail_residual is an error
+  // under the error policy, and dropped (counted) under the default one.
+  o.start = ep_start::free_state;
+  o.nudged = relax_options{1, 1e-13};
+  o.fail_residual = 1e-12;
+  o.on_failure = nonconvergence_policy::error;
+  cauchy_ep<double, vector_field_network<double>> strict(o);
+  EXPECT_THROW(strict.estimate(t.net, t.x, t.y, gw), convergence_error);
+  o.on_failure = nonconvergence_policy::drop;
+  cauchy_ep<double, vector_field_network<double>> lenient(o);
+  EXPECT_EQ(lenient.estimate(t.net, t.x, t.y, gw).n_dropped, t.x.cols());
+}

@@ -25,8 +25,8 @@ void ep_options::validate() const {
   if (threads < 1) throw config_error(fmt::format("estimator.threads must be >= 1, got {}", threads));
 }
 
-template <class R>
-cauchy_ep<R>::cauchy_ep(ep_options opt) : opt_(std::move(opt)) {
+template <class R, class Net>
+cauchy_ep<R, Net>::cauchy_ep(ep_options opt) : opt_(std::move(opt)) {
   opt_.validate();
   const int N = opt_.n_points;
   const R r = R(opt_.beta);
@@ -57,18 +57,18 @@ cauchy_ep<R>::cauchy_ep(ep_options opt) : opt_(std::move(opt)) {
   init_slice(slices_[0]);
 }
 
-template <class R>
-void cauchy_ep<R>::init_slice(slice& s) const {
+template <class R, class Net>
+void cauchy_ep<R, Net>::init_slice(slice& s) const {
   s.real_points.resize(real_betas_.size());
   s.complex_points.resize(complex_betas_.size());
   const size_t K = static_cast<size_t>(opt_.average_last);
   s.free_snaps.resize(opt_.n_points == 1 ? K : 0);
-  s.real_snaps.assign(real_betas_.size(), std::vector<relax_state<R>>(K));
-  s.complex_snaps.assign(complex_betas_.size(), std::vector<relax_state<complex>>(K));
+  s.real_snaps.assign(real_betas_.size(), std::vector<state<R>>(K));
+  s.complex_snaps.assign(complex_betas_.size(), std::vector<state<complex>>(K));
 }
 
-template <class R>
-std::string cauchy_ep<R>::name() const {
+template <class R, class Net>
+std::string cauchy_ep<R, Net>::name() const {
   const std::string start = std::string(opt_.start == ep_start::warm ? " warm" : "") +
                             (opt_.noise_std > 0 ? fmt::format(" noise={}", opt_.noise_std) : "") +
                             (opt_.average_last > 0 ? fmt::format(" avg_last={}", opt_.average_last) : "");
@@ -84,21 +84,18 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }
 
 // Marks samples whose last relaxation failed: non-finite, or residual above the limit.
-template <class S, class P>
-void mark_failures(const relax_state<S, P>& st, double limit, std::vector<char>& failed) {
+template <class St>
+void mark_failures(const St& st, double limit, std::vector<char>& failed) {
   const auto& res = st.residual();
   for (long b = 0; b < res.size(); ++b)
-    if (!(double(res(b)) <= limit)) failed[b] = 1;  // also catches NaN
-  for (const auto& h : st.h())
-    for (long b = 0; b < h.cols(); ++b)
-      if (!failed[b] && !h.col(b).allFinite()) failed[b] = 1;
+    if (!(double(res(b)) <= limit) || (!failed[b] && !st.column_finite(b))) failed[b] = 1;  // also catches NaN
 }
 
 // Relaxes st for opt.max_steps steps; with snapshots, the last snaps.size() steps are run
 // one at a time and the state after each is copied into the next snapshot.
-template <class S, class P>
-relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S beta, relax_options opt,
-                       std::vector<relax_state<S, P>>& snaps, const matrix<real_t<S>>& x, const matrix<real_t<S>>& y) {
+template <class St, class Net>
+relax_report run_phase(St& st, const Net& net, typename St::scalar beta, relax_options opt, std::vector<St>& snaps,
+                       const matrix<real_t<typename St::scalar>>& x, const matrix<real_t<typename St::scalar>>& y) {
   const long K = static_cast<long>(snaps.size());
   if (K == 0) return st.relax(net, beta, opt);
   const long total = opt.max_steps;
@@ -114,26 +111,28 @@ relax_report run_phase(relax_state<S, P>& st, const layered_network<P>& net, S b
     rep = st.relax(net, beta, opt);
     rep.steps += before;
     rep.sample_steps += sample_before;
-    if constexpr (std::is_same_v<S, P>) snaps[t].set_input_shared(net, x, y, st.drive());
-    else snaps[t].set_input(net, x, y);
+    // A real layered state shares its input drive with the snapshot.
+    if constexpr (!is_complex_v<typename St::scalar> && requires { st.drive(); })
+      snaps[t].set_input_shared(net, x, y, st.drive());
+    else
+      snaps[t].set_input(net, x, y);
     snaps[t].copy_states_from(st);
   }
   return rep;
 }
 
-// grad += coef * dF/dtheta, at the final state or averaged over the snapshots; the first
-// connection's weight term goes to acc0 (relax_state::add_input_weight_grad).
-template <class S, class P>
-void add_phase_term(relax_state<S, P>& st, std::vector<relax_state<S, P>>& snaps, const layered_network<P>& net, S beta,
-                    S coef, const vector<real_t<S>>& w, std::span<real_t<S>> grad, matrix<real_t<S>>& acc0) {
-  if (snaps.empty()) return st.add_dF_dtheta(net, beta, coef, w, grad, acc0);
-  for (auto& s : snaps) s.add_dF_dtheta(net, beta, coef / real_t<S>(snaps.size()), w, grad, acc0);
+// grad += coef * the point's term, at the final state or averaged over the snapshots.
+template <class Model, class St, class Net, class R>
+void add_phase_term(St& st, std::vector<St>& snaps, const Net& net, typename St::scalar beta, typename St::scalar coef,
+                    const vector<R>& w, std::span<R> grad, typename Model::accumulator& acc) {
+  if (snaps.empty()) return Model::add_point(st, net, beta, coef, w, grad, acc);
+  for (auto& s : snaps) Model::add_point(s, net, beta, coef / R(snaps.size()), w, grad, acc);
 }
 
 }  // namespace
 
-template <class R>
-void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const relax_options& free_opt,
+template <class R, class Net>
+void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_options& free_opt,
                                const relax_options& nudged_opt, double limit) {
   s.failed.assign(s.x.cols(), 0);
   s.point_reports.clear();
@@ -143,17 +142,18 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
   s.free_report = run_phase(s.free, net, R(0), free_opt, s.free_snaps, s.x, s.y);
   mark_failures(s.free, limit, s.failed);
   s.free_report.seconds = seconds_since(t0);
-  const bool stack = opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
+  const bool stack = model::can_stack && opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
                      nudged_opt.noise_std == 0;
   // The real points, then the complex points (point_reports in that order; n_real_reports of
   // them real). The nudged points share the free phase's input drive W_0 x + b_0.
-  if (stack && s.real_points.size() > 1) {
-    s.point_reports.push_back(relax_stacked(s, net, s.real_stack, s.real_points, real_betas_, nudged_opt, limit));
-  } else {
+  if constexpr (model::can_stack)
+    if (stack && s.real_points.size() > 1)
+      s.point_reports.push_back(relax_stacked(s, net, s.real_stack, s.real_points, real_betas_, nudged_opt, limit));
+  if (s.point_reports.empty()) {
     for (size_t p = 0; p < s.real_points.size(); ++p) {
       t0 = std::chrono::steady_clock::now();
       auto& st = s.real_points[p];
-      st.set_input_shared(net, s.x, s.y, s.free.drive());
+      model::point_input(st, net, s.x, s.y, s.free);
       st.copy_states_from(s.free);
       s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
       mark_failures(st, limit, s.failed);
@@ -161,16 +161,17 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
     }
   }
   s.n_real_reports = s.point_reports.size();
-  if (stack && s.complex_points.size() > 1) {
-    s.point_reports.push_back(
-        relax_stacked(s, net, s.complex_stack, s.complex_points, complex_betas_, nudged_opt, limit));
-  } else {
+  if constexpr (model::can_stack)
+    if (stack && s.complex_points.size() > 1)
+      s.point_reports.push_back(
+          relax_stacked(s, net, s.complex_stack, s.complex_points, complex_betas_, nudged_opt, limit));
+  if (s.point_reports.size() == s.n_real_reports) {
     for (size_t p = 0; p < s.complex_points.size(); ++p) {
       t0 = std::chrono::steady_clock::now();
       auto& st = s.complex_points[p];
-      st.set_input_shared(net, s.x, s.y, s.free.drive());
+      model::point_input(st, net, s.x, s.y, s.free);
       if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
-      else st.set_states_from_real(s.free.h());
+      else model::start_complex(st, s.free);
       s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
       mark_failures(st, limit, s.failed);
       s.point_reports.back().seconds = seconds_since(t0);
@@ -178,10 +179,10 @@ void cauchy_ep<R>::relax_slice(slice& s, const layered_network<R>& net, const re
   }
 }
 
-template <class R>
+template <class R, class Net>
 template <class S>
-relax_report cauchy_ep<R>::relax_stacked(slice& s, const layered_network<R>& net, relax_state<S>& stack,
-                                         std::vector<relax_state<S>>& points, const std::vector<S>& betas,
+relax_report cauchy_ep<R, Net>::relax_stacked(slice& s, const Net& net, state<S>& stack,
+                                         std::vector<state<S>>& points, const std::vector<S>& betas,
                                          const relax_options& opt, double limit) {
   const auto t0 = std::chrono::steady_clock::now();
   const long B = s.x.cols(), M = static_cast<long>(points.size());
@@ -209,21 +210,21 @@ relax_report cauchy_ep<R>::relax_stacked(slice& s, const layered_network<R>& net
   return rep;
 }
 
-template <class R>
-void cauchy_ep<R>::grad_slice(slice& s, const layered_network<R>& net, std::span<R> grad) {
+template <class R, class Net>
+void cauchy_ep<R, Net>::grad_slice(slice& s, const Net& net, std::span<R> grad) {
   std::fill(grad.begin(), grad.end(), R(0));
-  s.acc0.setZero(net.geometry(0).conv_size(), s.x.cols());
-  if (opt_.n_points == 1) add_phase_term(s.free, s.free_snaps, net, R(0), -real_coefs_[0], s.w, grad, s.acc0);
+  model::begin(s.acc0, net, s.x.cols());
+  if (opt_.n_points == 1) add_phase_term<model>(s.free, s.free_snaps, net, R(0), -real_coefs_[0], s.w, grad, s.acc0);
   for (size_t p = 0; p < s.real_points.size(); ++p)
-    add_phase_term(s.real_points[p], s.real_snaps[p], net, real_betas_[p], real_coefs_[p], s.w, grad, s.acc0);
+    add_phase_term<model>(s.real_points[p], s.real_snaps[p], net, real_betas_[p], real_coefs_[p], s.w, grad, s.acc0);
   for (size_t p = 0; p < s.complex_points.size(); ++p)
-    add_phase_term(s.complex_points[p], s.complex_snaps[p], net, complex_betas_[p], complex_coefs_[p], s.w, grad,
+    add_phase_term<model>(s.complex_points[p], s.complex_snaps[p], net, complex_betas_[p], complex_coefs_[p], s.w, grad,
                    s.acc0);
-  s.free.add_input_weight_grad(net, s.acc0, s.w, grad);
+  model::finish(s.free, net, s.acc0, s.w, grad);
 }
 
-template <class R>
-grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+template <class R, class Net>
+grad_result cauchy_ep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y,
                                    std::span<R> grad) {
   if (static_cast<long>(grad.size()) != net.n_params())
     throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
@@ -324,5 +325,7 @@ grad_result cauchy_ep<R>::estimate(const layered_network<R>& net, const matrix<R
 
 template class cauchy_ep<float>;
 template class cauchy_ep<double>;
+template class cauchy_ep<float, vector_field_network<float>>;
+template class cauchy_ep<double, vector_field_network<double>>;
 
 }  // namespace eqprop

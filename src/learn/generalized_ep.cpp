@@ -17,377 +17,6 @@
 namespace eqprop {
 
 // ---------------------------------------------------------------------------------------
-// vf_state
-
-template <class S, class R>
-void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y) {
-  const int K = net.n_layers();
-  const long B = x.cols();
-  if (x.rows() != net.size(0)) throw shape_error(fmt::format("input has {} rows, the network {} inputs", x.rows(), net.size(0)));
-  if (y.rows() != net.spec().n_classes || y.cols() != B)
-    throw shape_error(fmt::format("targets are {}x{}, expected {}x{} (one-hot)", y.rows(), y.cols(), net.spec().n_classes, B));
-  net_ = &net;
-  z_.assign(net.n_edges(), matrix<S>());
-  u_.assign(K + 1, matrix<S>());
-  r_.assign(K + 1, matrix<S>());
-  drive_.assign(K + 1, matrix<S>());
-  next_.assign(K + 1, matrix<S>());
-  tmp_.assign(K + 1, matrix<S>());
-  r_[0] = x.template cast<S>();
-  for (int i = 1; i <= K; ++i) {
-    u_[i].setZero(net.size(i), B);
-    drive_[i].setZero(net.size(i), B);
-    next_[i].setZero(net.size(i), B);
-    tmp_[i].setZero(net.size(i), B);
-  }
-  // The drive: biases of forward edges, and the input edges' terms (the input is fixed).
-  for (int e = 0; e < net.n_edges(); ++e) {
-    const auto& ed = net.edges()[e];
-    const auto& g = net.geometry(e);
-    if (ed.src == 0) {
-      if (net.is_conv_edge(e)) {
-        conv_forward<S, R>(g, net.M(e), r_[0], col_, z_[e]);
-        pool_forward(g, z_[e], t1_);
-        drive_[ed.dst] += t1_;
-      } else {
-        matmul<S, R>(net.M(e), false, r_[0].data(), B, drive_[ed.dst].data(), true, precision_);
-      }
-    }
-    if (ed.forward) add_channel_bias<S, R>(g, net.b(e), drive_[ed.dst]);
-  }
-  y_ = y;
-  logits_.setZero(net.spec().n_classes, B);
-  probs_.setZero(net.spec().n_classes, B);
-  e_.setZero(net.size(K), B);
-  residual_.setZero(B);
-  update_activities();
-}
-
-template <class S, class R>
-void vf_state<S, R>::zero_samples(const std::vector<char>& flagged) {
-  for (long b = 0; b < static_cast<long>(flagged.size()); ++b) {
-    if (!flagged[b]) continue;
-    for (auto& m : r_) m.col(b).setZero();
-    for (size_t i = 1; i < u_.size(); ++i) u_[i].col(b).setZero();
-  }
-  for (int e = 0; e < net_->n_edges(); ++e)  // the input edges' cached convolutions of x
-    if (net_->edges()[e].src == 0 && net_->is_conv_edge(e))
-      conv_forward<S, R>(net_->geometry(e), net_->M(e), r_[0], col_, z_[e]);
-  lin_valid_ = false;
-}
-
-template <class S, class R>
-void vf_state<S, R>::set_activities(const std::vector<matrix<S>>& r) {
-  for (size_t i = 1; i < r_.size(); ++i) {
-    if (r[i].rows() != r_[i].rows() || r[i].cols() != r_[i].cols())
-      throw shape_error(fmt::format("set_activities: layer {} is {}x{}, expected {}x{}", i, r[i].rows(), r[i].cols(),
-                                    r_[i].rows(), r_[i].cols()));
-    r_[i] = r[i];
-  }
-  lin_valid_ = false;
-}
-
-template <class S, class R>
-void vf_state<S, R>::add_coupling(std::vector<matrix<S>>& out, int parity) {
-  const auto& edges = net_->edges();
-  for (size_t e = 0; e < edges.size(); ++e) {
-    const auto& ed = edges[e];
-    if (ed.src == 0 || (parity >= 0 && ed.dst % 2 != parity)) continue;
-    if (!net_->is_conv_edge(int(e))) {
-      matmul<S, R>(net_->M(int(e)), false, r_[ed.src].data(), r_[ed.src].cols(), out[ed.dst].data(), true, precision_);
-      continue;
-    }
-    const auto& g = net_->geometry(int(e));
-    const auto M = net_->M(int(e));
-    if (ed.forward) {  // P(conv_W r_src)
-      conv_forward<S, R>(g, M, r_[ed.src], col_, z_[e]);
-      pool_forward(g, z_[e], t1_);
-      out[ed.dst] += t1_;
-    } else {  // conv_B^T J_P(conv_B r_dst)^T r_src
-      conv_forward<S, R>(g, M, r_[ed.dst], col_, z_[e]);
-      pool_vjp(g, z_[e], r_[ed.src], dz_);
-      conv_transpose<S, R>(g, M, dz_, col_, out[ed.dst], true);
-    }
-  }
-  lin_valid_ = parity < 0;
-}
-
-template <class S, class R>
-void vf_state<S, R>::linearize() {
-  if (lin_valid_) return;
-  const auto& edges = net_->edges();
-  for (size_t e = 0; e < edges.size(); ++e) {
-    const auto& ed = edges[e];
-    if (ed.src == 0 || !net_->is_conv_edge(int(e))) continue;
-    conv_forward<S, R>(net_->geometry(int(e)), net_->M(int(e)), r_[ed.forward ? ed.src : ed.dst], col_, z_[e]);
-  }
-  lin_valid_ = true;
-}
-
-template <class S, class R>
-void vf_state<S, R>::coupling_jvp(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out) {
-  linearize();
-  const auto& edges = net_->edges();
-  out.resize(u_.size());
-  for (size_t i = 1; i < u_.size(); ++i) out[i].setZero(u_[i].rows(), v[i].cols());
-  for (size_t e = 0; e < edges.size(); ++e) {
-    const auto& ed = edges[e];
-    if (ed.src == 0) continue;
-    if (!net_->is_conv_edge(int(e))) {
-      matmul<S, R>(net_->M(int(e)), false, v[ed.src].data(), v[ed.src].cols(), out[ed.dst].data(), true, precision_);
-      continue;
-    }
-    const auto& g = net_->geometry(int(e));
-    const auto M = net_->M(int(e));
-    if (ed.forward) {  // J_P conv_W v_src
-      conv_forward<S, R>(g, M, v[ed.src], col_, t1_);
-      pool_jvp(g, z_[e], t1_, t2_);
-      out[ed.dst] += t2_;
-    } else {  // conv_B^T J_P^T v_src + conv_B^T H_P[r_src] conv_B v_dst
-      pool_vjp(g, z_[e], v[ed.src], dz_);
-      conv_transpose<S, R>(g, M, dz_, col_, out[ed.dst], true);
-      if (g.pool == pool_kind::softmax) {
-        conv_forward<S, R>(g, M, v[ed.dst], col_, t1_);
-        pool_hvp(g, z_[e], r_[ed.src], t1_, t2_);
-        conv_transpose<S, R>(g, M, t2_, col_, out[ed.dst], true);
-      }
-    }
-  }
-}
-
-template <class S, class R>
-void vf_state<S, R>::coupling_vjp(const std::vector<matrix<S>>& a, std::vector<matrix<S>>& out) {
-  linearize();
-  const auto& edges = net_->edges();
-  out.resize(u_.size());
-  for (size_t i = 1; i < u_.size(); ++i) out[i].setZero(u_[i].rows(), a[i].cols());
-  for (size_t e = 0; e < edges.size(); ++e) {
-    const auto& ed = edges[e];
-    if (ed.src == 0) continue;
-    if (!net_->is_conv_edge(int(e))) {
-      matmul<S, R>(net_->M(int(e)), true, a[ed.dst].data(), a[ed.dst].cols(), out[ed.src].data(), true, precision_);
-      continue;
-    }
-    const auto& g = net_->geometry(int(e));
-    const auto M = net_->M(int(e));
-    if (ed.forward) {  // conv_W^T J_P^T a_dst
-      pool_vjp(g, z_[e], a[ed.dst], dz_);
-      conv_transpose<S, R>(g, M, dz_, col_, out[ed.src], true);
-    } else {  // to r_src: J_P conv_B a_dst; to r_dst: conv_B^T H_P[r_src] conv_B a_dst (H symmetric)
-      conv_forward<S, R>(g, M, a[ed.dst], col_, t1_);
-      pool_jvp(g, z_[e], t1_, t2_);
-      out[ed.src] += t2_;
-      if (g.pool == pool_kind::softmax) {
-        pool_hvp(g, z_[e], r_[ed.src], t1_, t2_);
-        conv_transpose<S, R>(g, M, t2_, col_, out[ed.dst], true);
-      }
-    }
-  }
-}
-
-template <class S, class R>
-void vf_state<S, R>::add_param_vjp(const std::vector<matrix<S>>& a, S coef, std::span<R> grad) {
-  linearize();
-  const auto& net = *net_;
-  for (int e = 0; e < net.n_edges(); ++e) {
-    const auto& ed = net.edges()[e];
-    auto gW = block_view(grad, net.weight_block(e));
-    const int bi = net.bias_block_index(e);
-    if (!net.is_conv_edge(e)) {  // a_dst r_src^T
-      if constexpr (is_complex_v<S>) gW.noalias() += (coef * a[ed.dst] * r_[ed.src].transpose()).real();
-      else gW.noalias() += coef * a[ed.dst] * r_[ed.src].transpose();
-    } else {
-      const auto& g = net.geometry(e);
-      if (ed.forward) {  // d/dW <a, P(conv_W r_src)> = (J_P^T a) (x) r_src
-        pool_vjp(g, z_[e], a[ed.dst], dz_);
-        conv_weight_grad<S, R>(g, dz_, r_[ed.src], col_, coef, gW);
-      } else {  // d/dB <a_dst, conv_B^T J_P(conv_B r_dst)^T r_src> = <J_P(z) conv_B a_dst, r_src>
-        pool_vjp(g, z_[e], r_[ed.src], dz_);
-        conv_weight_grad<S, R>(g, dz_, a[ed.dst], col_, coef, gW);
-        if (g.pool == pool_kind::softmax) {
-          conv_forward<S, R>(g, net.M(e), a[ed.dst], col_, t1_);
-          pool_hvp(g, z_[e], r_[ed.src], t1_, t2_);
-          conv_weight_grad<S, R>(g, t2_, r_[ed.dst], col_, coef, gW);
-        }
-      }
-    }
-    if (bi >= 0) {
-      const auto& lb = net.layout()[bi];
-      vector_map<R> gb(grad.data() + lb.offset, lb.rows);
-      if (!net.is_conv_edge(e)) {
-        if constexpr (is_complex_v<S>) gb += (coef * a[ed.dst].rowwise().sum()).real();
-        else gb += coef * a[ed.dst].rowwise().sum();
-      } else {
-        channel_sum_grad<S, R>(net.geometry(e), a[ed.dst], coef, gb);
-      }
-    }
-  }
-}
-
-template <class S, class R>
-void vf_state<S, R>::reset() {
-  for (size_t i = 1; i < u_.size(); ++i) u_[i].setZero();
-  update_activities();
-}
-
-template <class S, class R>
-void vf_state<S, R>::copy_states_from(const vf_state& o) {
-  for (size_t i = 1; i < u_.size(); ++i) u_[i] = o.u_[i];
-  update_activities();
-}
-
-template <class S, class R>
-void vf_state<S, R>::update_activities(int parity) {
-  dispatch_activation<S>(net_->spec().activation, [&](auto act) {
-    using A = decltype(act);
-    for (size_t i = 1; i < u_.size(); ++i) {
-      if (parity >= 0 && int(i % 2) != parity) continue;
-      r_[i].resize(u_[i].rows(), u_[i].cols());
-      activate_n<A>(u_[i].data(), r_[i].data(), u_[i].size(), act_buf_);
-    }
-  });
-  lin_valid_ = false;
-}
-
-template <class S, class R>
-void vf_state<S, R>::activation_deriv(std::vector<matrix<S>>& out) const {
-  out.resize(u_.size());
-  dispatch_activation<S>(net_->spec().activation, [&](auto act) {
-    using A = decltype(act);
-    for (size_t i = 1; i < u_.size(); ++i) out[i] = u_[i].unaryExpr([](const S& v) { return A::deriv(v); });
-  });
-}
-
-template <class S, class R>
-void vf_state<S, R>::compute_readout() {
-  const int K = static_cast<int>(u_.size()) - 1;
-  const long B = r_[K].cols();
-  logits_.resize(net_->spec().n_classes, B);
-  matmul<S, R>(net_->W_ro(), false, r_[K].data(), B, logits_.data(), false, precision_);
-  logits_.colwise() += net_->b_ro().template cast<S>();
-  softmax_columns(logits_, probs_);
-  probs_ -= y_.template cast<S>();
-  e_.resize(r_[K].rows(), B);
-  matmul<S, R>(net_->W_ro(), true, probs_.data(), B, e_.data(), false, precision_);
-  probs_ += y_.template cast<S>();
-}
-
-template <class S, class R>
-void vf_state<S, R>::loss_per_sample(vector<R>& out) {
-  compute_readout();
-  out.resize(logits_.cols());
-  for (long b = 0; b < logits_.cols(); ++b) {
-    R mx = real_part(logits_(0, b));
-    for (long k = 1; k < logits_.rows(); ++k) mx = std::max(mx, R(real_part(logits_(k, b))));
-    R s = 0, yz = 0;
-    for (long k = 0; k < logits_.rows(); ++k) {
-      s += std::exp(R(real_part(logits_(k, b))) - mx);
-      yz += y_(k, b) * R(real_part(logits_(k, b)));
-    }
-    out(b) = mx + std::log(s) - yz;
-  }
-}
-
-template <class S, class R>
-real_t<S> vf_state<S, R>::step(S beta, double noise_std, rng_t* rng, real_t<S> alpha, relax_order order) {
-  using real = real_t<S>;
-  const int K = static_cast<int>(u_.size()) - 1;
-  residual_.setZero(u_[K].cols());
-  // The layers of one parity (-1: all) <- their update from the current activities.
-  auto update = [&](int parity) {
-    auto mine = [&](int i) { return parity < 0 || i % 2 == parity; };
-    for (int i = 1; i <= K; ++i)
-      if (mine(i)) next_[i] = drive_[i];
-    add_coupling(next_, parity);
-    if (beta != S(0) && mine(K)) {
-      compute_readout();
-      next_[K] -= beta * e_;
-    }
-    if (noise_std > 0) {
-      if (!rng) throw internal_error("vf_state::step: noise requested without an rng");
-      for (int i = 1; i <= K; ++i)
-        if (mine(i))
-          for (long k = 0; k < next_[i].size(); ++k) next_[i].data()[k] += S(real(noise_std * standard_normal(*rng)));
-    }
-    for (int i = 1; i <= K; ++i) {
-      if (!mine(i)) continue;
-      if (alpha == real(1)) {
-        for (long b = 0; b < residual_.size(); ++b) residual_(b) += (next_[i].col(b) - u_[i].col(b)).squaredNorm();
-        u_[i].swap(next_[i]);
-      } else {
-        next_[i] = alpha * (next_[i] - u_[i]);
-        for (long b = 0; b < residual_.size(); ++b) residual_(b) += next_[i].col(b).squaredNorm();
-        u_[i] += next_[i];
-      }
-    }
-    update_activities(parity);
-  };
-  if (order == relax_order::alternating && K > 1) {
-    update(1);  // layers 1, 3, ... from the old activities
-    update(0);  // then 2, 4, ... from the new ones
-  } else {
-    update(-1);
-  }
-  // u is unbounded: a sum of squares can overflow while every state is finite. Such columns
-  // are summed again in double, from the old and new states (next_ holds the old u when
-  // alpha = 1, else the update itself).
-  using wide = std::conditional_t<is_complex_v<S>, std::complex<double>, double>;
-  real mx = 0;
-  for (long b = 0; b < residual_.size(); ++b) {
-    if (std::isfinite(residual_(b))) {
-      residual_(b) = std::sqrt(residual_(b));
-    } else {
-      double acc = 0;
-      for (int i = 1; i <= K; ++i) {
-        if (alpha == real(1)) acc += (u_[i].col(b).template cast<wide>() - next_[i].col(b).template cast<wide>()).squaredNorm();
-        else acc += next_[i].col(b).template cast<wide>().squaredNorm();
-      }
-      residual_(b) = real(std::sqrt(acc));  // inf only if the update's length does not fit in real (or NaN)
-    }
-    if (!(residual_(b) <= mx)) mx = std::isnan(residual_(b)) ? std::numeric_limits<real>::infinity() : residual_(b);
-  }
-  return mx;
-}
-
-template <class S, class R>
-bool vf_state<S, R>::column_finite(long b) const {
-  for (size_t i = 1; i < u_.size(); ++i)
-    if (!u_[i].col(b).allFinite()) return false;
-  return true;
-}
-
-template <class S, class R>
-relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
-  opt.validate();
-  precision_ = opt.precision;
-  const double tol = opt.tol_for<S>();
-  relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol,
-                                   [&] { return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega), opt.order); });
-  report_columns(*this, tol, rep);
-  return rep;
-}
-
-template <class S, class R>
-void vf_state<S, R>::tangent_step(std::vector<matrix<S>>& ud) {
-  const int K = static_cast<int>(u_.size()) - 1;
-  std::vector<matrix<S>>& d = tmp_;
-  dispatch_activation<S>(net_->spec().activation, [&](auto act) {
-    using A = decltype(act);
-    for (int i = 1; i <= K; ++i) d[i] = u_[i].unaryExpr([](const S& v) { return A::deriv(v); }).cwiseProduct(ud[i]);
-  });
-  coupling_jvp(d, next_);
-  compute_readout();
-  next_[K] -= e_;  // d/dbeta of -beta e(r_K) at beta = 0
-  for (int i = 1; i <= K; ++i) ud[i].swap(next_[i]);
-  step(S(0));
-}
-
-template class vf_state<float>;
-template class vf_state<double>;
-template class vf_state<std::complex<float>>;
-template class vf_state<std::complex<double>>;
-
-// ---------------------------------------------------------------------------------------
 // Options
 
 std::string_view to_string(gep_method m) {
@@ -426,6 +55,18 @@ void gep_options::validate() const {
   if (homeo_probes < 1) throw config_error(fmt::format("homeostasis.probes must be >= 1, got {}", homeo_probes));
 }
 
+ep_options gep_options::cauchy_options() const {
+  ep_options o;
+  o.n_points = n_points;
+  o.beta = beta;
+  o.free = free_relax();
+  o.nudged = relax_options{nudged_steps, tol};
+  o.nudged.precision = precision;
+  o.fail_residual = fail_residual;
+  o.threads = threads;
+  return o;
+}
+
 relax_options gep_options::free_relax() const {
   relax_options o{free_steps, tol, stop_early};
   o.freeze_converged = freeze_converged;
@@ -442,7 +83,23 @@ template <class R>
 generalized_ep<R>::generalized_ep(gep_options opt) : opt_(opt) {
   opt_.validate();
   rng_.seed(opt_.seed);
+  if (opt_.method == gep_method::cauchy)
+    cauchy_ = std::make_unique<cauchy_ep<R, vector_field_network<R>>>(opt_.cauchy_options());
 }
+
+template <class R>
+const vf_state<R>& generalized_ep<R>::free_state(int t) const {
+  if (n_slices() == 0) throw internal_error("generalized_ep::free_state: no estimate yet");
+  if (cauchy_) return cauchy_->free_state(t);
+  return slices_.at(size_t(t)).free;
+}
+
+template <class R>
+int generalized_ep<R>::n_slices() const {
+  if (cauchy_) return eps_.empty() ? 0 : cauchy_->n_slices();
+  return int(slices_.size());
+}
+
 
 template <class R>
 std::string generalized_ep<R>::name() const {
@@ -494,39 +151,7 @@ void generalized_ep<R>::run_phases(slice& s, const vector_field_network<R>& net)
   }
 
   switch (opt_.method) {
-    case gep_method::cauchy: {
-      const int N = opt_.n_points;
-      s.real_pt.set_input(net, x, y);
-      // Real points: +beta and, for even N >= 2, -beta.
-      std::vector<std::pair<R, R>> real_pts;  // beta, coefficient of r
-      if (N == 1) real_pts.push_back({beta, R(1) / beta});
-      else {
-        real_pts.push_back({beta, R(1) / (R(N) * beta)});
-        if (N % 2 == 0) real_pts.push_back({-beta, R(1) / (R(N) * -beta)});
-      }
-      for (auto [b, c] : real_pts) {
-        s.real_pt.copy_states_from(s.free);
-        s.real_pt.relax(b, nudged_opt);
-        s.relax_steps += T2;
-        mark_failed(s.real_pt, opt_.fail_residual, s.failed);
-        for (int i = 1; i <= K; ++i) s.eps[i] -= c * s.real_pt.r()[i];
-      }
-      if (N == 1)
-        for (int i = 1; i <= K; ++i) s.eps[i] += s.free.r()[i] / beta;
-      if (N >= 3) {
-        s.cplx_pt.set_input(net, x, y);
-        for (int k = 1; k < (N + 1) / 2; ++k) {  // conjugate pairs, each computed once and doubled
-          const C bk = std::polar(beta, R(2 * std::numbers::pi * k / N));
-          const C coef = R(2) / (R(N) * bk);
-          s.cplx_pt.set_states_from(s.free.u());
-          s.cplx_pt.relax(bk, nudged_opt);
-          s.relax_steps += T2;
-          mark_failed(s.cplx_pt, opt_.fail_residual, s.failed);
-          for (int i = 1; i <= K; ++i) s.eps[i] -= (coef * s.cplx_pt.r()[i]).real();
-        }
-      }
-      break;
-    }
+    case gep_method::cauchy: throw internal_error("generalized_ep: the cauchy method runs on cauchy_ep");
     case gep_method::exact: {
       s.real_pt.set_input(net, x, y);
       s.real_pt.copy_states_from(s.free);
@@ -615,11 +240,8 @@ void generalized_ep<R>::run_phases(slice& s, const vector_field_network<R>& net)
 }
 
 template <class R>
-gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                                       std::span<R> grad) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
-  if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
+gep_result generalized_ep<R>::estimate_phases(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                              std::span<R> grad) {
   const int K = net.n_layers();
   const long B = x.cols();
   gep_result out;
@@ -680,11 +302,51 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
         for (size_t k = 0; k < grad.size(); ++k) grad[k] += slices_[t].grad[k];
     }
   }
+  return out;
+}
+
+template <class R>
+gep_result generalized_ep<R>::estimate_cauchy(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                              std::span<R> grad) {
+  const grad_result g = cauchy_->estimate(net, x, y, grad);
+  gep_result out;
+  out.loss = g.loss;
+  out.predictions = g.predictions;
+  out.free = g.free;
+  out.n_dropped = g.n_dropped;
+  out.relax_steps = g.relax_steps;
+  // The error vectors of the batch, dropped samples zeroed.
+  const int K = net.n_layers();
+  eps_.assign(K + 1, matrix<R>());
+  for (int i = 1; i <= K; ++i) eps_[i].resize(net.size(i), x.cols());
+  long c = 0;
+  for (int t = 0; t < cauchy_->n_slices(); ++t) {
+    const auto& e = cauchy_->slice_terms(t);
+    const auto& w = cauchy_->slice_weights(t);
+    for (int i = 1; i <= K; ++i) {
+      eps_[i].middleCols(c, w.size()) = e[i];
+      for (long b = 0; b < w.size(); ++b)
+        if (w(b) == R(0)) eps_[i].col(c + b).setZero();
+    }
+    c += w.size();
+  }
+  return out;
+}
+
+template <class R>
+gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                       std::span<R> grad) {
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
+  gep_result out = cauchy_ ? estimate_cauchy(net, x, y, grad) : estimate_phases(net, x, y, grad);
+  const long B = x.cols();
+  const int T = n_slices();
   if (opt_.homeo_lambda > 0) {
     if (net.spec().is_convnet()) {  // the Jacobian depends on the state: probes at every sample's free state
       for (int t = 0; t < T; ++t) {
-        const double share = double(n[t]) / double(B);
-        out.homeo_loss += share * homeostatic_loss_at(net, slices_[t].free, opt_.homeo_probes, rng_, grad,
+        const double share = double(free_state(t).batch()) / double(B);
+        out.homeo_loss += share * homeostatic_loss_at(net, free_state(t), opt_.homeo_probes, rng_, grad,
                                                       opt_.homeo_lambda * share);
       }
     } else {
@@ -692,31 +354,6 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
     }
   }
   return out;
-}
-
-template <class R>
-void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st, const std::vector<matrix<R>>& eps,
-                           const vector<R>& w, std::span<R> grad) {
-  std::fill(grad.begin(), grad.end(), R(0));
-  const int K = net.n_layers();
-  // Failed samples (w = 0) may hold NaN, which w = 0 does not cancel: their columns are zeroed.
-  std::vector<char> dropped(w.size(), 0);
-  for (long b = 0; b < w.size(); ++b) dropped[b] = w(b) == R(0);
-  if (std::find(dropped.begin(), dropped.end(), 1) != dropped.end()) st.zero_samples(dropped);
-  std::vector<matrix<R>> a(K + 1);
-  for (int i = 1; i <= K; ++i) {
-    a[i] = eps[i];
-    for (long b = 0; b < a[i].cols(); ++b)
-      if (dropped[b]) a[i].col(b).setZero();
-    a[i] = a[i] * w.asDiagonal();
-  }
-  st.add_param_vjp(a, R(1), grad);
-  st.compute_readout();
-  const matrix<R> dz = (st.probs() - st.y()) * w.asDiagonal();
-  const auto& lw = net.layout()[net.layout().size() - 2];
-  const auto& lb = net.layout()[net.layout().size() - 1];
-  block_view(grad, lw).noalias() = dz * st.r()[K].transpose();
-  block_view(grad, lb) = dz.rowwise().sum();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -985,8 +622,6 @@ gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>
 
 #define EQPROP_GEP_INSTANTIATE(R)                                                                                   \
   template class generalized_ep<R>;                                                                                 \
-  template void gep_assemble_gradient(const vector_field_network<R>&, vf_state<R>&,                                \
-                                      const std::vector<matrix<R>>&, const vector<R>&, std::span<R>);               \
   template matrix<double> coupling_matrix(const vector_field_network<R>&);                                         \
   template double homeostatic_loss_mc(const vector_field_network<R>&, long, rng_t&, std::span<R>, double);         \
   template double homeostatic_loss_exact(const vector_field_network<R>&, std::span<R>, double);                    \
@@ -999,5 +634,6 @@ gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>
                                         const gep_options&, bool);
 EQPROP_GEP_INSTANTIATE(float)
 EQPROP_GEP_INSTANTIATE(double)
+
 
 }  // namespace eqprop

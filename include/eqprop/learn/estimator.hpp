@@ -3,7 +3,7 @@
 //
 // Convention (docs/concepts.md): the loss of a batch is L = mean_b C(h*_b), with h* the
 // free fixed point; an estimator writes its estimate of dL/dtheta into grad (layout of
-// layered_network::params()), and the optimiser descends: theta <- theta - lr * grad.
+// the network's params()), and the optimiser descends: theta <- theta - lr * grad.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -13,6 +13,7 @@
 
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/layered_network.hpp"
+#include "eqprop/model/vector_field_network.hpp"
 
 namespace eqprop {
 
@@ -38,15 +39,15 @@ struct grad_result {
                                       ///< the phases' times are in free.seconds and points[k].seconds
 };
 
-template <class R>
+/// Net: the network kind (layered_network<R> or vector_field_network<R>).
+template <class R, class Net = layered_network<R>>
 class grad_estimator {
  public:
   virtual ~grad_estimator() = default;
   /// Human-readable description, e.g. "holomorphic EP N=4 |beta|=0.1".
   virtual std::string name() const = 0;
   /// Estimates dL/dtheta on the batch (x: n_in x B, y: n_out x B) into grad (overwritten).
-  virtual grad_result estimate(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                               std::span<R> grad) = 0;
+  virtual grad_result estimate(const Net& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) = 0;
   /// Restarts the neuron-noise stream (if any) from this seed; the trainer calls it at
   /// every epoch start so that a resumed run draws the same noise.
   virtual void reseed_noise(uint64_t seed) {}

@@ -13,7 +13,8 @@
 //   RBP (the exact gradient):   eps = lambda = (I - D C^T)^{-1} D e
 // They agree when C is symmetric (B = W^T); otherwise EP carries the asymmetry bias.
 //   cauchy: N = 1: (r_beta - r_0)/beta; N >= 2: Re (1/N) sum_k r_{beta_k}/beta_k on the
-//           circle |beta| (+-beta real, conjugate pairs once), every point T2 steps from u*_0.
+//           circle |beta| (+-beta real, conjugate pairs once), every point T2 steps from u*_0:
+//           the N-point estimator every network kind shares (cauchy_ep.hpp, ep_model).
 //   exact:  "N = 0": forward-mode derivative in beta at 0 of the T2-step nudged relaxation
 //           from u*_0 (tangent u' <- C D u' - e, from u' = 0), then dr/dbeta = D u'.
 //   online: no free phase; from u = 0, q = online_steps/T2 segments with
@@ -22,6 +23,7 @@
 //   rbp:    lambda <- D (C^T lambda + e) for rbp_steps (iterative) or a dense solve per sample.
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <string>
 #include <vector>
@@ -29,106 +31,11 @@
 #include "eqprop/core/aligned.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
-#include "eqprop/dynamics/relax_driver.hpp"
+#include "eqprop/dynamics/vf_state.hpp"
+#include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/model/vector_field_network.hpp"
 
 namespace eqprop {
-
-/// Workspace of one batch: states of scalar S (real or complex) for a network with real
-/// parameters R. Buffers are sized by set_input(); step() does not allocate.
-template <class S, class R = real_t<S>>
-class vf_state {
- public:
-  using scalar = S;
-  /// Sizes buffers, stores x (n_in x B) and one-hot y (n_classes x B), casts the
-  /// parameters to S, computes the input drive and resets u to 0.
-  void set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y);
-  void reset();
-  void copy_states_from(const vf_state& o);
-  template <class T>
-  void set_states_from(const std::vector<matrix<T>>& u) {
-    for (size_t i = 1; i < u_.size(); ++i) u_[i] = u[i].template cast<S>();
-    update_activities();
-  }
-  /// One step u <- u + alpha (C r + b - beta e(r_K) + noise - u); returns the largest
-  /// per-sample residual, the length of the update. alpha = 1: the papers' step.
-  /// synchronous: every layer from the old activities; alternating: layers 1, 3, ... first,
-  /// then 2, 4, ... from their new activities (Gauss-Seidel over the layer parity; the same
-  /// fixed points, for any edge list).
-  real_t<S> step(S beta, double noise_std = 0, rng_t* rng = nullptr, real_t<S> alpha = 1,
-                 relax_order order = relax_order::synchronous);
-  /// Operands of the float32 products from now on (set_input's drive included); relax()
-  /// sets it from its options.
-  void set_precision(matmul_precision p) { precision_ = p; }
-  /// Relaxation by the driver (relax_driver.hpp): opt.max_steps steps, or fewer with
-  /// opt.stop_early (per-sample freezing with opt.freeze_converged), opt.omega as alpha,
-  /// opt.order, neuron noise on u. Residuals and failures per sample are reported against
-  /// opt.tol.
-  relax_report relax(S beta, const relax_options& opt);
-  /// One step of (u, u') for the forward-mode derivative at beta = 0: u' <- C D u' - e(r_K).
-  void tangent_step(std::vector<matrix<S>>& ud);
-
-  /// r_i = sigma(u_i) for i >= 1 (r_0 = x), after any external change of u; with parity
-  /// 0 or 1 only the layers i with i % 2 == parity.
-  void update_activities(int parity = -1);
-  /// Readout at the current activities: logits, probabilities and e = W_ro^T (p - y).
-  void compute_readout();
-  /// The coupling C(r) = sum over edges with src >= 1 of the edges' terms (without biases),
-  /// linearised at the current activities, layers 1..K (v[0] is ignored):
-  /// out = dC/dr v. Dense networks: out_i = sum_{e: dst = i} M_e v_src.
-  void coupling_jvp(const std::vector<matrix<S>>& v, std::vector<matrix<S>>& out);
-  /// out = (dC/dr)^T a (dense: out_src += M_e^T a_dst).
-  void coupling_vjp(const std::vector<matrix<S>>& a, std::vector<matrix<S>>& out);
-  /// grad += Re(coef * d/dtheta sum_i <a_i, field_i>) at the current activities, summed over
-  /// the batch: the edges' weights and biases (not the readout); a: layers 1..K.
-  void add_param_vjp(const std::vector<matrix<S>>& a, S coef, std::span<R> grad);
-  /// Zeroes the input and activities of the flagged samples, so that sums over the batch
-  /// cannot pick up their NaNs (they are no longer relaxed states).
-  void zero_samples(const std::vector<char>& flagged);
-  /// Sets the activities r_1..r_K directly (the activation-bypassed field of homeostasis);
-  /// u is left as it is.
-  void set_activities(const std::vector<matrix<S>>& r);
-  /// sigma'(u_i) per layer.
-  void activation_deriv(std::vector<matrix<S>>& out) const;
-
-  std::vector<matrix<S>>& u() { return u_; }
-  const std::vector<matrix<S>>& u() const { return u_; }
-  const std::vector<matrix<S>>& r() const { return r_; }  ///< r[0] = x
-  const matrix<S>& probs() const { return probs_; }
-  const matrix<S>& dl_dr() const { return e_; }            ///< e on layer K
-  const matrix<R>& y() const { return y_; }
-  const vector<R>& residual() const { return residual_; }
-  long batch() const { return y_.cols(); }
-  /// Per-sample CE at the current activities (real part).
-  void loss_per_sample(vector<R>& out);
-
-  /// The column_state interface of the relaxation driver.
-  template <class F>
-  void for_each_column_buffer(F&& f) {
-    f(y_), f(residual_), f(logits_), f(probs_), f(e_);
-    for (auto& m : u_) f(m);
-    for (auto& m : r_) f(m);
-    for (auto& m : drive_) f(m);
-    for (auto& m : z_) f(m);
-  }
-  void columns_restored() { lin_valid_ = false; }
-  bool column_finite(long b) const;
-
- private:
-  void add_coupling(std::vector<matrix<S>>& out, int parity = -1);  // out += C(r) into layers of a parity (-1: all), caching z
-  void linearize();                                 // z at the current r (conv edges)
-  const vector_field_network<R>* net_ = nullptr;
-  std::vector<matrix<S>> z_;                  // conv edges: conv output before pooling (forward: of r_src, feedback: of r_dst)
-  bool lin_valid_ = false;                    // z_ matches the current r
-  matrix<S> col_, t1_, t2_, dz_;
-  vector<real_t<S>> act_buf_[4];              // scratch of the vectorized activations
-  matmul_precision precision_ = matmul_precision::float32;
-  std::vector<matrix<S>> u_, r_, drive_, next_;  // index 0 unused for u, drive, next
-  matrix<S> logits_, probs_, e_;
-  matrix<R> y_;
-  vector<R> residual_;
-  std::vector<matrix<S>> tmp_;
-};
 
 enum class gep_method { cauchy, exact, online, rbp };
 std::string_view to_string(gep_method m);
@@ -161,6 +68,9 @@ struct gep_options {
   void validate() const;
   /// The free phase's relaxation: free_steps, or fewer with stop_early; omega, order, precision.
   relax_options free_relax() const;
+  /// The N-point estimator's options (method cauchy): the free phase of free_relax(), every
+  /// nudged point exactly nudged_steps steps at the same precision, failed samples dropped.
+  ep_options cauchy_options() const;
 };
 
 struct gep_result {
@@ -181,11 +91,10 @@ class generalized_ep {
   gep_result estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad);
   /// eps per layer (index 1..K) of the last estimate (dropped samples zeroed).
   const std::vector<matrix<R>>& error_vectors() const { return eps_; }
-  /// The free state of the last estimate (with threads > 1, of the first column slice).
-  const vf_state<R>& free_state() const {
-    if (slices_.empty()) throw internal_error("generalized_ep::free_state: no estimate yet");
-    return slices_[0].free;
-  }
+  /// The free state of column slice t of the last estimate (threads > 1 splits the batch
+  /// into n_slices() contiguous slices).
+  const vf_state<R>& free_state(int t = 0) const;
+  int n_slices() const;
   const gep_options& options() const { return opt_; }
   void reseed(uint64_t seed) { rng_.seed(seed); }
 
@@ -203,19 +112,19 @@ class generalized_ep {
     vector<R> w;               // per-sample weights of the gradient
     aligned_vector<R> grad;    // this slice's gradient (threads > 1)
   };
-  // Free phase and the method's phases on one slice: its eps, failures and reports.
+  // Free phase and the method's phases on one slice: its eps, failures and reports
+  // (methods exact, online and rbp; cauchy runs on cauchy_).
   void run_phases(slice& s, const vector_field_network<R>& net);
+  gep_result estimate_phases(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                             std::span<R> grad);
+  gep_result estimate_cauchy(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                             std::span<R> grad);
   gep_options opt_;
+  std::unique_ptr<cauchy_ep<R, vector_field_network<R>>> cauchy_;
   std::vector<slice> slices_;
   std::vector<matrix<R>> eps_;
   rng_t rng_;
 };
-
-/// Gradient assembly: grad = mean_b w_b [eps_dst r_src^T; eps_dst] over the edges, plus the
-/// readout gradient (p - y) r_K^T from st (the free state). grad is overwritten.
-template <class R>
-void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st,
-                           const std::vector<matrix<R>>& eps, const vector<R>& w, std::span<R> grad);
 
 /// Dense coupling matrix C over the dynamical layers (n x n, n = n_states()), layer blocks in
 /// order (dense networks; config_error for a ConvNet).
@@ -272,10 +181,6 @@ template <class R>
 gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                              const gep_options& ep, bool rbp_dense);
 
-extern template class vf_state<float>;
-extern template class vf_state<double>;
-extern template class vf_state<std::complex<float>>;
-extern template class vf_state<std::complex<double>>;
 extern template class generalized_ep<float>;
 extern template class generalized_ep<double>;
 
