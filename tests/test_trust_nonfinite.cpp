@@ -180,7 +180,7 @@ TEST(TrustNonFinite, DeepScoreCountsNonFiniteOutputsAsWrong) {
   g.hidden = {2};
   g.n_output = 1;
   eqprop::rng_t rng(1);
-  eqprop::graph_network net(g, rng);
+  eqprop::graph_network<double> net(g, rng);
   Eigen::MatrixXd s = Eigen::MatrixXd::Zero(net.size(), 2);
   const Eigen::MatrixXd y = Eigen::MatrixXd::Zero(1, 2);  // both targets 0; sample 1 outputs 0 (correct)
   s(net.size() - 1, 0) = std::numeric_limits<double>::quiet_NaN();

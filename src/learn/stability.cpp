@@ -137,21 +137,21 @@ nlohmann::ordered_json stability_report::to_json() const {
   return j;
 }
 
-Eigen::MatrixXd deep_jacobian(const graph_network& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
+Eigen::MatrixXd deep_jacobian(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
   if (s.size() != net.size()) throw shape_error(fmt::format("deep_jacobian: state has {} entries, expected {}", s.size(), net.size()));
   const int nf = net.n_free(), n_in = net.n_input();
   Eigen::MatrixXd rho, dr;  // ρ and ρ' of the free neurons
   apply_activation<double>(deep_presyn_activation(dyn.presyn), s.tail(nf), rho, dr);
-  Eigen::MatrixXd j = net.weights.bottomRightCorner(nf, nf).transpose() * dr.col(0).asDiagonal();
+  Eigen::MatrixXd j = net.weights().bottomRightCorner(nf, nf).transpose() * dr.col(0).asDiagonal();
   for (int k = 0; k < nf; ++k) {
-    const auto row = net.weights.row(n_in + k);
+    const auto row = net.weights().row(n_in + k);
     const double d = dyn.decay == deep_decay::row_sum ? row.sum() : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum() : 1.0;
     j(k, k) -= d + dyn.leak;
   }
   return j;
 }
 
-std::vector<bool> deep_active_set(const graph_network& net, const Eigen::VectorXd& s, double margin,
+std::vector<bool> deep_active_set(const graph_network<double>& net, const Eigen::VectorXd& s, double margin,
                                   const Eigen::VectorXd* rate) {
   std::vector<bool> a(std::size_t(net.n_free()));
   for (int m = 0; m < net.n_free(); ++m) {
@@ -163,22 +163,22 @@ std::vector<bool> deep_active_set(const graph_network& net, const Eigen::VectorX
   return a;
 }
 
-Eigen::VectorXd deep_rate(const graph_network& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
+Eigen::VectorXd deep_rate(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
   if (s.size() != net.size()) throw shape_error(fmt::format("deep_rate: state has {} entries, expected {}", s.size(), net.size()));
   const int n_in = net.n_input(), nf = net.n_free();
   Eigen::MatrixXd pre, dpre;  // ρ(s), the same function as the relaxation
   apply_activation<double>(deep_presyn_activation(dyn.presyn), s, pre, dpre);
-  Eigen::VectorXd rate = net.weights.rightCols(nf).transpose() * pre.col(0);
-  if (net.bias.size() == nf) rate += net.bias;
+  Eigen::VectorXd rate = net.weights().rightCols(nf).transpose() * pre.col(0);
+  if (net.bias().size() == nf) rate += net.bias();
   for (int j = 0; j < nf; ++j) {
-    const auto row = net.weights.row(n_in + j);
+    const auto row = net.weights().row(n_in + j);
     const double d = dyn.decay == deep_decay::row_sum ? row.sum() : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum() : 1.0;
     rate(j) -= (d + dyn.leak) * s(n_in + j);
   }
   return rate;
 }
 
-deep_stability_summary deep_stability(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& x, uint64_t seed) {
+deep_stability_summary deep_stability(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::MatrixXd& x, uint64_t seed) {
   rng_t rng(seed);
   Eigen::MatrixXd s = deep_initial_state(net, x, rng);
   deep_relax(net, dyn, s, nullptr, 0.0);

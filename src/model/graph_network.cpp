@@ -22,7 +22,8 @@ std::string to_string(graph_topology t) {
   return "?";
 }
 
-graph_network::graph_network(const graph_spec& spec, rng_t& rng) : spec_(spec) {
+template <class R>
+graph_network<R>::graph_network(const graph_spec& spec, rng_t& rng) : spec_(spec) {
   if (spec.n_input < 1) throw config_error("graph network: n_input must be >= 1, got " + std::to_string(spec.n_input));
   if (spec.n_output < 1) throw config_error("graph network: n_output must be >= 1, got " + std::to_string(spec.n_output));
   for (int h : spec.hidden)
@@ -71,40 +72,56 @@ graph_network::graph_network(const graph_spec& spec, rng_t& rng) : spec_(spec) {
   }
   n_allowed_ = structural_.count();
   pruned_.setConstant(n, n, false);
-  weights.setZero(n, n);
+  params_.add("W", 0, n, n);
+  params_.add("b", 0, n_free(), 1);
+  auto w = weights();
   for (int i = 0; i < n; ++i)
     for (int j = 0; j < n; ++j)
-      if (structural_(i, j)) weights(i, j) = spec.init_std * standard_normal(rng);
-  bias.setZero(n_free());
+      if (structural_(i, j)) w(i, j) = R(spec.init_std * standard_normal(rng));
 }
 
-void graph_network::apply_masks() {
+template <class R>
+void graph_network<R>::apply_masks() {
   const int n = size();
+  auto w = weights();
   for (int j = 0; j < n; ++j)
     for (int i = 0; i < n; ++i)
-      if (!structural_(i, j) || pruned_(i, j)) weights(i, j) = 0.0;
+      if (!in_graph(i, j)) w(i, j) = R(0);
 }
 
-long graph_network::n_nonzero() const { return (weights.array() != 0.0).count(); }
+template <class R>
+long graph_network<R>::n_nonzero() const { return (weights().array() != R(0)).count(); }
 
-double graph_network::sparsity() const {
+template <class R>
+double graph_network<R>::sparsity() const {
   return n_allowed_ == 0 ? 0.0 : 1.0 - double(n_nonzero()) / double(n_allowed_);
 }
 
-graph_drive::graph_drive(const graph_network& net, double sparse_threshold) {
-  const int nf = net.n_free();
-  dense_ = net.weights.rightCols(nf).transpose();
+template class graph_network<float>;
+template class graph_network<double>;
+
+template <class R>
+graph_drive<R>::graph_drive(const graph_network<R>& net, double sparse_threshold, matmul_precision precision)
+    : free_cols_(net.weights().data() + long(net.n_input()) * net.size(), net.size(), net.n_free()),
+      precision_(precision) {
   sparse_ = net.size() >= 32 && net.density() < sparse_threshold;
   if (sparse_) {
-    sparse_m_ = dense_.sparseView();
+    sparse_m_ = free_cols_.transpose().sparseView();
     sparse_m_.makeCompressed();
-    dense_.resize(0, 0);
   }
 }
 
-void graph_drive::apply(const Eigen::MatrixXd& s, Eigen::MatrixXd& out) const {
-  if (sparse_) out.noalias() = sparse_m_ * s;
-  else out.noalias() = dense_ * s;
+template <class R>
+void graph_drive<R>::apply(const matrix<R>& s, matrix<R>& out) const {
+  if (sparse_) {
+    out.noalias() = sparse_m_ * s;
+    return;
+  }
+  out.resize(free_cols_.cols(), s.cols());
+  matmul<R, R>(free_cols_, true, s.data(), long(s.cols()), out.data(), false, precision_);
 }
+
+template class graph_drive<float>;
+template class graph_drive<double>;
 
 }  // namespace eqprop

@@ -5,6 +5,7 @@
 #include <numeric>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/train/optimizer.hpp"
 
 namespace eqprop {
 
@@ -47,6 +48,25 @@ Eigen::MatrixXd one_hot_targets(const std::vector<int32_t>& labels, int n_classe
   return y;
 }
 
+void deep_check_dtype(const std::string& dtype) {
+  if (dtype != "float32" && dtype != "float64")
+    throw config_error("DEEP: dtype must be float32 or float64, got `" + dtype + "`");
+}
+
+template <class R>
+deep_step_result<R> deep_learning_step(graph_network<R>& net, const deep_dynamics& dyn, const deep_learning& learn,
+                                       const matrix<R>& x, const matrix<R>& y, rng_t& rng) {
+  aligned_vector<R> grad(net.params().size());
+  auto r = deep_gradient(net, dyn, learn, x, y, rng, std::span<R>(grad));
+  if (!r.finite()) return r;
+  optimizer_options o;
+  o.kind = optimizer_kind::sgd;
+  o.lr = learn.lr;
+  optimizer<R>(o, net.params().layout(), 1).step(net.params().values(), grad, 1.0);
+  r.n_pruned = deep_constrain(net, learn, rng);
+  return r;
+}
+
 namespace {
 
 // data_error naming the first sample (column) of m with a NaN/Inf value.
@@ -66,8 +86,9 @@ struct eval_scores {
 // Free (and optionally nudged) relaxation of a whole set, in chunks; states start from a
 // generator seeded by `seed` so evaluations are reproducible. The nudged phase is the one
 // learning uses: from the free state, with the reciprocal term when st.learn.reciprocal_nudge.
-eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x,
-                         const Eigen::MatrixXd& y, bool one_hot, bool nudged, uint64_t seed) {
+template <class R>
+eval_scores evaluate_set(const graph_network<R>& net, const deep_run_settings& st, const matrix<R>& x, const matrix<R>& y,
+                         bool one_hot, bool nudged, uint64_t seed) {
   eval_scores e;
   const Eigen::Index n = x.cols(), chunk = 1000;
   if (n == 0) return e;
@@ -76,18 +97,18 @@ eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, 
   long bad = 0, nbad = 0;
   for (Eigen::Index b0 = 0; b0 < n; b0 += chunk) {
     const Eigen::Index m = std::min(chunk, n - b0);
-    const Eigen::MatrixXd xb = x.middleCols(b0, m), yb = y.middleCols(b0, m);
-    Eigen::MatrixXd s = deep_initial_state(net, xb, rng);
+    const matrix<R> xb = x.middleCols(b0, m), yb = y.middleCols(b0, m);
+    matrix<R> s = deep_initial_state(net, xb, rng);
     const auto rep = deep_relax(net, st.dyn, s, nullptr, 0.0);
     const auto sc = deep_score(net, s, yb, one_hot);
     err += sc.error * double(m);
     if (sc.n_non_finite < m) mse += sc.mse * double(m - sc.n_non_finite);
     bad += sc.n_non_finite;
-    res += rep.residual * double(m);
+    res += rep.max_residual * rep.max_residual * double(m);  // the squared step length, as stop_tol
     if (nudged) {
       deep_linear_term reciprocal;
       if (st.learn.reciprocal_nudge) reciprocal = deep_reciprocal_term(net, st.dyn, s);
-      deep_relax(net, st.dyn, s, &yb, st.learn.beta, {}, st.learn.reciprocal_nudge ? &reciprocal : nullptr);
+      deep_relax(net, st.dyn, s, &yb, st.learn.beta, st.learn.reciprocal_nudge ? &reciprocal : nullptr);
       const auto sn = deep_score(net, s, yb, one_hot);
       nerr += sn.error * double(m);
       if (sn.n_non_finite < m) nmse += sn.mse * double(m - sn.n_non_finite);
@@ -102,25 +123,28 @@ eval_scores evaluate_set(const graph_network& net, const deep_run_settings& st, 
 
 }  // namespace
 
-deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
-                           const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
+template <class R>
+deep_run_result deep_train(graph_network<R>& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train_d,
+                           const Eigen::MatrixXd& y_train_d, const Eigen::MatrixXd& x_test_d, const Eigen::MatrixXd& y_test_d,
                            bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch) {
+  const matrix<R> x_train = x_train_d.cast<R>(), y_train = y_train_d.cast<R>();
+  const matrix<R> x_test = x_test_d.cast<R>(), y_test = y_test_d.cast<R>();
   deep_check_batch(net, x_train, y_train);
   if (x_test.cols() > 0) deep_check_batch(net, x_test, y_test);
   if (st.epochs < 0) throw config_error("DEEP: epochs must be >= 0");
   deep_check_settings(st.dyn, st.learn);
   if (x_train.cols() == 0) throw data_error("DEEP: no training samples; nothing to train or evaluate on");
-  check_finite_columns(x_train, "training inputs");
-  check_finite_columns(y_train, "training targets");
-  check_finite_columns(x_test, "test inputs");
-  check_finite_columns(y_test, "test targets");
+  check_finite_columns(x_train_d, "training inputs");
+  check_finite_columns(y_train_d, "training targets");
+  check_finite_columns(x_test_d, "test inputs");
+  check_finite_columns(y_test_d, "test targets");
   const Eigen::Index n = x_train.cols();
   const Eigen::Index bs = st.batch_size <= 0 ? n : std::min<Eigen::Index>(st.batch_size, n);
   rng_t rng(st.seed * 0x9E3779B97F4A7C15ULL + 17);
   std::vector<Eigen::Index> order(static_cast<std::size_t>(n));
   std::iota(order.begin(), order.end(), Eigen::Index(0));
   deep_run_result res;
-  Eigen::MatrixXd xb, yb;
+  matrix<R> xb, yb;
   const auto t0 = std::chrono::steady_clock::now();
   for (long epoch = 1; epoch <= st.epochs; ++epoch) {
     if (bs < n)
@@ -141,7 +165,7 @@ deep_run_result deep_train(graph_network& net, const deep_run_settings& st, cons
       pruned += r.n_pruned;
       free_steps += double(r.free.steps);
       ++batches;
-      if (!r.free.finite || !r.nudged.finite || !net.weights.allFinite() || !net.bias.allFinite()) {
+      if (!r.finite() || !net.weights().allFinite() || !net.bias().allFinite()) {
         res.diverged = true;
         res.message = "DEEP diverged at epoch " + std::to_string(epoch) + ": non-finite states or weights";
         res.epochs_done = epoch - 1;
@@ -196,10 +220,11 @@ deep_run_result deep_train(graph_network& net, const deep_run_settings& st, cons
 
 nlohmann::ordered_json to_json(const deep_run_settings& st) {
   nlohmann::ordered_json j;
+  j["dtype"] = st.dtype;
   j["graph"] = {{"n_input", st.graph.n_input}, {"hidden", st.graph.hidden}, {"n_output", st.graph.n_output},
                 {"topology", to_string(st.graph.topology)}, {"init_std", st.graph.init_std}};
   j["dynamics"] = {{"dt", st.dyn.dt}, {"free_steps", st.dyn.free_steps}, {"nudged_steps", st.dyn.nudged_steps},
-                   {"stop_tol", st.dyn.stop_tol}, {"leak", st.dyn.leak}, {"decay", to_string(st.dyn.decay)},
+                   {"stop_tol", st.dyn.stop_tol}, {"freeze", st.dyn.freeze}, {"leak", st.dyn.leak}, {"decay", to_string(st.dyn.decay)},
                    {"presyn", to_string(st.dyn.presyn)}, {"clip", st.dyn.clip}};
   j["learning"] = {{"rule", to_string(st.learn.rule)},
                    {"beta", st.learn.beta}, {"lr", st.learn.lr}, {"beta0", st.learn.beta0}, {"beta1", st.learn.beta1},
@@ -213,5 +238,16 @@ nlohmann::ordered_json to_json(const deep_run_settings& st) {
   j["seed"] = st.seed;
   return j;
 }
+
+template deep_step_result<float> deep_learning_step(graph_network<float>&, const deep_dynamics&, const deep_learning&,
+                                                    const matrix<float>&, const matrix<float>&, rng_t&);
+template deep_step_result<double> deep_learning_step(graph_network<double>&, const deep_dynamics&, const deep_learning&,
+                                                     const matrix<double>&, const matrix<double>&, rng_t&);
+template deep_run_result deep_train(graph_network<float>&, const deep_run_settings&, const Eigen::MatrixXd&,
+                                    const Eigen::MatrixXd&, const Eigen::MatrixXd&, const Eigen::MatrixXd&, bool,
+                                    const std::function<void(const nlohmann::ordered_json&)>&);
+template deep_run_result deep_train(graph_network<double>&, const deep_run_settings&, const Eigen::MatrixXd&,
+                                    const Eigen::MatrixXd&, const Eigen::MatrixXd&, const Eigen::MatrixXd&, bool,
+                                    const std::function<void(const nlohmann::ordered_json&)>&);
 
 }  // namespace eqprop

@@ -125,6 +125,7 @@ const std::vector<workload>& workloads() {
        "DEEP complete graph 4+1-30-3 on Yin-Yang (5000 samples), leak 3, endpoint rule beta 0.5 lr 0.3, T1 100, "
        "T2 100, dt 0.1, batch 20 (configs/deep_yin_yang_leak.toml)",
        "samples/s", 0, {}, 5},
+      {"deep_yinyang_leak_f32", "the same in float32 (dtype = \"float32\")", "samples/s", 0, {"dtype=float32"}, 5},
   };
   return w;
 }
@@ -349,22 +350,21 @@ nlohmann::ordered_json run_lagline_bench() {
 // directory with `deep train --config`'s reader, so the settings cannot drift from the file) on
 // consecutive shuffled mini-batches of Yin-Yang for `seconds` (after one warm-up batch); no
 // evaluation. Throws config_error naming the file when it is not there.
-nlohmann::ordered_json run_deep_yinyang(double seconds) {
-  const std::string file = "configs/deep_yin_yang_leak.toml";
-  deep_config c = read_deep_config(file);
-  if (c.task != "yin_yang") throw config_error(file + ": the deep_yinyang_leak workload needs task = \"yin_yang\"");
+template <class R>
+nlohmann::ordered_json run_deep_yinyang(const deep_config& c, double seconds) {
   const dataset train = generate_yin_yang(c.train_size, 1);
-  const Eigen::MatrixXd x = train.x.cast<double>(), y = one_hot_targets(train.y, train.n_classes);
-  c.settings.graph.n_input = int(x.rows());
-  c.settings.graph.n_output = int(y.rows());
+  const matrix<R> x = train.x.cast<R>(), y = one_hot_targets(train.y, train.n_classes).cast<R>();
+  graph_spec g = c.settings.graph;
+  g.n_input = int(x.rows());
+  g.n_output = int(y.rows());
   const deep_dynamics& dyn = c.settings.dyn;
   const deep_learning& learn = c.settings.learn;
   rng_t rng(1);
-  graph_network net(c.settings.graph, rng);
+  graph_network<R> net(g, rng);
   const long B = c.settings.batch_size > 0 ? std::min<long>(c.settings.batch_size, long(x.cols())) : long(x.cols());
   std::vector<Eigen::Index> order(std::size_t(x.cols()));
   std::iota(order.begin(), order.end(), Eigen::Index(0));
-  Eigen::MatrixXd xb(x.rows(), B), yb(y.rows(), B);
+  matrix<R> xb(x.rows(), B), yb(y.rows(), B);
   long next = long(x.cols()), batches = -1, steps = 0;  // batch -1 is the warm-up
   auto t_start = clock_type::now();
   while (batches < 0 || since(t_start) < seconds || batches < 3) {
@@ -378,7 +378,7 @@ nlohmann::ordered_json run_deep_yinyang(double seconds) {
     }
     next += B;
     const auto r = deep_learning_step(net, dyn, learn, xb, yb, rng);
-    if (!r.free.finite || !r.nudged.finite) throw data_error("deep_yinyang_leak: non-finite DEEP states");
+    if (!r.finite()) throw data_error("deep_yinyang_leak: non-finite DEEP states");
     if (++batches == 0) t_start = clock_type::now();
     else steps += r.free.steps + r.nudged.steps;
   }
@@ -389,7 +389,20 @@ nlohmann::ordered_json run_deep_yinyang(double seconds) {
   j["ms_per_batch"] = 1e3 * t / double(batches);
   j["relax_steps_per_batch"] = double(steps) / double(batches);
   j["edges"] = net.n_allowed();
+  j["dtype"] = c.settings.dtype;
   return j;
+}
+
+// The DEEP workload w: configs/deep_yin_yang_leak.toml with w's overrides (key=value of the
+// file's options; only dtype is used).
+nlohmann::ordered_json run_deep_yinyang(const workload& w, double seconds) {
+  const std::string file = "configs/deep_yin_yang_leak.toml";
+  deep_config c = read_deep_config(file);
+  if (c.task != "yin_yang") throw config_error(file + ": the deep_yinyang_leak workload needs task = \"yin_yang\"");
+  for (const auto& o : w.overrides)
+    if (o.rfind("dtype=", 0) == 0) c.settings.dtype = o.substr(6);
+  deep_check_dtype(c.settings.dtype);
+  return c.settings.dtype == "float32" ? run_deep_yinyang<float>(c, seconds) : run_deep_yinyang<double>(c, seconds);
 }
 }  // namespace
 
@@ -478,7 +491,7 @@ void register_bench(CLI::App& app) {
                                  : w->kind == 4 ? run_gep(*w, seconds, threads, sets, fashion)
                                  : w->kind == 1 ? run_gle15k(seconds, 1)
                                  : w->kind == 3 ? run_gle15k(seconds, 2)
-                                 : w->kind == 5 ? run_deep_yinyang(seconds)
+                                 : w->kind == 5 ? run_deep_yinyang(*w, seconds)
                                                 : run_lagline_bench();
       r["name"] = w->name;
       r["description"] = w->description;

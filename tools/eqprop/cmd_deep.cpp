@@ -30,9 +30,9 @@ namespace {
 
 struct deep_args {
   std::string task = "xor", topology = "complete", decay = "row_sum", presyn = "identity", rule = "trajectory";
-  std::string l1_mode = "subgradient", data_dir, run_dir, hidden = "2";
+  std::string l1_mode = "subgradient", data_dir, run_dir, hidden = "2", dtype = "float64";
   bool one_hot = false, sign = false, prune = false, persistent = false, exclude_structural = false;
-  bool baseline = false, stability = false, quiet = false, no_clip = false, reciprocal_nudge = false;
+  bool baseline = false, stability = false, quiet = false, no_clip = false, reciprocal_nudge = false, freeze = false;
   double beta = 1, lr = 200, dt = 0.05, stop_tol = 0, leak = 0, beta0 = 0, beta1 = 1, l1 = 0;
   double prune_tol = 0.01, prune_temp = 5, init_std = 0.05;
   long T1 = 1000, T2 = 1000, epochs = 200, batch = 0, seeds = 1, train_size = 5000, test_size = 1000, eval_every = 1;
@@ -99,6 +99,9 @@ deep_run_settings make_settings(const deep_args& a) {
   st.dyn.free_steps = a.T1;
   st.dyn.nudged_steps = a.T2;
   st.dyn.stop_tol = a.stop_tol;
+  st.dyn.freeze = a.freeze;
+  deep_check_dtype(a.dtype);
+  st.dtype = a.dtype;
   st.dyn.leak = a.leak;
   st.dyn.decay = parse_deep_decay(a.decay);
   st.dyn.presyn = parse_deep_presyn(a.presyn);
@@ -130,15 +133,15 @@ deep_run_settings make_settings(const deep_args& a) {
   return st;
 }
 
-checkpoint make_checkpoint(const graph_network& net, const deep_run_settings& st, const deep_args& a,
+checkpoint make_checkpoint(const graph_network<double>& net, const deep_run_settings& st, const deep_args& a,
                            const Eigen::MatrixXd& probe) {
   checkpoint ck;
   ck.meta["kind"] = "deep";
   ck.meta["settings"] = nlohmann::json::parse(to_json(st).dump());
   ck.meta["task"] = a.task;
   ck.meta["one_hot"] = a.one_hot;
-  ck.arrays["weights"] = checkpoint_array::from_eigen(net.weights);
-  ck.arrays["bias"] = checkpoint_array::from_eigen(net.bias);
+  ck.arrays["weights"] = checkpoint_array::from_eigen(net.weights());
+  ck.arrays["bias"] = checkpoint_array::from_eigen(net.bias());
   ck.arrays["pruned"] = checkpoint_array::from_eigen(net.pruned().cast<uint8_t>().eval());
   ck.arrays["probe_inputs"] = checkpoint_array::from_eigen(probe);
   return ck;
@@ -164,57 +167,67 @@ void run_train(const deep_args& a) {
   for (long k = 0; k < a.seeds; ++k) {
     deep_run_settings st = base;
     st.seed = a.seed + uint64_t(k);
-    rng_t rng(st.seed);
-    graph_network net(st.graph, rng);
-    fs::path dir;
-    if (!a.run_dir.empty()) dir = a.seeds > 1 ? fs::path(a.run_dir) / fmt::format("seed-{}", st.seed) : fs::path(a.run_dir);
-    std::unique_ptr<metrics_log> log;
-    if (!dir.empty()) {
-      create_run_directory(dir);
-      log = std::make_unique<metrics_log>(dir, false);
-      write_file_atomic(dir / "settings.json", to_json(st).dump(2) + "\n");
-    }
-    const bool verbose = !a.quiet && a.seeds <= 1;
-    const auto r = deep_train(net, st, d.x_train, d.y_train, d.x_test, d.y_test, d.one_hot,
-                              [&](const nlohmann::ordered_json& row) {
-                                if (log) log->append(row);
-                                if (verbose && (row["epoch"].get<long>() % 10 == 0 || row["epoch"].get<long>() == st.epochs))
-                                  fmt::print("epoch {:4}  free error {:6.2f}%  nudged error {:6.2f}%  free MSE {:.4f}{}  sparsity {:.3f}\n",
-                                             row["epoch"].get<long>(), 100 * row["train_error"].get<double>(),
-                                             100 * row["nudged_error"].get<double>(), row["train_mse"].get<double>(),
-                                             row.contains("test_error") ? fmt::format("  test accuracy {:.2f}%", 100 * row["test_accuracy"].get<double>()) : std::string(),
-                                             row["sparsity"].get<double>());
-                              });
-    if (r.diverged) {
-      // No score and no checkpoint of a diverged network; the seed counts as a failure
-      // (error 100 %) in a multi-seed summary, and the command exits with status 4.
-      ++n_diverged;
-      errors.push_back(1.0);
-      fmt::print("seed {}: diverged after {} epochs: {}; no checkpoint written\n", st.seed, r.epochs_done, r.message);
-      set_exit_code(4);
-      continue;
-    }
-    const double err = d.x_test.cols() > 0 ? r.test_error : r.train_error;
-    errors.push_back(err);
-    if (r.train_error == 0.0) {
-      ++successes;
-      solved.push_back(st.seed);
-    }
-    fmt::print("seed {}: free-phase train error {:.2f}%{}, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
-               st.seed, 100 * r.train_error,
-               r.solved_epoch > 0 ? fmt::format(" (0% from epoch {})", r.solved_epoch) : std::string(),
-               100 * r.nudged_error, r.train_mse,
-               d.x_test.cols() > 0 ? fmt::format(", test accuracy {:.2f}%", 100 * (1 - r.test_error)) : std::string(),
-               r.sparsity, net.n_nonzero(), net.n_allowed());
-    const Eigen::MatrixXd probe = d.x_train.leftCols(std::min<Eigen::Index>(d.x_train.cols(), 64));
-    if (!dir.empty()) save_checkpoint(dir / "checkpoint.eqck", make_checkpoint(net, st, a, probe));
-    if (a.stability) {
-      const auto s = deep_stability(net, st.dyn, probe, st.seed);
-      print_stability(s, a.quiet || a.seeds > 1);
+    // One seed's run with a network of either scalar type; checkpoints and stability
+    // reports see its parameters in double.
+    auto run_seed = [&](auto& net) {
+      fs::path dir;
+      if (!a.run_dir.empty()) dir = a.seeds > 1 ? fs::path(a.run_dir) / fmt::format("seed-{}", st.seed) : fs::path(a.run_dir);
+      std::unique_ptr<metrics_log> log;
       if (!dir.empty()) {
-        nlohmann::ordered_json j = s.worst.to_json();
-        write_file_atomic(dir / "stability.json", j.dump(2) + "\n");
+        create_run_directory(dir);
+        log = std::make_unique<metrics_log>(dir, false);
+        write_file_atomic(dir / "settings.json", to_json(st).dump(2) + "\n");
       }
+      const bool verbose = !a.quiet && a.seeds <= 1;
+      const auto r = deep_train(net, st, d.x_train, d.y_train, d.x_test, d.y_test, d.one_hot,
+                                [&](const nlohmann::ordered_json& row) {
+                                  if (log) log->append(row);
+                                  if (verbose && (row["epoch"].get<long>() % 10 == 0 || row["epoch"].get<long>() == st.epochs))
+                                    fmt::print("epoch {:4}  free error {:6.2f}%  nudged error {:6.2f}%  free MSE {:.4f}{}  sparsity {:.3f}\n",
+                                               row["epoch"].get<long>(), 100 * row["train_error"].get<double>(),
+                                               100 * row["nudged_error"].get<double>(), row["train_mse"].get<double>(),
+                                               row.contains("test_error") ? fmt::format("  test accuracy {:.2f}%", 100 * row["test_accuracy"].get<double>()) : std::string(),
+                                               row["sparsity"].get<double>());
+                                });
+      if (r.diverged) {
+        // No score and no checkpoint of a diverged network; the seed counts as a failure
+        // (error 100 %) in a multi-seed summary, and the command exits with status 4.
+        ++n_diverged;
+        errors.push_back(1.0);
+        fmt::print("seed {}: diverged after {} epochs: {}; no checkpoint written\n", st.seed, r.epochs_done, r.message);
+        set_exit_code(4);
+        return;
+      }
+      const double err = d.x_test.cols() > 0 ? r.test_error : r.train_error;
+      errors.push_back(err);
+      if (r.train_error == 0.0) {
+        ++successes;
+        solved.push_back(st.seed);
+      }
+      fmt::print("seed {}: free-phase train error {:.2f}%{}, nudged {:.2f}%, free MSE {:.4f}{}, sparsity {:.3f} ({} of {} allowed edges non-zero)\n",
+                 st.seed, 100 * r.train_error,
+                 r.solved_epoch > 0 ? fmt::format(" (0% from epoch {})", r.solved_epoch) : std::string(),
+                 100 * r.nudged_error, r.train_mse,
+                 d.x_test.cols() > 0 ? fmt::format(", test accuracy {:.2f}%", 100 * (1 - r.test_error)) : std::string(),
+                 r.sparsity, net.n_nonzero(), net.n_allowed());
+      const Eigen::MatrixXd probe = d.x_train.leftCols(std::min<Eigen::Index>(d.x_train.cols(), 64));
+      if (!dir.empty()) save_checkpoint(dir / "checkpoint.eqck", make_checkpoint(net.template cast<double>(), st, a, probe));
+      if (a.stability) {
+        const auto s = deep_stability(net.template cast<double>(), st.dyn, probe, st.seed);
+        print_stability(s, a.quiet || a.seeds > 1);
+        if (!dir.empty()) {
+          nlohmann::ordered_json j = s.worst.to_json();
+          write_file_atomic(dir / "stability.json", j.dump(2) + "\n");
+        }
+      }
+    };
+    rng_t rng(st.seed);
+    if (st.dtype == "float32") {
+      graph_network<float> net(st.graph, rng);
+      run_seed(net);
+    } else {
+      graph_network<double> net(st.graph, rng);
+      run_seed(net);
     }
   }
   if (a.seeds > 1) {
@@ -273,6 +286,10 @@ void add_train_options(CLI::App* t, deep_args& a) {
   add_checked(t, "--T1", a.T1, "Free-phase step budget", steps);
   add_checked(t, "--T2", a.T2, "Nudged-phase steps", steps);
   add_checked(t, "--stop-tol", a.stop_tol, "Stop a phase when max ‖Δs‖² <= this (0: run the whole budget)", cc::at_least(0));
+  t->add_flag("--freeze", a.freeze,
+              "With --stop-tol: a sample whose step moved ‖Δs‖² <= stop-tol stops stepping while the others run "
+              "(not in the trajectory rule's nudged phase)");
+  t->add_option("--dtype", a.dtype, "Parameters and states in float64 (default) | float32");
   add_checked(t, "--leak", a.leak, "Leak γ >= 0 (−γ s_j; 0 = published)", cc::at_least(0));
   t->add_option("--decay", a.decay, "row_sum (published) | abs_row_sum | unit");
   t->add_flag("--no-clip", a.no_clip, "Do not clip the free states to [0, 1] (needs a leak and a bounded --presyn to stay bounded)");
@@ -358,11 +375,13 @@ void register_deep(CLI::App& app) {
     g.hidden = js["graph"]["hidden"].get<std::vector<int>>();
     g.topology = parse_graph_topology(js["graph"]["topology"]);
     rng_t rng(1);
-    graph_network net(g, rng);
-    net.weights = ck.array("weights").to_matrix<double>();
-    net.bias = ck.array("bias").to_eigen_vector<double>();
-    if (net.weights.rows() != net.size() || net.weights.cols() != net.size() || net.bias.size() != net.n_free())
+    graph_network<double> net(g, rng);
+    const Eigen::MatrixXd w = ck.array("weights").to_matrix<double>();
+    const Eigen::VectorXd bias = ck.array("bias").to_eigen_vector<double>();
+    if (w.rows() != net.size() || w.cols() != net.size() || bias.size() != net.n_free())
       throw data_error("`" + file.string() + "`: weight shapes do not match the saved graph");
+    net.weights() = w;
+    net.bias() = bias;
     deep_dynamics dyn;
     dyn.dt = js["dynamics"]["dt"];
     dyn.free_steps = js["dynamics"]["free_steps"];

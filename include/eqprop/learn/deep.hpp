@@ -9,13 +9,18 @@
 // over the nudged phase (not divided by β), the endpoint rule (1/(βB)) Σ s_i* (s_j^β − s_j*), or
 // the vector-field rule (deep_vector_field_update: ∂F/∂W contracted with (s^β − s*)/β);
 // W <- masks(W + η ΔW (or η sign ΔW), L1 shrinkage), then optional Boltzmann pruning.
-// The training loop over data sets is in eqprop/train/deep_trainer.hpp.
+// Phases relax through the shared driver (relax_columns, eqprop/dynamics/relax_driver.hpp);
+// states and parameters are float or double (R), products through the matmul seam.
+// deep_gradient writes −ΔW into a buffer laid out like the parameters; the weights change
+// in train/ (deep_learning_step, eqprop/train/deep_trainer.hpp: SGD, then deep_constrain).
 #pragma once
-#include <functional>
+#include <span>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "eqprop/core/rng.hpp"
+#include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/activation.hpp"
 #include "eqprop/model/graph_network.hpp"
 
@@ -32,7 +37,14 @@ struct deep_dynamics {
   double dt = 0.05;
   long free_steps = 1000;     ///< T1 (step budget of the free phase)
   long nudged_steps = 1000;   ///< T2
-  double stop_tol = 0;        ///< stop a phase early when max_b ‖Δs_b‖² <= stop_tol (0: never)
+  /// Stop a phase early when max_b ‖Δs_b‖² <= stop_tol (0: never). The driver sees the
+  /// per-sample residual ‖Δs_b‖ against the tolerance sqrt(stop_tol).
+  double stop_tol = 0;
+  /// With stop_tol > 0: a sample whose last step moved ‖Δs_b‖² <= stop_tol stops stepping
+  /// (relax_options::freeze_converged). Off by default: the others' extra steps then still
+  /// move it (by less than the tolerance per step), as published. Never in the nudged phase
+  /// of the trajectory rule, which sums over every sample's steps.
+  bool freeze = false;
   double leak = 0;            ///< γ >= 0
   deep_decay decay = deep_decay::row_sum;
   deep_presyn presyn = deep_presyn::identity;
@@ -55,14 +67,6 @@ struct deep_learning {
   double prune_temp = 5;      ///< softmax temperature T
   bool persistent = false;    ///< pruned edges stay pruned (graph_network::pruned())
   bool exclude_structural = false;  ///< leave structural zeros out of the softmax denominator
-};
-
-/// Result of one phase for a batch.
-struct deep_phase_report {
-  long steps = 0;
-  double residual = 0;       ///< max over the batch of ‖Δs‖² at the last step
-  bool converged = false;    ///< residual <= stop_tol (false when stop_tol = 0 and the budget ran out)
-  bool finite = true;
 };
 
 /// Parsers for the enum settings; throw config_error naming the accepted values. The retired
@@ -92,25 +96,32 @@ void deep_check_settings(const deep_dynamics& dyn, const deep_learning& learn);
 
 /// Throws shape_error unless x has the network's data inputs as rows and y (targets) has
 /// n_output rows and as many columns as x.
-void deep_check_batch(const graph_network& net, const Eigen::MatrixXd& x, const Eigen::MatrixXd& y);
+template <class R>
+void deep_check_batch(const graph_network<R>& net, const matrix<R>& x, const matrix<R>& y);
 
 /// Initial free states ~ U(0, 0.1) and clamped inputs: s is N x B, x is n_data_input x B.
-Eigen::MatrixXd deep_initial_state(const graph_network& net, const Eigen::MatrixXd& x, rng_t& rng);
+/// The random numbers are drawn in double and rounded to R (the same draws for any R).
+template <class R>
+matrix<R> deep_initial_state(const graph_network<R>& net, const matrix<R>& x, rng_t& rng);
 
 /// A linear term added to the rate of the free neurons of sample b: k[b] (s_b − s_ref_b) over
-/// the free block (k[b] is n_free x n_free, s_ref is N x B).
+/// the free block (k[b] is n_free x n_free, s_ref is N x B). Kept in double whatever the
+/// network's type; the relaxation rounds it to R.
 struct deep_linear_term {
   Eigen::MatrixXd s_ref;
   std::vector<Eigen::MatrixXd> k;
 };
 
-/// Runs one phase from s (in place). y (n_output x B) and beta are used when nudged.
-/// on_step(prev, next) is called after every step when set (the trajectory rule); extra,
-/// when set, is added to the rate of every step (the reciprocal nudge).
-deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn, Eigen::MatrixXd& s,
-                             const Eigen::MatrixXd* y, double beta,
-                             const std::function<void(const Eigen::MatrixXd&, const Eigen::MatrixXd&)>& on_step = {},
-                             const deep_linear_term* extra = nullptr);
+/// Runs one phase from s (in place) through relax_columns: up to free_steps (y null) or
+/// nudged_steps steps, stopping early when stop_tol > 0 and every sample's ‖Δs_b‖² <=
+/// stop_tol (the report's residuals are ‖Δs_b‖, its tolerance sqrt(stop_tol); a sample is
+/// converged when its last step moved no more than that, with stop_tol 0 only when it did
+/// not move). y (n_output x B) and beta are used when nudged; extra, when set, is added to the
+/// rate of every step (the reciprocal nudge). Non-finite samples are counted in
+/// n_non_finite and stop holding up the others.
+template <class R>
+relax_report deep_relax(const graph_network<R>& net, const deep_dynamics& dyn, matrix<R>& s,
+                        const std::type_identity_t<matrix<R>>* y, double beta, const deep_linear_term* extra = nullptr);
 
 /// The reciprocal-nudge term at the free states s_free (N x B): k[b] = J_bᵀ − J_b with J_b the
 /// free-block Jacobian (deep_jacobian) at sample b. Added to the nudged phase, it replaces the
@@ -118,17 +129,32 @@ deep_phase_report deep_relax(const graph_network& net, const deep_dynamics& dyn,
 /// as β → 0 and the vector-field rule becomes −∂C/∂W (C = ½‖y − s_out‖²) for any J, symmetric
 /// or not (exact-gradient EP for non-conservative systems, Scurria et al.). Non-local: the
 /// learning (nudged) phase needs the reverse edges' weights at every neuron (W_jm at j for the edge m -> j).
-deep_linear_term deep_reciprocal_term(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free);
+template <class R>
+deep_linear_term deep_reciprocal_term(const graph_network<R>& net, const deep_dynamics& dyn, const matrix<R>& s_free);
 
-/// One learning step on a batch (free phase, nudged phase, update, shrinkage, pruning).
+/// The phases of one learning step on a batch and the update they give.
+template <class R>
 struct deep_step_result {
-  deep_phase_report free, nudged;
-  Eigen::MatrixXd s_free, s_nudged;  ///< end states of both phases (N x B)
-  double update_l1 = 0;              ///< ‖ΔW applied‖₁ (before shrinkage)
-  long n_pruned = 0;                 ///< weights zeroed by pruning this step
+  relax_report free, nudged;
+  matrix<R> s_free, s_nudged;  ///< end states of both phases (N x B)
+  double update_l1 = 0;        ///< ‖ΔW applied‖₁ (before shrinkage)
+  long n_pruned = 0;           ///< weights zeroed by pruning this step
+  bool finite() const { return free.n_non_finite == 0 && nudged.n_non_finite == 0; }
 };
-deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn, const deep_learning& learn,
-                                    const Eigen::MatrixXd& x, const Eigen::MatrixXd& y, rng_t& rng);
+/// Free phase, nudged phase and the rule's update (spec §2-§4): writes the descent direction
+/// g = −ΔW (−sign ΔW with learn.sign; zero outside the graph) into grad's "W" block and, with
+/// learn_bias, −(mean over the batch of s^β − s*)/β into its "b" block (zero otherwise), so
+/// that plain SGD with learn.lr (θ −= η g) applies the update. grad: laid out like
+/// net.params(). When a phase gave non-finite states, grad is zero and the result says so.
+template <class R>
+deep_step_result<R> deep_gradient(const graph_network<R>& net, const deep_dynamics& dyn, const deep_learning& learn,
+                                  const matrix<R>& x, const matrix<R>& y, rng_t& rng, std::span<R> grad);
+
+/// The constraints on the weights after an update (spec §5), in this order: the masks
+/// (structural and pruned edges zero), L1 shrinkage (learn.l1), Boltzmann pruning
+/// (learn.prune). Returns the number of weights pruning zeroed.
+template <class R>
+long deep_constrain(graph_network<R>& net, const deep_learning& learn, rng_t& rng);
 
 /// The vector-field rule: ΔW_ij = (1/(βB)) Σ_b Σ_{m free} ∂F_m/∂W_ij (s*) (s_m^β − s_m*), with F the
 /// free-phase vector field (unclipped) at the free state s*. For a free target j the drive gives
@@ -136,16 +162,19 @@ deep_step_result deep_learning_step(graph_network& net, const deep_dynamics& dyn
 /// −(∂D_i/∂W_ij) s_i* (s_i^β − s_i*) (∂D_i/∂W_ij = 1 for row_sum, sign W_ij for abs_row_sum, 0 for
 /// unit). With a symmetric Jacobian this is the EP estimate of −∂(½‖y − s_out‖²)/∂W as β → 0.
 /// Zero outside the graph (structural or pruned). States are N x B.
-Eigen::MatrixXd deep_vector_field_update(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& s_free,
-                                         const Eigen::MatrixXd& s_nudged, double beta);
+template <class R>
+matrix<R> deep_vector_field_update(const graph_network<R>& net, const deep_dynamics& dyn, const matrix<R>& s_free,
+                                   const matrix<R>& s_nudged, double beta);
 
 /// Boltzmann pruning (spec §5): per target column j, p_ij = softmax_i(−|W_ij|/T); weights
 /// with |W_ij| > tol are kept; each other allowed weight is zeroed when p_ij > U(0,1).
 /// Returns the number of weights zeroed.
-long deep_boltzmann_prune(graph_network& net, const deep_learning& learn, rng_t& rng);
+template <class R>
+long deep_boltzmann_prune(graph_network<R>& net, const deep_learning& learn, rng_t& rng);
 
 /// Applies L1 shrinkage with strength lambda to the allowed weights.
-void deep_l1_shrink(graph_network& net, double lambda, deep_l1 mode);
+template <class R>
+void deep_l1_shrink(graph_network<R>& net, double lambda, deep_l1 mode);
 
 /// Free-phase error and MSE of a batch's output states (y holds targets).
 /// one_hot: argmax against argmax of y; scalar: each output thresholded at 0.5.
@@ -156,6 +185,7 @@ struct deep_scores {
   double mse = 0;    ///< mean over the finite samples and the outputs of (s − y)²
   long n_non_finite = 0;
 };
-deep_scores deep_score(const graph_network& net, const Eigen::MatrixXd& s, const Eigen::MatrixXd& y, bool one_hot);
+template <class R>
+deep_scores deep_score(const graph_network<R>& net, const matrix<R>& s, const matrix<R>& y, bool one_hot);
 
 }  // namespace eqprop

@@ -46,14 +46,14 @@ stability_report analyze_stability(const Eigen::MatrixXd& j, const std::vector<b
 
 /// The free-block Jacobian of the (unclipped) DEEP dynamics at state s (a column of N):
 /// J_jm = W_mj ρ'(s_m) (m ≠ j), J_jj = W_jj ρ'(s_j) − (D_j + γ).
-Eigen::MatrixXd deep_jacobian(const graph_network& net, const deep_dynamics& dyn, const Eigen::VectorXd& s);
+Eigen::MatrixXd deep_jacobian(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::VectorXd& s);
 /// Free neurons strictly inside (margin, 1 − margin); with rate (ds/dt of the free
 /// neurons, unclipped), a neuron at a bound counts as saturated only when its rate pushes
 /// it strictly outwards (otherwise the clip is not active and it stays in the active set).
-std::vector<bool> deep_active_set(const graph_network& net, const Eigen::VectorXd& s, double margin = 1e-9,
+std::vector<bool> deep_active_set(const graph_network<double>& net, const Eigen::VectorXd& s, double margin = 1e-9,
                                   const Eigen::VectorXd* rate = nullptr);
 /// ds/dt of the free neurons at state s (free dynamics, before clipping).
-Eigen::VectorXd deep_rate(const graph_network& net, const deep_dynamics& dyn, const Eigen::VectorXd& s);
+Eigen::VectorXd deep_rate(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::VectorXd& s);
 
 /// Relaxes the free phase for every column of x and reports the stability of the
 /// worst equilibrium (largest active-set spectral abscissa); also the per-pattern reports.
@@ -61,7 +61,7 @@ struct deep_stability_summary {
   stability_report worst;
   std::vector<stability_report> per_pattern;
 };
-deep_stability_summary deep_stability(const graph_network& net, const deep_dynamics& dyn, const Eigen::MatrixXd& x,
+deep_stability_summary deep_stability(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::MatrixXd& x,
                                       uint64_t seed = 1);
 
 }  // namespace eqprop

@@ -1,5 +1,5 @@
 // DEEP training (docs/deep.md): the built-in Boolean tasks, one-hot targets, and the loop
-// that trains a graph_network with deep_learning_step over (mini-)batches, evaluating the
+// that trains a graph_network<double> with deep_learning_step over (mini-)batches, evaluating the
 // free phase on train and test sets. The dynamics and the learning step are in
 // eqprop/learn/deep.hpp.
 #pragma once
@@ -28,6 +28,9 @@ Eigen::MatrixXd one_hot_targets(const std::vector<int32_t>& labels, int n_classe
 
 struct deep_run_settings {
   graph_spec graph;
+  /// "float64" (default) | "float32": the scalar type of the network's parameters and states
+  /// (the CLI's --dtype, as network.dtype elsewhere).
+  std::string dtype = "float64";
   deep_dynamics dyn;
   deep_learning learn;
   long epochs = 200;
@@ -47,10 +50,21 @@ struct deep_run_result {
   std::string message;
 };
 
+/// One learning step on a batch: deep_gradient, then the update by the optimizer's plain SGD
+/// with learn.lr (θ −= η g: W + η ΔW), then deep_constrain (masks, L1, pruning). Nothing
+/// changes when a phase gave non-finite states (the result says so).
+template <class R>
+deep_step_result<R> deep_learning_step(graph_network<R>& net, const deep_dynamics& dyn, const deep_learning& learn,
+                                       const matrix<R>& x, const matrix<R>& y, rng_t& rng);
+
+/// "float32" | "float64"; config_error naming the accepted values otherwise.
+void deep_check_dtype(const std::string& dtype);
+
 /// Trains a graph network on (x_train, y_train) with DEEP; evaluates the free phase on
 /// train and test (test may be empty). on_epoch receives one metrics row per evaluation.
 /// Throws config_error for the settings deep_check_settings refuses.
-deep_run_result deep_train(graph_network& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
+template <class R>
+deep_run_result deep_train(graph_network<R>& net, const deep_run_settings& st, const Eigen::MatrixXd& x_train,
                            const Eigen::MatrixXd& y_train, const Eigen::MatrixXd& x_test, const Eigen::MatrixXd& y_test,
                            bool one_hot, const std::function<void(const nlohmann::ordered_json&)>& on_epoch = {});
 
