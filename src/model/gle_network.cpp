@@ -91,7 +91,7 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
     tau_r_.push_back(Eigen::Map<const Eigen::VectorXd>(L.tau_r.data(), L.size).cast<R>());
     inv_tau_r_.push_back(tau_r_.back().cwiseInverse());
     inv_tau_m_.push_back(tm.cwiseInverse());
-    tau_off_.push_back(spec_.learn_tau_m ? params_.block(params_.add(fmt::format("tau_m{}", l), l, L.size, 1)).offset
+    tau_off_.push_back(spec_.learn_tau_m ? params_.block(params_.add(tau_m_block(l), l, L.size, 1)).offset
                                          : -1);
     tau_fixed_.push_back(tm);
     n_prev = L.size;
@@ -308,12 +308,8 @@ int gle_network<R>::max_threads() {
 }
 
 template <class R>
-void gle_network<R>::clamp_tau() {
-  for (int l = 0; l < n_layers(); ++l)
-    if (tau_off_[l] >= 0) {
-      auto t = tau_m(l);
-      t = t.cwiseMax(R(spec_.tau_min)).cwiseMin(R(spec_.tau_max));
-    }
+std::string gle_network<R>::tau_m_block(int l) {
+  return fmt::format("tau_m{}", l);
 }
 
 template class gle_network<float>;

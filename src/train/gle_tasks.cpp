@@ -105,6 +105,17 @@ std::string_view to_string(gle_rule r) {
   return "?";
 }
 
+template <class R>
+param_constraints gle_tau_constraints(const gle_network<R>& net) {
+  param_constraints c(net.layout());
+  if (net.spec().learn_tau_m)
+    for (int l = 0; l < net.n_layers(); ++l)
+      c.add_box(gle_network<R>::tau_m_block(l), net.spec().tau_min, net.spec().tau_max);
+  return c;
+}
+template param_constraints gle_tau_constraints(const gle_network<float>&);
+template param_constraints gle_tau_constraints(const gle_network<double>&);
+
 lagline_result run_lagline(const lagline_options& o) {
   const auto t0 = clock_type::now();
   const bool windowed = o.rule == gle_rule::bptt || o.rule == gle_rule::adjoint;
@@ -124,10 +135,11 @@ lagline_result run_lagline(const lagline_options& o) {
   spec.init = gle_init::uniform01;
   spec.seed = o.seed;
   gle_network<double> student(spec);
+  const param_constraints tau_box = gle_tau_constraints(student);
   {
     rng_t rng(o.seed + 1000);
     for (int l = 0; l < 2; ++l) student.tau_m(l)(0) = uniform01(rng);
-    student.clamp_tau();
+    tau_box.apply(student.params());
   }
   const long B = o.batch;
   teacher.reset_state(B);
@@ -166,6 +178,7 @@ lagline_result run_lagline(const lagline_options& o) {
   oo.kind = optimizer_kind::adam;
   oo.lr = o.lr * double(win);
   optimizer<double> opt(oo, student.layout(), student.n_groups());
+  opt.set_constraints(tau_box);
   std::vector<double> grad(student.params().size());
   lagline_result res;
   const long tail = std::min<long>(n_total, std::lround(10 / o.dt));
@@ -190,10 +203,7 @@ lagline_result run_lagline(const lagline_options& o) {
       const bool learn = k >= n_init;
       student.step(x, &target, o.beta, learn ? std::span<double>(grad) : std::span<double>());
       teacher.step(x, nullptr, 0);
-      if (learn) {
-        opt.step(student.params(), grad, 1.0);
-        student.clamp_tau();
-      }
+      if (learn) opt.step(student.params(), grad, 1.0);
       record(k, gle_loss_value<double>(gle_loss::mse, student.output(), teacher.output()));
     }
   } else {
@@ -221,7 +231,6 @@ lagline_result run_lagline(const lagline_options& o) {
                                                 o.rule == gle_rule::bptt ? gle_reference_kind::bptt
                                                                          : gle_reference_kind::adjoint);
         opt.step(student.params(), r.grad, 1.0);
-        student.clamp_tau();
       } else {
         for (long j = 0; j < n; ++j) {
           student.step(xs[j], nullptr, 0);
@@ -516,6 +525,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
     for (int l = 0; l < bank_layers; ++l) oo.lr_per_group[l] = 0;
   }
   optimizer<float> opt(oo, net.layout(), net.n_groups());
+  opt.set_constraints(gle_tau_constraints(net));
   const long B = cfg.get<long>("train.batch"), TB = cfg.get<long>("train.test_batch");
   const long epochs = cfg.get<long>("train.epochs");
   const double beta = cfg.get<double>("loss.beta");
@@ -553,7 +563,6 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
       if (learn) {
         net.step(x, &target, float(beta), grad);
         opt.step(net.params(), grad, lr_factor);
-        if (net.spec().learn_tau_m) net.clamp_tau();
       } else {
         net.step(x, nullptr, 0.0f);
       }

@@ -44,6 +44,16 @@ void optimizer<R>::restore(std::span<const R> m, std::span<const R> v, int64_t t
 }
 
 template <class R>
+void optimizer<R>::set_constraints(param_constraints c) {
+  const auto& l = c.layout();
+  const bool same = std::equal(l.begin(), l.end(), layout_.begin(), layout_.end(), [](const auto& a, const auto& b) {
+    return a.name == b.name && a.rows == b.rows && a.cols == b.cols && a.offset == b.offset;
+  });
+  if (!c.empty() && !same) throw internal_error("optimizer::set_constraints: constraints over another parameter layout");
+  cons_ = std::move(c);
+}
+
+template <class R>
 optimizer<R>::optimizer(optimizer_options opt, const std::vector<param_block>& layout, int n_groups)
     : opt_(std::move(opt)), layout_(layout) {
   auto check = [&](const std::vector<double>& v, const char* key) {
@@ -165,6 +175,7 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
       }
     }
   }
+  cons_.apply(th, lr_factor);
 }
 
 template class optimizer<float>;

@@ -310,6 +310,7 @@ nlohmann::ordered_json run_gle15k(double seconds, int threads) {
   oo.kind = optimizer_kind::adam;
   oo.lr = 1e-3;
   optimizer<float> opt(oo, net.layout(), net.n_groups());
+  opt.set_constraints(gle_tau_constraints(net));
   std::vector<float> grad(net.params().size());
   Eigen::MatrixXf x = Eigen::MatrixXf::Random(1, B), target = Eigen::MatrixXf::Zero(10, B);
   for (long j = 0; j < B; ++j) target(j % 10, j) = 1;

@@ -75,7 +75,7 @@ struct gle_spec {
   bool prospective_errors = true;      ///< false: e = eps (instantaneous-error BP)
   gle_loss loss = gle_loss::ce;
   bool learn_tau_m = false;
-  double tau_min = 0;                  ///< clamp for learned tau_m (0: dt)
+  double tau_min = 0;                  ///< bounds for learned tau_m, kept by the optimizer (0: dt)
   double tau_max = 100;
   gle_init init = gle_init::kaiming_uniform;  ///< U(+-1/sqrt(fan_in)) for W and b (PyTorch Linear)
   double init_std = 0.05;              ///< for gle_init::normal
@@ -114,6 +114,8 @@ class gle_network {
   long batch() const { return batch_; }
 
   /// Flat parameters: W0, b0, [tau_m0], W1, ... (column-major W of size n_l x n_{l-1}).
+  /// Learned tau_m stay in [spec().tau_min, spec().tau_max] only through a box constraint
+  /// on their blocks (train: gle_tau_constraints), applied after every optimizer step.
   std::span<R> params() { return params_.values(); }
   std::span<const R> params() const { return params_.values(); }
   const std::vector<param_block>& layout() const { return params_.layout(); }
@@ -144,8 +146,8 @@ class gle_network {
   /// Counts non-finite states in nonfinite_steps() (the state is left as computed).
   void step(const Eigen::Ref<const mat>& x, const mat* target, R beta, std::span<R> grad = {});
 
-  /// Clamps learned tau_m into [tau_min, tau_max]; call after every optimizer step.
-  void clamp_tau();
+  /// The name of layer l's tau_m block in layout() (there when spec().learn_tau_m).
+  static std::string tau_m_block(int l);
   long nonfinite_steps() const { return nonfinite_steps_; }
   /// Threads for the layers of one step (1: serial, the default; 0: all cores, from OpenMP).
   /// Results do not depend on it. Fine-grained: a step lasts ~0.1 ms, so it pays only when

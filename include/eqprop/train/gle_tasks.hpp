@@ -14,8 +14,15 @@
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
+#include "eqprop/train/constraints.hpp"
 
 namespace eqprop {
+
+/// The box [spec().tau_min, spec().tau_max] on every learned tau_m block of net (no
+/// constraint when tau_m is fixed): attach it to the network's optimizer, and apply it
+/// where tau_m is set outside a step.
+template <class R>
+param_constraints gle_tau_constraints(const gle_network<R>& net);
 
 // ---- G0: single-neuron operators ----------------------------------------------------
 struct gle_operator_result {

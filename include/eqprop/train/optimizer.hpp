@@ -5,6 +5,9 @@
 //   sgd  (decoupled decay): m = mu m + g;    th = (1 - lr wd) th - lr m        (hEP ConvNets)
 //   adam:  g' = g + wd th; m, v moments of g'; th -= lr mhat / (sqrt(vhat) + eps)
 //   adamw: as adam on g, then th -= lr wd th
+//
+// After the update, step() applies the constraints attached with set_constraints (boxes,
+// masks, L1 shrinkage: train/constraints.hpp), so a step always ends on feasible parameters.
 #pragma once
 #include <cstdint>
 #include <span>
@@ -13,6 +16,7 @@
 
 #include "eqprop/core/aligned.hpp"
 #include "eqprop/core/params.hpp"
+#include "eqprop/train/constraints.hpp"
 
 namespace eqprop {
 
@@ -48,8 +52,15 @@ template <class R>
 class optimizer {
  public:
   optimizer(optimizer_options opt, const std::vector<param_block>& layout, int n_groups);
-  /// params -= update(grad); lr_factor scales every group's learning rate (schedule).
+  /// params -= update(grad), then constraints().apply(params, lr_factor); lr_factor scales
+  /// every group's learning rate (schedule) and the L1 thresholds.
   void step(std::span<R> params, std::span<const R> grad, double lr_factor);
+  /// Constraints applied after every step, replacing any attached before. Throws
+  /// internal_error unless they were built over this optimizer's layout (or are empty).
+  void set_constraints(param_constraints c);
+  /// The attached constraints, e.g. to replace a mask after pruning (set_mask).
+  param_constraints& constraints() { return cons_; }
+  const param_constraints& constraints() const { return cons_; }
   const optimizer_options& options() const { return opt_; }
   /// State for checkpoints: moment buffers and the step count.
   aligned_vector<R>& m() { return m_; }
@@ -66,6 +77,7 @@ class optimizer {
   std::vector<param_block> layout_;
   aligned_vector<R> m_, v_;
   int64_t t_ = 0;
+  param_constraints cons_;
 };
 
 extern template class optimizer<float>;
