@@ -512,8 +512,11 @@ TEST(DeepPruning, BoltzmannPruningPersistentMaskAndL1) {
   a.weights()(1, 2) = 0.3;
   a.weights()(2, 3) = -0.0001;
   auto b = a;
-  deep_l1_shrink(a, 0.001, deep_l1::subgradient);
-  deep_l1_shrink(b, 0.001, deep_l1::soft_threshold);
+  deep_learning l1;
+  l1.l1 = 0.001;
+  deep_constraints(a, l1).apply(a.params().values());
+  l1.l1_mode = deep_l1::soft_threshold;
+  deep_constraints(b, l1).apply(b.params().values());
   EXPECT_NEAR(a.weights()(1, 2), 0.299, 1e-15);
   EXPECT_NEAR(a.weights()(2, 3), 0.0009, 1e-15);
   EXPECT_NEAR(b.weights()(1, 2), 0.299, 1e-15);

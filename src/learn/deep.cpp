@@ -195,16 +195,6 @@ relax_report deep_relax(const graph_network<R>& net, const deep_dynamics& dyn, m
 }
 
 template <class R>
-void deep_l1_shrink(graph_network<R>& net, double lambda, deep_l1 mode) {
-  if (lambda <= 0) return;
-  auto w = net.weights();
-  const R l = R(lambda);
-  if (mode == deep_l1::subgradient) w -= l * w.cwiseSign();
-  else w = w.cwiseSign().cwiseProduct((w.cwiseAbs().array() - l).max(R(0)).matrix());
-  net.apply_masks();
-}
-
-template <class R>
 long deep_boltzmann_prune(graph_network<R>& net, const deep_learning& learn, rng_t& rng) {
   if (!(learn.prune_temp > 0)) throw config_error("DEEP: the pruning temperature must be > 0");
   const int n = net.size();
@@ -229,13 +219,6 @@ long deep_boltzmann_prune(graph_network<R>& net, const deep_learning& learn, rng
     }
   }
   return zeroed;
-}
-
-template <class R>
-long deep_constrain(graph_network<R>& net, const deep_learning& learn, rng_t& rng) {
-  net.apply_masks();
-  deep_l1_shrink(net, learn.l1, learn.l1_mode);
-  return learn.prune ? deep_boltzmann_prune(net, learn, rng) : 0;
 }
 
 template <class R>
@@ -372,11 +355,9 @@ deep_scores deep_score(const graph_network<R>& net, const matrix<R>& s, const ma
   template deep_linear_term deep_reciprocal_term(const graph_network<R>&, const deep_dynamics&, const matrix<R>&); \
   template deep_step_result<R> deep_gradient(const graph_network<R>&, const deep_dynamics&, const deep_learning&,   \
                                              const matrix<R>&, const matrix<R>&, rng_t&, std::span<R>);             \
-  template long deep_constrain(graph_network<R>&, const deep_learning&, rng_t&);                                    \
   template matrix<R> deep_vector_field_update(const graph_network<R>&, const deep_dynamics&, const matrix<R>&,      \
                                               const matrix<R>&, double);                                            \
   template long deep_boltzmann_prune(graph_network<R>&, const deep_learning&, rng_t&);                              \
-  template void deep_l1_shrink(graph_network<R>&, double, deep_l1);                                                 \
   template deep_scores deep_score(const graph_network<R>&, const matrix<R>&, const matrix<R>&, bool);
 EQPROP_DEEP_INSTANTIATE(float)
 EQPROP_DEEP_INSTANTIATE(double)

@@ -54,6 +54,18 @@ void deep_check_dtype(const std::string& dtype) {
 }
 
 template <class R>
+param_constraints deep_constraints(const graph_network<R>& net, const deep_learning& learn) {
+  const int n = net.size();
+  std::vector<char> keep(std::size_t(n) * std::size_t(n));
+  for (int j = 0; j < n; ++j)
+    for (int i = 0; i < n; ++i) keep[std::size_t(j) * std::size_t(n) + std::size_t(i)] = net.in_graph(i, j);
+  param_constraints c(net.params().layout());
+  c.add_mask("W", std::move(keep));
+  if (learn.l1 > 0) c.add_l1("W", learn.l1, learn.l1_mode == deep_l1::subgradient ? l1_form::subgradient : l1_form::proximal);
+  return c;
+}
+
+template <class R>
 deep_step_result<R> deep_learning_step(graph_network<R>& net, const deep_dynamics& dyn, const deep_learning& learn,
                                        const matrix<R>& x, const matrix<R>& y, rng_t& rng) {
   aligned_vector<R> grad(net.params().size());
@@ -62,8 +74,10 @@ deep_step_result<R> deep_learning_step(graph_network<R>& net, const deep_dynamic
   optimizer_options o;
   o.kind = optimizer_kind::sgd;
   o.lr = learn.lr;
-  optimizer<R>(o, net.params().layout(), 1).step(net.params().values(), grad, 1.0);
-  r.n_pruned = deep_constrain(net, learn, rng);
+  optimizer<R> opt(o, net.params().layout(), 1);
+  opt.set_constraints(deep_constraints(net, learn));
+  opt.step(net.params().values(), grad, 1.0);
+  r.n_pruned = learn.prune ? deep_boltzmann_prune(net, learn, rng) : 0;
   return r;
 }
 
@@ -239,6 +253,8 @@ nlohmann::ordered_json to_json(const deep_run_settings& st) {
   return j;
 }
 
+template param_constraints deep_constraints(const graph_network<float>&, const deep_learning&);
+template param_constraints deep_constraints(const graph_network<double>&, const deep_learning&);
 template deep_step_result<float> deep_learning_step(graph_network<float>&, const deep_dynamics&, const deep_learning&,
                                                     const matrix<float>&, const matrix<float>&, rng_t&);
 template deep_step_result<double> deep_learning_step(graph_network<double>&, const deep_dynamics&, const deep_learning&,

@@ -12,7 +12,8 @@
 // Phases relax through the shared driver (relax_columns, eqprop/dynamics/relax_driver.hpp);
 // states and parameters are float or double (R), products through the matmul seam.
 // deep_gradient writes −ΔW into a buffer laid out like the parameters; the weights change
-// in train/ (deep_learning_step, eqprop/train/deep_trainer.hpp: SGD, then deep_constrain).
+// in train/ (deep_learning_step, eqprop/train/deep_trainer.hpp: SGD with the masks and L1 shrinkage as
+// parameter constraints (deep_constraints), then pruning).
 #pragma once
 #include <span>
 #include <string>
@@ -150,12 +151,6 @@ template <class R>
 deep_step_result<R> deep_gradient(const graph_network<R>& net, const deep_dynamics& dyn, const deep_learning& learn,
                                   const matrix<R>& x, const matrix<R>& y, rng_t& rng, std::span<R> grad);
 
-/// The constraints on the weights after an update (spec §5), in this order: the masks
-/// (structural and pruned edges zero), L1 shrinkage (learn.l1), Boltzmann pruning
-/// (learn.prune). Returns the number of weights pruning zeroed.
-template <class R>
-long deep_constrain(graph_network<R>& net, const deep_learning& learn, rng_t& rng);
-
 /// The vector-field rule: ΔW_ij = (1/(βB)) Σ_b Σ_{m free} ∂F_m/∂W_ij (s*) (s_m^β − s_m*), with F the
 /// free-phase vector field (unclipped) at the free state s*. For a free target j the drive gives
 /// ρ(s_i*) (s_j^β − s_j*); for a free source i the decay D_i depends on W_ij too and adds
@@ -171,10 +166,6 @@ matrix<R> deep_vector_field_update(const graph_network<R>& net, const deep_dynam
 /// Returns the number of weights zeroed.
 template <class R>
 long deep_boltzmann_prune(graph_network<R>& net, const deep_learning& learn, rng_t& rng);
-
-/// Applies L1 shrinkage with strength lambda to the allowed weights.
-template <class R>
-void deep_l1_shrink(graph_network<R>& net, double lambda, deep_l1 mode);
 
 /// Free-phase error and MSE of a batch's output states (y holds targets).
 /// one_hot: argmax against argmax of y; scalar: each output thresholded at 0.5.

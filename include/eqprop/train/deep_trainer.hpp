@@ -11,6 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/learn/deep.hpp"
+#include "eqprop/train/constraints.hpp"
 
 namespace eqprop {
 
@@ -50,9 +51,15 @@ struct deep_run_result {
   std::string message;
 };
 
+/// The constraints on the weights after every update (spec §5) as parameter constraints on
+/// the "W" block: L1 shrinkage with threshold learn.l1 (subgradient or proximal, when > 0),
+/// then the mask (structural and pruned edges zero).
+template <class R>
+param_constraints deep_constraints(const graph_network<R>& net, const deep_learning& learn);
+
 /// One learning step on a batch: deep_gradient, then the update by the optimizer's plain SGD
-/// with learn.lr (θ −= η g: W + η ΔW), then deep_constrain (masks, L1, pruning). Nothing
-/// changes when a phase gave non-finite states (the result says so).
+/// with learn.lr (θ −= η g: W + η ΔW) under deep_constraints, then Boltzmann pruning
+/// (learn.prune). Nothing changes when a phase gave non-finite states (the result says so).
 template <class R>
 deep_step_result<R> deep_learning_step(graph_network<R>& net, const deep_dynamics& dyn, const deep_learning& learn,
                                        const matrix<R>& x, const matrix<R>& y, rng_t& rng);
