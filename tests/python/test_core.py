@@ -176,3 +176,15 @@ def test_datasets():
     assert xtr.flags.c_contiguous and d["test"][0].shape == (50, 4)
     np.testing.assert_allclose(xtr[:, 2], 1 - xtr[:, 0], atol=1e-6)  # inputs (x, y, 1-x, 1-y)
     assert "yin_yang" in eqprop.dataset_names()
+
+
+def test_version_names_the_commit_it_was_built_from(cli, repo):
+    """The commit is read at build time, not at configure time: `eqprop --version` names HEAD."""
+    import shutil
+    import subprocess
+    if shutil.which("git") is None or not os.path.exists(os.path.join(repo, ".git")):
+        pytest.skip("no git checkout")
+    head = subprocess.run(["git", "-C", repo, "rev-parse", "--short=12", "HEAD"], capture_output=True, text=True)
+    if head.returncode != 0:
+        pytest.skip("git cannot read this checkout")
+    assert head.stdout.strip() in cli("--version")

@@ -24,7 +24,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "eqprop/build_info.hpp"
+#include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
 
 namespace {
@@ -46,7 +46,7 @@ void occupy_closed_std_fds() {
 
 int run(int argc, char** argv) {
   CLI::App app{"eqprop: equilibrium propagation and holomorphic EP, with exact reference gradients"};
-  app.set_version_flag("--version", std::string(eqprop::build::version));
+  app.set_version_flag("--version", [] { return eqprop::build_info_line(); });
   app.require_subcommand(1);
   eqprop::cli::register_info(app);
   eqprop::cli::register_gradcheck(app);
