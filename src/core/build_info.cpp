@@ -5,6 +5,7 @@
 #include <Eigen/Core>
 #include <fmt/format.h>
 
+#include "eqprop/core/matmul.hpp"
 #include "eqprop/build_info.hpp"
 
 namespace eqprop {
@@ -36,8 +37,8 @@ std::string vector_isa_cpu() {
 }
 
 std::string linalg_backend() {
-  return fmt::format("Eigen {}.{}.{} (built-in kernels, {})", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
-                     EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse());
+  return fmt::format("Eigen {}.{}.{} (built-in kernels, {}); float32 products: {}", EIGEN_WORLD_VERSION,
+                     EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse(), matmul_backend());
 }
 
 nlohmann::json build_info_json() {
