@@ -900,3 +900,32 @@ TEST(DeepDriver, Float32StepAgreesWithFloat64) {
   EXPECT_GT((nd.weights() - w0).cwiseAbs().maxCoeff(), 1e-3);
   EXPECT_LE((nd.weights() - nf.weights().cast<double>()).cwiseAbs().maxCoeff(), 1e-5);
 }
+
+// DEEP behind the estimator interface: the same update as deep_gradient from the same
+// stream, the free phase's loss ½‖y − s_out‖² and its predictions.
+TEST(DeepEstimator, IsDeepGradientBehindTheInterface) {
+  const auto st = xor_one_hot_settings(2);
+  const auto task = make_logic_task("xor", true);
+  rng_t init(st.seed);
+  graph_network<double> net(st.graph, init);
+  std::vector<double> g1(net.params().size()), g2(net.params().size());
+  rng_t rng(5);
+  const auto direct = deep_gradient(net, st.dyn, st.learn, task.x, task.y, rng, std::span<double>(g1));
+  deep_estimator<double> est(st.dyn, st.learn, 5);
+  grad_estimator<double, graph_network<double>>& iface = est;
+  const auto r = iface.estimate(net, task.x, task.y, g2);
+  EXPECT_EQ(g1, g2);
+  const auto out = direct.s_free.bottomRows(net.n_output());
+  EXPECT_NEAR(r.loss, 0.5 * (out - task.y).squaredNorm() / double(task.x.cols()), 1e-15);
+  const auto sc = deep_score(net, direct.s_free, task.y, true);
+  long wrong = 0;
+  for (long b = 0; b < task.x.cols(); ++b) {
+    Eigen::Index k;
+    task.y.col(b).maxCoeff(&k);
+    wrong += r.predictions[std::size_t(b)] != k;
+  }
+  EXPECT_DOUBLE_EQ(double(wrong) / double(task.x.cols()), sc.error);
+  EXPECT_EQ(r.free.steps, direct.free.steps);
+  ASSERT_EQ(r.points.size(), 1u);
+  EXPECT_EQ(r.points[0].steps, direct.nudged.steps);
+}

@@ -1,5 +1,7 @@
 #include "eqprop/learn/deep.hpp"
 
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <type_traits>
@@ -346,6 +348,48 @@ deep_scores deep_score(const graph_network<R>& net, const matrix<R>& s, const ma
   sc.mse = n_finite > 0 ? sq / double(n_finite * y.rows()) : NAN;
   return sc;
 }
+
+template <class R>
+deep_estimator<R>::deep_estimator(deep_dynamics dyn, deep_learning learn, uint64_t seed)
+    : dyn_(dyn), learn_(learn), rng_(seed) {
+  deep_check_settings(dyn_, learn_);
+}
+
+template <class R>
+std::string deep_estimator<R>::name() const {
+  return fmt::format("DEEP {} rule beta={}", to_string(learn_.rule), learn_.beta);
+}
+
+template <class R>
+grad_result deep_estimator<R>::estimate(const graph_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                        std::span<R> grad) {
+  last_ = deep_gradient(net, dyn_, learn_, x, y, rng_, grad);
+  grad_result out;
+  out.free = last_.free;
+  out.points = {last_.nudged};
+  out.relax_steps = last_.free.steps + last_.nudged.steps;
+  out.relax_sample_steps = last_.free.sample_steps + last_.nudged.sample_steps;
+  const auto s_out = last_.s_free.bottomRows(net.n_output());
+  const long B = x.cols();
+  out.predictions.assign(std::size_t(B), -1);
+  double sq = 0;
+  long finite = 0;
+  for (long b = 0; b < B; ++b) {
+    if (!s_out.col(b).allFinite()) continue;
+    ++finite;
+    sq += 0.5 * double((s_out.col(b) - y.col(b)).squaredNorm());
+    Eigen::Index k = 0;
+    if (net.n_output() > 1) s_out.col(b).maxCoeff(&k);
+    else k = s_out(0, b) > R(0.5) ? 1 : 0;
+    out.predictions[std::size_t(b)] = int32_t(k);
+  }
+  out.loss = finite > 0 ? sq / double(finite) : NAN;
+  out.n_dropped = last_.finite() ? 0 : B;
+  return out;
+}
+
+template class deep_estimator<float>;
+template class deep_estimator<double>;
 
 #define EQPROP_DEEP_INSTANTIATE(R)                                                                               \
   template void deep_check_batch(const graph_network<R>&, const matrix<R>&, const matrix<R>&);                     \

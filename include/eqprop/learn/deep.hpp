@@ -22,6 +22,7 @@
 
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax_driver.hpp"
+#include "eqprop/learn/estimator.hpp"
 #include "eqprop/model/activation.hpp"
 #include "eqprop/model/graph_network.hpp"
 
@@ -178,5 +179,31 @@ struct deep_scores {
 };
 template <class R>
 deep_scores deep_score(const graph_network<R>& net, const matrix<R>& s, const matrix<R>& y, bool one_hot);
+
+/// DEEP's rules (trajectory, endpoint, vector field) behind the estimator interface every
+/// learning rule implements: estimate() is deep_gradient (free phase, nudged phase, −ΔW
+/// into grad), with loss = mean over the finite samples of ½‖y − s_out‖² at the free state,
+/// predictions the argmax of the outputs (one-hot targets) or, for one output, s_out > 0.5
+/// (−1 for a non-finite sample), and free/points the two phases' reports. A sample with
+/// non-finite states zeroes the whole update (deep_gradient) and is counted in n_dropped.
+template <class R>
+class deep_estimator : public grad_estimator<R, graph_network<R>> {
+ public:
+  deep_estimator(deep_dynamics dyn, deep_learning learn, uint64_t seed);
+  std::string name() const override;
+  grad_result estimate(const graph_network<R>& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) override;
+  /// Initial states and pruning draw from this stream.
+  void reseed_noise(uint64_t seed) override { rng_.seed(seed); }
+  const deep_step_result<R>& last() const { return last_; }
+
+ private:
+  deep_dynamics dyn_;
+  deep_learning learn_;
+  rng_t rng_;
+  deep_step_result<R> last_;
+};
+
+extern template class deep_estimator<float>;
+extern template class deep_estimator<double>;
 
 }  // namespace eqprop

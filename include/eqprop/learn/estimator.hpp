@@ -13,7 +13,6 @@
 
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/layered_network.hpp"
-#include "eqprop/model/vector_field_network.hpp"
 
 namespace eqprop {
 
@@ -39,7 +38,7 @@ struct grad_result {
                                       ///< the phases' times are in free.seconds and points[k].seconds
 };
 
-/// Net: the network kind (layered_network<R> or vector_field_network<R>).
+/// Net: the network kind (layered_network<R>, vector_field_network<R>, graph_network<R>).
 template <class R, class Net = layered_network<R>>
 class grad_estimator {
  public:
