@@ -2,11 +2,9 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numbers>
 #include <type_traits>
 
-#include <Eigen/LU>
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
