@@ -11,6 +11,7 @@
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/learn/reference.hpp"
 #include "test_util.hpp"
@@ -80,34 +81,30 @@ double fixed_point_loss(const vector_field_network<double>& net, const matrix<do
   return l.mean();
 }
 
-}  // namespace
-
-// With B = W^T the exact derivative (N = 0) of generalized EP is the symmetric network's
-// exact gradient: the forward gradient plus the transposed feedback gradient equals the
-// implicit-differentiation gradient of the same layered (energy-based) network.
-TEST(GeneralizedEp, TiedFeedbackEqualsSymmetricExactGradient) {
-  vf_toy t(0.0, {4, 5, 4, 3});
-  t.net.tie_feedback();
-  auto g = gep_grad(t, converged_opts(gep_method::exact));
-
+// The layered (energy-based) network of a tied vector field (B = W^T) with the same forward
+// weights and readout.
+layered_network<double> tied_layered(const vf_toy& t) {
   network_spec ls;
-  ls.sizes = {4, 5, 4, 3};
+  ls.sizes = t.net.spec().sizes;
   ls.n_readout = 3;
   ls.activation = activation_kind::hep_sigmoid;
   layered_network<double> lnet(ls);
-  for (int j = 0; j < 3; ++j) {  // forward edge j: j -> j+1
+  for (int j = 0; j + 1 < int(ls.sizes.size()); ++j) {  // forward edge j: j -> j+1
     lnet.W(j) = t.net.M(j);
     lnet.b(j) = t.net.b(j);
   }
   lnet.W_out() = t.net.W_ro();
   lnet.b_out() = t.net.b_ro();
-  std::vector<double> ref(lnet.n_params()), hep(lnet.n_params());
-  implicit_gradient<double>(relax_options{5000, 1e-15, true}).estimate(lnet, t.x, t.y, ref);
+  return lnet;
+}
 
-  // Map the generalized gradient onto the tied parameters.
+// A vector field's gradient g mapped onto the tied parameters of tied_layered(t): the forward
+// gradient plus the transposed feedback gradient.
+std::vector<double> map_to_tied(const vf_toy& t, std::vector<double> g, const layered_network<double>& lnet) {
   std::vector<double> mapped(lnet.n_params(), 0.0);
   const auto& L = lnet.layout();
-  for (int j = 0; j < 3; ++j) {
+  const int J = int(t.net.spec().sizes.size()) - 1;
+  for (int j = 0; j < J; ++j) {
     matrix<double> gw = block_view(std::span<double>(g), t.net.weight_block(j));
     for (int e = 0; e < t.net.n_edges(); ++e)
       if (!t.net.edges()[e].forward && t.net.reciprocal(e) == j)
@@ -118,8 +115,24 @@ TEST(GeneralizedEp, TiedFeedbackEqualsSymmetricExactGradient) {
   }
   const auto& lw = t.net.layout()[t.net.layout().size() - 2];
   const auto& lb = t.net.layout()[t.net.layout().size() - 1];
-  block_view(std::span<double>(mapped), L[6]) = block_view(std::span<double>(g), lw);
-  block_view(std::span<double>(mapped), L[7]) = block_view(std::span<double>(g), lb);
+  block_view(std::span<double>(mapped), L[2 * J]) = block_view(std::span<double>(g), lw);
+  block_view(std::span<double>(mapped), L[2 * J + 1]) = block_view(std::span<double>(g), lb);
+  return mapped;
+}
+
+}  // namespace
+
+// With B = W^T the exact derivative (N = 0) of generalized EP is the symmetric network's
+// exact gradient: the forward gradient plus the transposed feedback gradient equals the
+// implicit-differentiation gradient of the same layered (energy-based) network.
+TEST(GeneralizedEp, TiedFeedbackEqualsSymmetricExactGradient) {
+  vf_toy t(0.0, {4, 5, 4, 3});
+  t.net.tie_feedback();
+  auto g = gep_grad(t, converged_opts(gep_method::exact));
+  layered_network<double> lnet = tied_layered(t);
+  std::vector<double> ref(lnet.n_params()), hep(lnet.n_params());
+  implicit_gradient<double>(relax_options{5000, 1e-15, true}).estimate(lnet, t.x, t.y, ref);
+  const std::vector<double> mapped = map_to_tied(t, g, lnet);
   const double err = relative_error(mapped, ref);
   EXPECT_LT(err, 1e-10) << "generalized exact vs symmetric implicit gradient";
 
@@ -137,6 +150,34 @@ TEST(GeneralizedEp, TiedFeedbackEqualsSymmetricExactGradient) {
   EXPECT_LT(relative_error(gc, g), 1e-10);
   RecordProperty("rel_err_exact_vs_hep12", sci(relative_error(mapped, hep)));
   RecordProperty("rel_err_exact_vs_implicit", sci(err));
+}
+
+// One continuous-time estimator over both network kinds: with B = W^T and settled segments,
+// continuous_hep on the vector field (error vectors, sigma(mean u)) and on the layered network
+// (dF/dtheta terms) give the same gradient; on threads, every method agrees with one thread
+// (GeneralizedEp.ThreadSlicesAgreeWithOneThread).
+TEST(GeneralizedEp, ContinuousTimeEstimatorAgreesAcrossNetworkKinds) {
+  vf_toy t(0.0, {4, 5, 4, 3});
+  t.net.tie_feedback();
+  const layered_network<double> lnet = tied_layered(t);
+  continuous_options c;
+  c.n_points = 12;
+  c.beta = 0.05;
+  c.steps_per_point = 400;
+  c.periods = 1;
+  c.tol = 1e-13;
+  std::vector<double> gv(t.net.n_params()), gl(lnet.n_params()), ref(lnet.n_params());
+  const auto rv = continuous_hep<double, vector_field_network<double>>(c).estimate(t.net, t.x, t.y, gv);
+  const auto rl = continuous_hep<double>(c).estimate(lnet, t.x, t.y, gl);
+  EXPECT_EQ(rv.n_dropped, 0);
+  EXPECT_EQ(rl.n_dropped, 0);
+  EXPECT_LT(rv.free.max_residual, 1e-12);
+  EXPECT_EQ(rv.predictions, rl.predictions);
+  const double err = relative_error(map_to_tied(t, gv, lnet), gl);
+  EXPECT_LT(err, 1e-10);
+  implicit_gradient<double>(relax_options{5000, 1e-15, true}).estimate(lnet, t.x, t.y, ref);
+  EXPECT_LT(relative_error(gl, ref), 1e-10);
+  RecordProperty("rel_err_vf_vs_layered", sci(err));
 }
 
 // RBP is the exact gradient of the loss at the fixed point for any feedback; the iterative

@@ -375,8 +375,13 @@ relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
 
 template <class S, class R>
 relax_report vf_state<S, R>::relax(const network& net, S beta, const relax_options& opt) {
-  if (&net != net_) throw internal_error("vf_state::relax: not the network of set_input");
+  if (&net != net_) throw_not_own_network();
   return relax(beta, opt);
+}
+
+template <class S, class R>
+void vf_state<S, R>::throw_not_own_network() {
+  throw internal_error("vf_state: not the network of set_input");
 }
 
 template <class S, class R>

@@ -2,16 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
-#include <limits>
 #include <numbers>
 #include <type_traits>
 
-#include <Eigen/LU>
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/dynamics/conv_ops.hpp"
-#include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/activate_n.hpp"
 
 namespace eqprop {
@@ -76,30 +73,66 @@ relax_options gep_options::free_relax() const {
   return o;
 }
 
+continuous_options gep_options::online_options() const {
+  continuous_options o;
+  o.n_points = n_points;
+  o.beta = beta;
+  o.steps_per_point = nudged_steps;
+  o.segments = online_steps / nudged_steps;
+  o.tol = tol;
+  o.precision = precision;
+  o.fail_residual = fail_residual;
+  o.threads = threads;
+  return o;
+}
+
+rbp_options gep_options::backprop_options() const {
+  rbp_options o;
+  o.free = free_relax();
+  o.adjoint_steps = rbp_steps;
+  o.dense = rbp_dense;
+  o.fail_residual = fail_residual;
+  o.threads = threads;
+  return o;
+}
+
 // ---------------------------------------------------------------------------------------
 // Estimator
+
+template <class R>
+template <class E>
+void generalized_ep<R>::bind(std::unique_ptr<E> e) {
+  E* p = e.get();
+  slices_ = [p] { return p->n_slices(); };
+  free_ = [p](int t) -> const vf_state<R>& { return p->free_state(t); };
+  terms_ = [p](int t) -> const std::vector<matrix<R>>& { return p->slice_terms(t); };
+  weights_ = [p](int t) -> const vector<R>& { return p->slice_weights(t); };
+  est_ = std::move(e);
+}
 
 template <class R>
 generalized_ep<R>::generalized_ep(gep_options opt) : opt_(opt) {
   opt_.validate();
   rng_.seed(opt_.seed);
-  if (opt_.method == gep_method::cauchy)
-    cauchy_ = std::make_unique<cauchy_ep<R, vector_field_network<R>>>(opt_.cauchy_options());
+  using VF = vector_field_network<R>;
+  switch (opt_.method) {
+    case gep_method::cauchy: bind(std::make_unique<cauchy_ep<R, VF>>(opt_.cauchy_options())); break;
+    case gep_method::exact: bind(std::make_unique<forward_mode_ep<R>>(opt_.cauchy_options())); break;
+    case gep_method::online: bind(std::make_unique<continuous_hep<R, VF>>(opt_.online_options())); break;
+    case gep_method::rbp: bind(std::make_unique<recurrent_backprop<R>>(opt_.backprop_options())); break;
+  }
 }
 
 template <class R>
 const vf_state<R>& generalized_ep<R>::free_state(int t) const {
   if (n_slices() == 0) throw internal_error("generalized_ep::free_state: no estimate yet");
-  if (cauchy_) return cauchy_->free_state(t);
-  return slices_.at(size_t(t)).free;
+  return free_(t);
 }
 
 template <class R>
 int generalized_ep<R>::n_slices() const {
-  if (cauchy_) return eps_.empty() ? 0 : cauchy_->n_slices();
-  return int(slices_.size());
+  return eps_.empty() ? 0 : slices_();
 }
-
 
 template <class R>
 std::string generalized_ep<R>::name() const {
@@ -114,201 +147,13 @@ std::string generalized_ep<R>::name() const {
   return "?";
 }
 
-namespace {
-template <class S, class R>
-void mark_failed(const vf_state<S, R>& st, double limit, std::vector<char>& failed) {
-  const auto& res = st.residual();
-  for (long b = 0; b < res.size(); ++b)
-    if (!(double(res(b)) <= limit)) failed[b] = 1;  // NaN too
-}
-}  // namespace
-
 template <class R>
-void generalized_ep<R>::run_phases(slice& s, const vector_field_network<R>& net) {
-  using C = std::complex<R>;
-  const int K = net.n_layers();
-  const long B = s.x.cols();
-  const auto& x = s.x;
-  const auto& y = s.y;
-  s.failed.assign(B, 0);
-  s.relax_steps = 0;
-  s.eps.assign(K + 1, matrix<R>());
-  for (int i = 1; i <= K; ++i) s.eps[i].setZero(net.size(i), B);
-  const R beta = R(opt_.beta);
-  const long T2 = opt_.nudged_steps;
-  for (auto* st : {&s.free, &s.real_pt}) st->set_precision(opt_.precision);
-  s.cplx_pt.set_precision(opt_.precision);
-  // The free phase: T1 steps, or fewer with stop_early; every nudged phase runs exactly T2
-  // steps from the free state (the estimator's definition), at the same precision.
-  const relax_options free_opt = opt_.free_relax();
-  relax_options nudged_opt{T2, opt_.tol};
-  nudged_opt.precision = opt_.precision;
-  if (opt_.method != gep_method::online) {
-    s.free.set_input(net, x, y);
-    s.free_report = s.free.relax(R(0), free_opt);
-    s.relax_steps += s.free_report.steps;
-    mark_failed(s.free, opt_.fail_residual, s.failed);
-  }
-
-  switch (opt_.method) {
-    case gep_method::cauchy: throw internal_error("generalized_ep: the cauchy method runs on cauchy_ep");
-    case gep_method::exact: {
-      s.real_pt.set_input(net, x, y);
-      s.real_pt.copy_states_from(s.free);
-      s.ud.assign(K + 1, matrix<R>());
-      for (int i = 1; i <= K; ++i) s.ud[i].setZero(net.size(i), B);
-      for (long t = 0; t < T2; ++t) s.real_pt.tangent_step(s.ud);
-      s.relax_steps += T2;
-      mark_failed(s.real_pt, opt_.fail_residual, s.failed);
-      s.real_pt.activation_deriv(s.d);
-      for (int i = 1; i <= K; ++i) s.eps[i] = -s.d[i].cwiseProduct(s.ud[i]);
-      break;
-    }
-    case gep_method::rbp: {
-      s.free.compute_readout();
-      s.free.activation_deriv(s.d);
-      if (opt_.rbp_dense) {
-        if (net.spec().is_convnet())
-          throw config_error("the dense RBP solve is for dense networks; a ConvNet uses the iterative adjoint (rbp_dense = false)");
-        const matrix<double> Cd = coupling_matrix(net);
-        const long n = Cd.rows();
-        std::vector<long> off(K + 1, 0);
-        for (int i = 2; i <= K; ++i) off[i] = off[i - 1] + net.size(i - 1);
-        Eigen::VectorXd dd(n), rhs = Eigen::VectorXd::Zero(n);
-        for (long b = 0; b < B; ++b) {
-          for (int i = 1; i <= K; ++i) dd.segment(off[i], net.size(i)) = s.d[i].col(b).template cast<double>();
-          rhs.setZero();
-          rhs.segment(off[K], net.size(K)) = s.free.dl_dr().col(b).template cast<double>();
-          rhs = dd.asDiagonal() * rhs;
-          const Eigen::MatrixXd A = Eigen::MatrixXd::Identity(n, n) - dd.asDiagonal() * Cd.transpose();
-          const Eigen::VectorXd lam = A.partialPivLu().solve(rhs);
-          for (int i = 1; i <= K; ++i) s.eps[i].col(b) = lam.segment(off[i], net.size(i)).template cast<R>();
-        }
-      } else {
-        const long steps = opt_.rbp_steps > 0 ? opt_.rbp_steps : opt_.free_steps;
-        s.lam.assign(K + 1, matrix<R>());
-        for (int i = 1; i <= K; ++i) s.lam[i].setZero(net.size(i), B);
-        for (long t = 0; t < steps; ++t) {
-          s.free.coupling_vjp(s.lam, s.tmp);
-          s.tmp[K] += s.free.dl_dr();
-          for (int i = 1; i <= K; ++i) s.lam[i] = s.d[i].cwiseProduct(s.tmp[i]);
-        }
-        s.relax_steps += steps;
-        for (int i = 1; i <= K; ++i) s.eps[i] = s.lam[i];
-      }
-      for (long b = 0; b < B; ++b)
-        for (int i = 1; i <= K; ++i)
-          if (!s.eps[i].col(b).allFinite()) s.failed[b] = 1;
-      break;
-    }
-    case gep_method::online: {
-      s.cplx_pt.set_input(net, x, y);
-      s.cplx_pt.reset();
-      s.acc_u.assign(K + 1, matrix<C>());
-      s.acc_r.assign(K + 1, matrix<C>());
-      for (int i = 1; i <= K; ++i) {
-        s.acc_u[i].setZero(net.size(i), B);
-        s.acc_r[i].setZero(net.size(i), B);
-      }
-      const long q = opt_.online_steps / T2;
-      const int N = opt_.n_points;
-      for (long seg = 0; seg < q; ++seg) {
-        const C bs = std::polar(beta, R(2 * std::numbers::pi * double(seg % N) / N));
-        s.free_report = s.cplx_pt.relax(bs, nudged_opt);
-        s.relax_steps += T2;
-        for (int i = 1; i <= K; ++i) {
-          s.acc_u[i] += s.cplx_pt.u()[i];
-          s.acc_r[i] += s.cplx_pt.r()[i] / bs;
-        }
-      }
-      mark_failed(s.cplx_pt, opt_.fail_residual, s.failed);
-      std::vector<matrix<R>> ubar(K + 1);
-      for (int i = 1; i <= K; ++i) {
-        ubar[i] = s.acc_u[i].real() / R(q);
-        s.eps[i] = -s.acc_r[i].real() / R(q);
-      }
-      s.free.set_input(net, x, y);
-      s.free.set_states_from(ubar);
-      break;
-    }
-  }
-
-  // Non-finite error vectors count as failures too.
-  for (long b = 0; b < B; ++b)
-    for (int i = 1; i <= K && !s.failed[b]; ++i)
-      if (!s.eps[i].col(b).allFinite() || !s.free.r()[i].col(b).allFinite()) s.failed[b] = 1;
-}
-
-template <class R>
-gep_result generalized_ep<R>::estimate_phases(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                                              std::span<R> grad) {
-  const int K = net.n_layers();
-  const long B = x.cols();
-  gep_result out;
-  // Column slices, each relaxed (and differentiated) by one thread.
-  const int T = static_cast<int>(std::clamp<long>(opt_.threads, 1, std::max<long>(B, 1)));
-  slices_.resize(T);
-  const std::vector<long> c0 = split_columns(x, y, slices_);
-  std::vector<long> n(T);
-  for (int t = 0; t < T; ++t) n[t] = c0[t + 1] - c0[t];
-  parallel_slices(T, [&](int t) { run_phases(slices_[t], net); });
-
-  std::vector<relax_report> reps(T);
-  long n_failed = 0;
-  for (int t = 0; t < T; ++t) {
-    reps[t] = slices_[t].free_report;
-    out.relax_steps = std::max(out.relax_steps, slices_[t].relax_steps);
-    n_failed += std::count(slices_[t].failed.begin(), slices_[t].failed.end(), 1);
-  }
-  out.free = merge_reports(reps, n);
-  out.n_dropped = n_failed;
-  const long kept = B - n_failed;
-  eps_.assign(K + 1, matrix<R>());
-  for (int i = 1; i <= K; ++i) eps_[i].resize(net.size(i), B);
-  out.predictions.resize(B);
-  double loss_sum = 0;
-  for (int t = 0; t < T; ++t) {
-    auto& s = slices_[t];
-    s.w.resize(n[t]);
-    for (long b = 0; b < n[t]; ++b) {
-      s.w(b) = (s.failed[b] || kept == 0) ? R(0) : R(1) / R(kept);
-      if (s.failed[b])
-        for (int i = 1; i <= K; ++i) s.eps[i].col(b).setZero();
-    }
-    for (int i = 1; i <= K; ++i) eps_[i].middleCols(c0[t], n[t]) = s.eps[i];
-    vector<R> loss;
-    s.free.loss_per_sample(loss);  // also computes the readout at the free state
-    for (long b = 0; b < n[t]; ++b) {
-      if (!s.failed[b]) loss_sum += double(loss(b));
-      long k;
-      s.free.probs().col(b).real().maxCoeff(&k);
-      // a non-finite output predicts no class
-      out.predictions[c0[t] + b] = s.free.probs().col(b).allFinite() ? static_cast<int32_t>(k) : -1;
-    }
-  }
-  out.loss = kept > 0 ? loss_sum / double(kept) : NAN;
-  std::fill(grad.begin(), grad.end(), R(0));
-  if (kept > 0) {
-    // The readout term must not see failed samples' NaNs: w = 0 does not cancel NaN.
-    if (T == 1) {
-      gep_assemble_gradient(net, slices_[0].free, slices_[0].eps, slices_[0].w, grad);
-    } else {
-      parallel_slices(T, [&](int t) {
-        auto& s = slices_[t];
-        s.grad.resize(grad.size());
-        gep_assemble_gradient(net, s.free, s.eps, s.w, std::span<R>(s.grad));
-      });
-      for (int t = 0; t < T; ++t)
-        for (size_t k = 0; k < grad.size(); ++k) grad[k] += slices_[t].grad[k];
-    }
-  }
-  return out;
-}
-
-template <class R>
-gep_result generalized_ep<R>::estimate_cauchy(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                                              std::span<R> grad) {
-  const grad_result g = cauchy_->estimate(net, x, y, grad);
+gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                                       std::span<R> grad) {
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
+  const grad_result g = est_->estimate(net, x, y, grad);
   gep_result out;
   out.loss = g.loss;
   out.predictions = g.predictions;
@@ -317,12 +162,14 @@ gep_result generalized_ep<R>::estimate_cauchy(const vector_field_network<R>& net
   out.relax_steps = g.relax_steps;
   // The error vectors of the batch, dropped samples zeroed.
   const int K = net.n_layers();
+  const long B = x.cols();
   eps_.assign(K + 1, matrix<R>());
-  for (int i = 1; i <= K; ++i) eps_[i].resize(net.size(i), x.cols());
+  for (int i = 1; i <= K; ++i) eps_[i].resize(net.size(i), B);
+  const int T = slices_();
   long c = 0;
-  for (int t = 0; t < cauchy_->n_slices(); ++t) {
-    const auto& e = cauchy_->slice_terms(t);
-    const auto& w = cauchy_->slice_weights(t);
+  for (int t = 0; t < T; ++t) {
+    const auto& e = terms_(t);
+    const auto& w = weights_(t);
     for (int i = 1; i <= K; ++i) {
       eps_[i].middleCols(c, w.size()) = e[i];
       for (long b = 0; b < w.size(); ++b)
@@ -330,18 +177,6 @@ gep_result generalized_ep<R>::estimate_cauchy(const vector_field_network<R>& net
     }
     c += w.size();
   }
-  return out;
-}
-
-template <class R>
-gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                                       std::span<R> grad) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
-  if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
-  gep_result out = cauchy_ ? estimate_cauchy(net, x, y, grad) : estimate_phases(net, x, y, grad);
-  const long B = x.cols();
-  const int T = n_slices();
   if (opt_.homeo_lambda > 0) {
     if (net.spec().is_convnet()) {  // the Jacobian depends on the state: probes at every sample's free state
       for (int t = 0; t < T; ++t) {

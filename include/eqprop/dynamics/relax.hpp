@@ -73,6 +73,8 @@ class relax_state {
   real step(const network& net, S beta, double noise_std = 0, rng_t* rng = nullptr, real alpha = 1,
             relax_order order = relax_order::synchronous);
   relax_report relax(const network& net, S beta, const relax_options& opt);
+  /// Operands of the float32 products of step() from now on (relax() sets it from its options).
+  void set_precision(matmul_precision p) { precision_ = p; }
 
   /// Cost C per sample at the current state (readout CE or squared error), as S.
   void cost_per_sample(const network& net, vector<S>& out);

@@ -52,6 +52,12 @@ class vf_state {
   relax_report relax(S beta, const relax_options& opt);
   /// The same, with relax_state's signature; net must be the network given to set_input.
   relax_report relax(const network& net, S beta, const relax_options& opt);
+  /// step() with relax_state's signature; net must be the network given to set_input.
+  real_t<S> step(const network& net, S beta, double noise_std = 0, rng_t* rng = nullptr, real_t<S> alpha = 1,
+                 relax_order order = relax_order::synchronous) {
+    if (&net != net_) throw_not_own_network();
+    return step(beta, noise_std, rng, alpha, order);
+  }
   /// One step of (u, u') for the forward-mode derivative at beta = 0: u' <- C D u' - e(r_K).
   void tangent_step(std::vector<matrix<S>>& ud);
 
@@ -108,6 +114,7 @@ class vf_state {
 
  private:
   void add_coupling(std::vector<matrix<S>>& out, int parity = -1);  // out += C(r) into layers of a parity (-1: all), caching z
+  [[noreturn]] static void throw_not_own_network();
   void linearize();                                 // z at the current r (conv edges)
   void compute_drive();                             // drive_ from x at precision_
   const vector_field_network<R>* net_ = nullptr;

@@ -61,6 +61,13 @@ struct ep_options {
   void validate() const;
 };
 
+/// The state a continuous-time estimate (continuous_hep) reads its loss and predictions at
+/// and finishes its gradient at: the mean of the network's states over
+enum class continuous_reference {
+  last_period_steps,  ///< every step of the last period (layered: the circle's centre, hep.md §4.4)
+  segment_ends,       ///< the segment ends of the whole run, activities sigma(mean u) (generalized-ep.md §2)
+};
+
 /// What the estimator needs from a network kind besides its state type: the state of
 /// scalar S, the per-slice accumulator of the point terms, and how a point's term is
 /// added and the gradient finished. Specialised for layered and vector-field networks.
@@ -69,6 +76,11 @@ struct ep_options {
 /// connection's weight term is gathered in one matrix and turned into a gradient at the end.
 /// Vector field (generalized-ep.md §2.2): a point adds eps -= Re(coef r(beta)) to the error
 /// vectors; the gradient is then eps_dst r_src^T with r at the free state, plus the readout's.
+///
+/// Continuous time (continuous_hep) also uses: per_sample_terms (the accumulator keeps one
+/// column per sample, so a failed sample is dropped by its weight in finish(); otherwise the
+/// terms are batch sums and the estimate is re-run without it), reference and states() (the
+/// states averaged into the reference state) and set_reference (that state from their mean).
 template <class Net>
 struct ep_model;
 
@@ -95,6 +107,15 @@ struct ep_model<layered_network<R>> {
   static void finish(state<R>& free, const layered_network<R>& net, const accumulator& acc, const vector<R>& w,
                      std::span<R> grad) {
     free.add_input_weight_grad(net, acc, w, grad);
+  }
+  static constexpr bool per_sample_terms = false;
+  static constexpr continuous_reference reference = continuous_reference::last_period_steps;
+  template <class S>
+  static const std::vector<matrix<S>>& states(const state<S>& st) { return st.h(); }
+  static void set_reference(state<R>& ref, const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                            const std::vector<matrix<R>>& mean) {
+    ref.set_input(net, x, y);
+    ref.set_states_from_real(mean);
   }
 };
 
@@ -126,6 +147,15 @@ struct ep_model<vector_field_network<R>> {
   static void finish(state<R>& free, const vector_field_network<R>& net, const accumulator& acc, const vector<R>& w,
                      std::span<R> grad) {
     gep_assemble_gradient(net, free, acc, w, grad);
+  }
+  static constexpr bool per_sample_terms = true;
+  static constexpr continuous_reference reference = continuous_reference::segment_ends;
+  template <class S>
+  static const std::vector<matrix<S>>& states(const state<S>& st) { return st.u(); }
+  static void set_reference(state<R>& ref, const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
+                            const std::vector<matrix<R>>& mean) {
+    ref.set_input(net, x, y);
+    ref.set_states_from(mean);
   }
 };
 

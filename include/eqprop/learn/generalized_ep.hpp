@@ -12,17 +12,22 @@
 //   EP (cauchy, exact, online): eps = -d r*/d beta = (I - D C)^{-1} D e   (u-form of (D^-1 - C)^-1 e)
 //   RBP (the exact gradient):   eps = lambda = (I - D C^T)^{-1} D e
 // They agree when C is symmetric (B = W^T); otherwise EP carries the asymmetry bias.
+// Every method is an estimator of the family over vector_field_network (grad_estimator):
 //   cauchy: N = 1: (r_beta - r_0)/beta; N >= 2: Re (1/N) sum_k r_{beta_k}/beta_k on the
 //           circle |beta| (+-beta real, conjugate pairs once), every point T2 steps from u*_0:
 //           the N-point estimator every network kind shares (cauchy_ep.hpp, ep_model).
 //   exact:  "N = 0": forward-mode derivative in beta at 0 of the T2-step nudged relaxation
-//           from u*_0 (tangent u' <- C D u' - e, from u' = 0), then dr/dbeta = D u'.
+//           from u*_0 (tangent u' <- C D u' - e, from u' = 0), then dr/dbeta = D u'
+//           (forward_mode_ep, vf_estimators.hpp).
 //   online: no free phase; from u = 0, q = online_steps/T2 segments with
 //           beta_i = |beta| e^{2 pi i i/N}; at each segment end u and r/beta_i are averaged;
-//           the presynaptic factor and readout use sigma(mean u).
-//   rbp:    lambda <- D (C^T lambda + e) for rbp_steps (iterative) or a dense solve per sample.
+//           the presynaptic factor and readout use sigma(mean u): the continuous-time
+//           estimator every network kind shares (continuous_hep.hpp, q segments).
+//   rbp:    lambda <- D (C^T lambda + e) for rbp_steps (iterative) or a dense solve per sample
+//           (recurrent_backprop, vf_estimators.hpp).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -33,6 +38,8 @@
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/vf_state.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
+#include "eqprop/learn/continuous_hep.hpp"
+#include "eqprop/learn/vf_estimators.hpp"
 #include "eqprop/model/vector_field_network.hpp"
 
 namespace eqprop {
@@ -71,6 +78,11 @@ struct gep_options {
   /// The N-point estimator's options (method cauchy): the free phase of free_relax(), every
   /// nudged point exactly nudged_steps steps at the same precision, failed samples dropped.
   ep_options cauchy_options() const;
+  /// The continuous-time estimator's options (method online): N, |beta|, T2 = nudged_steps,
+  /// online_steps / nudged_steps segments, at the same tol, precision, fail_residual, threads.
+  continuous_options online_options() const;
+  /// Recurrent backprop's options (method rbp): the free phase of free_relax(), rbp_steps, rbp_dense.
+  rbp_options backprop_options() const;
 };
 
 struct gep_result {
@@ -99,29 +111,16 @@ class generalized_ep {
   void reseed(uint64_t seed) { rng_.seed(seed); }
 
  private:
-  // The workspaces of one column slice of the batch (the whole batch with threads = 1).
-  struct slice {
-    matrix<R> x, y;
-    vf_state<R> free, real_pt;
-    vf_state<std::complex<R>> cplx_pt;
-    std::vector<matrix<R>> eps, ud, d, lam, tmp;
-    std::vector<matrix<std::complex<R>>> acc_u, acc_r;
-    std::vector<char> failed;  // per sample: dropped from the gradient
-    relax_report free_report;
-    long relax_steps = 0;
-    vector<R> w;               // per-sample weights of the gradient
-    aligned_vector<R> grad;    // this slice's gradient (threads > 1)
-  };
-  // Free phase and the method's phases on one slice: its eps, failures and reports
-  // (methods exact, online and rbp; cauchy runs on cauchy_).
-  void run_phases(slice& s, const vector_field_network<R>& net);
-  gep_result estimate_phases(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                             std::span<R> grad);
-  gep_result estimate_cauchy(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
-                             std::span<R> grad);
+  // The method's estimator and views of its column slices: free (or reference) states, error
+  // vectors and per-sample weights.
+  template <class E>
+  void bind(std::unique_ptr<E> e);
   gep_options opt_;
-  std::unique_ptr<cauchy_ep<R, vector_field_network<R>>> cauchy_;
-  std::vector<slice> slices_;
+  std::unique_ptr<grad_estimator<R, vector_field_network<R>>> est_;
+  std::function<int()> slices_;
+  std::function<const vf_state<R>&(int)> free_;
+  std::function<const std::vector<matrix<R>>&(int)> terms_;
+  std::function<const vector<R>&(int)> weights_;
   std::vector<matrix<R>> eps_;
   rng_t rng_;
 };
