@@ -69,6 +69,12 @@ void vf_state<S, R>::compute_drive() {
 }
 
 template <class S, class R>
+void vf_state<S, R>::refresh_drive(const network& net) {
+  if (&net != net_) throw internal_error("vf_state::refresh_drive: not the network of set_input");
+  compute_drive();
+}
+
+template <class S, class R>
 void vf_state<S, R>::zero_samples(const std::vector<char>& flagged) {
   for (long b = 0; b < static_cast<long>(flagged.size()); ++b) {
     if (!flagged[b]) continue;

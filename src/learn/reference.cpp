@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include "eqprop/dynamics/conv_ops.hpp"
+#include "eqprop/learn/cauchy_ep.hpp"
 
 namespace eqprop {
 
@@ -417,8 +418,11 @@ struct loss_target {
   long steps;         // after_steps
 };
 
-template <class R>
-double eval_loss(relax_state<R>& st, const layered_network<R>& net, const loss_target& tgt, const char* who) {
+// Relaxes st (any network kind's state, real) from zero with the current parameters and
+// returns the mean cost.
+template <class St, class Net>
+double eval_loss(St& st, const Net& net, const loss_target& tgt, const char* who) {
+  using R = typename St::scalar;
   st.refresh_drive(net);
   st.reset();
   relax_options o = tgt.opt;
@@ -435,7 +439,11 @@ double eval_loss(relax_state<R>& st, const layered_network<R>& net, const loss_t
                                         who, rep.n_not_converged, st.batch(), double(tol_of<R>(o)), rep.steps,
                                         rep.max_residual, rep.n_non_finite),
                             rep.max_residual, rep.steps);
-  return st.mean_cost(net);
+  vector<R> c;
+  st.cost_per_sample(net, c);
+  double s = 0;
+  for (long b = 0; b < c.size(); ++b) s += double(c(b));
+  return s / double(c.size());
 }
 
 std::vector<long> index_list(long n_params, std::span<const long> indices) {
@@ -453,11 +461,12 @@ std::vector<long> index_list(long n_params, std::span<const long> indices) {
   return idx;
 }
 
-std::vector<double> fd_impl(const layered_network<double>& net0, const matrix<double>& x, const matrix<double>& y,
-                            const loss_target& tgt, double h, fd_stencil stencil, std::span<const long> indices) {
+template <class Net>
+std::vector<double> fd_impl(const Net& net0, const matrix<double>& x, const matrix<double>& y, const loss_target& tgt,
+                            double h, fd_stencil stencil, std::span<const long> indices) {
   if (!(h > 0) || !std::isfinite(h)) throw config_error(fmt::format("finite differences: step h must be > 0, got {}", h));
-  layered_network<double> net = net0;
-  relax_state<double> st;
+  Net net = net0;
+  typename ep_model<Net>::template state<double> st;
   st.set_input(net, x, y);
   const auto idx = index_list(net.n_params(), indices);
   std::vector<double> g(idx.size());
@@ -580,11 +589,18 @@ double loss_after_steps(const layered_network<R>& net, const matrix<R>& x, const
   return eval_loss(st, net, loss_target{false, {}, steps}, "loss_after_steps");
 }
 
-std::vector<double> finite_difference_gradient(const layered_network<double>& net, const matrix<double>& x,
-                                               const matrix<double>& y, const relax_options& opt, double h,
-                                               fd_stencil stencil, std::span<const long> indices) {
+template <class Net>
+std::vector<double> finite_difference_gradient(const Net& net, const matrix<double>& x, const matrix<double>& y,
+                                               const relax_options& opt, double h, fd_stencil stencil,
+                                               std::span<const long> indices) {
   return fd_impl(net, x, y, loss_target{true, opt, 0}, h, stencil, indices);
 }
+template std::vector<double> finite_difference_gradient(const layered_network<double>&, const matrix<double>&,
+                                                        const matrix<double>&, const relax_options&, double, fd_stencil,
+                                                        std::span<const long>);
+template std::vector<double> finite_difference_gradient(const vector_field_network<double>&, const matrix<double>&,
+                                                        const matrix<double>&, const relax_options&, double, fd_stencil,
+                                                        std::span<const long>);
 
 std::vector<double> finite_difference_gradient_steps(const layered_network<double>& net, const matrix<double>& x,
                                                      const matrix<double>& y, long steps, double h, fd_stencil stencil,

@@ -29,6 +29,8 @@ class vf_state {
   /// parameters to S, computes the input drive and resets u to 0.
   void set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y);
   void reset();
+  /// Recomputes the input drive after the parameters changed (same input; relax_state's name).
+  void refresh_drive(const network& net);
   void copy_states_from(const vf_state& o);
   template <class T>
   void set_states_from(const std::vector<matrix<T>>& u) {

@@ -165,13 +165,16 @@ enum class fd_stencil {
   central4,  ///< (-L(+2h) + 8L(+h) - 8L(-h) + L(-2h)) / 12h, error O(h^4); h ~ 1e-3 in float64
 };
 
-/// Finite-difference gradient of loss_at_fixed_point over every parameter (or only the
-/// parameters listed in `indices`, in that order), re-solving the fixed point from zero for
-/// each evaluation. For reference-quality values use opt.tol = 1e-15 with stop_early and
-/// enough max_steps. h is absolute.
-std::vector<double> finite_difference_gradient(const layered_network<double>& net, const matrix<double>& x,
-                                               const matrix<double>& y, const relax_options& opt,
-                                               double h = 1e-6, fd_stencil stencil = fd_stencil::central2,
+/// Finite-difference gradient of the mean cost at the free fixed point (loss_at_fixed_point
+/// for a layered network) over every parameter (or only the parameters listed in `indices`,
+/// in that order), re-solving the fixed point from zero for each evaluation. Net: any
+/// network kind with an ep_model (layered_network<double>, vector_field_network<double>).
+/// For reference-quality values use opt.tol = 1e-15 with stop_early and enough max_steps.
+/// h is absolute.
+template <class Net>
+std::vector<double> finite_difference_gradient(const Net& net, const matrix<double>& x, const matrix<double>& y,
+                                               const relax_options& opt, double h = 1e-6,
+                                               fd_stencil stencil = fd_stencil::central2,
                                                std::span<const long> indices = {});
 /// Same for the T-step loss (loss_after_steps): the target of bptt_gradient(steps).
 std::vector<double> finite_difference_gradient_steps(const layered_network<double>& net, const matrix<double>& x,
