@@ -362,3 +362,84 @@ TEST(Cli, BenchRunsNamedWorkloadsAndWritesJson) {
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("eqprop bench --list"), std::string::npos) << r.output;
 }
+
+// A mistyped command or flag names the closest known one (exit status 2, a usage error).
+TEST(Cli, TyposSuggestTheClosestCommandOrFlag) {
+  REQUIRE_CLI();
+  auto r = run("trian");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'trian'; did you mean 'train'?"), std::string::npos) << r.output;
+  r = run("gep trian");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("unknown command 'trian'; did you mean 'train'?"), std::string::npos) << r.output;
+  r = run("train --sede 3");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("did you mean '--seed'?"), std::string::npos) << r.output;
+  r = run("deep train --epoch 3");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("did you mean '--epochs'?"), std::string::npos) << r.output;
+}
+
+// --seed and --epochs mean the same on every trainer: the config's seed and epoch count.
+TEST(Cli, SeedAndEpochsOnEveryTrainer) {
+  REQUIRE_CLI();
+  for (const std::string cmd : {"train", "gep train", "gle train"}) {
+    const auto r = run(cmd + " --seed 7 --epochs 3 --print-config");
+    ASSERT_EQ(r.status, 0) << cmd << ": " << r.output;
+    EXPECT_NE(r.output.find("seed = 7"), std::string::npos) << cmd << ": " << r.output;
+    EXPECT_NE(r.output.find("epochs = 3"), std::string::npos) << cmd << ": " << r.output;
+  }
+  const auto r = run("deep train --task xor --one-hot --T1 20 --T2 20 --seed 7 --epochs 3");
+  ASSERT_EQ(r.status, 0) << r.output;
+  EXPECT_NE(r.output.find("seed 7:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch    3"), std::string::npos) << r.output;
+}
+
+// --quiet / -q has one meaning, and one help text, on every trainer.
+TEST(Cli, QuietHelpIsTheSameOnEveryTrainer) {
+  REQUIRE_CLI();
+  std::string first;
+  for (const std::string cmd : {"train", "gep train", "gle train", "deep train"}) {
+    const auto r = run(cmd + " --help");
+    ASSERT_EQ(r.status, 0) << r.output;
+    const auto at = r.output.find("-q,--quiet");
+    ASSERT_NE(at, std::string::npos) << cmd << ": " << r.output;
+    const std::string line = r.output.substr(at, r.output.find('\n', at) - at);
+    EXPECT_NE(line.find("No progress display"), std::string::npos) << line;
+    if (first.empty()) first = line;
+    EXPECT_EQ(line, first) << cmd;
+  }
+}
+
+// Without a terminal every trainer prints plain progress lines (here one per update) that
+// fit 80 columns; --quiet drops them and keeps the result lines.
+TEST(Cli, PlainProgressLinesFit80Columns) {
+  REQUIRE_CLI();
+  const auto dir = temp_dir("progress80");
+  std::vector<std::string> cmds{
+      "train --set data.yin_yang_train=60 --set data.yin_yang_test=20 --set network.hidden=[6] --set run.batch=10 "
+      "--set relax.free_steps=10 --set relax.nudged_steps=5 --epochs 1 --run-dir " + (dir / "t").string() + " ",
+      "gep train --set data.name=yin_yang --set data.limit_train=60 --set data.limit_test=20 --set network.hidden=[6] "
+      "--set network.output_size=3 --set relax.free_steps=10 --set run.batch=10 --epochs 1 ",
+      "deep train --task xor --one-hot --T1 10 --T2 10 --epochs 5 "};
+  ::setenv("EQPROP_PROGRESS_INTERVAL", "0", 1);
+  for (const auto& c : cmds) {
+    const auto r = run(c);
+    const auto q = run(c.back() == ' ' && c.find("--run-dir") != std::string::npos ? c.substr(0, c.size() - 1) + "q -q"
+                                                                                    : c + "-q");
+    ASSERT_EQ(r.status, 0) << c << ": " << r.output;
+    ASSERT_EQ(q.status, 0) << c << ": " << q.output;
+    std::istringstream lines(r.output);
+    int progress_lines = 0;
+    for (std::string line; std::getline(lines, line);) {
+      if (line.find(" eta ") == std::string::npos) continue;
+      ++progress_lines;
+      EXPECT_LE(line.size(), 80u) << c << ": " << line;
+    }
+    EXPECT_GT(progress_lines, 0) << c << ": " << r.output;
+    EXPECT_EQ(q.output.find(" eta "), std::string::npos) << c << ": " << q.output;
+    EXPECT_NE(q.output.find("epoch"), std::string::npos) << c << ": " << q.output;  // results stay
+  }
+  ::unsetenv("EQPROP_PROGRESS_INTERVAL");
+  std::filesystem::remove_all(dir);
+}

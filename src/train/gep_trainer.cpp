@@ -356,7 +356,10 @@ gep_train_result run(const config& cfg, const gep_train_options& opt) {
       seen += x.cols();
       if (kept_b > 0) loss_sum += r.loss * double(kept_b);  // the mean over the kept samples
       homeo_sum += r.homeo_loss;
-      if (!opt.quiet && log_every > 0 && (bi + 1) % log_every == 0)
+      if (opt.on_batch)
+        opt.on_batch(ep, bi + 1, nb, loss_sum / double(std::max<long>(1, seen - dropped)),
+                     double(correct) / double(std::max<long>(1, seen)));
+      else if (!opt.quiet && log_every > 0 && (bi + 1) % log_every == 0)
         os << fmt::format("  epoch {} batch {}/{}: train acc {:.2f}%, loss {:.4f}, dropped {}, free not converged {}\n", ep,
                           bi + 1, nb, 100.0 * double(correct) / double(seen),
                           loss_sum / double(std::max<long>(1, seen - dropped)), dropped, not_conv)

@@ -43,9 +43,15 @@ progress::progress(std::ostream& os, bool is_tty, double min_interval_s, double 
       tty_(is_tty),
       min_interval_s_(min_interval_s),
       line_interval_s_(line_interval_s),
-      width_(is_tty ? detect_width() : 0),
+      width_(is_tty ? detect_width() : 80),
       epoch_start_(clock::now()),
-      last_output_(epoch_start_) {}
+      last_output_(epoch_start_) {
+  if (const char* env = std::getenv("EQPROP_PROGRESS_INTERVAL"); env && *env && std::isfinite(line_interval_s_)) {
+    char* end = nullptr;
+    const double v = std::strtod(env, &end);
+    if (end != env && *end == '\0' && v >= 0 && std::isfinite(v)) line_interval_s_ = v;
+  }
+}
 
 progress::~progress() {
   if (line_open_) {
@@ -102,7 +108,7 @@ void progress::update(long batch, const fields& f) {
 }
 
 std::string progress::status_line(long batch, const fields& f, double elapsed) const {
-  std::string line = fmt::format("epoch {}/{}", epoch_, n_epochs_);
+  std::string line = fmt::format("{} {}/{}", outer_label_, epoch_, n_epochs_);
   const bool known = n_batches_ > 0;
   const double frac = known ? std::clamp(static_cast<double>(batch) / static_cast<double>(n_batches_), 0.0, 1.0) : 0.0;
   if (tty_ && known) {
@@ -112,9 +118,9 @@ std::string progress::status_line(long batch, const fields& f, double elapsed) c
     if (filled < kBarWidth && batch > 0) bar[filled] = '>';
     line += fmt::format(" [{}] {}/{}", bar, batch, n_batches_);
   } else if (known) {
-    line += fmt::format(" batch {}/{} ({}%)", batch, n_batches_, static_cast<int>(frac * 100));
+    line += fmt::format(" {} {}/{} ({}%)", inner_label_, batch, n_batches_, static_cast<int>(frac * 100));
   } else {
-    line += fmt::format(" batch {}", batch);
+    line += fmt::format(" {} {}", inner_label_, batch);
   }
   for (const auto& [name, value] : f) {
     line += ' ';
@@ -131,9 +137,14 @@ std::string progress::status_line(long batch, const fields& f, double elapsed) c
 }
 
 void progress::render(long batch, const fields& f) {
-  std::string line = status_line(batch, f, seconds_since(epoch_start_));
+  // Too wide: the last fields go first, so that the counters, elapsed time and ETA stay.
+  const double elapsed = seconds_since(epoch_start_);
+  std::string line = status_line(batch, f, elapsed);
+  const auto fits = [&] { return width_ <= 1 || line.size() <= static_cast<std::size_t>(width_ - 1); };
+  for (std::size_t keep = f.size(); !fits() && keep > 0;)
+    line = status_line(batch, fields(f.begin(), f.begin() + static_cast<std::ptrdiff_t>(--keep)), elapsed);
+  if (width_ > 1) truncate_utf8(line, static_cast<std::size_t>(width_ - 1));
   if (tty_) {
-    if (width_ > 1) truncate_utf8(line, static_cast<std::size_t>(width_ - 1));
     write("\r" + line + kClearToEol);
     line_open_ = true;
   } else {
@@ -145,8 +156,16 @@ void progress::render(long batch, const fields& f) {
   last_fields_ = f;
 }
 
+void progress::clear() {
+  if (tty_ && line_open_) {
+    write(std::string("\r") + kClearToEol);
+    line_open_ = false;
+    shown_this_epoch_ = false;  // the next update() draws the line again
+  }
+}
+
 void progress::end_epoch(const std::string& summary) {
-  std::string line = fmt::format("epoch {}/{}", epoch_, n_epochs_);
+  std::string line = fmt::format("{} {}/{}", outer_label_, epoch_, n_epochs_);
   if (!summary.empty()) line += " " + summary;
   line += " [" + format_duration(seconds_since(epoch_start_)) + "]";
   if (tty_) write("\r" + line + kClearToEol + "\n");

@@ -1,6 +1,7 @@
 #include "eqprop/train/trainer.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -162,7 +163,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
 
   const relax_options eval_ro = relax_from_config(cfg, false);
   batch_iterator it(split.train, batch, seed, true, false);
-  progress prog(out, !topt.quiet && topt.out == nullptr && progress::stdout_is_terminal());
+  // --quiet: no status line and no periodic lines; the epoch lines still print.
+  progress prog(out, !topt.quiet && topt.out == nullptr && progress::stdout_is_terminal(), 0.1,
+                topt.quiet ? std::numeric_limits<double>::infinity() : 10.0);
   aligned_vector<R> grad(net.n_params());
   matrix<float> xf;
   std::vector<int32_t> labels;

@@ -3,6 +3,8 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -13,6 +15,7 @@
 #include "commands.hpp"
 #include "deep_config.hpp"
 #include "flag_checks.hpp"
+#include "trainer_flags.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
@@ -22,6 +25,7 @@
 #include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/metrics_log.hpp"
+#include "eqprop/train/progress.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -147,8 +151,9 @@ checkpoint make_checkpoint(const graph_network<double>& net, const deep_run_sett
   return ck;
 }
 
-void print_stability(const deep_stability_summary& s, bool quiet) {
-  if (!quiet)
+// Per-pattern lines (up to 8) unless `brief`, then the verdict.
+void print_stability(const deep_stability_summary& s, bool brief) {
+  if (!brief)
     for (std::size_t b = 0; b < s.per_pattern.size() && b < 8; ++b)
       fmt::print("  pattern {}: active {}/{}, active-set abscissa {:.4g}, full abscissa {:.4g}, certified {}\n", b,
                  s.per_pattern[b].n_active, s.per_pattern[b].n, s.per_pattern[b].active_spectral_abscissa,
@@ -161,6 +166,10 @@ void run_train(const deep_args& a) {
   const auto d = load_task(a);
   base.graph.n_input = d.n_input;
   base.graph.n_output = d.n_output;
+  // The progress display (not with --quiet): one status line per seed, over its epochs.
+  progress prog(std::cout, !a.quiet && progress::stdout_is_terminal(), 0.1,
+                a.quiet ? std::numeric_limits<double>::infinity() : 10.0);
+  prog.set_labels("seed", "epoch");
   int successes = 0, n_diverged = 0;
   std::vector<double> errors;
   std::vector<uint64_t> solved;
@@ -178,17 +187,26 @@ void run_train(const deep_args& a) {
         log = std::make_unique<metrics_log>(dir, false);
         write_file_atomic(dir / "settings.json", to_json(st).dump(2) + "\n");
       }
-      const bool verbose = !a.quiet && a.seeds <= 1;
+      // Epoch lines for a single seed only: a multi-seed run prints one line per seed.
+      const bool verbose = a.seeds <= 1;
+      prog.begin_epoch(k + 1, a.seeds, st.epochs);
       const auto r = deep_train(net, st, d.x_train, d.y_train, d.x_test, d.y_test, d.one_hot,
                                 [&](const nlohmann::ordered_json& row) {
                                   if (log) log->append(row);
-                                  if (verbose && (row["epoch"].get<long>() % 10 == 0 || row["epoch"].get<long>() == st.epochs))
-                                    fmt::print("epoch {:4}  free error {:6.2f}%  nudged error {:6.2f}%  free MSE {:.4f}{}  sparsity {:.3f}\n",
+                                  const long epoch = row["epoch"].get<long>();
+                                  prog.update(epoch, [&] {
+                                    return progress::fields{
+                                        {"err", fmt::format("{:.2f}%", 100 * row["train_error"].get<double>())},
+                                        {"mse", fmt::format("{:.4f}", row["train_mse"].get<double>())}};
+                                  });
+                                  if (verbose && (epoch % 10 == 0 || epoch == st.epochs))
+                                    prog.message(fmt::format("epoch {:4}  free error {:6.2f}%  nudged error {:6.2f}%  free MSE {:.4f}{}  sparsity {:.3f}",
                                                row["epoch"].get<long>(), 100 * row["train_error"].get<double>(),
                                                100 * row["nudged_error"].get<double>(), row["train_mse"].get<double>(),
                                                row.contains("test_error") ? fmt::format("  test accuracy {:.2f}%", 100 * row["test_accuracy"].get<double>()) : std::string(),
-                                               row["sparsity"].get<double>());
+                                               row["sparsity"].get<double>()));
                                 });
+      prog.clear();  // the seed's result line follows
       if (r.diverged) {
         // No score and no checkpoint of a diverged network; the seed counts as a failure
         // (error 100 %) in a multi-seed summary, and the command exits with status 4.
@@ -214,7 +232,7 @@ void run_train(const deep_args& a) {
       if (!dir.empty()) save_checkpoint(dir / "checkpoint.eqck", make_checkpoint(net.template cast<double>(), st, a, probe));
       if (a.stability) {
         const auto s = deep_stability(net.template cast<double>(), st.dyn, probe, st.seed);
-        print_stability(s, a.quiet || a.seeds > 1);
+        print_stability(s, a.seeds > 1);
         if (!dir.empty()) {
           nlohmann::ordered_json j = s.worst.to_json();
           write_file_atomic(dir / "stability.json", j.dump(2) + "\n");
@@ -317,10 +335,10 @@ void add_train_options(CLI::App* t, deep_args& a) {
   add_checked(t, "--train-size", a.train_size, "Datasets: training samples", cc::closed(1, lim::samples));
   add_checked(t, "--test-size", a.test_size, "Datasets: test samples", cc::closed(1, lim::samples));
   add_checked(t, "--eval-every", a.eval_every, "Evaluate (and log) every this many epochs", cc::closed(1, lim::epochs));
-  t->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+  t->add_option("--data-dir", a.data_dir, trainer_help::data_dir);
   t->add_option("--run-dir", a.run_dir, "Write settings.json, metrics.jsonl/.csv, checkpoint.eqck (and stability.json) here");
   t->add_flag("--stability", a.stability, "Print the stability report of the trained network");
-  t->add_flag("--quiet,-q", a.quiet, "Only the final lines");
+  t->add_flag("--quiet,-q", a.quiet, trainer_help::quiet);
 }
 
 }  // namespace

@@ -2,6 +2,8 @@
 // untied feedback weights, and Jacobian homeostasis (docs/generalized-ep.md).
 #include <cmath>
 #include <filesystem>
+#include <iostream>
+#include <limits>
 #include <string>
 #include <vector>
 
@@ -9,12 +11,14 @@
 
 #include "commands.hpp"
 #include "flag_checks.hpp"
+#include "trainer_flags.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/progress.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -197,6 +201,7 @@ void register_gep(CLI::App& app) {
     std::string config_file, data_dir, run_dir;
     std::vector<std::string> sets;
     long epochs = 0;
+    int64_t seed = 0;
     bool quiet = false, print_config = false;
   };
   static tr_args t;
@@ -204,16 +209,18 @@ void register_gep(CLI::App& app) {
   tr->add_option("config", t.config_file, "Config (TOML); see configs/gep_fmnist_*.toml")->check(CLI::ExistingFile);
   tr->add_option("--set,-s", t.sets, "Override a config key, e.g. --set homeostasis.lambda=1 (repeatable)");
   static CLI::Option* epochs_opt =
-      add_checked(tr, "--epochs", t.epochs, "Shortcut for run.epochs", cc::closed(1, lim::epochs));
-  tr->add_option("--data-dir", t.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+      add_checked(tr, "--epochs", t.epochs, trainer_help::epochs("run.epochs"), cc::closed(1, lim::epochs));
+  static CLI::Option* seed_opt = add_checked(tr, "--seed", t.seed, trainer_help::seed("run.seed"), cc::at_least(0));
+  tr->add_option("--data-dir", t.data_dir, trainer_help::data_dir);
   tr->add_option("--run-dir", t.run_dir, "Write config.toml, metrics.jsonl/.csv and checkpoint.eqck here");
-  tr->add_flag("--quiet,-q", t.quiet, "Only the final line");
-  tr->add_flag("--print-config", t.print_config, "Print the resolved config (TOML) and exit");
+  tr->add_flag("--quiet,-q", t.quiet, trainer_help::quiet);
+  tr->add_flag("--print-config", t.print_config, trainer_help::print_config);
   tr->callback([] {
     config cfg(gep_schema());
     if (!t.config_file.empty()) cfg.load_toml_file(t.config_file);
     for (const auto& s : t.sets) cfg.set_override(s);
     if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(t.epochs), "--epochs");
+    if (seed_opt->count() > 0) cfg.set("run.seed", t.seed, "--seed");
     if (t.print_config) {
       fmt::print("{}", cfg.to_toml());
       return;
@@ -221,8 +228,19 @@ void register_gep(CLI::App& app) {
     gep_train_options opt;
     opt.run_dir = t.run_dir;
     opt.data_dir = t.data_dir;
-    opt.quiet = t.quiet;
+    // The epoch lines come from gep_train; the progress display (not with --quiet) from here.
+    progress prog(std::cout, !t.quiet && progress::stdout_is_terminal(), 0.1,
+                  t.quiet ? std::numeric_limits<double>::infinity() : 10.0);
+    const long epochs = cfg.get<long>("run.epochs");
+    opt.on_batch = [&](long epoch, long batch, long n_batches, double loss, double acc) {
+      if (batch == 1) prog.begin_epoch(epoch, epochs, n_batches);
+      prog.update(batch, [&] {
+        return progress::fields{{"loss", fmt::format("{:.4f}", loss)}, {"acc", fmt::format("{:.2f}%", 100 * acc)}};
+      });
+      if (batch == n_batches) prog.clear();  // the epoch line follows
+    };
     const auto r = gep_train(cfg, opt);
+    prog.clear();
     if (r.diverged) {
       report_error(r.message);
       set_exit_code(4);

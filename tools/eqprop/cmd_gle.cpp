@@ -12,6 +12,7 @@
 
 #include "commands.hpp"
 #include "flag_checks.hpp"
+#include "trainer_flags.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/checkpoint.hpp"
@@ -185,6 +186,7 @@ void register_gle(CLI::App& app) {
     std::string config_file, data_dir, run_dir, resume;
     std::vector<std::string> sets;
     long epochs = 0;
+    int64_t seed = 0;
     bool quiet = false, print_config = false;
   };
   static train_args ta;
@@ -192,18 +194,19 @@ void register_gle(CLI::App& app) {
   tr->add_option("config", ta.config_file, "Config (TOML), e.g. configs/gle_mnist1d_15k.toml")->check(CLI::ExistingFile);
   tr->add_option("--set,-s", ta.sets, "Override a config key, e.g. --set optimizer.lr=1e-3 (repeatable)");
   static CLI::Option* epochs_opt =
-      add_checked(tr, "--epochs", ta.epochs, "Shortcut for train.epochs", cc::closed(1, config_limits::epochs));
-  tr->add_option("--data-dir", ta.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+      add_checked(tr, "--epochs", ta.epochs, trainer_help::epochs("train.epochs"), cc::closed(1, config_limits::epochs));
+  static CLI::Option* seed_opt = add_checked(tr, "--seed", ta.seed, trainer_help::seed("train.seed"), cc::at_least(0));
+  tr->add_option("--data-dir", ta.data_dir, trainer_help::data_dir);
   tr->add_option("--run-dir", ta.run_dir, "Run directory (default: run.dir of the config)");
   tr->add_option("--resume", ta.resume,
                  "Continue the run in this directory from its last checkpoint (bit-identical); a config file, --set "
                  "and --epochs change its config (changing data.*, network.*, dynamics.learn_tau_m, optimizer.kind or "
                  "train.seed is refused)")
       ->check(CLI::ExistingDirectory);
-  tr->add_flag("--quiet,-q", ta.quiet, "No progress display");
-  tr->add_flag("--print-config", ta.print_config, "Print the resolved config (TOML) and exit");
+  tr->add_flag("--quiet,-q", ta.quiet, trainer_help::quiet);
+  tr->add_flag("--print-config", ta.print_config, trainer_help::print_config);
   tr->callback([] {
-    // The command line's settings: a config file, then --set, --run-dir, --epochs.
+    // The command line's settings: a config file, then --set, --run-dir, --epochs, --seed.
     config cfg(gle_train_schema());
     if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
     for (const auto& s : ta.sets) cfg.set_override(s);
@@ -212,6 +215,7 @@ void register_gle(CLI::App& app) {
                                      ta.run_dir, ta.resume));
     if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
     if (epochs_opt->count() > 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
+    if (seed_opt->count() > 0) cfg.set("train.seed", ta.seed, "--seed");
     checkpoint resume_ck;
     std::vector<std::string> changes;
     if (!ta.resume.empty()) {
@@ -236,7 +240,7 @@ void register_gle(CLI::App& app) {
     write_text(run / "config.toml", cfg.to_toml());
     metrics_log log(run, !ta.resume.empty());
     if (!ta.resume.empty()) log.truncate_after_epoch(resume_ck.meta.at("epoch").get<long>());
-    progress prog(std::cout, !ta.quiet && progress::stdout_is_terminal());
+    progress prog(std::cout, !ta.quiet && progress::stdout_is_terminal());  // --quiet: no progress, epoch lines stay
     const long epochs = cfg.get<long>("train.epochs");
     gle_train_hooks hooks;
     long current_epoch = 1;
@@ -267,9 +271,7 @@ void register_gle(CLI::App& app) {
       const auto line = fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | lr {:.2e} | "
                                     "{:.3f} ms/step",
                                     r.train_loss, 100 * r.train_acc, r.test_loss, 100 * r.test_acc, r.lr, r.ms_per_step);
-      if (ta.quiet) {
-        // nothing
-      } else if (begun) {
+      if (begun) {
         prog.end_epoch(line);
       } else {
         fmt::print("epoch {}/{} {}\n", r.epoch, epochs, line);

@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "flag_checks.hpp"
+#include "trainer_flags.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
@@ -23,6 +24,7 @@ void register_train(CLI::App& app) {
     std::string config_file, data_dir, run_dir, resume, estimator, dtype;
     std::vector<std::string> sets;
     long epochs = 0, kill_after = -1;
+    int64_t seed = 0;
     bool quiet = false, print_config = false;
   };
   static args a;
@@ -30,17 +32,19 @@ void register_train(CLI::App& app) {
   cmd->add_option("config", a.config_file, "Experiment config (TOML); see configs/")->check(CLI::ExistingFile);
   cmd->add_option("--set,-s", a.sets, "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)");
   cmd->add_option("--estimator", a.estimator, "Shortcut for estimator.kind: classic | symmetric | holomorphic | bptt | implicit");
-  static CLI::Option* epochs_opt = add_checked(cmd, "--epochs", a.epochs, "Shortcut for run.epochs",
+  static CLI::Option* epochs_opt = add_checked(cmd, "--epochs", a.epochs, trainer_help::epochs("run.epochs"),
                                                config_constraint::closed(1, config_limits::epochs));
+  static CLI::Option* seed_opt =
+      add_checked(cmd, "--seed", a.seed, trainer_help::seed("run.seed"), config_constraint::at_least(0));
   cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
-  cmd->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
+  cmd->add_option("--data-dir", a.data_dir, trainer_help::data_dir);
   cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
   cmd->add_option("--resume", a.resume,
                   "Continue the run in this directory from its last checkpoint; a config file, --set and the shortcuts "
                   "change its config (changing the data, network.*, optimizer.kind or run.seed is refused)")
       ->check(CLI::ExistingDirectory);
-  cmd->add_flag("--quiet,-q", a.quiet, "No progress display");
-  cmd->add_flag("--print-config", a.print_config, "Print the resolved config (TOML) and exit");
+  cmd->add_flag("--quiet,-q", a.quiet, trainer_help::quiet);
+  cmd->add_flag("--print-config", a.print_config, trainer_help::print_config);
   add_checked(cmd, "--kill-after-batches", a.kill_after, "Testing aid: exit abruptly (status 137) after this many batches",
               config_constraint::at_least(1))
       ->group("");
@@ -51,6 +55,7 @@ void register_train(CLI::App& app) {
     for (const auto& s : a.sets) cfg.set_override(s);
     if (!a.estimator.empty()) cfg.set("estimator.kind", a.estimator, "--estimator");
     if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
+    if (seed_opt->count() > 0) cfg.set("run.seed", a.seed, "--seed");
     if (!a.dtype.empty()) cfg.set("network.dtype", a.dtype, "--dtype");
     train_options opt;
     opt.data_dir = a.data_dir;

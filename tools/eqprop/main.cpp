@@ -2,7 +2,8 @@
 // registers itself here.
 //
 // Exit status: 0 success; 1 a failed check (gradcheck --min-cosine, data verify); 2 an
-// error a user can cause (bad config, flag, data; out of memory for an absurd size); 3 not
+// error a user can cause (bad config, data; an unknown command or flag, a missing or bad
+// argument: every command-line usage error; out of memory for an absurd size); 3 not
 // converged; 4 a run that diverged; 74 an I/O error (output that could not be written, a
 // file system operation that failed); 70 an internal error (a bug). Every error prints
 // one line on stderr; a closed or full stderr loses the line but never the exit status,
@@ -19,6 +20,7 @@
 #include <new>
 #include <string>
 #include <system_error>
+#include <vector>
 
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
@@ -26,6 +28,7 @@
 #include "commands.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
+#include "eqprop/core/suggest.hpp"
 
 namespace {
 
@@ -42,6 +45,46 @@ void occupy_closed_std_fds() {
       ::close(got);
     }
   }
+}
+
+// After a failed parse: a one-line message about the first command-line word that no
+// command took, naming the closest known subcommand or flag of the command it was given to
+// ("unknown command 'trian'; did you mean 'train'?"), or "" when every word was taken.
+std::string unknown_word_message(CLI::App& app) {
+  std::string path = "eqprop";
+  for (CLI::App* cur = &app; cur != nullptr;) {
+    const auto left = cur->remaining(false);
+    if (!left.empty()) {
+      const std::string& word = left.front();
+      if (word.size() > 1 && word[0] == '-') {
+        const std::string flag = word.substr(0, word.find('='));
+        std::vector<std::string> names;
+        for (const CLI::Option* o : cur->get_options()) {
+          for (const auto& l : o->get_lnames()) names.push_back("--" + l);
+          for (const auto& s : o->get_snames()) names.push_back("-" + s);
+        }
+        const std::string bare = flag.substr(flag.find_first_not_of('-'));
+        std::vector<std::string> bare_names;
+        for (const auto& n : names) bare_names.push_back(n.substr(n.find_first_not_of('-')));
+        const std::string best = eqprop::suggest_closest(bare, bare_names);
+        const std::string shown = best.empty() ? std::string() : (best.size() == 1 ? "-" : "--") + best;
+        return fmt::format("unknown flag '{}' for '{}'{}", flag, path,
+                           shown.empty() ? fmt::format(" (see {} --help)", path) : "; did you mean '" + shown + "'?");
+      }
+      std::vector<std::string> commands;
+      for (const CLI::App* sub : cur->get_subcommands([](CLI::App*) { return true; }))
+        if (!sub->get_name().empty()) commands.push_back(sub->get_name());
+      if (commands.empty())
+        return fmt::format("unexpected argument '{}' for '{}' (see {} --help)", word, path, path);
+      const std::string best = eqprop::suggest_closest(word, commands);
+      return fmt::format("unknown command '{}'{}", word,
+                         best.empty() ? fmt::format(" (see {} --help)", path) : "; did you mean '" + best + "'?");
+    }
+    const auto parsed = cur->get_subcommands();
+    cur = parsed.empty() ? nullptr : parsed.front();
+    if (cur != nullptr) path += " " + cur->get_name();
+  }
+  return {};
 }
 
 int run(int argc, char** argv) {
@@ -62,12 +105,20 @@ int run(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    if (e.get_exit_code() == 0) return app.exit(e);  // --help, --version
+    // A usage error: exit status 2 like every other error a user can cause. A word no
+    // command took explains the error best (`train --sed 3` takes 3 for the config file).
+    const std::string unknown = unknown_word_message(app);
+    report_error("error: " + (unknown.empty() ? std::string(e.what()) : unknown));
+    return 2;
   } catch (const eqprop::convergence_error& e) {
     report_error(fmt::format("not converged: {}", e.what()));
     return 3;
   } catch (const eqprop::error& e) {
-    report_error(fmt::format("error: {}", e.what()));
+    // A range check of a flag throws while the command line is parsed: an unknown word
+    // there (`--epoch 0`) is the better explanation.
+    const std::string unknown = unknown_word_message(app);
+    report_error(fmt::format("error: {}", unknown.empty() ? e.what() : unknown));
     return 2;
   } catch (const std::bad_alloc&) {
     report_error("error: out of memory: a size in the config, the data or a checkpoint needs more memory than this "

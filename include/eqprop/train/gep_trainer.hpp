@@ -30,9 +30,13 @@ gep_options make_gep_options(const config& cfg);
 struct gep_train_options {
   std::filesystem::path run_dir;  ///< empty: no files written
   std::string data_dir;           ///< data.dir in the config wins when set
-  std::ostream* out = nullptr;    ///< progress (nullptr: std::cout)
-  bool quiet = false;
+  std::ostream* out = nullptr;    ///< header and epoch lines (nullptr: std::cout)
+  bool quiet = false;             ///< no header, epoch or batch lines (the result only)
   std::function<void(const nlohmann::ordered_json&)> on_epoch;
+  /// Called after every training batch with the epoch (1-based), the batches done, the
+  /// batches per epoch and the running train loss and accuracy; when set it replaces the
+  /// run.log_every batch lines (the CLI's progress display).
+  std::function<void(long epoch, long batch, long n_batches, double loss, double accuracy)> on_batch;
 };
 
 struct gep_train_result {

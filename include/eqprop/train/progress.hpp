@@ -2,8 +2,12 @@
 //  * On a terminal: one status line rewritten in place ("\r" + line + clear-to-end-of-line),
 //    e.g.  epoch 2/10 [=======>        ] 120/469 loss=0.231 acc=93.1% elapsed 0:05 eta 0:14
 //    redrawn at most every min_interval_s; end_epoch replaces it with the summary line.
-//  * Otherwise (a log file, a pipe): a plain line at most every line_interval_s, plus the
-//    end-of-epoch summary line, so logs stay short and readable.
+//  * Otherwise (a log file, a pipe): a plain line at most every line_interval_s (the
+//    environment variable EQPROP_PROGRESS_INTERVAL, in seconds, replaces a finite interval;
+//    an infinite one means no periodic lines: --quiet), plus the end-of-epoch summary
+//    line, so logs stay short and readable. Plain lines fit 80 columns.
+//  * Either way a status line too wide for its width drops fields from the last one on
+//    (counters, elapsed time and ETA stay), then is cut.
 // update() only reads a steady clock unless a redraw is due, so it costs nothing measurable;
 // the update(batch, make_fields) overload also skips building the fields.
 #pragma once
@@ -48,12 +52,21 @@ class progress {
   void end_epoch(const std::string& summary);
   /// Prints a line of text (a warning, a checkpoint notice) without garbling the status line.
   void message(const std::string& line);
+  /// Erases an open terminal status line, so that other output can follow on a clean line;
+  /// the next update() draws it again. Does nothing otherwise.
+  void clear();
+  /// Names of the outer and inner counters, "epoch" and "batch" unless set (DEEP shows
+  /// "seed 2/10 ... epoch 37/200").
+  void set_labels(std::string outer, std::string inner) {
+    outer_label_ = std::move(outer);
+    inner_label_ = std::move(inner);
+  }
 
   /// Whether update(batch, ...) would display something now.
   bool due(long batch) const;
   bool is_tty() const { return tty_; }
-  /// Terminal width used to keep the status line on one line (0 = no limit). Detected
-  /// from the terminal (or $COLUMNS) when is_tty.
+  /// Width that status lines are cut to (0 = no limit). Detected from the terminal (or
+  /// $COLUMNS) when is_tty, 80 otherwise.
   void set_width(int columns) { width_ = columns; }
 
   /// "m:ss" or "h:mm:ss".
@@ -69,6 +82,7 @@ class progress {
   bool tty_;
   double min_interval_s_, line_interval_s_;
   int width_ = 0;
+  std::string outer_label_ = "epoch", inner_label_ = "batch";
   long epoch_ = 0, n_epochs_ = 0, n_batches_ = 0;
   clock::time_point epoch_start_, last_output_;
   bool shown_this_epoch_ = false;  // terminal: a status line was drawn this epoch

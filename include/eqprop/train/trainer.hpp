@@ -20,7 +20,7 @@ struct train_options {
   std::string data_dir;               ///< --data-dir (data.dir in the config wins when set)
   bool resume = false;                ///< continue the run in run_dir from its checkpoint
   std::ostream* out = nullptr;        ///< progress and messages (nullptr: std::cout)
-  bool quiet = false;                 ///< no progress display, only the final summary
+  bool quiet = false;                 ///< no progress display (status or periodic lines); epoch lines still print
   long kill_after_batches = -1;       ///< testing aid: _Exit(137) after this many batches (a simulated kill)
   /// Called after every epoch with the metrics row (epoch, losses, accuracies, timing...).
   std::function<void(const nlohmann::ordered_json&)> on_epoch;
