@@ -352,7 +352,9 @@ TEST(TrustResume, KilledAtRandomMomentsResumesBitIdentically) {
 
   const fs::path run_b = dirs.far / "run-of-a-longer-name";
   const std::string data_b = (dirs.far / ".." / dirs.far.filename() / "." / "data").string();
-  const int hits = run_with_kills(dirs.far, run_b, with({"--data-dir", data_b, "--run-dir", run_b.string()}),
+  // --overwrite: a run killed before its first checkpoint is started again in its directory.
+  const int hits = run_with_kills(dirs.far, run_b,
+                                  with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
                                   {"train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 6, t_full,
                                   20261206, std::string(3000, 'p'));
   EXPECT_GE(hits, 1) << "no kill hit a running process (uninterrupted run took " << t_full << " s)";

@@ -188,6 +188,7 @@ dataset_split load_idx_dataset(const std::string& name, const fs::path& data_dir
   dataset_split s;
   s.train = load_idx_pair(name, found[0], found[1], o.limit_train);
   s.test = load_idx_pair(name, found[2], found[3], o.limit_test);
+  s.files.assign(found, found + 4);
   return s;
 }
 
@@ -210,6 +211,7 @@ dataset_split load_mnist1d(const std::string& name, const fs::path& data_dir, co
   dataset_split s;
   s.train = load_npy_pair(name, files[0], files[1], 10, o.limit_train);
   s.test = load_npy_pair(name, files[2], files[3], 10, o.limit_test);
+  s.files.assign(files, files + 4);
   return s;
 }
 
@@ -223,6 +225,7 @@ dataset_split load_generic_npy(const fs::path& dir, const dataset_options& o) {
   dataset_split s;
   s.train = load_npy_pair("npy", files[0], files[1], -1, o.limit_train);
   s.test = load_npy_pair("npy", files[2], files[3], -1, o.limit_test);
+  s.files.assign(files, files + 4);
   if (s.train.dim() != s.test.dim())
     throw data_error(fmt::format("{} has {} values per sample but {} has {}", display(files[0]), s.train.dim(),
                                  display(files[2]), s.test.dim()));
@@ -259,6 +262,8 @@ dataset_split load_cifar(bool c100, const fs::path& data_dir, const dataset_opti
     have += parts.back().size();
   }
   dataset_split s;
+  for (size_t k = 0; k < parts.size(); ++k) s.files.push_back(dir / train_names[k]);
+  s.files.push_back(dir / test_name);
   s.train = concat(parts);
   s.train.name = name;
   io_detail::keep_first(s.train, o.limit_train);
@@ -289,6 +294,8 @@ dataset_split load_imagenet32(const fs::path& data_dir, const dataset_options& o
     have += parts.back().size();
   }
   dataset_split s;
+  for (size_t k = 0; k < parts.size(); ++k) s.files.push_back(dir / train_names[k]);
+  s.files.push_back(dir / "val_data.npz");
   s.test = read_imagenet32_npz(dir / "val_data.npz", o.limit_test);
   if (parts.empty()) {
     s.train = dataset{"imagenet32", matrix<float>(s.test.x.rows(), 0), {}, 1000, s.test.shape};

@@ -139,6 +139,8 @@ const config_schema& experiment_schema() {
     s.add("run.seed", int64_t(0), seed, "seed of weights, data order and augmentation");
     s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
     s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs), "write a checkpoint every N epochs (and at the end)");
+    s.add("run.checkpoint_every_batches", int64_t(0), cc::closed(0, 1e9),
+          "also write a checkpoint every N batches within an epoch (0: only at epoch ends); resuming from one is exact");
     s.add("run.max_failed_fraction", 0.5, fraction, "stop as diverged when more than this fraction of a batch fails to converge");
     // Resuming: the checkpoint holds this network, trained on this data, with this
     // optimizer's state and from this seed; everything else may change (docs/runs.md).

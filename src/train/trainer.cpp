@@ -5,8 +5,13 @@
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <cctype>
+#include <tuple>
 #include <ctime>
+#include <csignal>
 #include <iostream>
+#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -20,6 +25,7 @@
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/progress.hpp"
+#include "eqprop/train/run_dir.hpp"
 
 namespace eqprop {
 namespace fs = std::filesystem;
@@ -28,21 +34,63 @@ namespace {
 
 constexpr const char* checkpoint_name = "checkpoint.eqck";
 
+struct loaded_data {
+  dataset_split split;
+  data_record record;  ///< the data directory and the checksums of the files read
+};
+
 // Loads the config's data set; both splits (only the test split when !need_train) must be
-// non-empty and finite (check_split), before normalisation.
-dataset_split load_data(const config& cfg, const std::string& data_dir_flag, bool need_train = true) {
+// non-empty and finite (check_split), before normalisation. A new run (saved_run = false)
+// reads from data.dir, else the --data-dir flag, else resolve_data_dir's default. A saved
+// run (resumed or evaluated) reads from saved_run_data_dir's choice and, when it carries a
+// record (`recorded`), must read files with the recorded checksums (check_data_record).
+loaded_data load_data(const config& cfg, const std::string& data_dir_flag, bool need_train = true,
+                      bool saved_run = false, const data_record* recorded = nullptr) {
   dataset_options d;
   d.seed = cfg.get<uint64_t>("run.seed");
   d.yin_yang_train = cfg.get<long>("data.yin_yang_train");
   d.yin_yang_test = cfg.get<long>("data.yin_yang_test");
   d.limit_train = cfg.get<long>("data.limit_train");
   d.limit_test = cfg.get<long>("data.limit_test");
-  const auto dir = cfg.get<std::string>("data.dir");
-  auto split = load_dataset(cfg.get<std::string>("data.name"), resolve_data_dir(dir.empty() ? data_dir_flag : dir), d);
+  const auto cfg_dir = cfg.get<std::string>("data.dir");
+  fs::path dir = resolve_data_dir(cfg_dir.empty() ? data_dir_flag : cfg_dir);
+  data_dir_source how = cfg_dir.empty() ? data_dir_flag.empty() ? data_dir_source::default_dir : data_dir_source::flag
+                                        : data_dir_source::config;
+  if (saved_run) std::tie(dir, how) = saved_run_data_dir(cfg_dir, data_dir_flag, recorded);
+  loaded_data loaded;
+  try {
+    loaded.split = load_dataset(cfg.get<std::string>("data.name"), dir, d);
+  } catch (const data_error& e) {
+    if (how != data_dir_source::recorded) throw;
+    throw data_error(fmt::format("{}\n(`{}` is the data directory recorded when the run started; pass --data-dir DIR "
+                                 "with the data the run was trained on)",
+                                 e.what(), dir.string()));
+  }
+  loaded.record = record_data(dir, loaded.split.files);
+  if (recorded) check_data_record(*recorded, loaded.record, how);
+  auto& split = loaded.split;
   if (need_train) check_split(split.train, "training", "data.limit_train, or data.yin_yang_train for yin_yang");
   check_split(split.test, "test", "data.limit_test, or data.yin_yang_test for yin_yang");
   normalize_from_config(cfg, split);
-  return split;
+  return loaded;
+}
+
+// The run's data record from a checkpoint's meta (nullopt for checkpoints written before
+// runs recorded their data).
+std::optional<data_record> saved_data_record(const checkpoint& ck, const fs::path& file) {
+  if (!ck.meta.contains("data")) return std::nullopt;
+  return data_record::from_json(ck.meta.at("data"), file.string());
+}
+
+// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-].
+std::string shell_quote(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_./=+-", c);
+  });
+  if (plain) return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
 }
 
 // Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split. A sample
@@ -92,6 +140,11 @@ eval_result evaluate(const layered_network<R>& net, const dataset& d, const rela
   return r;
 }
 
+// "epoch 3" (at an epoch's end) or "epoch 4 after batch 7" (mid-epoch).
+std::string checkpoint_position(long epochs_done, long batch) {
+  return batch > 0 ? fmt::format("epoch {} after batch {}", epochs_done + 1, batch) : fmt::format("epoch {}", epochs_done);
+}
+
 fs::path default_run_dir(const std::string& name) {
   const std::time_t t = std::time(nullptr);
   char buf[32];
@@ -112,7 +165,19 @@ template <class R>
 train_result train_impl(const config& cfg, const train_options& topt) {
   std::ostream& out = topt.out ? *topt.out : std::cout;
   train_result result;
-  const auto split = load_data(cfg, topt.data_dir);
+  // Run directory.
+  fs::path dir = topt.run_dir;
+  if (dir.empty()) dir = cfg.get<std::string>("run.dir");
+  if (dir.empty()) dir = default_run_dir(topt.name);
+  result.run_dir = dir;
+  std::optional<checkpoint> resume_ck;
+  std::optional<data_record> recorded;
+  if (topt.resume) {
+    resume_ck = load_checkpoint(dir / checkpoint_name);
+    recorded = saved_data_record(*resume_ck, dir / checkpoint_name);
+  }
+  const auto loaded = load_data(cfg, topt.data_dir, true, topt.resume, recorded ? &*recorded : nullptr);
+  const auto& split = loaded.split;
   const auto spec = make_network_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape);
   layered_network<R> net(spec);
   auto est = make_estimator<R>(cfg);
@@ -124,18 +189,15 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");
   const long ck_every = cfg.get<long>("run.checkpoint_every");  // >= 1 (schema)
+  const long ck_every_batches = cfg.get<long>("run.checkpoint_every_batches");  // >= 0 (schema)
   const double max_failed = cfg.get<double>("run.max_failed_fraction");
   const int aug_pad = cfg.get<int>("data.augment_pad");
   const bool aug_flip = cfg.get<bool>("data.augment_flip");
 
-  // Run directory.
-  fs::path dir = topt.run_dir;
-  if (dir.empty()) dir = cfg.get<std::string>("run.dir");
-  if (dir.empty()) dir = default_run_dir(topt.name);
-  result.run_dir = dir;
-  long start_epoch = 0;
+  long start_epoch = 0, start_batch = 0;
+  nlohmann::json partial;  // a mid-epoch checkpoint's rng states and epoch sums
   if (topt.resume) {
-    const auto ck = load_checkpoint(dir / checkpoint_name);
+    const auto& ck = *resume_ck;
     const auto p = ck.array("params").to_vector<R>();
     if (static_cast<long>(p.size()) != net.n_params())
       throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}", (dir / checkpoint_name).string(),
@@ -145,11 +207,14 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     const auto v = opt.v().empty() ? std::vector<R>{} : ck.array("opt_v").to_vector<R>();
     opt.restore(m, v, ck.array("opt_t").to_scalar<int64_t>());
     start_epoch = ck.meta.at("epoch").get<long>();
+    start_batch = ck.meta.value("batch", 0L);
+    if (start_batch > 0) partial = ck.meta.at("partial");
   } else {
-    create_run_directory(dir);
+    prepare_new_run_directory(dir, topt.overwrite);
     write_file_atomic(dir / "config.toml", cfg.to_toml());
     write_file_atomic(dir / "build.json", build_info_json().dump(2) + "\n");
   }
+  write_file_atomic(dir / "data.json", loaded.record.to_json().dump(2) + "\n");
   metrics_log log(dir, topt.resume);
   if (topt.resume) log.truncate_after_epoch(start_epoch);
 
@@ -159,7 +224,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   out << fmt::format("data {}: {} train, {} test, {} inputs, {} classes | network {} ({} parameters) | {}\n",
                      split.train.name, split.train.size(), split.test.size(), split.train.dim(), split.train.n_classes,
                      fmt::join(spec.sizes, "-"), net.n_params(), est->name());
-  if (topt.resume) out << fmt::format("resuming after epoch {}\n", start_epoch);
+  if (topt.resume)
+    out << (start_batch > 0 ? fmt::format("resuming in epoch {} after batch {}\n", start_epoch + 1, start_batch)
+                            : fmt::format("resuming after epoch {}\n", start_epoch));
+  std::optional<stop_signal_guard> signals;
+  if (topt.handle_signals) signals.emplace();
 
   const relax_options eval_ro = relax_from_config(cfg, false);
   batch_iterator it(split.train, batch, seed, true, false);
@@ -172,16 +241,22 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   long batches_seen = 0;
   // The checkpoint of this run on disk: written only after an epoch whose evaluation was
   // finite, so it is always a "good" one (-1: none yet; a resumed run starts from one).
-  long last_good_epoch = topt.resume ? start_epoch : -1;
+  // Mid-epoch checkpoints are written after a batch whose loss and gradient were finite.
+  std::string last_good_at = topt.resume ? checkpoint_position(start_epoch, start_batch) : std::string();
   auto last_good = [&] {
-    return last_good_epoch >= 0 ? fmt::format("the last good checkpoint ({}, epoch {}) is kept",
-                                              (dir / checkpoint_name).string(), last_good_epoch)
-                                : std::string("no checkpoint had been written yet");
+    return !last_good_at.empty() ? fmt::format("the last good checkpoint ({}, {}) is kept",
+                                               (dir / checkpoint_name).string(), last_good_at)
+                                 : std::string("no checkpoint had been written yet");
   };
 
-  auto save = [&](long epochs_done) {
+  // epochs_done full epochs, then `batch` batches of the next one (0: at the epoch's end),
+  // with `part` the state that batch needs to continue exactly (rng states, epoch sums).
+  auto save = [&](long epochs_done, long batch = 0, const nlohmann::json& part = {}) {
     checkpoint ck;
     ck.meta["epoch"] = epochs_done;
+    ck.meta["batch"] = batch;
+    if (batch > 0) ck.meta["partial"] = part;
+    ck.meta["data"] = loaded.record.to_json();
     ck.meta["config"] = cfg.to_json();
     ck.meta["build"] = build_info_json();
     ck.meta["dtype"] = std::string(scalar_traits<R>::name);
@@ -190,8 +265,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
     ck.arrays["opt_t"] = checkpoint_array::from_scalar<int64_t>(opt.t());
     save_checkpoint(dir / checkpoint_name, ck);
-    last_good_epoch = epochs_done;
+    last_good_at = checkpoint_position(epochs_done, batch);
   };
+  long interrupt_countdown = topt.interrupt_after_batches;
 
   for (long epoch = start_epoch; epoch < epochs; ++epoch) {
     it.start_epoch(epoch);
@@ -203,10 +279,35 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     double loss_sum = 0, res_sum = 0;
     long correct = 0, seen = 0, failed = 0, not_conv = 0, steps = 0;
     double lr_factor = 1;
-    for (long i = 0; i < nb; ++i) {
-      if (topt.should_stop && topt.should_stop()) {
+    long first = 0;
+    rng_t* noise = est->noise_rng();
+    if (epoch == start_epoch && start_batch > 0) {  // continue a mid-epoch checkpoint
+      first = start_batch;
+      rng_state_from_string(aug_rng, partial.at("aug_rng").get<std::string>());
+      if (noise) rng_state_from_string(*noise, partial.at("noise_rng").get<std::string>());
+      loss_sum = partial.at("loss_sum").get<double>();
+      res_sum = partial.at("res_sum").get<double>();
+      correct = partial.at("correct").get<long>();
+      seen = partial.at("seen").get<long>();
+      failed = partial.at("failed").get<long>();
+      not_conv = partial.at("not_conv").get<long>();
+      steps = partial.at("steps").get<long>();
+    }
+    auto save_mid = [&](long batches_done) {
+      nlohmann::json part{{"aug_rng", rng_state_to_string(aug_rng)},
+                          {"noise_rng", noise ? rng_state_to_string(*noise) : std::string()},
+                          {"loss_sum", loss_sum}, {"res_sum", res_sum}, {"correct", correct}, {"seen", seen},
+                          {"failed", failed}, {"not_conv", not_conv}, {"steps", steps}};
+      save(epoch, batches_done, part);
+    };
+    for (long i = first; i < nb; ++i) {
+      if ((topt.should_stop && topt.should_stop()) || (signals && stop_signal_guard::requested())) {
+        save_mid(i);
         result.interrupted = true;
-        result.message = fmt::format("interrupted in epoch {} batch {}", epoch + 1, i + 1);
+        result.message = fmt::format(
+            "interrupted in epoch {} after batch {} of {}; checkpoint written to {}. Resume with: eqprop train "
+            "--resume {}",
+            epoch + 1, i, nb, (dir / checkpoint_name).string(), shell_quote(dir.string()));
         return result;
       }
       it.fill(i, xf, labels);
@@ -240,7 +341,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
                                 {"acc", fmt::format("{:.2f}%", 100.0 * correct / double(seen))},
                                 {"", fmt::format("{:.0f} samples/s", double(seen) / std::max(secs, 1e-9))}};
       });
+      if (ck_every_batches > 0 && (i + 1) % ck_every_batches == 0 && i + 1 < nb) save_mid(i + 1);
       if (topt.kill_after_batches >= 0 && ++batches_seen >= topt.kill_after_batches) std::_Exit(137);
+      if (interrupt_countdown > 0 && --interrupt_countdown == 0) std::raise(SIGINT);
     }
     const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const auto ev = evaluate(net, split.test, eval_ro, cfg.get<long>("run.eval_batch"));
@@ -310,8 +413,10 @@ train_result train(const config& cfg, const train_options& opt) {
 
 namespace {
 template <class R>
-eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir) {
-  const auto split = load_data(cfg, data_dir, false);
+eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir,
+                          const data_record* recorded) {
+  const auto loaded = load_data(cfg, data_dir, false, true, recorded);
+  const auto& split = loaded.split;
   layered_network<R> net(make_network_spec(cfg, split.test.dim(), split.test.n_classes, split.test.shape));
   const auto p = ck.array("params").to_vector<R>();
   if (static_cast<long>(p.size()) != net.n_params())
@@ -326,8 +431,10 @@ eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::st
   const auto ck = load_checkpoint(file);
   config cfg(experiment_schema());
   cfg.load_saved_json(ck.meta.at("config"), file.string());
-  if (cfg.get<std::string>("network.dtype") == "float64") return evaluate_impl<double>(cfg, ck, file, data_dir);
-  return evaluate_impl<float>(cfg, ck, file, data_dir);
+  const auto recorded = saved_data_record(ck, file);
+  const data_record* rec = recorded ? &*recorded : nullptr;
+  if (cfg.get<std::string>("network.dtype") == "float64") return evaluate_impl<double>(cfg, ck, file, data_dir, rec);
+  return evaluate_impl<float>(cfg, ck, file, data_dir, rec);
 }
 
 }  // namespace eqprop

@@ -23,9 +23,9 @@ void register_train(CLI::App& app) {
   struct args {
     std::string config_file, data_dir, run_dir, resume, estimator, dtype;
     std::vector<std::string> sets;
-    long epochs = 0, kill_after = -1;
+    long epochs = 0, kill_after = -1, interrupt_after = -1;
     int64_t seed = 0;
-    bool quiet = false, print_config = false;
+    bool quiet = false, print_config = false, overwrite = false;
   };
   static args a;
   auto* cmd = app.add_subcommand("train", "Train a network from a config file (default: holomorphic EP on built-in Yin-Yang)");
@@ -43,10 +43,15 @@ void register_train(CLI::App& app) {
                   "Continue the run in this directory from its last checkpoint; a config file, --set and the shortcuts "
                   "change its config (changing the data, network.*, optimizer.kind or run.seed is refused)")
       ->check(CLI::ExistingDirectory);
+  cmd->add_flag("--overwrite", a.overwrite,
+                "Replace the run in --run-dir if it exists (only a directory holding nothing but a run's files)");
   cmd->add_flag("--quiet,-q", a.quiet, trainer_help::quiet);
   cmd->add_flag("--print-config", a.print_config, trainer_help::print_config);
   add_checked(cmd, "--kill-after-batches", a.kill_after, "Testing aid: exit abruptly (status 137) after this many batches",
               config_constraint::at_least(1))
+      ->group("");
+  add_checked(cmd, "--interrupt-after-batches", a.interrupt_after,
+              "Testing aid: raise SIGINT in the process after this many batches", config_constraint::at_least(1))
       ->group("");
   cmd->callback([] {
     // The command line's settings: a config file, then --set, then the shortcuts.
@@ -61,10 +66,14 @@ void register_train(CLI::App& app) {
     opt.data_dir = a.data_dir;
     opt.quiet = a.quiet;
     opt.kill_after_batches = a.kill_after;
+    opt.interrupt_after_batches = a.interrupt_after;
+    opt.overwrite = a.overwrite;
+    opt.handle_signals = true;
     if (!a.resume.empty()) {
       if (!a.run_dir.empty())
         throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
                                        a.run_dir, a.resume));
+      if (a.overwrite) throw config_error(fmt::format("--overwrite with --resume {}: a resumed run keeps its work", a.resume));
       // The run's saved config, with the command line's changes on top (keys that would not
       // fit the checkpoint are refused); the changes go to the log and to config.toml.
       const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
@@ -88,6 +97,11 @@ void register_train(CLI::App& app) {
       return;
     }
     const auto r = train(cfg, opt);
+    if (r.interrupted) {
+      fmt::print(stderr, "{}\n", r.message);
+      set_exit_code(130);
+      return;
+    }
     if (r.diverged) {
       report_error(r.message);
       set_exit_code(4);

@@ -36,6 +36,8 @@ struct dataset {
 
 struct dataset_split {
   dataset train, test;
+  /// The files load_dataset read, in reading order (empty for generated data sets).
+  std::vector<std::filesystem::path> files;
 };
 
 struct dataset_options {

@@ -184,6 +184,7 @@ class cauchy_ep : public grad_estimator<R, Net> {
   const accumulator& slice_terms(int t) const { return slices_.at(size_t(t)).acc0; }
   const vector<R>& slice_weights(int t) const { return slices_.at(size_t(t)).w; }
   void reseed_noise(uint64_t seed) override { noise_rng_.seed(seed); }
+  rng_t* noise_rng() override { return &noise_rng_; }
 
  private:
   // The workspaces of one column slice of the batch (the whole batch with threads = 1).

@@ -67,6 +67,7 @@ class continuous_hep : public grad_estimator<R, Net> {
   std::string name() const override;
   grad_result estimate(const Net& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) override;
   void reseed_noise(uint64_t seed) override { noise_rng_.seed(seed); }
+  rng_t* noise_rng() override { return &noise_rng_; }
   void on_period(period_callback cb) { on_period_ = std::move(cb); }
   const continuous_options& options() const { return opt_; }
   /// The reference state (continuous_reference) of column slice t of the last estimate: there

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/layered_network.hpp"
 
@@ -50,6 +51,9 @@ class grad_estimator {
   /// Restarts the neuron-noise stream (if any) from this seed; the trainer calls it at
   /// every epoch start so that a resumed run draws the same noise.
   virtual void reseed_noise(uint64_t seed) {}
+  /// The neuron-noise generator (nullptr: none), whose state a mid-epoch checkpoint saves
+  /// and restores.
+  virtual rng_t* noise_rng() { return nullptr; }
 };
 
 }  // namespace eqprop

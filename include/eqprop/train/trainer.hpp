@@ -1,7 +1,10 @@
 // The training loop: any estimator, any dataset, from one resolved experiment config.
-// A run lives in a directory: config.toml (resolved), build.json, metrics.jsonl/.csv and
-// checkpoint.eqck (written atomically each checkpoint_every epochs). Everything random is
-// a function of (run.seed, epoch), so --resume reproduces an uninterrupted run exactly.
+// A run lives in a directory: config.toml (resolved), build.json, data.json (the data
+// directory and the SHA-256 of every data file read), metrics.jsonl/.csv and
+// checkpoint.eqck (written atomically each run.checkpoint_every epochs, every
+// run.checkpoint_every_batches batches when set, and when the run is stopped). Everything
+// random is a function of (run.seed, epoch) plus, mid-epoch, the generator states the
+// checkpoint saves, so --resume reproduces an uninterrupted run exactly.
 #pragma once
 #include <filesystem>
 #include <functional>
@@ -22,10 +25,16 @@ struct train_options {
   std::ostream* out = nullptr;        ///< progress and messages (nullptr: std::cout)
   bool quiet = false;                 ///< no progress display (status or periodic lines); epoch lines still print
   long kill_after_batches = -1;       ///< testing aid: _Exit(137) after this many batches (a simulated kill)
+  long interrupt_after_batches = -1;  ///< testing aid: raise(SIGINT) after this many batches of this process
+  bool overwrite = false;             ///< a new run may replace the run in run_dir (prepare_new_run_directory)
+  /// While training, SIGINT/SIGTERM stop the run cleanly (stop_signal_guard): the batch
+  /// finishes, a checkpoint is written, train_result::interrupted; a second one exits at once.
+  bool handle_signals = false;
   /// Called after every epoch with the metrics row (epoch, losses, accuracies, timing...).
   std::function<void(const nlohmann::ordered_json&)> on_epoch;
-  /// Polled before every batch; returning true stops the run (train_result::interrupted,
-  /// checkpoint of the last completed epoch kept). Used by the Python module for Ctrl-C.
+  /// Polled before every batch; returning true stops the run (train_result::interrupted):
+  /// a checkpoint of the batches done so far is written (mid-epoch), and message says how to
+  /// resume. Used by the Python module for Ctrl-C.
   std::function<bool()> should_stop;
 };
 
@@ -52,7 +61,9 @@ struct eval_result {
   double mean_residual = 0;
 };
 /// Evaluates the checkpoint of a run directory (or a checkpoint file) on its test split
-/// (data_error if the test split is empty or holds a NaN/Inf input).
+/// (data_error if the test split is empty or holds a NaN/Inf input). The data directory is
+/// the config's data.dir, else data_dir, else the one the run recorded (saved_run_data_dir);
+/// the files read must have the recorded checksums (check_data_record).
 eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
 }  // namespace eqprop

@@ -1,0 +1,74 @@
+// The run directory shared by the trainers: creating a new one without destroying work,
+// recording which data a run read (directory and SHA-256 of every file) so that a resumed or
+// evaluated run finds and checks the same data, and stopping a run cleanly on SIGINT/SIGTERM.
+// See docs/runs.md, "Run directories".
+#pragma once
+#include <filesystem>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace eqprop {
+
+/// The files a run writes in its directory (config.toml, build.json, data.json,
+/// metrics.jsonl, metrics.csv, checkpoint.eqck).
+const std::vector<std::string>& run_file_names();
+
+/// Prepares the directory of a new run. A missing or empty directory is created. A
+/// non-empty one is refused (config_error naming it and the ways out: --resume, --overwrite,
+/// another --run-dir) unless overwrite. With overwrite the directory must look like a run
+/// directory: it holds config.toml, and every entry is a run file (run_file_names) or the
+/// temporary of an atomic write of one (`<name>.tmp.<pid>`); those files are removed (the
+/// directory itself and nothing else is touched). Anything else is refused, naming the
+/// first entry that is not a run file. Throws eqprop::error when the directory cannot be
+/// created.
+void prepare_new_run_directory(const std::filesystem::path& dir, bool overwrite);
+
+/// The data a run read: its resolved data directory (absolute) and the SHA-256 of every
+/// file read, in reading order, by path relative to that directory. Generated data sets
+/// (yin_yang) read no files.
+struct data_record {
+  std::string dir;
+  std::vector<std::pair<std::string, std::string>> files;  ///< (relative path, sha256 hex)
+
+  nlohmann::json to_json() const;
+  /// Throws data_error (naming `source`) when j is not a record written by to_json.
+  static data_record from_json(const nlohmann::json& j, const std::string& source);
+};
+
+/// Records data_dir (made absolute) and hashes `files` (paths as the loader opened them).
+data_record record_data(const std::filesystem::path& data_dir, const std::vector<std::filesystem::path>& files);
+
+/// How the data directory of a resumed or evaluated run was chosen.
+enum class data_dir_source { config, flag, recorded, default_dir };
+
+/// The data directory of a saved run: the config's data.dir when set, else the --data-dir
+/// flag when set, else the recorded directory when the run read files, else
+/// resolve_data_dir (EQPROP_DATA, then ./data). When the recorded directory is chosen but no
+/// longer exists, throws data_error saying so and how to pass --data-dir.
+std::pair<std::filesystem::path, data_dir_source> saved_run_data_dir(const std::string& config_dir,
+                                                                     const std::string& flag_dir,
+                                                                     const data_record* recorded);
+
+/// Compares the files read now with the recorded ones (same count, same SHA-256 in
+/// order). A difference throws data_error naming the file, both checksums, the directory
+/// and how it was chosen, and how to pass --data-dir with the data the run was trained on.
+void check_data_record(const data_record& recorded, const data_record& now, data_dir_source how);
+
+/// While alive, SIGINT and SIGTERM request a clean stop instead of killing the process:
+/// the first one sets requested() (the trainer finishes its batch, writes a checkpoint and
+/// returns); a second one ends the process at once (exit status 130). The previous
+/// handlers are restored on destruction. One guard at a time per process.
+class stop_signal_guard {
+ public:
+  stop_signal_guard();
+  ~stop_signal_guard();
+  stop_signal_guard(const stop_signal_guard&) = delete;
+  stop_signal_guard& operator=(const stop_signal_guard&) = delete;
+  /// True once a signal arrived since this guard was created.
+  static bool requested();
+};
+
+}  // namespace eqprop
