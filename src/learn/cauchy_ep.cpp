@@ -83,14 +83,6 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-// Marks samples whose last relaxation failed: non-finite, or residual above the limit.
-template <class St>
-void mark_failures(const St& st, double limit, std::vector<char>& failed) {
-  const auto& res = st.residual();
-  for (long b = 0; b < res.size(); ++b)
-    if (!(double(res(b)) <= limit) || (!failed[b] && !st.column_finite(b))) failed[b] = 1;  // also catches NaN
-}
-
 // Relaxes st for opt.max_steps steps; with snapshots, the last snaps.size() steps are run
 // one at a time and the state after each is copied into the next snapshot.
 template <class St, class Net>
@@ -140,7 +132,7 @@ void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_option
   s.free.set_input(net, s.x, s.y);
   s.free.reset();
   s.free_report = run_phase(s.free, net, R(0), free_opt, s.free_snaps, s.x, s.y);
-  mark_failures(s.free, limit, s.failed);
+  mark_failed_columns(s.free, limit, s.failed);
   s.free_report.seconds = seconds_since(t0);
   const bool stack = model::can_stack && opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
                      nudged_opt.noise_std == 0;
@@ -156,7 +148,7 @@ void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_option
       model::point_input(st, net, s.x, s.y, s.free);
       st.copy_states_from(s.free);
       s.point_reports.push_back(run_phase(st, net, real_betas_[p], nudged_opt, s.real_snaps[p], s.x, s.y));
-      mark_failures(st, limit, s.failed);
+      mark_failed_columns(st, limit, s.failed);
       s.point_reports.back().seconds = seconds_since(t0);
     }
   }
@@ -173,7 +165,7 @@ void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_option
       if (opt_.start == ep_start::warm && p > 0) st.copy_states_from(s.complex_points[p - 1]);
       else model::start_complex(st, s.free);
       s.point_reports.push_back(run_phase(st, net, complex_betas_[p], nudged_opt, s.complex_snaps[p], s.x, s.y));
-      mark_failures(st, limit, s.failed);
+      mark_failed_columns(st, limit, s.failed);
       s.point_reports.back().seconds = seconds_since(t0);
     }
   }
@@ -204,7 +196,7 @@ relax_report cauchy_ep<R, Net>::relax_stacked(slice& s, const Net& net, state<S>
   for (long p = 0; p < M; ++p) {
     points[p].set_input_shared(net, s.x, s.y, s.free.drive());
     points[p].copy_columns_from(stack, p * B);
-    mark_failures(points[p], limit, s.failed);
+    mark_failed_columns(points[p], limit, s.failed);
   }
   rep.seconds = seconds_since(t0);
   return rep;
@@ -226,8 +218,7 @@ void cauchy_ep<R, Net>::grad_slice(slice& s, const Net& net, std::span<R> grad) 
 template <class R, class Net>
 grad_result cauchy_ep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y,
                                    std::span<R> grad) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  check_grad_size(net, grad, "holomorphic EP");
   grad_result out;
   const long B = x.cols();
 
@@ -292,19 +283,12 @@ grad_result cauchy_ep<R, Net>::estimate(const Net& net, const matrix<R>& x, cons
   } else if (T == 1) {
     grad_slice(slices_[0], net, grad);
   } else {
-    // Each thread differentiates its slice, then sums one contiguous chunk of the parameters
-    // over the slices, in slice order (so the result does not depend on the chunking).
+    // Each thread differentiates its slice; the slices' gradients are summed in slice order.
     parallel_slices(T, [&](int t) {
       slices_[t].grad.resize(grad.size());
       grad_slice(slices_[t], net, slices_[t].grad);
     });
-    const long P = static_cast<long>(grad.size());
-    parallel_slices(T, [&](int t) {
-      const long i0 = P * t / T, len = P * (t + 1) / T - i0;
-      Eigen::Map<vector<R>> g(grad.data() + i0, len);
-      g = Eigen::Map<const vector<R>>(slices_[0].grad.data() + i0, len);
-      for (int u = 1; u < T; ++u) g += Eigen::Map<const vector<R>>(slices_[u].grad.data() + i0, len);
-    });
+    sum_slice_gradients(slices_, grad);
   }
   out.grad_seconds = seconds_since(t_grad);
 

@@ -131,8 +131,7 @@ void continuous_hep<R, Net>::run_slice(slice& s, const Net& net, long batch, std
 
 template <class R, class Net>
 grad_result continuous_hep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  check_grad_size(net, grad, "continuous hEP");
   if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
   const long B = x.cols();
   grad_result out;
@@ -207,8 +206,7 @@ grad_result continuous_hep<R, Net>::estimate(const Net& net, const matrix<R>& x,
   std::fill(grad.begin(), grad.end(), R(0));
   if (kept == 0) return out;
   parallel_slices(T, [&](int t) { model::finish(slices_[t].ref, net, slices_[t].acc, slices_[t].w, slices_[t].grad); });
-  for (int t = 0; t < T; ++t)
-    for (size_t i = 0; i < grad.size(); ++i) grad[i] += slices_[t].grad[i];
+  sum_slice_gradients(slices_, grad);
   return out;
 }
 

@@ -150,8 +150,7 @@ std::string generalized_ep<R>::name() const {
 template <class R>
 gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                                        std::span<R> grad) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  check_grad_size(net, grad, "generalized EP");
   if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
   const grad_result g = est_->estimate(net, x, y, grad);
   gep_result out;

@@ -22,13 +22,6 @@ std::string_view to_string(adjoint_solver s) {
 namespace {
 
 template <class R>
-void check_grad_size(const layered_network<R>& net, std::span<R> grad, const char* who) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("{}: gradient buffer has {} entries, the network {} parameters", who, grad.size(),
-                                  net.n_params()));
-}
-
-template <class R>
 R tol_of(const relax_options& opt) {
   return opt.tol > 0 ? R(opt.tol) : scalar_traits<R>::default_tol;
 }

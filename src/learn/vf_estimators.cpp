@@ -19,17 +19,9 @@ vf_eps_estimator<R>::vf_eps_estimator(relax_options free, double fail_residual, 
 }
 
 template <class R>
-void vf_eps_estimator<R>::mark_failed(const vf_state<R>& st, std::vector<char>& failed) const {
-  const auto& res = st.residual();
-  for (long b = 0; b < res.size(); ++b)
-    if (!(double(res(b)) <= fail_residual_)) failed[b] = 1;  // NaN too
-}
-
-template <class R>
 grad_result vf_eps_estimator<R>::estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                                           std::span<R> grad) {
-  if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+  check_grad_size(net, grad, this->name().c_str());
   if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
   const int K = net.n_layers();
   const long B = x.cols();
@@ -47,7 +39,7 @@ grad_result vf_eps_estimator<R>::estimate(const vector_field_network<R>& net, co
     s.free.set_input(net, s.x, s.y);
     s.free_report = s.free.relax(R(0), free_);
     s.relax_steps = s.free_report.steps;
-    mark_failed(s.free, s.failed);
+    mark_failed_columns(s.free, fail_residual_, s.failed);
     error_vectors(s, net);
     // Non-finite error vectors or free states count as failures too.
     for (long b = 0; b < n[t]; ++b)
@@ -94,8 +86,7 @@ grad_result vf_eps_estimator<R>::estimate(const vector_field_network<R>& net, co
         s.grad.resize(grad.size());
         gep_assemble_gradient(net, s.free, s.eps, s.w, std::span<R>(s.grad));
       });
-      for (int t = 0; t < T; ++t)
-        for (size_t k = 0; k < grad.size(); ++k) grad[k] += slices_[t].grad[k];
+      sum_slice_gradients(slices_, grad);
     }
   }
   return out;
@@ -128,7 +119,7 @@ void forward_mode_ep<R>::error_vectors(slice& s, const vector_field_network<R>& 
   for (int i = 1; i <= K; ++i) s.v[i].setZero(net.size(i), B);
   for (long t = 0; t < nudged_.max_steps; ++t) s.aux.tangent_step(s.v);
   s.relax_steps += nudged_.max_steps;
-  this->mark_failed(s.aux, s.failed);
+  mark_failed_columns(s.aux, this->fail_residual(), s.failed);
   s.aux.activation_deriv(s.d);
   s.eps.assign(K + 1, matrix<R>());
   for (int i = 1; i <= K; ++i) s.eps[i] = -s.d[i].cwiseProduct(s.v[i]);

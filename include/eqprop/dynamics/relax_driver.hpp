@@ -14,6 +14,7 @@
 #include <exception>
 #include <limits>
 #include <numeric>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -286,6 +287,30 @@ void parallel_slices(int T, F&& f) {
   }
   for (auto& e : err)
     if (e) std::rethrow_exception(e);
+}
+
+/// grad = the sum of the slices' gradients slices[t].grad (each sized like grad), entry by
+/// entry in slice order, so the result does not depend on the split of the entries: each of
+/// the T threads sums one contiguous chunk of the parameters.
+template <class Slice, class R>
+void sum_slice_gradients(const std::vector<Slice>& slices, std::span<R> grad) {
+  const int T = static_cast<int>(slices.size());
+  const long P = static_cast<long>(grad.size());
+  parallel_slices(T, [&](int t) {
+    const long i0 = P * t / T, len = P * (t + 1) / T - i0;
+    Eigen::Map<vector<R>> g(grad.data() + i0, len);
+    g = Eigen::Map<const vector<R>>(slices[0].grad.data() + i0, len);
+    for (int u = 1; u < T; ++u) g += Eigen::Map<const vector<R>>(slices[size_t(u)].grad.data() + i0, len);
+  });
+}
+
+/// Flags (failed[b] = 1) the samples of st whose last relaxation failed: a residual above
+/// limit (NaN included) or a non-finite state. Flags already set stay set.
+template <class St>
+void mark_failed_columns(const St& st, double limit, std::vector<char>& failed) {
+  const auto& res = st.residual();
+  for (long b = 0; b < res.size(); ++b)
+    if (!(double(res(b)) <= limit) || (!failed[b] && !st.column_finite(b))) failed[b] = 1;
 }
 
 /// The report of one relaxation split over column slices of n[t] samples.

@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/model/layered_network.hpp"
@@ -38,6 +39,14 @@ struct grad_result {
   double grad_seconds = 0;            ///< wall time of dF/dtheta from the relaxed states (0 where not timed);
                                       ///< the phases' times are in free.seconds and points[k].seconds
 };
+
+/// Throws shape_error unless grad has one entry per parameter of net (any network kind).
+template <class Net, class R>
+void check_grad_size(const Net& net, std::span<R> grad, const char* who) {
+  if (static_cast<long>(grad.size()) != net.n_params())
+    throw shape_error(std::string(who) + ": gradient buffer has " + std::to_string(grad.size()) + " entries, the network " +
+                      std::to_string(net.n_params()) + " parameters");
+}
 
 /// Net: the network kind (layered_network<R>, vector_field_network<R>, graph_network<R>).
 template <class R, class Net = layered_network<R>>

@@ -51,9 +51,9 @@ class vf_eps_estimator : public grad_estimator<R, vector_field_network<R>> {
   /// The method: s.eps (sized K + 1, layers 1..K, n_i x batch) from the relaxed free state
   /// s.free; adds its steps to s.relax_steps and flags failed samples in s.failed.
   virtual void error_vectors(slice& s, const vector_field_network<R>& net) = 0;
-  /// Flags the samples of st whose residual is above fail_residual (or NaN).
-  void mark_failed(const vf_state<R>& st, std::vector<char>& failed) const;
   const relax_options& free_options() const { return free_; }
+  /// A sample whose residual is above this in any phase (or non-finite) is dropped.
+  double fail_residual() const { return fail_residual_; }
 
  private:
   relax_options free_;
