@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Learning curves of `eqprop gep train` runs: test accuracy, Jacobian symmetry index and
+"""Learning curves of `eqprop train` runs of vector_field configs: test accuracy, Jacobian symmetry index and
 per-layer cos(EP, RBP) against epochs, one line per run directory (its metrics.csv).
 
 usage: scripts/gep_curves.py OUT.png LABEL=RUN_DIR [LABEL=RUN_DIR ...]
@@ -34,7 +34,7 @@ def main():
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
     for label, d in runs:
         rows = load(d)
-        x, y = column(rows, "test_accuracy")
+        x, y = column(rows, "test_acc")
         axes[0].plot(x, [100 * v for v in y], marker="o", label=label)
         x, y = column(rows, "symmetry_index")
         axes[1].plot(x, y, marker="o", label=label)

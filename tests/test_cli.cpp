@@ -174,7 +174,13 @@ TEST(Cli, GepGradcheckAndConfigErrors) {
   r = run(common + "--run-dir " + (dir / "ok").string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("final test accuracy"), std::string::npos) << r.output;
+  // The alias says which `eqprop train` line it ran.
+  EXPECT_NE(r.output.find("note: this is `eqprop train --set model.kind=vector_field --set data.name=yin_yang"),
+            std::string::npos)
+      << r.output;
   EXPECT_TRUE(fs::exists(dir / "ok" / "metrics.csv"));
+  r = run("eval " + (dir / "ok").string());
+  ASSERT_EQ(r.status, 0) << r.output;
   r = run("gep diagnose " + (dir / "ok").string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("cos(EP error, RBP error)"), std::string::npos) << r.output;
@@ -184,9 +190,12 @@ TEST(Cli, GepGradcheckAndConfigErrors) {
   r = run(common + "--set network.topology=ring");
   EXPECT_EQ(r.status, 2) << r.output;
   EXPECT_NE(r.output.find("loop"), std::string::npos) << r.output;
-  r = run(common + "--set estimator.method=bptt");
+  r = run(common + "--set estimator.kind=bptt");
   EXPECT_EQ(r.status, 2) << r.output;
-  EXPECT_NE(r.output.find("rbp"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("implicit"), std::string::npos) << r.output;
+  r = run(common + "--set estimator.method=exact");
+  EXPECT_EQ(r.status, 2) << r.output;
+  EXPECT_NE(r.output.find("estimator.kind"), std::string::npos) << r.output;
 }
 
 TEST(Cli, TrainDataErrorsNameTheFile) {

@@ -15,7 +15,7 @@
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/learn/reference.hpp"
 #include "test_util.hpp"
-#include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 
 using namespace eqprop;
 
@@ -321,7 +321,7 @@ TEST(GeneralizedEp, NonConvergenceIsCountedNeverSilent) {
 }
 
 TEST(GeneralizedEp, ConfigErrors) {
-  config cfg(gep_schema());
+  config cfg(vector_field_schema());
   try {
     cfg.set_override("homeostasis.lamda=1");
     FAIL() << "unknown key accepted";
@@ -334,7 +334,8 @@ TEST(GeneralizedEp, ConfigErrors) {
   EXPECT_THROW(make_vf_spec(cfg, 784, 10).validate(), config_error);  // duplicate pair / feedback from input
   cfg.set_override("network.edges=[\"0>1\", \"1>2\", \"2>3\", \"fb:3>1\", \"fb:2>1\"]");
   EXPECT_EQ(vector_field_network<float>(make_vf_spec(cfg, 6, 3)).n_edges(), 5);
-  EXPECT_THROW(cfg.set_override("estimator.method=bptt"), config_error);
+  EXPECT_THROW(cfg.set_override("estimator.method=holomorphic"), config_error);  // renamed: estimator.kind
+  EXPECT_THROW(cfg.set_override("estimator.kind=bptt"), config_error);
 }
 
 // The relaxation driver serves the vector-field state too: stopping early with per-sample

@@ -24,7 +24,7 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/progress.hpp"
@@ -368,7 +368,7 @@ TEST(Config, SchemaRejectsMalformedAndConflictingKeys) {
 
 TEST(Config, RetiredActivationNamesAndKeysAreErrorsNamingTheNewOnes) {
   const auto npos = std::string::npos;
-  config ep(experiment_schema());
+  config ep(layered_schema());
   std::string e = error_message([&] { ep.set_override("network.activation=sigmoid"); });
   EXPECT_NE(e.find("activation 'sigmoid' was renamed: use 'hep_sigmoid' for logistic(4x-2)"), npos) << e;
   EXPECT_EQ(e.find("'logistic'"), npos) << e;  // the EP schema names what EP configs meant
@@ -390,7 +390,7 @@ TEST(Config, RetiredActivationNamesAndKeysAreErrorsNamingTheNewOnes) {
   gle.set_override("network.activation=clamp01");
   EXPECT_EQ(gle_spec_from_config(gle, 1, 10).layers[1].phi, activation_kind::clamp01);
 
-  config gep(gep_schema());
+  config gep(vector_field_schema());
   e = error_message([&] { gep.set_override("network.output=3"); });
   EXPECT_NE(e.find("config key `network.output` was renamed: use `network.output_size`"), npos) << e;
   e = error_message([&] { gep.set_override("network.activation=sigmoid"); });
@@ -400,15 +400,15 @@ TEST(Config, RetiredActivationNamesAndKeysAreErrorsNamingTheNewOnes) {
 }
 
 TEST(Config, SavedRunConfigsAreReadWithWhatOldNamesMeant) {
-  config ep(experiment_schema());
+  config ep(layered_schema());
   ep.load_saved_json({{"network", {{"activation", "sigmoid"}, {"output", "layer"}}}}, "ck");
   EXPECT_EQ(ep.get<std::string>("network.activation"), "hep_sigmoid");
   EXPECT_EQ(ep.get<std::string>("network.output"), "layer");
-  config ep2(experiment_schema());
+  config ep2(layered_schema());
   ep2.load_saved_json({{"network", {{"activation", "hard_sigmoid"}}}}, "ck");
   EXPECT_EQ(ep2.get<std::string>("network.activation"), "half_clamp01");
 
-  config gep(gep_schema());
+  config gep(vector_field_schema());
   gep.load_saved_json({{"network", {{"activation", "sigmoid"}, {"output", 7}}}}, "ck");
   EXPECT_EQ(gep.get<std::string>("network.activation"), "hep_sigmoid");
   EXPECT_EQ(gep.get<int>("network.output_size"), 7);

@@ -24,6 +24,7 @@ using eqprop::test::cli;
 using eqprop::test::error_of;
 using eqprop::test::run_cli;
 using eqprop::test::temp_dir;
+using eqprop::test::write_npy;
 
 namespace {
 
@@ -34,7 +35,7 @@ const std::vector<std::string> tiny_sets{"data.yin_yang_train=200", "data.yin_ya
                                          "optimizer.kind=adam",     "optimizer.lr=0.01",     "run.epochs=2"};
 
 config tiny_config(const std::vector<std::string>& extra = {}) {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   for (const auto& s : tiny_sets) cfg.set_override(s);
   for (const auto& s : extra) cfg.set_override(s);
   return cfg;
@@ -68,19 +69,6 @@ void expect_same_checkpoints(const fs::path& a, const fs::path& b) {
   }
 }
 
-// A .npy file (format 1.0, C order) of raw little-endian data.
-void write_npy(const fs::path& p, const std::string& descr, const std::string& shape, const void* data, size_t bytes) {
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shape + ", }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  std::ofstream f(p, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  const uint16_t n = uint16_t(header.size());
-  f.write(reinterpret_cast<const char*>(&n), 2);
-  f << header;
-  f.write(static_cast<const char*>(data), std::streamsize(bytes));
-}
-
 // A 'npy' data set in dir: 4 inputs, 3 classes, n_train / n_test samples (labels shifted
 // by `shift` to make another data set of the same shape).
 void write_npy_dataset(const fs::path& dir, long n_train, long n_test, int shift = 0) {
@@ -92,8 +80,8 @@ void write_npy_dataset(const fs::path& dir, long n_train, long n_test, int shift
       y[size_t(i)] = (i + shift) % 3;
       for (int j = 0; j < 4; ++j) x[size_t(i * 4 + j)] = float((i * 7 + j * 3) % 11) / 11.f + 0.3f * float(y[size_t(i)] == j);
     }
-    write_npy(dir / (std::string("x_") + stem + ".npy"), "<f4", "(" + std::to_string(n) + ", 4)", x.data(), x.size() * 4);
-    write_npy(dir / (std::string("y_") + stem + ".npy"), "<i8", "(" + std::to_string(n) + ",)", y.data(), y.size() * 8);
+    write_npy(dir / (std::string("x_") + stem + ".npy"), "<f4", {n, 4}, x.data(), x.size() * 4);
+    write_npy(dir / (std::string("y_") + stem + ".npy"), "<i8", {n}, y.data(), y.size() * 8);
   }
 }
 

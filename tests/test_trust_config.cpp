@@ -19,7 +19,7 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 
 #include "test_util.hpp"
@@ -35,7 +35,7 @@ struct named_schema {
 };
 
 std::vector<named_schema> all_schemas() {
-  return {{"experiment", experiment_schema()}, {"gep", gep_schema()}, {"gle", gle_train_schema()}};
+  return {{"experiment", layered_schema()}, {"gep", vector_field_schema()}, {"gle", gle_train_schema()}};
 }
 
 bool is_int_key(const config_value& v) { return v.index() == 1 || v.index() == 4; }
@@ -169,7 +169,7 @@ TEST(TrustConfig, EveryNumericKeyHasARangeAndEveryDocIsGenerated) {
       }
     }
   }
-  config e(experiment_schema());
+  config e(layered_schema());
   EXPECT_NE(e.to_toml().find("# allowed: a float in (0, 2)\nomega = 1.0"), std::string::npos);
 }
 
@@ -210,7 +210,7 @@ TEST(TrustConfig, EveryKeyRefusesEveryOutOfRangeValueOnEveryPath) {
 }
 
 TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   auto msg_of = [](auto&& f) -> std::string {
     try {
       f();
@@ -260,7 +260,7 @@ TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
 }
 
 TEST(TrustConfig, SavedRunConfigsAreCheckedToo) {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   nlohmann::json j = cfg.to_json();
   j["run"]["batch"] = 0;
   try {
@@ -277,9 +277,9 @@ TEST(TrustConfig, SavedRunConfigsAreCheckedToo) {
 }
 
 TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {
-  config run(experiment_schema());
+  config run(layered_schema());
   run.set_override("run.epochs=3");
-  config req(experiment_schema());
+  config req(layered_schema());
   req.set_override("run.epochs=5");
   req.set_override("optimizer.lr=0.05");
   req.set_override("run.seed=0");        // equal to the run's: not a change
@@ -290,7 +290,7 @@ TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {
   EXPECT_EQ(lines[1], "run.epochs: 3 -> 5 (override `run.epochs=5`)");
   EXPECT_EQ(run.get<int>("run.epochs"), 5);
 
-  config bad(experiment_schema());
+  config bad(layered_schema());
   bad.set_override("run.epochs=9");
   bad.set_override("network.hidden=64");
   bad.set_override("data.name=mnist");

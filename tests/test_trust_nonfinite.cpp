@@ -25,6 +25,7 @@ namespace fs = std::filesystem;
 using eqprop::test::cli;
 using eqprop::test::run_cli;
 using eqprop::test::temp_dir;
+using eqprop::test::write_npy;
 
 namespace {
 
@@ -32,23 +33,6 @@ namespace {
   if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set (run through ctest)"
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-// A .npy file (format 1.0, C order) of float32 (2-D) or int64 (1-D) data.
-void write_npy(const fs::path& p, const std::string& descr, const std::vector<long>& shape, const void* data,
-               std::size_t bytes) {
-  std::string dims;
-  for (long d : shape) dims += std::to_string(d) + ",";
-  if (shape.size() > 1) dims.pop_back();
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
-  std::ofstream f(p, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  const uint16_t len = uint16_t(header.size());
-  f.write(reinterpret_cast<const char*>(&len), 2);
-  f << header;
-  f.write(static_cast<const char*>(data), std::streamsize(bytes));
-}
 
 // An `npy` data set in dir: 4 inputs, 3 classes, n_train / n_test samples; test sample
 // `nan_test_sample` (if >= 0) has a NaN in feature 2.
@@ -71,7 +55,7 @@ void write_npy_dataset(const fs::path& dir, long n_train, long n_test, long nan_
 
 // A 1-epoch layered run on 300 Yin-Yang samples (200 test) in dir, trained in process.
 void train_tiny_layered(const fs::path& dir) {
-  eqprop::config cfg(eqprop::experiment_schema());
+  eqprop::config cfg(eqprop::layered_schema());
   for (const char* s : {"data.yin_yang_train=300", "data.yin_yang_test=200", "network.hidden=[10]", "run.epochs=1"})
     cfg.set_override(s);
   eqprop::train_options opt;
@@ -338,6 +322,7 @@ TEST(TrustNonFinite, NanDuringTrainingStopsAndKeepsAFiniteCheckpoint) {
   EXPECT_TRUE(contains(r.output, "diverged in epoch 2: 50 of 50 test samples gave non-finite outputs")) << r.output;
   EXPECT_TRUE(contains(r.output, "epoch 1)")) << r.output;
   const auto ck = eqprop::load_checkpoint(dir / "gep" / "checkpoint.eqck");
-  EXPECT_EQ(ck.meta.at("epochs_done").get<long>(), 1);
-  for (double v : ck.array("params").to_vector<double>()) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(ck.meta.at("epoch").get<long>(), 1);
+  for (float v : ck.array("params").to_vector<float>()) ASSERT_TRUE(std::isfinite(v));
+  EXPECT_EQ(eqprop::evaluate_checkpoint(dir / "gep", "").n_non_finite, 0);
 }

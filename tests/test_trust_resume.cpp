@@ -56,7 +56,7 @@ bool same_bits(std::span<const T> a, std::span<const T> b) {
 // Every buffer a network or an optimizer allocates for parameters, gradients and optimizer
 // state starts on a 64-byte boundary, whatever the heap did before.
 TEST(TrustResume, ParameterAndOptimizerBuffersAre64ByteAligned) {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   cfg.set_override("optimizer.kind=adam");
   const network_spec spec = make_network_spec(cfg, 4, 3);
   vf_spec vs;
@@ -86,7 +86,7 @@ TEST(TrustResume, ParameterAndOptimizerBuffersAre64ByteAligned) {
 // Three training steps (holomorphic EP, Adam) of the default Yin-Yang network give the same
 // bits whatever addresses the network's and the optimizer's buffers got.
 TEST(TrustResume, TrainingStepsAreBitIdenticalWhereverTheBuffersLie) {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   cfg.set_override("optimizer.kind=adam");
   cfg.set_override("optimizer.lr=0.01");
   const network_spec spec = make_network_spec(cfg, 4, 3);

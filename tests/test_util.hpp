@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <string>
 #include <vector>
@@ -27,6 +28,23 @@ inline void random_batch(rng_t& rng, long n_in, long batch, int n_classes, matri
   std::vector<int32_t> labels(batch);
   for (auto& l : labels) l = int32_t(random_index(rng, uint64_t(n_classes)));
   y = one_hot<double>(labels, n_classes);
+}
+
+/// A .npy file (format 1.0, C order) of raw little-endian data of the given shape.
+inline void write_npy(const std::filesystem::path& p, const std::string& descr, const std::vector<long>& shape, const void* data,
+               std::size_t bytes) {
+  std::string dims;
+  for (long d : shape) dims += std::to_string(d) + ",";
+  if (shape.size() > 1) dims.pop_back();
+  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
+  header += '\n';
+  std::ofstream f(p, std::ios::binary);
+  f.write("\x93NUMPY\x01\x00", 8);
+  const uint16_t len = uint16_t(header.size());
+  f.write(reinterpret_cast<const char*>(&len), 2);
+  f << header;
+  f.write(static_cast<const char*>(data), std::streamsize(bytes));
 }
 
 /// The eqprop command-line tool under test: $EQPROP_CLI (set by ctest), empty if unset.

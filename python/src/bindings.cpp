@@ -459,9 +459,35 @@ py::dict schema_keys(const config_schema& schema) {
   return d;
 }
 
+/// The model.kind that cfg_in and overrides (as load_py_config takes them) name; layered when none does.
+model_kind py_model_kind(const py::object& cfg_in, const py::object& overrides) {
+  std::optional<model_kind> kind;
+  auto from_dict = [&](const py::dict& d) {
+    if (d.contains("model.kind")) kind = parse_model_kind(py::str(d["model.kind"]).cast<std::string>());
+    if (d.contains("model") && py::isinstance<py::dict>(d["model"])) {
+      const auto m = d["model"].cast<py::dict>();
+      if (m.contains("kind")) kind = parse_model_kind(py::str(m["kind"]).cast<std::string>());
+    }
+  };
+  if (!cfg_in.is_none()) {
+    if (py::isinstance<py::dict>(cfg_in)) from_dict(cfg_in.cast<py::dict>());
+    else kind = model_kind_of({cfg_in.cast<std::filesystem::path>()}, {});
+  }
+  if (!overrides.is_none()) {
+    if (py::isinstance<py::dict>(overrides)) from_dict(overrides.cast<py::dict>());
+    else {
+      std::vector<std::string> sets;
+      for (auto s : overrides) sets.push_back(s.cast<std::string>());
+      for (const auto& s : sets)
+        if (s.rfind("model.kind", 0) == 0) kind = model_kind_of({}, sets);
+    }
+  }
+  return kind.value_or(model_kind::layered);
+}
+
 py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, py::object on_epoch, py::object data_dir,
                   py::object name, bool verbose, bool resume) {
-  config cfg(experiment_schema());
+  config cfg(training_schema(py_model_kind(cfg_in, overrides)));
   train_options opt;
   opt.name = "python";
   load_py_config(cfg, cfg_in, overrides);
@@ -474,8 +500,16 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
   if (resume) {
     // The run's saved config with config/overrides on top, as `eqprop train --resume`.
     if (opt.run_dir.empty()) throw config_error("resume=True needs run_dir");
-    config run_cfg(experiment_schema());
-    run_cfg.load_saved_json(load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config"), opt.run_dir.string());
+    const auto saved = load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config");
+    config run_cfg(training_schema(saved_model_kind(saved)));
+    run_cfg.load_saved_json(saved, opt.run_dir.string());
+    if (saved_model_kind(saved) != py_model_kind(cfg_in, overrides) && cfg.is_set_by_user("model.kind"))
+      throw config_error("model.kind cannot change when a run is resumed");
+    {  // the changes read with the run's schema
+      config req(run_cfg.schema());
+      load_py_config(req, cfg_in, overrides);
+      cfg = req;
+    }
     resume_changes = run_cfg.apply_resume_changes(cfg);
     cfg = run_cfg;
     if (!resume_changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
@@ -859,7 +893,8 @@ PYBIND11_MODULE(_core, m) {
         "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).\n"
         "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
         "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
-  m.def("config_keys", [] { return schema_keys(experiment_schema()); }, "Every config key: (default as TOML, description).");
+  m.def("config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
+        "kind"_a = "layered", "Every config key of a model.kind: (default as TOML, description).");
   m.def("load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
         const auto ck = load_checkpoint(file);

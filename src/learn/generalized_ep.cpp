@@ -46,7 +46,7 @@ void gep_options::validate() const {
     throw config_error("estimator.online_steps must be >= nudged_steps (at least one segment)");
   if (rbp_steps < 0) throw config_error("estimator.rbp_steps must be >= 0");
   if (!(fail_residual > 0)) throw config_error("estimator.fail_residual must be > 0");
-  if (!(tol > 0)) throw config_error("estimator.tol must be > 0");
+  if (!(tol > 0)) throw config_error("relax.tol must be > 0");
   if (!(homeo_lambda >= 0) || !std::isfinite(homeo_lambda))
     throw config_error(fmt::format("homeostasis.lambda must be >= 0, got {}", homeo_lambda));
   if (homeo_probes < 1) throw config_error(fmt::format("homeostasis.probes must be >= 1, got {}", homeo_probes));

@@ -74,17 +74,47 @@ void add_data_limit_keys(config_schema& s) {
   s.add("data.limit_test", int64_t(-1), limit, "use only the first N test samples (-1: all)");
 }
 
-const config_schema& experiment_schema() {
+void add_data_keys(config_schema& s, const char* default_name) {
+  // data.name is checked (with a suggestion, ignoring case and '-' vs '_') by load_dataset.
+  s.add("data.name", std::string(default_name), "dataset: yin_yang | mnist | fashion_mnist | kmnist | mnist1d | mnist1d_gle | cifar10 | cifar100 | imagenet32");
+  s.add("data.dir", std::string(""), "data directory (empty: --data-dir, then $EQPROP_DATA, then ./data)");
+  add_data_limit_keys(s);
+  s.add("data.yin_yang_train", int64_t(5000), cc::closed(1, lim::samples), "Yin-Yang training samples");
+  s.add("data.yin_yang_test", int64_t(1000), cc::closed(1, lim::samples), "Yin-Yang test samples");
+  add_image_data_keys(s);
+}
+
+void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch) {
+  s.add("run.epochs", int64_t(epochs), cc::closed(1, lim::epochs), "epochs");
+  s.add("run.batch", int64_t(batch), batch_size, "mini-batch size");
+  s.add("run.eval_batch", int64_t(eval_batch), batch_size, "batch size for evaluation");
+  s.add("run.seed", int64_t(0), seed, "seed of weights, data order, augmentation, noise and probes");
+  s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
+  s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs), "write a checkpoint every N epochs (and at the end)");
+  s.add("run.checkpoint_every_batches", int64_t(0), cc::closed(0, 1e9),
+        "also write a checkpoint every N batches within an epoch (0: only at epoch ends); resuming from one is exact");
+  s.add("run.max_failed_fraction", 0.5, fraction, "stop as diverged when more than this fraction of a batch fails to converge");
+}
+
+void add_model_kind_key(config_schema& s, model_kind k) {
+  s.add("model.kind", std::string(to_string(k)), cc::one_of(model_kind_names()),
+        "the kind of network: layered (EP / hEP on MLPs and ConvNets) | vector_field (generalized EP without weight "
+        "symmetry); it picks the keys below");
+}
+
+std::vector<std::string> common_fixed_on_resume() {
+  // Resuming: the checkpoint holds this network, trained on this data, with this
+  // optimizer's state and from this seed; everything else may change (docs/runs.md).
+  return {"model.kind", "data.name", "data.limit_train", "data.limit_test", "data.yin_yang_train", "data.yin_yang_test",
+          "data.normalize_mean", "data.normalize_std", "network.", "optimizer.kind", "run.seed", "run.dir"};
+}
+
+const config_schema& layered_schema() {
   static const config_schema schema = [] {
     config_schema s;
     using iv = std::vector<int64_t>;
-    // data.name is checked (with a suggestion, ignoring case and '-' vs '_') by load_dataset.
-    s.add("data.name", std::string("yin_yang"), "dataset: yin_yang | mnist | fashion_mnist | kmnist | mnist1d | mnist1d_gle | cifar10 | cifar100 | imagenet32");
-    s.add("data.dir", std::string(""), "data directory (empty: --data-dir, then $EQPROP_DATA, then ./data)");
-    add_data_limit_keys(s);
-    s.add("data.yin_yang_train", int64_t(5000), cc::closed(1, lim::samples), "Yin-Yang training samples");
-    s.add("data.yin_yang_test", int64_t(1000), cc::closed(1, lim::samples), "Yin-Yang test samples");
-    add_image_data_keys(s);
+    add_model_kind_key(s, model_kind::layered);
+    add_data_keys(s, "yin_yang");
 
     s.add("network.hidden", iv{120}, layer_sizes, "hidden layer sizes (the input size and the classes come from the data)");
     s.add("network.output", std::string("readout"), cc::one_of({"readout", "layer"}), "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
@@ -133,19 +163,8 @@ const config_schema& experiment_schema() {
 
     add_optimizer_keys(s, 0.1, "cosine");
 
-    s.add("run.epochs", int64_t(30), cc::closed(1, lim::epochs), "epochs");
-    s.add("run.batch", int64_t(20), batch_size, "mini-batch size");
-    s.add("run.eval_batch", int64_t(500), batch_size, "batch size for evaluation");
-    s.add("run.seed", int64_t(0), seed, "seed of weights, data order and augmentation");
-    s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
-    s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs), "write a checkpoint every N epochs (and at the end)");
-    s.add("run.checkpoint_every_batches", int64_t(0), cc::closed(0, 1e9),
-          "also write a checkpoint every N batches within an epoch (0: only at epoch ends); resuming from one is exact");
-    s.add("run.max_failed_fraction", 0.5, fraction, "stop as diverged when more than this fraction of a batch fails to converge");
-    // Resuming: the checkpoint holds this network, trained on this data, with this
-    // optimizer's state and from this seed; everything else may change (docs/runs.md).
-    s.fixed_on_resume({"data.name", "data.limit_train", "data.limit_test", "data.yin_yang_train", "data.yin_yang_test",
-                       "data.normalize_mean", "data.normalize_std", "network.", "optimizer.kind", "run.seed", "run.dir"});
+    add_run_keys(s, 30, 20, 500);
+    s.fixed_on_resume(common_fixed_on_resume());
     return s;
   }();
   return schema;

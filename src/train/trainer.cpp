@@ -26,6 +26,7 @@
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/progress.hpp"
 #include "eqprop/train/run_dir.hpp"
+#include "training_models.hpp"
 
 namespace eqprop {
 namespace fs = std::filesystem;
@@ -82,26 +83,16 @@ std::optional<data_record> saved_data_record(const checkpoint& ck, const fs::pat
   return data_record::from_json(ck.meta.at("data"), file.string());
 }
 
-// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-].
-std::string shell_quote(const std::string& s) {
-  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_./=+-", c);
-  });
-  if (plain) return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split. A sample
 // whose output scores or cost are NaN/Inf is counted in n_non_finite and as wrong (top-1 and
 // top-5); the loss is the mean over the finite samples only (NaN if there are none).
-template <class R>
-eval_result evaluate(const layered_network<R>& net, const dataset& d, const relax_options& ro, long batch) {
+template <class M>
+eval_result evaluate(const M& m, const dataset& d, long batch) {
+  using R = typename M::real_type;
   eval_result r;
   batch_iterator it(d, batch, 0, false, false);
   it.start_epoch(0);
-  relax_state<R> st;
+  typename M::state_type st;
   matrix<float> xf;
   std::vector<int32_t> labels;
   matrix<R> scores;
@@ -111,16 +102,17 @@ eval_result evaluate(const layered_network<R>& net, const dataset& d, const rela
   for (long i = 0; i < it.n_batches(); ++i) {
     it.fill(i, xf, labels);
     const matrix<R> x = xf.cast<R>();
-    const matrix<R> y = one_hot<R>(labels, net.spec().n_output());
-    st.set_input(net, x, y);
-    const auto rep = st.relax(net, R(0), ro);
+    const matrix<R> y = one_hot<R>(labels, m.n_outputs());
+    st.set_input(m.net, x, y);
+    const auto rep = st.relax(m.net, R(0), m.eval_relax);
     r.n_not_converged += rep.n_not_converged;
     res += rep.mean_residual * double(x.cols());
-    st.cost_per_sample(net, cost);
-    st.output_scores(net, scores);
+    st.cost_per_sample(m.net, cost);
+    st.output_scores(m.net, scores);
+    long bad = 0;
     for (long b = 0; b < scores.cols(); ++b) {
       if (!std::isfinite(double(cost(b))) || !scores.col(b).allFinite()) {
-        ++r.n_non_finite;
+        ++bad;
         continue;
       }
       loss += double(cost(b));
@@ -131,6 +123,8 @@ eval_result evaluate(const layered_network<R>& net, const dataset& d, const rela
       top1 += above == 0;
       top5 += above < 5;
     }
+    // Non-finite states make the outputs non-finite; the relaxation's own count is the floor.
+    r.n_non_finite += std::max<long>(bad, rep.n_non_finite);
     r.n += x.cols();
   }
   r.accuracy = double(top1) / double(r.n);
@@ -161,8 +155,9 @@ std::string non_default_summary(const config& cfg) {
   return parts.empty() ? std::string("(all defaults)") : fmt::format("{}", fmt::join(parts, " "));
 }
 
-template <class R>
+template <class M>
 train_result train_impl(const config& cfg, const train_options& topt) {
+  using R = typename M::real_type;
   std::ostream& out = topt.out ? *topt.out : std::cout;
   train_result result;
   // Run directory.
@@ -178,13 +173,12 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   }
   const auto loaded = load_data(cfg, topt.data_dir, true, topt.resume, recorded ? &*recorded : nullptr);
   const auto& split = loaded.split;
-  const auto spec = make_network_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape);
-  layered_network<R> net(spec);
-  auto est = make_estimator<R>(cfg);
-  const auto groups = param_group_names(spec);
+  M model(cfg, split.train.dim(), split.train.n_classes, split.train.shape);
+  auto& net = model.net;
+  auto est = model.estimator();
   optimizer_options oo = make_optimizer_options(cfg);
   oo.threads = cfg.get<int>("estimator.threads");
-  optimizer<R> opt(oo, net.layout(), static_cast<int>(groups.size()));
+  optimizer<R> opt(oo, net.layout(), model.n_groups());
   const auto sched = make_schedule_options(cfg);
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");
@@ -221,16 +215,17 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   out << build_info_line() << "\n";
   out << fmt::format("run {}  seed {}  {}\n", dir.string(), seed, scalar_traits<R>::name);
   out << fmt::format("config: {}\n", non_default_summary(cfg));
-  out << fmt::format("data {}: {} train, {} test, {} inputs, {} classes | network {} ({} parameters) | {}\n",
-                     split.train.name, split.train.size(), split.test.size(), split.train.dim(), split.train.n_classes,
-                     fmt::join(spec.sizes, "-"), net.n_params(), est->name());
+  out << fmt::format("data {}: {} train, {} test, {} inputs, {} classes | {} {} | {}\n", split.train.name,
+                     split.train.size(), split.test.size(), split.train.dim(), split.train.n_classes,
+                     cfg.get<std::string>("model.kind"), model.describe(), est->name());
   if (topt.resume)
     out << (start_batch > 0 ? fmt::format("resuming in epoch {} after batch {}\n", start_epoch + 1, start_batch)
                             : fmt::format("resuming after epoch {}\n", start_epoch));
   std::optional<stop_signal_guard> signals;
   if (topt.handle_signals) signals.emplace();
 
-  const relax_options eval_ro = relax_from_config(cfg, false);
+  const long eval_batch = cfg.get<long>("run.eval_batch");
+  model.set_diagnostic_batch(split.train);
   batch_iterator it(split.train, batch, seed, true, false);
   // --quiet: no status line and no periodic lines; the epoch lines still print.
   progress prog(out, !topt.quiet && topt.out == nullptr && progress::stdout_is_terminal(), 0.1,
@@ -260,6 +255,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     ck.meta["config"] = cfg.to_json();
     ck.meta["build"] = build_info_json();
     ck.meta["dtype"] = std::string(scalar_traits<R>::name);
+    ck.meta["n_input"] = split.train.dim();
+    ck.meta["n_classes"] = split.train.n_classes;
+    ck.meta["input_shape"] = split.train.shape;
     ck.arrays["params"] = checkpoint_array::from_vector(std::vector<R>(net.params().begin(), net.params().end()));
     ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
     ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
@@ -268,6 +266,27 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     last_good_at = checkpoint_position(epochs_done, batch);
   };
   long interrupt_countdown = topt.interrupt_after_batches;
+
+  if (M::log_initial && !topt.resume) {  // epoch 0: before training
+    const auto ev = evaluate(model, split.test, eval_batch);
+    nlohmann::ordered_json row;
+    row["epoch"] = 0;
+    row["test_loss"] = ev.loss;
+    row["test_acc"] = ev.accuracy;
+    row["test_top5"] = ev.top5;
+    row["test_non_finite"] = ev.n_non_finite;
+    if (ev.n_non_finite > 0) {
+      log.append(row);
+      result.diverged = true;
+      result.message = fmt::format("diverged at initialisation: {} of {} test samples gave non-finite outputs; "
+                                   "nothing was trained", ev.n_non_finite, ev.n);
+      return result;
+    }
+    model.diagnostics(row);
+    log.append(row);
+    if (topt.on_epoch) topt.on_epoch(row);
+    out << fmt::format("epoch 0: test loss {:.4f} acc {:.2f}%{}\n", ev.loss, 100 * ev.accuracy, model.epoch_note(row));
+  }
 
   for (long epoch = start_epoch; epoch < epochs; ++epoch) {
     it.start_epoch(epoch);
@@ -313,10 +332,10 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       it.fill(i, xf, labels);
       if (aug_pad > 0 || aug_flip) augment_batch(xf, split.train.shape, aug_pad, aug_flip, aug_rng);
       const matrix<R> x = xf.cast<R>();
-      const matrix<R> y = one_hot<R>(labels, spec.n_output());
+      const matrix<R> y = one_hot<R>(labels, model.n_outputs());
       auto g = est->estimate(net, x, y, grad);
       const long B = x.cols();
-      bool finite = std::isfinite(g.loss);
+      bool finite = g.n_dropped == B || std::isfinite(g.loss);
       for (R v : grad) finite = finite && std::isfinite(v);
       if (!finite || double(g.n_dropped) > max_failed * double(B)) {
         result.diverged = true;
@@ -328,7 +347,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       }
       lr_factor = sched.factor(epoch, i, nb, epochs);
       opt.step(net.params(), grad, lr_factor);
-      loss_sum += g.loss * double(B - g.n_dropped);
+      if (B > g.n_dropped) loss_sum += g.loss * double(B - g.n_dropped);
       for (long b = 0; b < B; ++b) correct += g.predictions[b] == labels[b];
       seen += B;
       failed += g.n_dropped;
@@ -346,7 +365,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       if (interrupt_countdown > 0 && --interrupt_countdown == 0) std::raise(SIGINT);
     }
     const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const auto ev = evaluate(net, split.test, eval_ro, cfg.get<long>("run.eval_batch"));
+    const auto ev = evaluate(model, split.test, eval_batch);
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::ordered_json row;
     row["epoch"] = epoch + 1;
@@ -363,8 +382,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     row["not_converged"] = not_conv;
     row["dropped"] = failed;
     row["relax_steps_per_batch"] = double(steps) / double(nb);
-    log.append(row);
     if (ev.n_non_finite > 0) {
+      log.append(row);
       // Not a good epoch: no checkpoint of it, and no accuracy of it is reported.
       result.diverged = true;
       result.message = fmt::format(
@@ -373,11 +392,14 @@ train_result train_impl(const config& cfg, const train_options& topt) {
           epoch + 1, ev.n_non_finite, ev.n, last_good());
       return result;
     }
+    model.diagnostics(row);
+    log.append(row);
     prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% top5 {:.2f}% | "
-                               "{:.1f}s, {:.0f} samples/s{}",
+                               "{:.1f}s, {:.0f} samples/s{}{}",
                                row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(), ev.loss,
                                100 * ev.accuracy, 100 * ev.top5, secs, row["samples_per_s"].get<double>(),
-                               failed ? fmt::format(", {} samples dropped", failed) : std::string()));
+                               failed ? fmt::format(", {} samples dropped", failed) : std::string(),
+                               model.epoch_note(row)));
     if (topt.on_epoch) topt.on_epoch(row);
     if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs) save(epoch + 1);
     result.epochs_done = epoch + 1;
@@ -387,7 +409,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     result.train_accuracy = row["train_acc"].get<double>();
   }
   if (start_epoch >= epochs) {
-    const auto ev = evaluate(net, split.test, eval_ro, cfg.get<long>("run.eval_batch"));
+    const auto ev = evaluate(model, split.test, eval_batch);
     if (ev.n_non_finite > 0) {
       result.diverged = true;
       result.message = fmt::format("the checkpoint of epoch {} gives non-finite outputs for {} of {} test samples",
@@ -404,37 +426,54 @@ train_result train_impl(const config& cfg, const train_options& topt) {
 
 }  // namespace
 
+namespace {
+// f(M{}) with M the model class of the config's kind and dtype.
+template <class F>
+auto with_model(const config& cfg, F&& f) {
+  const bool f64 = cfg.get<std::string>("network.dtype") == "float64";
+  switch (parse_model_kind(cfg.get<std::string>("model.kind"))) {
+    case model_kind::layered:
+      return f64 ? f(std::type_identity<detail::layered_model<double>>{}) : f(std::type_identity<detail::layered_model<float>>{});
+    case model_kind::vector_field:
+      return f64 ? f(std::type_identity<detail::vector_field_model<double>>{})
+                 : f(std::type_identity<detail::vector_field_model<float>>{});
+  }
+  throw config_error("unknown model.kind");
+}
+
+}  // namespace
+
 train_result train(const config& cfg, const train_options& opt) {
-  const auto dtype = cfg.get<std::string>("network.dtype");
-  if (dtype == "float32") return train_impl<float>(cfg, opt);
-  if (dtype == "float64") return train_impl<double>(cfg, opt);
-  throw config_error(fmt::format("network.dtype must be float32 or float64, got '{}'", dtype));
+  return with_model(cfg, [&]<class M>(std::type_identity<M>) { return train_impl<M>(cfg, opt); });
 }
 
 namespace {
-template <class R>
+template <class M>
 eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir,
                           const data_record* recorded) {
+  using R = typename M::real_type;
   const auto loaded = load_data(cfg, data_dir, false, true, recorded);
   const auto& split = loaded.split;
-  layered_network<R> net(make_network_spec(cfg, split.test.dim(), split.test.n_classes, split.test.shape));
+  M model(cfg, split.test.dim(), split.test.n_classes, split.test.shape);
   const auto p = ck.array("params").to_vector<R>();
-  if (static_cast<long>(p.size()) != net.n_params())
-    throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(), net.n_params()));
-  std::copy(p.begin(), p.end(), net.params().begin());
-  return evaluate(net, split.test, relax_from_config(cfg, false), cfg.get<long>("run.eval_batch"));
+  if (static_cast<long>(p.size()) != model.net.n_params())
+    throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
+                                 model.net.n_params()));
+  std::copy(p.begin(), p.end(), model.net.params().begin());
+  return evaluate(model, split.test, cfg.get<long>("run.eval_batch"));
 }
 }  // namespace
 
 eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::string& data_dir) {
   const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
   const auto ck = load_checkpoint(file);
-  config cfg(experiment_schema());
+  if (!ck.meta.contains("config"))
+    throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
+  config cfg(training_schema(saved_model_kind(ck.meta.at("config"))));
   cfg.load_saved_json(ck.meta.at("config"), file.string());
   const auto recorded = saved_data_record(ck, file);
   const data_record* rec = recorded ? &*recorded : nullptr;
-  if (cfg.get<std::string>("network.dtype") == "float64") return evaluate_impl<double>(cfg, ck, file, data_dir, rec);
-  return evaluate_impl<float>(cfg, ck, file, data_dir, rec);
+  return with_model(cfg, [&]<class M>(std::type_identity<M>) { return evaluate_impl<M>(cfg, ck, file, data_dir, rec); });
 }
 
 }  // namespace eqprop

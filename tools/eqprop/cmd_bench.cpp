@@ -26,7 +26,7 @@
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/gep_trainer.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "study_util.hpp"
 
@@ -113,7 +113,7 @@ const std::vector<workload>& workloads() {
        "vector field 784-256-256-10 + readout, sigmoid(4x-2), independent feedback (90 deg), generalized hEP N 2 "
        "|beta| 0.2, T1 150, T2 20, batch 50, AdamW (configs/gep_fmnist_a90.toml)",
        "samples/s", 0,
-       {"network.hidden=[256,256]", "network.output_size=10", "network.angle=90.0", "estimator.method=\"cauchy\"",
+       {"network.hidden=[256,256]", "network.output_size=10", "network.angle=90.0", "estimator.kind=\"holomorphic\"",
         "estimator.n_points=2", "estimator.beta=0.2", "relax.free_steps=150", "relax.nudged_steps=20", "run.batch=50",
         "optimizer.kind=\"adamw\"", "optimizer.lr=1e-4", "optimizer.weight_decay=0.0"},
        4},
@@ -170,7 +170,7 @@ struct batch_feed {
 // consecutive MNIST training batches when `images` has them (else one random batch).
 nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, const std::vector<std::string>& sets,
                               const dataset& images) {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   for (const auto& o : w.overrides) cfg.set_override(o);
   cfg.set_override(fmt::format("estimator.threads={}", threads));
   for (const auto& o : sets) cfg.set_override(o);
@@ -247,11 +247,11 @@ nlohmann::ordered_json run_ep(const workload& w, double seconds, int threads, co
 // Of `sets`, the keys the generalized-EP schema knows apply.
 nlohmann::ordered_json run_gep(const workload& w, double seconds, int threads, const std::vector<std::string>& sets,
                                const dataset& images) {
-  config cfg(gep_schema());
+  config cfg(vector_field_schema());
   for (const auto& o : w.overrides) cfg.set_override(o);
   cfg.set_override(fmt::format("estimator.threads={}", threads));
   for (const auto& o : sets)
-    if (gep_schema().find(o.substr(0, o.find('='))) != nullptr) cfg.set_override(o);
+    if (vector_field_schema().find(o.substr(0, o.find('='))) != nullptr) cfg.set_override(o);
   const long n_in = 784, B = cfg.get<long>("run.batch");
   vector_field_network<float> net(make_vf_spec(cfg, int(n_in), 10));
   generalized_ep<float> est(make_gep_options(cfg));
@@ -436,7 +436,7 @@ void register_bench(CLI::App& app) {
     }
     for (const auto& o : sets) {  // a key no workload knows is a typo, not a no-op
       const std::string key = o.substr(0, o.find('='));
-      if (experiment_schema().find(key) == nullptr && gep_schema().find(key) == nullptr)
+      if (layered_schema().find(key) == nullptr && vector_field_schema().find(key) == nullptr)
         throw config_error(fmt::format("--set {}: no EP or generalized-EP config has the key '{}'", o, key));
     }
     std::vector<const workload*> todo;

@@ -17,8 +17,7 @@
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
-#include "eqprop/train/gep_trainer.hpp"
-#include "eqprop/train/progress.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -154,20 +153,23 @@ void register_gep(CLI::App& app) {
   static std::vector<std::string> dg_sets;
   auto* dg = gep->add_subcommand("diagnose", "Symmetry index, angle, per-layer cos(EP, RBP) of a trained run directory "
                                  "or of a config's network at initialisation");
-  dg->add_option("target", dg_target, "Run directory (written by `eqprop gep train --run-dir`) or config file")
+  dg->add_option("target", dg_target, "Run directory of a vector_field run (`eqprop train`), or config file")
       ->required()->check(CLI::ExistingPath);
   add_checked(dg, "--samples", dg_samples, "Training samples used", cc::closed(1, lim::samples));
   dg->add_option("--set,-s", dg_sets, "Override a config key (estimator settings of the comparison)");
   dg->add_option("--data-dir", dg_data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   dg->callback([] {
-    config cfg(gep_schema());
+    config cfg(vector_field_schema());
     vector_field_network<double> net;
     if (fs::is_directory(dg_target)) {
-      net = gep_load_network(dg_target, cfg);
+      net = load_vf_network(dg_target, cfg);
       for (const auto& s : dg_sets) cfg.set_override(s);
     } else {
-      cfg.load_toml_file(dg_target);
-      for (const auto& s : dg_sets) cfg.set_override(s);
+      std::vector<std::string> sets{"model.kind=vector_field"};
+      sets.insert(sets.end(), dg_sets.begin(), dg_sets.end());
+      cfg = load_training_config({dg_target}, sets);
+      if (cfg.get<std::string>("model.kind") != "vector_field")
+        throw config_error(fmt::format("{}: gep diagnose needs a vector_field config", dg_target));
     }
     const auto split = gep_load_data(cfg, dg_data_dir, dg_samples, 1);
     if (!fs::is_directory(dg_target))
@@ -196,60 +198,8 @@ void register_gep(CLI::App& app) {
                o.free_steps, nc, x.cols(), o.tol, cyc);
   });
 
-  // --- train
-  struct tr_args {
-    std::string config_file, data_dir, run_dir;
-    std::vector<std::string> sets;
-    long epochs = 0;
-    int64_t seed = 0;
-    bool quiet = false, print_config = false;
-  };
-  static tr_args t;
-  auto* tr = gep->add_subcommand("train", "Train a vector-field network with generalized EP (configs/gep_*.toml)");
-  tr->add_option("config", t.config_file, "Config (TOML); see configs/gep_fmnist_*.toml")->check(CLI::ExistingFile);
-  tr->add_option("--set,-s", t.sets, "Override a config key, e.g. --set homeostasis.lambda=1 (repeatable)");
-  static CLI::Option* epochs_opt =
-      add_checked(tr, "--epochs", t.epochs, trainer_help::epochs("run.epochs"), cc::closed(1, lim::epochs));
-  static CLI::Option* seed_opt = add_checked(tr, "--seed", t.seed, trainer_help::seed("run.seed"), cc::at_least(0));
-  tr->add_option("--data-dir", t.data_dir, trainer_help::data_dir);
-  tr->add_option("--run-dir", t.run_dir, "Write config.toml, metrics.jsonl/.csv and checkpoint.eqck here");
-  tr->add_flag("--quiet,-q", t.quiet, trainer_help::quiet);
-  tr->add_flag("--print-config", t.print_config, trainer_help::print_config);
-  tr->callback([] {
-    config cfg(gep_schema());
-    if (!t.config_file.empty()) cfg.load_toml_file(t.config_file);
-    for (const auto& s : t.sets) cfg.set_override(s);
-    if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(t.epochs), "--epochs");
-    if (seed_opt->count() > 0) cfg.set("run.seed", t.seed, "--seed");
-    if (t.print_config) {
-      fmt::print("{}", cfg.to_toml());
-      return;
-    }
-    gep_train_options opt;
-    opt.run_dir = t.run_dir;
-    opt.data_dir = t.data_dir;
-    // The epoch lines come from gep_train; the progress display (not with --quiet) from here.
-    progress prog(std::cout, !t.quiet && progress::stdout_is_terminal(), 0.1,
-                  t.quiet ? std::numeric_limits<double>::infinity() : 10.0);
-    const long epochs = cfg.get<long>("run.epochs");
-    opt.on_batch = [&](long epoch, long batch, long n_batches, double loss, double acc) {
-      if (batch == 1) prog.begin_epoch(epoch, epochs, n_batches);
-      prog.update(batch, [&] {
-        return progress::fields{{"loss", fmt::format("{:.4f}", loss)}, {"acc", fmt::format("{:.2f}%", 100 * acc)}};
-      });
-      if (batch == n_batches) prog.clear();  // the epoch line follows
-    };
-    const auto r = gep_train(cfg, opt);
-    prog.clear();
-    if (r.diverged) {
-      report_error(r.message);
-      set_exit_code(4);
-      return;
-    }
-    fmt::print("final test accuracy {:.2f}% (loss {:.4f}) after {} epochs; symmetry index {:.4f}; {} training samples "
-               "dropped, {} training free phases not converged\n",
-               100 * r.test_accuracy, r.test_loss, r.epochs_done, r.symmetry_index, r.n_dropped, r.n_free_not_converged);
-  });
+  add_train_alias(gep, "Train a vector-field network with generalized EP: `eqprop train --set model.kind=vector_field`",
+                  model_kind::vector_field);
 }
 
 }  // namespace eqprop::cli

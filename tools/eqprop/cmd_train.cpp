@@ -1,6 +1,8 @@
 // eqprop train / eval: run an experiment config (or the built-in Yin-Yang default).
 #include <cmath>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <iostream>
 #include <string>
 #include <vector>
@@ -14,34 +16,39 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/model_kind.hpp"
+#include "eqprop/train/run_dir.hpp"
 #include "eqprop/train/trainer.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
 
-void register_train(CLI::App& app) {
-  struct args {
-    std::string config_file, data_dir, run_dir, resume, estimator, dtype;
-    std::vector<std::string> sets;
-    long epochs = 0, kill_after = -1, interrupt_after = -1;
-    int64_t seed = 0;
-    bool quiet = false, print_config = false, overwrite = false;
-  };
-  static args a;
-  auto* cmd = app.add_subcommand("train", "Train a network from a config file (default: holomorphic EP on built-in Yin-Yang)");
-  cmd->add_option("config", a.config_file, "Experiment config (TOML); see configs/")->check(CLI::ExistingFile);
+namespace {
+
+// The flags of `eqprop train` (and of the kind aliases, which share them).
+struct train_args {
+  std::string config_file, data_dir, run_dir, resume, estimator, dtype;
+  std::vector<std::string> sets;
+  long epochs = 0, kill_after = -1, interrupt_after = -1;
+  int64_t seed = 0;
+  bool quiet = false, print_config = false, overwrite = false;
+  CLI::Option* epochs_opt = nullptr;
+  CLI::Option* seed_opt = nullptr;
+};
+
+void add_train_flags(CLI::App* cmd, train_args& a) {
+  cmd->add_option("config", a.config_file, "Training config (TOML); see configs/")->check(CLI::ExistingFile);
   cmd->add_option("--set,-s", a.sets, "Override a config key, e.g. --set optimizer.lr=0.05 (repeatable)");
-  cmd->add_option("--estimator", a.estimator, "Shortcut for estimator.kind: classic | symmetric | holomorphic | bptt | implicit");
-  static CLI::Option* epochs_opt = add_checked(cmd, "--epochs", a.epochs, trainer_help::epochs("run.epochs"),
-                                               config_constraint::closed(1, config_limits::epochs));
-  static CLI::Option* seed_opt =
-      add_checked(cmd, "--seed", a.seed, trainer_help::seed("run.seed"), config_constraint::at_least(0));
+  cmd->add_option("--estimator", a.estimator, "Shortcut for estimator.kind (its values depend on model.kind)");
+  a.epochs_opt = add_checked(cmd, "--epochs", a.epochs, trainer_help::epochs("run.epochs"),
+                             config_constraint::closed(1, config_limits::epochs));
+  a.seed_opt = add_checked(cmd, "--seed", a.seed, trainer_help::seed("run.seed"), config_constraint::at_least(0));
   cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
   cmd->add_option("--data-dir", a.data_dir, trainer_help::data_dir);
   cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
   cmd->add_option("--resume", a.resume,
                   "Continue the run in this directory from its last checkpoint; a config file, --set and the shortcuts "
-                  "change its config (changing the data, network.*, optimizer.kind or run.seed is refused)")
+                  "change its config (changing model.kind, the data, network.*, optimizer.kind or run.seed is refused)")
       ->check(CLI::ExistingDirectory);
   cmd->add_flag("--overwrite", a.overwrite,
                 "Replace the run in --run-dir if it exists (only a directory holding nothing but a run's files)");
@@ -53,63 +60,123 @@ void register_train(CLI::App& app) {
   add_checked(cmd, "--interrupt-after-batches", a.interrupt_after,
               "Testing aid: raise SIGINT in the process after this many batches", config_constraint::at_least(1))
       ->group("");
-  cmd->callback([] {
-    // The command line's settings: a config file, then --set, then the shortcuts.
-    config cfg(experiment_schema());
-    if (!a.config_file.empty()) cfg.load_toml_file(a.config_file);
-    for (const auto& s : a.sets) cfg.set_override(s);
+}
+
+// `eqprop train` with a's flags; `kind_set` ("model.kind=...") comes first among the
+// overrides when an alias runs it.
+void run_train(const train_args& a, const std::string& kind_set = {}) {
+  // The command line's settings: a config file, then --set, then the shortcuts.
+  std::vector<std::string> sets;
+  if (!kind_set.empty()) sets.push_back(kind_set);
+  sets.insert(sets.end(), a.sets.begin(), a.sets.end());
+  std::vector<fs::path> files;
+  if (!a.config_file.empty()) files.push_back(a.config_file);
+  train_options opt;
+  opt.data_dir = a.data_dir;
+  opt.quiet = a.quiet;
+  opt.kill_after_batches = a.kill_after;
+  opt.interrupt_after_batches = a.interrupt_after;
+  opt.overwrite = a.overwrite;
+  opt.handle_signals = true;
+  auto apply_shortcuts = [&](config& cfg) {
     if (!a.estimator.empty()) cfg.set("estimator.kind", a.estimator, "--estimator");
-    if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
-    if (seed_opt->count() > 0) cfg.set("run.seed", a.seed, "--seed");
+    if (a.epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(a.epochs), "--epochs");
+    if (a.seed_opt->count() > 0) cfg.set("run.seed", a.seed, "--seed");
     if (!a.dtype.empty()) cfg.set("network.dtype", a.dtype, "--dtype");
-    train_options opt;
-    opt.data_dir = a.data_dir;
-    opt.quiet = a.quiet;
-    opt.kill_after_batches = a.kill_after;
-    opt.interrupt_after_batches = a.interrupt_after;
-    opt.overwrite = a.overwrite;
-    opt.handle_signals = true;
-    if (!a.resume.empty()) {
-      if (!a.run_dir.empty())
-        throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
-                                       a.run_dir, a.resume));
-      if (a.overwrite) throw config_error(fmt::format("--overwrite with --resume {}: a resumed run keeps its work", a.resume));
-      // The run's saved config, with the command line's changes on top (keys that would not
-      // fit the checkpoint are refused); the changes go to the log and to config.toml.
-      const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
-      const auto ck = load_checkpoint(ck_file);
-      config run_cfg(experiment_schema());
-      run_cfg.load_saved_json(ck.meta.at("config"), ck_file.string());
-      const auto changes = run_cfg.apply_resume_changes(cfg);
-      cfg = run_cfg;
-      opt.run_dir = a.resume;
-      opt.resume = true;
-      if (!a.print_config) {
-        for (const auto& c : changes) fmt::print("resume: {}\n", c);
-        if (!changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
-      }
-    } else {
-      if (!a.config_file.empty()) opt.name = fs::path(a.config_file).stem().string();
-      opt.run_dir = a.run_dir;
+  };
+  std::optional<config> chosen;
+  if (!a.resume.empty()) {
+    if (!a.run_dir.empty())
+      throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
+                                     a.run_dir, a.resume));
+    if (a.overwrite) throw config_error(fmt::format("--overwrite with --resume {}: a resumed run keeps its work", a.resume));
+    // The run's saved config, with the command line's changes on top (keys that would not
+    // fit the checkpoint are refused); the changes go to the log and to config.toml.
+    const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
+    const auto ck = load_checkpoint(ck_file);
+    if (!ck.meta.contains("config"))
+      throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", ck_file.string()));
+    const model_kind kind = saved_model_kind(ck.meta.at("config"));
+    config run_cfg(training_schema(kind));
+    run_cfg.load_saved_json(ck.meta.at("config"), ck_file.string());
+    // The command line's changes, read with the run's schema (model.kind cannot change).
+    config requested(training_schema(kind));
+    for (const auto& f : files) requested.load_toml_file(f);
+    for (const auto& s : sets) requested.set_override(s);
+    apply_shortcuts(requested);
+    const auto changes = run_cfg.apply_resume_changes(requested);
+    chosen = run_cfg;
+    opt.run_dir = a.resume;
+    opt.resume = true;
+    if (!a.print_config) {
+      for (const auto& c : changes) fmt::print("resume: {}\n", c);
+      if (!changes.empty()) write_file_atomic(opt.run_dir / "config.toml", chosen->to_toml());
     }
-    if (a.print_config) {
-      fmt::print("{}", cfg.to_toml());
-      return;
-    }
-    const auto r = train(cfg, opt);
-    if (r.interrupted) {
-      fmt::print(stderr, "{}\n", r.message);
-      set_exit_code(130);
-      return;
-    }
-    if (r.diverged) {
-      report_error(r.message);
-      set_exit_code(4);
-      return;
-    }
-    fmt::print("final test accuracy: {:.2f}% (top-5 {:.2f}%), test loss {:.4f}, after {} epochs; run saved in {}\n",
-               100 * r.test_accuracy, 100 * r.test_top5, r.test_loss, r.epochs_done, r.run_dir.string());
+  } else {
+    chosen = load_training_config(files, sets);
+    apply_shortcuts(*chosen);
+    if (!a.config_file.empty()) opt.name = fs::path(a.config_file).stem().string();
+    opt.run_dir = a.run_dir;
+  }
+  const config& cfg = *chosen;
+  if (a.print_config) {
+    fmt::print("{}", cfg.to_toml());
+    return;
+  }
+  const auto r = train(cfg, opt);
+  if (r.interrupted) {
+    fmt::print(stderr, "{}\n", r.message);
+    set_exit_code(130);
+    return;
+  }
+  if (r.diverged) {
+    report_error(r.message);
+    set_exit_code(4);
+    return;
+  }
+  fmt::print("final test accuracy: {:.2f}% (top-5 {:.2f}%), test loss {:.4f}, after {} epochs; run saved in {}\n",
+             100 * r.test_accuracy, 100 * r.test_top5, r.test_loss, r.epochs_done, r.run_dir.string());
+}
+
+// The `eqprop train` line equivalent to an alias's flags (for the alias's notice).
+std::string equivalent_train_line(const train_args& a, const std::string& kind_set) {
+  std::string line = "eqprop train";
+  auto add = [&](const std::string& flag, const std::string& v) { line += " " + flag + " " + shell_quote(v); };
+  if (!a.config_file.empty()) line += " " + shell_quote(a.config_file);
+  if (a.resume.empty()) line += " --set " + shell_quote(kind_set);
+  for (const auto& s : a.sets) add("--set", s);
+  if (!a.estimator.empty()) add("--estimator", a.estimator);
+  if (a.epochs_opt->count() > 0) add("--epochs", std::to_string(a.epochs));
+  if (a.seed_opt->count() > 0) add("--seed", std::to_string(a.seed));
+  if (!a.dtype.empty()) add("--dtype", a.dtype);
+  if (!a.data_dir.empty()) add("--data-dir", a.data_dir);
+  if (!a.run_dir.empty()) add("--run-dir", a.run_dir);
+  if (!a.resume.empty()) add("--resume", a.resume);
+  if (a.overwrite) line += " --overwrite";
+  if (a.quiet) line += " -q";
+  if (a.print_config) line += " --print-config";
+  return line;
+}
+
+}  // namespace
+
+void add_train_alias(CLI::App* parent, const std::string& description, model_kind kind) {
+  auto a = std::make_shared<train_args>();
+  auto* cmd = parent->add_subcommand("train", description);
+  add_train_flags(cmd, *a);
+  cmd->callback([a, kind] {
+    const std::string kind_set = fmt::format("model.kind={}", to_string(kind));
+    fmt::print(stderr, "note: this is `{}`\n", equivalent_train_line(*a, kind_set));
+    run_train(*a, a->resume.empty() ? kind_set : std::string());
   });
+}
+
+void register_train(CLI::App& app) {
+  static train_args a;
+  auto* cmd = app.add_subcommand(
+      "train", "Train a network from a config file, any model.kind (default: holomorphic EP on built-in Yin-Yang)");
+  add_train_flags(cmd, a);
+  cmd->callback([] { run_train(a); });
 
   static std::string eval_target, eval_data_dir;
   auto* ev = app.add_subcommand("eval", "Evaluate a saved run or checkpoint on its test split");

@@ -4,6 +4,8 @@
 
 #include <CLI/CLI.hpp>
 
+#include "eqprop/train/model_kind.hpp"
+
 namespace eqprop::cli {
 void register_info(CLI::App& app);
 void register_gradcheck(CLI::App& app);
@@ -14,7 +16,10 @@ void register_sweep(CLI::App& app);  ///< sweep beta / periods / stability
 void register_deep(CLI::App& app);   ///< deep train / deep stability
 void register_gle(CLI::App& app);    ///< gle operator / lagline / lagnet / train
 void register_bench(CLI::App& app);  ///< bench
-void register_gep(CLI::App& app);    ///< gep gradcheck / diagnose / train
+void register_gep(CLI::App& app);    ///< gep gradcheck / diagnose, and the train alias
+/// `parent train`: `eqprop train` with `--set model.kind=<kind>` first among the overrides
+/// (and the same flags); it prints the equivalent `eqprop train` line on stderr.
+void add_train_alias(CLI::App* parent, const std::string& description, model_kind kind);
 /// Exit status set by the command that ran (0 unless it reported a failed check).
 int exit_code();
 void set_exit_code(int code);

@@ -101,6 +101,11 @@ class vf_state {
   /// compute the readout at the current activities.
   void cost_per_sample(const network&, vector<R>& out) { loss_per_sample(out); }
   std::vector<int32_t> predictions(const network&);
+  /// relax_state's output_scores: the readout's probabilities per sample (n_classes x B, real part).
+  void output_scores(const network&, matrix<R>& out) {
+    compute_readout();
+    out = probs_.real();
+  }
 
   /// The column_state interface of the relaxation driver.
   template <class F>

@@ -109,6 +109,8 @@ class generalized_ep {
   int n_slices() const;
   const gep_options& options() const { return opt_; }
   void reseed(uint64_t seed) { rng_.seed(seed); }
+  /// The generator of the homeostasis probes (a mid-epoch checkpoint saves its state).
+  rng_t& rng() { return rng_; }
 
  private:
   // The method's estimator and views of its column slices: free (or reference) states, error

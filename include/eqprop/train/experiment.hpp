@@ -12,11 +12,13 @@
 #include "eqprop/learn/estimator.hpp"
 #include "eqprop/model/activation.hpp"
 #include "eqprop/train/config.hpp"
+#include "eqprop/train/model_kind.hpp"
 #include "eqprop/train/optimizer.hpp"
 
 namespace eqprop {
 
-const config_schema& experiment_schema();
+/// The schema of model.kind = layered (training_schema(model_kind::layered)).
+const config_schema& layered_schema();
 
 /// The free (nudged = false) or nudged phase's relaxation from the relax.* keys (steps, tol,
 /// stop_early, freeze_converged, order); throws config_error for an unknown order.
@@ -27,7 +29,16 @@ network_spec make_network_spec(const config& cfg, int n_input, int n_classes, st
 /// The input and conv part of a network from the network.conv* keys: input_shape, conv,
 /// pool_temperature, pool_size and sizes = [C*H*W, conv outputs...] ([n_input] for an MLP).
 network_spec conv_spec_from_config(const config& cfg, int n_input, std::array<int, 3> input_shape);
-/// Schema keys shared by the training commands (experiment_schema, gep_schema).
+/// Schema keys every kind's training schema shares, with one meaning:
+/// model.kind (default k):
+void add_model_kind_key(config_schema& s, model_kind k);
+/// data.name (default default_name), data.dir, the limits, the Yin-Yang sizes and the image keys:
+void add_data_keys(config_schema& s, const char* default_name);
+/// run.epochs, batch, eval_batch (these defaults), seed, dir, checkpoint_every(_batches), max_failed_fraction:
+void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch);
+/// The keys (or "section.") a resumed run of any kind may not change.
+std::vector<std::string> common_fixed_on_resume();
+/// optimizer.* and schedule.*:
 void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule);
 void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
 void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip

@@ -71,4 +71,8 @@ class stop_signal_guard {
   static bool requested();
 };
 
+/// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-] (for the
+/// command lines the trainers print: "Resume with: eqprop train --resume DIR").
+std::string shell_quote(const std::string& s);
+
 }  // namespace eqprop
