@@ -6,6 +6,8 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cctype>
+#include <cstring>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -24,8 +26,6 @@ const std::vector<std::string>& run_file_names() {
   return names;
 }
 
-namespace {
-// A run file, or the temporary of an atomic write of one ("<run file>.tmp.<pid>").
 bool is_run_file(const std::string& name) {
   for (const auto& f : run_file_names()) {
     if (name == f) return true;
@@ -36,7 +36,16 @@ bool is_run_file(const std::string& name) {
   }
   return false;
 }
-}  // namespace
+
+std::string shell_quote(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_./=+-", c);
+  });
+  if (plain) return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
 
 void prepare_new_run_directory(const fs::path& dir, bool overwrite) {
   std::error_code ec;

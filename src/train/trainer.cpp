@@ -82,17 +82,6 @@ std::optional<data_record> saved_data_record(const checkpoint& ck, const fs::pat
   return data_record::from_json(ck.meta.at("data"), file.string());
 }
 
-// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-].
-std::string shell_quote(const std::string& s) {
-  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_./=+-", c);
-  });
-  if (plain) return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
-
 // Top-1/top-5 accuracy, loss and convergence of the free phase over a whole split. A sample
 // whose output scores or cost are NaN/Inf is counted in n_non_finite and as wrong (top-1 and
 // top-5); the loss is the mean over the finite samples only (NaN if there are none).

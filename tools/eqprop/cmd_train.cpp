@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "cmd_train_sweep.hpp"
 #include "commands.hpp"
 #include "flag_checks.hpp"
 #include "trainer_flags.hpp"
@@ -21,8 +22,8 @@ namespace fs = std::filesystem;
 
 void register_train(CLI::App& app) {
   struct args {
-    std::string config_file, data_dir, run_dir, resume, estimator, dtype;
-    std::vector<std::string> sets;
+    std::string config_file, data_dir, run_dir, resume, estimator, dtype, seeds;
+    std::vector<std::string> sets, grids;
     long epochs = 0, kill_after = -1, interrupt_after = -1;
     int64_t seed = 0;
     bool quiet = false, print_config = false, overwrite = false;
@@ -36,6 +37,10 @@ void register_train(CLI::App& app) {
                                                config_constraint::closed(1, config_limits::epochs));
   static CLI::Option* seed_opt =
       add_checked(cmd, "--seed", a.seed, trainer_help::seed("run.seed"), config_constraint::at_least(0));
+  cmd->add_option("--seeds", a.seeds,
+                  "Sweep: one run per seed, e.g. 0-4, 3 or 0,2,5 (each in DIR/[POINT/]seed-S; see docs/runs.md)");
+  cmd->add_option("--grid", a.grids,
+                  "Sweep: KEY=V1,V2,... runs every value (repeatable: every combination), each seed of --seeds");
   cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
   cmd->add_option("--data-dir", a.data_dir, trainer_help::data_dir);
   cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
@@ -69,6 +74,7 @@ void register_train(CLI::App& app) {
     opt.interrupt_after_batches = a.interrupt_after;
     opt.overwrite = a.overwrite;
     opt.handle_signals = true;
+    if (run_train_sweep({a.seeds, a.grids, a.config_file, a.run_dir, a.resume, a.print_config}, cfg, opt)) return;
     if (!a.resume.empty()) {
       if (!a.run_dir.empty())
         throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
