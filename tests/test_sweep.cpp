@@ -12,6 +12,7 @@
 
 #include <gtest/gtest.h>
 
+#include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
@@ -20,21 +21,11 @@
 
 namespace fs = std::filesystem;
 using namespace eqprop;
-using eqprop::test::cli;
-using eqprop::test::error_of;
-using eqprop::test::run_cli;
-using eqprop::test::temp_dir;
+using eqprop::test::cli, eqprop::test::error_of, eqprop::test::run_cli, eqprop::test::temp_dir;
 
 namespace {
 
 bool contains(const std::string& s, const std::string& part) { return s.find(part) != std::string::npos; }
-
-std::string read_text(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  std::stringstream ss;
-  ss << f.rdbuf();
-  return ss.str();
-}
 
 void write_text(const fs::path& p, const std::string& text) {
   fs::create_directories(p.parent_path());
@@ -233,7 +224,7 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
       dir;
   const auto first = run_cli(cmd);
   ASSERT_EQ(first.status, 0) << first.output;
-  const auto csv = read_text(fs::path(dir) / "summary.csv");
+  const auto csv = read_file(fs::path(dir) / "summary.csv");
   std::vector<std::string> lines;
   std::istringstream in(csv);
   for (std::string line; std::getline(in, line);) lines.push_back(line);
@@ -246,7 +237,7 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
   }
 
   const fs::path metrics = fs::path(dir) / "optimizer.lr=0.02" / "seed-1" / "metrics.jsonl";
-  const auto before = read_text(metrics);
+  const auto before = read_file(metrics);
   const auto when = fs::last_write_time(metrics);
   const auto again = run_cli(cmd);
   ASSERT_EQ(again.status, 0) << again.output;
@@ -255,9 +246,9 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
     ++skipped;
   EXPECT_EQ(skipped, 6) << again.output;
   EXPECT_FALSE(contains(again.output, "epoch 1/2")) << again.output;
-  EXPECT_EQ(read_text(metrics), before);
+  EXPECT_EQ(read_file(metrics), before);
   EXPECT_EQ(fs::last_write_time(metrics), when);
-  EXPECT_EQ(read_text(fs::path(dir) / "summary.csv"), csv);
+  EXPECT_EQ(read_file(fs::path(dir) / "summary.csv"), csv);
 }
 
 TEST(SweepCli, InterruptStopsTheSweepAndTheSameCommandContinues) {
@@ -281,7 +272,7 @@ TEST(SweepCli, InterruptStopsTheSweepAndTheSameCommandContinues) {
   const auto resumed = run_cli(args);
   ASSERT_EQ(resumed.status, 0) << resumed.output;
   EXPECT_TRUE(contains(resumed.output, "resuming")) << resumed.output;
-  EXPECT_TRUE(contains(read_text(fs::path(dir) / "summary.csv"), ",2,")) << read_text(fs::path(dir) / "summary.csv");
+  EXPECT_TRUE(contains(read_file(fs::path(dir) / "summary.csv"), ",2,")) << read_file(fs::path(dir) / "summary.csv");
 }
 
 TEST(SweepCli, BadGridValueLeavesNoDirectory) {

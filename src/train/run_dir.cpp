@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstring>
+#include <ctime>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -35,6 +36,15 @@ bool is_run_file(const std::string& name) {
       return true;
   }
   return false;
+}
+
+fs::path default_run_dir(const std::string& name) {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+  fs::path p = fs::path("runs") / fmt::format("{}-{}", name, buf);
+  for (int k = 2; fs::exists(p); ++k) p = fs::path("runs") / fmt::format("{}-{}-{}", name, buf, k);
+  return p;
 }
 
 std::string shell_quote(const std::string& s) {

@@ -17,13 +17,15 @@ void register_plot(CLI::App& app) {
   static std::string out, title;
   auto* cmd = app.add_subcommand("plot", "Plot learning curves of runs, or GLE traces, as a PNG");
   cmd->add_option("runs", runs,
-                  "Run directories (several are overlaid; runs named seed-<S> in one directory are drawn as one mean +- "
-                  "std band), a sweep directory of `eqprop train --seeds/--grid` (holding summary.csv), or GLE trace files written by `eqprop gle lagline --out` "
+                  "Run directories (several are overlaid; runs named seed-<S> in one directory are drawn as one "
+                  "mean +- std band), a sweep directory of `eqprop train --seeds/--grid` (holding summary.csv), or "
+                  "GLE trace files written by `eqprop gle lagline --out` "
                   "(lagline_*.csv) or `eqprop gle lagnet --out` (lagnet_traces.csv)")
       ->required()
       ->check(CLI::ExistingPath);
-  cmd->add_option("-o,--out", out, "Output PNG (default: RUN/curves.png for one run, SWEEP/summary.png for a sweep, ./curves.png "
-                 "for several)");
+  cmd->add_option("-o,--out", out,
+                  "Output PNG (default: RUN/curves.png for one run, SWEEP/summary.png for a sweep, ./curves.png for "
+                  "several)");
   cmd->add_option("--title", title, "Figure title");
   cmd->callback([] {
     // Draws with the script's `kind` and its arguments, adding -o and --title when given.

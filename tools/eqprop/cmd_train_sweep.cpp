@@ -2,7 +2,7 @@
 // and resuming unfinished ones, then writes the summary and its figure.
 #include "cmd_train_sweep.hpp"
 
-#include <ctime>
+#include <cstdio>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -23,17 +23,6 @@ namespace eqprop::cli {
 namespace fs = std::filesystem;
 
 namespace {
-
-// runs/<stem>-sweep-<time>, with -2, -3... when taken.
-fs::path default_sweep_dir(const std::string& config_file) {
-  const std::string stem = config_file.empty() ? "default" : fs::path(config_file).stem().string();
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
-  fs::path p = fs::path("runs") / fmt::format("{}-sweep-{}", stem, buf);
-  for (int k = 2; fs::exists(p); ++k) p = fs::path("runs") / fmt::format("{}-sweep-{}-{}", stem, buf, k);
-  return p;
-}
 
 // This process's command line, quoted for a shell, without the hidden testing flags and with
 // --run-dir DIR added when it was not given: the command that continues the sweep.
@@ -85,7 +74,8 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
   const auto seeds = args.seeds.empty() ? std::vector<uint64_t>{} : parse_seed_list(args.seeds);
   fs::path dir = args.run_dir;
   if (dir.empty()) dir = cfg.get<std::string>("run.dir");
-  if (dir.empty()) dir = default_sweep_dir(args.config_file);
+  if (dir.empty())
+    dir = default_run_dir((args.config_file.empty() ? "default" : fs::path(args.config_file).stem().string()) + "-sweep");
   auto plan = make_sweep_plan(cfg, std::move(axes), seeds, dir);
 
   long n_finished = 0, n_resume = 0;
@@ -121,6 +111,7 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
     }
     std::fflush(stdout);
     const auto res = train(r.cfg, o);
+    std::fflush(stdout);  // the run's lines before any message on stderr
     if (res.interrupted) {
       fmt::print(stderr,
                  "sweep interrupted in run {} of {} ({}, its checkpoint is written); continue the sweep (finished runs "

@@ -20,6 +20,10 @@ const std::vector<std::string>& run_file_names();
 /// (`<name>.tmp.<pid>`, pid in decimal digits).
 bool is_run_file(const std::string& name);
 
+/// A new run directory's default: runs/<name>-<YYYYmmdd-HHMMSS> (local time), with -2, -3...
+/// appended while that path exists.
+std::filesystem::path default_run_dir(const std::string& name);
+
 /// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-] (or is
 /// empty), for the commands the trainers print ("Resume with: eqprop train --resume DIR").
 std::string shell_quote(const std::string& s);
