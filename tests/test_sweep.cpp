@@ -249,6 +249,15 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
   EXPECT_EQ(read_file(metrics), before);
   EXPECT_EQ(fs::last_write_time(metrics), when);
   EXPECT_EQ(read_file(fs::path(dir) / "summary.csv"), csv);
+
+  // Without a Python to draw with, the sweep still succeeds and says the figure was skipped.
+  const char* had = std::getenv("EQPROP_PYTHON");
+  const std::string saved = had ? had : "";
+  setenv("EQPROP_PYTHON", "/nonexistent/python3", 1);
+  const auto no_python = run_cli(cmd);
+  had ? setenv("EQPROP_PYTHON", saved.c_str(), 1) : unsetenv("EQPROP_PYTHON");
+  EXPECT_EQ(no_python.status, 0) << no_python.output;
+  EXPECT_TRUE(contains(no_python.output, "figure skipped")) << no_python.output;
 }
 
 TEST(SweepCli, InterruptStopsTheSweepAndTheSameCommandContinues) {

@@ -35,12 +35,9 @@ void write_text(const fs::path& path, const std::string& text) { write_file_atom
 bool plot_with_python(const std::vector<std::string>& args, bool optional_figure) {
   // A missing figure is a warning and exit status 2, or (optional_figure) a note only.
   auto failed = [&](const std::string& why) {
-    if (optional_figure) {
-      fmt::print(stderr, "eqprop: the figure was skipped: {} (needs python3 with matplotlib; set EQPROP_PYTHON)\n", why);
-    } else {
-      fmt::print(stderr, "eqprop: warning: {}\n", why);
-      set_exit_code(2);
-    }
+    fmt::print(stderr, "eqprop: {}{}; the data files are written\n", optional_figure ? "figure skipped: " : "warning: ",
+               why);
+    if (!optional_figure) set_exit_code(2);
     return false;
   };
   const char* py = std::getenv("EQPROP_PYTHON");
@@ -62,7 +59,7 @@ bool plot_with_python(const std::vector<std::string>& args, bool optional_figure
                               all[0], std::strerror(e)));
   waitpid(pid, &status, 0);
   if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-    return failed(fmt::format("the figure was not drawn ({} failed); the data files are written", all[0]));
+    return failed(fmt::format("the figure was not drawn ({} failed; it needs matplotlib)", all[0]));
   return true;
 }
 
