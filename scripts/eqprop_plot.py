@@ -2,6 +2,8 @@
 """Figures for eqprop: learning curves of runs and the gradient-study figures.
 
   eqprop_plot.py run RUN_DIR [RUN_DIR ...] [-o OUT.png] [--title T]
+                 (runs named seed-<S> that share a parent directory are drawn as one mean +- std band)
+  eqprop_plot.py sweep SWEEP_DIR [-o OUT.png]                 (`eqprop train --seeds/--grid`: bands per grid point)
   eqprop_plot.py sweep-beta sweep_beta.csv [-o OUT.png]        (cosine, rel. error vs |beta| per N)
   eqprop_plot.py sweep-periods sweep_periods.csv [-o OUT.png]  (continuous hEP: cosine vs periods per T2)
   eqprop_plot.py stability stability.csv [-o OUT.png]          (residual over the complex beta plane)
@@ -30,6 +32,7 @@ def main(argv):
     sub = ap.add_subparsers(dest="kind", required=True)
     r = sub.add_parser("run")
     r.add_argument("runs", nargs="+")
+    sub.add_parser("sweep").add_argument("dir")
     for k in ("sweep-beta", "sweep-periods", "stability", "gle-lagnet"):
         sub.add_parser(k).add_argument("csv")
     sub.add_parser("gle-lagline").add_argument("csvs", nargs="+")
@@ -39,6 +42,8 @@ def main(argv):
     a = ap.parse_args(argv)
     try:
         fig, out = _figure(a)
+    except ImportError as e:
+        raise SystemExit(f"eqprop_plot: {e} (the figures need matplotlib: apt-get install python3-matplotlib)")
     except (OSError, ValueError) as e:
         raise SystemExit(str(e))
     fig.savefig(out, dpi=110)
@@ -47,8 +52,12 @@ def main(argv):
 
 def _figure(a):
     if a.kind == "run":
-        fig = run_curves(a.runs, a.title)
+        groups = plots.group_seed_runs(a.runs)
+        fig = plots.seed_bands(groups, a.title) if groups else run_curves(a.runs, a.title)
         out = a.out or (os.path.join(a.runs[0], "curves.png") if len(a.runs) == 1 else "curves.png")
+    elif a.kind == "sweep":
+        fig = plots.sweep_runs(a.dir, a.title)
+        out = a.out or os.path.join(a.dir, "summary.png")
     elif a.kind == "gle-lagline":
         fig = plots.gle_lagline(a.csvs, a.title)
         out = a.out or os.path.join(os.path.dirname(a.csvs[0]), "lagline.png")

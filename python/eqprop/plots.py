@@ -2,6 +2,9 @@
 needed); save it with fig.savefig("out.png").
 
   run_curves(run_dirs)   loss, error and relaxation failures per epoch of eqprop runs
+  sweep_runs(sweep_dir)  test accuracy and loss per epoch of an `eqprop train --seeds/--grid`
+                         sweep: mean line and +- std band (sample std) per grid point
+  seed_bands(groups)     the same figure for any groups of runs [(label, [run_dir, ...]), ...]
   sweep_beta(data)       cosine / rel. error with the exact gradient vs |beta|, one curve per N
   sweep_periods(data)    continuous hEP: cosine vs periods, one curve per T2
   stability(data)        log10 residual of the nudged relaxation over the complex beta plane
@@ -90,6 +93,84 @@ def run_curves(run_dirs, title=None):
     ax[1].set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
     ax[2].set(xlabel="epoch", ylabel="samples per epoch", title="relaxation failures")
     return _finish(fig, ax, title)
+
+
+# Metrics column names for runs outside a sweep; a sweep's sweep.json names its own.
+DEFAULT_SWEEP_COLUMNS = {"epoch": "epoch", "test_acc": "test_acc", "test_loss": "test_loss"}
+
+
+def _mean_std(values):
+    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+    n = len(values)
+    mean = sum(values) / n
+    return mean, (math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0)
+
+
+def seed_bands(groups, title=None, columns=None):
+    """Test accuracy (%) and test loss per epoch: for each (label, [run_dir, ...]) in groups, the
+    mean over its runs as a line and mean +- sample std as a band (at each epoch, over the runs
+    that reached it)."""
+    plt = _plt()
+    cols = dict(DEFAULT_SWEEP_COLUMNS, **(columns or {}))
+    fig, ax = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for label, run_dirs in groups:
+        by_epoch = {}
+        for d in run_dirs:
+            path = os.path.join(d, "metrics.csv")
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"eqprop_plot: {path}: no such file (is {d} an eqprop run directory?)")
+            m = read_csv(path)
+            for key in cols.values():
+                if key not in m:
+                    raise ValueError(f"eqprop_plot: {path}: no column {key}")
+            for i, ep in enumerate(m[cols["epoch"]]):
+                if math.isnan(ep):
+                    continue
+                acc, loss = by_epoch.setdefault(ep, ([], []))
+                acc.append(100 * m[cols["test_acc"]][i])
+                loss.append(m[cols["test_loss"]][i])
+        if not by_epoch:
+            continue
+        eps = sorted(by_epoch)
+        for a, k in ((ax[0], 0), (ax[1], 1)):
+            stats = [_mean_std(by_epoch[e][k]) for e in eps]
+            mean = [s[0] for s in stats]
+            line, = a.plot(eps, mean, "-", label=f"{label} (n={len(run_dirs)})")
+            a.fill_between(eps, [mu - sd for mu, sd in stats], [mu + sd for mu, sd in stats], color=line.get_color(),
+                           alpha=0.2, lw=0)
+    ax[0].set(xlabel="epoch", ylabel="test accuracy (%)", title="test accuracy (mean +- std over seeds)")
+    ax[1].set(xlabel="epoch", ylabel="test loss", title="test loss (mean +- std over seeds)")
+    return _finish(fig, ax, title)
+
+
+def sweep_runs(sweep_dir, title=None):
+    """The figure of a sweep directory written by `eqprop train --seeds/--grid` (reads its
+    sweep.json): one band per grid point over its finished runs."""
+    import json
+    path = os.path.join(sweep_dir, "sweep.json")
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"eqprop_plot: {path}: no such file (is {sweep_dir} a sweep directory of "
+                                f"`eqprop train --seeds/--grid`?)")
+    with open(path) as f:
+        sweep = json.load(f)
+    groups = [(p["name"] or "all seeds", [os.path.join(sweep_dir, r) for r in p["runs"]]) for p in sweep["points"]]
+    return seed_bands([g for g in groups if g[1]], title or os.path.basename(os.path.normpath(sweep_dir)),
+                      sweep.get("columns"))
+
+
+def group_seed_runs(run_dirs):
+    """Groups run directories for seed_bands: runs named seed-<S> that share a parent directory
+    (one grid point of a sweep) form one group labelled by the parent; every other run is its own
+    group. Returns None when no two runs share a group (draw them with run_curves instead)."""
+    groups = {}
+    for d in run_dirs:
+        norm = os.path.normpath(d)
+        parent, base = os.path.split(norm)
+        key = parent if base.startswith("seed-") else norm
+        groups.setdefault(key, []).append(d)
+    if all(len(v) == 1 for v in groups.values()):
+        return None
+    return [(os.path.basename(k) or k, v) for k, v in groups.items()]
 
 
 def _two_panel_curves(m, group, x, left, right, label, axes, title):

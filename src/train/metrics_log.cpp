@@ -18,18 +18,6 @@ std::string dump(const nlohmann::ordered_json& j) {
   return j.dump(-1, ' ', false, nlohmann::ordered_json::error_handler_t::replace);
 }
 
-std::string csv_escape(const std::string& s) {
-  const bool quote = s.find_first_of(",\"\r\n") != std::string::npos ||
-                     (!s.empty() && (s.front() == ' ' || s.back() == ' '));
-  if (!quote) return s;
-  std::string out = "\"";
-  for (char c : s) {
-    if (c == '"') out += '"';
-    out += c;
-  }
-  return out + "\"";
-}
-
 std::string csv_cell(const nlohmann::ordered_json& v) {
   if (v.is_null()) return "";
   if (v.is_string()) return csv_escape(v.get<std::string>());
@@ -45,6 +33,18 @@ std::string csv_cell(const nlohmann::ordered_json& v) {
 
 }  // namespace
 
+std::string csv_escape(const std::string& s) {
+  const bool quote = s.find_first_of(",\"\r\n") != std::string::npos ||
+                     (!s.empty() && (s.front() == ' ' || s.back() == ' '));
+  if (!quote) return s;
+  std::string out = "\"";
+  for (char c : s) {
+    if (c == '"') out += '"';
+    out += c;
+  }
+  return out + "\"";
+}
+
 void create_run_directory(const std::filesystem::path& dir) {
   std::error_code ec;
   std::filesystem::create_directories(dir, ec);
@@ -52,37 +52,44 @@ void create_run_directory(const std::filesystem::path& dir) {
   if (ec) throw error(fmt::format("cannot create run directory `{}`: {}", dir.string(), ec.message()));
 }
 
+std::vector<nlohmann::ordered_json> read_metrics_rows(const std::filesystem::path& jsonl_path) {
+  std::vector<nlohmann::ordered_json> rows;
+  if (!std::filesystem::exists(jsonl_path)) return rows;
+  const std::string text = read_file(jsonl_path);
+  std::size_t start = 0;
+  long line_no = 0;
+  while (start < text.size()) {
+    const std::size_t nl = text.find('\n', start);
+    const bool last = nl == std::string::npos;
+    std::string_view line(text.data() + start, (last ? text.size() : nl) - start);
+    start = last ? text.size() : nl + 1;
+    ++line_no;
+    while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
+    if (line.empty()) continue;
+    nlohmann::ordered_json row;
+    bool ok = true;
+    try {
+      row = nlohmann::ordered_json::parse(line);
+    } catch (const nlohmann::ordered_json::exception&) {
+      ok = false;
+    }
+    const bool is_last_line = text.find_first_not_of(" \r\n", start) == std::string::npos;
+    if (!ok || !row.is_object()) {
+      if (is_last_line) break;  // a row cut short by a crash: drop it
+      throw data_error(fmt::format("{}:{}: corrupt metrics row", jsonl_path.string(), line_no));
+    }
+    rows.push_back(std::move(row));
+  }
+  return rows;
+}
+
 metrics_log::metrics_log(std::filesystem::path run_dir, bool resume)
     : jsonl_path_(run_dir / "metrics.jsonl"), csv_path_(run_dir / "metrics.csv") {
   create_run_directory(run_dir);
 
-  if (resume && std::filesystem::exists(jsonl_path_)) {
-    const std::string text = read_file(jsonl_path_);
-    std::size_t start = 0;
-    long line_no = 0;
-    while (start < text.size()) {
-      const std::size_t nl = text.find('\n', start);
-      const bool last = nl == std::string::npos;
-      std::string_view line(text.data() + start, (last ? text.size() : nl) - start);
-      start = last ? text.size() : nl + 1;
-      ++line_no;
-      while (!line.empty() && (line.back() == '\r' || line.back() == ' ')) line.remove_suffix(1);
-      if (line.empty()) continue;
-      nlohmann::ordered_json row;
-      bool ok = true;
-      try {
-        row = nlohmann::ordered_json::parse(line);
-      } catch (const nlohmann::ordered_json::exception&) {
-        ok = false;
-      }
-      const bool is_last_line = text.find_first_not_of(" \r\n", start) == std::string::npos;
-      if (!ok || !row.is_object()) {
-        if (is_last_line) break;  // a row cut short by a crash: drop it
-        throw data_error(fmt::format("{}:{}: corrupt metrics row", jsonl_path_.string(), line_no));
-      }
-      add_columns(row);
-      rows_.push_back(std::move(row));
-    }
+  if (resume) {
+    rows_ = read_metrics_rows(jsonl_path_);
+    for (const auto& row : rows_) add_columns(row);
   }
   rewrite_all();
 }

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <cctype>
 #include <cstring>
+#include <ctime>
 #include <system_error>
 
 #include <fmt/format.h>
@@ -26,8 +27,6 @@ const std::vector<std::string>& run_file_names() {
   return names;
 }
 
-namespace {
-// A run file, or the temporary of an atomic write of one ("<run file>.tmp.<pid>").
 bool is_run_file(const std::string& name) {
   for (const auto& f : run_file_names()) {
     if (name == f) return true;
@@ -38,7 +37,25 @@ bool is_run_file(const std::string& name) {
   }
   return false;
 }
-}  // namespace
+
+fs::path default_run_dir(const std::string& name) {
+  const std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
+  fs::path p = fs::path("runs") / fmt::format("{}-{}", name, buf);
+  for (int k = 2; fs::exists(p); ++k) p = fs::path("runs") / fmt::format("{}-{}-{}", name, buf, k);
+  return p;
+}
+
+std::string shell_quote(const std::string& s) {
+  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_./=+-", c);
+  });
+  if (plain) return s;
+  std::string q = "'";
+  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
+}
 
 void prepare_new_run_directory(const fs::path& dir, bool overwrite) {
   std::error_code ec;
@@ -164,15 +181,5 @@ stop_signal_guard::~stop_signal_guard() {
 }
 
 bool stop_signal_guard::requested() { return g_signals.load() > 0; }
-
-std::string shell_quote(const std::string& s) {
-  const bool plain = !s.empty() && std::all_of(s.begin(), s.end(), [](char c) {
-    return std::isalnum(static_cast<unsigned char>(c)) || std::strchr("_./=+-", c);
-  });
-  if (plain) return s;
-  std::string q = "'";
-  for (char c : s) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
-  return q + "'";
-}
 
 }  // namespace eqprop

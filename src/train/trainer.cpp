@@ -139,15 +139,6 @@ std::string checkpoint_position(long epochs_done, long batch) {
   return batch > 0 ? fmt::format("epoch {} after batch {}", epochs_done + 1, batch) : fmt::format("epoch {}", epochs_done);
 }
 
-fs::path default_run_dir(const std::string& name) {
-  const std::time_t t = std::time(nullptr);
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y%m%d-%H%M%S", std::localtime(&t));
-  fs::path p = fs::path("runs") / fmt::format("{}-{}", name, buf);
-  for (int k = 2; fs::exists(p); ++k) p = fs::path("runs") / fmt::format("{}-{}-{}", name, buf, k);
-  return p;
-}
-
 std::string non_default_summary(const config& cfg) {
   std::vector<std::string> parts;
   for (const auto& k : cfg.schema().keys())

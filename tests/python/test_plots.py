@@ -40,3 +40,45 @@ def test_cli_plot_and_sweep_still_work(cli, run_dir, tmp_path):
     assert (tmp_path / "sb" / "sweep_beta.png").stat().st_size > 0
     fig = eqprop.plots.sweep_beta(tmp_path / "sb" / "sweep_beta.csv")  # the CLI's CSV from Python
     assert isinstance(fig, Figure)
+
+
+def _fake_sweep(root):
+    """A sweep directory as `eqprop train --seeds 0,1 --grid optimizer.lr=0.01,0.02` writes it, with hand-written
+    metrics (2 epochs per run)."""
+    import json
+    points = []
+    for lr in ("0.01", "0.02"):
+        name = f"optimizer.lr={lr}"
+        for seed in (0, 1):
+            d = root / name / f"seed-{seed}"
+            d.mkdir(parents=True)
+            (d / "metrics.csv").write_text("epoch,train_loss,test_loss,test_acc,time_s\n"
+                                           f"1,0.5,0.5,{0.5 + seed / 10},1.0\n2,0.4,0.4,{0.6 + seed / 10},1.0\n")
+        points.append({"name": name, "values": {"optimizer.lr": lr}, "runs": [f"{name}/seed-0", f"{name}/seed-1"]})
+    (root / "sweep.json").write_text(json.dumps({
+        "axes": [{"key": "optimizer.lr", "values": ["0.01", "0.02"]}], "seeds": [0, 1],
+        "columns": {"epoch": "epoch", "test_acc": "test_acc", "test_loss": "test_loss", "time_s": "time_s"},
+        "points": points}))
+    (root / "summary.csv").write_text("point\n")
+    return root
+
+
+def test_sweep_bands(tmp_path):
+    root = _fake_sweep(tmp_path / "sweep")
+    fig = eqprop.plots.sweep_runs(root)
+    assert isinstance(fig, Figure)
+    acc = fig.axes[0]
+    assert [line.get_label() for line in acc.get_lines()] == ["optimizer.lr=0.01 (n=2)", "optimizer.lr=0.02 (n=2)"]
+    assert list(acc.get_lines()[0].get_ydata()) == pytest.approx([55.0, 65.0])  # mean over the two seeds, in %
+    assert len(acc.collections) == 2  # one band per point
+    runs = [root / "optimizer.lr=0.01" / "seed-0", root / "optimizer.lr=0.01" / "seed-1"]
+    assert [g[0] for g in eqprop.plots.group_seed_runs(runs)] == ["optimizer.lr=0.01"]
+    assert eqprop.plots.group_seed_runs([root / "a", root / "b"]) is None  # plain runs stay overlaid
+
+
+def test_cli_plot_of_a_sweep_directory(cli, tmp_path):
+    root = _fake_sweep(tmp_path / "sweep")
+    cli("plot", root)
+    assert (root / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    cli("plot", root / "optimizer.lr=0.01" / "seed-0", root / "optimizer.lr=0.01" / "seed-1", "-o", tmp_path / "b.png")
+    assert (tmp_path / "b.png").stat().st_size > 0

@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
+#include "cmd_train_sweep.hpp"
 #include "flag_checks.hpp"
 #include "trainer_flags.hpp"
 #include "eqprop/core/atomic_file.hpp"
@@ -27,8 +28,8 @@ namespace {
 
 // The flags of `eqprop train` (and of the kind aliases, which share them).
 struct train_args {
-  std::string config_file, data_dir, run_dir, resume, estimator, dtype;
-  std::vector<std::string> sets;
+  std::string config_file, data_dir, run_dir, resume, estimator, dtype, seeds;
+  std::vector<std::string> sets, grids;
   long epochs = 0, kill_after = -1, interrupt_after = -1;
   int64_t seed = 0;
   bool quiet = false, print_config = false, overwrite = false;
@@ -43,6 +44,10 @@ void add_train_flags(CLI::App* cmd, train_args& a) {
   a.epochs_opt = add_checked(cmd, "--epochs", a.epochs, trainer_help::epochs("run.epochs"),
                              config_constraint::closed(1, config_limits::epochs));
   a.seed_opt = add_checked(cmd, "--seed", a.seed, trainer_help::seed("run.seed"), config_constraint::at_least(0));
+  cmd->add_option("--seeds", a.seeds,
+                  "Sweep: one run per seed, e.g. 0-4, 3 or 0,2,5 (each in DIR/[POINT/]seed-S; see docs/runs.md)");
+  cmd->add_option("--grid", a.grids,
+                  "Sweep: KEY=V1,V2,... runs every value (repeatable: every combination), each seed of --seeds");
   cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
   cmd->add_option("--data-dir", a.data_dir, trainer_help::data_dir);
   cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
@@ -85,6 +90,12 @@ void run_train(const train_args& a, const std::string& kind_set = {}) {
     if (!a.dtype.empty()) cfg.set("network.dtype", a.dtype, "--dtype");
   };
   std::optional<config> chosen;
+  if (!a.seeds.empty() || !a.grids.empty()) {
+    config cfg = load_training_config(files, sets);
+    apply_shortcuts(cfg);
+    run_train_sweep({a.seeds, a.grids, a.config_file, a.run_dir, a.resume, a.print_config}, cfg, opt);  // refuses --resume
+    return;
+  }
   if (!a.resume.empty()) {
     if (!a.run_dir.empty())
       throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",

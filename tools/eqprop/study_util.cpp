@@ -32,26 +32,35 @@ fs::path plot_script() {
 
 void write_text(const fs::path& path, const std::string& text) { write_file_atomic(path, text); }
 
-void plot_with_python(const std::vector<std::string>& args) {
+bool plot_with_python(const std::vector<std::string>& args, bool optional_figure) {
+  // A missing figure is a warning and exit status 2, or (optional_figure) a note only.
+  auto failed = [&](const std::string& why) {
+    fmt::print(stderr, "eqprop: {}{}; the data files are written\n", optional_figure ? "figure skipped: " : "warning: ",
+               why);
+    if (!optional_figure) set_exit_code(2);
+    return false;
+  };
   const char* py = std::getenv("EQPROP_PYTHON");
-  std::vector<std::string> all{py && *py ? py : "/usr/bin/python3", plot_script().string()};
+  std::vector<std::string> all{py && *py ? py : "/usr/bin/python3"};
+  try {
+    all.push_back(plot_script().string());
+  } catch (const config_error& e) {
+    if (!optional_figure) throw;
+    return failed(e.what());
+  }
   all.insert(all.end(), args.begin(), args.end());
   std::vector<char*> argv;
   for (auto& a : all) argv.push_back(a.data());
   argv.push_back(nullptr);
   pid_t pid;
   int status = 0;
-  if (int e = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); e != 0) {
-    fmt::print(stderr, "eqprop: warning: cannot start {} for the figure: {} (set EQPROP_PYTHON to a python3 with matplotlib)\n",
-               all[0], std::strerror(e));
-    set_exit_code(2);
-    return;
-  }
+  if (int e = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); e != 0)
+    return failed(fmt::format("cannot start {} for the figure: {} (set EQPROP_PYTHON to a python3 with matplotlib)",
+                              all[0], std::strerror(e)));
   waitpid(pid, &status, 0);
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    fmt::print(stderr, "eqprop: warning: the figure was not drawn ({} failed); the data files are written\n", all[0]);
-    set_exit_code(2);
-  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+    return failed(fmt::format("the figure was not drawn ({} failed; it needs matplotlib)", all[0]));
+  return true;
 }
 
 }  // namespace eqprop::cli

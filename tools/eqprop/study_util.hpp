@@ -12,7 +12,9 @@ void write_text(const std::filesystem::path& path, const std::string& text);
 
 /// Runs `python3 scripts/eqprop_plot.py ARGS...` (python from $EQPROP_PYTHON, default
 /// /usr/bin/python3; script from $EQPROP_PLOT_SCRIPT, the source tree, or ../scripts next
-/// to the binary). A failure prints a warning and sets exit code 2; the data files stay.
-void plot_with_python(const std::vector<std::string>& args);
+/// to the binary). Returns true when it succeeded. A failure prints a warning and sets exit
+/// code 2, or with optional_figure prints that the figure was skipped and leaves the exit
+/// code alone; the data files stay either way.
+bool plot_with_python(const std::vector<std::string>& args, bool optional_figure = false);
 
 }  // namespace eqprop::cli

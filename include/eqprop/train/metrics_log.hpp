@@ -22,6 +22,15 @@ namespace eqprop {
 /// the directory and the reason.
 void create_run_directory(const std::filesystem::path& dir);
 
+/// One CSV cell holding `s` (RFC 4180): quoted when it holds a comma, a quote or a line
+/// break, or starts or ends with a space; quotes inside are doubled.
+std::string csv_escape(const std::string& s);
+
+/// The rows of a metrics.jsonl file, in order; a missing file has none. A last line cut
+/// short by a crash is dropped; any other line that is not a JSON object is a data_error
+/// naming the file and line. Reads only (metrics_log(dir, true) reads the same way).
+std::vector<nlohmann::ordered_json> read_metrics_rows(const std::filesystem::path& jsonl_path);
+
 class metrics_log {
  public:
   /// Opens the log in run_dir (created if needed). resume = false starts empty logs

@@ -16,6 +16,18 @@ namespace eqprop {
 /// metrics.jsonl, metrics.csv, checkpoint.eqck).
 const std::vector<std::string>& run_file_names();
 
+/// True for a run file name (run_file_names) or the temporary of an atomic write of one
+/// (`<name>.tmp.<pid>`, pid in decimal digits).
+bool is_run_file(const std::string& name);
+
+/// A new run directory's default: runs/<name>-<YYYYmmdd-HHMMSS> (local time), with -2, -3...
+/// appended while that path exists.
+std::filesystem::path default_run_dir(const std::string& name);
+
+/// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-] (or is
+/// empty), for the commands the trainers print ("Resume with: eqprop train --resume DIR").
+std::string shell_quote(const std::string& s);
+
 /// Prepares the directory of a new run. A missing or empty directory is created. A
 /// non-empty one is refused (config_error naming it and the ways out: --resume, --overwrite,
 /// another --run-dir) unless overwrite. With overwrite the directory must look like a run
@@ -70,9 +82,5 @@ class stop_signal_guard {
   /// True once a signal arrived since this guard was created.
   static bool requested();
 };
-
-/// `s` quoted for a POSIX shell when it holds anything but [A-Za-z0-9_./=+-] (for the
-/// command lines the trainers print: "Resume with: eqprop train --resume DIR").
-std::string shell_quote(const std::string& s);
 
 }  // namespace eqprop
