@@ -33,7 +33,7 @@ void write_text(const fs::path& p, const std::string& text) {
 }
 
 config base_config() {
-  config cfg(experiment_schema());
+  config cfg(layered_schema());
   cfg.set_override("run.epochs=2");
   return cfg;
 }
