@@ -437,4 +437,23 @@ eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::st
   return evaluate_impl<float>(cfg, ck, file, data_dir, rec);
 }
 
+saved_layered_run load_layered_run(const fs::path& run_or_checkpoint, const std::string& data_dir) {
+  const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
+  if (fs::is_directory(run_or_checkpoint) && !fs::exists(file))
+    throw data_error(fmt::format("{}: not a run directory: it holds no {}", run_or_checkpoint.string(), checkpoint_name));
+  if (!fs::exists(file)) throw data_error(fmt::format("{}: no such run directory or checkpoint file", file.string()));
+  auto ck = load_checkpoint(file);
+  if (ck.meta.contains("kind") && ck.meta.at("kind") != "layered")
+    throw data_error(fmt::format("{}: a checkpoint of kind {} (another trainer's, e.g. `eqprop gep train`), not a layered "
+                                 "network's (`eqprop train`)", file.string(), ck.meta.at("kind").dump()));
+  if (!ck.meta.contains("config")) throw data_error(fmt::format("{}: the checkpoint holds no run config", file.string()));
+  config cfg(experiment_schema());
+  cfg.load_saved_json(ck.meta.at("config"), file.string());
+  const auto recorded = saved_data_record(ck, file);
+  const auto loaded = load_data(cfg, data_dir, false, true, recorded ? &*recorded : nullptr);
+  const auto& test = loaded.split.test;
+  auto spec = make_network_spec(cfg, test.dim(), test.n_classes, test.shape);
+  return {file, std::move(ck), std::move(cfg), std::move(spec), test.shape};
+}
+
 }  // namespace eqprop
