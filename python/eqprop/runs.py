@@ -4,16 +4,14 @@ import pathlib
 
 from . import _core
 
-CHECKPOINT = "checkpoint.eqck"
-
-
 class Run:
     """A trained layered run (``eqprop train`` / ``eqprop.train``), as ``load_run`` returns it.
 
     Attributes: ``path`` (pathlib.Path of the run directory), ``network`` (the trained
     ``eqprop.Network``, built from the saved config by the trainer's own builder),
     ``config`` (the saved config, a dict of sections as in config.toml), ``metrics`` (one
-    dict per row of metrics.jsonl, in order; empty when the file is missing).
+    dict per row of metrics.jsonl, in order; empty when the file is missing), ``checkpoint``
+    (the checkpoint file read, str).
     """
 
     def __init__(self, path, data_dir=None):
@@ -24,6 +22,7 @@ class Run:
         self._data_dir = data_dir
         self.network = self._saved.network
         self.config = self._saved.config
+        self.checkpoint = self._saved.checkpoint
         self.metrics = _read_metrics(self.path / "metrics.jsonl")
 
     def predict(self, x):
@@ -42,7 +41,7 @@ class Run:
         """``eqprop.evaluate`` of this run on its test split: {accuracy, top5, loss, n, n_non_finite,
         n_not_converged, mean_residual}. data_dir None: the one given to load_run, else the run's
         own choice (the config's data.dir, else the directory the run recorded)."""
-        return _core.evaluate(self.path / CHECKPOINT, data_dir if data_dir is not None else self._data_dir)
+        return _core.evaluate(self._saved.checkpoint, data_dir if data_dir is not None else self._data_dir)
 
     def __repr__(self):
         return f"Run({str(self.path)!r}, network={self.network!r}, epochs={len(self.metrics)})"

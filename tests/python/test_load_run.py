@@ -94,7 +94,9 @@ def _with_kind(src, dst, kind):
 def test_a_checkpoint_of_another_trainer_is_refused(tmp_path, tiny_run):
     src = tiny_run[0] / "checkpoint.eqck"
     _with_kind(src, tmp_path / "layered.eqck", "layered")  # the rewrite itself keeps a readable checkpoint
-    assert eqprop.load_run(tmp_path / "layered.eqck").network.n_params == eqprop.load_run(src).network.n_params
+    copy = eqprop.load_run(tmp_path / "layered.eqck")
+    assert copy.network.n_params == eqprop.load_run(src).network.n_params
+    assert copy.evaluate()["accuracy"] == eqprop.evaluate(src)["accuracy"]  # evaluates the file it read
     _with_kind(src, tmp_path / "gep.eqck", "gep")
     with pytest.raises(eqprop.DataError, match='kind "gep"'):
         eqprop.load_run(tmp_path / "gep.eqck")
