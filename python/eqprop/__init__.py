@@ -12,6 +12,12 @@ command-line tool computes gives the same numbers here (same seeds, same code).
     ref, _ = eqprop.bptt_gradient(net, x, y, steps=100)
     eqprop.cosine(g, ref)
 
+A trained run: ``run = eqprop.load_run("runs/my-run")`` gives run.network, run.config,
+run.metrics, run.predict(x) and run.evaluate() (docs/python.md).
+
+Every public callable has a real signature (inspect.signature, help()); the compiled
+module's types are in eqprop/_core.pyi.
+
 Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline, gle_lagnet and
 gle_train run the `eqprop gle` experiments; eqprop.plots.gle_lagline / gle_lagnet draw them.
 """
@@ -24,6 +30,16 @@ from ._core import (  # noqa: F401
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
     load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
 )
+from .runs import Run, load_run  # noqa: F401
+
+__all__ = [
+    "__version__", "Error", "ConfigError", "ShapeError", "DataError", "ConvergenceError", "Network", "build_info",
+    "relax", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
+    "finite_difference_gradient", "complex_step_gradient", "relative_error", "cosine", "per_group_rel_error",
+    "per_group_cosine", "random_batch", "load_dataset", "dataset_names", "train", "config_keys", "load_checkpoint",
+    "evaluate", "load_run", "Run", "gle_operator", "gle_lagline", "gle_lagnet", "gle_train", "gle_config_keys",
+    "plots",
+]
 
 
 def estimate(net, x, y, kind="holomorphic", n_points=4, beta=0.1, free_steps=100, nudged_steps=100, tol=0.0,

@@ -21,6 +21,8 @@
 #include <optional>
 #include <iostream>
 #include <sstream>
+#include <tuple>
+#include <utility>
 #include <variant>
 
 #include <fmt/format.h>
@@ -51,6 +53,10 @@ PyObject* make_exception(py::module_& m, const char* name, py::object bases, con
   PyObject* e = PyErr_NewExceptionWithDoc((std::string("eqprop.") + name).c_str(), doc, bases.ptr(), nullptr);
   if (!e) throw py::error_already_set();
   m.add_object(name, py::handle(e));  // the module holds a reference; e is kept for the translator
+  // inspect.signature(eqprop.Error): raised with one positional message.
+  py::object inspect = py::module_::import("inspect"), param = inspect.attr("Parameter");
+  py::handle(e).attr("__signature__") =
+      inspect.attr("Signature")(py::make_tuple(param("message", param.attr("POSITIONAL_ONLY"))));
   return e;
 }
 
@@ -81,6 +87,58 @@ void register_exceptions(py::module_& m) {
       PyErr_SetString(exc_error, e.what());
     }
   });
+}
+
+// ---------------------------------------------------------------- signatures
+// inspect.signature and help() read a builtin's parameters from its __text_signature__,
+// which CPython takes from a docstring that starts "name(a, b=1)\n--\n\n". pybind11 2.10
+// writes its own first line instead ("name(a: int, b: int = 1) -> int", without the "--"
+// marker), and inspect.signature raises ValueError on every function of the module. So
+// PYBIND11_MODULE turns pybind11's line off (py::options) and def_fn writes CPython's line,
+// made from the same py::arg list that pybind11 binds: names and defaults have one source.
+// Defaults are written as their repr (numbers, strings, lists, None), which inspect parses.
+// A method's first parameter is a plain `self`, not CPython's `$self`: pybind11 binds
+// methods to a capsule, which inspect would strip as a bound `$self`, and then drop the
+// first real parameter of a bound method (net.block) as well.
+void add_param(std::string& s, const py::arg& a) { s += a.name; }
+void add_param(std::string& s, const py::arg_v& a) {
+  s += a.name;
+  s += '=';
+  s += a.value ? py::repr(a.value).cast<std::string>() : std::string("...");
+}
+/// "name(self, a, b=1)\n--\n\n", self "self" for a method and "" for a function.
+template <class... A>
+std::string text_signature(const char* name, const char* self, const A&... args) {
+  std::string s = std::string(name) + "(" + self;
+  ((s += s.back() == '(' ? "" : ", ", add_param(s, args)), ...);
+  return s + ")\n--\n\n";
+}
+/// Calls def(doc, args...) with doc = the text signature of name(self, args...) followed by
+/// the docstring, the last of `extra`; the others are py::arg / py::arg_v, in order.
+template <class Def, class... E>
+void def_with_signature(const char* name, const char* self, Def&& def, const E&... extra) {
+  constexpr std::size_t n = sizeof...(E) - 1;
+  static_assert(std::is_convertible_v<std::tuple_element_t<n, std::tuple<E...>>, const char*>,
+                "the last argument is the docstring");
+  const auto all = std::forward_as_tuple(extra...);
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    const std::string doc = text_signature(name, self, std::get<I>(all)...) + std::get<n>(all);
+    def(doc.c_str(), std::get<I>(all)...);  // pybind11 copies doc
+  }(std::make_index_sequence<n>{});
+}
+/// target.def(name, f, args..., doc) for a module's function or a class's method.
+template <class T, class F, class... E>
+void def_fn(T& target, const char* name, F&& f, const E&... extra) {
+  def_with_signature(name, std::is_same_v<T, py::module_> ? "" : "self", [&](const char* doc, const auto&... a) {
+    target.def(name, std::forward<F>(f), a..., doc);
+  }, extra...);
+}
+/// cls.def(init, args..., doc): a constructor, documented as __init__(self, args...).
+template <class C, class Init, class... E>
+void def_init(C& cls, Init&& init, const E&... extra) {
+  def_with_signature("__init__", "self", [&](const char* doc, const auto&... a) {
+    cls.def(std::forward<Init>(init), a..., doc);
+  }, extra...);
 }
 
 // ---------------------------------------------------------------- conversions
@@ -562,7 +620,7 @@ void check_arg(const char* name, double v, const config_constraint& allowed, boo
 }
 
 void register_gle(py::module_& m) {
-  m.def("gle_operator", [](double tau_m, double tau_r, double omega, double dt) {
+  def_fn(m, "gle_operator", [](double tau_m, double tau_r, double omega, double dt) {
         using cc = config_constraint;
         check_arg("tau_m", tau_m, cc::greater_than(0).at_most(1e6));
         check_arg("tau_r", tau_r, cc::greater_than(0).at_most(1e6));
@@ -576,7 +634,7 @@ void register_gle(py::module_& m) {
       }, "tau_m"_a = 1.0, "tau_r"_a = 0.2, "omega"_a = 2.0, "dt"_a = 1e-3,
       "(gain, phase) of one neuron's forward operator, GLE error neuron and adjoint on a sine of frequency omega;\n"
       "theory_H = (|H|, arg H) with H = (1 + i omega tau_r)/(1 + i omega tau_m).");
-  m.def("gle_lagline", [](const std::string& rule, double window, double t_train, double lr, uint64_t seed,
+  def_fn(m, "gle_lagline", [](const std::string& rule, double window, double t_train, double lr, uint64_t seed,
                           long record_every) {
         using cc = config_constraint;
         check_arg("window", window, cc::greater_than(0).at_most(1e4));
@@ -607,7 +665,7 @@ void register_gle(py::module_& m) {
       }, "rule"_a = "gle", "window"_a = 1.0, "t_train"_a = 4000.0, "lr"_a = 1e-4, "seed"_a = 1, "record_every"_a = 1000,
       "LagLine teacher-student chain (`eqprop gle lagline`): rule gle | bp | bptt | adjoint (window in time units).\n"
       "Returns the trace (t, loss, w1, w2, tau_m1, tau_m2 as arrays) and the final errors against the teacher.");
-  m.def("gle_lagnet", [](double window, bool train, uint64_t seed) {
+  def_fn(m, "gle_lagnet", [](double window, bool train, uint64_t seed) {
         lagnet_options o;
         check_arg("window", window, config_constraint::greater_than(o.t_tail).at_most(1e5));
         o.t_window = window;
@@ -635,7 +693,7 @@ void register_gle(py::module_& m) {
       }, "window"_a = 200.0, "train"_a = true, "seed"_a = 1,
       "LagNet 1-2-2-1 (`eqprop gle lagnet`): GLE errors e against the adjoint's lambda per hidden neuron (traces and\n"
       "per-frequency gain/phase of e/lambda), then GLE training of hid_1 towards the teacher's w[0][0] = -0.5.");
-  m.def("gle_train", [](py::object cfg_in, py::object overrides, py::object data_dir, py::object on_epoch) {
+  def_fn(m, "gle_train", [](py::object cfg_in, py::object overrides, py::object data_dir, py::object on_epoch) {
         config cfg(gle_train_schema());
         load_py_config(cfg, cfg_in, overrides);
         const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
@@ -664,44 +722,164 @@ void register_gle(py::module_& m) {
       }, "config"_a = py::none(), "overrides"_a = py::none(), "data_dir"_a = py::none(), "on_epoch"_a = py::none(),
       "`eqprop gle train` from Python (default: the 15k MNIST-1D network of configs/gle_mnist1d_15k.toml).\n"
       "Returns {'epochs': [per-epoch dicts], 'params': final float32 parameters}. Ctrl-C raises KeyboardInterrupt.");
-  m.def("gle_config_keys", [] { return schema_keys(gle_train_schema()); }, "Every `eqprop gle train` config key: (default as TOML, description).");
+  def_fn(m, "gle_config_keys", [] { return schema_keys(gle_train_schema()); }, "Every `eqprop gle train` config key: (default as TOML, description).");
+}
+
+// ---------------------------------------------------------------- saved runs
+/// A layered run read back (load_layered_run) for eqprop.load_run: its trained Network and
+/// what predict needs to score inputs as `eqprop eval` scores the test split.
+struct py_run {
+  py::object network;               ///< a Network holding the checkpoint's parameters
+  py::object config;                ///< the run's saved config (dict of sections)
+  std::string checkpoint_file;
+  std::array<int, 3> data_shape{};  ///< (C, H, W) of one sample: data.normalize_* apply per channel
+  std::vector<float> mean, std;     ///< data.normalize_mean / normalize_std (empty: none)
+  relax_options free;               ///< the free phase eqprop eval relaxes (relax_from_config)
+  long eval_batch = 1;              ///< eqprop eval relaxes the test split in batches of run.eval_batch
+};
+
+py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
+  const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
+  auto s = [&] {
+    py::gil_scoped_release nogil;
+    return load_layered_run(path, dd);
+  }();
+  py_run r;
+  const auto dtype = s.cfg.get<std::string>("network.dtype");
+  py_network net = dtype == "float64" ? py_network{layered_network<double>(s.spec)} : py_network{layered_network<float>(s.spec)};
+  std::visit([&](auto& n) {
+    using R = real_of<decltype(n)>;
+    const auto p = s.ck.array("params").template to_vector<R>();
+    if (static_cast<long>(p.size()) != n.n_params())
+      throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", s.checkpoint_file.string(),
+                                   p.size(), n.n_params()));
+    std::copy(p.begin(), p.end(), n.params().begin());
+  }, net.v);
+  r.network = py::cast(std::move(net));
+  r.config = json_to_py(s.cfg.to_json());
+  r.checkpoint_file = s.checkpoint_file.string();
+  r.data_shape = s.data_shape;
+  r.mean = s.cfg.get<std::vector<float>>("data.normalize_mean");
+  r.std = s.cfg.get<std::vector<float>>("data.normalize_std");
+  r.free = relax_from_config(s.cfg, false);
+  r.eval_batch = s.cfg.get<long>("run.eval_batch");
+  return r;
+}
+
+/// Class predictions for x as `eqprop eval` scores its test split: x converted to float32
+/// (the data pipeline's type) and normalised per channel as the trainer normalises data,
+/// then cast to the network's dtype and relaxed from h = 0 with beta = 0 in consecutive
+/// batches of run.eval_batch, with the run's relax settings; the class is the argmax of the
+/// output scores, ties to the lower index, -1 for a sample with a NaN/Inf score.
+template <class R>
+py::array predict_run(const py_run& r, const layered_network<R>& net, py::handle x) {
+  matrix<float> xf = to_batch<float>(x, net.spec().sizes[0], "x");
+  if (!r.mean.empty() || !r.std.empty()) {
+    dataset d;
+    d.name = "x";
+    d.x = std::move(xf);
+    d.shape = r.data_shape;
+    normalize_per_channel(d, r.mean, r.std);
+    xf = std::move(d.x);
+  }
+  std::vector<int64_t> pred(static_cast<std::size_t>(xf.cols()));
+  {
+    py::gil_scoped_release nogil;
+    relax_state<R> st;
+    matrix<R> scores;
+    for (long first = 0; first < xf.cols(); first += r.eval_batch) {
+      const long b = std::min(r.eval_batch, xf.cols() - first);
+      const matrix<R> xb = xf.middleCols(first, b).template cast<R>();
+      st.set_input(net, xb, matrix<R>(matrix<R>::Zero(net.spec().n_output(), b)));
+      st.relax(net, R(0), r.free);
+      st.output_scores(net, scores);
+      for (long j = 0; j < b; ++j) {
+        long best = 0;
+        for (long c = 1; c < scores.rows(); ++c)
+          if (scores(c, j) > scores(best, j)) best = c;
+        pred[static_cast<std::size_t>(first + j)] = scores.col(j).allFinite() ? best : -1;
+      }
+    }
+  }
+  return vec_to_numpy(pred);
+}
+
+void register_runs(py::module_& m) {
+  py::class_<py_run> cls(m, "_SavedRun", "A layered run read back by _load_run (eqprop.load_run wraps it).");
+  cls.def_readonly("network", &py_run::network, "The trained Network.")
+      .def_readonly("config", &py_run::config, "The run's saved config (dict of sections).")
+      .def_readonly("checkpoint", &py_run::checkpoint_file, "The checkpoint file read.");
+  def_fn(cls, "predict", [](const py_run& r, py::handle x) {
+        return std::visit([&](const auto& net) { return predict_run(r, net, x); }, r.network.cast<const py_network&>().v);
+      }, "x"_a,
+      "Class predictions (int64, (batch,)) for inputs x (batch, n_inputs) as `eqprop eval` scores its test split:\n"
+      "x as float32, normalised by data.normalize_mean/std, free phase with the run's relax.* settings in batches of\n"
+      "run.eval_batch; argmax of the output scores, ties to the lower index; -1 for a sample with NaN/Inf scores.");
+  def_fn(m, "_load_run", &load_run_py, "path"_a, "data_dir"_a = py::none(),
+         "Reads a layered run (directory or checkpoint file) into a _SavedRun; the data's test split gives the\n"
+         "network's input size and classes (data directory chosen and checked as by evaluate). DataError for a\n"
+         "path that is not a run or a checkpoint of another trainer.");
 }
 
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
+  // Docstrings carry CPython's text signature instead of pybind11's line (see def_fn).
+  py::options options;
+  options.disable_function_signatures();
   m.doc() = "eqprop: equilibrium propagation and holomorphic EP (C++ core)";
   m.attr("__version__") = eqprop::build::version;
   register_exceptions(m);
   register_gle(m);
-  m.def("build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
+  register_runs(m);
+  def_fn(m, "build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 
-  py::class_<py_network>(m, "Network", "A layered energy-based network (float32 or float64 parameters).")
-      .def(py::init(&make_network), "sizes"_a, "readout"_a = 0, "output"_a = "readout", "activation"_a = "hep_sigmoid",
-           "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64", "conv"_a = std::vector<int>{},
-           "input_shape"_a = py::none(), "conv_kernel"_a = std::vector<int>{3},
+  const char* net_doc =
+      "A layered energy-based network with float32 or float64 parameters.\n\n"
+      "sizes = [n_input, n_1, ..., n_K] (layer widths, units); readout = classes of the softmax readout\n"
+      "(output='readout'); output='layer' makes the last layer the output instead. activation: as the config\n"
+      "key network.activation (hep_sigmoid, holotanh, ...). init_scale 0: std 1/sqrt(fan_in); seed: the\n"
+      "initialisation's seed; dtype: 'float32' or 'float64'.\n"
+      "ConvNets: conv = channels per conv layer, input_shape = (C, H, W) of the planar input, conv_kernel /\n"
+      "conv_padding ('same'|'valid') / conv_pool ('softmax'|'max'|'avg'|'none') one value or one per layer;\n"
+      "sizes are then the dense layers after the convs (may be empty). feedforward=True: the BP twin.\n"
+      "ConfigError for an invalid value.";
+  py::class_<py_network> net_cls(m, "Network", net_doc);
+  def_init(net_cls, py::init(&make_network), "sizes"_a, "readout"_a = 0, "output"_a = "readout",
+           "activation"_a = "hep_sigmoid", "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64",
+           "conv"_a = std::vector<int>{}, "input_shape"_a = py::none(), "conv_kernel"_a = std::vector<int>{3},
            "conv_padding"_a = std::vector<std::string>{"same"}, "conv_pool"_a = std::vector<std::string>{"softmax"},
-           "pool_temperature"_a = 1.0, "feedforward"_a = false,
-           "sizes = [n_input, n_1, ..., n_K]; readout = classes of the softmax readout (output='readout');\n"
-           "output='layer' makes the last layer the output. init_scale 0: std 1/sqrt(fan_in).\n"
-           "ConvNets: conv = channels per conv layer, input_shape = (C, H, W) of the planar input, conv_kernel /\n"
-           "conv_padding ('same'|'valid') / conv_pool ('softmax'|'max'|'avg'|'none') one value or one per layer;\n"
-           "sizes are then the dense layers after the convs (may be empty). feedforward=True: the BP twin.")
+           "pool_temperature"_a = 1.0, "feedforward"_a = false, net_doc);
+  // inspect.signature(eqprop.Network): __init__'s signature without self.
+  {
+    py::object sig = py::module_::import("inspect").attr("signature")(net_cls.attr("__init__"));
+    py::list params(sig.attr("parameters").attr("values")());
+    params.attr("pop")(0);  // self
+    net_cls.attr("__signature__") = sig.attr("replace")("parameters"_a = params);
+  }
+  net_cls
       .def_property_readonly("conv", [](const py_network& n) {
             std::vector<int> c;
             for (const auto& l : n.spec().conv) c.push_back(l.channels);
             return c;
           }, "Channels of the conv layers (empty for an MLP).")
-      .def_property_readonly("feedforward", [](const py_network& n) { return n.spec().feedforward; })
-      .def_property_readonly("sizes", [](const py_network& n) { return n.spec().sizes; })
-      .def_property_readonly("readout", [](const py_network& n) { return n.spec().n_readout; })
-      .def_property_readonly("n_output", [](const py_network& n) { return n.spec().n_output(); })
-      .def_property_readonly("output", [](const py_network& n) { return std::string(to_string(n.spec().output)); })
-      .def_property_readonly("activation", [](const py_network& n) { return std::string(to_string(n.spec().activation)); })
-      .def_property_readonly("init_scale", [](const py_network& n) { return n.spec().init_scale; })
-      .def_property_readonly("seed", [](const py_network& n) { return n.spec().seed; })
-      .def_property_readonly("dtype", &py_network::dtype)
-      .def_property_readonly("n_params", &py_network::n_params)
+      .def_property_readonly("feedforward", [](const py_network& n) { return n.spec().feedforward; },
+                             "True for the feed-forward (backprop) twin.")
+      .def_property_readonly("sizes", [](const py_network& n) { return n.spec().sizes; },
+                             "Layer widths [n_input, n_1, ..., n_K] (a ConvNet's conv layers as C*H*W first).")
+      .def_property_readonly("readout", [](const py_network& n) { return n.spec().n_readout; },
+                             "Classes of the softmax readout (0 with output='layer').")
+      .def_property_readonly("n_output", [](const py_network& n) { return n.spec().n_output(); },
+                             "Width of the output: readout classes, or the last layer's width.")
+      .def_property_readonly("output", [](const py_network& n) { return std::string(to_string(n.spec().output)); },
+                             "'readout' or 'layer'.")
+      .def_property_readonly("activation", [](const py_network& n) { return std::string(to_string(n.spec().activation)); },
+                             "The activation's name.")
+      .def_property_readonly("init_scale", [](const py_network& n) { return n.spec().init_scale; },
+                             "The initialisation scale (0: 1/sqrt(fan_in)).")
+      .def_property_readonly("seed", [](const py_network& n) { return n.spec().seed; }, "The initialisation's seed.")
+      .def_property_readonly("dtype", &py_network::dtype, "'float32' or 'float64'.")
+      .def_property_readonly("n_params", &py_network::n_params, "Number of parameters (the length of params).")
       .def_property_readonly("groups", [](const py_network& n) { return param_group_names(n.spec()); },
                              "Parameter group names (layer0, ..., readout), the order of per-group comparisons.")
       .def_property_readonly("params", [](py::object self) {
@@ -714,19 +892,6 @@ PYBIND11_MODULE(_core, m) {
                                 "offset"_a = b.offset));
             return l;
           }, "The blocks of params: name, group, shape (rows, cols), offset.")
-      .def("block", [](py::object self, const std::string& name) {
-            for (const auto& b : self.cast<py_network&>().layout())
-              if (b.name == name) return param_view(self, b.offset, {b.rows, b.cols}, {1, b.rows});
-            throw config_error(fmt::format("no parameter block '{}' (W0, b0, ..., Wout, bout)", name));
-          }, "name"_a, "A writable zero-copy view of one block: W_j is (n_{j+1}, n_j), b_j is (n_{j+1}, 1).")
-      .def("params_address", [](py_network& n) { return reinterpret_cast<uintptr_t>(n.data()); },
-           "Address of the C++ parameter buffer (equals params.__array_interface__['data'][0]).")
-      .def("copy", [](const py_network& n) { return py_network{n.v}; }, "An independent copy.")
-      .def("astype", [](const py_network& n, const std::string& dtype) -> py_network {
-            if (dtype == "float32") return {std::visit([](auto& x) { return x.template cast<float>(); }, n.v)};
-            if (dtype == "float64") return {n.as_double()};
-            throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
-          }, "dtype"_a, "A copy with parameters converted to float32 or float64.")
       .def("__repr__", [](const py_network& n) {
         const auto& s = n.spec();
         std::string sz;
@@ -734,8 +899,21 @@ PYBIND11_MODULE(_core, m) {
         return fmt::format("Network(sizes=[{}], readout={}, output='{}', activation='{}', init_scale={}, seed={}, dtype='{}')",
                            sz, s.n_readout, to_string(s.output), to_string(s.activation), s.init_scale, s.seed, n.dtype());
       });
+  def_fn(net_cls, "block", [](py::object self, const std::string& name) {
+        for (const auto& b : self.cast<py_network&>().layout())
+          if (b.name == name) return param_view(self, b.offset, {b.rows, b.cols}, {1, b.rows});
+        throw config_error(fmt::format("no parameter block '{}' (W0, b0, ..., Wout, bout)", name));
+      }, "name"_a, "A writable zero-copy view of one block: W_j is (n_{j+1}, n_j), b_j is (n_{j+1}, 1).");
+  def_fn(net_cls, "params_address", [](py_network& n) { return reinterpret_cast<uintptr_t>(n.data()); },
+         "Address of the C++ parameter buffer (equals params.__array_interface__['data'][0]).");
+  def_fn(net_cls, "copy", [](const py_network& n) { return py_network{n.v}; }, "An independent copy.");
+  def_fn(net_cls, "astype", [](const py_network& n, const std::string& dtype) -> py_network {
+        if (dtype == "float32") return {std::visit([](auto& x) { return x.template cast<float>(); }, n.v)};
+        if (dtype == "float64") return {n.as_double()};
+        throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+      }, "dtype"_a, "A copy with parameters converted to 'float32' or 'float64'.");
 
-  m.def("relax", [](const py_network& n, py::handle x, py::object y, py::object beta, long steps, double tol,
+  def_fn(m, "relax", [](const py_network& n, py::handle x, py::object y, py::object beta, long steps, double tol,
                     bool stop_early, double noise_std, uint64_t noise_seed) {
         rng_t rng(noise_seed);
         const relax_options o{steps, tol, stop_early, noise_std, noise_std > 0 ? &rng : nullptr};
@@ -757,7 +935,7 @@ PYBIND11_MODULE(_core, m) {
       "converged, loss, predictions (-1 for a sample with NaN/Inf outputs), outputs. y: integer labels (batch,) or\n"
       "targets (batch, n_out); None = zeros.");
 
-  m.def("estimate", [](const py_network& n, py::handle x, py::handle y, const estimate_args& a) {
+  def_fn(m, "estimate", [](const py_network& n, py::handle x, py::handle y, const estimate_args& a) {
         return std::visit([&](const auto& net) {
           using R = real_of<decltype(net)>;
           const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
@@ -765,33 +943,36 @@ PYBIND11_MODULE(_core, m) {
           auto est = make_est<R>(a);
           return run_estimator<R>(*est, net, xm, ym);
         }, n.v);
-      }, "net"_a, "x"_a, "y"_a, "args"_a);
+      }, "net"_a, "x"_a, "y"_a, "args"_a,
+      "The estimator of eqprop.estimate (which builds args, an _EstimateArgs, from its keywords) on one batch.\n"
+      "Returns (grad, info): grad (n_params,) in the network's dtype, info as eqprop.estimate documents.");
 
-  py::class_<estimate_args>(m, "_EstimateArgs")
-      .def(py::init([](std::string kind, int n_points, double beta, long free_steps, long nudged_steps, double tol,
-                       bool stop_early, std::string start, double noise_std, uint64_t noise_seed, bool noise_free_phase,
-                       int average_last, std::string on_failure, double fail_residual, int periods, bool smooth,
-                       double alpha, long truncate, std::string order, double omega) {
+  py::class_<estimate_args> est_cls(m, "_EstimateArgs", "The options of eqprop.estimate, in its parameter order.");
+  def_init(est_cls, py::init([](std::string kind, int n_points, double beta, long free_steps, long nudged_steps,
+                                double tol, bool stop_early, std::string start, double noise_std, uint64_t noise_seed,
+                                bool noise_free_phase, int average_last, std::string on_failure, double fail_residual,
+                                int periods, bool smooth, double alpha, long truncate, std::string order, double omega) {
              return estimate_args{kind, n_points, beta, free_steps, nudged_steps, tol, stop_early, start, noise_std,
                                   noise_seed, noise_free_phase, average_last, on_failure, fail_residual, periods, smooth,
                                   alpha, truncate, order, omega};
            }), "kind"_a, "n_points"_a, "beta"_a, "free_steps"_a, "nudged_steps"_a, "tol"_a, "stop_early"_a, "start"_a,
            "noise_std"_a, "noise_seed"_a, "noise_free_phase"_a, "average_last"_a, "on_failure"_a, "fail_residual"_a,
-           "periods"_a, "smooth"_a, "alpha"_a, "truncate"_a, "order"_a, "omega"_a);
+           "periods"_a, "smooth"_a, "alpha"_a, "truncate"_a, "order"_a, "omega"_a,
+           "The options of eqprop.estimate (see its docstring).");
 
-  m.def("bptt_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, long truncate) {
+  def_fn(m, "bptt_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, long truncate) {
         auto in = ref_in(n, x, y);
         bptt_gradient<double> est(steps, truncate);
         return run_estimator<double>(est, in.net, in.x, in.y);
       }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "truncate"_a = 0,
       "Exact gradient of the loss after `steps` free steps (float64). Returns (grad, info).");
-  m.def("backprop_gradient", [](const py_network& n, py::handle x, py::handle y) {
+  def_fn(m, "backprop_gradient", [](const py_network& n, py::handle x, py::handle y) {
         auto in = ref_in(n, x, y);
         feedforward_backprop<double> est;
         return run_estimator<double>(est, in.net, in.x, in.y);
       }, "net"_a, "x"_a, "y"_a,
       "Backprop gradient of a feed-forward network (Network(..., feedforward=True)), float64. Returns (grad, info).");
-  m.def("implicit_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early,
+  def_fn(m, "implicit_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early,
                                 const std::string& solver, const std::string& on_failure) {
         auto in = ref_in(n, x, y);
         implicit_options o;
@@ -805,7 +986,7 @@ PYBIND11_MODULE(_core, m) {
         return run_estimator<double>(est, in.net, in.x, in.y);
       }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "solver"_a = "automatic",
       "on_failure"_a = "error", "Exact gradient of the fixed-point loss by implicit differentiation (float64). Returns (grad, info).");
-  m.def("finite_difference_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
+  def_fn(m, "finite_difference_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
                                          bool stop_early, double h, const std::string& stencil, const std::string& target,
                                          std::optional<std::vector<long>> indices) {
         auto in = ref_in(n, x, y);
@@ -825,7 +1006,7 @@ PYBIND11_MODULE(_core, m) {
       }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-6,
       "stencil"_a = "central2", "target"_a = "fixed_point", "indices"_a = py::none(),
       "Finite-difference gradient (float64) of the fixed-point loss, or of the `steps`-step loss with target='steps'.");
-  m.def("complex_step_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
+  def_fn(m, "complex_step_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
                                     bool stop_early, double h, const std::string& target,
                                     std::optional<std::vector<long>> indices) {
         auto in = ref_in(n, x, y);
@@ -842,19 +1023,19 @@ PYBIND11_MODULE(_core, m) {
       "target"_a = "fixed_point", "indices"_a = py::none(),
       "Complex-step gradient (float64, exact to rounding) of the fixed-point or `steps`-step loss.");
 
-  m.def("relative_error", [](py::handle a, py::handle b) {
+  def_fn(m, "relative_error", [](py::handle a, py::handle b) {
         return relative_error(to_doubles(a, "a"), to_doubles(b, "b"));
       }, "a"_a, "b"_a, "|a - b| / |b| (L2).");
-  m.def("cosine", [](py::handle a, py::handle b) { return cosine(to_doubles(a, "a"), to_doubles(b, "b")); }, "a"_a, "b"_a,
+  def_fn(m, "cosine", [](py::handle a, py::handle b) { return cosine(to_doubles(a, "a"), to_doubles(b, "b")); }, "a"_a, "b"_a,
         "a.b / (|a| |b|).");
-  m.def("per_group_rel_error", [](const py_network& n, py::handle a, py::handle b) {
+  def_fn(m, "per_group_rel_error", [](const py_network& n, py::handle a, py::handle b) {
         return per_group_rel_error(n.layout(), to_doubles(a, "a"), to_doubles(b, "b"));
       }, "net"_a, "a"_a, "b"_a, "relative_error per parameter group (net.groups order).");
-  m.def("per_group_cosine", [](const py_network& n, py::handle a, py::handle b) {
+  def_fn(m, "per_group_cosine", [](const py_network& n, py::handle a, py::handle b) {
         return per_group_cosine(n.layout(), to_doubles(a, "a"), to_doubles(b, "b"));
       }, "net"_a, "a"_a, "b"_a, "cosine per parameter group (net.groups order).");
 
-  m.def("random_batch", [](int n_in, int n_out, long batch, uint64_t seed) {
+  def_fn(m, "random_batch", [](int n_in, int n_out, long batch, uint64_t seed) {
         // Same draws as `eqprop gradcheck`: inputs uniform in [0, 1), then the labels.
         if (n_in < 1 || n_out < 1 || batch < 1) throw config_error("random_batch: n_in, n_out and batch must be >= 1");
         rng_t rng(seed ^ 0x9e3779b97f4a7c15ull);
@@ -865,7 +1046,7 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(rows_of(x), vec_to_numpy(labels));
       }, "n_in"_a, "n_out"_a, "batch"_a, "seed"_a = 0, "The random batch of `eqprop gradcheck`: (x (batch, n_in), labels).");
 
-  m.def("load_dataset", [](const std::string& name, py::object data_dir, uint64_t seed, long yin_yang_train,
+  def_fn(m, "load_dataset", [](const std::string& name, py::object data_dir, uint64_t seed, long yin_yang_train,
                            long yin_yang_test, long limit_train, long limit_test) {
         dataset_options o{seed, yin_yang_train, yin_yang_test, limit_train, limit_test};
         const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
@@ -883,9 +1064,9 @@ PYBIND11_MODULE(_core, m) {
       "limit_train"_a = -1, "limit_test"_a = -1,
       "Loads a dataset: {'name', 'n_classes', 'shape', 'train': (x, y), 'test': (x, y)} with x float32 (n, dim)\n"
       "and y int32 labels. data_dir None: $EQPROP_DATA, then ./data.");
-  m.def("dataset_names", &dataset_names);
+  def_fn(m, "dataset_names", &dataset_names, "Every name load_dataset accepts (a list of str, in a stable order).");
 
-  m.def("train", &train_py, "config"_a = py::none(), "overrides"_a = py::none(), "run_dir"_a = py::none(),
+  def_fn(m, "train", &train_py, "config"_a = py::none(), "overrides"_a = py::none(), "run_dir"_a = py::none(),
         "on_epoch"_a = py::none(), "data_dir"_a = py::none(), "name"_a = py::none(), "verbose"_a = true,
         "resume"_a = false,
         "Trains with the C++ loop (same results as `eqprop train`). config: a dict (nested or dotted keys) or a\n"
@@ -893,16 +1074,17 @@ PYBIND11_MODULE(_core, m) {
         "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).\n"
         "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
         "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
-  m.def("config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
-        "kind"_a = "layered", "Every config key of a model.kind: (default as TOML, description).");
-  m.def("load_checkpoint", [](const std::filesystem::path& p) {
+  def_fn(m, "config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
+         "kind"_a = "layered",
+         "Every config key of a model.kind (layered | vector_field): {key: (default as TOML, description)}.");
+  def_fn(m, "load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
         const auto ck = load_checkpoint(file);
         py::dict arrays;
         for (const auto& [k, a] : ck.arrays) arrays[py::str(k)] = checkpoint_array_to_numpy(a);
         return py::dict("meta"_a = json_to_py(ck.meta), "arrays"_a = arrays);
       }, "path"_a, "A checkpoint file (or run directory): {'meta': {...epoch, config...}, 'arrays': {name: ndarray}}.");
-  m.def("evaluate", [](const std::filesystem::path& p, py::object data_dir) {
+  def_fn(m, "evaluate", [](const std::filesystem::path& p, py::object data_dir) {
         const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
         eval_result r;
         {

@@ -13,6 +13,8 @@ def test_install_into_a_directory_and_import(tmp_path):
     r = subprocess.run([script, "--target", str(tmp_path)], capture_output=True, text=True,
                        env={**os.environ, "EQPROP_BUILD_DIR": os.path.join(REPO, "build")})
     assert r.returncode == 0, r.stderr
+    for f in ("_core.pyi", "py.typed"):  # the type stub and its PEP 561 marker go with the package
+        assert (tmp_path / "eqprop" / f).is_file(), f
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(tmp_path)
     out = subprocess.run([sys.executable, "-c", "import eqprop; print(eqprop.__file__, eqprop.__version__)"],

@@ -13,6 +13,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eqprop/model/layered_network.hpp"
+#include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 
 namespace eqprop {
@@ -65,5 +67,21 @@ struct eval_result {
 /// the config's data.dir, else data_dir, else the one the run recorded (saved_run_data_dir);
 /// the files read must have the recorded checksums (check_data_record).
 eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
+
+/// A layered run (written by train()) read back for use outside the trainer: its
+/// checkpoint, its saved config, and the network spec train() built from that config and
+/// the input size, classes and sample shape the checkpoint records (checkpoints written
+/// before they were recorded: those of the run's test split, read as evaluate_checkpoint
+/// reads it: same data directory choice, same checksum checks). The trained parameters are
+/// ck.array("params"), of type network.dtype. data_error when the checkpoint is not a
+/// layered run's (its model.kind, or an old meta "kind").
+struct saved_layered_run {
+  std::filesystem::path checkpoint_file;
+  checkpoint ck;
+  config cfg;
+  network_spec spec;
+  std::array<int, 3> data_shape{};  ///< channels, height, width of one sample (data.normalize_* are per channel)
+};
+saved_layered_run load_layered_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
 }  // namespace eqprop
