@@ -1,5 +1,5 @@
 // One trainer for every model kind: each kind (layered dense and conv, vector field dense
-// and conv) trains 2 epochs from one config, a run stopped mid-epoch resumes to the same
+// and conv, DEEP graphs on XOR and on Yin-Yang with persistent pruning) trains 2 epochs from one config, a run stopped mid-epoch resumes to the same
 // checkpoint bytes as an uninterrupted run, `eval` of the run gives the trainer's final
 // test accuracy, and `plot` draws it. Tiny data keeps the whole table to a few seconds.
 #include <cmath>
@@ -11,6 +11,7 @@
 #include <gtest/gtest.h>
 
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/model_kind.hpp"
 #include "eqprop/train/trainer.hpp"
 #include "test_util.hpp"
@@ -70,6 +71,16 @@ const std::vector<kind_case>& cases() {
         "relax.free_steps=6", "relax.nudged_steps=3", "homeostasis.lambda=1", "homeostasis.probes=1",
         "diagnostics.samples=2", "estimator.fail_residual=1e30", "run.batch=10"},
        true},
+      {"graph_xor",
+       {"model.kind=graph", "data.name=xor", "network.one_hot=true", "relax.free_steps=60", "relax.nudged_steps=60",
+        "run.batch=1", "optimizer.lr=2"},
+       false},
+      {"graph_yin_yang",
+       {"model.kind=graph", "data.name=yin_yang", "data.yin_yang_train=40", "data.yin_yang_test=20",
+        "network.one_hot=true", "network.hidden=[5]", "dynamics.leak=3", "relax.free_steps=30",
+        "relax.nudged_steps=30", "estimator.kind=endpoint", "estimator.beta=0.5", "optimizer.lr=0.3",
+        "prune.enabled=true", "prune.persistent=true", "prune.tol=0.05", "run.batch=10"},
+       false},
   };
   return c;
 }
@@ -150,4 +161,12 @@ TEST(ModelKinds, TheKindPicksTheSchema) {
   EXPECT_EQ(saved_model_kind(vf.to_json()), model_kind::vector_field);
   EXPECT_EQ(saved_model_kind(nlohmann::json::object()), model_kind::layered);  // runs from before kinds
   EXPECT_TRUE(vf.schema().is_fixed_on_resume("model.kind"));
+  // A graph network has one output for two classes unless network.one_hot; more classes need it.
+  const config g = load_training_config({}, {"model.kind=graph"});
+  EXPECT_EQ(g.get<std::string>("data.name"), "xor");
+  EXPECT_EQ(graph_outputs(g, 2), 1);
+  EXPECT_THROW(graph_outputs(g, 3), config_error);
+  // The reciprocal nudge needs the vector_field rule and unclipped dynamics.
+  const config rn = load_training_config({}, {"model.kind=graph", "estimator.reciprocal_nudge=true"});
+  EXPECT_THROW(deep_learning_from_config(rn), config_error);
 }

@@ -18,7 +18,8 @@ namespace {
 
 const std::vector<std::string>& names() {
   static const std::vector<std::string> n = {"yin_yang", "mnist",    "fashion_mnist", "kmnist",     "mnist1d",
-                                             "mnist1d_gle", "cifar10", "cifar100",   "imagenet32", "npy"};
+                                             "mnist1d_gle", "cifar10", "cifar100",   "imagenet32", "npy",
+                                             "and",         "or",      "xor",        "not",        "identity"};
   return n;
 }
 
@@ -318,6 +319,29 @@ fs::path resolve_data_dir(const std::string& flag_value) {
   return fs::path("./data");
 }
 
+dataset logic_gate_dataset(const std::string& name) {
+  dataset d;
+  d.name = name;
+  d.n_classes = 2;
+  if (name == "and" || name == "or" || name == "xor") {
+    d.x.resize(2, 4);
+    d.x << 0, 0, 1, 1,
+           0, 1, 0, 1;
+    for (int b = 0; b < 4; ++b) {
+      const int a = int(d.x(0, b)), c = int(d.x(1, b));
+      d.y.push_back(name == "and" ? (a & c) : name == "or" ? (a | c) : (a ^ c));
+    }
+  } else if (name == "not" || name == "identity") {
+    d.x.resize(1, 2);
+    d.x << 0, 1;
+    d.y = name == "not" ? std::vector<int32_t>{1, 0} : std::vector<int32_t>{0, 1};
+  } else {
+    throw config_error(fmt::format("unknown logic gate '{}' (expected and | or | xor | not | identity)", name));
+  }
+  d.shape = {1, 1, int(d.x.rows())};
+  return d;
+}
+
 dataset_split load_dataset(const std::string& name_in, const fs::path& data_dir, const dataset_options& o) {
   if (o.limit_train < -1 || o.limit_test < -1)
     throw config_error(fmt::format("dataset limits must be >= 0 or -1 (all), got limit_train={} limit_test={}",
@@ -330,6 +354,14 @@ dataset_split load_dataset(const std::string& name_in, const fs::path& data_dir,
     dataset_split s;
     s.train = generate_yin_yang(o.yin_yang_train, o.seed);
     s.test = generate_yin_yang(o.yin_yang_test, io_detail::mix64(o.seed));
+    io_detail::keep_first(s.train, o.limit_train);
+    io_detail::keep_first(s.test, o.limit_test);
+    return s;
+  }
+  if (name == "and" || name == "or" || name == "xor" || name == "not" || name == "identity") {
+    dataset_split s;
+    s.train = logic_gate_dataset(name);
+    s.test = s.train;
     io_detail::keep_first(s.train, o.limit_train);
     io_detail::keep_first(s.test, o.limit_test);
     return s;

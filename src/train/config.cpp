@@ -683,6 +683,17 @@ std::size_t toml_nesting_bound(std::string_view t) {
 
 }  // namespace
 
+std::optional<std::string> peek_toml_string(const std::filesystem::path& file, std::string_view key) {
+  try {
+    const std::string text = read_file(file);  // refuses a FIFO or device without blocking
+    if (toml_nesting_bound("v = " + text) > config_max_depth) return std::nullopt;
+    const toml::table root = toml::parse(text, file.string());
+    if (const auto v = root.at_path(key).value<std::string>()) return *v;
+  } catch (const std::exception&) {
+  }
+  return std::nullopt;
+}
+
 void config::load_toml_file(const std::filesystem::path& file) {
   // read_file refuses a FIFO or device (it never blocks on one) and a directory.
   std::string text;

@@ -5,35 +5,22 @@
 #include <numeric>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/io/dataset.hpp"
 #include "eqprop/train/optimizer.hpp"
 
 namespace eqprop {
 
 deep_task make_logic_task(const std::string& name, bool one_hot) {
+  const dataset d = logic_gate_dataset(name);
   deep_task t;
   t.name = name;
   t.one_hot = one_hot;
-  std::vector<int> labels;
-  if (name == "and" || name == "or" || name == "xor") {
-    t.x.resize(2, 4);
-    t.x << 0, 0, 1, 1,
-           0, 1, 0, 1;
-    for (int b = 0; b < 4; ++b) {
-      const int a = int(t.x(0, b)), c = int(t.x(1, b));
-      labels.push_back(name == "and" ? (a & c) : name == "or" ? (a | c) : (a ^ c));
-    }
-  } else if (name == "not" || name == "identity") {
-    t.x.resize(1, 2);
-    t.x << 0, 1;
-    labels = name == "not" ? std::vector<int>{1, 0} : std::vector<int>{0, 1};
-  } else {
-    throw config_error("unknown logic task `" + name + "` (expected and | or | xor | not | identity)");
-  }
-  const int n = int(labels.size());
+  t.x = d.x.cast<double>();
+  const int n = int(d.y.size());
   t.y.setZero(one_hot ? 2 : 1, n);
   for (int b = 0; b < n; ++b) {
-    if (one_hot) t.y(labels[b], b) = 1.0;
-    else t.y(0, b) = labels[b];
+    if (one_hot) t.y(d.y[size_t(b)], b) = 1.0;
+    else t.y(0, b) = d.y[size_t(b)];
   }
   return t;
 }

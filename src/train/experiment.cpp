@@ -21,11 +21,11 @@ const cc positive = cc::greater_than(0);
 const cc per_layer = non_negative.sizes(0, lim::layers + 1);  // layers then the readout
 }  // namespace
 
-void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule) {
+void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule, double default_momentum) {
   s.add("optimizer.kind", std::string("sgd"), cc::one_of({"sgd", "adam", "adamw"}), "the update rule");
   s.add("optimizer.lr", default_lr, positive, "learning rate");
   s.add("optimizer.lr_per_layer", std::vector<double>{}, per_layer, "one learning rate per layer then the readout (overrides lr)");
-  s.add("optimizer.momentum", 0.9, cc::closed(0, 1).below(1), "SGD momentum");
+  s.add("optimizer.momentum", default_momentum, cc::closed(0, 1).below(1), "SGD momentum");
   s.add("optimizer.weight_decay", 0.0, non_negative, "weight decay");
   s.add("optimizer.weight_decay_per_layer", std::vector<double>{}, per_layer, "one weight decay per layer then the readout");
   s.add("optimizer.decoupled_wd", false, "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
@@ -99,7 +99,7 @@ void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch) {
 void add_model_kind_key(config_schema& s, model_kind k) {
   s.add("model.kind", std::string(to_string(k)), cc::one_of(model_kind_names()),
         "the kind of network: layered (EP / hEP on MLPs and ConvNets) | vector_field (generalized EP without weight "
-        "symmetry); it picks the keys below");
+        "symmetry) | graph (DEEP on directed graphs); it picks the keys below");
 }
 
 std::vector<std::string> common_fixed_on_resume() {

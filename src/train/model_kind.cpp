@@ -2,17 +2,17 @@
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
-#include <toml++/toml.h>
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/suggest.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 
 namespace eqprop {
 
 const std::vector<std::string>& model_kind_names() {
-  static const std::vector<std::string> names{"layered", "vector_field"};
+  static const std::vector<std::string> names{"layered", "vector_field", "graph"};
   return names;
 }
 
@@ -32,6 +32,7 @@ const config_schema& training_schema(model_kind k) {
   switch (k) {
     case model_kind::layered: return layered_schema();
     case model_kind::vector_field: return vector_field_schema();
+    case model_kind::graph: return graph_schema();
   }
   throw config_error("unknown model kind");
 }
@@ -50,13 +51,7 @@ model_kind parse_kind_from(std::string_view s, std::string_view where) {
 model_kind model_kind_of(const std::vector<std::filesystem::path>& files, const std::vector<std::string>& overrides) {
   model_kind k = model_kind::layered;
   for (const auto& f : files) {
-    toml::table root;
-    try {
-      root = toml::parse_file(f.string());
-    } catch (const std::exception&) {
-      continue;  // the config loader reports it
-    }
-    if (const auto v = root.at_path("model.kind").value<std::string>()) k = parse_kind_from(*v, f.string());
+    if (const auto v = peek_toml_string(f, "model.kind")) k = parse_kind_from(*v, f.string());
   }
   for (const auto& o : overrides) {
     const auto eq = o.find('=');

@@ -33,6 +33,13 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// A network's parameters as one span (graph networks hand out their param_buffer).
+template <class Net>
+auto param_values(Net& net) {
+  if constexpr (requires { net.params().values(); }) return net.params().values();
+  else return net.params();
+}
+
 constexpr const char* checkpoint_name = "checkpoint.eqck";
 
 struct loaded_data {
@@ -87,12 +94,12 @@ std::optional<data_record> saved_data_record(const checkpoint& ck, const fs::pat
 // whose output scores or cost are NaN/Inf is counted in n_non_finite and as wrong (top-1 and
 // top-5); the loss is the mean over the finite samples only (NaN if there are none).
 template <class M>
-eval_result evaluate(const M& m, const dataset& d, long batch) {
+eval_result evaluate(M& m, const dataset& d, long batch) {
   using R = typename M::real_type;
   eval_result r;
   batch_iterator it(d, batch, 0, false, false);
   it.start_epoch(0);
-  typename M::state_type st;
+  m.begin_evaluation();
   matrix<float> xf;
   std::vector<int32_t> labels;
   matrix<R> scores;
@@ -102,13 +109,10 @@ eval_result evaluate(const M& m, const dataset& d, long batch) {
   for (long i = 0; i < it.n_batches(); ++i) {
     it.fill(i, xf, labels);
     const matrix<R> x = xf.cast<R>();
-    const matrix<R> y = one_hot<R>(labels, m.n_outputs());
-    st.set_input(m.net, x, y);
-    const auto rep = st.relax(m.net, R(0), m.eval_relax);
+    const matrix<R> y = m.targets(labels);
+    const auto rep = m.free_outputs(x, y, scores, cost);
     r.n_not_converged += rep.n_not_converged;
     res += rep.mean_residual * double(x.cols());
-    st.cost_per_sample(m.net, cost);
-    st.output_scores(m.net, scores);
     long bad = 0;
     for (long b = 0; b < scores.cols(); ++b) {
       if (!std::isfinite(double(cost(b))) || !scores.col(b).allFinite()) {
@@ -168,7 +172,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   auto& net = model.net;
   auto est = model.estimator();
   optimizer_options oo = make_optimizer_options(cfg);
-  oo.threads = cfg.get<int>("estimator.threads");
+  oo.threads = cfg.schema().find("estimator.threads") ? cfg.get<int>("estimator.threads") : 1;
   optimizer<R> opt(oo, net.layout(), model.n_groups());
   const auto sched = make_schedule_options(cfg);
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
@@ -187,10 +191,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     if (static_cast<long>(p.size()) != net.n_params())
       throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}", (dir / checkpoint_name).string(),
                                    p.size(), net.n_params()));
-    std::copy(p.begin(), p.end(), net.params().begin());
+    std::copy(p.begin(), p.end(), param_values(net).begin());
     const auto m = opt.m().empty() ? std::vector<R>{} : ck.array("opt_m").to_vector<R>();
     const auto v = opt.v().empty() ? std::vector<R>{} : ck.array("opt_v").to_vector<R>();
     opt.restore(m, v, ck.array("opt_t").to_scalar<int64_t>());
+    model.restore(ck);
     start_epoch = ck.meta.at("epoch").get<long>();
     start_batch = ck.meta.value("batch", 0L);
     if (start_batch > 0) partial = ck.meta.at("partial");
@@ -199,6 +204,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     write_file_atomic(dir / "config.toml", cfg.to_toml());
     write_file_atomic(dir / "build.json", build_info_json().dump(2) + "\n");
   }
+  model.attach(opt);
   write_file_atomic(dir / "data.json", loaded.record.to_json().dump(2) + "\n");
   metrics_log log(dir, topt.resume);
   if (topt.resume) log.truncate_after_epoch(start_epoch);
@@ -249,10 +255,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     ck.meta["n_input"] = split.train.dim();
     ck.meta["n_classes"] = split.train.n_classes;
     ck.meta["input_shape"] = split.train.shape;
-    ck.arrays["params"] = checkpoint_array::from_vector(std::vector<R>(net.params().begin(), net.params().end()));
+    ck.arrays["params"] = checkpoint_array::from_vector(std::vector<R>(param_values(net).begin(), param_values(net).end()));
     ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
     ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
     ck.arrays["opt_t"] = checkpoint_array::from_scalar<int64_t>(opt.t());
+    model.save(ck);
     save_checkpoint(dir / checkpoint_name, ck);
     last_good_at = checkpoint_position(epochs_done, batch);
   };
@@ -323,7 +330,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       it.fill(i, xf, labels);
       if (aug_pad > 0 || aug_flip) augment_batch(xf, split.train.shape, aug_pad, aug_flip, aug_rng);
       const matrix<R> x = xf.cast<R>();
-      const matrix<R> y = one_hot<R>(labels, model.n_outputs());
+      const matrix<R> y = model.targets(labels);
       auto g = est->estimate(net, x, y, grad);
       const long B = x.cols();
       bool finite = g.n_dropped == B || std::isfinite(g.loss);
@@ -337,7 +344,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
         return result;
       }
       lr_factor = sched.factor(epoch, i, nb, epochs);
-      opt.step(net.params(), grad, lr_factor);
+      opt.step(param_values(net), grad, lr_factor);
+      model.after_step(opt);
       if (B > g.n_dropped) loss_sum += g.loss * double(B - g.n_dropped);
       for (long b = 0; b < B; ++b) correct += g.predictions[b] == labels[b];
       seen += B;
@@ -428,6 +436,8 @@ auto with_model(const config& cfg, F&& f) {
     case model_kind::vector_field:
       return f64 ? f(std::type_identity<detail::vector_field_model<double>>{})
                  : f(std::type_identity<detail::vector_field_model<float>>{});
+    case model_kind::graph:
+      return f64 ? f(std::type_identity<detail::graph_model<double>>{}) : f(std::type_identity<detail::graph_model<float>>{});
   }
   throw config_error("unknown model.kind");
 }
@@ -450,7 +460,8 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
   if (static_cast<long>(p.size()) != model.net.n_params())
     throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
                                  model.net.n_params()));
-  std::copy(p.begin(), p.end(), model.net.params().begin());
+  std::copy(p.begin(), p.end(), param_values(model.net).begin());
+  model.restore(ck);
   return evaluate(model, split.test, cfg.get<long>("run.eval_batch"));
 }
 }  // namespace

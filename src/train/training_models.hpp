@@ -1,13 +1,17 @@
 // What the training loop (trainer.cpp) needs from each model kind, one class per kind with
 // the same members:
-//   real_type, network_type, state_type   the scalar, the network and its relaxation state
+//   real_type, network_type      the scalar and the network
 //   model(cfg, n_input, n_classes, input_shape)   the config's network (the data gives the sizes)
 //   net                          the network being trained
-//   estimator()                  the config's gradient estimator
+//   estimator()                  the config's gradient estimator (the model may keep a view of it)
 //   n_groups()                   parameter groups of the optimizer (per-layer rates)
-//   n_outputs()                  rows of the one-hot targets
-//   describe()                   "network 2-120-3 (1234 parameters) | holomorphic EP ..."
-//   eval_relax                   the relaxation of an evaluation's free phase
+//   targets(labels)              the targets of a batch (one-hot for most kinds)
+//   begin_evaluation()           called before every evaluation of a split
+//   free_outputs(x, y, scores, cost)   the free phase of a batch: output scores per class
+//                                (argmax = prediction) and the cost per sample
+//   attach(opt), after_step(opt) constraints of every update, and what follows an update
+//   save(ck), restore(ck)        state beyond the parameters a checkpoint must keep
+//   describe()                   "network 2-120-3 (1234 parameters)"
 //   log_initial                  log an epoch-0 row (before training) with diagnostics
 //   set_diagnostic_batch(train)  the training samples diagnostics() uses
 //   diagnostics(row)             extra per-epoch metrics (nothing for most kinds)
@@ -24,33 +28,62 @@
 
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/dynamics/vf_state.hpp"
+#include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
+#include "eqprop/train/checkpoint.hpp"
+#include "eqprop/train/deep_trainer.hpp"
+#include "eqprop/train/graph_experiment.hpp"
+#include "eqprop/train/optimizer.hpp"
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 
 namespace eqprop::detail {
 
+// The free phase of a batch for the kinds whose state has relax_state's interface.
+template <class State, class Net, class R>
+relax_report relaxed_outputs(State& st, const Net& net, const relax_options& ro, const matrix<R>& x, const matrix<R>& y,
+                             matrix<R>& scores, vector<R>& cost) {
+  st.set_input(net, x, y);
+  const auto rep = st.relax(net, R(0), ro);
+  st.cost_per_sample(net, cost);
+  st.output_scores(net, scores);
+  return rep;
+}
+
+// The hooks most kinds do not need.
 template <class R>
-struct layered_model {
+struct model_defaults {
+  static constexpr bool log_initial = false;
+  void begin_evaluation() {}
+  void attach(optimizer<R>&) {}
+  void after_step(optimizer<R>&) {}
+  void save(checkpoint&) const {}
+  void restore(const checkpoint&) {}
+  void set_diagnostic_batch(const dataset&) {}
+  void diagnostics(nlohmann::ordered_json&) {}
+  std::string epoch_note(const nlohmann::ordered_json&) const { return {}; }
+};
+
+template <class R>
+struct layered_model : model_defaults<R> {
   using real_type = R;
   using network_type = layered_network<R>;
-  using state_type = relax_state<R>;
-  static constexpr bool log_initial = false;
 
   const config& cfg;
   network_spec spec;
   network_type net;
   relax_options eval_relax;
+  relax_state<R> state;
 
   layered_model(const config& c, int n_input, int n_classes, std::array<int, 3> shape)
       : cfg(c), spec(make_network_spec(c, n_input, n_classes, shape)), net(spec), eval_relax(relax_from_config(c, false)) {}
   std::unique_ptr<grad_estimator<R, network_type>> estimator() const { return make_estimator<R>(cfg); }
   int n_groups() const { return static_cast<int>(param_group_names(spec).size()); }
-  int n_outputs() const { return spec.n_output(); }
+  matrix<R> targets(const std::vector<int32_t>& labels) const { return one_hot<R>(labels, spec.n_output()); }
+  relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
+    return relaxed_outputs(state, net, eval_relax, x, y, scores, cost);
+  }
   std::string describe() const { return fmt::format("network {} ({} parameters)", fmt::join(spec.sizes, "-"), net.n_params()); }
-  void set_diagnostic_batch(const dataset&) {}
-  void diagnostics(nlohmann::ordered_json&) {}
-  std::string epoch_note(const nlohmann::ordered_json&) const { return {}; }
 };
 
 // generalized_ep (with its homeostasis) behind the estimator interface of the loop.
@@ -78,10 +111,9 @@ class gep_estimator final : public grad_estimator<R, vector_field_network<R>> {
 };
 
 template <class R>
-struct vector_field_model {
+struct vector_field_model : model_defaults<R> {
   using real_type = R;
   using network_type = vector_field_network<R>;
-  using state_type = vf_state<R>;
   static constexpr bool log_initial = true;
 
   const config& cfg;
@@ -90,13 +122,17 @@ struct vector_field_model {
   relax_options eval_relax;
   matrix<R> xd, yd;  // the diagnostic batch (set_diagnostic_batch)
   bool diag_dense = false;
+  vf_state<R> state;
 
   vector_field_model(const config& c, int n_input, int n_classes, std::array<int, 3> shape)
       : cfg(c), go(make_gep_options(c)), net(make_vf_spec(c, n_input, n_classes, shape)), eval_relax(go.free_relax()),
         diag_dense(c.get<bool>("diagnostics.rbp_dense")) {}
   std::unique_ptr<grad_estimator<R, network_type>> estimator() const { return std::make_unique<gep_estimator<R>>(go); }
   int n_groups() const { return net.n_layers() + 1; }
-  int n_outputs() const { return net.spec().n_classes; }
+  matrix<R> targets(const std::vector<int32_t>& labels) const { return one_hot<R>(labels, net.spec().n_classes); }
+  relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
+    return relaxed_outputs(state, net, eval_relax, x, y, scores, cost);
+  }
   std::string describe() const {
     return fmt::format("network {} layers, topology {}, angle {} deg ({} parameters)", net.spec().sizes.size() - 1,
                        to_string(net.spec().topology), net.spec().angle_deg, net.n_params());
@@ -137,6 +173,84 @@ struct vector_field_model {
     const auto& a = row["angle_deg"];
     return fmt::format(" | symmetry index {:.4f}, angle {}", row["symmetry_index"].get<double>(),
                        a.is_number() ? fmt::format("{:.1f} deg", a.get<double>()) : std::string("n/a"));
+  }
+};
+
+template <class R>
+struct graph_model : model_defaults<R> {
+  using real_type = R;
+  using network_type = graph_network<R>;
+
+  const config& cfg;
+  deep_dynamics dyn;
+  deep_learning learn;
+  network_type net;
+  mutable deep_estimator<R>* est = nullptr;  // the estimator() the loop runs: its generator prunes
+  rng_t eval_rng;
+
+  graph_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
+      : cfg(c), dyn(deep_dynamics_from_config(c)), learn(deep_learning_from_config(c)),
+        net(make_net(c, n_input, graph_outputs(c, n_classes))) {}
+  static network_type make_net(const config& c, int n_input, int n_output) {
+    rng_t rng(c.get<uint64_t>("run.seed") * 0x9E3779B97F4A7C15ULL + 17);
+    return network_type(graph_spec_from_config(c, n_input, n_output), rng);
+  }
+  std::unique_ptr<grad_estimator<R, network_type>> estimator() const {
+    auto e = std::make_unique<deep_estimator<R>>(dyn, learn, cfg.get<uint64_t>("run.seed"));
+    est = e.get();
+    return e;
+  }
+  int n_groups() const { return 1; }
+  /// One-hot targets, or the label as the target of a single output neuron.
+  matrix<R> targets(const std::vector<int32_t>& labels) const {
+    if (net.n_output() > 1) return one_hot<R>(labels, net.n_output());
+    matrix<R> y(1, static_cast<long>(labels.size()));
+    for (std::size_t b = 0; b < labels.size(); ++b) y(0, long(b)) = R(labels[b]);
+    return y;
+  }
+  /// Every evaluation draws the same initial states.
+  void begin_evaluation() { eval_rng.seed(cfg.get<uint64_t>("run.seed") * 0x2545F4914F6CDD1DULL + 7919); }
+  /// The outputs at the free state; one output neuron scores the classes (1 - s, s), so the
+  /// prediction is s > 0.5. Cost: 1/2 |y - s_out|^2.
+  relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
+    matrix<R> s = deep_initial_state(net, x, eval_rng);
+    const auto rep = deep_relax(net, dyn, s, nullptr, 0.0);
+    const auto out = s.bottomRows(net.n_output());
+    cost = 0.5 * (out - y).colwise().squaredNorm().transpose();
+    if (net.n_output() > 1) {
+      scores = out;
+    } else {
+      scores.resize(2, x.cols());
+      scores.row(0) = (R(1) - out.row(0).array()).matrix();
+      scores.row(1) = out.row(0);
+    }
+    return rep;
+  }
+  void attach(optimizer<R>& opt) { opt.set_constraints(deep_constraints(net, learn)); }
+  /// Boltzmann pruning from the estimator's generator; persistent pruning moves the mask.
+  void after_step(optimizer<R>& opt) {
+    if (!learn.prune) return;
+    deep_boltzmann_prune(net, learn, *est->noise_rng());
+    if (learn.persistent) attach(opt);
+  }
+  void save(checkpoint& ck) const {
+    std::vector<uint8_t> p(std::size_t(net.pruned().size()));
+    for (Eigen::Index k = 0; k < net.pruned().size(); ++k) p[std::size_t(k)] = net.pruned().data()[k];
+    ck.arrays["pruned"] = checkpoint_array::from_vector(p);
+  }
+  void restore(const checkpoint& ck) {
+    const auto p = ck.array("pruned").to_vector<uint8_t>();
+    if (long(p.size()) != long(net.pruned().size()))
+      throw data_error("checkpoint: the pruning mask does not match the graph");
+    for (Eigen::Index k = 0; k < net.pruned().size(); ++k) net.pruned().data()[k] = p[std::size_t(k)] != 0;
+  }
+  std::string describe() const {
+    return fmt::format("network {} + 1 bias, {} hidden, {} outputs, {} ({} edges)", net.n_data_input(), net.n_hidden(),
+                       net.n_output(), to_string(net.spec().topology), net.n_allowed());
+  }
+  void diagnostics(nlohmann::ordered_json& row) {
+    row["sparsity"] = net.sparsity();
+    row["nnz"] = net.n_nonzero();
   }
 };
 

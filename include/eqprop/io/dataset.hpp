@@ -48,6 +48,11 @@ struct dataset_options {
   long limit_test = -1;
 };
 
+/// A Boolean task as a data set: "and" | "or" | "xor" (the 4 patterns of 2 inputs) or "not" |
+/// "identity" (the 2 patterns of 1 input), labels 0/1, 2 classes. load_dataset returns it as
+/// both the training and the test split (limits apply).
+dataset logic_gate_dataset(const std::string& name);
+
 /// Loads a data set by name (see dataset_names()). File-based data sets are read from
 /// their conventional sub-directory of data_dir (docs/datasets.md); "npy" reads
 /// data_dir/{x_train,y_train,x_test,y_test}.npy directly. Names are case-insensitive and

@@ -194,6 +194,8 @@ class deep_estimator : public grad_estimator<R, graph_network<R>> {
   grad_result estimate(const graph_network<R>& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) override;
   /// Initial states and pruning draw from this stream.
   void reseed_noise(uint64_t seed) override { rng_.seed(seed); }
+  /// The generator of the initial states and of pruning (a mid-epoch checkpoint saves it).
+  rng_t* noise_rng() override { return &rng_; }
   const deep_step_result<R>& last() const { return last_; }
 
  private:

@@ -61,6 +61,8 @@ class graph_network {
   /// this network has the same layout.
   param_buffer<R>& params() { return params_; }
   const param_buffer<R>& params() const { return params_; }
+  const std::vector<param_block>& layout() const { return params_.layout(); }
+  long n_params() const { return static_cast<long>(params_.size()); }
   matrix_map<R> weights() { return params_.view(0); }
   const_matrix_map<R> weights() const { return params_.view(0); }
   vector_map<R> bias() { return {params_.data() + params_.block(1).offset, n_free()}; }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <limits>
 #include <map>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <type_traits>
@@ -156,6 +157,12 @@ class config_schema {
 /// input is an error naming the source and this limit, checked before anything recursive
 /// (parser, printer, conversion, destructor) runs; real configs nest 2 to 4 levels.
 inline constexpr int config_max_depth = 64;
+
+/// The string value of the dotted `key` in a TOML file (a table or dotted key), or nullopt
+/// when the file cannot be read (a FIFO or device is refused, never waited on), nests
+/// deeper than config_max_depth, does not parse, or has no such string. For looking at one
+/// key before the schema is known; config::load_toml_file reports the errors.
+std::optional<std::string> peek_toml_string(const std::filesystem::path& file, std::string_view key);
 
 /// A resolved configuration. Holds a copy of its schema.
 class config {

@@ -39,7 +39,7 @@ void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch);
 /// The keys (or "section.") a resumed run of any kind may not change.
 std::vector<std::string> common_fixed_on_resume();
 /// optimizer.* and schedule.*:
-void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule);
+void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule, double default_momentum = 0.9);
 void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
 void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip
 void add_data_limit_keys(config_schema& s);   ///< data.limit_train, data.limit_test (N >= 1, or -1: all)
