@@ -50,6 +50,8 @@ model_kind parse_kind_from(std::string_view s, std::string_view where) {
 model_kind model_kind_of(const std::vector<std::filesystem::path>& files, const std::vector<std::string>& overrides) {
   model_kind k = model_kind::layered;
   for (const auto& f : files) {
+    std::error_code ec;
+    if (!std::filesystem::is_regular_file(f, ec)) continue;  // a FIFO would block: the config loader refuses it
     toml::table root;
     try {
       root = toml::parse_file(f.string());
