@@ -12,7 +12,8 @@ command-line tool computes gives the same numbers here (same seeds, same code).
     ref, _ = eqprop.bptt_gradient(net, x, y, steps=100)
     eqprop.cosine(g, ref)
 
-A trained run: ``run = eqprop.load_run("runs/my-run")`` gives run.network, run.config,
+A trained run of either model.kind: ``run = eqprop.load_run("runs/my-run")`` gives run.kind,
+run.network (a Network, or a VectorFieldNetwork for model.kind = vector_field), run.config,
 run.metrics, run.predict(x) and run.evaluate() (docs/python.md).
 
 Every public callable has a real signature (inspect.signature, help()); the compiled
@@ -25,7 +26,8 @@ import math as _math
 
 from . import _core
 from ._core import (  # noqa: F401
-    __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, build_info, relax,
+    __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, VectorFieldNetwork, build_info,
+    relax,
     bptt_gradient, backprop_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
     load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
@@ -33,7 +35,8 @@ from ._core import (  # noqa: F401
 from .runs import Run, load_run  # noqa: F401
 
 __all__ = [
-    "__version__", "Error", "ConfigError", "ShapeError", "DataError", "ConvergenceError", "Network", "build_info",
+    "__version__", "Error", "ConfigError", "ShapeError", "DataError", "ConvergenceError", "Network",
+    "VectorFieldNetwork", "build_info",
     "relax", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
     "finite_difference_gradient", "complex_step_gradient", "relative_error", "cosine", "per_group_rel_error",
     "per_group_cosine", "random_batch", "load_dataset", "dataset_names", "train", "config_keys", "load_checkpoint",

@@ -5,13 +5,14 @@ import pathlib
 from . import _core
 
 class Run:
-    """A trained layered run (``eqprop train`` / ``eqprop.train``), as ``load_run`` returns it.
+    """A trained run (``eqprop train`` / ``eqprop.train``) of either model.kind, as ``load_run`` returns it.
 
-    Attributes: ``path`` (pathlib.Path of the run directory), ``network`` (the trained
-    ``eqprop.Network``, built from the saved config by the trainer's own builder),
-    ``config`` (the saved config, a dict of sections as in config.toml), ``metrics`` (one
-    dict per row of metrics.jsonl, in order; empty when the file is missing), ``checkpoint``
-    (the checkpoint file read, str).
+    Attributes: ``path`` (pathlib.Path of the run directory), ``kind`` (the run's
+    model.kind: "layered" or "vector_field"), ``network`` (the trained network, built from
+    the saved config by the trainer's own builder: an ``eqprop.Network`` for a layered run,
+    an ``eqprop.VectorFieldNetwork`` for a vector_field run), ``config`` (the saved config, a
+    dict of sections as in config.toml), ``metrics`` (one dict per row of metrics.jsonl, in
+    order; empty when the file is missing), ``checkpoint`` (the checkpoint file read, str).
     """
 
     def __init__(self, path, data_dir=None):
@@ -20,6 +21,7 @@ class Run:
         self._saved = _core._load_run(path, data_dir)
         self.path = path.parent if path.is_file() else path
         self._data_dir = data_dir
+        self.kind = self._saved.kind
         self.network = self._saved.network
         self.config = self._saved.config
         self.checkpoint = self._saved.checkpoint
@@ -32,8 +34,8 @@ class Run:
         float32 and normalised by the run's data.normalize_mean / normalize_std, as the trainer
         prepares data. The free phase then relaxes with the run's relax.* settings in batches
         of run.eval_batch, exactly as ``eqprop eval`` scores the test split; the class is the
-        argmax of the output scores (ties to the lower index), -1 for a sample whose scores
-        are NaN/Inf. So ``mean(predict(x_test) == y_test)`` is ``evaluate()["accuracy"]``.
+        argmax of the output scores (a vector-field network's readout probabilities; ties to
+        the lower index), -1 for a sample whose scores are NaN/Inf. So ``mean(predict(x_test) == y_test)`` is ``evaluate()["accuracy"]``.
         """
         return self._saved.predict(x)
 
@@ -44,7 +46,7 @@ class Run:
         return _core.evaluate(self._saved.checkpoint, data_dir if data_dir is not None else self._data_dir)
 
     def __repr__(self):
-        return f"Run({str(self.path)!r}, network={self.network!r}, epochs={len(self.metrics)})"
+        return f"Run({str(self.path)!r}, kind={self.kind!r}, network={self.network!r}, epochs={len(self.metrics)})"
 
 
 def _read_metrics(file):
@@ -55,12 +57,14 @@ def _read_metrics(file):
 
 
 def load_run(path, data_dir=None):
-    """Reads a run written by ``eqprop train`` or ``eqprop.train`` (a layered network) into a ``Run``.
+    """Reads a run written by ``eqprop train`` or ``eqprop.train`` (model.kind layered or vector_field) into a ``Run``.
 
     path: the run directory (or its checkpoint.eqck). data_dir: where the run's data is
     (None: as ``eqprop eval`` chooses: the config's data.dir, else the directory the run
-    recorded; Yin-Yang is generated and needs none). The test split is read to size the network exactly as the trainer did (input size,
-    classes, sample shape), and its files must have the checksums the run recorded.
+    recorded; Yin-Yang is generated and needs none). The network is sized by the input size,
+    classes and sample shape the checkpoint records; for a checkpoint that records none
+    (older runs), the test split is read to size it exactly as the trainer did, and its files
+    must have the checksums the run recorded.
     Raises eqprop.DataError for a path that is not a run (no checkpoint.eqck) or a
     checkpoint of another trainer (gep, gle: its meta "kind" is not "layered").
     """

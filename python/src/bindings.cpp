@@ -26,6 +26,7 @@
 #include <variant>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
@@ -39,6 +40,8 @@
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/train/trainer.hpp"
+#include "eqprop/train/vf_experiment.hpp"
+#include "eqprop/dynamics/vf_state.hpp"
 
 namespace py = pybind11;
 using namespace py::literals;
@@ -258,25 +261,47 @@ struct py_network {
   layered_network<double> as_double() const { return std::visit([](auto& n) { return n.template cast<double>(); }, v); }
 };
 
+/// eqprop.VectorFieldNetwork: a vector-field network (generalized EP) with float32 or float64 parameters.
+struct py_vf_network {
+  std::variant<vector_field_network<float>, vector_field_network<double>> v;
+  const vf_spec& spec() const { return std::visit([](auto& n) -> const vf_spec& { return n.spec(); }, v); }
+  std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
+  long n_params() const { return std::visit([](auto& n) { return n.n_params(); }, v); }
+  void* data() { return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v); }
+};
+
 }  // namespace
 
-// A Network whose __init__ never ran (eqprop.Network.__new__(eqprop.Network)) holds no C++
-// object: pybind11 would hand out uninitialised storage for it, so every conversion of such
-// an object to a py_network (self of every method, arguments of every function) raises
-// TypeError instead.
+// A network object whose __init__ never ran (eqprop.Network.__new__(eqprop.Network)) holds
+// no C++ object: pybind11 would hand out uninitialised storage for it, so every conversion
+// of such an object to its C++ type (self of every method, arguments of every function)
+// raises TypeError instead.
 namespace pybind11::detail {
-template <>
-struct type_caster<py_network> : type_caster_base<py_network> {
+template <class T>
+struct initialised_caster : type_caster_base<T> {
   bool load(handle src, bool convert) {
-    if (src && isinstance<py_network>(src) &&
-        !reinterpret_cast<instance*>(src.ptr())->get_value_and_holder().holder_constructed())
-      throw type_error("this eqprop.Network was never initialised (created by __new__ without __init__)");
-    return type_caster_base<py_network>::load(src, convert);
+    if (src && isinstance<T>(src) && !reinterpret_cast<instance*>(src.ptr())->get_value_and_holder().holder_constructed())
+      throw type_error(fmt::format("this eqprop.{} was never initialised (created by __new__ without __init__)",
+                                   handle(src.get_type()).attr("__name__").cast<std::string>()));
+    return type_caster_base<T>::load(src, convert);
   }
 };
+template <>
+struct type_caster<py_network> : initialised_caster<py_network> {};
+template <>
+struct type_caster<py_vf_network> : initialised_caster<py_vf_network> {};
 }  // namespace pybind11::detail
 
 namespace {
+
+/// The network Net<float> or Net<double> of spec, as the variant holder P, for dtype
+/// 'float32' | 'float64' (ConfigError otherwise).
+template <template <class> class Net, class P, class Spec>
+P network_of_dtype(const std::string& dtype, const Spec& spec) {
+  if (dtype == "float32") return {Net<float>(spec)};
+  if (dtype == "float64") return {Net<double>(spec)};
+  throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+}
 
 py_network make_network(std::vector<int> sizes, int readout, const std::string& output, const std::string& activation,
                         double init_scale, uint64_t seed, const std::string& dtype, std::vector<int> conv,
@@ -301,15 +326,15 @@ py_network make_network(std::vector<int> sizes, int readout, const std::string& 
   s.activation = parse_activation(activation);
   s.init_scale = init_scale;
   s.seed = seed;
-  if (dtype == "float32") return {layered_network<float>(s)};
-  if (dtype == "float64") return {layered_network<double>(s)};
-  throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+  return network_of_dtype<layered_network, py_network>(dtype, s);
 }
 
 /// A writable array viewing `count` parameters at `offset`, shaped `shape` with `strides`
-/// (in elements); `owner` (the Network) is kept alive by the array.
+/// (in elements); `owner` (a Network or VectorFieldNetwork, the Python type of N) is kept
+/// alive by the array.
+template <class N = py_network>
 py::array param_view(py::object owner, long offset, std::vector<py::ssize_t> shape, std::vector<py::ssize_t> strides) {
-  auto& n = owner.cast<py_network&>();
+  auto& n = owner.cast<N&>();
   const py::ssize_t item = n.v.index() == 0 ? sizeof(float) : sizeof(double);
   for (auto& s : strides) s *= item;
   auto* p = static_cast<char*>(n.data()) + offset * item;
@@ -725,28 +750,103 @@ void register_gle(py::module_& m) {
   def_fn(m, "gle_config_keys", [] { return schema_keys(gle_train_schema()); }, "Every `eqprop gle train` config key: (default as TOML, description).");
 }
 
+// ---------------------------------------------------------------- vector-field networks
+/// The blocks of a network's params: [{name, group, shape (rows, cols), offset}].
+py::list layout_list(const std::vector<param_block>& layout) {
+  py::list l;
+  for (const auto& b : layout)
+    l.append(py::dict("name"_a = b.name, "group"_a = b.group, "shape"_a = py::make_tuple(b.rows, b.cols), "offset"_a = b.offset));
+  return l;
+}
+
+/// inspect.signature(cls): its __init__'s signature without self.
+void set_class_signature(py::object cls) {
+  py::object sig = py::module_::import("inspect").attr("signature")(cls.attr("__init__"));
+  py::list params(sig.attr("parameters").attr("values")());
+  params.attr("pop")(0);  // self
+  cls.attr("__signature__") = sig.attr("replace")("parameters"_a = params);
+}
+
+py_vf_network make_vf_network(std::vector<int> sizes, int n_classes, const std::string& topology, double angle,
+                              const std::string& activation, double init_scale, uint64_t seed, const std::string& dtype) {
+  vf_spec s;
+  s.sizes = std::move(sizes);
+  s.n_classes = n_classes;
+  s.topology = parse_vf_topology(topology);
+  if (s.topology == vf_topology::edges)
+    throw config_error("topology 'edges' needs an edge list: build that network from a config (model.kind = vector_field)");
+  s.angle_deg = angle;
+  s.activation = parse_activation(activation);
+  s.init_scale = init_scale;
+  s.seed = seed;
+  return network_of_dtype<vector_field_network, py_vf_network>(dtype, s);
+}
+
+void register_vf_network(py::module_& m) {
+  const char* doc =
+      "A vector-field network (generalized EP, docs/generalized-ep.md): no energy function, feedback weights\n"
+      "untied from the forward ones, a softmax readout of n_classes on the last layer; float32 or float64.\n\n"
+      "sizes = [n_input, n_1, ..., n_K]; topology 'chain' (forward i-1 -> i, feedback i+1 -> i) or 'loop'\n"
+      "(forward chain plus one feedback edge K -> 1); angle a (degrees): a feedback matrix starts as\n"
+      "sin(a) B_init + cos(a) W^T of its reciprocal forward W (0: symmetric, 90: random); activation, init_scale\n"
+      "(0: std 1/sqrt(fan_in)) and seed as for Network. ConvNets and explicit edge lists come from a config\n"
+      "(eqprop.load_run of a vector_field run). ConfigError for an invalid value.";
+  py::class_<py_vf_network> cls(m, "VectorFieldNetwork", doc);
+  def_init(cls, py::init(&make_vf_network), "sizes"_a, "n_classes"_a, "topology"_a = "chain", "angle"_a = 90.0,
+           "activation"_a = "hep_sigmoid", "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64", doc);
+  set_class_signature(cls);
+  cls.def_property_readonly("sizes", [](const py_vf_network& n) { return n.spec().sizes; },
+                            "Layer widths [n_input, n_1, ..., n_K] (a ConvNet's conv layers as C*H*W first).")
+      .def_property_readonly("n_classes", [](const py_vf_network& n) { return n.spec().n_classes; },
+                             "Classes of the softmax readout.")
+      .def_property_readonly("topology", [](const py_vf_network& n) { return std::string(to_string(n.spec().topology)); },
+                             "'chain', 'loop' or 'edges'.")
+      .def_property_readonly("angle", [](const py_vf_network& n) { return n.spec().angle_deg; },
+                             "The feedback initialisation's angle in degrees (network.angle).")
+      .def_property_readonly("activation", [](const py_vf_network& n) { return std::string(to_string(n.spec().activation)); },
+                             "The activation's name.")
+      .def_property_readonly("conv", [](const py_vf_network& n) {
+            std::vector<int> c;
+            for (const auto& l : n.spec().conv) c.push_back(l.channels);
+            return c;
+          }, "Channels of the conv layers (empty for an MLP).")
+      .def_property_readonly("dtype", &py_vf_network::dtype, "'float32' or 'float64'.")
+      .def_property_readonly("n_params", &py_vf_network::n_params, "Number of parameters (the length of params).")
+      .def_property_readonly("params", [](py::object self) {
+            return param_view<py_vf_network>(self, 0, {self.cast<py_vf_network&>().n_params()}, {1});
+          }, "All parameters as a writable zero-copy 1-D array (per edge its matrix and a forward edge's bias, in\n"
+             "edge order, then the readout's W and b: see layout); keeps the network alive.")
+      .def_property_readonly("layout", [](const py_vf_network& n) {
+            return layout_list(std::visit([](auto& x) -> const auto& { return x.layout(); }, n.v));
+          }, "The blocks of params: name, group, shape (rows, cols), offset.")
+      .def("__repr__", [](const py_vf_network& n) {
+        const auto& s = n.spec();
+        return fmt::format("VectorFieldNetwork(sizes=[{}], n_classes={}, topology='{}', angle={}, activation='{}', "
+                           "dtype='{}'{})", fmt::join(s.sizes, ", "), s.n_classes, to_string(s.topology), s.angle_deg,
+                           to_string(s.activation), n.dtype(), s.is_convnet() ? ", conv" : "");
+      });
+  def_fn(cls, "copy", [](const py_vf_network& n) { return py_vf_network{n.v}; }, "An independent copy.");
+}
+
 // ---------------------------------------------------------------- saved runs
-/// A layered run read back (load_layered_run) for eqprop.load_run: its trained Network and
-/// what predict needs to score inputs as `eqprop eval` scores the test split.
+/// A run read back (load_saved_run) for eqprop.load_run: its trained network (a Network for
+/// a layered run, a VectorFieldNetwork for a vector_field run) and what predict needs to
+/// score inputs as `eqprop eval` scores the test split.
 struct py_run {
-  py::object network;               ///< a Network holding the checkpoint's parameters
+  py::object network;               ///< the network holding the checkpoint's parameters
   py::object config;                ///< the run's saved config (dict of sections)
+  std::string kind;                 ///< model.kind: "layered" | "vector_field"
   std::string checkpoint_file;
   std::array<int, 3> data_shape{};  ///< (C, H, W) of one sample: data.normalize_* apply per channel
   std::vector<float> mean, std;     ///< data.normalize_mean / normalize_std (empty: none)
-  relax_options free;               ///< the free phase eqprop eval relaxes (relax_from_config)
+  relax_options free;               ///< the free phase eqprop eval relaxes (saved_run::eval_relax)
   long eval_batch = 1;              ///< eqprop eval relaxes the test split in batches of run.eval_batch
 };
 
-py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
-  const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
-  auto s = [&] {
-    py::gil_scoped_release nogil;
-    return load_layered_run(path, dd);
-  }();
-  py_run r;
-  const auto dtype = s.cfg.get<std::string>("network.dtype");
-  py_network net = dtype == "float64" ? py_network{layered_network<double>(s.spec)} : py_network{layered_network<float>(s.spec)};
+/// The run's network (of network.dtype) built from spec, holding the checkpoint's parameters.
+template <template <class> class Net, class P, class Spec>
+P network_with_params(const saved_run& s, const Spec& spec) {
+  P net = network_of_dtype<Net, P>(s.cfg.get<std::string>("network.dtype"), spec);
   std::visit([&](auto& n) {
     using R = real_of<decltype(n)>;
     const auto p = s.ck.array("params").template to_vector<R>();
@@ -755,24 +855,59 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
                                    p.size(), n.n_params()));
     std::copy(p.begin(), p.end(), n.params().begin());
   }, net.v);
-  r.network = py::cast(std::move(net));
+  return net;
+}
+
+py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
+  const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
+  auto s = [&] {
+    py::gil_scoped_release nogil;
+    return load_saved_run(path, dd);
+  }();
+  py_run r;
+  switch (s.kind) {
+    case model_kind::layered:
+      r.network = py::cast(network_with_params<layered_network, py_network>(
+          s, make_network_spec(s.cfg, s.n_input, s.n_classes, s.input_shape)));
+      break;
+    case model_kind::vector_field:
+      r.network = py::cast(network_with_params<vector_field_network, py_vf_network>(
+          s, make_vf_spec(s.cfg, s.n_input, s.n_classes, s.input_shape)));
+      break;
+    case model_kind::graph:
+      throw config_error(fmt::format("{}: load_run does not read graph (DEEP) runs yet; eqprop.evaluate(path) "
+                                     "evaluates them", s.checkpoint_file.string()));
+  }
   r.config = json_to_py(s.cfg.to_json());
+  r.kind = std::string(to_string(s.kind));
   r.checkpoint_file = s.checkpoint_file.string();
-  r.data_shape = s.data_shape;
+  r.data_shape = s.input_shape;
   r.mean = s.cfg.get<std::vector<float>>("data.normalize_mean");
   r.std = s.cfg.get<std::vector<float>>("data.normalize_std");
-  r.free = relax_from_config(s.cfg, false);
+  r.free = s.eval_relax;
   r.eval_batch = s.cfg.get<long>("run.eval_batch");
   return r;
 }
+
+// The free-phase state and output width of each kind of network (the evaluation's).
+template <class R>
+relax_state<R> free_state_of(const layered_network<R>&);
+template <class R>
+vf_state<R> free_state_of(const vector_field_network<R>&);
+template <class R>
+int n_outputs_of(const layered_network<R>& net) { return net.spec().n_output(); }
+template <class R>
+int n_outputs_of(const vector_field_network<R>& net) { return net.spec().n_classes; }
 
 /// Class predictions for x as `eqprop eval` scores its test split: x converted to float32
 /// (the data pipeline's type) and normalised per channel as the trainer normalises data,
 /// then cast to the network's dtype and relaxed from h = 0 with beta = 0 in consecutive
 /// batches of run.eval_batch, with the run's relax settings; the class is the argmax of the
-/// output scores, ties to the lower index, -1 for a sample with a NaN/Inf score.
-template <class R>
-py::array predict_run(const py_run& r, const layered_network<R>& net, py::handle x) {
+/// output scores (a vector-field network's readout probabilities), ties to the lower index,
+/// -1 for a sample with a NaN/Inf score.
+template <class Net>
+py::array predict_run(const py_run& r, const Net& net, py::handle x) {
+  using R = real_of<Net>;
   matrix<float> xf = to_batch<float>(x, net.spec().sizes[0], "x");
   if (!r.mean.empty() || !r.std.empty()) {
     dataset d;
@@ -785,12 +920,12 @@ py::array predict_run(const py_run& r, const layered_network<R>& net, py::handle
   std::vector<int64_t> pred(static_cast<std::size_t>(xf.cols()));
   {
     py::gil_scoped_release nogil;
-    relax_state<R> st;
+    decltype(free_state_of(net)) st;
     matrix<R> scores;
     for (long first = 0; first < xf.cols(); first += r.eval_batch) {
       const long b = std::min(r.eval_batch, xf.cols() - first);
       const matrix<R> xb = xf.middleCols(first, b).template cast<R>();
-      st.set_input(net, xb, matrix<R>(matrix<R>::Zero(net.spec().n_output(), b)));
+      st.set_input(net, xb, matrix<R>(matrix<R>::Zero(n_outputs_of(net), b)));
       st.relax(net, R(0), r.free);
       st.output_scores(net, scores);
       for (long j = 0; j < b; ++j) {
@@ -805,20 +940,25 @@ py::array predict_run(const py_run& r, const layered_network<R>& net, py::handle
 }
 
 void register_runs(py::module_& m) {
-  py::class_<py_run> cls(m, "_SavedRun", "A layered run read back by _load_run (eqprop.load_run wraps it).");
-  cls.def_readonly("network", &py_run::network, "The trained Network.")
+  py::class_<py_run> cls(m, "_SavedRun", "A run read back by _load_run (eqprop.load_run wraps it).");
+  cls.def_readonly("network", &py_run::network, "The trained network: a Network or a VectorFieldNetwork.")
       .def_readonly("config", &py_run::config, "The run's saved config (dict of sections).")
+      .def_readonly("kind", &py_run::kind, "The run's model.kind: 'layered' or 'vector_field'.")
       .def_readonly("checkpoint", &py_run::checkpoint_file, "The checkpoint file read.");
   def_fn(cls, "predict", [](const py_run& r, py::handle x) {
-        return std::visit([&](const auto& net) { return predict_run(r, net, x); }, r.network.cast<const py_network&>().v);
+        auto predict = [&](const auto& net) { return predict_run(r, net, x); };
+        if (py::isinstance<py_vf_network>(r.network)) return std::visit(predict, r.network.cast<const py_vf_network&>().v);
+        return std::visit(predict, r.network.cast<const py_network&>().v);
       }, "x"_a,
       "Class predictions (int64, (batch,)) for inputs x (batch, n_inputs) as `eqprop eval` scores its test split:\n"
       "x as float32, normalised by data.normalize_mean/std, free phase with the run's relax.* settings in batches of\n"
-      "run.eval_batch; argmax of the output scores, ties to the lower index; -1 for a sample with NaN/Inf scores.");
+      "run.eval_batch; argmax of the output scores (a vector-field network's readout probabilities), ties to the\n"
+      "lower index; -1 for a sample with NaN/Inf scores.");
   def_fn(m, "_load_run", &load_run_py, "path"_a, "data_dir"_a = py::none(),
-         "Reads a layered run (directory or checkpoint file) into a _SavedRun; the data's test split gives the\n"
-         "network's input size and classes (data directory chosen and checked as by evaluate). DataError for a\n"
-         "path that is not a run or a checkpoint of another trainer.");
+         "Reads a run of either model.kind (directory or checkpoint file) into a _SavedRun; the network is sized\n"
+         "by the checkpoint's recorded input size and classes (older runs: by the data's test split, its data\n"
+         "directory chosen and checked as by evaluate). DataError for a path that is not a run or a checkpoint of\n"
+         "another trainer.");
 }
 
 }  // namespace
@@ -831,6 +971,7 @@ PYBIND11_MODULE(_core, m) {
   m.attr("__version__") = eqprop::build::version;
   register_exceptions(m);
   register_gle(m);
+  register_vf_network(m);
   register_runs(m);
   def_fn(m, "build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 
@@ -850,13 +991,7 @@ PYBIND11_MODULE(_core, m) {
            "conv"_a = std::vector<int>{}, "input_shape"_a = py::none(), "conv_kernel"_a = std::vector<int>{3},
            "conv_padding"_a = std::vector<std::string>{"same"}, "conv_pool"_a = std::vector<std::string>{"softmax"},
            "pool_temperature"_a = 1.0, "feedforward"_a = false, net_doc);
-  // inspect.signature(eqprop.Network): __init__'s signature without self.
-  {
-    py::object sig = py::module_::import("inspect").attr("signature")(net_cls.attr("__init__"));
-    py::list params(sig.attr("parameters").attr("values")());
-    params.attr("pop")(0);  // self
-    net_cls.attr("__signature__") = sig.attr("replace")("parameters"_a = params);
-  }
+  set_class_signature(net_cls);
   net_cls
       .def_property_readonly("conv", [](const py_network& n) {
             std::vector<int> c;
@@ -885,13 +1020,8 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("params", [](py::object self) {
             return param_view(self, 0, {self.cast<py_network&>().n_params()}, {1});
           }, "All parameters as a writable zero-copy 1-D array (W0, b0, W1, b1, ..., Wout, bout); keeps the network alive.")
-      .def_property_readonly("layout", [](const py_network& n) {
-            py::list l;
-            for (const auto& b : n.layout())
-              l.append(py::dict("name"_a = b.name, "group"_a = b.group, "shape"_a = py::make_tuple(b.rows, b.cols),
-                                "offset"_a = b.offset));
-            return l;
-          }, "The blocks of params: name, group, shape (rows, cols), offset.")
+      .def_property_readonly("layout", [](const py_network& n) { return layout_list(n.layout()); },
+                             "The blocks of params: name, group, shape (rows, cols), offset.")
       .def("__repr__", [](const py_network& n) {
         const auto& s = n.spec();
         std::string sz;

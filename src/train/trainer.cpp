@@ -478,30 +478,38 @@ eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::st
   return with_model(cfg, [&]<class M>(std::type_identity<M>) { return evaluate_impl<M>(cfg, ck, file, data_dir, rec); });
 }
 
-saved_layered_run load_layered_run(const fs::path& run_or_checkpoint, const std::string& data_dir) {
+saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& data_dir) {
   const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
   if (fs::is_directory(run_or_checkpoint) && !fs::exists(file))
     throw data_error(fmt::format("{}: not a run directory: it holds no {}", run_or_checkpoint.string(), checkpoint_name));
   if (!fs::exists(file)) throw data_error(fmt::format("{}: no such run directory or checkpoint file", file.string()));
   auto ck = load_checkpoint(file);
   if (ck.meta.contains("kind") && ck.meta.at("kind") != "layered")
-    throw data_error(fmt::format("{}: a checkpoint of kind {} (another trainer's), not a layered network's (`eqprop "
-                                 "train`)", file.string(), ck.meta.at("kind").dump()));
+    throw data_error(fmt::format("{}: a checkpoint of kind {} (another trainer's), not a run of `eqprop train`",
+                                 file.string(), ck.meta.at("kind").dump()));
   if (!ck.meta.contains("config")) throw data_error(fmt::format("{}: the checkpoint holds no run config", file.string()));
-  if (const auto kind = saved_model_kind(ck.meta.at("config")); kind != model_kind::layered)
-    throw data_error(fmt::format("{}: a run of model.kind = {}, not a layered network's", file.string(), to_string(kind)));
-  config cfg(layered_schema());
+  const model_kind kind = saved_model_kind(ck.meta.at("config"));
+  config cfg(training_schema(kind));
   cfg.load_saved_json(ck.meta.at("config"), file.string());
-  if (ck.meta.contains("n_input")) {  // the sizes the run was built with: no data needed
-    const auto shape = ck.meta.at("input_shape").get<std::array<int, 3>>();
-    auto spec = make_network_spec(cfg, ck.meta.at("n_input").get<int>(), ck.meta.at("n_classes").get<int>(), shape);
-    return {file, std::move(ck), std::move(cfg), std::move(spec), shape};
+  saved_run run{file, std::move(ck), std::move(cfg), kind};
+  if (run.ck.meta.contains("n_input")) {  // the sizes the run was built with: no data needed
+    run.n_input = run.ck.meta.at("n_input").get<int>();
+    run.n_classes = run.ck.meta.at("n_classes").get<int>();
+    run.input_shape = run.ck.meta.at("input_shape").get<std::array<int, 3>>();
+  } else {
+    const auto recorded = saved_data_record(run.ck, file);
+    const auto loaded = load_data(run.cfg, data_dir, false, true, recorded ? &*recorded : nullptr);
+    const auto& test = loaded.split.test;
+    run.n_input = test.dim();
+    run.n_classes = test.n_classes;
+    run.input_shape = test.shape;
   }
-  const auto recorded = saved_data_record(ck, file);
-  const auto loaded = load_data(cfg, data_dir, false, true, recorded ? &*recorded : nullptr);
-  const auto& test = loaded.split.test;
-  auto spec = make_network_spec(cfg, test.dim(), test.n_classes, test.shape);
-  return {file, std::move(ck), std::move(cfg), std::move(spec), test.shape};
+  // The model evaluate() scores with: one source for each kind's evaluation settings.
+  run.eval_relax = with_model(run.cfg, [&]<class M>(std::type_identity<M>) -> relax_options {
+    if constexpr (requires(M& m) { m.eval_relax; }) return M(run.cfg, run.n_input, run.n_classes, run.input_shape).eval_relax;
+    else return {};  // graph networks: their own dynamics (deep_dynamics_from_config)
+  });
+  return run;
 }
 
 }  // namespace eqprop

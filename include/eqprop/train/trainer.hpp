@@ -6,6 +6,7 @@
 // random is a function of (run.seed, epoch) plus, mid-epoch, the generator states the
 // checkpoint saves, so --resume reproduces an uninterrupted run exactly.
 #pragma once
+#include <array>
 #include <filesystem>
 #include <functional>
 #include <ostream>
@@ -13,9 +14,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/layered_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
+#include "eqprop/train/model_kind.hpp"
 
 namespace eqprop {
 
@@ -68,20 +71,26 @@ struct eval_result {
 /// the files read must have the recorded checksums (check_data_record).
 eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
-/// A layered run (written by train()) read back for use outside the trainer: its
-/// checkpoint, its saved config, and the network spec train() built from that config and
-/// the input size, classes and sample shape the checkpoint records (checkpoints written
-/// before they were recorded: those of the run's test split, read as evaluate_checkpoint
-/// reads it: same data directory choice, same checksum checks). The trained parameters are
-/// ck.array("params"), of type network.dtype. data_error when the checkpoint is not a
-/// layered run's (its model.kind, or an old meta "kind").
-struct saved_layered_run {
+/// A run written by train() (either model kind) read back for use outside the trainer: its
+/// checkpoint, its saved config (with its kind's schema), and what train() built the network
+/// from: the input size, classes and sample shape the checkpoint records (checkpoints
+/// written before they were recorded: those of the run's test split, read as
+/// evaluate_checkpoint reads it: same data directory choice, same checksum checks). The
+/// network is make_network_spec (layered) or make_vf_spec (vector_field) of cfg and these;
+/// its trained parameters are ck.array("params"), of type network.dtype. data_error for a
+/// path that is not a run directory or checkpoint, or a checkpoint of another trainer (a
+/// meta "kind" other than "layered", as `eqprop gle train` writes).
+struct saved_run {
   std::filesystem::path checkpoint_file;
   checkpoint ck;
   config cfg;
-  network_spec spec;
-  std::array<int, 3> data_shape{};  ///< channels, height, width of one sample (data.normalize_* are per channel)
+  model_kind kind = model_kind::layered;
+  int n_input = 0, n_classes = 0;
+  std::array<int, 3> input_shape{};  ///< channels, height, width of one sample (data.normalize_* are per channel)
+  /// The free phase evaluate_checkpoint relaxes the test split with (beta = 0, from h = 0, in
+  /// batches of run.eval_batch): the kind's evaluation settings of cfg.
+  relax_options eval_relax;
 };
-saved_layered_run load_layered_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
+saved_run load_saved_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
 }  // namespace eqprop
