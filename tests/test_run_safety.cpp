@@ -252,3 +252,44 @@ TEST(RunSafety, ResumeAndEvalUseTheRecordedDataAndCheckIt) {
   EXPECT_NE(msg.find("SHA-256"), std::string::npos) << msg;
   fs::remove_all(root);
 }
+
+// The CLI: a second run into a finished run's directory is refused (status 2, naming the
+// ways out) and leaves it as it was; --overwrite replaces it.
+TEST(RunSafety, CliRefusesAFinishedRunUnlessOverwrite) {
+  if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
+  const fs::path root = temp_dir("run_safety_cli_overwrite");
+  const std::string dir = (root / "r").string();
+  ASSERT_EQ(run_cli(cli_sets() + " --run-dir " + dir).status, 0);
+  const auto before = load_checkpoint(root / "r" / "checkpoint.eqck").arrays.at("params").bytes;
+  const auto refused = run_cli(cli_sets({"run.seed=5"}) + " --run-dir " + dir);
+  EXPECT_EQ(refused.status, 2) << refused.output;
+  EXPECT_NE(refused.output.find("--overwrite"), std::string::npos) << refused.output;
+  EXPECT_NE(refused.output.find("--resume"), std::string::npos) << refused.output;
+  EXPECT_TRUE(load_checkpoint(root / "r" / "checkpoint.eqck").arrays.at("params").bytes == before);
+  const auto replaced = run_cli(cli_sets({"run.seed=5"}) + " --overwrite --run-dir " + dir);
+  EXPECT_EQ(replaced.status, 0) << replaced.output;
+  EXPECT_FALSE(load_checkpoint(root / "r" / "checkpoint.eqck").arrays.at("params").bytes == before);
+  fs::remove_all(root);
+}
+
+// A second SIGINT while the first one's batch is still running ends the process at once
+// (status 130, saying so) without writing a checkpoint.
+TEST(RunSafety, SecondSigintStopsAtOnce) {
+  if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
+  const fs::path root = temp_dir("run_safety_second_sigint");
+  // One batch of 2000 samples with 100000 free steps: far longer than the test waits.
+  const std::string cmd = cli() + " train -q --set data.yin_yang_train=2000 --set run.batch=2000 " +
+                          "--set relax.free_steps=100000 --set relax.nudged_steps=4 --run-dir " +
+                          (root / "r").string();
+  FILE* f = popen(("sh -c '" + cmd + " & p=$!; sleep 1; kill -INT $p; sleep 0.2; kill -INT $p; wait $p; "
+                    "echo status=$?' 2>&1").c_str(), "r");
+  ASSERT_NE(f, nullptr);
+  std::string r;
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, f)) r.append(buf, n);
+  pclose(f);
+  EXPECT_NE(r.find("status=130"), std::string::npos) << r;
+  EXPECT_NE(r.find("second interrupt"), std::string::npos) << r;
+  EXPECT_FALSE(fs::exists(root / "r" / "checkpoint.eqck"));
+  fs::remove_all(root);
+}
