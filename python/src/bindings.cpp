@@ -568,8 +568,52 @@ model_kind py_model_kind(const py::object& cfg_in, const py::object& overrides) 
   return kind.value_or(model_kind::layered);
 }
 
+/// One split from NumPy: x of shape (n, dim) or (n, C, H, W) (any real dtype, converted to
+/// float32), y integer labels (n,) in [0, n_classes).
+dataset py_split(const char* what, py::handle xh, py::handle yh, int n_classes) {
+  const auto x = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(xh);
+  const auto y = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(yh);
+  if (!x || !y) throw shape_error(fmt::format("data: {} arrays must be numeric", what));
+  if (x.ndim() != 2 && x.ndim() != 4)
+    throw shape_error(fmt::format("data: x_{} must have shape (n, dim) or (n, C, H, W), got {} dimensions", what, x.ndim()));
+  if (y.ndim() != 1 || y.shape(0) != x.shape(0))
+    throw shape_error(fmt::format("data: y_{} must have shape ({},), one label per sample", what, x.shape(0)));
+  dataset d;
+  d.name = "in-memory";
+  d.n_classes = n_classes;
+  const long n = long(x.shape(0)), dim = long(x.size() / std::max<py::ssize_t>(1, x.shape(0)));
+  d.shape = x.ndim() == 4 ? std::array<int, 3>{int(x.shape(1)), int(x.shape(2)), int(x.shape(3))}
+                          : std::array<int, 3>{1, 1, int(dim)};
+  d.x = Eigen::Map<const matrix<float>>(x.data(), dim, n);  // row-major (n, dim) is column-major (dim, n)
+  d.y.resize(std::size_t(n));
+  for (long i = 0; i < n; ++i) {
+    const int64_t v = y.at(i);
+    if (v < 0 || v >= n_classes)
+      throw data_error(fmt::format("data: y_{}[{}] = {} is not a class label in [0, {})", what, i, v, n_classes));
+    d.y[std::size_t(i)] = int32_t(v);
+  }
+  return d;
+}
+
+/// data = (x_train, y_train, x_test, y_test); the classes are 0 .. the largest label.
+std::shared_ptr<const dataset_split> py_data(const py::object& data) {
+  const auto t = data.cast<py::tuple>();
+  if (t.size() != 4) throw shape_error("data must be (x_train, y_train, x_test, y_test)");
+  int64_t top = 0;
+  for (int k : {1, 3}) {
+    const auto y = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(t[k]);
+    for (py::ssize_t i = 0; y && i < y.size(); ++i) top = std::max(top, y.data()[i]);
+  }
+  auto split = std::make_shared<dataset_split>();
+  split->train = py_split("train", t[0], t[1], int(top + 1));
+  split->test = py_split("test", t[2], t[3], int(top + 1));
+  if (split->train.dim() != split->test.dim())
+    throw shape_error(fmt::format("data: x_train has {} features, x_test {}", split->train.dim(), split->test.dim()));
+  return split;
+}
+
 py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, py::object on_epoch, py::object data_dir,
-                  py::object name, bool verbose, bool resume) {
+                  py::object name, bool verbose, bool resume, py::object data, py::object on_batch) {
   config cfg(training_schema(py_model_kind(cfg_in, overrides)));
   train_options opt;
   opt.name = "python";
@@ -607,6 +651,13 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
       on_epoch(json_to_py(row));  // a Python exception propagates out of train()
     };
   }
+  if (!on_batch.is_none()) {
+    opt.on_batch = [on_batch](long epoch, long batch, long n_batches, double loss, double acc) {
+      py::gil_scoped_acquire gil;
+      on_batch(epoch, batch, n_batches, loss, acc);
+    };
+  }
+  if (!data.is_none()) opt.data = py_data(data);
   opt.should_stop = python_interrupted;
   train_result r;
   {
@@ -1198,10 +1249,13 @@ PYBIND11_MODULE(_core, m) {
 
   def_fn(m, "train", &train_py, "config"_a = py::none(), "overrides"_a = py::none(), "run_dir"_a = py::none(),
         "on_epoch"_a = py::none(), "data_dir"_a = py::none(), "name"_a = py::none(), "verbose"_a = true,
-        "resume"_a = false,
-        "Trains with the C++ loop (same results as `eqprop train`). config: a dict (nested or dotted keys) or a\n"
-        "TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is called after\n"
-        "every epoch with the metrics row. Ctrl-C raises KeyboardInterrupt (the last checkpoint is kept).\n"
+        "resume"_a = false, "data"_a = py::none(), "on_batch"_a = py::none(),
+        "Trains with the C++ loop (same results as `eqprop train`), any model.kind. config: a dict (nested or\n"
+        "dotted keys) or a TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is\n"
+        "called after every epoch with the metrics row; on_batch(epoch, batch, n_batches, loss, accuracy) after\n"
+        "every training batch (running values of the epoch). data: (x_train, y_train, x_test, y_test) NumPy\n"
+        "arrays (x (n, dim) or (n, C, H, W), y integer labels) used instead of data.name; the run records their\n"
+        "SHA-256 and resuming needs the same arrays. Ctrl-C raises KeyboardInterrupt (a checkpoint is kept).\n"
         "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
         "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
   def_fn(m, "config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },

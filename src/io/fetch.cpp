@@ -439,6 +439,12 @@ std::string file_digest(const fs::path& file, checksum_kind kind) {
   return h.hex();
 }
 
+std::string bytes_digest(const void* data, std::size_t n, checksum_kind kind) {
+  hasher h(kind);
+  h.update(static_cast<const char*>(data), n);
+  return h.hex();
+}
+
 file_check check_file(const fs::path& data_dir, const remote_file& file) {
   const fs::path p = data_dir / file.path;
   std::error_code ec;

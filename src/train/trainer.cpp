@@ -20,6 +20,7 @@
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/io/dataset.hpp"
+#include "eqprop/io/fetch.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/experiment.hpp"
@@ -41,6 +42,7 @@ auto param_values(Net& net) {
 }
 
 constexpr const char* checkpoint_name = "checkpoint.eqck";
+constexpr const char* in_memory_dir = "(in memory)";  // the data_record::dir of in-memory data
 
 struct loaded_data {
   dataset_split split;
@@ -64,6 +66,9 @@ loaded_data load_data(const config& cfg, const std::string& data_dir_flag, bool 
   fs::path dir = resolve_data_dir(cfg_dir.empty() ? data_dir_flag : cfg_dir);
   data_dir_source how = cfg_dir.empty() ? data_dir_flag.empty() ? data_dir_source::default_dir : data_dir_source::flag
                                         : data_dir_source::config;
+  if (recorded && recorded->dir == in_memory_dir)
+    throw data_error("the run was trained on in-memory arrays (eqprop.train(data=...)): pass the same arrays to resume "
+                     "or evaluate it");
   if (saved_run) std::tie(dir, how) = saved_run_data_dir(cfg_dir, data_dir_flag, recorded);
   loaded_data loaded;
   try {
@@ -80,6 +85,35 @@ loaded_data load_data(const config& cfg, const std::string& data_dir_flag, bool 
   if (need_train) check_split(split.train, "training", "data.limit_train, or data.yin_yang_train for yin_yang");
   check_split(split.test, "test", "data.limit_test, or data.yin_yang_test for yin_yang");
   normalize_from_config(cfg, split);
+  return loaded;
+}
+
+// The record of in-memory data: the SHA-256 of each split's inputs and labels.
+data_record memory_record(const dataset_split& d) {
+  data_record r;
+  r.dir = in_memory_dir;
+  for (const auto& [name, set] : {std::pair<const char*, const dataset*>{"train", &d.train}, {"test", &d.test}}) {
+    r.files.emplace_back(std::string("x_") + name,
+                         bytes_digest(set->x.data(), std::size_t(set->x.size()) * sizeof(float), checksum_kind::sha256));
+    r.files.emplace_back(std::string("y_") + name,
+                         bytes_digest(set->y.data(), set->y.size() * sizeof(int32_t), checksum_kind::sha256));
+  }
+  return r;
+}
+
+// The data of a run given in memory (train_options::data), checked against the record of a
+// resumed run.
+loaded_data memory_data(const config& cfg, const dataset_split& d, const data_record* recorded) {
+  loaded_data loaded;
+  loaded.split = d;
+  loaded.record = memory_record(d);
+  if (recorded && recorded->files != loaded.record.files)
+    throw data_error(recorded->dir == in_memory_dir
+                         ? "the in-memory data differ from the arrays the run was trained on (their SHA-256 differ)"
+                         : fmt::format("the run was trained on the data in `{}`, not on in-memory arrays", recorded->dir));
+  check_split(loaded.split.train, "training", "the in-memory training arrays");
+  check_split(loaded.split.test, "test", "the in-memory test arrays");
+  normalize_from_config(cfg, loaded.split);
   return loaded;
 }
 
@@ -166,7 +200,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     resume_ck = load_checkpoint(dir / checkpoint_name);
     recorded = saved_data_record(*resume_ck, dir / checkpoint_name);
   }
-  const auto loaded = load_data(cfg, topt.data_dir, true, topt.resume, recorded ? &*recorded : nullptr);
+  const auto loaded = topt.data ? memory_data(cfg, *topt.data, recorded ? &*recorded : nullptr)
+                                : load_data(cfg, topt.data_dir, true, topt.resume, recorded ? &*recorded : nullptr);
   const auto& split = loaded.split;
   M model(cfg, split.train.dim(), split.train.n_classes, split.train.shape);
   auto& net = model.net;
@@ -354,6 +389,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       res_sum += g.free.mean_residual * double(B);
       steps += g.relax_steps;
       const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (topt.on_batch)
+        topt.on_batch(epoch + 1, i + 1, nb, loss_sum / double(std::max<long>(1, seen - failed)),
+                      double(correct) / double(seen));
       prog.update(i + 1, [&] {
         return progress::fields{{"loss", fmt::format("{:.4f}", loss_sum / double(std::max<long>(1, seen - failed)))},
                                 {"acc", fmt::format("{:.2f}%", 100.0 * correct / double(seen))},
@@ -491,7 +529,7 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
   const model_kind kind = saved_model_kind(ck.meta.at("config"));
   config cfg(training_schema(kind));
   cfg.load_saved_json(ck.meta.at("config"), file.string());
-  saved_run run{file, std::move(ck), std::move(cfg), kind};
+  saved_run run{file, std::move(ck), std::move(cfg), kind, 0, 0, {}, {}};
   if (run.ck.meta.contains("n_input")) {  // the sizes the run was built with: no data needed
     run.n_input = run.ck.meta.at("n_input").get<int>();
     run.n_classes = run.ck.meta.at("n_classes").get<int>();

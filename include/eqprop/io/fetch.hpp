@@ -47,6 +47,8 @@ std::string_view checksum_name(checksum_kind kind);
 
 /// Hex digest of a whole file. Throws data_error naming the file if it cannot be read.
 std::string file_digest(const std::filesystem::path& file, checksum_kind kind);
+/// Hex digest of n bytes in memory.
+std::string bytes_digest(const void* data, std::size_t n, checksum_kind kind);
 
 /// State of a file under the data directory.
 enum class file_state { missing, verified, unverified, mismatch };

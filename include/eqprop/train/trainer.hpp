@@ -9,6 +9,7 @@
 #include <array>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <ostream>
 #include <string>
 
@@ -17,6 +18,7 @@
 #include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/layered_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
+#include "eqprop/io/dataset.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/model_kind.hpp"
 
@@ -37,6 +39,13 @@ struct train_options {
   bool handle_signals = false;
   /// Called after every epoch with the metrics row (epoch, losses, accuracies, timing...).
   std::function<void(const nlohmann::ordered_json&)> on_epoch;
+  /// Called after every training batch with the epoch (1-based), the batches done in it,
+  /// the epoch's batches and the running training loss and accuracy of the epoch.
+  std::function<void(long epoch, long batch, long n_batches, double loss, double accuracy)> on_batch;
+  /// In-memory data used instead of data.name / data.dir (checked and normalised like
+  /// loaded data). The run records the SHA-256 of its arrays: resuming it needs the same
+  /// arrays again (data_error otherwise), and `eqprop eval` cannot find them.
+  std::shared_ptr<const dataset_split> data;
   /// Polled before every batch; returning true stops the run (train_result::interrupted):
   /// a checkpoint of the batches done so far is written (mid-epoch), and message says how to
   /// resume. Used by the Python module for Ctrl-C.
