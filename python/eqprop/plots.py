@@ -68,6 +68,20 @@ def read_csv(path):
     return cols
 
 
+def _first(m, *names):
+    """The first of the named columns that m has, or None."""
+    return next((m[n] for n in names if n in m), None)
+
+
+def _error(m, split):
+    """Error in % of a split from its accuracy column (acc or accuracy) or its error column."""
+    acc = _first(m, f"{split}_acc", f"{split}_accuracy")
+    if acc is not None:
+        return [100 * (1 - v) for v in acc]
+    err = m.get(f"{split}_error")
+    return None if err is None else [100 * v for v in err]
+
+
 def run_curves(run_dirs, title=None):
     """Loss, error and relaxation failures per epoch of one or more eqprop runs (a path or a list)."""
     plt = _plt()
@@ -81,14 +95,22 @@ def run_curves(run_dirs, title=None):
         m = read_csv(path)
         name = os.path.basename(os.path.normpath(d))
         ep = m["epoch"]
-        line, = ax[0].plot(ep, m["train_loss"], "--", label=f"{name} train")
-        c = line.get_color()
-        ax[0].plot(ep, m["test_loss"], "-", color=c, label=f"{name} test")
-        ax[1].plot(ep, [100 * (1 - v) for v in m["train_acc"]], "--", color=c, label=f"{name} train")
-        ax[1].plot(ep, [100 * (1 - v) for v in m["test_acc"]], "-", color=c, label=f"{name} test")
-        ax[2].plot(ep, m.get("dropped", [0] * len(ep)), "-", color=c, label=f"{name} dropped")
-        if "not_converged" in m:
-            ax[2].plot(ep, m["not_converged"], ":", color=c, label=f"{name} free phase not converged")
+        c = None
+
+        def draw(axis, values, style, label):
+            nonlocal c
+            if values is None:
+                return
+            line, = axis.plot(ep, values, style, color=c, label=f"{name} {label}")
+            c = line.get_color()
+
+        # `eqprop train` names first; `deep train` (error, MSE) and older gep runs as fallbacks.
+        draw(ax[0], _first(m, "train_loss", "train_mse"), "--", "train")
+        draw(ax[0], _first(m, "test_loss", "test_mse"), "-", "test")
+        draw(ax[1], _error(m, "train"), "--", "train")
+        draw(ax[1], _error(m, "test"), "-", "test")
+        draw(ax[2], m.get("dropped", m.get("n_dropped", [0] * len(ep))), "-", "dropped")
+        draw(ax[2], _first(m, "not_converged", "free_not_converged"), ":", "free phase not converged")
     ax[0].set(xlabel="epoch", ylabel="cost", title="loss")
     ax[1].set(xlabel="epoch", ylabel="error (%)", title="error", yscale="log")
     ax[2].set(xlabel="epoch", ylabel="samples per epoch", title="relaxation failures")

@@ -82,3 +82,16 @@ def test_cli_plot_of_a_sweep_directory(cli, tmp_path):
     assert (root / "summary.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     cli("plot", root / "optimizer.lr=0.01" / "seed-0", root / "optimizer.lr=0.01" / "seed-1", "-o", tmp_path / "b.png")
     assert (tmp_path / "b.png").stat().st_size > 0
+
+
+def test_run_curves_read_every_trainers_columns(tmp_path):
+    """`deep train` runs log error and MSE instead of loss and accuracy: the curves use them."""
+    d = tmp_path / "deep"
+    d.mkdir()
+    (d / "metrics.csv").write_text("epoch,train_error,train_mse,nudged_error,train_accuracy\n"
+                                   "1,0.5,0.3,0.5,0.5\n2,0.25,0.2,0.25,0.75\n")
+    fig = eqprop.plots.run_curves([d])
+    loss_axis = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "deep train"][0]
+    assert list(loss_axis.get_ydata()) == [0.3, 0.2]
+    error_axis = [ln for ln in fig.axes[1].get_lines() if ln.get_label() == "deep train"][0]
+    assert list(error_axis.get_ydata()) == [50.0, 25.0]
