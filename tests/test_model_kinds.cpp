@@ -172,3 +172,17 @@ TEST(ModelKinds, TheKindPicksTheSchema) {
   const config rn = load_training_config({}, {"model.kind=graph", "estimator.reciprocal_nudge=true"});
   EXPECT_THROW(deep_learning_from_config(rn), config_error);
 }
+
+// A checkpoint of a trainer outside `eqprop train` (gle train, deep train) gets an error
+// that names it, not a config error about keys it never had.
+TEST(ModelKinds, EvalNamesTheTrainerOfOtherCheckpoints) {
+  const fs::path root = temp_dir("model_kinds_other");
+  checkpoint ck;
+  ck.meta["kind"] = "gle";
+  ck.meta["config"] = {{"dynamics", {{"dt", 0.1}}}};
+  ck.arrays["params"] = checkpoint_array::from_vector(std::vector<float>{1.f});
+  save_checkpoint(root / "checkpoint.eqck", ck);
+  const auto msg = test::error_of<data_error>([&] { evaluate_checkpoint(root, ""); });
+  EXPECT_NE(msg.find("`eqprop gle train`"), std::string::npos) << msg;
+  fs::remove_all(root);
+}
