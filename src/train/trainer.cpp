@@ -507,7 +507,7 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
 eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::string& data_dir) {
   const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
   const auto ck = load_checkpoint(file);
-  if (ck.meta.contains("kind") && ck.meta.at("kind").is_string())
+  if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered")
     throw data_error(fmt::format("{}: a checkpoint of `eqprop {} train`, which `eval` does not read yet (its run "
                                  "directory's metrics.csv holds the scores of every epoch)",
                                  file.string(), ck.meta.at("kind").get<std::string>()));
