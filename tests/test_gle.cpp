@@ -354,7 +354,7 @@ TEST(GleCli, ResumeContinuesBitIdentically) {
   std::filesystem::remove_all(dir);
   const std::string common = "gle train -q --data-dir " + data.string() +
                              " --set data.limit_train=150 --set data.limit_test=60 --set network.depth=2"
-                             " --set train.batch=50 --set train.test_batch=30 --set schedule.plateau_patience=0 ";
+                             " --set run.batch=50 --set run.eval_batch=30 --set schedule.plateau_patience=0 ";
   auto a = run_cli(common + "--epochs 3 --run-dir " + (dir / "a").string());
   ASSERT_EQ(a.status, 0) << a.out;
   auto b = run_cli(common + "--epochs 1 --run-dir " + (dir / "b").string());

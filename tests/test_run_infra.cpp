@@ -414,6 +414,15 @@ TEST(Config, SavedRunConfigsAreReadWithWhatOldNamesMeant) {
   EXPECT_EQ(gep.get<int>("network.output_size"), 7);
 
   // GLE: the GLE meanings, and runs saved before network.initial_state started at rest.
+  // GLE runs saved with the train.* section read as the run.* keys every trainer uses.
+  config gle_old(gle_train_schema());
+  gle_old.load_saved_json({{"train", {{"epochs", 7}, {"test_batch", 50}, {"seed", 3}, {"threads", 2}}}}, "ck");
+  EXPECT_EQ(gle_old.get<int>("run.epochs"), 7);
+  EXPECT_EQ(gle_old.get<int>("run.eval_batch"), 50);
+  EXPECT_EQ(gle_old.get<int>("run.seed"), 3);
+  EXPECT_EQ(gle_old.get<int>("dynamics.threads"), 2);
+  EXPECT_THROW(gle_old.set_override("train.epochs=3"), config_error);
+
   config gle(gle_train_schema());
   gle.load_saved_json({{"network", {{"activation", "sigmoid"}, {"first_activation", "hard_sigmoid"}}}}, "ck");
   EXPECT_EQ(gle.get<std::string>("network.activation"), "logistic");

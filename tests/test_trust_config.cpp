@@ -255,8 +255,8 @@ TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
   config gle(gle_train_schema());
   m = msg_of([&] { gle.set_override("network.lag_bank_tau=[0.2]"); });
   EXPECT_NE(m.find("exactly 2 elements"), std::string::npos) << m;
-  m = msg_of([&] { gle.set_override("train.seed=-3"); });
-  EXPECT_NE(m.find("`train.seed` = -3"), std::string::npos) << m;
+  m = msg_of([&] { gle.set_override("run.seed=-3"); });
+  EXPECT_NE(m.find("`run.seed` = -3"), std::string::npos) << m;
 }
 
 TEST(TrustConfig, SavedRunConfigsAreCheckedToo) {
@@ -306,7 +306,7 @@ TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {
 
   for (const auto& [name, schema] : all_schemas()) {
     if (schema.fixed_on_resume().empty()) continue;
-    for (const char* k : {"network.dtype", "run.seed", "train.seed", "optimizer.kind"})
+    for (const char* k : {"network.dtype", "run.seed", "optimizer.kind"})
       if (schema.find(k)) {
         EXPECT_TRUE(schema.is_fixed_on_resume(k)) << name << " " << k;
       }

@@ -143,7 +143,7 @@ TEST(TrustNonFinite, GleResumeFromNanCheckpointDiverges) {
   REQUIRE_CLI();
   const auto dir = temp_dir("gle_nan");
   write_npy_dataset(dir / "data", 30, 12, -1);
-  const std::string common = "gle train -q --set data.name=npy --set network.depth=1 --set train.batch=10 --data-dir " +
+  const std::string common = "gle train -q --set data.name=npy --set network.depth=1 --set run.batch=10 --data-dir " +
                              (dir / "data").string();
   auto r = run_cli(common + " --epochs 1 --run-dir " + (dir / "run").string());
   ASSERT_EQ(r.status, 0) << r.output;

@@ -374,8 +374,8 @@ TEST(TrustResume, SlowGleKilledAtRandomMomentsResumesBitIdentically) {
   if (!fs::exists(data / "mnist-1d" / "gle-360" / "x_train.npy")) GTEST_SKIP() << "no MNIST-1D data";
   two_places dirs("trust_resume_gle");
   const std::vector<std::string> common{"gle", "train", "-q", "--set", "data.limit_train=150", "--set",
-                                        "data.limit_test=60", "--set", "network.depth=2", "--set", "train.batch=50",
-                                        "--set", "train.test_batch=30", "--set", "schedule.plateau_patience=0",
+                                        "data.limit_test=60", "--set", "network.depth=2", "--set", "run.batch=50",
+                                        "--set", "run.eval_batch=30", "--set", "schedule.plateau_patience=0",
                                         "--epochs", "3"};
   auto with = [&](std::vector<std::string> extra) {
     auto v = common;

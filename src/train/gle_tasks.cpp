@@ -436,11 +436,11 @@ const config_schema& gle_train_schema() {
     s.add("schedule.plateau_on", std::string("test"), cc::one_of({"test", "train", "test_readout", "train_readout"}),
           "loss watched by the plateau schedule: test or train (per-step loss, as the paper's code), or "
           "test_readout / train_readout (cross-entropy of the time-averaged output, a steadier signal)");
-    s.add("train.epochs", int64_t(150), cc::closed(1, lim::epochs), "epochs");
-    s.add("train.batch", int64_t(100), batch, "training batch (parallel streams)");
-    s.add("train.test_batch", int64_t(1000), batch, "test batch");
-    s.add("train.seed", int64_t(12), cc::at_least(0), "seed of the initialisation and the sample order");
-    s.add("train.threads", int64_t(1), cc::closed(0, lim::threads),
+    s.add("run.epochs", int64_t(150), cc::closed(1, lim::epochs), "epochs");
+    s.add("run.batch", int64_t(100), batch, "training batch (parallel streams)");
+    s.add("run.eval_batch", int64_t(1000), batch, "test batch");
+    s.add("run.seed", int64_t(12), cc::at_least(0), "seed of the initialisation and the sample order");
+    s.add("dynamics.threads", int64_t(1), cc::closed(0, lim::threads),
           "threads for the layers of a step (0: all cores; results do not depend on it; more than 1 only pays on an "
           "otherwise idle machine)");
     s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
@@ -448,7 +448,13 @@ const config_schema& gle_train_schema() {
     add_activation_renames(s, "network.first_activation", activation_family::gle);
     add_activation_renames(s, "network.activation", activation_family::gle);
     s.saved_default("network.initial_state", std::string("rest"));  // the start of runs written before the key
-    s.fixed_on_resume({"data.", "network.", "dynamics.learn_tau_m", "optimizer.kind", "train.seed"});
+    s.fixed_on_resume({"data.", "network.", "dynamics.learn_tau_m", "optimizer.kind", "run.seed"});
+    // The names every training config uses (saved runs keep loading).
+    s.renamed_key("train.epochs", "run.epochs");
+    s.renamed_key("train.batch", "run.batch");
+    s.renamed_key("train.test_batch", "run.eval_batch");
+    s.renamed_key("train.seed", "run.seed");
+    s.renamed_key("train.threads", "dynamics.threads");
     return s;
   }();
   return schema;
@@ -467,7 +473,7 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   else if (init == "normal") spec.init = gle_init::normal;
   else throw config_error(fmt::format("network.init '{}': expected kaiming_uniform or normal", init));
   spec.init_std = cfg.get<double>("network.init_std");
-  spec.seed = cfg.get<uint64_t>("train.seed");
+  spec.seed = cfg.get<uint64_t>("run.seed");
   spec.initial_state = parse_gle_initial_state(cfg.get<std::string>("network.initial_state"));
   const int bank = cfg.get<int>("network.lag_bank"), stages = cfg.get<int>("network.lag_bank_stages");
   if (bank > 0) {
@@ -509,7 +515,7 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   const int n_classes = split.train.n_classes;
   const long T = split.train.dim();  // steps per sample: one scalar input per step
   gle_network<float> net(gle_spec_from_config(cfg, 1, n_classes));
-  net.set_threads(cfg.get<int>("train.threads"));
+  net.set_threads(cfg.get<int>("dynamics.threads"));
   optimizer_options oo;
   oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
   oo.lr = cfg.get<double>("optimizer.lr");
@@ -526,13 +532,13 @@ std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::
   }
   optimizer<float> opt(oo, net.layout(), net.n_groups());
   opt.set_constraints(gle_tau_constraints(net));
-  const long B = cfg.get<long>("train.batch"), TB = cfg.get<long>("train.test_batch");
-  const long epochs = cfg.get<long>("train.epochs");
+  const long B = cfg.get<long>("run.batch"), TB = cfg.get<long>("run.eval_batch");
+  const long epochs = cfg.get<long>("run.epochs");
   const double beta = cfg.get<double>("loss.beta");
   const long patience = cfg.get<long>("schedule.plateau_patience");
   const double factor = cfg.get<double>("schedule.plateau_factor");
   const std::string plateau_on = cfg.get<std::string>("schedule.plateau_on");
-  const uint64_t seed = cfg.get<uint64_t>("train.seed");
+  const uint64_t seed = cfg.get<uint64_t>("run.seed");
   batch_iterator it(split.train, B, seed, true, false);
   aligned_vector<float> grad(net.params().size());
   net.reset_state(B);

@@ -53,7 +53,7 @@ def test_gle_train_small_run(repo):
     if not os.path.isdir(os.path.join(data, "mnist-1d", "gle-360")):
         pytest.skip(f"MNIST-1D (gle-360) not found in {data}")
     seen = []
-    r = eqprop.gle_train(overrides={"train": {"epochs": 1}, "data": {"limit_train": 200, "limit_test": 100},
+    r = eqprop.gle_train(overrides={"run": {"epochs": 1}, "data": {"limit_train": 200, "limit_test": 100},
                                     "network": {"depth": 2}},
                          data_dir=data, on_epoch=seen.append)
     assert len(seen) == 1 and seen[0]["epoch"] == 1 and 0 <= seen[0]["test_acc"] <= 1

@@ -78,8 +78,8 @@ def test_python_config_values_are_range_checked(tmp_path, config, key, text):
 
 
 def test_gle_config_values_are_range_checked(tmp_path):
-    with pytest.raises(eqprop.ConfigError, match=r"`train.batch` = 0 is out of range"):
-        eqprop.gle_train(overrides={"train.batch": 0, "run.dir": str(tmp_path / "g")})
+    with pytest.raises(eqprop.ConfigError, match=r"`run.batch` = 0 is out of range"):
+        eqprop.gle_train(overrides={"run.batch": 0, "run.dir": str(tmp_path / "g")})
 
 
 def test_resume_applies_overrides_and_refuses_fixed_keys(tmp_path):

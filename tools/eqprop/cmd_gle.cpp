@@ -194,14 +194,14 @@ void register_gle(CLI::App& app) {
   tr->add_option("config", ta.config_file, "Config (TOML), e.g. configs/gle_mnist1d_15k.toml")->check(CLI::ExistingFile);
   tr->add_option("--set,-s", ta.sets, "Override a config key, e.g. --set optimizer.lr=1e-3 (repeatable)");
   static CLI::Option* epochs_opt =
-      add_checked(tr, "--epochs", ta.epochs, trainer_help::epochs("train.epochs"), cc::closed(1, config_limits::epochs));
-  static CLI::Option* seed_opt = add_checked(tr, "--seed", ta.seed, trainer_help::seed("train.seed"), cc::at_least(0));
+      add_checked(tr, "--epochs", ta.epochs, trainer_help::epochs("run.epochs"), cc::closed(1, config_limits::epochs));
+  static CLI::Option* seed_opt = add_checked(tr, "--seed", ta.seed, trainer_help::seed("run.seed"), cc::at_least(0));
   tr->add_option("--data-dir", ta.data_dir, trainer_help::data_dir);
   tr->add_option("--run-dir", ta.run_dir, "Run directory (default: run.dir of the config)");
   tr->add_option("--resume", ta.resume,
                  "Continue the run in this directory from its last checkpoint (bit-identical); a config file, --set "
                  "and --epochs change its config (changing data.*, network.*, dynamics.learn_tau_m, optimizer.kind or "
-                 "train.seed is refused)")
+                 "run.seed is refused)")
       ->check(CLI::ExistingDirectory);
   tr->add_flag("--quiet,-q", ta.quiet, trainer_help::quiet);
   tr->add_flag("--print-config", ta.print_config, trainer_help::print_config);
@@ -214,8 +214,8 @@ void register_gle(CLI::App& app) {
       throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
                                      ta.run_dir, ta.resume));
     if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
-    if (epochs_opt->count() > 0) cfg.set("train.epochs", int64_t(ta.epochs), "--epochs");
-    if (seed_opt->count() > 0) cfg.set("train.seed", ta.seed, "--seed");
+    if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(ta.epochs), "--epochs");
+    if (seed_opt->count() > 0) cfg.set("run.seed", ta.seed, "--seed");
     checkpoint resume_ck;
     std::vector<std::string> changes;
     if (!ta.resume.empty()) {
@@ -241,7 +241,7 @@ void register_gle(CLI::App& app) {
     metrics_log log(run, !ta.resume.empty());
     if (!ta.resume.empty()) log.truncate_after_epoch(resume_ck.meta.at("epoch").get<long>());
     progress prog(std::cout, !ta.quiet && progress::stdout_is_terminal());  // --quiet: no progress, epoch lines stay
-    const long epochs = cfg.get<long>("train.epochs");
+    const long epochs = cfg.get<long>("run.epochs");
     gle_train_hooks hooks;
     long current_epoch = 1;
     bool begun = false;
