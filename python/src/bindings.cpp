@@ -17,6 +17,7 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <algorithm>
 #include <cstring>
 #include <optional>
 #include <iostream>
@@ -561,8 +562,8 @@ model_kind py_model_kind(const py::object& cfg_in, const py::object& overrides) 
     else {
       std::vector<std::string> sets;
       for (auto s : overrides) sets.push_back(s.cast<std::string>());
-      for (const auto& s : sets)
-        if (s.rfind("model.kind", 0) == 0) kind = model_kind_of({}, sets);
+      if (std::any_of(sets.begin(), sets.end(), [](const std::string& s) { return s.rfind("model.kind", 0) == 0; }))
+        kind = model_kind_of({}, sets);
     }
   }
   return kind.value_or(model_kind::layered);
@@ -614,33 +615,30 @@ std::shared_ptr<const dataset_split> py_data(const py::object& data) {
 
 py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, py::object on_epoch, py::object data_dir,
                   py::object name, bool verbose, bool resume, py::object data, py::object on_batch) {
-  config cfg(training_schema(py_model_kind(cfg_in, overrides)));
   train_options opt;
   opt.name = "python";
-  load_py_config(cfg, cfg_in, overrides);
   if (!cfg_in.is_none() && !py::isinstance<py::dict>(cfg_in)) opt.name = cfg_in.cast<std::filesystem::path>().stem().string();
   if (!name.is_none()) opt.name = name.cast<std::string>();
   if (!run_dir.is_none()) opt.run_dir = run_dir.cast<std::filesystem::path>();
   if (!data_dir.is_none()) opt.data_dir = data_dir.cast<std::filesystem::path>().string();
   opt.resume = resume;
   std::vector<std::string> resume_changes;
+  std::optional<config> chosen;
   if (resume) {
-    // The run's saved config with config/overrides on top, as `eqprop train --resume`.
+    // The run's saved config with config/overrides on top, read with the run's schema, as
+    // `eqprop train --resume` (model.kind is fixed on resume).
     if (opt.run_dir.empty()) throw config_error("resume=True needs run_dir");
-    const auto saved = load_checkpoint(opt.run_dir / "checkpoint.eqck").meta.at("config");
-    config run_cfg(training_schema(saved_model_kind(saved)));
-    run_cfg.load_saved_json(saved, opt.run_dir.string());
-    if (saved_model_kind(saved) != py_model_kind(cfg_in, overrides) && cfg.is_set_by_user("model.kind"))
-      throw config_error("model.kind cannot change when a run is resumed");
-    {  // the changes read with the run's schema
-      config req(run_cfg.schema());
-      load_py_config(req, cfg_in, overrides);
-      cfg = req;
-    }
-    resume_changes = run_cfg.apply_resume_changes(cfg);
-    cfg = run_cfg;
-    if (!resume_changes.empty()) write_file_atomic(opt.run_dir / "config.toml", cfg.to_toml());
+    const auto ck_file = opt.run_dir / "checkpoint.eqck";
+    chosen = saved_run_config(load_checkpoint(ck_file), ck_file);
+    config requested(chosen->schema());
+    load_py_config(requested, cfg_in, overrides);
+    resume_changes = chosen->apply_resume_changes(requested);
+    if (!resume_changes.empty()) write_file_atomic(opt.run_dir / "config.toml", chosen->to_toml());
+  } else {
+    chosen.emplace(training_schema(py_model_kind(cfg_in, overrides)));
+    load_py_config(*chosen, cfg_in, overrides);
   }
+  const config& cfg = *chosen;
   std::ostringstream sink;
   opt.quiet = !verbose;
   if (!verbose) opt.out = &sink;

@@ -152,13 +152,8 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
                                        std::span<R> grad) {
   check_grad_size(net, grad, "generalized EP");
   if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
-  const grad_result g = est_->estimate(net, x, y, grad);
   gep_result out;
-  out.loss = g.loss;
-  out.predictions = g.predictions;
-  out.free = g.free;
-  out.n_dropped = g.n_dropped;
-  out.relax_steps = g.relax_steps;
+  static_cast<grad_result&>(out) = est_->estimate(net, x, y, grad);
   // The error vectors of the batch, dropped samples zeroed.
   const int K = net.n_layers();
   const long B = x.cols();

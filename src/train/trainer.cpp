@@ -504,17 +504,23 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
 }
 }  // namespace
 
-eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::string& data_dir) {
-  const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
-  const auto ck = load_checkpoint(file);
+config saved_run_config(const checkpoint& ck, const fs::path& file) {
   if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered")
-    throw data_error(fmt::format("{}: a checkpoint of `eqprop {} train`, which `eval` does not read yet (its run "
-                                 "directory's metrics.csv holds the scores of every epoch)",
-                                 file.string(), ck.meta.at("kind").get<std::string>()));
+    throw data_error(fmt::format("{}: a checkpoint of kind {} (written by `eqprop {} train`), not of an `eqprop train` "
+                                 "run, which eval and load_run read (its run directory's metrics.csv holds the scores "
+                                 "of every epoch)",
+                                 file.string(), ck.meta.at("kind").dump(), ck.meta.at("kind").get<std::string>()));
   if (!ck.meta.contains("config"))
     throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
   config cfg(training_schema(saved_model_kind(ck.meta.at("config"))));
   cfg.load_saved_json(ck.meta.at("config"), file.string());
+  return cfg;
+}
+
+eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::string& data_dir) {
+  const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
+  const auto ck = load_checkpoint(file);
+  const config cfg = saved_run_config(ck, file);
   const auto recorded = saved_data_record(ck, file);
   const data_record* rec = recorded ? &*recorded : nullptr;
   return with_model(cfg, [&]<class M>(std::type_identity<M>) { return evaluate_impl<M>(cfg, ck, file, data_dir, rec); });
@@ -526,13 +532,8 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
     throw data_error(fmt::format("{}: not a run directory: it holds no {}", run_or_checkpoint.string(), checkpoint_name));
   if (!fs::exists(file)) throw data_error(fmt::format("{}: no such run directory or checkpoint file", file.string()));
   auto ck = load_checkpoint(file);
-  if (ck.meta.contains("kind") && ck.meta.at("kind") != "layered")
-    throw data_error(fmt::format("{}: a checkpoint of kind {} (another trainer's), not a run of `eqprop train`",
-                                 file.string(), ck.meta.at("kind").dump()));
-  if (!ck.meta.contains("config")) throw data_error(fmt::format("{}: the checkpoint holds no run config", file.string()));
+  config cfg = saved_run_config(ck, file);
   const model_kind kind = saved_model_kind(ck.meta.at("config"));
-  config cfg(training_schema(kind));
-  cfg.load_saved_json(ck.meta.at("config"), file.string());
   saved_run run{file, std::move(ck), std::move(cfg), kind, 0, 0, {}, {}};
   if (run.ck.meta.contains("n_input")) {  // the sizes the run was built with: no data needed
     run.n_input = run.ck.meta.at("n_input").get<int>();

@@ -94,14 +94,7 @@ class gep_estimator final : public grad_estimator<R, vector_field_network<R>> {
   std::string name() const override { return est_.name(); }
   grad_result estimate(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                        std::span<R> grad) override {
-    const gep_result r = est_.estimate(net, x, y, grad);
-    grad_result g;
-    g.loss = r.loss;
-    g.predictions = r.predictions;
-    g.free = r.free;
-    g.n_dropped = r.n_dropped;
-    g.relax_steps = r.relax_steps;
-    return g;
+    return est_.estimate(net, x, y, grad);  // the homeostatic loss is not a loop metric
   }
   void reseed_noise(uint64_t seed) override { est_.reseed(seed); }
   rng_t* noise_rng() override { return &est_.rng(); }
@@ -185,7 +178,7 @@ struct graph_model : model_defaults<R> {
   deep_dynamics dyn;
   deep_learning learn;
   network_type net;
-  mutable deep_estimator<R>* est = nullptr;  // the estimator() the loop runs: its generator prunes
+  deep_estimator<R>* est = nullptr;  // the estimator() the loop runs: its generator prunes
   rng_t eval_rng;
 
   graph_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
@@ -195,7 +188,7 @@ struct graph_model : model_defaults<R> {
     rng_t rng(c.get<uint64_t>("run.seed") * 0x9E3779B97F4A7C15ULL + 17);
     return network_type(graph_spec_from_config(c, n_input, n_output), rng);
   }
-  std::unique_ptr<grad_estimator<R, network_type>> estimator() const {
+  std::unique_ptr<grad_estimator<R, network_type>> estimator() {
     auto e = std::make_unique<deep_estimator<R>>(dyn, learn, cfg.get<uint64_t>("run.seed"));
     est = e.get();
     return e;

@@ -15,6 +15,7 @@
 #include "eqprop/train/data_checks.hpp"
 #include "eqprop/train/experiment.hpp"  // optimizer and schedule options
 #include "eqprop/train/model_kind.hpp"
+#include "eqprop/train/trainer.hpp"
 
 namespace eqprop {
 
@@ -170,9 +171,9 @@ dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long
 vector_field_network<double> load_vf_network(const std::filesystem::path& run_or_checkpoint, config& cfg_out) {
   const auto file = std::filesystem::is_directory(run_or_checkpoint) ? run_or_checkpoint / "checkpoint.eqck" : run_or_checkpoint;
   const auto ck = load_checkpoint(file);
-  if (!ck.meta.contains("config") || saved_model_kind(ck.meta.at("config")) != model_kind::vector_field)
+  cfg_out = saved_run_config(ck, file);
+  if (saved_model_kind(ck.meta.at("config")) != model_kind::vector_field)
     throw data_error(fmt::format("`{}` is not the checkpoint of a vector_field run (model.kind = vector_field)", file.string()));
-  cfg_out.load_saved_json(ck.meta.at("config"), file.string());
   const auto& arr = ck.array("params");
   std::vector<double> p;
   if (arr.dtype == checkpoint_dtype::f32) {

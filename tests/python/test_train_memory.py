@@ -51,3 +51,16 @@ def test_bad_arrays_are_clear_errors(tmp_path):
     bad[3, 1] = np.nan
     with pytest.raises(eqprop.DataError, match="non-finite"):
         eqprop.train(overrides=TINY, run_dir=tmp_path / "b", verbose=False, data=(xtr, ytr, bad, yte))
+
+
+def test_resume_reads_changes_with_the_runs_kind(tmp_path):
+    """A resumed vector_field run takes overrides of its own keys without naming model.kind."""
+    vf = {"model.kind": "vector_field", "data.name": "yin_yang", "data.yin_yang_train": 40, "data.yin_yang_test": 20,
+          "network.hidden": [4], "network.output_size": 3, "relax.free_steps": 10, "run.epochs": 1,
+          "diagnostics.samples": 0}
+    eqprop.train(overrides=vf, run_dir=tmp_path / "vf", verbose=False)
+    r = eqprop.train(overrides={"run.epochs": 2, "homeostasis.lambda": 0.5}, run_dir=tmp_path / "vf", resume=True,
+                     verbose=False)
+    assert r["epochs_done"] == 2
+    with pytest.raises(eqprop.ConfigError, match="model.kind"):
+        eqprop.train(overrides={"model.kind": "layered"}, run_dir=tmp_path / "vf", resume=True, verbose=False)

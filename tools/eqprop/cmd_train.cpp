@@ -104,14 +104,9 @@ void run_train(const train_args& a, const std::string& kind_set = {}) {
     // The run's saved config, with the command line's changes on top (keys that would not
     // fit the checkpoint are refused); the changes go to the log and to config.toml.
     const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
-    const auto ck = load_checkpoint(ck_file);
-    if (!ck.meta.contains("config"))
-      throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", ck_file.string()));
-    const model_kind kind = saved_model_kind(ck.meta.at("config"));
-    config run_cfg(training_schema(kind));
-    run_cfg.load_saved_json(ck.meta.at("config"), ck_file.string());
+    config run_cfg = saved_run_config(load_checkpoint(ck_file), ck_file);
     // The command line's changes, read with the run's schema (model.kind cannot change).
-    config requested(training_schema(kind));
+    config requested(run_cfg.schema());
     for (const auto& f : files) requested.load_toml_file(f);
     for (const auto& s : sets) requested.set_override(s);
     apply_shortcuts(requested);

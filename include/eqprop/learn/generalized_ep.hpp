@@ -85,13 +85,11 @@ struct gep_options {
   rbp_options backprop_options() const;
 };
 
-struct gep_result {
-  double loss = 0;                   ///< mean CE at the free state (kept samples)
-  std::vector<int32_t> predictions;  ///< argmax of the readout at the free state
-  relax_report free;                 ///< free phase (online: the whole run)
-  long n_dropped = 0;                ///< samples excluded (non-finite or residual > fail_residual)
-  long relax_steps = 0;
-  double homeo_loss = 0;             ///< Monte-Carlo homeostatic loss (per neuron) when lambda > 0
+/// The method's estimate (loss: mean CE at the free state over the kept samples; free: the
+/// free phase, for the continuous method the whole run; n_dropped: samples non-finite or
+/// above fail_residual) and the homeostatic loss.
+struct gep_result : grad_result {
+  double homeo_loss = 0;  ///< Monte-Carlo homeostatic loss (per neuron) when lambda > 0
 };
 
 template <class R>

@@ -66,6 +66,11 @@ struct train_result {
 
 train_result train(const config& cfg, const train_options& opt);
 
+/// The saved config of a checkpoint written by train(), with its model.kind's schema
+/// (config::load_saved_json). data_error for a checkpoint of another trainer (`gle train`,
+/// `deep train`: its meta "kind") or one without a config; `file` names it in messages.
+config saved_run_config(const checkpoint& ck, const std::filesystem::path& file);
+
 /// Evaluation over a split. A sample whose output scores or cost are NaN/Inf is never
 /// correct: it counts as wrong in accuracy and top5 and is counted in n_non_finite; loss is
 /// the mean over the finite samples only (NaN when there are none).

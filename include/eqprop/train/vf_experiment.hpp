@@ -24,7 +24,7 @@ dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long
 gep_options make_gep_options(const config& cfg);
 
 /// The trained network of a vector_field run directory (or checkpoint file), in float64,
-/// and its saved config in cfg_out (which must hold vector_field_schema()). data_error for a
+/// and its saved config in cfg_out. data_error for a
 /// checkpoint of another kind.
 vector_field_network<double> load_vf_network(const std::filesystem::path& run_or_checkpoint, config& cfg_out);
 
