@@ -487,19 +487,26 @@ train_result train(const config& cfg, const train_options& opt) {
 }
 
 namespace {
+// A model built from a run's config takes the checkpoint's parameters and the state beyond
+// them (restore); data_error when their number differs from the network's.
 template <class M>
-eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir,
-                          const data_record* recorded) {
+void restore_trained(M& model, const checkpoint& ck, const fs::path& file) {
   using R = typename M::real_type;
-  const auto loaded = load_data(cfg, data_dir, false, true, recorded);
-  const auto& split = loaded.split;
-  M model(cfg, split.test.dim(), split.test.n_classes, split.test.shape);
   const auto p = ck.array("params").to_vector<R>();
   if (static_cast<long>(p.size()) != model.net.n_params())
     throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
                                  model.net.n_params()));
   std::copy(p.begin(), p.end(), param_values(model.net).begin());
   model.restore(ck);
+}
+
+template <class M>
+eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir,
+                          const data_record* recorded) {
+  const auto loaded = load_data(cfg, data_dir, false, true, recorded);
+  const auto& split = loaded.split;
+  M model(cfg, split.test.dim(), split.test.n_classes, split.test.shape);
+  restore_trained(model, ck, file);
   return evaluate(model, split.test, cfg.get<long>("run.eval_batch"));
 }
 }  // namespace
@@ -554,5 +561,16 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
   });
   return run;
 }
+
+template <class R>
+graph_network<R> saved_graph_network(const saved_run& run) {
+  if (run.kind != model_kind::graph)
+    throw config_error(fmt::format("{}: a {} run, not a graph run", run.checkpoint_file.string(), to_string(run.kind)));
+  detail::graph_model<R> model(run.cfg, run.n_input, run.n_classes, run.input_shape);
+  restore_trained(model, run.ck, run.checkpoint_file);
+  return std::move(model.net);
+}
+template graph_network<float> saved_graph_network(const saved_run&);
+template graph_network<double> saved_graph_network(const saved_run&);
 
 }  // namespace eqprop
