@@ -12,9 +12,15 @@ command-line tool computes gives the same numbers here (same seeds, same code).
     ref, _ = eqprop.bptt_gradient(net, x, y, steps=100)
     eqprop.cosine(g, ref)
 
-A trained run of either model.kind: ``run = eqprop.load_run("runs/my-run")`` gives run.kind,
-run.network (a Network, or a VectorFieldNetwork for model.kind = vector_field), run.config,
-run.metrics, run.predict(x) and run.evaluate() (docs/python.md).
+A trained run of any model.kind: ``run = eqprop.load_run("runs/my-run")`` gives run.kind,
+run.network (a Network, a VectorFieldNetwork for model.kind = vector_field, a GraphNetwork for
+model.kind = graph), run.config, run.metrics, run.predict(x), run.scores(x) and run.evaluate()
+(docs/python.md).
+
+DEEP networks on directed graphs (docs/deep.md): GraphNetwork, graph_relax (one phase of the
+dynamics) and graph_estimate (the DEEP estimator's gradient on a batch); their keywords are
+the last parts of the graph config keys (dynamics.dt -> dt, relax.free_steps -> free_steps,
+estimator.kind -> kind).
 
 Every public callable has a real signature (inspect.signature, help()); the compiled
 module's types are in eqprop/_core.pyi.
@@ -26,8 +32,8 @@ import math as _math
 
 from . import _core
 from ._core import (  # noqa: F401
-    __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, VectorFieldNetwork, build_info,
-    relax,
+    __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, VectorFieldNetwork, GraphNetwork,
+    build_info, relax, graph_relax, graph_estimate,
     bptt_gradient, backprop_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
     load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
@@ -36,8 +42,8 @@ from .runs import Run, load_run  # noqa: F401
 
 __all__ = [
     "__version__", "Error", "ConfigError", "ShapeError", "DataError", "ConvergenceError", "Network",
-    "VectorFieldNetwork", "build_info",
-    "relax", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
+    "VectorFieldNetwork", "GraphNetwork", "build_info",
+    "relax", "graph_relax", "graph_estimate", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
     "finite_difference_gradient", "complex_step_gradient", "relative_error", "cosine", "per_group_rel_error",
     "per_group_cosine", "random_batch", "load_dataset", "dataset_names", "train", "config_keys", "load_checkpoint",
     "evaluate", "load_run", "Run", "gle_operator", "gle_lagline", "gle_lagnet", "gle_train", "gle_config_keys",

@@ -5,12 +5,13 @@ import pathlib
 from . import _core
 
 class Run:
-    """A trained run (``eqprop train`` / ``eqprop.train``) of either model.kind, as ``load_run`` returns it.
+    """A trained run (``eqprop train`` / ``eqprop.train``) of any model.kind, as ``load_run`` returns it.
 
     Attributes: ``path`` (pathlib.Path of the run directory), ``kind`` (the run's
-    model.kind: "layered" or "vector_field"), ``network`` (the trained network, built from
-    the saved config by the trainer's own builder: an ``eqprop.Network`` for a layered run,
-    an ``eqprop.VectorFieldNetwork`` for a vector_field run), ``config`` (the saved config, a
+    model.kind: "layered", "vector_field" or "graph"), ``network`` (the trained network, built
+    from the saved config by the trainer's own builder: an ``eqprop.Network`` for a layered
+    run, an ``eqprop.VectorFieldNetwork`` for a vector_field run, an ``eqprop.GraphNetwork``
+    with its pruning mask for a graph run), ``config`` (the saved config, a
     dict of sections as in config.toml), ``metrics`` (one dict per row of metrics.jsonl, in
     order; empty when the file is missing), ``checkpoint`` (the checkpoint file read, str).
     """
@@ -34,10 +35,24 @@ class Run:
         float32 and normalised by the run's data.normalize_mean / normalize_std, as the trainer
         prepares data. The free phase then relaxes with the run's relax.* settings in batches
         of run.eval_batch, exactly as ``eqprop eval`` scores the test split; the class is the
-        argmax of the output scores (a vector-field network's readout probabilities; ties to
-        the lower index), -1 for a sample whose scores are NaN/Inf. So ``mean(predict(x_test) == y_test)`` is ``evaluate()["accuracy"]``.
+        argmax of ``scores(x)`` (ties to the lower index), -1 for a sample whose scores are
+        NaN/Inf. So ``mean(predict(x_test) == y_test)`` is ``evaluate()["accuracy"]``.
+
+        A graph run relaxes with its dynamics.* and relax.* settings from initial states drawn
+        from its evaluation stream, which restarts at every call as at every evaluation: a
+        sample's prediction can depend on where it stands in ``x`` (the draws it gets), and
+        ``predict(x_test)`` with the whole test split in order is what ``eqprop eval`` scores.
         """
         return self._saved.predict(x)
+
+    def scores(self, x):
+        """The output scores, shape (batch, n_classes) in the network's dtype, that ``predict`` takes the argmax of.
+
+        A layered network's output layer or readout scores, a vector-field network's readout
+        probabilities, a graph network's output states (one output neuron s scores the two
+        classes (1 - s, s)); computed as ``predict`` computes them.
+        """
+        return self._saved.scores(x)
 
     def evaluate(self, data_dir=None):
         """``eqprop.evaluate`` of this run on its test split: {accuracy, top5, loss, n, n_non_finite,
@@ -57,7 +72,7 @@ def _read_metrics(file):
 
 
 def load_run(path, data_dir=None):
-    """Reads a run written by ``eqprop train`` or ``eqprop.train`` (model.kind layered or vector_field) into a ``Run``.
+    """Reads a run written by ``eqprop train`` or ``eqprop.train`` (model.kind layered, vector_field or graph) into a ``Run``.
 
     path: the run directory (or its checkpoint.eqck). data_dir: where the run's data is
     (None: as ``eqprop eval`` chooses: the config's data.dir, else the directory the run

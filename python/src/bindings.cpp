@@ -18,7 +18,9 @@
 #include <pybind11/stl/filesystem.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
+#include <numeric>
 #include <optional>
 #include <iostream>
 #include <sstream>
@@ -35,9 +37,11 @@
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/continuous_hep.hpp"
+#include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/reference.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/train/trainer.hpp"
@@ -246,8 +250,17 @@ nonconvergence_policy parse_policy(const std::string& s) {
 }
 
 // ---------------------------------------------------------------- the network
+/// The scalar of a network type (references and const allowed).
 template <class N>
-using real_of = std::remove_cvref_t<decltype(std::declval<N&>().params()[0])>;
+struct real_of_network {
+  using type = std::remove_cvref_t<decltype(std::declval<N&>().params()[0])>;
+};
+template <class R>
+struct real_of_network<graph_network<R>> {
+  using type = R;
+};
+template <class N>
+using real_of = typename real_of_network<std::remove_cvref_t<N>>::type;
 
 struct py_network {
   std::variant<layered_network<float>, layered_network<double>> v;
@@ -271,6 +284,14 @@ struct py_vf_network {
   void* data() { return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v); }
 };
 
+/// eqprop.GraphNetwork: a DEEP network on a directed graph with float32 or float64 parameters.
+struct py_graph_network {
+  std::variant<graph_network<float>, graph_network<double>> v;
+  std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
+  template <class F>
+  decltype(auto) visit(F&& f) const { return std::visit(std::forward<F>(f), v); }
+};
+
 }  // namespace
 
 // A network object whose __init__ never ran (eqprop.Network.__new__(eqprop.Network)) holds
@@ -291,6 +312,8 @@ template <>
 struct type_caster<py_network> : initialised_caster<py_network> {};
 template <>
 struct type_caster<py_vf_network> : initialised_caster<py_vf_network> {};
+template <>
+struct type_caster<py_graph_network> : initialised_caster<py_graph_network> {};
 }  // namespace pybind11::detail
 
 namespace {
@@ -439,8 +462,8 @@ std::unique_ptr<grad_estimator<R>> make_est(const estimate_args& a) {
   return std::make_unique<cauchy_ep<R>>(o);
 }
 
-template <class R>
-py::tuple run_estimator(grad_estimator<R>& est, const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y) {
+template <class R, class Net>
+py::tuple run_estimator(grad_estimator<R, Net>& est, const Net& net, const matrix<R>& x, const matrix<R>& y) {
   aligned_vector<R> g(net.n_params());
   grad_result res;
   {
@@ -877,18 +900,314 @@ void register_vf_network(py::module_& m) {
   def_fn(cls, "copy", [](const py_vf_network& n) { return py_vf_network{n.v}; }, "An independent copy.");
 }
 
+// ---------------------------------------------------------------- graph (DEEP) networks
+/// A read-only array viewing the values of T at p, shaped `shape` with `strides` (in
+/// elements); `owner` is kept alive by the array.
+template <class T>
+py::array readonly_view(py::object owner, const T* p, std::vector<py::ssize_t> shape, std::vector<py::ssize_t> strides) {
+  for (auto& st : strides) st *= py::ssize_t(sizeof(T));
+  py::array_t<T> a(shape, strides, p, owner);
+  a.attr("setflags")("write"_a = false);
+  return a;
+}
+
+/// A copy of a matrix as a (rows, cols) array with a[i, j] = m(i, j).
+template <class S>
+py::array matrix_to_numpy(const matrix<S>& m) {
+  py::array_t<S> out({m.rows(), m.cols()}, {py::ssize_t(sizeof(S)), py::ssize_t(sizeof(S)) * m.rows()});
+  if (m.size()) std::memcpy(out.mutable_data(), m.data(), sizeof(S) * m.size());
+  return out;
+}
+
+/// A real (float, integer or bool) array of exactly shape (rows, cols), or (rows,) when
+/// cols < 0, as a rows x cols (rows x 1) matrix of T with a[i, j] at (i, j). ShapeError
+/// naming `what` and both shapes; TypeError for an array of another kind.
+template <class T>
+matrix<T> array_of_shape(const py::handle& obj, long rows, long cols, const char* what) {
+  py::array a = py::array::ensure(obj);
+  const char k = a ? a.dtype().kind() : 'O';
+  if (k != 'f' && k != 'i' && k != 'u' && k != 'b')
+    throw py::type_error(fmt::format("{} must be a real numeric array, got {}", what,
+                                     a ? "dtype " + dtype_str(a) : std::string("an object NumPy cannot convert")));
+  const bool vec = cols < 0;
+  if (a.ndim() != (vec ? 1 : 2) || a.shape(0) != rows || (!vec && a.shape(1) != cols))
+    throw shape_error(fmt::format("{} must have shape {}, got shape {}", what,
+                                  vec ? fmt::format("({},)", rows) : fmt::format("({}, {})", rows, cols), shape_str(a)));
+  const auto c = py::array_t<T, py::array::f_style | py::array::forcecast>::ensure(a);
+  return Eigen::Map<const matrix<T>>(c.data(), rows, vec ? 1 : cols);
+}
+
+py_graph_network make_graph_network(int n_input, int n_output, std::vector<int> hidden, const std::string& topology,
+                                    double init_std, uint64_t seed, const std::string& dtype, py::object adjacency) {
+  if (dtype != "float32" && dtype != "float64")
+    throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+  if (!std::isfinite(init_std) || init_std < 0)
+    throw config_error(fmt::format("init_std must be finite and >= 0, got {}", init_std));
+  graph_spec g;
+  g.n_input = n_input;
+  g.n_output = n_output;
+  g.hidden = std::move(hidden);
+  g.topology = parse_graph_topology(topology);
+  g.init_std = init_std;
+  const bool custom = g.topology == graph_topology::custom;
+  if (custom && adjacency.is_none())
+    throw config_error("topology 'custom' needs adjacency: an (N, N) array, nonzero where the edge i -> j exists");
+  if (!custom && !adjacency.is_none())
+    throw config_error(fmt::format("adjacency is only for topology 'custom', not '{}'", topology));
+  const bool sizes_ok = n_input >= 1 && n_output >= 1 && std::all_of(g.hidden.begin(), g.hidden.end(), [](int h) { return h >= 1; });
+  if (custom && sizes_ok) {  // otherwise the constructor names the invalid size
+    const long n = long(n_input) + 1 + std::accumulate(g.hidden.begin(), g.hidden.end(), 0L) + n_output;
+    g.adjacency = array_of_shape<int>(adjacency, n, n, "adjacency");
+  }
+  rng_t rng = graph_init_rng(seed);
+  if (dtype == "float32") return {graph_network<float>(g, rng)};
+  return {graph_network<double>(g, rng)};
+}
+
+/// The keyword arguments of graph_relax and graph_estimate that set the dynamics: each is
+/// the last part of a graph config key (dynamics.dt -> dt, relax.free_steps -> free_steps).
+struct graph_dynamics_args {
+  double dt;
+  int64_t free_steps, nudged_steps;
+  double tol;
+  bool freeze_converged;
+  double leak;
+  std::string decay, presyn;
+  bool clip;
+};
+
+/// Sets the dynamics.* and relax.* keys of cfg (a graph config) from d, checked by the graph
+/// schema as `eqprop train` checks a config (ConfigError naming the key of a value out of range).
+void set_graph_dynamics(config& cfg, const graph_dynamics_args& d, const char* source) {
+  cfg.set("dynamics.dt", d.dt, source);
+  cfg.set("relax.free_steps", d.free_steps, source);
+  cfg.set("relax.nudged_steps", d.nudged_steps, source);
+  cfg.set("relax.tol", d.tol, source);
+  cfg.set("relax.freeze_converged", d.freeze_converged, source);
+  cfg.set("dynamics.leak", d.leak, source);
+  cfg.set("dynamics.decay", d.decay, source);
+  cfg.set("dynamics.presyn", d.presyn, source);
+  cfg.set("dynamics.clip", d.clip, source);
+}
+
+/// Targets of a graph network: float targets (batch, n_output), or integer labels: one-hot
+/// over the outputs, or, for one output neuron, the label 0 or 1 itself (as the trainer's).
+template <class R>
+matrix<R> graph_targets(const py::handle& y, long batch, int n_out) {
+  py::array a = py::array::ensure(y);
+  if (n_out == 1 && a && (a.dtype().kind() == 'i' || a.dtype().kind() == 'u'))
+    return to_targets<R>(y, batch, 2).row(1);  // the one-hot row of class 1 is the label
+  return to_targets<R>(y, batch, n_out);
+}
+
+void register_graph_network(py::module_& m) {
+  const char* doc =
+      "A network on a directed graph of neurons (DEEP, docs/deep.md; model.kind = graph), float32 or float64.\n\n"
+      "Neurons: n_input clamped inputs, one bias neuron (clamped to 1), the hidden neurons, n_output outputs;\n"
+      "N = n_input + 1 + sum(hidden) + n_output. weights[i, j] is the weight of the edge from neuron i to neuron j.\n"
+      "topology: 'complete' (every edge between distinct neurons, none into the inputs), 'layered' (inputs -> the\n"
+      "hidden layers -> outputs, adjacent layers both ways, the bias to every free neuron) or 'custom' (adjacency,\n"
+      "an (N, N) array nonzero where an edge exists; none into an input, no self-loop). Allowed weights start\n"
+      "~ N(0, init_std^2), drawn from the generator `eqprop train` draws them from for run.seed = seed (the same\n"
+      "draws for both dtypes). ConfigError / ShapeError for an invalid value.";
+  py::class_<py_graph_network> cls(m, "GraphNetwork", doc);
+  const graph_spec d0;
+  def_init(cls, py::init(&make_graph_network), "n_input"_a, "n_output"_a, "hidden"_a = d0.hidden,
+           "topology"_a = to_string(d0.topology), "init_std"_a = d0.init_std, "seed"_a = 0, "dtype"_a = "float64",
+           "adjacency"_a = py::none(), doc);
+  set_class_signature(cls);
+  auto prop = [&cls](const char* name, auto f, const char* d) {
+    cls.def_property_readonly(name, [f](const py_graph_network& n) { return n.visit(f); }, d);
+  };
+  prop("n_input", [](const auto& n) { return n.n_data_input(); }, "Data inputs (the bias neuron not counted).");
+  prop("n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the last n_output neurons).");
+  prop("hidden", [](const auto& n) { return n.spec().hidden; }, "Hidden layer sizes.");
+  prop("n_hidden", [](const auto& n) { return n.n_hidden(); }, "Hidden neurons in all.");
+  prop("size", [](const auto& n) { return n.size(); }, "N, the number of neurons: the side of weights.");
+  prop("bias_index", [](const auto& n) { return n.bias_index(); }, "Index of the bias neuron (= n_input).");
+  prop("topology", [](const auto& n) { return to_string(n.spec().topology); }, "'complete', 'layered' or 'custom'.");
+  prop("init_std", [](const auto& n) { return n.spec().init_std; }, "The initial weights' standard deviation.");
+  prop("n_params", [](const auto& n) { return n.n_params(); }, "Number of parameters: N * N weights, then n_free biases.");
+  prop("n_allowed", [](const auto& n) { return n.n_allowed(); }, "Edges the topology allows (structural.sum()).");
+  prop("n_nonzero", [](const auto& n) { return n.n_nonzero(); }, "Non-zero weights.");
+  prop("sparsity", [](const auto& n) { return n.sparsity(); },
+       "1 - n_nonzero / n_allowed: the edges the topology forbids never count as sparsity.");
+  // A property getter: a read-only view of part(net)'s values, shaped dims(net) = (rows, cols)
+  // in column-major order or, with cols < 0, (rows,); the view keeps the network alive.
+  auto view = [](auto part, auto dims) {
+    return [part, dims](py::object self) {
+      return self.cast<const py_graph_network&>().visit([&](const auto& n) {
+        const auto [rows, cols] = dims(n);
+        if (cols < 0) return readonly_view(self, part(n).data(), {rows}, {1});
+        return readonly_view(self, part(n).data(), {rows, cols}, {1, rows});
+      });
+    };
+  };
+  // A setter: set(net, array) checks and copies the array, then the masks are re-applied.
+  auto assign = [](auto set) {
+    return [set](py_graph_network& g, py::handle a) {
+      std::visit([&](auto& n) {
+        set(n, a);
+        n.apply_masks();
+      }, g.v);
+    };
+  };
+  auto square = [](const auto& n) { return std::pair<long, long>(n.size(), n.size()); };
+  cls.def_property_readonly("dtype", &py_graph_network::dtype, "'float32' or 'float64'.")
+      .def_property("weights", view([](const auto& n) { return n.weights(); }, square),
+          assign([](auto& n, py::handle a) { n.weights() = array_of_shape<real_of<decltype(n)>>(a, n.size(), n.size(), "weights"); }),
+          "The weights, (N, N): [i, j] from neuron i to neuron j; a read-only view (keeps the network alive).\n"
+          "Assigning an (N, N) real array copies it, then zeroes every weight outside the graph (structural or\n"
+          "pruned), as after every training update.")
+      .def_property("bias", view([](const auto& n) { return n.bias(); },
+                                 [](const auto& n) { return std::pair<long, long>(n.n_free(), -1); }),
+          assign([](auto& n, py::handle a) { n.bias() = array_of_shape<real_of<decltype(n)>>(a, n.n_free(), -1, "bias"); }),
+          "The biases of the free neurons (hidden, then outputs), (N - n_input - 1,): a read-only view; zero for\n"
+          "DEEP, where the bias neuron plays that role (learned only with estimator.learn_bias). Assignable.")
+      .def_property("pruned", view([](const auto& n) -> const auto& { return n.pruned(); }, square),
+          assign([](auto& n, py::handle a) { n.pruned() = array_of_shape<bool>(a, n.size(), n.size(), "pruned"); }),
+          "The persistent pruning mask, (N, N) bool: True where an edge is pruned (its weight stays zero); a\n"
+          "read-only view. Assigning an (N, N) array (nonzero: pruned) replaces it and zeroes the pruned weights.")
+      .def_property_readonly("structural", view([](const auto& n) -> const auto& { return n.structural(); }, square),
+          "The edges the topology allows, (N, N) bool (fixed): a read-only view.")
+      .def_property_readonly("params", view([](const auto& n) -> const auto& { return n.params(); },
+                                            [](const auto& n) { return std::pair<long, long>(n.n_params(), -1); }),
+          "All parameters, (n_params,): weights in column-major order, then bias (see layout); a read-only\n"
+          "view. A gradient of graph_estimate has this layout (split() cuts one into its blocks).")
+      .def_property_readonly("layout", [](const py_graph_network& g) {
+            return g.visit([](const auto& n) { return layout_list(n.layout()); });
+          }, "The blocks of params: name ('W', 'b'), group, shape (rows, cols), offset.")
+      .def("__repr__", [](const py_graph_network& g) {
+        return g.visit([&](const auto& n) {
+          return fmt::format("GraphNetwork(n_input={}, n_output={}, hidden=[{}], topology='{}', init_std={}, dtype='{}')",
+                             n.n_data_input(), n.n_output(), fmt::join(n.spec().hidden, ", "), to_string(n.spec().topology),
+                             n.spec().init_std, g.dtype());
+        });
+      });
+  def_fn(cls, "split", [](const py_graph_network& g, py::handle vec) {
+        return g.visit([&](const auto& n) {
+          using R = real_of<decltype(n)>;
+          const matrix<R> v = array_of_shape<R>(vec, n.n_params(), -1, "vec");
+          const auto& w = n.params().block(0);
+          const auto& b = n.params().block(1);
+          return py::make_tuple(matrix_to_numpy<R>(v.middleRows(w.offset, long(w.rows) * w.cols).reshaped(w.rows, w.cols)),
+                                matrix_to_numpy<R>(v.middleRows(b.offset, b.rows)).attr("reshape")(b.rows));
+        });
+      }, "vec"_a,
+      "(weights (N, N), bias (n_free,)): copies of the blocks of a vector laid out like params (a gradient).");
+  def_fn(cls, "copy", [](const py_graph_network& g) { return py_graph_network{g.v}; }, "An independent copy.");
+  def_fn(cls, "astype", [](const py_graph_network& g, const std::string& dtype) -> py_graph_network {
+        if (dtype == "float32") return {g.visit([](const auto& n) { return n.template cast<float>(); })};
+        if (dtype == "float64") return {g.visit([](const auto& n) { return n.template cast<double>(); })};
+        throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
+      }, "dtype"_a, "A copy with parameters converted to 'float32' or 'float64'.");
+
+  const deep_dynamics dd;
+  const deep_learning dl;
+  def_fn(m, "graph_relax", [](const py_graph_network& g, py::handle x, py::object y, double beta, py::object state,
+                              uint64_t seed, double dt, int64_t free_steps, int64_t nudged_steps, double tol,
+                              bool freeze_converged, double leak, std::string decay, std::string presyn, bool clip) {
+        config cfg(graph_schema());
+        set_graph_dynamics(cfg, {dt, free_steps, nudged_steps, tol, freeze_converged, leak, decay, presyn, clip}, "graph_relax");
+        const deep_dynamics dyn = deep_dynamics_from_config(cfg);
+        if (y.is_none() && beta != 0) throw config_error("graph_relax: beta != 0 needs targets y (a nudged phase)");
+        return g.visit([&](const auto& net) {
+          using R = real_of<decltype(net)>;
+          const matrix<R> xm = to_batch<R>(x, net.n_data_input(), "x");
+          matrix<R> s;
+          if (state.is_none()) {
+            rng_t rng(seed);
+            s = deep_initial_state(net, xm, rng);
+          } else {
+            s = to_batch<R>(state, net.size(), "state");
+            if (s.cols() != xm.cols())
+              throw shape_error(fmt::format("state has {} samples but x has {}", s.cols(), xm.cols()));
+            s.topRows(net.n_data_input()) = xm;
+            s.row(net.bias_index()).setOnes();
+          }
+          std::optional<matrix<R>> ym;
+          if (!y.is_none()) ym = graph_targets<R>(y, xm.cols(), net.n_output());
+          relax_report rep;
+          {
+            py::gil_scoped_release nogil;
+            rep = deep_relax(net, dyn, s, ym ? &*ym : nullptr, ym ? beta : 0.0);
+          }
+          py::dict r = report_dict(rep);
+          r["outputs"] = rows_of(matrix<R>(s.bottomRows(net.n_output())));
+          return py::make_tuple(rows_of(s), r);
+        });
+      }, "net"_a, "x"_a, "y"_a = py::none(), "beta"_a = 0.0, "state"_a = py::none(), "seed"_a = 0, "dt"_a = dd.dt,
+      "free_steps"_a = dd.free_steps, "nudged_steps"_a = dd.nudged_steps, "tol"_a = dd.stop_tol,
+      "freeze_converged"_a = dd.freeze, "leak"_a = dd.leak, "decay"_a = to_string(dd.decay),
+      "presyn"_a = to_string(dd.presyn), "clip"_a = dd.clip,
+      "One phase of the DEEP dynamics of a GraphNetwork (Euler steps of ds/dt, inputs clamped). Returns (states,\n"
+      "report): states (batch, N) at the end; report has steps, max_residual, mean_residual, n_not_converged,\n"
+      "n_non_finite, converged, outputs (batch, n_output).\n"
+      "y None: the free phase (free_steps); y given: the nudged phase (nudged_steps) towards the targets y with\n"
+      "strength beta. y: float targets (batch, n_output) or integer labels (one-hot; with one output neuron the\n"
+      "label 0/1 itself). state None: initial free states ~ U(0, 0.1) drawn from seed, as the estimator draws\n"
+      "them; else the states (batch, N) to start from (a free phase's end state), inputs and bias re-clamped.\n"
+      "The other keywords are the graph config keys of the same last name: dynamics.dt, relax.free_steps,\n"
+      "relax.nudged_steps, relax.tol (stop once max_b |ds_b|^2 <= tol; 0: never), relax.freeze_converged,\n"
+      "dynamics.leak, dynamics.decay, dynamics.presyn, dynamics.clip (ConfigError out of their ranges).");
+
+  def_fn(m, "graph_estimate", [](const py_graph_network& g, py::handle x, py::handle y, std::string kind, double beta,
+                                 double beta0, double beta1, bool sign, bool learn_bias, bool reciprocal_nudge,
+                                 uint64_t seed, double dt, int64_t free_steps, int64_t nudged_steps, double tol,
+                                 bool freeze_converged, double leak, std::string decay, std::string presyn, bool clip) {
+        config cfg(graph_schema());
+        set_graph_dynamics(cfg, {dt, free_steps, nudged_steps, tol, freeze_converged, leak, decay, presyn, clip},
+                           "graph_estimate");
+        cfg.set("estimator.kind", kind, "graph_estimate");
+        cfg.set("estimator.beta", beta, "graph_estimate");
+        cfg.set("estimator.beta0", beta0, "graph_estimate");
+        cfg.set("estimator.beta1", beta1, "graph_estimate");
+        cfg.set("estimator.sign", sign, "graph_estimate");
+        cfg.set("estimator.learn_bias", learn_bias, "graph_estimate");
+        cfg.set("estimator.reciprocal_nudge", reciprocal_nudge, "graph_estimate");
+        const deep_dynamics dyn = deep_dynamics_from_config(cfg);
+        const deep_learning learn = deep_learning_from_config(cfg);
+        return g.visit([&](const auto& net) {
+          using R = real_of<decltype(net)>;
+          const matrix<R> xm = to_batch<R>(x, net.n_data_input(), "x");
+          const matrix<R> ym = graph_targets<R>(y, xm.cols(), net.n_output());
+          deep_estimator<R> est(dyn, learn, seed);
+          py::tuple out = run_estimator<R>(est, net, xm, ym);
+          py::dict info = out[1];
+          info["states_free"] = rows_of(est.last().s_free);
+          info["states_nudged"] = rows_of(est.last().s_nudged);
+          return out;
+        });
+      }, "net"_a, "x"_a, "y"_a, "kind"_a = to_string(dl.rule), "beta"_a = dl.beta, "beta0"_a = dl.beta0,
+      "beta1"_a = dl.beta1, "sign"_a = dl.sign, "learn_bias"_a = dl.learn_bias, "reciprocal_nudge"_a = dl.reciprocal_nudge,
+      "seed"_a = 0, "dt"_a = dd.dt, "free_steps"_a = dd.free_steps, "nudged_steps"_a = dd.nudged_steps,
+      "tol"_a = dd.stop_tol, "freeze_converged"_a = dd.freeze, "leak"_a = dd.leak, "decay"_a = to_string(dd.decay),
+      "presyn"_a = to_string(dd.presyn), "clip"_a = dd.clip,
+      "The DEEP estimator (`eqprop train` with model.kind = graph) on one batch: a free phase from initial states\n"
+      "drawn from seed (graph_relax with the same seed gives the same one), a nudged phase, and the learning\n"
+      "rule's update dW. Returns (grad, info): grad (n_params,) = -dW in the layout of params (net.split(grad)\n"
+      "gives its (N, N) and bias blocks), so that theta -= lr * grad is the training update before the masks;\n"
+      "zero outside the graph. info: estimator, loss (mean 1/2 |y - s_out|^2 at the free state), predictions,\n"
+      "free and points (the two phases' reports), n_dropped, relax_steps, states_free and states_nudged (batch, N).\n"
+      "Keywords: the graph config keys of the same last name: estimator.kind ('trajectory' | 'endpoint' |\n"
+      "'vector_field'), estimator.beta, beta0, beta1, sign, learn_bias, reciprocal_nudge (vector_field rule\n"
+      "without clip only), then the dynamics keywords of graph_relax.");
+}
+
 // ---------------------------------------------------------------- saved runs
 /// A run read back (load_saved_run) for eqprop.load_run: its trained network (a Network for
-/// a layered run, a VectorFieldNetwork for a vector_field run) and what predict needs to
-/// score inputs as `eqprop eval` scores the test split.
+/// a layered run, a VectorFieldNetwork for a vector_field run, a GraphNetwork for a graph
+/// run) and what predict needs to score inputs as `eqprop eval` scores the test split.
 struct py_run {
   py::object network;               ///< the network holding the checkpoint's parameters
   py::object config;                ///< the run's saved config (dict of sections)
-  std::string kind;                 ///< model.kind: "layered" | "vector_field"
+  std::string kind;                 ///< model.kind: "layered" | "vector_field" | "graph"
   std::string checkpoint_file;
   std::array<int, 3> data_shape{};  ///< (C, H, W) of one sample: data.normalize_* apply per channel
   std::vector<float> mean, std;     ///< data.normalize_mean / normalize_std (empty: none)
   relax_options free;               ///< the free phase eqprop eval relaxes (saved_run::eval_relax)
+  deep_dynamics graph_dynamics;     ///< a graph run's dynamics (deep_dynamics_from_config)
+  uint64_t seed = 0;                ///< run.seed: a graph run's evaluation draws from graph_eval_rng(seed)
   long eval_batch = 1;              ///< eqprop eval relaxes the test split in batches of run.eval_batch
 };
 
@@ -924,8 +1243,10 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
           s, make_vf_spec(s.cfg, s.n_input, s.n_classes, s.input_shape)));
       break;
     case model_kind::graph:
-      throw config_error(fmt::format("{}: load_run does not read graph (DEEP) runs yet; eqprop.evaluate(path) "
-                                     "evaluates them", s.checkpoint_file.string()));
+      if (s.cfg.get<std::string>("network.dtype") == "float32") r.network = py::cast(py_graph_network{saved_graph_network<float>(s)});
+      else r.network = py::cast(py_graph_network{saved_graph_network<double>(s)});
+      r.graph_dynamics = deep_dynamics_from_config(s.cfg);
+      break;
   }
   r.config = json_to_py(s.cfg.to_json());
   r.kind = std::string(to_string(s.kind));
@@ -934,30 +1255,54 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
   r.mean = s.cfg.get<std::vector<float>>("data.normalize_mean");
   r.std = s.cfg.get<std::vector<float>>("data.normalize_std");
   r.free = s.eval_relax;
+  r.seed = s.cfg.get<uint64_t>("run.seed");
   r.eval_batch = s.cfg.get<long>("run.eval_batch");
   return r;
 }
 
-// The free-phase state and output width of each kind of network (the evaluation's).
+// What the evaluation scores each batch with: a free-phase state (layered, vector field), or
+// the generator of a graph network's initial states, restarted once per evaluation.
 template <class R>
-relax_state<R> free_state_of(const layered_network<R>&);
+relax_state<R> scoring_state(const layered_network<R>&, const py_run&) { return {}; }
 template <class R>
-vf_state<R> free_state_of(const vector_field_network<R>&);
+vf_state<R> scoring_state(const vector_field_network<R>&, const py_run&) { return {}; }
+template <class R>
+rng_t scoring_state(const graph_network<R>&, const py_run& r) { return graph_eval_rng(r.seed); }
+template <class R>
+int n_inputs_of(const layered_network<R>& net) { return net.spec().sizes[0]; }
+template <class R>
+int n_inputs_of(const vector_field_network<R>& net) { return net.spec().sizes[0]; }
+template <class R>
+int n_inputs_of(const graph_network<R>& net) { return net.n_data_input(); }
 template <class R>
 int n_outputs_of(const layered_network<R>& net) { return net.spec().n_output(); }
 template <class R>
 int n_outputs_of(const vector_field_network<R>& net) { return net.spec().n_classes; }
 
-/// Class predictions for x as `eqprop eval` scores its test split: x converted to float32
-/// (the data pipeline's type) and normalised per channel as the trainer normalises data,
-/// then cast to the network's dtype and relaxed from h = 0 with beta = 0 in consecutive
-/// batches of run.eval_batch, with the run's relax settings; the class is the argmax of the
-/// output scores (a vector-field network's readout probabilities), ties to the lower index,
-/// -1 for a sample with a NaN/Inf score.
+/// The free phase of one batch: relaxed from h = 0 with beta = 0 and the run's relax settings.
+template <class State, class Net, class R>
+void score_batch(State& st, const Net& net, const py_run& r, const matrix<R>& x, matrix<R>& scores) {
+  st.set_input(net, x, matrix<R>(matrix<R>::Zero(n_outputs_of(net), x.cols())));
+  st.relax(net, R(0), r.free);
+  st.output_scores(net, scores);
+}
+/// A graph network's: initial states from the evaluation's generator, the run's dynamics.
+template <class R>
+void score_batch(rng_t& rng, const graph_network<R>& net, const py_run& r, const matrix<R>& x, matrix<R>& scores) {
+  deep_class_scores(net, r.graph_dynamics, x, rng, scores);
+}
+
+/// The class scores (classes x batch) of x as `eqprop eval` scores its test split: x
+/// converted to float32 (the data pipeline's type) and normalised per channel as the trainer
+/// normalises data, then cast to the network's dtype and relaxed in consecutive batches of
+/// run.eval_batch with the run's settings (a graph network's initial states drawn from one
+/// evaluation stream, restarted for every call, as for every evaluation of a split); the
+/// output scores (a vector-field network's readout probabilities, a single graph output s as
+/// (1 - s, s)).
 template <class Net>
-py::array predict_run(const py_run& r, const Net& net, py::handle x) {
+matrix<real_of<Net>> run_scores(const py_run& r, const Net& net, py::handle x) {
   using R = real_of<Net>;
-  matrix<float> xf = to_batch<float>(x, net.spec().sizes[0], "x");
+  matrix<float> xf = to_batch<float>(x, n_inputs_of(net), "x");
   if (!r.mean.empty() || !r.std.empty()) {
     dataset d;
     d.name = "x";
@@ -966,45 +1311,62 @@ py::array predict_run(const py_run& r, const Net& net, py::handle x) {
     normalize_per_channel(d, r.mean, r.std);
     xf = std::move(d.x);
   }
-  std::vector<int64_t> pred(static_cast<std::size_t>(xf.cols()));
-  {
-    py::gil_scoped_release nogil;
-    decltype(free_state_of(net)) st;
-    matrix<R> scores;
-    for (long first = 0; first < xf.cols(); first += r.eval_batch) {
-      const long b = std::min(r.eval_batch, xf.cols() - first);
-      const matrix<R> xb = xf.middleCols(first, b).template cast<R>();
-      st.set_input(net, xb, matrix<R>(matrix<R>::Zero(n_outputs_of(net), b)));
-      st.relax(net, R(0), r.free);
-      st.output_scores(net, scores);
-      for (long j = 0; j < b; ++j) {
-        long best = 0;
-        for (long c = 1; c < scores.rows(); ++c)
-          if (scores(c, j) > scores(best, j)) best = c;
-        pred[static_cast<std::size_t>(first + j)] = scores.col(j).allFinite() ? best : -1;
-      }
-    }
+  matrix<R> all;
+  py::gil_scoped_release nogil;
+  auto st = scoring_state(net, r);
+  matrix<R> scores;
+  for (long first = 0; first < xf.cols(); first += r.eval_batch) {
+    const long b = std::min(r.eval_batch, xf.cols() - first);
+    score_batch(st, net, r, matrix<R>(xf.middleCols(first, b).template cast<R>()), scores);
+    if (first == 0) all.resize(scores.rows(), xf.cols());
+    all.middleCols(first, b) = scores;
+  }
+  return all;
+}
+
+/// Class predictions from run_scores: the argmax, ties to the lower index, -1 for a sample
+/// with a NaN/Inf score.
+template <class R>
+py::array predictions_of(const matrix<R>& scores) {
+  std::vector<int64_t> pred(static_cast<std::size_t>(scores.cols()));
+  for (long j = 0; j < scores.cols(); ++j) {
+    long best = 0;
+    for (long c = 1; c < scores.rows(); ++c)
+      if (scores(c, j) > scores(best, j)) best = c;
+    pred[static_cast<std::size_t>(j)] = scores.col(j).allFinite() ? best : -1;
   }
   return vec_to_numpy(pred);
+}
+
+/// f(net) for the run's network, whatever its kind and dtype.
+template <class F>
+py::object visit_run_network(const py_run& r, F&& f) {
+  if (py::isinstance<py_vf_network>(r.network)) return std::visit(f, r.network.cast<const py_vf_network&>().v);
+  if (py::isinstance<py_graph_network>(r.network)) return std::visit(f, r.network.cast<const py_graph_network&>().v);
+  return std::visit(f, r.network.cast<const py_network&>().v);
 }
 
 void register_runs(py::module_& m) {
   py::class_<py_run> cls(m, "_SavedRun", "A run read back by _load_run (eqprop.load_run wraps it).");
   cls.def_readonly("network", &py_run::network, "The trained network: a Network or a VectorFieldNetwork.")
       .def_readonly("config", &py_run::config, "The run's saved config (dict of sections).")
-      .def_readonly("kind", &py_run::kind, "The run's model.kind: 'layered' or 'vector_field'.")
+      .def_readonly("kind", &py_run::kind, "The run's model.kind: 'layered', 'vector_field' or 'graph'.")
       .def_readonly("checkpoint", &py_run::checkpoint_file, "The checkpoint file read.");
   def_fn(cls, "predict", [](const py_run& r, py::handle x) {
-        auto predict = [&](const auto& net) { return predict_run(r, net, x); };
-        if (py::isinstance<py_vf_network>(r.network)) return std::visit(predict, r.network.cast<const py_vf_network&>().v);
-        return std::visit(predict, r.network.cast<const py_network&>().v);
+        return visit_run_network(r, [&](const auto& net) -> py::object { return predictions_of(run_scores(r, net, x)); });
       }, "x"_a,
       "Class predictions (int64, (batch,)) for inputs x (batch, n_inputs) as `eqprop eval` scores its test split:\n"
-      "x as float32, normalised by data.normalize_mean/std, free phase with the run's relax.* settings in batches of\n"
-      "run.eval_batch; argmax of the output scores (a vector-field network's readout probabilities), ties to the\n"
-      "lower index; -1 for a sample with NaN/Inf scores.");
+      "x as float32, normalised by data.normalize_mean/std, free phase with the run's relax.* settings (a graph\n"
+      "run's dynamics.*, initial states from its evaluation stream) in batches of run.eval_batch; argmax of\n"
+      "scores(x), ties to the lower index; -1 for a sample with NaN/Inf scores.");
+  def_fn(cls, "scores", [](const py_run& r, py::handle x) {
+        return visit_run_network(r, [&](const auto& net) -> py::object { return rows_of(run_scores(r, net, x)); });
+      }, "x"_a,
+      "The output scores (batch, n_classes) that predict takes the argmax of, in the network's dtype: the output\n"
+      "layer's or readout's scores (a vector-field network's readout probabilities; a graph network's output\n"
+      "states, a single output s as (1 - s, s)).");
   def_fn(m, "_load_run", &load_run_py, "path"_a, "data_dir"_a = py::none(),
-         "Reads a run of either model.kind (directory or checkpoint file) into a _SavedRun; the network is sized\n"
+         "Reads a run of any model.kind (directory or checkpoint file) into a _SavedRun; the network is sized\n"
          "by the checkpoint's recorded input size and classes (older runs: by the data's test split, its data\n"
          "directory chosen and checked as by evaluate). DataError for a path that is not a run or a checkpoint of\n"
          "another trainer.");
@@ -1021,6 +1383,7 @@ PYBIND11_MODULE(_core, m) {
   register_exceptions(m);
   register_gle(m);
   register_vf_network(m);
+  register_graph_network(m);
   register_runs(m);
   def_fn(m, "build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 
@@ -1258,7 +1621,7 @@ PYBIND11_MODULE(_core, m) {
         "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
   def_fn(m, "config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
          "kind"_a = "layered",
-         "Every config key of a model.kind (layered | vector_field): {key: (default as TOML, description)}.");
+         "Every config key of a model.kind (layered | vector_field | graph): {key: (default as TOML, description)}.");
   def_fn(m, "load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
         const auto ck = load_checkpoint(file);

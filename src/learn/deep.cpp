@@ -351,6 +351,23 @@ deep_scores deep_score(const graph_network<R>& net, const matrix<R>& s, const ma
 }
 
 template <class R>
+relax_report deep_class_scores(const graph_network<R>& net, const deep_dynamics& dyn, const matrix<R>& x, rng_t& rng,
+                               matrix<R>& scores, matrix<R>* outputs) {
+  matrix<R> s = deep_initial_state(net, x, rng);
+  const auto rep = deep_relax(net, dyn, s, nullptr, 0.0);
+  const auto out = s.bottomRows(net.n_output());
+  if (net.n_output() > 1) {
+    scores = out;
+  } else {
+    scores.resize(2, x.cols());
+    scores.row(0) = (R(1) - out.row(0).array()).matrix();
+    scores.row(1) = out.row(0);
+  }
+  if (outputs) *outputs = out;
+  return rep;
+}
+
+template <class R>
 deep_estimator<R>::deep_estimator(deep_dynamics dyn, deep_learning learn, uint64_t seed)
     : dyn_(dyn), learn_(learn), rng_(seed) {
   deep_check_settings(dyn_, learn_);
@@ -403,7 +420,9 @@ template class deep_estimator<double>;
   template matrix<R> deep_vector_field_update(const graph_network<R>&, const deep_dynamics&, const matrix<R>&,      \
                                               const matrix<R>&, double);                                            \
   template long deep_boltzmann_prune(graph_network<R>&, const deep_learning&, rng_t&);                              \
-  template deep_scores deep_score(const graph_network<R>&, const matrix<R>&, const matrix<R>&, bool);
+  template deep_scores deep_score(const graph_network<R>&, const matrix<R>&, const matrix<R>&, bool);           \
+  template relax_report deep_class_scores(const graph_network<R>&, const deep_dynamics&, const matrix<R>&, rng_t&, \
+                                          matrix<R>&, matrix<R>*);
 EQPROP_DEEP_INSTANTIATE(float)
 EQPROP_DEEP_INSTANTIATE(double)
 #undef EQPROP_DEEP_INSTANTIATE

@@ -78,6 +78,10 @@ graph_spec graph_spec_from_config(const config& cfg, int n_input, int n_output) 
   return g;
 }
 
+rng_t graph_init_rng(uint64_t run_seed) { return rng_t(run_seed * 0x9E3779B97F4A7C15ULL + 17); }
+
+rng_t graph_eval_rng(uint64_t run_seed) { return rng_t(run_seed * 0x2545F4914F6CDD1DULL + 7919); }
+
 deep_dynamics deep_dynamics_from_config(const config& cfg) {
   deep_dynamics d;
   d.dt = cfg.get<double>("dynamics.dt");

@@ -495,7 +495,8 @@ train_result train(const config& cfg, const train_options& opt) {
 }
 
 namespace {
-// The trained parameters (and the state restore() keeps) of checkpoint ck, read from file.
+// A model built from a run's config takes the checkpoint's parameters and the state beyond
+// them (restore); data_error when their number differs from the network's.
 template <class M>
 void restore_trained(M& model, const checkpoint& ck, const fs::path& file) {
   using R = typename M::real_type;
@@ -510,7 +511,6 @@ void restore_trained(M& model, const checkpoint& ck, const fs::path& file) {
 template <class M>
 eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir,
                           const data_record* recorded) {
-  using R = typename M::real_type;
   const auto loaded = load_data(cfg, data_dir, false, true, recorded);
   const auto& split = loaded.split;
   M model(cfg, split.test.dim(), split.test.n_classes, split.test.shape);
@@ -570,17 +570,15 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
   return run;
 }
 
-graph_network<double> saved_graph_network(const saved_run& run) {
+template <class R>
+graph_network<R> saved_graph_network(const saved_run& run) {
   if (run.kind != model_kind::graph)
-    throw data_error(fmt::format("{}: a run of model.kind = {}, not of a graph network", run.checkpoint_file.string(),
-                                 to_string(run.kind)));
-  auto load = [&]<class R>(std::type_identity<R>) {
-    detail::graph_model<R> m(run.cfg, run.n_input, run.n_classes, run.input_shape);
-    restore_trained(m, run.ck, run.checkpoint_file);
-    return m.net.template cast<double>();
-  };
-  return run.cfg.get<std::string>("network.dtype") == "float64" ? load(std::type_identity<double>{})
-                                                                 : load(std::type_identity<float>{});
+    throw config_error(fmt::format("{}: a {} run, not a graph run", run.checkpoint_file.string(), to_string(run.kind)));
+  detail::graph_model<R> model(run.cfg, run.n_input, run.n_classes, run.input_shape);
+  restore_trained(model, run.ck, run.checkpoint_file);
+  return std::move(model.net);
 }
+template graph_network<float> saved_graph_network(const saved_run&);
+template graph_network<double> saved_graph_network(const saved_run&);
 
 }  // namespace eqprop

@@ -187,7 +187,7 @@ struct graph_model : model_defaults<R> {
       : cfg(c), dyn(deep_dynamics_from_config(c)), learn(deep_learning_from_config(c)),
         net(make_net(c, n_input, graph_outputs(c, n_classes))) {}
   static network_type make_net(const config& c, int n_input, int n_output) {
-    rng_t rng(c.get<uint64_t>("run.seed") * 0x9E3779B97F4A7C15ULL + 17);
+    rng_t rng = graph_init_rng(c.get<uint64_t>("run.seed"));
     return network_type(graph_spec_from_config(c, n_input, n_output), rng);
   }
   std::unique_ptr<grad_estimator<R, network_type>> estimator() {
@@ -204,21 +204,13 @@ struct graph_model : model_defaults<R> {
     return y;
   }
   /// Every evaluation draws the same initial states.
-  void begin_evaluation() { eval_rng.seed(cfg.get<uint64_t>("run.seed") * 0x2545F4914F6CDD1DULL + 7919); }
-  /// The outputs at the free state; one output neuron scores the classes (1 - s, s), so the
-  /// prediction is s > 0.5. Cost: 1/2 |y - s_out|^2.
+  void begin_evaluation() { eval_rng = graph_eval_rng(cfg.get<uint64_t>("run.seed")); }
+  /// The class scores at the free state (deep_class_scores: one output neuron scores the
+  /// classes (1 - s, s), so the prediction is s > 0.5). Cost: 1/2 |y - s_out|^2.
   relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
-    matrix<R> s = deep_initial_state(net, x, eval_rng);
-    const auto rep = deep_relax(net, dyn, s, nullptr, 0.0);
-    const auto out = s.bottomRows(net.n_output());
+    matrix<R> out;
+    const auto rep = deep_class_scores(net, dyn, x, eval_rng, scores, &out);
     cost = 0.5 * (out - y).colwise().squaredNorm().transpose();
-    if (net.n_output() > 1) {
-      scores = out;
-    } else {
-      scores.resize(2, x.cols());
-      scores.row(0) = (R(1) - out.row(0).array()).matrix();
-      scores.row(1) = out.row(0);
-    }
     return rep;
   }
   void attach(optimizer<R>& opt) { opt.set_constraints(deep_constraints(net, learn)); }

@@ -180,6 +180,16 @@ struct deep_scores {
 template <class R>
 deep_scores deep_score(const graph_network<R>& net, const matrix<R>& s, const matrix<R>& y, bool one_hot);
 
+/// The free phase that scores classes (the evaluation of `eqprop train`/`eval` and of
+/// eqprop.load_run's predict): initial states from rng (deep_initial_state), relaxed with dyn
+/// and beta = 0. scores (classes x B): the output states, or, for one output neuron s, the
+/// two classes' scores (1 − s, s), so that the argmax (ties to the lower index) is the
+/// predicted class (s > 0.5 for one output). outputs, when set, receives the output states
+/// (n_output x B).
+template <class R>
+relax_report deep_class_scores(const graph_network<R>& net, const deep_dynamics& dyn, const matrix<R>& x, rng_t& rng,
+                               matrix<R>& scores, matrix<R>* outputs = nullptr);
+
 /// DEEP's rules (trajectory, endpoint, vector field) behind the estimator interface every
 /// learning rule implements: estimate() is deep_gradient (free phase, nudged phase, −ΔW
 /// into grad), with loss = mean over the finite samples of ½‖y − s_out‖² at the free state,

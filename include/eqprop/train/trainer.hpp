@@ -91,8 +91,9 @@ eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, 
 /// from: the input size, classes and sample shape the checkpoint records (checkpoints
 /// written before they were recorded: those of the run's test split, read as
 /// evaluate_checkpoint reads it: same data directory choice, same checksum checks). The
-/// network is make_network_spec (layered) or make_vf_spec (vector_field) of cfg and these;
-/// its trained parameters are ck.array("params"), of type network.dtype. data_error for a
+/// network is make_network_spec (layered) or make_vf_spec (vector_field) of cfg and these,
+/// its trained parameters ck.array("params"), of type network.dtype; a graph run's is
+/// saved_graph_network's. data_error for a
 /// path that is not a run directory or checkpoint, or a checkpoint of another trainer (a
 /// meta "kind" other than "layered", as `eqprop gle train` writes).
 struct saved_run {
@@ -103,13 +104,17 @@ struct saved_run {
   int n_input = 0, n_classes = 0;
   std::array<int, 3> input_shape{};  ///< channels, height, width of one sample (data.normalize_* are per channel)
   /// The free phase evaluate_checkpoint relaxes the test split with (beta = 0, from h = 0, in
-  /// batches of run.eval_batch): the kind's evaluation settings of cfg.
+  /// batches of run.eval_batch): the kind's evaluation settings of cfg. Unused for a graph
+  /// run, which relaxes with deep_dynamics_from_config(cfg) from graph_eval_rng's draws.
   relax_options eval_relax;
 };
 saved_run load_saved_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
-/// The trained network of a saved graph run (model.kind = graph) in double precision, with
-/// its pruning mask; data_error for a run of another kind.
-graph_network<double> saved_graph_network(const saved_run& run);
+/// The trained network of a graph run (model.kind = graph), built as train() builds it from
+/// run.cfg, n_input and n_classes, holding the checkpoint's parameters and pruning mask. R
+/// must be the run's network.dtype (data_error otherwise, as for a parameter count that does
+/// not match); config_error for a run of another kind.
+template <class R>
+graph_network<R> saved_graph_network(const saved_run& run);
 
 }  // namespace eqprop
