@@ -268,6 +268,38 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
   EXPECT_TRUE(contains(no_python.output, "figure skipped")) << no_python.output;
 }
 
+// --jobs 2 runs the same plan two runs at a time, each in its own process with its lines in
+// <run dir>.log: the summary equals the sequential sweep's (but for the wall time), and a
+// rerun skips every run. --jobs without a sweep is refused.
+TEST(SweepCli, JobsRunTwoAtATimeWithTheSameResults) {
+  if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
+  const fs::path root = temp_dir("sweep_jobs");
+  const std::string cmd =
+      "train -q --set run.epochs=2 --set data.yin_yang_train=200 --set data.yin_yang_test=100 --set network.hidden=[8] "
+      "--set relax.free_steps=10 --set relax.nudged_steps=4 --seeds 0-2 --grid optimizer.lr=0.01,0.02 --run-dir ";
+  const auto one = run_cli(cmd + (root / "one").string());
+  ASSERT_EQ(one.status, 0) << one.output;
+  const auto two = run_cli(cmd + (root / "two").string() + " --jobs 2");
+  ASSERT_EQ(two.status, 0) << two.output;
+  EXPECT_TRUE(contains(two.output, "2 at a time")) << two.output;
+  EXPECT_TRUE(fs::exists(root / "two" / "optimizer.lr=0.02" / "seed-1.log")) << two.output;
+  // Every column but the last (total_time_s) agrees.
+  auto without_time = [](const std::string& csv) {
+    std::string out;
+    std::istringstream in(csv);
+    for (std::string line; std::getline(in, line);) out += line.substr(0, line.rfind(',')) + "\n";
+    return out;
+  };
+  EXPECT_EQ(without_time(read_file(root / "two" / "summary.csv")), without_time(read_file(root / "one" / "summary.csv")));
+  const auto again = run_cli(cmd + (root / "two").string() + " --jobs 2");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_TRUE(contains(again.output, "(6 finished, 0 to resume, 0 new)")) << again.output;
+  const auto alone = run_cli("train --jobs 2 --print-config");
+  EXPECT_EQ(alone.status, 2) << alone.output;
+  EXPECT_TRUE(contains(alone.output, "--jobs 2 without --seeds or --grid")) << alone.output;
+  fs::remove_all(root);
+}
+
 TEST(SweepCli, InterruptStopsTheSweepAndTheSameCommandContinues) {
   if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
   const fs::path root = temp_dir("sweep_cli_int");

@@ -36,6 +36,13 @@ void add_train_flags(CLI::App* cmd, train_args& a) {
                   "Sweep: one run per seed, e.g. 0-4, 3 or 0,2,5 (each in DIR/[POINT/]seed-S; see docs/runs.md)");
   cmd->add_option("--grid", a.grids,
                   "Sweep: KEY=V1,V2,... runs every value (repeatable: every combination), each seed of --seeds");
+  a.jobs_opt = add_checked(cmd, "--jobs,-j", a.jobs,
+                           "Sweep: run this many runs at a time, each in its own process writing <run dir>.log "
+                           "(each keeps its config's threads: keep jobs x threads <= cores)",
+                           config_constraint::closed(1, 256));
+  add_checked(cmd, "--sweep-run", a.sweep_run, "Internal: run one entry of the sweep's plan",
+              config_constraint::at_least(0))
+      ->group("");
   cmd->add_option("--dtype", a.dtype, "Shortcut for network.dtype (float32 | float64)");
   cmd->add_option("--data-dir", a.data_dir, trainer_help::data_dir);
   cmd->add_option("--run-dir", a.run_dir, "Run directory (default: runs/<config>-<time>)");
@@ -79,10 +86,12 @@ std::vector<fs::path> run_train(const train_args& a, const std::vector<std::stri
     config cfg = load_training_config(files, sets);
     apply_shortcuts(cfg);
     std::vector<fs::path> finished;
-    run_train_sweep({a.seeds, a.grids, a.config_file, a.run_dir, a.resume, a.print_config}, cfg, opt,  // refuses --resume
-                    &finished);
+    run_train_sweep({a.seeds, a.grids, a.config_file, a.run_dir, a.resume, a.print_config, a.jobs, a.sweep_run}, cfg,
+                    opt, &finished);  // refuses --resume
     return finished;
   }
+  if (a.jobs_opt->count() > 0)
+    throw config_error(fmt::format("--jobs {} without --seeds or --grid: --jobs runs the runs of a sweep at a time", a.jobs));
   if (!a.resume.empty()) {
     if (!a.run_dir.empty())
       throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
@@ -145,6 +154,7 @@ std::string equivalent_train_line(const train_args& a, const std::vector<std::st
   if (!a.data_dir.empty()) add("--data-dir", a.data_dir);
   if (!a.run_dir.empty()) add("--run-dir", a.run_dir);
   if (!a.seeds.empty()) add("--seeds", a.seeds);
+  if (a.jobs_opt->count() > 0) add("--jobs", std::to_string(a.jobs));
   for (const auto& g : a.grids) add("--grid", g);
   if (!a.resume.empty()) add("--resume", a.resume);
   if (a.overwrite) line += " --overwrite";

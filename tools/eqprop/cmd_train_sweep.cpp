@@ -2,12 +2,22 @@
 // and resuming unfinished ones, then writes the summary and its figure.
 #include "cmd_train_sweep.hpp"
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <csignal>
 #include <cstdio>
+#include <cstring>
+#include <map>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
 #include <vector>
+
+#include <fcntl.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <fmt/format.h>
 
@@ -24,9 +34,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// This process's command line, quoted for a shell, without the hidden testing flags and with
-// --run-dir DIR added when it was not given: the command that continues the sweep.
-std::string continue_command(const fs::path& dir) {
+// This process's command line, one word per entry (/proc/self/cmdline).
+std::vector<std::string> command_words() {
   std::ifstream f("/proc/self/cmdline", std::ios::binary);
   const std::string raw((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
   std::vector<std::string> words;
@@ -35,21 +44,93 @@ std::string continue_command(const fs::path& dir) {
     words.push_back(raw.substr(start, end == std::string::npos ? std::string::npos : end - start));
     start = end == std::string::npos ? raw.size() : end + 1;
   }
-  if (words.empty()) return fmt::format("the same eqprop train command with --run-dir {}", shell_quote(dir.string()));
-  std::string cmd;
+  return words;
+}
+
+// words without the flags named in `drop` (and their values), with --run-dir DIR added when
+// it was not given.
+std::vector<std::string> without_flags(const std::vector<std::string>& words, const std::vector<std::string>& drop,
+                                       const fs::path& dir) {
+  std::vector<std::string> out;
   bool has_run_dir = false;
   for (std::size_t i = 0; i < words.size(); ++i) {
     const std::string& w = words[i];
-    if (w == "--kill-after-batches" || w == "--interrupt-after-batches") {
-      ++i;  // and its value
-      continue;
+    bool dropped = false;
+    for (const auto& d : drop) {
+      if (w == d) {
+        ++i;  // and its value
+        dropped = true;
+      } else if (w.starts_with(d + "=")) {
+        dropped = true;
+      }
     }
-    if (w.starts_with("--kill-after-batches=") || w.starts_with("--interrupt-after-batches=")) continue;
+    if (dropped) continue;
     has_run_dir = has_run_dir || w == "--run-dir" || w.starts_with("--run-dir=");
-    cmd += (cmd.empty() ? "" : " ") + shell_quote(w);
+    out.push_back(w);
   }
-  if (!has_run_dir) cmd += " --run-dir " + shell_quote(dir.string());
+  if (!has_run_dir && !out.empty()) {
+    out.push_back("--run-dir");
+    out.push_back(dir.string());
+  }
+  return out;
+}
+
+// This process's command line, quoted for a shell, without the hidden testing flags and with
+// --run-dir DIR added when it was not given: the command that continues the sweep.
+std::string continue_command(const fs::path& dir) {
+  const auto words = without_flags(command_words(), {"--kill-after-batches", "--interrupt-after-batches", "--sweep-run"}, dir);
+  if (words.empty()) return fmt::format("the same eqprop train command with --run-dir {}", shell_quote(dir.string()));
+  std::string cmd;
+  for (const auto& w : words) cmd += (cmd.empty() ? "" : " ") + shell_quote(w);
   return cmd;
+}
+
+// Signals the parent of a parallel sweep counts: the first stops new runs, SIGTERM is passed
+// on to the running ones (a terminal's Ctrl-C reaches them itself: they share its process
+// group).
+std::atomic<int> g_sweep_signals{0};
+std::atomic<int> g_sweep_last_signal{0};
+extern "C" void on_sweep_signal(int sig) {
+  g_sweep_last_signal = sig;
+  g_sweep_signals.fetch_add(1);
+}
+
+struct sweep_signal_guard {
+  struct sigaction old_int {}, old_term {};
+  sweep_signal_guard() {
+    g_sweep_signals = 0;
+    struct sigaction sa {};
+    sa.sa_handler = on_sweep_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;  // no SA_RESTART: waitpid returns on a signal
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+  }
+  ~sweep_signal_guard() {
+    sigaction(SIGINT, &old_int, nullptr);
+    sigaction(SIGTERM, &old_term, nullptr);
+  }
+};
+
+// Starts `words` (this program) with stdout and stderr to log; returns its pid.
+pid_t spawn_logged(const std::vector<std::string>& words, const fs::path& log) {
+  std::fflush(stdout);
+  std::fflush(stderr);
+  const pid_t pid = ::fork();
+  if (pid < 0) throw error(fmt::format("cannot start a sweep run: fork failed: {}", std::strerror(errno)));
+  if (pid == 0) {
+    const int fd = ::open(log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    if (fd < 0) ::_exit(71);
+    ::dup2(fd, 1);
+    ::dup2(fd, 2);
+    ::close(fd);
+    std::vector<char*> argv;
+    for (const auto& w : words) argv.push_back(const_cast<char*>(w.c_str()));
+    argv.push_back(nullptr);
+    ::execv("/proc/self/exe", argv.data());
+    ::_exit(127);
+  }
+  return pid;
 }
 
 }  // namespace
@@ -79,24 +160,15 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
     dir = default_run_dir((args.config_file.empty() ? "default" : fs::path(args.config_file).stem().string()) + "-sweep");
   auto plan = make_sweep_plan(cfg, std::move(axes), seeds, dir);
 
-  long n_finished = 0, n_resume = 0;
-  for (const auto& r : plan.runs) {
-    n_finished += r.state == sweep_run_state::finished;
-    n_resume += r.state == sweep_run_state::resume;
-  }
   const long n_runs = long(plan.runs.size());
-  fmt::print("sweep {}: {} grid point{} x {} seed{} = {} runs ({} finished, {} to resume, {} new)\n", dir.string(),
-             plan.points.size(), plan.points.size() == 1 ? "" : "s", plan.seeds.size(),
-             plan.seeds.size() == 1 ? "" : "s", n_runs, n_finished, n_resume, n_runs - n_finished - n_resume);
-  create_run_directory(dir);
-
-  long diverged = 0;
-  for (long i = 0; i < n_runs; ++i) {
+  // One run of the plan, in this process: what it prints, and how it ended.
+  enum class outcome { done, skipped, diverged, interrupted };
+  auto run_one = [&](long i) {
     const auto& r = plan.runs[std::size_t(i)];
     const std::string tag = fmt::format("[{}/{}] {}", i + 1, n_runs, r.dir.string());
     if (r.state == sweep_run_state::finished) {
       fmt::print("{}: finished ({} epochs), skipped\n", tag, r.checkpoint_epoch);
-      continue;
+      return outcome::skipped;
     }
     train_options o = opt;
     o.run_dir = r.dir;
@@ -113,21 +185,122 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
     std::fflush(stdout);
     const auto res = train(r.cfg, o);
     std::fflush(stdout);  // the run's lines before any message on stderr
-    if (res.interrupted) {
-      fmt::print(stderr,
-                 "sweep interrupted in run {} of {} ({}, its checkpoint is written); continue the sweep (finished runs "
-                 "are skipped, this one resumes) with: {}\n",
-                 i + 1, n_runs, r.dir.string(), continue_command(dir));
-      set_exit_code(130);
-      return true;
-    }
+    if (res.interrupted) return outcome::interrupted;
     if (res.diverged) {
       report_error(fmt::format("{}: {}", r.dir.string(), res.message));
-      ++diverged;
-      continue;
+      return outcome::diverged;
     }
     fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epochs\n", tag, 100 * res.test_accuracy,
                res.test_loss, res.epochs_done);
+    return outcome::done;
+  };
+  if (args.only_run >= 0) {  // one run of a parallel sweep, started by the sweep's own process
+    if (args.only_run >= n_runs) throw config_error(fmt::format("--sweep-run {}: the sweep has {} runs", args.only_run, n_runs));
+    const auto how = run_one(args.only_run);
+    if (how == outcome::interrupted) set_exit_code(130);
+    if (how == outcome::diverged) set_exit_code(4);
+    return true;
+  }
+
+  long n_finished = 0, n_resume = 0;
+  for (const auto& r : plan.runs) {
+    n_finished += r.state == sweep_run_state::finished;
+    n_resume += r.state == sweep_run_state::resume;
+  }
+  fmt::print("sweep {}: {} grid point{} x {} seed{} = {} runs ({} finished, {} to resume, {} new){}\n", dir.string(),
+             plan.points.size(), plan.points.size() == 1 ? "" : "s", plan.seeds.size(),
+             plan.seeds.size() == 1 ? "" : "s", n_runs, n_finished, n_resume, n_runs - n_finished - n_resume,
+             args.jobs > 1 ? fmt::format(", {} at a time", args.jobs) : std::string());
+  create_run_directory(dir);
+
+  long diverged = 0;
+  bool interrupted = false;
+  if (args.jobs <= 1) {
+    for (long i = 0; i < n_runs && !interrupted; ++i) {
+      const auto how = run_one(i);
+      diverged += how == outcome::diverged;
+      if (how == outcome::interrupted) {
+        fmt::print(stderr,
+                   "sweep interrupted in run {} of {} ({}, its checkpoint is written); continue the sweep (finished "
+                   "runs are skipped, this one resumes) with: {}\n",
+                   i + 1, n_runs, plan.runs[std::size_t(i)].dir.string(), continue_command(dir));
+        interrupted = true;
+      }
+    }
+  } else {
+    // K runs at a time, each a process of this program running one entry of the same plan
+    // (--sweep-run I), writing its lines to <run dir>.log.
+    const auto child_words = [&](long i) {
+      auto w = without_flags(command_words(), {"--jobs", "--sweep-run"}, dir);
+      w.push_back("--sweep-run");
+      w.push_back(std::to_string(i));
+      return w;
+    };
+    sweep_signal_guard guard;
+    std::map<pid_t, long> running;
+    long next = 0, failed = 0;
+    std::vector<long> stopped;
+    auto tag = [&](long i) { return fmt::format("[{}/{}] {}", i + 1, n_runs, plan.runs[std::size_t(i)].dir.string()); };
+    while (true) {
+      while (g_sweep_signals == 0 && next < n_runs && long(running.size()) < args.jobs) {
+        const long i = next++;
+        const auto& r = plan.runs[std::size_t(i)];
+        if (r.state == sweep_run_state::finished) {
+          fmt::print("{}: finished ({} epochs), skipped\n", tag(i), r.checkpoint_epoch);
+          continue;
+        }
+        create_run_directory(r.dir.parent_path());
+        const fs::path log = r.dir.string() + ".log";
+        running[spawn_logged(child_words(i), log)] = i;
+        fmt::print("{}: {} (its lines: {})\n", tag(i), r.state == sweep_run_state::resume ? "resuming" : "starting",
+                   log.string());
+        std::fflush(stdout);
+      }
+      if (running.empty()) break;
+      int st = 0;
+      const pid_t pid = ::waitpid(-1, &st, 0);
+      if (pid < 0) {
+        if (errno != EINTR) throw error(fmt::format("sweep: waiting for its runs failed: {}", std::strerror(errno)));
+        if (g_sweep_last_signal.exchange(0) == SIGTERM)
+          for (const auto& [p, i] : running) ::kill(p, SIGTERM);
+        continue;
+      }
+      const auto it = running.find(pid);
+      if (it == running.end()) continue;
+      const long i = it->second;
+      running.erase(it);
+      const int code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+      const auto& r = plan.runs[std::size_t(i)];
+      if (code == 0) {
+        const auto rows = read_metrics_rows(r.dir / "metrics.jsonl");
+        const auto last = std::find_if(rows.rbegin(), rows.rend(), [](const auto& row) { return row.contains("test_acc"); });
+        if (last != rows.rend())
+          fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epochs\n", tag(i),
+                     100 * (*last)["test_acc"].template get<double>(), (*last)["test_loss"].template get<double>(),
+                     (*last)["epoch"].template get<long>());
+      } else if (code == 4) {
+        report_error(fmt::format("{}: diverged (see {}.log)", r.dir.string(), r.dir.string()));
+        ++diverged;
+      } else if (code == 130) {
+        stopped.push_back(i);
+      } else {
+        report_error(fmt::format("{}: failed with exit status {} (see {}.log)", r.dir.string(), code, r.dir.string()));
+        ++failed;
+      }
+      std::fflush(stdout);
+    }
+    if (g_sweep_signals > 0 || !stopped.empty()) {
+      fmt::print(stderr,
+                 "sweep interrupted ({} running run{} stopped with a checkpoint); continue the sweep (finished runs are "
+                 "skipped, stopped ones resume) with: {}\n",
+                 stopped.size(), stopped.size() == 1 ? "" : "s", continue_command(dir));
+      interrupted = true;
+    }
+    if (failed > 0) set_exit_code(2);
+  }
+  if (interrupted) {
+    set_exit_code(130);
+    return true;
   }
 
   std::vector<std::vector<std::string>> finished(plan.points.size());

@@ -18,6 +18,8 @@ struct train_sweep_args {
   std::string run_dir;             ///< --run-dir: the sweep directory
   std::string resume;              ///< --resume (refused with a sweep)
   bool print_config = false;       ///< --print-config (refused with a sweep)
+  long jobs = 1;                   ///< --jobs: runs at a time (each in its own process when > 1)
+  long only_run = -1;              ///< --sweep-run I (internal): run only entry I of the plan
 };
 
 /// Without --seeds and --grid returns false and does nothing. Otherwise runs the sweep and

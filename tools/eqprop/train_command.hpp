@@ -13,11 +13,12 @@ namespace eqprop::cli {
 struct train_args {
   std::string config_file, data_dir, run_dir, resume, estimator, dtype, seeds;
   std::vector<std::string> sets, grids;
-  long epochs = 0, kill_after = -1, interrupt_after = -1;
+  long epochs = 0, kill_after = -1, interrupt_after = -1, jobs = 1, sweep_run = -1;
   int64_t seed = 0;
   bool quiet = false, print_config = false, overwrite = false;
   CLI::Option* epochs_opt = nullptr;
   CLI::Option* seed_opt = nullptr;
+  CLI::Option* jobs_opt = nullptr;
 };
 
 /// The flags of `eqprop train` on cmd, bound to a.
