@@ -389,7 +389,8 @@ TEST(TrustResume, SlowGleKilledAtRandomMomentsResumesBitIdentically) {
 
   const fs::path run_b = dirs.far / "gle-run-with-a-longer-name";
   const std::string data_b = (data / "mnist-1d" / ".." / "." ).string();
-  const int hits = run_with_kills(dirs.far, run_b, with({"--data-dir", data_b, "--run-dir", run_b.string()}),
+  const int hits = run_with_kills(dirs.far, run_b,
+                                  with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
                                   {"gle", "train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 2, t_full,
                                   7, std::string(5000, 'q'));
   EXPECT_GE(hits, 1) << "no kill hit a running process (uninterrupted run took " << t_full << " s)";

@@ -19,8 +19,9 @@ run.metrics, run.predict(x) and run.evaluate() (docs/python.md).
 Every public callable has a real signature (inspect.signature, help()); the compiled
 module's types are in eqprop/_core.pyi.
 
-Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline, gle_lagnet and
-gle_train run the `eqprop gle` experiments; eqprop.plots.gle_lagline / gle_lagnet draw them.
+Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline and gle_lagnet run the
+`eqprop gle` studies, eqprop.plots.gle_lagline / gle_lagnet draw them; GLE networks train with
+train(overrides={"model.kind": "gle", ...}) (config_keys("gle") lists their keys).
 """
 import math as _math
 
@@ -30,7 +31,7 @@ from ._core import (  # noqa: F401
     relax,
     bptt_gradient, backprop_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
-    load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
+    load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet,
 )
 from .runs import Run, load_run  # noqa: F401
 
@@ -40,7 +41,7 @@ __all__ = [
     "relax", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
     "finite_difference_gradient", "complex_step_gradient", "relative_error", "cosine", "per_group_rel_error",
     "per_group_cosine", "random_batch", "load_dataset", "dataset_names", "train", "config_keys", "load_checkpoint",
-    "evaluate", "load_run", "Run", "gle_operator", "gle_lagline", "gle_lagnet", "gle_train", "gle_config_keys",
+    "evaluate", "load_run", "Run", "gle_operator", "gle_lagline", "gle_lagnet",
     "plots",
 ]
 
