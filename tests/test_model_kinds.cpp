@@ -6,6 +6,7 @@
 // to a few seconds.
 #include <cmath>
 #include <filesystem>
+#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -116,6 +117,20 @@ config case_config(const kind_case& k) {
   return load_training_config({}, sets);
 }
 
+// A run's metrics rows without the timing columns.
+std::vector<nlohmann::json> metrics_rows(const fs::path& run_dir) {
+  std::ifstream f(run_dir / "metrics.jsonl");
+  std::vector<nlohmann::json> rows;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"time_s", "samples_per_s"}) j.erase(k);
+    rows.push_back(std::move(j));
+  }
+  return rows;
+}
+
 train_result run(const config& cfg, const fs::path& dir, const std::string& data_dir, bool resume,
                  std::function<bool()> stop = {}) {
   std::ostringstream sink;
@@ -155,6 +170,10 @@ TEST(ModelKinds, EveryKindTrainsResumesBitIdenticallyAndEvaluates) {
     const auto ca = load_checkpoint(a / "checkpoint.eqck"), cb = load_checkpoint(b / "checkpoint.eqck");
     ASSERT_EQ(ca.arrays.size(), cb.arrays.size());
     for (const auto& [name, arr] : ca.arrays) EXPECT_TRUE(arr.bytes == cb.arrays.at(name).bytes) << name;
+    // ... and the same metrics rows (but for the timing columns).
+    const auto ra = metrics_rows(a), rb = metrics_rows(b);
+    ASSERT_EQ(ra.size(), rb.size());
+    for (std::size_t r = 0; r < ra.size(); ++r) EXPECT_EQ(ra[r], rb[r]) << "metrics row " << r;
 
     // eval: the run's final test accuracy and loss, without --data-dir.
     const auto ev = evaluate_checkpoint(a, "");
@@ -194,13 +213,24 @@ TEST(ModelKinds, TheKindPicksTheSchema) {
   EXPECT_EQ(g.get<std::string>("data.name"), "xor");
   EXPECT_EQ(graph_outputs(g, 2), 1);
   EXPECT_THROW(graph_outputs(g, 3), config_error);
+  // GLE keeps its defaults (the 15k MNIST-1D network, seed 12, the plateau schedule on);
+  // the plateau schedule is off by default for the other kinds.
+  const config gle = load_training_config({}, {"model.kind=gle"});
+  EXPECT_EQ(gle.get<std::string>("data.name"), "mnist1d_gle");
+  EXPECT_EQ(gle.get<long>("run.seed"), 12);
+  EXPECT_EQ(gle.get<long>("schedule.plateau_patience"), 2);
+  EXPECT_EQ(gle.get<std::string>("optimizer.kind"), "adam");
+  EXPECT_EQ(load_training_config({}, {}).get<long>("schedule.plateau_patience"), -1);
+  EXPECT_THROW(load_training_config({}, {"model.kind=gle", "relax.free_steps=3"}), config_error);
+  EXPECT_THROW(load_training_config({}, {"schedule.plateau_on=test_readout"}), config_error);  // a GLE metric
+  EXPECT_TRUE(gle.schema().is_fixed_on_resume("dynamics.learn_tau_m"));
   // The reciprocal nudge needs the vector_field rule and unclipped dynamics.
   const config rn = load_training_config({}, {"model.kind=graph", "estimator.reciprocal_nudge=true"});
   EXPECT_THROW(deep_learning_from_config(rn), config_error);
 }
 
-// A checkpoint of a trainer outside `eqprop train` (gle train, deep train) gets an error
-// that names it, not a config error about keys it never had.
+// A checkpoint of a trainer outside `eqprop train` (deep train, gle train before it became
+// an alias) gets an error that names it, not a config error about keys it never had.
 TEST(ModelKinds, EvalNamesTheTrainerOfOtherCheckpoints) {
   const fs::path root = temp_dir("model_kinds_other");
   checkpoint ck;

@@ -526,11 +526,14 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
 }  // namespace
 
 config saved_run_config(const checkpoint& ck, const fs::path& file) {
-  if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered")
-    throw data_error(fmt::format("{}: a checkpoint of kind {} (written by `eqprop {} train`), not of an `eqprop train` "
+  if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered") {
+    const auto kind = ck.meta.at("kind").get<std::string>();
+    throw data_error(fmt::format("{}: a checkpoint of kind {} (written by `eqprop {} train`{}), not of an `eqprop train` "
                                  "run, which eval and load_run read (its run directory's metrics.csv holds the scores "
                                  "of every epoch)",
-                                 file.string(), ck.meta.at("kind").dump(), ck.meta.at("kind").get<std::string>()));
+                                 file.string(), ck.meta.at("kind").dump(), kind,
+                                 kind == "gle" ? " before it became `eqprop train --set model.kind=gle`" : ""));
+  }
   if (!ck.meta.contains("config"))
     throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
   config cfg(training_schema(saved_model_kind(ck.meta.at("config"))));

@@ -22,7 +22,8 @@
 //   set_diagnostic_batch(train)  the training samples diagnostics() uses
 //   diagnostics(row)             extra per-epoch metrics (nothing for most kinds)
 //   epoch_note(row)              extra text for the epoch line ("" for most kinds)
-// Every member but train_batch has a default in model_defaults.
+// model_defaults gives the hooks most kinds do not need. The loop calls diagnostics(row)
+// before the plateau schedule reads the row, so a kind's own metric may be watched.
 #pragma once
 #include <array>
 #include <cmath>
