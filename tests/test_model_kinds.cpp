@@ -6,7 +6,6 @@
 // to a few seconds.
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -22,6 +21,7 @@
 namespace fs = std::filesystem;
 using namespace eqprop;
 using eqprop::test::cli;
+using eqprop::test::metrics_rows;
 using eqprop::test::run_cli;
 using eqprop::test::temp_dir;
 using eqprop::test::write_npy;
@@ -115,20 +115,6 @@ config case_config(const kind_case& k) {
   std::vector<std::string> sets = k.sets;
   sets.push_back("run.epochs=2");
   return load_training_config({}, sets);
-}
-
-// A run's metrics rows without the timing columns.
-std::vector<nlohmann::json> metrics_rows(const fs::path& run_dir) {
-  std::ifstream f(run_dir / "metrics.jsonl");
-  std::vector<nlohmann::json> rows;
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.empty()) continue;
-    auto j = nlohmann::json::parse(line);
-    for (const char* k : {"time_s", "samples_per_s"}) j.erase(k);
-    rows.push_back(std::move(j));
-  }
-  return rows;
 }
 
 train_result run(const config& cfg, const fs::path& dir, const std::string& data_dir, bool resume,
