@@ -30,12 +30,12 @@ How each command is made cheap (the rule: a command keeps every word it has, so 
     directory, when there is one). Relative paths in a command (`runs/x`, `--out sweep-fig2d`)
     thus land in the sandbox, and a later command finds what an earlier one wrote. The
     repository is never written to.
-  * `train` and `gle train` (also `gep train`): first run with `--print-config` appended,
+  * `train`, `gle train`, `gep train` and `deep train`: first run with `--print-config` appended,
     which checks the flags, the config files and every key. When the config's data set is
     present (or generated, Yin-Yang), the command then runs for real with `--epochs 1` (a
     resumed run: `--epochs` one more than it has) and `--set data.limit_train=...`, `--set
     data.limit_test=...` (Yin-Yang: `data.yin_yang_*`) appended; without the data it counts
-    as validated. A `train` without `--run-dir` or `--resume` gets
+    as validated. A `train` (not `gle train`) without `--run-dir` or `--resume` gets
     `--run-dir runs/<config stem>-<unique time>`, the default name, so that two runs started
     in one second do not collide; a later `runs/<stem>-<date>-<time>` of the docs that does
     not exist names the newest such run of the sandbox.
@@ -479,7 +479,7 @@ class Runner:
         missing = box.missing_run(args)
         if missing:
             return Result(item, text, "skipped", f"{missing} was not made: the command making it was only validated")
-        if name in ("train", "gep train", "gle train"):
+        if name in ("train", "gep train", "gle train", "deep train"):
             return self.run_trainer(box, item, text, env_words, args, name, outcome)
         data_name = flag_value(args, "--dataset") or flag_value(args, "--task") or ""
         if name in ("data fetch", "data verify"):
@@ -537,7 +537,7 @@ class Runner:
             if not resume:
                 box.validated_only.append(flag_value(args, "--run-dir") or cfg.get("run", {}).get("dir", "") or "runs/")
             return Result(item, text, "validated", f"--print-config (data set '{data_name}' not here)", "", secs)
-        run_args = list(args)
+        run_args = capped(args, name)  # deep train's flags that scale the cost (--seeds K, --T1, ...)
         if resume:
             done = epochs_done(box.repo / resume)
             run_args = set_flag(run_args, "--epochs", str(done + 1))

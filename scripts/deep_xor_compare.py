@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Published vs recommended DEEP on XOR one-hot, side by side over a range of seeds.
 
-Runs `eqprop deep train --config C --seed FIRST --seeds N --quiet` for
-configs/deep_xor_onehot.toml and configs/deep_xor_onehot_recommended.toml, prints every seed
-line as it comes, then a Markdown table (final free-phase error per seed, the epoch from which
-the error stays at 0 %, solved count). --json / --csv also write the table.
+Runs `eqprop train C --seeds FIRST-LAST --quiet` for configs/graph_xor_onehot.toml and
+configs/graph_xor_recommended.toml (in a temporary directory), reads every run's metrics and
+prints a Markdown table (final free-phase error per seed, the epoch from which the error
+stays at 0 %, solved count). --json / --csv also write the table.
 
     python3 scripts/deep_xor_compare.py --eqprop build/eqprop --seeds 10 \
         --json docs/deep_xor_seeds.json --csv docs/deep_xor_seeds.csv
@@ -13,31 +13,35 @@ import argparse
 import csv
 import json
 import pathlib
-import re
 import subprocess
 import sys
+import tempfile
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
-CONFIGS = {"published": "configs/deep_xor_onehot.toml", "recommended": "configs/deep_xor_onehot_recommended.toml"}
-SEED_LINE = re.compile(r"^seed (\d+): (?:free-phase train error ([\d.]+)%(?: \(0% from epoch (\d+)\))?|diverged)")
+CONFIGS = {"published": "configs/graph_xor_onehot.toml", "recommended": "configs/graph_xor_recommended.toml"}
 
 
-def run(eqprop, config, first, n):
-    cmd = [eqprop, "deep", "train", "--config", str(ROOT / config), "--seed", str(first), "--seeds", str(n), "--quiet"]
+def seed_row(run_dir):
+    """Final error (%) of a run and the first epoch from which its test accuracy stays 1."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "test_acc" in r]
+    solved = None
+    for r in rows:
+        solved = (solved or r["epoch"]) if r["test_acc"] == 1.0 else None
+    return {"error_percent": 100 * (1 - rows[-1]["test_acc"]), "solved_epoch": solved}
+
+
+def run(eqprop, config, seeds, tmp):
+    out = pathlib.Path(tmp) / pathlib.Path(config).stem
+    cmd = [eqprop, "train", str(ROOT / config), "--seeds", f"{seeds[0]}-{seeds[-1]}", "--quiet", "--run-dir", str(out)]
     print("$", " ".join(cmd), flush=True)
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL)
+    if done.returncode not in (0, 4):  # 4: some seed diverged (counted as 100 % error)
+        sys.exit(f"{' '.join(cmd)} failed with status {done.returncode}")
     rows = {}
-    with subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True) as p:
-        for line in p.stdout:
-            print("  " + line.rstrip(), flush=True)
-            m = SEED_LINE.match(line)
-            if m:
-                seed = int(m.group(1))
-                err = float(m.group(2)) if m.group(2) is not None else 100.0  # diverged: counted as 100 %
-                rows[seed] = {"error_percent": err, "solved_epoch": int(m.group(3)) if m.group(3) else None}
-    if p.returncode not in (0, 4):  # 4: some seed diverged (already counted)
-        sys.exit(f"{' '.join(cmd)} failed with status {p.returncode}")
-    if len(rows) != n:
-        sys.exit(f"expected {n} seed lines from {config}, got {len(rows)}")
+    for s in seeds:
+        d = out / f"seed-{s}"
+        rows[s] = seed_row(d) if (d / "metrics.jsonl").exists() else {"error_percent": 100.0, "solved_epoch": None}
     return rows
 
 
@@ -51,8 +55,9 @@ def main():
     a = ap.parse_args()
     if a.seeds < 1:
         ap.error("--seeds must be >= 1")
-    res = {name: run(a.eqprop, cfg, a.seed, a.seeds) for name, cfg in CONFIGS.items()}
     seeds = list(range(a.seed, a.seed + a.seeds))
+    with tempfile.TemporaryDirectory(prefix="deep-xor-") as tmp:
+        res = {name: run(a.eqprop, cfg, seeds, tmp) for name, cfg in CONFIGS.items()}
     print("\n| seed | published error | published 0% from epoch | recommended error | recommended 0% from epoch |")
     print("|---|---|---|---|---|")
     fmt_epoch = lambda e: "-" if e is None else str(e)

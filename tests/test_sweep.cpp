@@ -16,6 +16,7 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/sweep.hpp"
 #include "test_util.hpp"
 
@@ -171,8 +172,8 @@ TEST(Sweep, MeanAndSampleStd) {
 
 TEST(Sweep, SummaryFromHandWrittenMetrics) {
   const fs::path root = temp_dir("sweep_summary");
-  // Seed 0: best 0.8 at epoch 2, final 0.7; seed 1: best = final 0.9. Rows without an
-  // epoch (none here but a stray one) are ignored.
+  // Seed 0: best 0.8 at epoch 2, final 0.7; seed 1: best = final 0.9, epoch 2 not evaluated.
+  // Rows without an epoch (none here but a stray one) are ignored.
   write_text(root / "p" / "seed-0" / "metrics.jsonl",
              "{\"epoch\":1,\"test_loss\":0.5,\"test_acc\":0.6,\"time_s\":1.5}\n"
              "{\"epoch\":2,\"test_loss\":0.4,\"test_acc\":0.8,\"time_s\":2}\n"
@@ -180,7 +181,7 @@ TEST(Sweep, SummaryFromHandWrittenMetrics) {
              "{\"epoch\":3,\"test_loss\":0.3,\"test_acc\":0.7,\"time_s\":2.5}\n");
   write_text(root / "p" / "seed-1" / "metrics.jsonl",
              "{\"epoch\":1,\"test_loss\":0.6,\"test_acc\":0.5,\"time_s\":1}\n"
-             "{\"epoch\":2,\"test_loss\":0.45,\"test_acc\":0.85,\"time_s\":1}\n"
+             "{\"epoch\":2,\"train_loss\":0.45,\"time_s\":1}\n"  // not evaluated (run.eval_every)
              "{\"epoch\":3,\"test_loss\":0.1,\"test_acc\":0.9,\"time_s\":1}\n");
   const sweep_point point{{{"optimizer.lr", "0.01"}}, "optimizer.lr=0.01"};
   const auto s = summarize_sweep_point(root, point, {"p/seed-0", "p/seed-1"});
@@ -219,11 +220,18 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
   const fs::path root = temp_dir("sweep_cli");
   const std::string dir = (root / "s").string();
   const std::string cmd =
-      "train -q --set run.epochs=2 --set data.yin_yang_train=200 --set data.yin_yang_test=100 --set network.hidden=[8] "
-      "--set relax.free_steps=10 --set relax.nudged_steps=4 --seeds 0-2 --grid optimizer.lr=0.01,0.02 --run-dir " +
+      "train -q --set run.epochs=3 --set run.eval_every=2 --set data.yin_yang_train=200 --set data.yin_yang_test=100 "
+      "--set network.hidden=[8] --set relax.free_steps=10 --set relax.nudged_steps=4 --seeds 0-2 --grid "
+      "optimizer.lr=0.01,0.02 --run-dir " +
       dir;
   const auto first = run_cli(cmd);
   ASSERT_EQ(first.status, 0) << first.output;
+  // run.eval_every = 2: epoch 1 logs training metrics only, epoch 2 and the last are evaluated.
+  const auto rows = read_metrics_rows(fs::path(dir) / "optimizer.lr=0.01" / "seed-0" / "metrics.jsonl");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_FALSE(rows[0].contains("test_acc"));
+  EXPECT_TRUE(rows[0].contains("train_acc"));
+  EXPECT_TRUE(rows[1].contains("test_acc") && rows[2].contains("test_acc"));
   const auto csv = read_file(fs::path(dir) / "summary.csv");
   std::vector<std::string> lines;
   std::istringstream in(csv);
@@ -245,7 +253,7 @@ TEST(SweepCli, RunsSkipsOnRerunAndWritesTheSummary) {
   for (std::size_t p = again.output.find("skipped"); p != std::string::npos; p = again.output.find("skipped", p + 1))
     ++skipped;
   EXPECT_EQ(skipped, 6) << again.output;
-  EXPECT_FALSE(contains(again.output, "epoch 1/2")) << again.output;
+  EXPECT_FALSE(contains(again.output, "epoch 1/3")) << again.output;
   EXPECT_EQ(read_file(metrics), before);
   EXPECT_EQ(fs::last_write_time(metrics), when);
   EXPECT_EQ(read_file(fs::path(dir) / "summary.csv"), csv);

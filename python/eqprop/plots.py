@@ -101,7 +101,9 @@ def run_curves(run_dirs, title=None):
             nonlocal c
             if values is None:
                 return
-            line, = axis.plot(ep, values, style, color=c, label=f"{name} {label}")
+            # Epochs without a value (test metrics of epochs run.eval_every skips) are left out.
+            points = [(e, v) for e, v in zip(ep, values) if not math.isnan(v)]
+            line, = axis.plot([p[0] for p in points], [p[1] for p in points], style, color=c, label=f"{name} {label}")
             c = line.get_color()
 
         # `eqprop train` names first; `deep train` (error, MSE) and older gep runs as fallbacks.
@@ -146,7 +148,7 @@ def seed_bands(groups, title=None, columns=None):
                 if key not in m:
                     raise ValueError(f"eqprop_plot: {path}: no column {key}")
             for i, ep in enumerate(m[cols["epoch"]]):
-                if math.isnan(ep):
+                if math.isnan(ep) or math.isnan(m[cols["test_acc"]][i]):  # not evaluated (run.eval_every)
                     continue
                 acc, loss = by_epoch.setdefault(ep, ([], []))
                 acc.append(100 * m[cols["test_acc"]][i])

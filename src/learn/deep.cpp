@@ -60,11 +60,12 @@ activation_kind deep_presyn_activation(deep_presyn p) {
 void deep_check_settings(const deep_dynamics& dyn, const deep_learning& learn) {
   if (!learn.reciprocal_nudge) return;
   if (learn.rule != deep_rule::vector_field)
-    throw config_error("DEEP: the reciprocal nudge (--reciprocal-nudge) needs the vector_field rule (--rule vector_field; "
-                       "--baseline sets endpoint), got `" + to_string(learn.rule) +
+    throw config_error("DEEP: the reciprocal nudge (estimator.reciprocal_nudge) needs the vector_field rule "
+                       "(estimator.kind = vector_field; deep train's --baseline sets endpoint), got `" + to_string(learn.rule) +
                        "`: its nudge gives (s^β − s*)/β → J^{-T} ∂C/∂s, which only the vector-field rule turns into −∂C/∂W");
   if (dyn.clip)
-    throw config_error("DEEP: the reciprocal nudge (--reciprocal-nudge) needs unclipped dynamics (--no-clip): its Jacobian "
+    throw config_error("DEEP: the reciprocal nudge (estimator.reciprocal_nudge) needs unclipped dynamics (dynamics.clip = "
+                       "false; deep train: --no-clip): its Jacobian "
                        "ignores the clip, so Jᵀ − J is wrong wherever a neuron is held at 0 or 1");
 }
 

@@ -98,6 +98,8 @@ void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch, lo
   s.add("run.epochs", int64_t(epochs), cc::closed(1, lim::epochs), "epochs");
   s.add("run.batch", int64_t(batch), batch_size, "mini-batch size");
   s.add("run.eval_batch", int64_t(eval_batch), batch_size, "batch size for evaluation");
+  s.add("run.eval_every", int64_t(1), cc::closed(1, lim::epochs),
+        "evaluate the test split every N epochs and after the last (rows of other epochs hold training metrics only)");
   s.add("run.seed", int64_t(default_seed), seed, "seed of weights, data order, augmentation, noise and probes");
   s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
   s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs), "write a checkpoint every N epochs (and at the end)");

@@ -270,16 +270,17 @@ sweep_point_summary summarize_sweep_point(const fs::path& sweep_dir, const sweep
     long last_epoch = -1;
     for (const auto& row : read_metrics_rows(file)) {
       if (!row.contains(std::string(sweep_columns::epoch))) continue;
+      s.total_time_s += number_of(row, sweep_columns::time_s, file);
+      if (!row.contains(std::string(sweep_columns::test_acc))) continue;  // an epoch run.eval_every did not evaluate
       last_epoch = long(number_of(row, sweep_columns::epoch, file));
       last_acc = number_of(row, sweep_columns::test_acc, file);
       last_loss = number_of(row, sweep_columns::test_loss, file);
       best = std::max(best, last_acc);
-      s.total_time_s += number_of(row, sweep_columns::time_s, file);
     }
     if (last_epoch < 0)
-      throw data_error(fmt::format("{}: no row with an `{}` column; the sweep summary needs the finished run's "
-                                   "metrics",
-                                   file.string(), sweep_columns::epoch));
+      throw data_error(fmt::format("{}: no row with `{}` and `{}` columns; the sweep summary needs the finished "
+                                   "run's evaluated epochs",
+                                   file.string(), sweep_columns::epoch, sweep_columns::test_acc));
     final_acc.push_back(last_acc);
     best_acc.push_back(best);
     final_loss.push_back(last_loss);

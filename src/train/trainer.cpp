@@ -265,7 +265,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   std::optional<stop_signal_guard> signals;
   if (topt.handle_signals) signals.emplace();
 
-  const long eval_batch = cfg.get<long>("run.eval_batch");
+  const long eval_batch = cfg.get<long>("run.eval_batch"), eval_every = cfg.get<long>("run.eval_every");
   model.set_diagnostic_batch(split.train);
   batch_iterator it(split.train, batch, seed, true, false);
   // --quiet: no status line and no periodic lines; the epoch lines still print.
@@ -275,8 +275,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   matrix<float> xf;
   std::vector<int32_t> labels;
   long batches_seen = 0;
-  // The checkpoint of this run on disk: written only after an epoch whose evaluation was
-  // finite, so it is always a "good" one (-1: none yet; a resumed run starts from one).
+  // The checkpoint of this run on disk: written only after an epoch whose training steps and
+  // evaluation (when run.eval_every evaluates it) were finite, so it is always a "good" one
+  // (none yet: empty; a resumed run starts from one).
   // Mid-epoch checkpoints are written after a batch whose loss and gradient were finite.
   std::string last_good_at = topt.resume ? checkpoint_position(start_epoch, start_batch) : std::string();
   auto last_good = [&] {
@@ -420,16 +421,19 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       if (interrupt_countdown > 0 && --interrupt_countdown == 0) std::raise(SIGINT);
     }
     const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    const auto ev = evaluate(model, split.test, eval_batch);
+    const bool evaluated = (epoch + 1) % eval_every == 0 || epoch + 1 == epochs;
+    const auto ev = evaluated ? evaluate(model, split.test, eval_batch) : eval_result{};
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     nlohmann::ordered_json row;
     row["epoch"] = epoch + 1;
     row["train_loss"] = loss_sum / double(std::max<long>(1, seen - failed));
     row["train_acc"] = double(correct) / double(seen);
-    row["test_loss"] = ev.loss;
-    row["test_acc"] = ev.accuracy;
-    row["test_top5"] = ev.top5;
-    row["test_non_finite"] = ev.n_non_finite;
+    if (evaluated) {
+      row["test_loss"] = ev.loss;
+      row["test_acc"] = ev.accuracy;
+      row["test_top5"] = ev.top5;
+      row["test_non_finite"] = ev.n_non_finite;
+    }
     row["lr"] = oo.lr * lr_factor;
     row["time_s"] = secs;
     row["samples_per_s"] = double(seen) / train_secs;
@@ -448,21 +452,25 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       return result;
     }
     model.diagnostics(row);
-    if (plateau.enabled()) plateau_at.update(plateau, row.at(plateau.metric).get<double>());
+    if (plateau.enabled() && row.contains(plateau.metric)) plateau_at.update(plateau, row[plateau.metric].get<double>());
     log.append(row);
-    prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% top5 {:.2f}% | "
-                               "{:.1f}s, {:.0f} samples/s{}{}",
-                               row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(), ev.loss,
-                               100 * ev.accuracy, 100 * ev.top5, secs, row["samples_per_s"].get<double>(),
+    prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | {} | {:.1f}s, {:.0f} samples/s{}{}",
+                               row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(),
+                               evaluated ? fmt::format("test loss {:.4f} acc {:.2f}% top5 {:.2f}%", ev.loss,
+                                                       100 * ev.accuracy, 100 * ev.top5)
+                                         : std::string("not evaluated"),
+                               secs, row["samples_per_s"].get<double>(),
                                failed ? fmt::format(", {} samples dropped", failed) : std::string(),
                                model.epoch_note(row)));
     if (topt.on_epoch) topt.on_epoch(row);
     if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs) save(epoch + 1);
     result.epochs_done = epoch + 1;
-    result.test_accuracy = ev.accuracy;
-    result.test_top5 = ev.top5;
-    result.test_loss = ev.loss;
     result.train_accuracy = row["train_acc"].get<double>();
+    if (evaluated) {
+      result.test_accuracy = ev.accuracy;
+      result.test_top5 = ev.top5;
+      result.test_loss = ev.loss;
+    }
   }
   if (start_epoch >= epochs) {
     const auto ev = evaluate(model, split.test, eval_batch);
@@ -508,6 +516,18 @@ train_result train(const config& cfg, const train_options& opt) {
 }
 
 namespace {
+// The trained parameters (and the state restore() keeps) of checkpoint ck, read from file.
+template <class M>
+void restore_trained(M& model, const checkpoint& ck, const fs::path& file) {
+  using R = typename M::real_type;
+  const auto p = ck.array("params").to_vector<R>();
+  if (static_cast<long>(p.size()) != model.net.n_params())
+    throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
+                                 model.net.n_params()));
+  std::copy(p.begin(), p.end(), param_values(model.net).begin());
+  model.restore(ck);
+}
+
 template <class M>
 eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::path& file, const std::string& data_dir,
                           const data_record* recorded) {
@@ -515,12 +535,7 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
   const auto loaded = load_data(cfg, data_dir, false, true, recorded);
   const auto& split = loaded.split;
   M model(cfg, split.test.dim(), split.test.n_classes, split.test.shape);
-  const auto p = ck.array("params").to_vector<R>();
-  if (static_cast<long>(p.size()) != model.net.n_params())
-    throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
-                                 model.net.n_params()));
-  std::copy(p.begin(), p.end(), param_values(model.net).begin());
-  model.restore(ck);
+  restore_trained(model, ck, file);
   return evaluate(model, split.test, cfg.get<long>("run.eval_batch"));
 }
 }  // namespace
@@ -577,6 +592,19 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
     else return {};  // graph networks: their own dynamics (deep_dynamics_from_config)
   });
   return run;
+}
+
+graph_network<double> saved_graph_network(const saved_run& run) {
+  if (run.kind != model_kind::graph)
+    throw data_error(fmt::format("{}: a run of model.kind = {}, not of a graph network", run.checkpoint_file.string(),
+                                 to_string(run.kind)));
+  auto load = [&]<class R>(std::type_identity<R>) {
+    detail::graph_model<R> m(run.cfg, run.n_input, run.n_classes, run.input_shape);
+    restore_trained(m, run.ck, run.checkpoint_file);
+    return m.net.template cast<double>();
+  };
+  return run.cfg.get<std::string>("network.dtype") == "float64" ? load(std::type_identity<double>{})
+                                                                 : load(std::type_identity<float>{});
 }
 
 }  // namespace eqprop

@@ -193,6 +193,8 @@ struct graph_model : model_defaults<R> {
   network_type net;
   deep_estimator<R>* est = nullptr;  // the estimator() the loop runs: its generator prunes
   rng_t eval_rng;
+  Eigen::MatrixXd probe;  // inputs whose equilibria the stability study certifies (set_diagnostic_batch)
+  matrix<R> probe_y;      // their targets
 
   graph_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
       : cfg(c), dyn(deep_dynamics_from_config(c)), learn(deep_learning_from_config(c)),
@@ -239,7 +241,15 @@ struct graph_model : model_defaults<R> {
     deep_boltzmann_prune(net, learn, *est->noise_rng());
     if (learn.persistent) attach(opt);
   }
+  /// The first (up to) 64 training inputs: saved with every checkpoint as "probe_inputs",
+  /// the patterns `eqprop deep stability` analyses.
+  void set_diagnostic_batch(const dataset& train) {
+    const long n = std::min<long>(64, train.size());
+    probe = train.x.leftCols(n).template cast<double>();
+    probe_y = targets(std::vector<int32_t>(train.y.begin(), train.y.begin() + n));
+  }
   void save(checkpoint& ck) const {
+    if (probe.size() > 0) ck.arrays["probe_inputs"] = checkpoint_array::from_eigen(probe);
     std::vector<uint8_t> p(std::size_t(net.pruned().size()));
     for (Eigen::Index k = 0; k < net.pruned().size(); ++k) p[std::size_t(k)] = net.pruned().data()[k];
     ck.arrays["pruned"] = checkpoint_array::from_vector(p);
@@ -254,9 +264,23 @@ struct graph_model : model_defaults<R> {
     return fmt::format("network {} + 1 bias, {} hidden, {} outputs, {} ({} edges)", net.n_data_input(), net.n_hidden(),
                        net.n_output(), to_string(net.spec().topology), net.n_allowed());
   }
+  /// Sparsity, and the nudged phase learning uses (from the free state; with the reciprocal
+  /// term when estimator.reciprocal_nudge) at the probe samples, from initial states drawn
+  /// from run.seed and the epoch: its accuracy and its mean squared output error.
   void diagnostics(nlohmann::ordered_json& row) {
     row["sparsity"] = net.sparsity();
     row["nnz"] = net.n_nonzero();
+    if (probe.cols() == 0) return;
+    rng_t rng(cfg.get<uint64_t>("run.seed") * 0x9E3779B97F4A7C15ULL + row["epoch"].get<uint64_t>() + 104729);
+    const matrix<R> x = probe.cast<R>();
+    matrix<R> s = deep_initial_state(net, x, rng);
+    deep_relax(net, dyn, s, nullptr, 0.0);
+    deep_linear_term reciprocal;
+    if (learn.reciprocal_nudge) reciprocal = deep_reciprocal_term(net, dyn, s);
+    deep_relax(net, dyn, s, &probe_y, learn.beta, learn.reciprocal_nudge ? &reciprocal : nullptr);
+    const auto sc = deep_score(net, s, probe_y, net.n_output() > 1);
+    row["nudged_acc"] = 1 - sc.error;
+    row["nudged_mse"] = sc.mse;
   }
 };
 
@@ -397,15 +421,18 @@ struct gle_model : model_defaults<R> {
     rep.steps = x.rows();
     return rep;
   }
+  /// The epoch's train_readout_loss, and test_readout_loss when the epoch was evaluated.
   void diagnostics(nlohmann::ordered_json& row) {
     row["train_readout_loss"] = train_readout / double(std::max<long>(1, train_readout_n));
-    row["test_readout_loss"] = test_readout / double(std::max<long>(1, test_readout_n));
-    train_readout = 0;
-    train_readout_n = 0;
+    if (test_readout_n > 0) row["test_readout_loss"] = test_readout / double(test_readout_n);
+    train_readout = test_readout = 0;
+    train_readout_n = test_readout_n = 0;
   }
   std::string epoch_note(const nlohmann::ordered_json& row) const {
-    return fmt::format(" | readout loss {:.4f} | lr {:.2e}", row["test_readout_loss"].get<double>(),
-                       row["lr"].get<double>());
+    const auto test = row.find("test_readout_loss");
+    return fmt::format("{} | lr {:.2e}",
+                       test != row.end() ? fmt::format(" | readout loss {:.4f}", test->get<double>()) : std::string(),
+                       row.at("lr").get<double>());
   }
 
   static constexpr std::array<const char*, 8> state_names{"u", "v", "r", "dphi", "u_breve", "udot", "e", "e_down"};

@@ -95,3 +95,17 @@ def test_run_curves_read_every_trainers_columns(tmp_path):
     assert list(loss_axis.get_ydata()) == [0.3, 0.2]
     error_axis = [ln for ln in fig.axes[1].get_lines() if ln.get_label() == "deep train"][0]
     assert list(error_axis.get_ydata()) == [50.0, 25.0]
+
+
+def test_run_curves_skip_epochs_without_an_evaluation(tmp_path):
+    """Epochs that run.eval_every did not evaluate have empty test cells: the test curve joins the others."""
+    d = tmp_path / "every2"
+    d.mkdir()
+    (d / "metrics.csv").write_text("epoch,train_loss,train_acc,test_loss,test_acc\n"
+                                   "1,0.5,0.6,,\n2,0.4,0.7,0.45,0.65\n3,0.3,0.8,0.35,0.75\n")
+    fig = eqprop.plots.run_curves([d])
+    test_loss = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "every2 test"][0]
+    assert list(test_loss.get_xdata()) == [2.0, 3.0]
+    assert list(test_loss.get_ydata()) == [0.45, 0.35]
+    train_loss = [ln for ln in fig.axes[0].get_lines() if ln.get_label() == "every2 train"][0]
+    assert list(train_loss.get_ydata()) == [0.5, 0.4, 0.3]

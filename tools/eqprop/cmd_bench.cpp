@@ -14,7 +14,6 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "deep_config.hpp"
 #include "flag_checks.hpp"
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
@@ -26,6 +25,8 @@
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/graph_experiment.hpp"
+#include "eqprop/train/model_kind.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "study_util.hpp"
@@ -123,9 +124,9 @@ const std::vector<workload>& workloads() {
       {"gle_lagline", "GLE teacher-student chain, 2 neurons, batch 100, Adam every step", "steps/s", 2400, {}, 2},
       {"deep_yinyang_leak",
        "DEEP complete graph 4+1-30-3 on Yin-Yang (5000 samples), leak 3, endpoint rule beta 0.5 lr 0.3, T1 100, "
-       "T2 100, dt 0.1, batch 20 (configs/deep_yin_yang_leak.toml)",
+       "T2 100, dt 0.1, batch 20 (configs/graph_yin_yang_leak.toml)",
        "samples/s", 0, {}, 5},
-      {"deep_yinyang_leak_f32", "the same in float32 (dtype = \"float32\")", "samples/s", 0, {"dtype=float32"}, 5},
+      {"deep_yinyang_leak_f32", "the same in float32", "samples/s", 0, {"network.dtype=float32"}, 5},
   };
   return w;
 }
@@ -347,22 +348,20 @@ nlohmann::ordered_json run_lagline_bench() {
   j["steps"] = r.steps;
   return j;
 }
-// DEEP workload: the learning steps of configs/deep_yin_yang_leak.toml (read from the working
-// directory with `deep train --config`'s reader, so the settings cannot drift from the file) on
+// DEEP workload: the learning steps of configs/graph_yin_yang_leak.toml (read from the working
+// directory as `eqprop train` reads it, so the settings cannot drift from the file) on
 // consecutive shuffled mini-batches of Yin-Yang for `seconds` (after one warm-up batch); no
 // evaluation. Throws config_error naming the file when it is not there.
 template <class R>
-nlohmann::ordered_json run_deep_yinyang(const deep_config& c, double seconds) {
-  const dataset train = generate_yin_yang(c.train_size, 1);
+nlohmann::ordered_json run_deep_yinyang(const config& cfg, double seconds) {
+  const dataset train = generate_yin_yang(cfg.get<long>("data.yin_yang_train"), 1);
   const matrix<R> x = train.x.cast<R>(), y = one_hot_targets(train.y, train.n_classes).cast<R>();
-  graph_spec g = c.settings.graph;
-  g.n_input = int(x.rows());
-  g.n_output = int(y.rows());
-  const deep_dynamics& dyn = c.settings.dyn;
-  const deep_learning& learn = c.settings.learn;
+  const graph_spec g = graph_spec_from_config(cfg, int(x.rows()), graph_outputs(cfg, train.n_classes));
+  const deep_dynamics dyn = deep_dynamics_from_config(cfg);
+  const deep_learning learn = deep_learning_from_config(cfg);
   rng_t rng(1);
   graph_network<R> net(g, rng);
-  const long B = c.settings.batch_size > 0 ? std::min<long>(c.settings.batch_size, long(x.cols())) : long(x.cols());
+  const long B = std::min<long>(cfg.get<long>("run.batch"), long(x.cols()));
   std::vector<Eigen::Index> order(std::size_t(x.cols()));
   std::iota(order.begin(), order.end(), Eigen::Index(0));
   matrix<R> xb(x.rows(), B), yb(y.rows(), B);
@@ -390,20 +389,20 @@ nlohmann::ordered_json run_deep_yinyang(const deep_config& c, double seconds) {
   j["ms_per_batch"] = 1e3 * t / double(batches);
   j["relax_steps_per_batch"] = double(steps) / double(batches);
   j["edges"] = net.n_allowed();
-  j["dtype"] = c.settings.dtype;
+  j["dtype"] = cfg.get<std::string>("network.dtype");
   return j;
 }
 
-// The DEEP workload w: configs/deep_yin_yang_leak.toml with w's overrides (key=value of the
-// file's options; only dtype is used).
+// The DEEP workload w: configs/graph_yin_yang_leak.toml with w's overrides.
 nlohmann::ordered_json run_deep_yinyang(const workload& w, double seconds) {
-  const std::string file = "configs/deep_yin_yang_leak.toml";
-  deep_config c = read_deep_config(file);
-  if (c.task != "yin_yang") throw config_error(file + ": the deep_yinyang_leak workload needs task = \"yin_yang\"");
-  for (const auto& o : w.overrides)
-    if (o.rfind("dtype=", 0) == 0) c.settings.dtype = o.substr(6);
-  deep_check_dtype(c.settings.dtype);
-  return c.settings.dtype == "float32" ? run_deep_yinyang<float>(c, seconds) : run_deep_yinyang<double>(c, seconds);
+  const std::string file = "configs/graph_yin_yang_leak.toml";
+  if (!std::filesystem::is_regular_file(file))
+    throw config_error(fmt::format("{} not found: run the deep_yinyang_leak workload from the source directory", file));
+  const config cfg = load_training_config({file}, w.overrides);
+  if (cfg.get<std::string>("model.kind") != "graph" || cfg.get<std::string>("data.name") != "yin_yang")
+    throw config_error(file + ": the deep_yinyang_leak workload needs model.kind = \"graph\" and data.name = \"yin_yang\"");
+  return cfg.get<std::string>("network.dtype") == "float32" ? run_deep_yinyang<float>(cfg, seconds)
+                                                            : run_deep_yinyang<double>(cfg, seconds);
 }
 }  // namespace
 

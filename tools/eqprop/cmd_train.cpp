@@ -11,6 +11,7 @@
 
 #include "commands.hpp"
 #include "cmd_train_sweep.hpp"
+#include "train_command.hpp"
 #include "flag_checks.hpp"
 #include "trainer_flags.hpp"
 #include "eqprop/core/atomic_file.hpp"
@@ -23,19 +24,6 @@
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
-
-namespace {
-
-// The flags of `eqprop train` (and of the kind aliases, which share them).
-struct train_args {
-  std::string config_file, data_dir, run_dir, resume, estimator, dtype, seeds;
-  std::vector<std::string> sets, grids;
-  long epochs = 0, kill_after = -1, interrupt_after = -1;
-  int64_t seed = 0;
-  bool quiet = false, print_config = false, overwrite = false;
-  CLI::Option* epochs_opt = nullptr;
-  CLI::Option* seed_opt = nullptr;
-};
 
 void add_train_flags(CLI::App* cmd, train_args& a) {
   cmd->add_option("config", a.config_file, "Training config (TOML); see configs/")->check(CLI::ExistingFile);
@@ -67,12 +55,9 @@ void add_train_flags(CLI::App* cmd, train_args& a) {
       ->group("");
 }
 
-// `eqprop train` with a's flags; `kind_set` ("model.kind=...") comes first among the
-// overrides when an alias runs it.
-void run_train(const train_args& a, const std::string& kind_set = {}) {
+std::vector<fs::path> run_train(const train_args& a, const std::vector<std::string>& alias_sets) {
   // The command line's settings: a config file, then --set, then the shortcuts.
-  std::vector<std::string> sets;
-  if (!kind_set.empty()) sets.push_back(kind_set);
+  std::vector<std::string> sets = alias_sets;
   sets.insert(sets.end(), a.sets.begin(), a.sets.end());
   std::vector<fs::path> files;
   if (!a.config_file.empty()) files.push_back(a.config_file);
@@ -93,8 +78,10 @@ void run_train(const train_args& a, const std::string& kind_set = {}) {
   if (!a.seeds.empty() || !a.grids.empty()) {
     config cfg = load_training_config(files, sets);
     apply_shortcuts(cfg);
-    run_train_sweep({a.seeds, a.grids, a.config_file, a.run_dir, a.resume, a.print_config}, cfg, opt);  // refuses --resume
-    return;
+    std::vector<fs::path> finished;
+    run_train_sweep({a.seeds, a.grids, a.config_file, a.run_dir, a.resume, a.print_config}, cfg, opt,  // refuses --resume
+                    &finished);
+    return finished;
   }
   if (!a.resume.empty()) {
     if (!a.run_dir.empty())
@@ -127,29 +114,29 @@ void run_train(const train_args& a, const std::string& kind_set = {}) {
   const config& cfg = *chosen;
   if (a.print_config) {
     fmt::print("{}", cfg.to_toml());
-    return;
+    return {};
   }
   const auto r = train(cfg, opt);
   if (r.interrupted) {
     fmt::print(stderr, "{}\n", r.message);
     set_exit_code(130);
-    return;
+    return {};
   }
   if (r.diverged) {
     report_error(r.message);
     set_exit_code(4);
-    return;
+    return {};
   }
   fmt::print("final test accuracy: {:.2f}% (top-5 {:.2f}%), test loss {:.4f}, after {} epochs; run saved in {}\n",
              100 * r.test_accuracy, 100 * r.test_top5, r.test_loss, r.epochs_done, r.run_dir.string());
+  return {r.run_dir};
 }
 
-// The `eqprop train` line equivalent to an alias's flags (for the alias's notice).
-std::string equivalent_train_line(const train_args& a, const std::string& kind_set) {
+std::string equivalent_train_line(const train_args& a, const std::vector<std::string>& alias_sets) {
   std::string line = "eqprop train";
   auto add = [&](const std::string& flag, const std::string& v) { line += " " + flag + " " + shell_quote(v); };
   if (!a.config_file.empty()) line += " " + shell_quote(a.config_file);
-  if (a.resume.empty()) line += " --set " + shell_quote(kind_set);
+  for (const auto& s : alias_sets) add("--set", s);
   for (const auto& s : a.sets) add("--set", s);
   if (!a.estimator.empty()) add("--estimator", a.estimator);
   if (a.epochs_opt->count() > 0) add("--epochs", std::to_string(a.epochs));
@@ -157,6 +144,8 @@ std::string equivalent_train_line(const train_args& a, const std::string& kind_s
   if (!a.dtype.empty()) add("--dtype", a.dtype);
   if (!a.data_dir.empty()) add("--data-dir", a.data_dir);
   if (!a.run_dir.empty()) add("--run-dir", a.run_dir);
+  if (!a.seeds.empty()) add("--seeds", a.seeds);
+  for (const auto& g : a.grids) add("--grid", g);
   if (!a.resume.empty()) add("--resume", a.resume);
   if (a.overwrite) line += " --overwrite";
   if (a.quiet) line += " -q";
@@ -164,16 +153,16 @@ std::string equivalent_train_line(const train_args& a, const std::string& kind_s
   return line;
 }
 
-}  // namespace
-
 void add_train_alias(CLI::App* parent, const std::string& description, model_kind kind) {
   auto a = std::make_shared<train_args>();
   auto* cmd = parent->add_subcommand("train", description);
   add_train_flags(cmd, *a);
   cmd->callback([a, kind] {
-    const std::string kind_set = fmt::format("model.kind={}", to_string(kind));
+    // A resumed run keeps its saved model.kind.
+    std::vector<std::string> kind_set;
+    if (a->resume.empty()) kind_set.push_back(fmt::format("model.kind={}", to_string(kind)));
     fmt::print(stderr, "note: this is `{}`\n", equivalent_train_line(*a, kind_set));
-    run_train(*a, a->resume.empty() ? kind_set : std::string());
+    run_train(*a, kind_set);
   });
 }
 

@@ -54,7 +54,8 @@ std::string continue_command(const fs::path& dir) {
 
 }  // namespace
 
-bool run_train_sweep(const train_sweep_args& args, const config& cfg, const train_options& opt) {
+bool run_train_sweep(const train_sweep_args& args, const config& cfg, const train_options& opt,
+                     std::vector<fs::path>* finished_runs) {
   if (args.seeds.empty() && args.grids.empty()) return false;
   if (!args.resume.empty())
     throw config_error(fmt::format("--resume {} with --seeds/--grid: a sweep resumes its unfinished runs itself; "
@@ -131,8 +132,10 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
 
   std::vector<std::vector<std::string>> finished(plan.points.size());
   for (const auto& r : plan.runs)
-    if (sweep_run_finished(r.dir, r.cfg.get<long>("run.epochs")))
+    if (sweep_run_finished(r.dir, r.cfg.get<long>("run.epochs"))) {
       finished[r.point].push_back(fs::relative(r.dir, dir).generic_string());
+      if (finished_runs) finished_runs->push_back(r.dir);
+    }
   std::vector<sweep_point_summary> rows;
   for (std::size_t p = 0; p < plan.points.size(); ++p)
     rows.push_back(summarize_sweep_point(dir, plan.points[p], finished[p]));

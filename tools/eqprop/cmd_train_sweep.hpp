@@ -1,6 +1,7 @@
 // eqprop train --seeds / --grid: every combination of grid values and seeds as its own run
 // (the plan and summary live in eqprop/train/sweep.hpp).
 #pragma once
+#include <filesystem>
 #include <string>
 #include <vector>
 
@@ -23,7 +24,9 @@ struct train_sweep_args {
 /// returns true: cfg is the command line's config (file, --set, shortcuts), opt its train
 /// options (data directory, quiet, testing aids); each run gets its own directory and
 /// resume/overwrite setting. Sets the exit code: 130 when interrupted (after printing how
-/// to continue), 4 when a run diverged (the others still run).
-bool run_train_sweep(const train_sweep_args& args, const config& cfg, const train_options& opt);
+/// to continue), 4 when a run diverged (the others still run). `finished`, when given,
+/// receives the directories of the sweep's finished runs.
+bool run_train_sweep(const train_sweep_args& args, const config& cfg, const train_options& opt,
+                     std::vector<std::filesystem::path>* finished = nullptr);
 
 }  // namespace eqprop::cli

@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/dynamics/relax_driver.hpp"
+#include "eqprop/model/graph_network.hpp"
 #include "eqprop/model/layered_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/io/dataset.hpp"
@@ -106,5 +107,9 @@ struct saved_run {
   relax_options eval_relax;
 };
 saved_run load_saved_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
+
+/// The trained network of a saved graph run (model.kind = graph) in double precision, with
+/// its pruning mask; data_error for a run of another kind.
+graph_network<double> saved_graph_network(const saved_run& run);
 
 }  // namespace eqprop
