@@ -288,7 +288,7 @@ TEST(Gle, BadSpecsAndShapesAreRefused) {
 }
 
 TEST(Gle, Mnist1dNetworkHasThePapersParameterCount) {
-  config cfg(gle_train_schema());
+  config cfg(gle_schema());
   const auto spec = gle_spec_from_config(cfg, 1, 10);
   gle_network<float> net(spec);
   EXPECT_EQ(net.params().size(), 14956u);
@@ -348,7 +348,9 @@ TEST(GleCli, OperatorLagnetAndTrainErrors) {
 TEST(GleCli, ResumeContinuesBitIdentically) {
   const char* cli = std::getenv("EQPROP_CLI");
   if (!cli || !*cli) GTEST_SKIP() << "EQPROP_CLI not set";
-  const auto data = std::filesystem::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
+  const char* env_data = std::getenv("EQPROP_DATA");
+  const auto data = env_data && *env_data ? std::filesystem::path(env_data)
+                                          : std::filesystem::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
   if (!std::filesystem::exists(data / "mnist-1d" / "gle-360" / "x_train.npy")) GTEST_SKIP() << "no MNIST-1D data";
   const auto dir = std::filesystem::path(::testing::TempDir()) / ("gle_resume_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);

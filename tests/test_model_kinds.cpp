@@ -1,7 +1,9 @@
 // One trainer for every model kind: each kind (layered dense and conv, vector field dense
-// and conv, DEEP graphs on XOR and on Yin-Yang with persistent pruning) trains 2 epochs from one config, a run stopped mid-epoch resumes to the same
-// checkpoint bytes as an uninterrupted run, `eval` of the run gives the trainer's final
-// test accuracy, and `plot` draws it. Tiny data keeps the whole table to a few seconds.
+// and conv, DEEP graphs on XOR and on Yin-Yang with persistent pruning, GLE on sequences
+// with the plateau schedule) trains 2 epochs from one config, a run stopped mid-epoch
+// resumes to the same checkpoint bytes as an uninterrupted run, `eval` of the run gives
+// the trainer's final test accuracy, and `plot` draws it. Tiny data keeps the whole table
+// to a few seconds.
 #include <cmath>
 #include <filesystem>
 #include <sstream>
@@ -19,6 +21,7 @@
 namespace fs = std::filesystem;
 using namespace eqprop;
 using eqprop::test::cli;
+using eqprop::test::metrics_rows;
 using eqprop::test::run_cli;
 using eqprop::test::temp_dir;
 using eqprop::test::write_npy;
@@ -43,10 +46,28 @@ void write_image_dataset(const fs::path& dir, long n_train, long n_test) {
   }
 }
 
+// 3-class sequences of 24 steps (a bump whose time is the class) as an `npy` data set.
+void write_sequence_dataset(const fs::path& dir, long n_train, long n_test) {
+  fs::create_directories(dir);
+  constexpr long T = 24;
+  for (auto [stem, n] : {std::pair<const char*, long>{"train", n_train}, {"test", n_test}}) {
+    std::vector<float> x(static_cast<size_t>(n * T));
+    std::vector<int64_t> y(static_cast<size_t>(n));
+    for (long i = 0; i < n; ++i) {
+      const int c = int(i % 3);
+      y[size_t(i)] = c;
+      for (long t = 0; t < T; ++t)
+        x[size_t(i * T + t)] = float((i * 5 + t * 3) % 7) / 14.f + (t / 8 == c ? 1.f : 0.f);
+    }
+    write_npy(dir / (std::string("x_") + stem + ".npy"), "<f4", {n, T}, x.data(), x.size() * 4);
+    write_npy(dir / (std::string("y_") + stem + ".npy"), "<i8", {n}, y.data(), y.size() * 8);
+  }
+}
+
 struct kind_case {
   const char* name;
   std::vector<std::string> sets;
-  bool images;
+  const char* data;  ///< the written data set it trains on (a subdirectory), or nullptr: built-in data
 };
 
 const std::vector<kind_case>& cases() {
@@ -55,32 +76,37 @@ const std::vector<kind_case>& cases() {
        {"model.kind=layered", "data.yin_yang_train=60", "data.yin_yang_test=30", "network.hidden=[6]",
         "relax.free_steps=10", "relax.nudged_steps=4", "relax.noise_std=0.01", "optimizer.kind=adam",
         "optimizer.lr=0.01", "run.batch=10"},
-       false},
+       nullptr},
       {"layered_conv",
        {"model.kind=layered", "data.name=npy", "network.conv=[2]", "network.hidden=[]", "relax.free_steps=6",
         "relax.nudged_steps=3", "run.batch=10", "optimizer.lr=0.05"},
-       true},
+       "images"},
       {"vector_field_dense",
        {"model.kind=vector_field", "data.name=yin_yang", "data.yin_yang_train=60", "data.yin_yang_test=30",
         "network.hidden=[6]", "network.output_size=3", "relax.free_steps=20", "relax.nudged_steps=5",
         "homeostasis.lambda=1", "homeostasis.probes=2", "diagnostics.samples=5", "run.batch=10",
         "optimizer.kind=adam", "optimizer.lr=0.01"},
-       false},
+       nullptr},
       {"vector_field_conv",
        {"model.kind=vector_field", "data.name=npy", "network.conv=[2]", "network.hidden=[]", "network.output_size=3",
         "relax.free_steps=6", "relax.nudged_steps=3", "homeostasis.lambda=1", "homeostasis.probes=1",
         "diagnostics.samples=2", "estimator.fail_residual=1e30", "run.batch=10"},
-       true},
+       "images"},
       {"graph_xor",
        {"model.kind=graph", "data.name=xor", "network.one_hot=true", "relax.free_steps=30", "relax.nudged_steps=30",
         "run.batch=1", "optimizer.lr=2"},
-       false},
+       nullptr},
       {"graph_yin_yang",
        {"model.kind=graph", "data.name=yin_yang", "data.yin_yang_train=40", "data.yin_yang_test=20",
         "network.one_hot=true", "network.hidden=[5]", "dynamics.leak=3", "relax.free_steps=30",
         "relax.nudged_steps=30", "estimator.kind=endpoint", "estimator.beta=0.5", "optimizer.lr=0.3",
         "prune.enabled=true", "prune.persistent=true", "prune.tol=0.05", "run.batch=10"},
-       false},
+       nullptr},
+      {"gle_sequences",
+       {"model.kind=gle", "data.name=npy", "network.width=6", "network.depth=1",
+        R"(network.tau_groups="3:0.6:0.2, 3:1.0:1.0")", "network.output_tau=0.6", "run.batch=10",
+        "run.eval_batch=7", "optimizer.lr=0.01", "schedule.plateau_patience=0"},
+       "sequences"},
   };
   return c;
 }
@@ -110,12 +136,13 @@ train_result run(const config& cfg, const fs::path& dir, const std::string& data
 TEST(ModelKinds, EveryKindTrainsResumesBitIdenticallyAndEvaluates) {
   const fs::path root = temp_dir("model_kinds");
   write_image_dataset(root / "images", 30, 12);
+  write_sequence_dataset(root / "sequences", 30, 12);
   std::string runs;
   for (const auto& k : cases()) {
     SCOPED_TRACE(k.name);
     const config cfg = case_config(k);
     EXPECT_EQ(cfg.get<std::string>("model.kind"), k.sets[0].substr(11));
-    const std::string data = k.images ? (root / "images").string() : std::string();
+    const std::string data = k.data ? (root / k.data).string() : std::string();
     const fs::path a = root / k.name / "a", b = root / k.name / "b";
     const auto full = run(cfg, a, data, false);
     ASSERT_EQ(full.epochs_done, 2);
@@ -129,6 +156,10 @@ TEST(ModelKinds, EveryKindTrainsResumesBitIdenticallyAndEvaluates) {
     const auto ca = load_checkpoint(a / "checkpoint.eqck"), cb = load_checkpoint(b / "checkpoint.eqck");
     ASSERT_EQ(ca.arrays.size(), cb.arrays.size());
     for (const auto& [name, arr] : ca.arrays) EXPECT_TRUE(arr.bytes == cb.arrays.at(name).bytes) << name;
+    // ... and the same metrics rows (but for the timing columns).
+    const auto ra = metrics_rows(a), rb = metrics_rows(b);
+    ASSERT_EQ(ra.size(), rb.size());
+    for (std::size_t r = 0; r < ra.size(); ++r) EXPECT_EQ(ra[r], rb[r]) << "metrics row " << r;
 
     // eval: the run's final test accuracy and loss, without --data-dir.
     const auto ev = evaluate_checkpoint(a, "");
@@ -168,13 +199,24 @@ TEST(ModelKinds, TheKindPicksTheSchema) {
   EXPECT_EQ(g.get<std::string>("data.name"), "xor");
   EXPECT_EQ(graph_outputs(g, 2), 1);
   EXPECT_THROW(graph_outputs(g, 3), config_error);
+  // GLE keeps its defaults (the 15k MNIST-1D network, seed 12, the plateau schedule on);
+  // the plateau schedule is off by default for the other kinds.
+  const config gle = load_training_config({}, {"model.kind=gle"});
+  EXPECT_EQ(gle.get<std::string>("data.name"), "mnist1d_gle");
+  EXPECT_EQ(gle.get<long>("run.seed"), 12);
+  EXPECT_EQ(gle.get<long>("schedule.plateau_patience"), 2);
+  EXPECT_EQ(gle.get<std::string>("optimizer.kind"), "adam");
+  EXPECT_EQ(load_training_config({}, {}).get<long>("schedule.plateau_patience"), -1);
+  EXPECT_THROW(load_training_config({}, {"model.kind=gle", "relax.free_steps=3"}), config_error);
+  EXPECT_THROW(load_training_config({}, {"schedule.plateau_on=test_readout"}), config_error);  // a GLE metric
+  EXPECT_TRUE(gle.schema().is_fixed_on_resume("dynamics.learn_tau_m"));
   // The reciprocal nudge needs the vector_field rule and unclipped dynamics.
   const config rn = load_training_config({}, {"model.kind=graph", "estimator.reciprocal_nudge=true"});
   EXPECT_THROW(deep_learning_from_config(rn), config_error);
 }
 
-// A checkpoint of a trainer outside `eqprop train` (gle train, deep train) gets an error
-// that names it, not a config error about keys it never had.
+// A checkpoint of a trainer outside `eqprop train` (deep train, gle train before it became
+// an alias) gets an error that names it, not a config error about keys it never had.
 TEST(ModelKinds, EvalNamesTheTrainerOfOtherCheckpoints) {
   const fs::path root = temp_dir("model_kinds_other");
   checkpoint ck;

@@ -381,7 +381,7 @@ TEST(Config, RetiredActivationNamesAndKeysAreErrorsNamingTheNewOnes) {
   ep.set_override("network.output=layer");  // the EP key keeps its meaning
   EXPECT_EQ(ep.get<std::string>("network.output"), "layer");
 
-  config gle(gle_train_schema());
+  config gle(gle_schema());
   e = error_message([&] { gle.set("network.first_activation", std::string("sigmoid"), "python"); });
   EXPECT_NE(e.find("use 'logistic' for 1/(1+e^-x)"), npos) << e;
   EXPECT_EQ(e.find("hep_sigmoid"), npos) << e;
@@ -415,7 +415,7 @@ TEST(Config, SavedRunConfigsAreReadWithWhatOldNamesMeant) {
 
   // GLE: the GLE meanings, and runs saved before network.initial_state started at rest.
   // GLE runs saved with the train.* section read as the run.* keys every trainer uses.
-  config gle_old(gle_train_schema());
+  config gle_old(gle_schema());
   gle_old.load_saved_json({{"train", {{"epochs", 7}, {"test_batch", 50}, {"seed", 3}, {"threads", 2}}}}, "ck");
   EXPECT_EQ(gle_old.get<int>("run.epochs"), 7);
   EXPECT_EQ(gle_old.get<int>("run.eval_batch"), 50);
@@ -423,15 +423,15 @@ TEST(Config, SavedRunConfigsAreReadWithWhatOldNamesMeant) {
   EXPECT_EQ(gle_old.get<int>("dynamics.threads"), 2);
   EXPECT_THROW(gle_old.set_override("train.epochs=3"), config_error);
 
-  config gle(gle_train_schema());
+  config gle(gle_schema());
   gle.load_saved_json({{"network", {{"activation", "sigmoid"}, {"first_activation", "hard_sigmoid"}}}}, "ck");
   EXPECT_EQ(gle.get<std::string>("network.activation"), "logistic");
   EXPECT_EQ(gle.get<std::string>("network.first_activation"), "clamp01");
   EXPECT_EQ(gle.get<std::string>("network.initial_state"), "rest");
-  config gle_new(gle_train_schema());
+  config gle_new(gle_schema());
   gle_new.load_saved_json({{"network", {{"initial_state", "zero"}}}}, "ck");
   EXPECT_EQ(gle_new.get<std::string>("network.initial_state"), "zero");
-  EXPECT_EQ(config(gle_train_schema()).get<std::string>("network.initial_state"), "zero");  // the default
+  EXPECT_EQ(config(gle_schema()).get<std::string>("network.initial_state"), "zero");  // the default
 }
 
 TEST(Config, SchemaRefusesBadRenames) {

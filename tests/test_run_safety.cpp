@@ -125,6 +125,12 @@ TEST(RunSafety, ExistingRunDirectoryIsRefusedUnlessOverwrite) {
   o.run_dir = root / "other";
   EXPECT_NE(error_of<config_error>([&] { train(cfg, o); }).find("does not look like"), std::string::npos);
   EXPECT_TRUE(fs::exists(root / "other" / "x"));
+  // A run killed while writing its first file left only that write's temporary: cleared.
+  fs::create_directories(root / "killed");
+  std::ofstream(root / "killed" / "config.toml.tmp.4242") << "partial";
+  o.run_dir = root / "killed";
+  EXPECT_FALSE(train(cfg, o).diverged);
+  EXPECT_FALSE(fs::exists(root / "killed" / "config.toml.tmp.4242"));
   // An empty directory is fine.
   fs::create_directories(root / "empty");
   EXPECT_FALSE(run(cfg, root / "empty").diverged);

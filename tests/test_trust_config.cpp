@@ -35,7 +35,7 @@ struct named_schema {
 };
 
 std::vector<named_schema> all_schemas() {
-  return {{"experiment", layered_schema()}, {"gep", vector_field_schema()}, {"gle", gle_train_schema()}};
+  return {{"experiment", layered_schema()}, {"gep", vector_field_schema()}, {"gle", gle_schema()}};
 }
 
 bool is_int_key(const config_value& v) { return v.index() == 1 || v.index() == 4; }
@@ -252,7 +252,7 @@ TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
   EXPECT_NO_THROW(cfg.set_override("data.limit_train=-1"));
   EXPECT_NO_THROW(cfg.set_override("data.limit_train=7"));
 
-  config gle(gle_train_schema());
+  config gle(gle_schema());
   m = msg_of([&] { gle.set_override("network.lag_bank_tau=[0.2]"); });
   EXPECT_NE(m.find("exactly 2 elements"), std::string::npos) << m;
   m = msg_of([&] { gle.set_override("run.seed=-3"); });

@@ -287,20 +287,6 @@ int run_with_kills(const fs::path& cwd, const fs::path& run_dir, const std::vect
   }
 }
 
-// The metrics rows without their timing columns.
-std::vector<nlohmann::json> metrics_rows(const fs::path& run_dir) {
-  std::ifstream f(run_dir / "metrics.jsonl");
-  std::vector<nlohmann::json> rows;
-  std::string line;
-  while (std::getline(f, line)) {
-    if (line.empty()) continue;
-    auto j = nlohmann::json::parse(line);
-    for (const char* k : {"time_s", "samples_per_s", "seconds", "ms_per_step"}) j.erase(k);
-    rows.push_back(std::move(j));
-  }
-  return rows;
-}
-
 void expect_same_arrays(const fs::path& a, const fs::path& b) {
   const auto ca = load_checkpoint(a / "checkpoint.eqck"), cb = load_checkpoint(b / "checkpoint.eqck");
   EXPECT_EQ(ca.meta.at("epoch"), cb.meta.at("epoch"));
@@ -359,7 +345,7 @@ TEST(TrustResume, KilledAtRandomMomentsResumesBitIdentically) {
                                   20261206, std::string(3000, 'p'));
   EXPECT_GE(hits, 1) << "no kill hit a running process (uninterrupted run took " << t_full << " s)";
   expect_same_arrays(dirs.near / "r", run_b);
-  const auto ra = metrics_rows(dirs.near / "r"), rb = metrics_rows(run_b);
+  const auto ra = test::metrics_rows(dirs.near / "r"), rb = test::metrics_rows(run_b);
   ASSERT_EQ(ra.size(), 4u);
   ASSERT_EQ(rb.size(), ra.size());
   for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(ra[i], rb[i]) << "metrics row " << i;
@@ -389,12 +375,13 @@ TEST(TrustResume, SlowGleKilledAtRandomMomentsResumesBitIdentically) {
 
   const fs::path run_b = dirs.far / "gle-run-with-a-longer-name";
   const std::string data_b = (data / "mnist-1d" / ".." / "." ).string();
-  const int hits = run_with_kills(dirs.far, run_b, with({"--data-dir", data_b, "--run-dir", run_b.string()}),
+  const int hits = run_with_kills(dirs.far, run_b,
+                                  with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
                                   {"gle", "train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 2, t_full,
                                   7, std::string(5000, 'q'));
   EXPECT_GE(hits, 1) << "no kill hit a running process (uninterrupted run took " << t_full << " s)";
   expect_same_arrays(dirs.near / "r", run_b);
-  const auto ra = metrics_rows(dirs.near / "r"), rb = metrics_rows(run_b);
+  const auto ra = test::metrics_rows(dirs.near / "r"), rb = test::metrics_rows(run_b);
   ASSERT_EQ(ra.size(), 3u);
   ASSERT_EQ(rb.size(), ra.size());
   for (size_t i = 0; i < ra.size(); ++i) EXPECT_EQ(ra[i], rb[i]) << "metrics row " << i;

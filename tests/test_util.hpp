@@ -13,6 +13,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <zlib.h>
 
 #include "eqprop/core/rng.hpp"
@@ -28,6 +29,21 @@ inline void random_batch(rng_t& rng, long n_in, long batch, int n_classes, matri
   std::vector<int32_t> labels(batch);
   for (auto& l : labels) l = int32_t(random_index(rng, uint64_t(n_classes)));
   y = one_hot<double>(labels, n_classes);
+}
+
+/// A run's metrics.jsonl rows without the timing columns (time_s, samples_per_s), which
+/// differ between runs of the same numbers.
+inline std::vector<nlohmann::json> metrics_rows(const std::filesystem::path& run_dir) {
+  std::ifstream f(run_dir / "metrics.jsonl");
+  std::vector<nlohmann::json> rows;
+  std::string line;
+  while (std::getline(f, line)) {
+    if (line.empty()) continue;
+    auto j = nlohmann::json::parse(line);
+    for (const char* k : {"time_s", "samples_per_s"}) j.erase(k);
+    rows.push_back(std::move(j));
+  }
+  return rows;
 }
 
 /// A .npy file (format 1.0, C order) of raw little-endian data of the given shape.

@@ -14,7 +14,7 @@ using namespace eqprop;
 
 template <class R>
 void gle_step(benchmark::State& st, bool learn) {
-  config cfg(gle_train_schema());
+  config cfg(gle_schema());
   gle_network<R> net(gle_spec_from_config(cfg, 1, 10));
   const long B = st.range(0);
   net.set_threads(int(st.range(1)));

@@ -25,8 +25,9 @@ estimator.kind -> kind).
 Every public callable has a real signature (inspect.signature, help()); the compiled
 module's types are in eqprop/_core.pyi.
 
-Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline, gle_lagnet and
-gle_train run the `eqprop gle` experiments; eqprop.plots.gle_lagline / gle_lagnet draw them.
+Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline and gle_lagnet run the
+`eqprop gle` studies, eqprop.plots.gle_lagline / gle_lagnet draw them; GLE networks train with
+train(overrides={"model.kind": "gle", ...}) (config_keys("gle") lists their keys).
 """
 import math as _math
 
@@ -36,7 +37,7 @@ from ._core import (  # noqa: F401
     build_info, relax, graph_relax, graph_estimate,
     bptt_gradient, backprop_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
-    load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet, gle_train, gle_config_keys,
+    load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet,
 )
 from .runs import Run, load_run  # noqa: F401
 
@@ -46,7 +47,7 @@ __all__ = [
     "relax", "graph_relax", "graph_estimate", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
     "finite_difference_gradient", "complex_step_gradient", "relative_error", "cosine", "per_group_rel_error",
     "per_group_cosine", "random_batch", "load_dataset", "dataset_names", "train", "config_keys", "load_checkpoint",
-    "evaluate", "load_run", "Run", "gle_operator", "gle_lagline", "gle_lagnet", "gle_train", "gle_config_keys",
+    "evaluate", "load_run", "Run", "gle_operator", "gle_lagline", "gle_lagnet",
     "plots",
 ]
 

@@ -790,36 +790,6 @@ void register_gle(py::module_& m) {
       }, "window"_a = 200.0, "train"_a = true, "seed"_a = 1,
       "LagNet 1-2-2-1 (`eqprop gle lagnet`): GLE errors e against the adjoint's lambda per hidden neuron (traces and\n"
       "per-frequency gain/phase of e/lambda), then GLE training of hid_1 towards the teacher's w[0][0] = -0.5.");
-  def_fn(m, "gle_train", [](py::object cfg_in, py::object overrides, py::object data_dir, py::object on_epoch) {
-        config cfg(gle_train_schema());
-        load_py_config(cfg, cfg_in, overrides);
-        const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
-        gle_train_hooks hooks;
-        auto to_dict = [](const gle_epoch_report& r) {
-          return py::dict("epoch"_a = r.epoch, "train_loss"_a = r.train_loss, "train_acc"_a = r.train_acc,
-                          "test_loss"_a = r.test_loss, "test_acc"_a = r.test_acc, "lr"_a = r.lr,
-                          "train_readout_loss"_a = r.train_readout_loss, "test_readout_loss"_a = r.test_readout_loss,
-                          "seconds"_a = r.seconds, "ms_per_step"_a = r.ms_per_step);
-        };
-        if (!on_epoch.is_none())
-          hooks.on_epoch = [on_epoch, to_dict](const gle_epoch_report& r) {
-            py::gil_scoped_acquire gil;
-            on_epoch(to_dict(r));
-          };
-        hooks.should_stop = python_interrupted;
-        std::vector<gle_epoch_report> reps;
-        std::vector<float> params;
-        {
-          py::gil_scoped_release nogil;
-          reps = train_gle_sequences(cfg, dir, hooks, &params);
-        }
-        py::list rows;
-        for (const auto& r : reps) rows.append(to_dict(r));
-        return py::dict("epochs"_a = rows, "params"_a = vec_to_numpy(params));
-      }, "config"_a = py::none(), "overrides"_a = py::none(), "data_dir"_a = py::none(), "on_epoch"_a = py::none(),
-      "`eqprop gle train` from Python (default: the 15k MNIST-1D network of configs/gle_mnist1d_15k.toml).\n"
-      "Returns {'epochs': [per-epoch dicts], 'params': final float32 parameters}. Ctrl-C raises KeyboardInterrupt.");
-  def_fn(m, "gle_config_keys", [] { return schema_keys(gle_train_schema()); }, "Every `eqprop gle train` config key: (default as TOML, description).");
 }
 
 // ---------------------------------------------------------------- vector-field networks
@@ -1247,6 +1217,9 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
       else r.network = py::cast(py_graph_network{saved_graph_network<double>(s)});
       r.graph_dynamics = deep_dynamics_from_config(s.cfg);
       break;
+    case model_kind::gle:
+      throw config_error(fmt::format("{}: load_run does not read {} runs yet; eqprop.evaluate(path) evaluates them",
+                                     s.checkpoint_file.string(), to_string(s.kind)));
   }
   r.config = json_to_py(s.cfg.to_json());
   r.kind = std::string(to_string(s.kind));
@@ -1621,7 +1594,8 @@ PYBIND11_MODULE(_core, m) {
         "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
   def_fn(m, "config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
          "kind"_a = "layered",
-         "Every config key of a model.kind (layered | vector_field | graph): {key: (default as TOML, description)}.");
+         "Every config key of a model.kind (layered | vector_field | graph | gle): {key: (default as TOML,\n"
+         "description)}.");
   def_fn(m, "load_checkpoint", [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
         const auto ck = load_checkpoint(file);

@@ -1,6 +1,7 @@
 #include "eqprop/learn/gle_reference.hpp"
 
 #include <cmath>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -64,14 +65,27 @@ void check_window(const gle_network<R>& net, std::size_t nx, std::size_t nt) {
 }  // namespace
 
 template <class R>
-double gle_loss_value(gle_loss loss, const mat_t<R>& r, const mat_t<R>& t) {
-  if (loss == gle_loss::mse) return 0.5 * double((t - r).squaredNorm()) / double(r.cols());
-  double s = 0;
+void gle_add_sample_losses(gle_loss loss, const mat_t<R>& r, const mat_t<R>& t, std::span<double> acc) {
+  if (t.rows() != r.rows() || t.cols() != r.cols() || long(acc.size()) != r.cols())
+    throw shape_error(fmt::format("GLE loss: output {}x{}, target {}x{}, {} sums", r.rows(), r.cols(), t.rows(),
+                                  t.cols(), acc.size()));
   for (long j = 0; j < r.cols(); ++j) {
+    if (loss == gle_loss::mse) {
+      acc[j] += 0.5 * double((t.col(j) - r.col(j)).squaredNorm());
+      continue;
+    }
     const R m = r.col(j).maxCoeff();
     const R lse = m + std::log((r.col(j).array() - m).exp().sum());
-    s -= double(t.col(j).dot((r.col(j).array() - lse).matrix()));
+    acc[j] -= double(t.col(j).dot((r.col(j).array() - lse).matrix()));
   }
+}
+
+template <class R>
+double gle_loss_value(gle_loss loss, const mat_t<R>& r, const mat_t<R>& t) {
+  std::vector<double> per_sample(std::size_t(r.cols()), 0.0);
+  gle_add_sample_losses<R>(loss, r, t, per_sample);
+  double s = 0;
+  for (double v : per_sample) s += v;
   return s / double(r.cols());
 }
 
@@ -178,7 +192,8 @@ gle_window_result<R> gle_reference_gradient(gle_network<R>& net, std::span<const
   template gle_window_result<R> gle_reference_gradient<R>(gle_network<R>&, std::span<const mat_t<R>>,           \
                                                           std::span<const mat_t<R>>, R, gle_reference_kind, bool); \
   template double gle_window_loss<R>(gle_network<R>&, std::span<const mat_t<R>>, std::span<const mat_t<R>>);     \
-  template double gle_loss_value<R>(gle_loss, const mat_t<R>&, const mat_t<R>&);
+  template double gle_loss_value<R>(gle_loss, const mat_t<R>&, const mat_t<R>&);                                \
+  template void gle_add_sample_losses<R>(gle_loss, const mat_t<R>&, const mat_t<R>&, std::span<double>);
 EQPROP_GLE_REF(float)
 EQPROP_GLE_REF(double)
 #undef EQPROP_GLE_REF

@@ -21,11 +21,11 @@ const cc positive = cc::greater_than(0);
 const cc per_layer = non_negative.sizes(0, lim::layers + 1);  // layers then the readout
 }  // namespace
 
-void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule, double default_momentum) {
-  s.add("optimizer.kind", std::string("sgd"), cc::one_of({"sgd", "adam", "adamw"}), "the update rule");
-  s.add("optimizer.lr", default_lr, positive, "learning rate");
+void add_optimizer_keys(config_schema& s, const optimizer_key_defaults& d) {
+  s.add("optimizer.kind", std::string(d.kind), cc::one_of({"sgd", "adam", "adamw"}), "the update rule");
+  s.add("optimizer.lr", d.lr, positive, "learning rate");
   s.add("optimizer.lr_per_layer", std::vector<double>{}, per_layer, "one learning rate per layer then the readout (overrides lr)");
-  s.add("optimizer.momentum", default_momentum, cc::closed(0, 1).below(1), "SGD momentum");
+  s.add("optimizer.momentum", d.momentum, cc::closed(0, 1).below(1), "SGD momentum");
   s.add("optimizer.weight_decay", 0.0, non_negative, "weight decay");
   s.add("optimizer.weight_decay_per_layer", std::vector<double>{}, per_layer, "one weight decay per layer then the readout");
   s.add("optimizer.decoupled_wd", false, "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
@@ -33,10 +33,20 @@ void add_optimizer_keys(config_schema& s, double default_lr, const char* default
   s.add("optimizer.beta2", 0.999, cc::closed(0, 1).below(1), "Adam beta2");
   s.add("optimizer.eps", 1e-8, positive, "Adam epsilon");
 
-  s.add("schedule.kind", std::string(default_schedule), cc::one_of({"constant", "cosine"}), "learning-rate schedule");
+  s.add("schedule.kind", std::string(d.schedule), cc::one_of({"constant", "cosine"}), "learning-rate schedule");
   s.add("schedule.per_step", false, "cosine: anneal every step instead of every epoch");
   s.add("schedule.min_factor", 0.0, fraction, "cosine: final lr as a fraction of the initial lr");
   s.add("schedule.epochs", int64_t(0), cc::closed(0, lim::epochs), "cosine: epochs to anneal over (0: run.epochs)");
+  s.add("schedule.plateau_patience", int64_t(d.plateau_patience), cc::closed(0, lim::epochs).or_value(-1),
+        "ReduceLROnPlateau on top of schedule.kind: after more than this many epochs without a new best of the "
+        "watched loss (relative threshold 1e-4), the lr is multiplied by plateau_factor (-1: off)");
+  s.add("schedule.plateau_factor", 0.5, cc::greater_than(0).at_most(1), "lr factor on a plateau");
+  s.add("schedule.plateau_on", d.plateau_on.front(), cc::one_of(d.plateau_on),
+        d.plateau_on.size() > 2
+            ? "loss watched by the plateau schedule: test or train (test_loss / train_loss: the per-step loss, as "
+              "the GLE paper's code), or test_readout / train_readout (cross-entropy of the time-averaged output, a "
+              "steadier signal)"
+            : "loss watched by the plateau schedule: test (test_loss) or train (train_loss)");
 }
 
 void add_conv_keys(config_schema& s) {
@@ -84,13 +94,13 @@ void add_data_keys(config_schema& s, const char* default_name) {
   add_image_data_keys(s);
 }
 
-void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch) {
+void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch, long default_seed) {
   s.add("run.epochs", int64_t(epochs), cc::closed(1, lim::epochs), "epochs");
   s.add("run.batch", int64_t(batch), batch_size, "mini-batch size");
   s.add("run.eval_batch", int64_t(eval_batch), batch_size, "batch size for evaluation");
   s.add("run.eval_every", int64_t(1), cc::closed(1, lim::epochs),
         "evaluate the test split every N epochs and after the last (rows of other epochs hold training metrics only)");
-  s.add("run.seed", int64_t(0), seed, "seed of weights, data order, augmentation, noise and probes");
+  s.add("run.seed", int64_t(default_seed), seed, "seed of weights, data order, augmentation, noise and probes");
   s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
   s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs), "write a checkpoint every N epochs (and at the end)");
   s.add("run.checkpoint_every_batches", int64_t(0), cc::closed(0, 1e9),
@@ -101,7 +111,7 @@ void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch) {
 void add_model_kind_key(config_schema& s, model_kind k) {
   s.add("model.kind", std::string(to_string(k)), cc::one_of(model_kind_names()),
         "the kind of network: layered (EP / hEP on MLPs and ConvNets) | vector_field (generalized EP without weight "
-        "symmetry) | graph (DEEP on directed graphs); it picks the keys below");
+        "symmetry) | graph (DEEP on directed graphs) | gle (GLE on sequences); it picks the keys below");
 }
 
 std::vector<std::string> common_fixed_on_resume() {
@@ -163,7 +173,7 @@ const config_schema& layered_schema() {
     s.add("relax.noise_std", 0.0, non_negative, "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
     s.add("relax.noise_free_phase", false, "also add the neuron noise in the free phase (the paper's training does not)");
 
-    add_optimizer_keys(s, 0.1, "cosine");
+    add_optimizer_keys(s, {.lr = 0.1, .schedule = "cosine"});
 
     add_run_keys(s, 30, 20, 500);
     s.fixed_on_resume(common_fixed_on_resume());
@@ -319,6 +329,14 @@ schedule_options make_schedule_options(const config& cfg) {
   s.min_factor = cfg.get<double>("schedule.min_factor");
   s.epochs = cfg.get<long>("schedule.epochs");
   return s;
+}
+
+plateau_options make_plateau_options(const config& cfg) {
+  plateau_options p;
+  p.patience = cfg.get<long>("schedule.plateau_patience");
+  p.factor = cfg.get<double>("schedule.plateau_factor");
+  p.metric = cfg.get<std::string>("schedule.plateau_on") + "_loss";
+  return p;
 }
 
 }  // namespace eqprop

@@ -10,10 +10,8 @@
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
-#include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/gle_reference.hpp"
-#include "eqprop/train/data_checks.hpp"
-#include "eqprop/train/experiment.hpp"  // add_data_limit_keys
+#include "eqprop/train/experiment.hpp"
 #include "eqprop/train/optimizer.hpp"
 
 namespace eqprop {
@@ -389,16 +387,15 @@ lagnet_result run_lagnet(const lagnet_options& o) {
 }
 
 // ---------------------------------------------------------------------------------------
-const config_schema& gle_train_schema() {
+const config_schema& gle_schema() {
   static const config_schema schema = [] {
     using cc = config_constraint;
     namespace lim = config_limits;
-    const cc positive = cc::greater_than(0), batch = cc::closed(1, lim::batch);
+    const cc positive = cc::greater_than(0);
     const cc activation = cc::one_of({"linear", "tanh", "softplus", "logistic", "clamp01", "relu"});
     config_schema s;
-    // data.name is checked (with a suggestion) by load_dataset; any data set works as sequences of its features.
-    s.add("data.name", std::string("mnist1d_gle"), "data set of scalar sequences (mnist1d_gle: 360 steps per sample)");
-    add_data_limit_keys(s);
+    add_model_kind_key(s, model_kind::gle);
+    add_data_keys(s, "mnist1d_gle");  // any data set works as sequences of its features (mnist1d_gle: 360 steps)
     s.add("network.width", int64_t(53), cc::closed(1, lim::layer_size), "neurons per hidden layer");
     s.add("network.depth", int64_t(6), cc::closed(0, double(lim::layers)), "number of hidden layers");
     s.add("network.first_activation", std::string("linear"), activation, "activation of the first hidden layer");
@@ -419,36 +416,29 @@ const config_schema& gle_train_schema() {
     s.add("network.lag_bank_reset", true, "restart the lag bank from zero at every batch (as the reference)");
     s.add("network.init", std::string("kaiming_uniform"), cc::one_of({"kaiming_uniform", "normal"}), "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
     s.add("network.init_std", 0.05, cc::at_least(0), "std of the normal init");
+    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
     s.add("dynamics.dt", 0.2, positive, "Euler time step (one input sample per step)");
     s.add("dynamics.gamma", 0.0, cc::at_least(0), "error-to-membrane coupling");
     s.add("dynamics.prospective_errors", true, "GLE error neurons (false: instantaneous-error BP)");
     s.add("dynamics.learn_tau_m", false, "learn membrane time constants (clamped to [dt, 100])");
-    s.add("loss.kind", std::string("ce"), cc::one_of({"ce", "mse"}), "ce (softmax cross-entropy) or mse");
-    s.add("loss.beta", 1.0, positive, "output nudging strength");
-    s.add("optimizer.kind", std::string("adam"), cc::one_of({"adam", "adamw", "sgd"}), "the update rule; steps every time step");
-    s.add("optimizer.lr", 1e-3, positive, "learning rate per time step (paper: 5e-3 * 72 / 360)");
-    s.add("optimizer.lr_reference_steps", int64_t(0), cc::closed(0, lim::steps),
-          "> 0: lr is given per sample of this many steps and scaled by it / steps per sample (the paper's "
-          "5e-3 with 72 gives 1e-3 at 360 steps), so the update per sample does not depend on the resolution");
-    s.add("optimizer.momentum", 0.0, cc::closed(0, 1).below(1), "sgd momentum");
-    s.add("schedule.plateau_patience", int64_t(2), cc::closed(0, lim::epochs).or_value(-1), "ReduceLROnPlateau patience in epochs (-1: off)");
-    s.add("schedule.plateau_factor", 0.5, cc::greater_than(0).at_most(1), "lr factor on a plateau");
-    s.add("schedule.plateau_on", std::string("test"), cc::one_of({"test", "train", "test_readout", "train_readout"}),
-          "loss watched by the plateau schedule: test or train (per-step loss, as the paper's code), or "
-          "test_readout / train_readout (cross-entropy of the time-averaged output, a steadier signal)");
-    s.add("run.epochs", int64_t(150), cc::closed(1, lim::epochs), "epochs");
-    s.add("run.batch", int64_t(100), batch, "training batch (parallel streams)");
-    s.add("run.eval_batch", int64_t(1000), batch, "test batch");
-    s.add("run.seed", int64_t(12), cc::at_least(0), "seed of the initialisation and the sample order");
     s.add("dynamics.threads", int64_t(1), cc::closed(0, lim::threads),
           "threads for the layers of a step (0: all cores; results do not depend on it; more than 1 only pays on an "
           "otherwise idle machine)");
-    s.add("run.dir", std::string("runs/gle_mnist1d"), "run directory (metrics.jsonl/csv, config, checkpoint)");
-    // Resuming: the checkpoint holds this network, on this data, with this optimizer's state.
+    s.add("loss.kind", std::string("ce"), cc::one_of({"ce", "mse"}), "ce (softmax cross-entropy) or mse");
+    s.add("loss.beta", 1.0, positive, "output nudging strength");
+    // The optimizer steps every time step: optimizer.lr is a rate per step (paper: 5e-3 * 72 / 360).
+    add_optimizer_keys(s, {.lr = 1e-3, .momentum = 0.0, .kind = "adam", .plateau_patience = 2,
+                           .plateau_on = {"test", "train", "test_readout", "train_readout"}});
+    s.add("optimizer.lr_reference_steps", int64_t(0), cc::closed(0, lim::steps),
+          "> 0: lr is given per sample of this many steps and scaled by it / steps per sample (the paper's "
+          "5e-3 with 72 gives 1e-3 at 360 steps), so the update per sample does not depend on the resolution");
+    add_run_keys(s, 150, 100, 1000, 12);
     add_activation_renames(s, "network.first_activation", activation_family::gle);
     add_activation_renames(s, "network.activation", activation_family::gle);
     s.saved_default("network.initial_state", std::string("rest"));  // the start of runs written before the key
-    s.fixed_on_resume({"data.", "network.", "dynamics.learn_tau_m", "optimizer.kind", "run.seed"});
+    auto fixed = common_fixed_on_resume();
+    fixed.push_back("dynamics.learn_tau_m");  // the optimizer state's layout
+    s.fixed_on_resume(fixed);
     // The names every training config uses (saved runs keep loading).
     s.renamed_key("train.epochs", "run.epochs");
     s.renamed_key("train.batch", "run.batch");
@@ -501,217 +491,6 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   spec.layers.push_back(gle_layer(n_classes, activation_kind::linear, std::vector<double>(n_classes, to),
                                   std::vector<double>(n_classes, to), true));
   return spec;
-}
-
-std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::filesystem::path& data_dir,
-                                                  const gle_train_hooks& hooks, std::vector<float>* final_params) {
-  using matf = Eigen::MatrixXf;
-  dataset_options dopt;
-  dopt.limit_train = cfg.get<long>("data.limit_train");
-  dopt.limit_test = cfg.get<long>("data.limit_test");
-  gle_network<float>(gle_spec_from_config(cfg, 1, 2));  // check the network description before loading data
-  const auto split = load_dataset(cfg.get<std::string>("data.name"), data_dir, dopt);
-  check_splits(split, "data.limit_train", "data.limit_test");
-  const int n_classes = split.train.n_classes;
-  const long T = split.train.dim();  // steps per sample: one scalar input per step
-  gle_network<float> net(gle_spec_from_config(cfg, 1, n_classes));
-  net.set_threads(cfg.get<int>("dynamics.threads"));
-  optimizer_options oo;
-  oo.kind = parse_optimizer(cfg.get<std::string>("optimizer.kind"));
-  oo.lr = cfg.get<double>("optimizer.lr");
-  oo.momentum = cfg.get<double>("optimizer.momentum");
-  if (const long ref = cfg.get<long>("optimizer.lr_reference_steps"); ref > 0) oo.lr *= double(ref) / double(T);
-  // A lag bank: all-ones fan-out, then identities, never trained (spec §5.4).
-  const int bank_layers = cfg.get<int>("network.lag_bank") > 0 ? cfg.get<int>("network.lag_bank_stages") : 0;
-  const bool bank_reset = cfg.get<bool>("network.lag_bank_reset");
-  if (bank_layers > 0) {
-    net.W(0).setOnes();
-    for (int l = 1; l < bank_layers; ++l) net.W(l).setIdentity();
-    oo.lr_per_group.assign(net.n_groups(), oo.lr);
-    for (int l = 0; l < bank_layers; ++l) oo.lr_per_group[l] = 0;
-  }
-  optimizer<float> opt(oo, net.layout(), net.n_groups());
-  opt.set_constraints(gle_tau_constraints(net));
-  const long B = cfg.get<long>("run.batch"), TB = cfg.get<long>("run.eval_batch");
-  const long epochs = cfg.get<long>("run.epochs");
-  const double beta = cfg.get<double>("loss.beta");
-  const long patience = cfg.get<long>("schedule.plateau_patience");
-  const double factor = cfg.get<double>("schedule.plateau_factor");
-  const std::string plateau_on = cfg.get<std::string>("schedule.plateau_on");
-  const uint64_t seed = cfg.get<uint64_t>("run.seed");
-  batch_iterator it(split.train, B, seed, true, false);
-  aligned_vector<float> grad(net.params().size());
-  net.reset_state(B);
-  double lr_factor = 1, best = std::numeric_limits<double>::infinity();
-  long bad = 0;
-  std::vector<gle_epoch_report> reports;
-  matrix<float> xb;
-  std::vector<int32_t> yb;
-  matf xt, target, sum_out;
-  // Runs one batch of sequences; returns (sum of per-step losses / T, number correct). A
-  // sample whose summed output is NaN/Inf is never correct; run_batch counts it in
-  // batch_non_finite.
-  double readout_loss = 0;  // batch sum of the readout cross-entropy, set by run_batch
-  long batch_non_finite = 0;
-  auto run_batch = [&](const matrix<float>& xbatch, const std::vector<int32_t>& y, bool learn) {
-    const long b = long(y.size());
-    xt = xbatch.transpose();  // b x T: column t is the batch's input at step t
-    target.setZero(n_classes, b);
-    for (long j = 0; j < b; ++j) target(y[j], j) = 1;
-    sum_out.setZero(n_classes, b);
-    if (bank_layers > 0 && bank_reset) {
-      if (net.batch() != b) net.resize_batch(b);
-      net.reset_layers(0, bank_layers);
-    }
-    double loss = 0;
-    for (long t = 0; t < T; ++t) {
-      Eigen::Map<const matf> x(xt.col(t).data(), 1, b);
-      if (learn) {
-        net.step(x, &target, float(beta), grad);
-        opt.step(net.params(), grad, lr_factor);
-      } else {
-        net.step(x, nullptr, 0.0f);
-      }
-      sum_out += net.output();
-      loss += gle_loss_value<float>(net.spec().loss, net.output(), target);
-    }
-    long correct = 0;
-    batch_non_finite = 0;
-    for (long j = 0; j < b; ++j) {
-      if (!sum_out.col(j).allFinite()) {
-        ++batch_non_finite;
-        continue;
-      }
-      Eigen::Index m;
-      sum_out.col(j).maxCoeff(&m);
-      correct += (m == y[j]);
-    }
-    readout_loss = gle_loss_value<float>(net.spec().loss, matf(sum_out / float(T)), target) * double(b);
-    return std::pair<double, long>(loss / double(T), correct);
-  };
-  static const char* state_names[] = {"u", "v", "r", "dphi", "u_breve", "udot", "e", "e_down"};
-  auto state_mats = [](gle_layer_state<float>& s) {
-    return std::array<matf*, 8>{&s.u, &s.v, &s.r, &s.dphi, &s.u_breve, &s.udot, &s.e, &s.e_down};
-  };
-  long first_epoch = 1;
-  if (hooks.resume) {
-    const checkpoint& ck = *hooks.resume;
-    if (ck.meta.value("kind", "") != "gle") throw data_error("not a GLE checkpoint (meta.kind != \"gle\")");
-    const auto p = ck.array("params").to_vector<float>();
-    if (p.size() != net.params().size())
-      throw data_error(fmt::format("checkpoint has {} parameters, the configured network {}", p.size(), net.params().size()));
-    std::copy(p.begin(), p.end(), net.params().begin());
-    const auto m = opt.m().empty() ? std::vector<float>{} : ck.array("opt_m").to_vector<float>();
-    const auto v = opt.v().empty() ? std::vector<float>{} : ck.array("opt_v").to_vector<float>();
-    opt.restore(m, v, ck.meta.at("opt_t").get<int64_t>());
-    net.reset_state(ck.meta.at("batch").get<long>());
-    for (int l = 0; l < net.n_layers(); ++l) {
-      auto mats = state_mats(net.state(l));
-      for (int k = 0; k < 8; ++k) {
-        matf m = ck.array(fmt::format("state{}_{}", l, state_names[k])).to_matrix<float>();
-        if (m.rows() != mats[k]->rows() || m.cols() != mats[k]->cols())
-          throw data_error(fmt::format("checkpoint state{}_{} has the wrong shape", l, state_names[k]));
-        *mats[k] = m;
-      }
-    }
-    lr_factor = ck.array("lr_factor").to_scalar<double>();
-    best = ck.array("plateau_best").to_scalar<double>();
-    bad = ck.meta.at("plateau_bad").get<long>();
-    first_epoch = ck.meta.at("epoch").get<long>() + 1;
-  }
-  auto make_checkpoint = [&](long epoch) {
-    checkpoint ck;
-    ck.meta["kind"] = "gle";
-    ck.meta["epoch"] = epoch;
-    ck.meta["config"] = cfg.to_json();
-    ck.meta["opt_t"] = opt.t();
-    ck.meta["batch"] = net.batch();
-    ck.meta["plateau_bad"] = bad;
-    ck.arrays["params"] = checkpoint_array::from_vector(std::vector<float>(net.params().begin(), net.params().end()));
-    if (!opt.m().empty()) ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
-    if (!opt.v().empty()) ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
-    ck.arrays["lr_factor"] = checkpoint_array::from_scalar(lr_factor);
-    ck.arrays["plateau_best"] = checkpoint_array::from_scalar(best);
-    for (int l = 0; l < net.n_layers(); ++l) {
-      auto mats = state_mats(net.state(l));
-      for (int k = 0; k < 8; ++k)
-        ck.arrays[fmt::format("state{}_{}", l, state_names[k])] = checkpoint_array::from_eigen(*mats[k]);
-    }
-    return ck;
-  };
-  for (long epoch = first_epoch; epoch <= epochs; ++epoch) {
-    const auto t0 = clock_type::now();
-    it.start_epoch(epoch - 1);
-    double tr_loss = 0, tr_readout = 0, te_readout = 0;
-    long tr_correct = 0, tr_n = 0, steps = 0;
-    for (long i = 0; i < it.n_batches(); ++i) {
-      if (hooks.should_stop && hooks.should_stop()) return reports;
-      it.fill(i, xb, yb);
-      const auto [l, c] = run_batch(xb, yb, true);
-      tr_loss += l * double(yb.size());
-      tr_readout += readout_loss;
-      tr_correct += c;
-      tr_n += long(yb.size());
-      steps += T;
-      if (net.nonfinite_steps() > 0 || batch_non_finite > 0 || !std::isfinite(l) || !std::isfinite(readout_loss))
-        throw convergence_error(fmt::format("GLE training diverged: non-finite outputs or loss in epoch {}, batch {} "
-                                            "(lower optimizer.lr or check the time constants)",
-                                            epoch, i + 1),
-                                std::numeric_limits<double>::infinity(), epoch);
-      if (hooks.on_progress) hooks.on_progress(i + 1, it.n_batches(), tr_loss / double(tr_n), double(tr_correct) / double(tr_n));
-    }
-    const double train_seconds = seconds_since(t0);
-    double te_loss = 0;
-    long te_correct = 0, te_non_finite = 0;
-    const long n_test = split.test.size();
-    for (long s = 0; s < n_test; s += TB) {
-      const long b = std::min(TB, n_test - s);
-      matrix<float> xtest = split.test.x.middleCols(s, b);
-      std::vector<int32_t> ytest(split.test.y.begin() + s, split.test.y.begin() + s + b);
-      const auto [l, c] = run_batch(xtest, ytest, false);
-      te_loss += l * double(b);
-      te_readout += readout_loss;
-      te_correct += c;
-      te_non_finite += batch_non_finite;
-    }
-    gle_epoch_report r;
-    r.epoch = epoch;
-    r.train_loss = tr_loss / double(tr_n);
-    r.train_acc = double(tr_correct) / double(tr_n);
-    r.test_loss = te_loss / double(n_test);
-    r.train_readout_loss = tr_readout / double(tr_n);
-    r.test_readout_loss = te_readout / double(n_test);
-    r.test_acc = double(te_correct) / double(n_test);
-    r.lr = oo.lr * lr_factor;
-    r.seconds = seconds_since(t0);
-    r.ms_per_step = 1e3 * train_seconds / double(std::max<long>(1, steps));
-    r.nonfinite_steps = net.nonfinite_steps();
-    // An epoch whose evaluation is not finite is reported by nobody and never checkpointed.
-    if (net.nonfinite_steps() > 0 || te_non_finite > 0 || !std::isfinite(r.test_loss) ||
-        !std::isfinite(r.test_readout_loss) || !std::isfinite(r.train_loss))
-      throw convergence_error(fmt::format("GLE training diverged: {} of {} test samples gave non-finite outputs in epoch "
-                                          "{} ({} non-finite steps; lower optimizer.lr or check the time constants)",
-                                          te_non_finite, n_test, epoch, net.nonfinite_steps()),
-                              std::numeric_limits<double>::infinity(), epoch);
-    reports.push_back(r);
-    if (hooks.on_epoch) hooks.on_epoch(r);
-    if (patience >= 0) {  // ReduceLROnPlateau(mode=min, threshold=1e-4 rel)
-      const double watched = plateau_on == "test"            ? r.test_loss
-                             : plateau_on == "train"         ? r.train_loss
-                             : plateau_on == "test_readout" ? r.test_readout_loss
-                                                             : r.train_readout_loss;
-      if (watched < best * (1 - 1e-4)) {
-        best = watched;
-        bad = 0;
-      } else if (++bad > patience) {
-        lr_factor *= factor;
-        bad = 0;
-      }
-    }
-    if (hooks.on_checkpoint) hooks.on_checkpoint(make_checkpoint(epoch));
-  }
-  if (final_params) final_params->assign(net.params().begin(), net.params().end());
-  return reports;
 }
 
 }  // namespace eqprop

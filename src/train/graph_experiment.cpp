@@ -51,7 +51,7 @@ const config_schema& graph_schema() {
     s.add("prune.temperature", 5.0, cc::greater_than(0), "softmax temperature");
     s.add("prune.persistent", false, "pruned edges stay pruned");
     s.add("prune.exclude_structural", false, "structural zeros stay out of the softmax denominator");
-    add_optimizer_keys(s, 200.0, "constant", 0.0);
+    add_optimizer_keys(s, {.lr = 200.0, .momentum = 0.0});
     add_run_keys(s, 200, 4, 1000);
     s.fixed_on_resume(common_fixed_on_resume());
     return s;

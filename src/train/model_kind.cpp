@@ -6,13 +6,14 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/suggest.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 
 namespace eqprop {
 
 const std::vector<std::string>& model_kind_names() {
-  static const std::vector<std::string> names{"layered", "vector_field", "graph"};
+  static const std::vector<std::string> names{"layered", "vector_field", "graph", "gle"};
   return names;
 }
 
@@ -33,6 +34,7 @@ const config_schema& training_schema(model_kind k) {
     case model_kind::layered: return layered_schema();
     case model_kind::vector_field: return vector_field_schema();
     case model_kind::graph: return graph_schema();
+    case model_kind::gle: return gle_schema();
   }
   throw config_error("unknown model kind");
 }

@@ -28,6 +28,17 @@ double schedule_options::factor(long epoch, long step, long steps_per_epoch, lon
   return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + std::cos(std::numbers::pi * t / T));
 }
 
+void plateau_state::update(const plateau_options& o, double watched) {
+  if (!o.enabled()) return;
+  if (watched < best * (1 - 1e-4)) {
+    best = watched;
+    bad = 0;
+  } else if (++bad > o.patience) {
+    scale *= o.factor;
+    bad = 0;
+  }
+}
+
 template <class R>
 void optimizer<R>::restore(std::span<const R> m, std::span<const R> v, int64_t t) {
   auto check = [](const char* name, std::size_t got, std::size_t want) {

@@ -65,7 +65,12 @@ void prepare_new_run_directory(const fs::path& dir, bool overwrite) {
           "run directory `{}` already exists and is not empty: continue it with --resume {}, replace it with "
           "--overwrite, or choose another --run-dir",
           dir.string(), dir.string()));
-    if (!fs::is_regular_file(dir / "config.toml"))
+    // A run killed while writing its first file leaves only the temporary of that write.
+    const bool only_temporaries = std::all_of(fs::directory_iterator(dir), fs::directory_iterator(), [](const auto& e) {
+      const std::string name = e.path().filename().string();
+      return e.is_regular_file() && is_run_file(name) && name.find(".tmp.") != std::string::npos;
+    });
+    if (!fs::is_regular_file(dir / "config.toml") && !only_temporaries)
       throw config_error(fmt::format("--overwrite: `{}` does not look like an eqprop run directory (no config.toml); "
                                      "refusing to clear it",
                                      dir.string()));

@@ -200,6 +200,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     resume_ck = load_checkpoint(dir / checkpoint_name);
     recorded = saved_data_record(*resume_ck, dir / checkpoint_name);
   }
+  M::check_config(cfg);
   const auto loaded = topt.data ? memory_data(cfg, *topt.data, recorded ? &*recorded : nullptr)
                                 : load_data(cfg, topt.data_dir, true, topt.resume, recorded ? &*recorded : nullptr);
   const auto& split = loaded.split;
@@ -208,8 +209,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   auto est = model.estimator();
   optimizer_options oo = make_optimizer_options(cfg);
   oo.threads = cfg.schema().find("estimator.threads") ? cfg.get<int>("estimator.threads") : 1;
+  model.adjust_optimizer(oo);
   optimizer<R> opt(oo, net.layout(), model.n_groups());
   const auto sched = make_schedule_options(cfg);
+  const auto plateau = make_plateau_options(cfg);
+  plateau_state plateau_at;  // the plateau schedule's state after the last epoch
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");
   const long ck_every = cfg.get<long>("run.checkpoint_every");  // >= 1 (schema)
@@ -230,6 +234,11 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     const auto m = opt.m().empty() ? std::vector<R>{} : ck.array("opt_m").to_vector<R>();
     const auto v = opt.v().empty() ? std::vector<R>{} : ck.array("opt_v").to_vector<R>();
     opt.restore(m, v, ck.array("opt_t").to_scalar<int64_t>());
+    if (plateau.enabled() && ck.arrays.contains("plateau")) {  // else enabled on resume: a fresh start
+      const auto p = ck.array("plateau").to_vector<double>();
+      if (p.size() != 3) throw data_error(fmt::format("{}: `plateau` must hold 3 values", (dir / checkpoint_name).string()));
+      plateau_at = {p[0], p[1], static_cast<long>(p[2])};
+    }
     model.restore(ck);
     start_epoch = ck.meta.at("epoch").get<long>();
     start_batch = ck.meta.value("batch", 0L);
@@ -295,6 +304,9 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
     ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
     ck.arrays["opt_t"] = checkpoint_array::from_scalar<int64_t>(opt.t());
+    if (plateau.enabled())
+      ck.arrays["plateau"] =
+          checkpoint_array::from_vector(std::vector<double>{plateau_at.scale, plateau_at.best, double(plateau_at.bad)});
     model.save(ck);
     save_checkpoint(dir / checkpoint_name, ck);
     last_good_at = checkpoint_position(epochs_done, batch);
@@ -367,20 +379,26 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       if (aug_pad > 0 || aug_flip) augment_batch(xf, split.train.shape, aug_pad, aug_flip, aug_rng);
       const matrix<R> x = xf.cast<R>();
       const matrix<R> y = model.targets(labels);
-      auto g = est->estimate(net, x, y, grad);
+      lr_factor = sched.factor(epoch, i, nb, epochs) * plateau_at.scale;
+      constexpr bool learns_in_batch = requires { model.train_batch(x, y, opt, lr_factor); };
+      grad_result g;
+      if constexpr (learns_in_batch) g = model.train_batch(x, y, opt, lr_factor);
+      else g = est->estimate(net, x, y, grad);
       const long B = x.cols();
       bool finite = g.n_dropped == B || std::isfinite(g.loss);
-      for (R v : grad) finite = finite && std::isfinite(v);
+      if constexpr (!learns_in_batch)
+        for (R v : grad) finite = finite && std::isfinite(v);
       if (!finite || double(g.n_dropped) > max_failed * double(B)) {
         result.diverged = true;
         result.message = fmt::format(
-            "diverged in epoch {} batch {}: {} of {} samples failed to converge (free residual {:.3g}), loss {}; "
-            "stopped, {}. Try a smaller learning rate or |beta|, or more relaxation steps.",
-            epoch + 1, i + 1, g.n_dropped, B, g.free.max_residual, g.loss, last_good());
+            "diverged in epoch {} batch {}: {}; stopped, {}. Try a smaller learning rate or |beta|{}.", epoch + 1, i + 1,
+            learns_in_batch ? fmt::format("non-finite states, outputs or loss (loss {})", g.loss)
+                            : fmt::format("{} of {} samples failed to converge (free residual {:.3g}), loss {}",
+                                          g.n_dropped, B, g.free.max_residual, g.loss),
+            last_good(), learns_in_batch ? "" : ", or more relaxation steps");
         return result;
       }
-      lr_factor = sched.factor(epoch, i, nb, epochs);
-      opt.step(param_values(net), grad, lr_factor);
+      if constexpr (!learns_in_batch) opt.step(param_values(net), grad, lr_factor);
       model.after_step(opt);
       if (B > g.n_dropped) loss_sum += g.loss * double(B - g.n_dropped);
       for (long b = 0; b < B; ++b) correct += g.predictions[b] == labels[b];
@@ -416,7 +434,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       row["test_top5"] = ev.top5;
       row["test_non_finite"] = ev.n_non_finite;
     }
-    row["lr"] = cfg.get<double>("optimizer.lr") * lr_factor;
+    row["lr"] = oo.lr * lr_factor;
     row["time_s"] = secs;
     row["samples_per_s"] = double(seen) / train_secs;
     row["mean_residual"] = res_sum / double(seen);
@@ -434,6 +452,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       return result;
     }
     model.diagnostics(row);
+    if (plateau.enabled() && row.contains(plateau.metric)) plateau_at.update(plateau, row[plateau.metric].get<double>());
     log.append(row);
     prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | {} | {:.1f}s, {:.0f} samples/s{}{}",
                                row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(),
@@ -484,6 +503,8 @@ auto with_model(const config& cfg, F&& f) {
                  : f(std::type_identity<detail::vector_field_model<float>>{});
     case model_kind::graph:
       return f64 ? f(std::type_identity<detail::graph_model<double>>{}) : f(std::type_identity<detail::graph_model<float>>{});
+    case model_kind::gle:
+      return f64 ? f(std::type_identity<detail::gle_model<double>>{}) : f(std::type_identity<detail::gle_model<float>>{});
   }
   throw config_error("unknown model.kind");
 }
@@ -520,11 +541,14 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
 }  // namespace
 
 config saved_run_config(const checkpoint& ck, const fs::path& file) {
-  if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered")
-    throw data_error(fmt::format("{}: a checkpoint of kind {} (written by `eqprop {} train`), not of an `eqprop train` "
+  if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered") {
+    const auto kind = ck.meta.at("kind").get<std::string>();
+    throw data_error(fmt::format("{}: a checkpoint of kind {} (written by `eqprop {} train`{}), not of an `eqprop train` "
                                  "run, which eval and load_run read (its run directory's metrics.csv holds the scores "
                                  "of every epoch)",
-                                 file.string(), ck.meta.at("kind").dump(), ck.meta.at("kind").get<std::string>()));
+                                 file.string(), ck.meta.at("kind").dump(), kind,
+                                 kind == "gle" ? " before it became `eqprop train --set model.kind=gle`" : ""));
+  }
   if (!ck.meta.contains("config"))
     throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
   config cfg(training_schema(saved_model_kind(ck.meta.at("config"))));

@@ -1,9 +1,15 @@
 // What the training loop (trainer.cpp) needs from each model kind, one class per kind with
 // the same members:
 //   real_type, network_type      the scalar and the network
+//   check_config(cfg)            (static) config errors found before any data is loaded
 //   model(cfg, n_input, n_classes, input_shape)   the config's network (the data gives the sizes)
 //   net                          the network being trained
-//   estimator()                  the config's gradient estimator (the model may keep a view of it)
+//   estimator()                  the config's gradient estimator (the model may keep a view of it);
+//                                a model with train_batch gives an in_batch_learning instead
+//   adjust_optimizer(options)    the model's changes to the optimizer.* settings
+//   train_batch(x, y, opt, lr_factor)   (optional) learns from a batch itself, stepping opt as
+//                                often as it needs, and reports like an estimator (a non-finite
+//                                loss: diverged); without it the loop runs estimate, then opt.step
 //   n_groups()                   parameter groups of the optimizer (per-layer rates)
 //   targets(labels)              the targets of a batch (one-hot for most kinds)
 //   begin_evaluation()           called before every evaluation of a split
@@ -16,6 +22,8 @@
 //   set_diagnostic_batch(train)  the training samples diagnostics() uses
 //   diagnostics(row)             extra per-epoch metrics (nothing for most kinds)
 //   epoch_note(row)              extra text for the epoch line ("" for most kinds)
+// model_defaults gives the hooks most kinds do not need. The loop calls diagnostics(row)
+// before the plateau schedule reads the row, so a kind's own metric may be watched.
 #pragma once
 #include <array>
 #include <cmath>
@@ -30,8 +38,11 @@
 #include "eqprop/dynamics/vf_state.hpp"
 #include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
+#include "eqprop/learn/gle_reference.hpp"
+#include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/deep_trainer.hpp"
+#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/optimizer.hpp"
 #include "eqprop/train/experiment.hpp"
@@ -54,6 +65,8 @@ relax_report relaxed_outputs(State& st, const Net& net, const relax_options& ro,
 template <class R>
 struct model_defaults {
   static constexpr bool log_initial = false;
+  static void check_config(const config&) {}
+  void adjust_optimizer(optimizer_options&) const {}
   void begin_evaluation() {}
   void attach(optimizer<R>&) {}
   void after_step(optimizer<R>&) {}
@@ -260,6 +273,196 @@ struct graph_model : model_defaults<R> {
     const auto sc = deep_score(net, s, probe_y, net.n_output() > 1);
     row["nudged_acc"] = 1 - sc.error;
     row["nudged_mse"] = sc.mse;
+  }
+};
+
+// What the loop asks of the estimator of a model that learns in train_batch: a name for the
+// run's header line, and no noise stream.
+struct in_batch_learning {
+  std::string label;
+  std::string name() const { return label; }
+  void reseed_noise(uint64_t) {}
+  rng_t* noise_rng() { return nullptr; }
+};
+
+// GLE on sequences: sample b of a batch is the sequence x.col(b), one feature per time step,
+// fed to a network with one input. The neuron state is one continuous stream across batches
+// and epochs (a fixed lag bank may restart at every batch, network.lag_bank_reset). Training
+// steps the network with teaching and the optimizer after every time step; evaluation runs
+// a copy of the network with the training state, without teaching or learning, so it leaves
+// the training stream as it was. A sample's class scores are its outputs summed over time;
+// its cost is the per-step loss C(r(t), y) averaged over its steps (test_loss, train_loss),
+// and its readout loss C(sum_t r(t) / T, y) of the time-averaged output goes to
+// test_readout_loss / train_readout_loss.
+template <class R>
+struct gle_model : model_defaults<R> {
+  using real_type = R;
+  using network_type = gle_network<R>;
+  using mat = typename network_type::mat;
+
+  const config& cfg;
+  long steps;        ///< time steps per sample (the data's features)
+  int bank_layers;   ///< layers of the fixed lag bank (0: none)
+  bool bank_reset;
+  R beta;
+  network_type net;       ///< the trained network, whose state is the training stream
+  network_type eval_net;  ///< the network evaluation runs (begin_evaluation: a copy of net)
+  aligned_vector<R> grad;
+  // Sums of the readout loss and its sample count: of this epoch's training batches (kept in
+  // checkpoints; diagnostics() reports and clears them), and of the evaluation running now.
+  double train_readout = 0, test_readout = 0;
+  long train_readout_n = 0, test_readout_n = 0;
+  matrix<R> sum_out;
+  std::vector<double> step_loss, readout;
+
+  static void check_config(const config& c) { network_type(gle_spec_from_config(c, 1, 2)); }
+  gle_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
+      : cfg(c), steps(n_input),
+        bank_layers(c.get<int>("network.lag_bank") > 0 ? c.get<int>("network.lag_bank_stages") : 0),
+        bank_reset(c.get<bool>("network.lag_bank_reset")), beta(R(c.get<double>("loss.beta"))),
+        net(gle_spec_from_config(c, 1, n_classes)), grad(std::size_t(net.n_params())) {
+    net.set_threads(c.get<int>("dynamics.threads"));
+    // The lag bank: all-ones fan-out, then identities, never trained (spec §5.4).
+    if (bank_layers > 0) net.W(0).setOnes();
+    for (int l = 1; l < bank_layers; ++l) net.W(l).setIdentity();
+    net.reset_state(c.get<long>("run.batch"));
+  }
+  std::unique_ptr<in_batch_learning> estimator() const {
+    return std::make_unique<in_batch_learning>(in_batch_learning{
+        cfg.get<bool>("dynamics.prospective_errors") ? "GLE (prospective errors), an update every time step"
+                                                     : "LE (instantaneous errors), an update every time step"});
+  }
+  int n_groups() const { return net.n_groups(); }
+  /// optimizer.lr_reference_steps rescales the rates to the data's steps; the lag bank's
+  /// groups have rate 0.
+  void adjust_optimizer(optimizer_options& o) const {
+    if (const long ref = cfg.get<long>("optimizer.lr_reference_steps"); ref > 0) {
+      o.lr *= double(ref) / double(steps);
+      for (double& g : o.lr_per_group) g *= double(ref) / double(steps);
+    }
+    if (bank_layers == 0) return;
+    if (o.lr_per_group.empty()) o.lr_per_group.assign(std::size_t(net.n_groups()), o.lr);
+    for (int l = 0; l < bank_layers && l < int(o.lr_per_group.size()); ++l) o.lr_per_group[std::size_t(l)] = 0;
+  }
+  void attach(optimizer<R>& opt) { opt.set_constraints(gle_tau_constraints(net)); }
+  matrix<R> targets(const std::vector<int32_t>& labels) const { return one_hot<R>(labels, net.n_output()); }
+
+  /// Runs the sequences x through n from its state, teaching and stepping *opt after every
+  /// step when opt is given. Fills sum_out (outputs summed over time), step_loss (each
+  /// sample's mean per-step loss) and readout (each sample's readout loss).
+  void run_sequences(network_type& n, const matrix<R>& x, const matrix<R>& y, optimizer<R>* opt, double lr_factor) {
+    const long B = x.cols();
+    const mat xt = x.transpose();  // B x T: column t is the batch's input at step t
+    if (bank_layers > 0 && bank_reset) {
+      if (n.batch() != B) n.resize_batch(B);
+      n.reset_layers(0, bank_layers);
+    }
+    sum_out.setZero(n.n_output(), B);
+    step_loss.assign(std::size_t(B), 0.0);
+    for (long t = 0; t < xt.cols(); ++t) {
+      Eigen::Map<const mat> xs(xt.col(t).data(), 1, B);
+      if (opt) {
+        n.step(xs, &y, beta, grad);
+        opt->step(n.params(), grad, lr_factor);
+      } else {
+        n.step(xs, nullptr, R(0));
+      }
+      sum_out += n.output();
+      gle_add_sample_losses<R>(n.spec().loss, n.output(), y, step_loss);
+    }
+    for (double& l : step_loss) l /= double(xt.cols());
+    readout.assign(std::size_t(B), 0.0);
+    gle_add_sample_losses<R>(n.spec().loss, matrix<R>(sum_out / R(xt.cols())), y, readout);
+  }
+  /// A training batch; its loss is NaN when a state, an output or a loss was not finite.
+  grad_result train_batch(const matrix<R>& x, const matrix<R>& y, optimizer<R>& opt, double lr_factor) {
+    const long bad_before = net.nonfinite_steps();
+    run_sequences(net, x, y, &opt, lr_factor);
+    grad_result g;
+    g.relax_steps = x.rows();
+    g.predictions.resize(std::size_t(x.cols()));
+    bool finite = net.nonfinite_steps() == bad_before;
+    double loss = 0;
+    for (long b = 0; b < x.cols(); ++b) {
+      Eigen::Index m = -1;
+      if (sum_out.col(b).allFinite()) sum_out.col(b).maxCoeff(&m);
+      g.predictions[std::size_t(b)] = int32_t(m);
+      finite = finite && m >= 0 && std::isfinite(step_loss[std::size_t(b)]) && std::isfinite(readout[std::size_t(b)]);
+      loss += step_loss[std::size_t(b)];
+      train_readout += readout[std::size_t(b)];
+    }
+    train_readout_n += x.cols();
+    g.loss = finite ? loss / double(x.cols()) : NAN;
+    return g;
+  }
+  void begin_evaluation() {
+    eval_net = net;
+    test_readout = 0;
+    test_readout_n = 0;
+  }
+  relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
+    run_sequences(eval_net, x, y, nullptr, 0);
+    scores = sum_out;
+    cost.resize(x.cols());
+    for (long b = 0; b < x.cols(); ++b) {
+      cost(b) = R(step_loss[std::size_t(b)]);
+      test_readout += readout[std::size_t(b)];
+    }
+    test_readout_n += x.cols();
+    relax_report rep;
+    rep.steps = x.rows();
+    return rep;
+  }
+  /// The epoch's train_readout_loss, and test_readout_loss when the epoch was evaluated.
+  void diagnostics(nlohmann::ordered_json& row) {
+    row["train_readout_loss"] = train_readout / double(std::max<long>(1, train_readout_n));
+    if (test_readout_n > 0) row["test_readout_loss"] = test_readout / double(test_readout_n);
+    train_readout = test_readout = 0;
+    train_readout_n = test_readout_n = 0;
+  }
+  std::string epoch_note(const nlohmann::ordered_json& row) const {
+    const auto test = row.find("test_readout_loss");
+    return fmt::format("{} | lr {:.2e}",
+                       test != row.end() ? fmt::format(" | readout loss {:.4f}", test->get<double>()) : std::string(),
+                       row.at("lr").get<double>());
+  }
+
+  static constexpr std::array<const char*, 8> state_names{"u", "v", "r", "dphi", "u_breve", "udot", "e", "e_down"};
+  template <class State>
+  static auto state_mats(State& s) {
+    return std::array{&s.u, &s.v, &s.r, &s.dphi, &s.u_breve, &s.udot, &s.e, &s.e_down};
+  }
+  /// The neuron state of every layer and the epoch's readout sums.
+  void save(checkpoint& ck) const {
+    for (int l = 0; l < net.n_layers(); ++l) {
+      const auto mats = state_mats(net.state(l));
+      for (std::size_t k = 0; k < mats.size(); ++k)
+        ck.arrays[fmt::format("state{}_{}", l, state_names[k])] = checkpoint_array::from_eigen(*mats[k]);
+    }
+    ck.arrays["train_readout"] = checkpoint_array::from_vector(std::vector<double>{train_readout, double(train_readout_n)});
+  }
+  void restore(const checkpoint& ck) {
+    net.reset_state(ck.array("state0_u").to_matrix<R>().cols());
+    for (int l = 0; l < net.n_layers(); ++l) {
+      const auto mats = state_mats(net.state(l));
+      for (std::size_t k = 0; k < mats.size(); ++k) {
+        const auto name = fmt::format("state{}_{}", l, state_names[k]);
+        matrix<R> m = ck.array(name).to_matrix<R>();
+        if (m.rows() != mats[k]->rows() || m.cols() != mats[k]->cols())
+          throw data_error(fmt::format("checkpoint: {} is {}x{}, the network's {}x{}", name, m.rows(), m.cols(),
+                                       mats[k]->rows(), mats[k]->cols()));
+        *mats[k] = std::move(m);
+      }
+    }
+    const auto r = ck.array("train_readout").to_vector<double>();
+    if (r.size() != 2) throw data_error("checkpoint: train_readout must hold 2 values");
+    train_readout = r[0];
+    train_readout_n = long(r[1]);
+  }
+  std::string describe() const {
+    std::vector<int> sizes{net.spec().n_input};
+    for (const auto& L : net.spec().layers) sizes.push_back(L.size);
+    return fmt::format("network {} ({} parameters), {} steps per sample", fmt::join(sizes, "-"), net.n_params(), steps);
   }
 };
 

@@ -64,7 +64,7 @@ const config_schema& vector_field_schema() {
     s.add("relax.precision", std::string("float32"), cc::one_of({"float32", "bfloat16"}), "operands of the float32 products (bfloat16: oneDNN on a CPU with AVX512-BF16)");
     s.add("homeostasis.lambda", 0.0, cc::at_least(0), "coefficient of the homeostatic gradient (0: off)");
     s.add("homeostasis.probes", int64_t(5), cc::closed(1, 1024), "Gaussian probes per sample");
-    add_optimizer_keys(s, 0.01, "constant");  // lr_per_layer: the forward edge into layer i is entry i-1, feedback shares it
+    add_optimizer_keys(s, {.lr = 0.01});  // lr_per_layer: the forward edge into layer i is entry i-1, feedback shares it
     add_run_keys(s, 50, 50, 1000);
     s.add("diagnostics.samples", int64_t(50), cc::closed(0, lim::samples), "training samples used for the per-epoch diagnostics (0: none)");
     s.add("diagnostics.rbp_dense", false, "diagnostics: dense adjoint solve instead of iterations");

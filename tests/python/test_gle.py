@@ -48,26 +48,31 @@ def test_lagnet_errors_align_with_adjoint(tmp_path):
     assert (tmp_path / "n.png").stat().st_size > 10000
 
 
-def test_gle_train_small_run(repo):
+def test_gle_train_small_run(repo, tmp_path):
     data = os.environ.get("EQPROP_DATA") or os.path.join(repo, "..", "shared", "data")
     if not os.path.isdir(os.path.join(data, "mnist-1d", "gle-360")):
         pytest.skip(f"MNIST-1D (gle-360) not found in {data}")
     seen = []
-    r = eqprop.gle_train(overrides={"run": {"epochs": 1}, "data": {"limit_train": 200, "limit_test": 100},
-                                    "network": {"depth": 2}},
-                         data_dir=data, on_epoch=seen.append)
+    r = eqprop.train(overrides={"model": {"kind": "gle"}, "run": {"epochs": 1},
+                                "data": {"limit_train": 200, "limit_test": 100}, "network": {"depth": 2}},
+                     data_dir=data, run_dir=tmp_path / "run", on_epoch=seen.append, verbose=False)
     assert len(seen) == 1 and seen[0]["epoch"] == 1 and 0 <= seen[0]["test_acc"] <= 1
-    assert r["params"].dtype == np.float32 and np.isfinite(r["params"]).all()
+    assert r["test_accuracy"] == seen[0]["test_acc"] and "test_readout_loss" in seen[0]
+    params = eqprop.load_checkpoint(tmp_path / "run")["arrays"]["params"]
+    assert params.dtype == np.float32 and np.isfinite(params).all()
+    assert eqprop.evaluate(tmp_path / "run")["accuracy"] == r["test_accuracy"]
     with pytest.raises(eqprop.ConfigError, match="network.widht"):
-        eqprop.gle_train(overrides={"network.widht": 5}, data_dir=data)
+        eqprop.train(overrides={"model.kind": "gle", "network.widht": 5}, data_dir=data, verbose=False)
 
 
 def test_old_activation_names_are_errors_naming_the_new_ones(tmp_path):
     # GLE configs meant 1/(1+e^-x) by 'sigmoid'; EP networks meant logistic(4x-2).
     with pytest.raises(eqprop.ConfigError, match=r"use 'logistic' for 1/\(1\+e\^-x\)"):
-        eqprop.gle_train(overrides={"network": {"activation": "sigmoid"}}, data_dir=str(tmp_path))
+        eqprop.train(overrides={"model": {"kind": "gle"}, "network": {"activation": "sigmoid"}}, data_dir=tmp_path,
+                     verbose=False)
     with pytest.raises(eqprop.ConfigError, match=r"use 'clamp01' for clamp\(x, 0, 1\)"):
-        eqprop.gle_train(overrides={"network.first_activation": "hard_sigmoid"}, data_dir=str(tmp_path))
+        eqprop.train(overrides={"model.kind": "gle", "network.first_activation": "hard_sigmoid"}, data_dir=tmp_path,
+                     verbose=False)
     with pytest.raises(eqprop.ConfigError, match="'hep_sigmoid' for logistic"):
         eqprop.Network(sizes=[4, 5], readout=3, activation="sigmoid")
     net = eqprop.Network(sizes=[4, 5], readout=3, activation="hep_sigmoid")

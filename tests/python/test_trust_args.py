@@ -79,7 +79,7 @@ def test_python_config_values_are_range_checked(tmp_path, config, key, text):
 
 def test_gle_config_values_are_range_checked(tmp_path):
     with pytest.raises(eqprop.ConfigError, match=r"`run.batch` = 0 is out of range"):
-        eqprop.gle_train(overrides={"run.batch": 0, "run.dir": str(tmp_path / "g")})
+        eqprop.train(overrides={"model.kind": "gle", "run.batch": 0}, run_dir=tmp_path / "g", verbose=False)
 
 
 def test_resume_applies_overrides_and_refuses_fixed_keys(tmp_path):
@@ -110,4 +110,4 @@ def test_gle_study_arguments_are_range_checked():
 
 def test_config_keys_show_the_allowed_values():
     assert eqprop.config_keys()["relax.omega"][1].endswith("(allowed: a float in (0, 2))")
-    assert "(allowed: one of adam, adamw, sgd)" in eqprop.gle_config_keys()["optimizer.kind"][1]
+    assert "(allowed: one of sgd, adam, adamw)" in eqprop.config_keys("gle")["optimizer.kind"][1]

@@ -59,8 +59,8 @@ def test_nan_test_data_is_an_error_naming_split_and_sample(tmp_path):
                      run_dir=tmp_path / "run", verbose=False)
     assert not (tmp_path / "run" / "checkpoint.eqck").exists()
     with pytest.raises(eqprop.DataError, match="test sample 5"):
-        eqprop.gle_train(overrides={"data.name": "npy", "network.depth": 1, "run.epochs": 1,
-                                    "run.dir": str(tmp_path / "gle")}, data_dir=data)
+        eqprop.train(overrides={"model.kind": "gle", "data.name": "npy", "network.depth": 1, "run.epochs": 1},
+                     data_dir=data, run_dir=tmp_path / "gle", verbose=False)
 
 
 def test_empty_split_is_an_error(tmp_path):
@@ -71,5 +71,5 @@ def test_empty_split_is_an_error(tmp_path):
         eqprop.train(overrides={"data.name": "npy", "run.epochs": 1}, data_dir=data, run_dir=tmp_path / "run2",
                      verbose=False)
     with pytest.raises(eqprop.DataError, match="test split has no samples"):
-        eqprop.gle_train(overrides={"data.name": "npy", "network.depth": 1, "run.epochs": 1,
-                                    "run.dir": str(tmp_path / "gle")}, data_dir=data)
+        eqprop.train(overrides={"model.kind": "gle", "data.name": "npy", "network.depth": 1, "run.epochs": 1},
+                     data_dir=data, run_dir=tmp_path / "gle", verbose=False)

@@ -302,7 +302,7 @@ nlohmann::ordered_json run_gep(const workload& w, double seconds, int threads, c
 std::string fmt_rate(double r) { return r >= 100 ? fmt::format("{:.0f}", r) : fmt::format("{:.3g}", r); }
 
 nlohmann::ordered_json run_gle15k(double seconds, int threads) {
-  config cfg(gle_train_schema());
+  config cfg(gle_schema());
   gle_network<float> net(gle_spec_from_config(cfg, 1, 10));
   net.set_threads(threads);
   const long B = 100;

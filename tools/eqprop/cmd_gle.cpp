@@ -1,10 +1,8 @@
 // eqprop gle operator | lagline | lagnet | train: Generalized Latent Equilibrium
-// (docs/gle.md). GLE/LE are implemented from the papers' equations; the authors' code
-// carries a patent notice (docs/gle.md).
-#include <atomic>
-#include <csignal>
+// (docs/gle.md); `gle train` is `eqprop train --set model.kind=gle`. GLE/LE are
+// implemented from the papers' equations; the authors' code carries a patent notice
+// (docs/gle.md).
 #include <filesystem>
-#include <iostream>
 #include <string>
 #include <vector>
 
@@ -12,22 +10,14 @@
 
 #include "commands.hpp"
 #include "flag_checks.hpp"
-#include "trainer_flags.hpp"
 #include "eqprop/core/error.hpp"
-#include "eqprop/io/dataset.hpp"
-#include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/gle_tasks.hpp"
-#include "eqprop/train/metrics_log.hpp"
-#include "eqprop/train/progress.hpp"
 #include "study_util.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
 
 namespace {
-std::atomic<bool> g_interrupted{false};
-void on_sigint(int) { g_interrupted = true; }
-
 std::string lagline_csv(const lagline_result& r) {
   std::string s = "t,loss,w1,w2,tau_m1,tau_m2\n";
   for (const auto& row : r.trace)
@@ -181,143 +171,9 @@ void register_gle(CLI::App& app) {
     }
   });
 
-  // ---- train
-  struct train_args {
-    std::string config_file, data_dir, run_dir, resume;
-    std::vector<std::string> sets;
-    long epochs = 0;
-    int64_t seed = 0;
-    bool quiet = false, print_config = false;
-  };
-  static train_args ta;
-  auto* tr = gle->add_subcommand("train", "Train a GLE network on sequences (default: the 15k MNIST-1D network)");
-  tr->add_option("config", ta.config_file, "Config (TOML), e.g. configs/gle_mnist1d_15k.toml")->check(CLI::ExistingFile);
-  tr->add_option("--set,-s", ta.sets, "Override a config key, e.g. --set optimizer.lr=1e-3 (repeatable)");
-  static CLI::Option* epochs_opt =
-      add_checked(tr, "--epochs", ta.epochs, trainer_help::epochs("run.epochs"), cc::closed(1, config_limits::epochs));
-  static CLI::Option* seed_opt = add_checked(tr, "--seed", ta.seed, trainer_help::seed("run.seed"), cc::at_least(0));
-  tr->add_option("--data-dir", ta.data_dir, trainer_help::data_dir);
-  tr->add_option("--run-dir", ta.run_dir, "Run directory (default: run.dir of the config)");
-  tr->add_option("--resume", ta.resume,
-                 "Continue the run in this directory from its last checkpoint (bit-identical); a config file, --set "
-                 "and --epochs change its config (changing data.*, network.*, dynamics.learn_tau_m, optimizer.kind or "
-                 "run.seed is refused)")
-      ->check(CLI::ExistingDirectory);
-  tr->add_flag("--quiet,-q", ta.quiet, trainer_help::quiet);
-  tr->add_flag("--print-config", ta.print_config, trainer_help::print_config);
-  tr->callback([] {
-    // The command line's settings: a config file, then --set, --run-dir, --epochs, --seed.
-    config cfg(gle_train_schema());
-    if (!ta.config_file.empty()) cfg.load_toml_file(ta.config_file);
-    for (const auto& s : ta.sets) cfg.set_override(s);
-    if (!ta.run_dir.empty() && !ta.resume.empty())
-      throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
-                                     ta.run_dir, ta.resume));
-    if (!ta.run_dir.empty()) cfg.set("run.dir", ta.run_dir, "--run-dir");
-    if (epochs_opt->count() > 0) cfg.set("run.epochs", int64_t(ta.epochs), "--epochs");
-    if (seed_opt->count() > 0) cfg.set("run.seed", ta.seed, "--seed");
-    checkpoint resume_ck;
-    std::vector<std::string> changes;
-    if (!ta.resume.empty()) {
-      // The run's saved config with the command line's changes on top (keys that would not
-      // fit the checkpoint are refused); the changes go to the log and to config.toml.
-      resume_ck = load_checkpoint(fs::path(ta.resume) / "checkpoint.eqck");
-      if (resume_ck.meta.value("kind", "") != "gle")
-        throw config_error(fmt::format("{} is not a GLE run (use `eqprop train --resume` for EP runs)", ta.resume));
-      config run_cfg(gle_train_schema());
-      run_cfg.load_saved_json(resume_ck.meta.at("config"), ta.resume + "/checkpoint.eqck");
-      cfg.set("run.dir", ta.resume, "--resume");
-      changes = run_cfg.apply_resume_changes(cfg);
-      cfg = run_cfg;
-    }
-    if (ta.print_config) {
-      fmt::print("{}", cfg.to_toml());
-      return;
-    }
-    for (const auto& c : changes) fmt::print("resume: {}\n", c);
-    const fs::path run = cfg.get<std::string>("run.dir");
-    create_run_directory(run);
-    write_text(run / "config.toml", cfg.to_toml());
-    metrics_log log(run, !ta.resume.empty());
-    if (!ta.resume.empty()) log.truncate_after_epoch(resume_ck.meta.at("epoch").get<long>());
-    progress prog(std::cout, !ta.quiet && progress::stdout_is_terminal());  // --quiet: no progress, epoch lines stay
-    const long epochs = cfg.get<long>("run.epochs");
-    gle_train_hooks hooks;
-    long current_epoch = 1;
-    bool begun = false;
-    hooks.on_progress = [&](long i, long n, double loss, double acc) {
-      if (ta.quiet) return;
-      if (!begun) {
-        prog.begin_epoch(current_epoch, epochs, n);
-        begun = true;
-      }
-      prog.update(i, [&] {
-        return progress::fields{{"loss", fmt::format("{:.4f}", loss)}, {"acc", fmt::format("{:.1f}%", 100 * acc)}};
-      });
-    };
-    hooks.on_epoch = [&](const gle_epoch_report& r) {
-      nlohmann::ordered_json row;
-      row["epoch"] = r.epoch;
-      row["train_loss"] = r.train_loss;
-      row["train_acc"] = r.train_acc;
-      row["test_loss"] = r.test_loss;
-      row["test_acc"] = r.test_acc;
-      row["train_readout_loss"] = r.train_readout_loss;
-      row["test_readout_loss"] = r.test_readout_loss;
-      row["lr"] = r.lr;
-      row["seconds"] = r.seconds;
-      row["ms_per_step"] = r.ms_per_step;
-      log.append(row);
-      const auto line = fmt::format("train loss {:.4f} acc {:.2f}% | test loss {:.4f} acc {:.2f}% | lr {:.2e} | "
-                                    "{:.3f} ms/step",
-                                    r.train_loss, 100 * r.train_acc, r.test_loss, 100 * r.test_acc, r.lr, r.ms_per_step);
-      if (begun) {
-        prog.end_epoch(line);
-      } else {
-        fmt::print("epoch {}/{} {}\n", r.epoch, epochs, line);
-      }
-      begun = false;
-      current_epoch = r.epoch + 1;
-    };
-    g_interrupted = false;
-    auto old = std::signal(SIGINT, on_sigint);
-    hooks.should_stop = [] { return g_interrupted.load(); };
-    // The whole state after every epoch, written atomically (a full disk keeps the previous one).
-    // Written only after an epoch whose evaluation was finite (train_gle_sequences throws
-    // before on_checkpoint otherwise), so the checkpoint on disk is always a good one.
-    long last_good_epoch = ta.resume.empty() ? -1 : resume_ck.meta.at("epoch").get<long>();
-    hooks.on_checkpoint = [&](const checkpoint& ck) {
-      save_checkpoint(run / "checkpoint.eqck", ck);
-      last_good_epoch = ck.meta.at("epoch").get<long>();
-    };
-    if (!ta.resume.empty()) hooks.resume = &resume_ck;
-    long current_start = ta.resume.empty() ? 1 : resume_ck.meta.at("epoch").get<long>() + 1;
-    current_epoch = current_start;
-    std::vector<float> params;
-    std::vector<gle_epoch_report> reports;
-    try {
-      reports = train_gle_sequences(cfg, resolve_data_dir(ta.data_dir), hooks, &params);
-    } catch (const convergence_error& e) {
-      std::signal(SIGINT, old);
-      if (begun) prog.end_epoch("diverged");  // closes the progress display
-      report_error(fmt::format("{}; stopped, {}", e.what(),
-                               last_good_epoch >= 0 ? fmt::format("the last good checkpoint ({}, epoch {}) is kept",
-                                                                  (run / "checkpoint.eqck").string(), last_good_epoch)
-                                                    : std::string("no checkpoint had been written yet")));
-      set_exit_code(4);
-      return;
-    }
-    std::signal(SIGINT, old);
-    if (g_interrupted) {
-      report_error(fmt::format("interrupted; metrics and the last epoch's checkpoint kept in {0} (continue with --resume {0})",
-                               run.string()));
-      set_exit_code(130);
-      return;
-    }
-    if (!reports.empty())
-      fmt::print("final test accuracy {:.2f}% after {} epochs ({:.3f} ms per step); run saved in {}\n",
-                 100 * reports.back().test_acc, reports.size(), reports.back().ms_per_step, run.string());
-  });
+  add_train_alias(gle, "Train a GLE network on sequences (default: the 15k MNIST-1D network): `eqprop train --set "
+                  "model.kind=gle`",
+                  model_kind::gle);
 }
 
 }  // namespace eqprop::cli

@@ -48,6 +48,12 @@ template <class R>
 double gle_window_loss(gle_network<R>& net, std::span<const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>> xs,
                        std::span<const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>> targets);
 
+/// Adds the instantaneous loss C(r, target) of each sample (column j) to acc[j]; throws
+/// shape_error unless r and target have the same shape and acc one entry per column.
+template <class R>
+void gle_add_sample_losses(gle_loss loss, const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& r,
+                           const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& target, std::span<double> acc);
+
 /// The instantaneous loss C(r, target), averaged over the batch.
 template <class R>
 double gle_loss_value(gle_loss loss, const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>& r,

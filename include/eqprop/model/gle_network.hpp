@@ -118,6 +118,7 @@ class gle_network {
   /// on their blocks (train: gle_tau_constraints), applied after every optimizer step.
   std::span<R> params() { return params_.values(); }
   std::span<const R> params() const { return params_.values(); }
+  long n_params() const { return long(params_.values().size()); }
   const std::vector<param_block>& layout() const { return params_.layout(); }
   int n_groups() const { return n_layers(); }  ///< one optimizer group per layer
   map W(int l);

@@ -34,12 +34,23 @@ network_spec conv_spec_from_config(const config& cfg, int n_input, std::array<in
 void add_model_kind_key(config_schema& s, model_kind k);
 /// data.name (default default_name), data.dir, the limits, the Yin-Yang sizes and the image keys:
 void add_data_keys(config_schema& s, const char* default_name);
-/// run.epochs, batch, eval_batch (these defaults), seed, dir, checkpoint_every(_batches), max_failed_fraction:
-void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch);
+/// run.epochs, batch, eval_batch, seed (these defaults), dir, checkpoint_every(_batches), max_failed_fraction:
+void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch, long seed = 0);
 /// The keys (or "section.") a resumed run of any kind may not change.
 std::vector<std::string> common_fixed_on_resume();
-/// optimizer.* and schedule.*:
-void add_optimizer_keys(config_schema& s, double default_lr, const char* default_schedule, double default_momentum = 0.9);
+/// The defaults of a kind's optimizer.* and schedule.* keys.
+struct optimizer_key_defaults {
+  double lr = 0.1;
+  const char* schedule = "constant";  ///< schedule.kind
+  double momentum = 0.9;
+  const char* kind = "sgd";           ///< optimizer.kind
+  long plateau_patience = -1;         ///< schedule.plateau_patience (-1: no plateau schedule)
+  /// The values of schedule.plateau_on (the first is the default): each names the metric
+  /// `<value>_loss` of the epoch's metrics row.
+  std::vector<std::string> plateau_on{"test", "train"};
+};
+/// optimizer.* and schedule.* (the epoch schedule and the plateau schedule: plateau_schedule):
+void add_optimizer_keys(config_schema& s, const optimizer_key_defaults& d);
 void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
 void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip
 void add_data_limit_keys(config_schema& s);   ///< data.limit_train, data.limit_test (N >= 1, or -1: all)
@@ -57,5 +68,7 @@ std::unique_ptr<grad_estimator<R>> make_estimator(const config& cfg);
 /// optimizer.* keys; the update's thread count is the caller's (experiments: estimator.threads).
 optimizer_options make_optimizer_options(const config& cfg);
 schedule_options make_schedule_options(const config& cfg);
+/// schedule.plateau_patience, plateau_factor, plateau_on.
+plateau_options make_plateau_options(const config& cfg);
 
 }  // namespace eqprop

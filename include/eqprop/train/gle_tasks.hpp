@@ -1,18 +1,14 @@
 // The GLE experiments of ../shared/spec/gle.md: the operator check (G0), the LagLine
 // teacher-student chain (§5.1, G2), the LagNet comparison with the adjoint method (§5.2,
-// G3) and end-to-end GLE on MNIST-1D (§5.3, G6), as library calls the CLI and the Python
-// module share. Traces are returned so callers can plot or save them.
+// G3) and end-to-end GLE on MNIST-1D (§5.3, G6; its training is model.kind = gle of the
+// training loop, and this file gives its schema and network), as library calls the CLI and
+// the Python module share. Traces are returned so callers can plot or save them.
 #pragma once
 #include <cstdint>
-#include <filesystem>
-#include <functional>
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 #include "eqprop/model/gle_network.hpp"
-#include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/constraints.hpp"
 
@@ -97,31 +93,11 @@ struct lagnet_result {
 };
 lagnet_result run_lagnet(const lagnet_options& o);
 
-// ---- G6: MNIST-1D stream training ----------------------------------------------------
-/// Keys of `eqprop gle train` configs (configs/gle_mnist1d_15k.toml).
-const config_schema& gle_train_schema();
+// ---- G6: MNIST-1D stream training (`eqprop train` with model.kind = gle) ------------
+/// The schema of model.kind = gle (training_schema(model_kind::gle); configs/gle_mnist1d_15k.toml).
+const config_schema& gle_schema();
 
-struct gle_epoch_report {
-  long epoch;
-  double train_loss, train_acc, test_loss, test_acc, lr, seconds, ms_per_step;
-  double train_readout_loss, test_readout_loss;  ///< cross-entropy of the time-averaged output
-  long nonfinite_steps;
-};
-struct gle_train_hooks {
-  std::function<void(const gle_epoch_report&)> on_epoch;
-  std::function<void(long step, long n_steps, double loss, double acc)> on_progress;  ///< within an epoch
-  std::function<bool()> should_stop;
-  /// Called after every epoch with the whole training state (parameters, Adam moments,
-  /// neuron states, schedule, epoch). Resuming from it continues bit-identically.
-  std::function<void(const checkpoint&)> on_checkpoint;
-  const checkpoint* resume = nullptr;  ///< continue from this state (its config must be cfg)
-};
-/// Trains the configured GLE network on MNIST-1D (360-step sequences) as one continuous
-/// stream. Returns the per-epoch reports. Writes nothing; the CLI adds logs and checkpoints.
-std::vector<gle_epoch_report> train_gle_sequences(const config& cfg, const std::filesystem::path& data_dir,
-                                                  const gle_train_hooks& hooks = {},
-                                                  std::vector<float>* final_params = nullptr);
-/// The network a config describes (float precision), for benchmarks and checkpoints.
+/// The network a gle config describes, for n_input inputs per step and n_classes outputs.
 gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes);
 
 }  // namespace eqprop

@@ -18,15 +18,17 @@ enum class model_kind {
   layered,       ///< layered energy-based networks (MLPs, ConvNets) with EP / hEP and their references
   vector_field,  ///< vector-field networks without weight symmetry with generalized EP
   graph,         ///< DEEP networks on directed graphs
+  gle,           ///< continuous-time GLE networks learning online from sequences
 };
 
 std::string_view to_string(model_kind k);
-/// "layered" | "vector_field" | "graph"; config_error naming the kinds (with a suggestion) otherwise.
+/// "layered" | "vector_field" | "graph" | "gle"; config_error naming the kinds (with a suggestion) otherwise.
 model_kind parse_model_kind(std::string_view s);
 /// Every kind's name, in declaration order.
 const std::vector<std::string>& model_kind_names();
 
-/// The schema of a kind's training configs (layered_schema(), vector_field_schema(), graph_schema()).
+/// The schema of a kind's training configs (layered_schema(), vector_field_schema(), graph_schema(),
+/// gle_schema()).
 const config_schema& training_schema(model_kind k);
 
 /// The model kind the sources of a training config name, later sources winning: each TOML

@@ -10,6 +10,7 @@
 // masks, L1 shrinkage: train/constraints.hpp), so a step always ends on feasible parameters.
 #pragma once
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <string>
 #include <vector>
@@ -46,6 +47,24 @@ struct schedule_options {
   long epochs = 0;            ///< cosine: anneal over this many epochs (0: the run's epochs)
   /// Multiplier of the base lr at (epoch, step within epoch of steps_per_epoch).
   double factor(long epoch, long step, long steps_per_epoch, long run_epochs) const;
+};
+
+/// ReduceLROnPlateau (mode min, relative threshold 1e-4), epoch by epoch, multiplying
+/// whatever schedule_options gives.
+struct plateau_options {
+  long patience = -1;                ///< epochs without a new best before the lr drops (-1: off)
+  double factor = 0.5;               ///< lr multiplier on a plateau
+  std::string metric = "test_loss";  ///< the watched column of the epoch's metrics row
+  bool enabled() const { return patience >= 0; }
+};
+struct plateau_state {
+  double scale = 1;  ///< the lr multiplier now
+  double best = std::numeric_limits<double>::infinity();  ///< the lowest watched value so far
+  long bad = 0;      ///< epochs since the last new best
+  /// An epoch ends with the watched value: a value below best (1 - 1e-4) is the new best;
+  /// otherwise, after more than o.patience such epochs, scale *= o.factor and the count
+  /// restarts. Nothing changes when !o.enabled().
+  void update(const plateau_options& o, double watched);
 };
 
 template <class R>

@@ -31,8 +31,9 @@ std::string shell_quote(const std::string& s);
 /// Prepares the directory of a new run. A missing or empty directory is created. A
 /// non-empty one is refused (config_error naming it and the ways out: --resume, --overwrite,
 /// another --run-dir) unless overwrite. With overwrite the directory must look like a run
-/// directory: it holds config.toml, and every entry is a run file (run_file_names) or the
-/// temporary of an atomic write of one (`<name>.tmp.<pid>`); those files are removed (the
+/// directory: it holds config.toml or only temporaries (a run killed while writing its first
+/// file), and every entry is a run file (run_file_names) or the temporary of an atomic write
+/// of one (`<name>.tmp.<pid>`); those files are removed (the
 /// directory itself and nothing else is touched). Anything else is refused, naming the
 /// first entry that is not a run file. Throws eqprop::error when the directory cannot be
 /// created.
