@@ -1177,8 +1177,7 @@ TEST(PaperConvNets, GepConfigsRunOnSyntheticFilesSlow) {
     EXPECT_GT(rows[1]["symmetry_index"].get<double>(), 0.0) << name;  // probe estimate at the free states
     EXPECT_NEAR(rows[0]["angle_deg"].get<double>(), 0.0, 1e-3) << name;  // alpha = 0: kernels copied
     EXPECT_TRUE(fs::exists(t.run_dir / "checkpoint.eqck")) << name;
-    config back(vector_field_schema());
-    const auto net = load_vf_network(t.run_dir, back);
+    const auto net = saved_network<vector_field_network<double>>(load_saved_run(t.run_dir, ""));
     EXPECT_TRUE(net.spec().is_convnet()) << name;
   }
 }

@@ -87,7 +87,7 @@ graph_run train_graph(const graph_settings& st) {
     else if (solved < 0) solved = row["epoch"].get<long>();
   }
   rng_t unused(1);  // a diverged run has no checkpoint: an untrained network stands in
-  graph_run g{r, rows, solved, r.diverged ? graph_network<double>(st.graph, unused) : saved_graph_network<double>(load_saved_run(dir, ""))};
+  graph_run g{r, rows, solved, r.diverged ? graph_network<double>(st.graph, unused) : saved_network<graph_network<double>>(load_saved_run(dir, ""))};
   std::filesystem::remove_all(dir);
   return g;
 }
@@ -880,7 +880,7 @@ TEST(DeepCli, StabilityReadsCheckpointsOfTheFormerTrainer) {
                             "/configs/graph_xor_recommended.toml --seed 1 --epochs 20 --quiet --run-dir " + dir.string(), out),
             0) << out;
   const saved_run run = load_saved_run(dir, "");
-  const auto net = saved_graph_network<double>(run);
+  const auto net = saved_network<graph_network<double>>(run);
   const auto& cfg = run.cfg;
   checkpoint old;
   old.meta["kind"] = "deep";

@@ -1181,19 +1181,11 @@ struct py_run {
   long eval_batch = 1;              ///< eqprop eval relaxes the test split in batches of run.eval_batch
 };
 
-/// The run's network (of network.dtype) built from spec, holding the checkpoint's parameters.
-template <template <class> class Net, class P, class Spec>
-P network_with_params(const saved_run& s, const Spec& spec) {
-  P net = network_of_dtype<Net, P>(s.cfg.get<std::string>("network.dtype"), spec);
-  std::visit([&](auto& n) {
-    using R = real_of<decltype(n)>;
-    const auto p = s.ck.array("params").template to_vector<R>();
-    if (static_cast<long>(p.size()) != n.n_params())
-      throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", s.checkpoint_file.string(),
-                                   p.size(), n.n_params()));
-    std::copy(p.begin(), p.end(), n.params().begin());
-  }, net.v);
-  return net;
+/// The run's trained network (saved_network) of network.dtype, as the variant holder P.
+template <template <class> class Net, class P>
+P saved_network_of_dtype(const saved_run& s) {
+  if (s.cfg.get<std::string>("network.dtype") == "float32") return P{saved_network<Net<float>>(s)};
+  return P{saved_network<Net<double>>(s)};
 }
 
 py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
@@ -1205,16 +1197,13 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
   py_run r;
   switch (s.kind) {
     case model_kind::layered:
-      r.network = py::cast(network_with_params<layered_network, py_network>(
-          s, make_network_spec(s.cfg, s.n_input, s.n_classes, s.input_shape)));
+      r.network = py::cast(saved_network_of_dtype<layered_network, py_network>(s));
       break;
     case model_kind::vector_field:
-      r.network = py::cast(network_with_params<vector_field_network, py_vf_network>(
-          s, make_vf_spec(s.cfg, s.n_input, s.n_classes, s.input_shape)));
+      r.network = py::cast(saved_network_of_dtype<vector_field_network, py_vf_network>(s));
       break;
     case model_kind::graph:
-      if (s.cfg.get<std::string>("network.dtype") == "float32") r.network = py::cast(py_graph_network{saved_graph_network<float>(s)});
-      else r.network = py::cast(py_graph_network{saved_graph_network<double>(s)});
+      r.network = py::cast(saved_network_of_dtype<graph_network, py_graph_network>(s));
       r.graph_dynamics = deep_dynamics_from_config(s.cfg);
       break;
     case model_kind::gle:

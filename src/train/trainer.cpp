@@ -516,12 +516,21 @@ train_result train(const config& cfg, const train_options& opt) {
 }
 
 namespace {
-// A model built from a run's config takes the checkpoint's parameters and the state beyond
-// them (restore); data_error when their number differs from the network's.
+// A model built from a run's config takes the checkpoint's parameters (converted from the
+// dtype they were saved in) and the state beyond them (restore); data_error when their number
+// differs from the network's.
 template <class M>
 void restore_trained(M& model, const checkpoint& ck, const fs::path& file) {
   using R = typename M::real_type;
-  const auto p = ck.array("params").to_vector<R>();
+  const auto& saved = ck.array("params");
+  std::vector<R> p;
+  if (saved.dtype == checkpoint_dtype::f32) {
+    const auto f = saved.to_vector<float>();
+    p.assign(f.begin(), f.end());
+  } else {
+    const auto d = saved.to_vector<double>();
+    p.assign(d.begin(), d.end());
+  }
   if (static_cast<long>(p.size()) != model.net.n_params())
     throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
                                  model.net.n_params()));
@@ -594,15 +603,42 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
   return run;
 }
 
+namespace {
+// The model class of each network type (saved_network).
+template <class Net>
+struct model_of;
 template <class R>
-graph_network<R> saved_graph_network(const saved_run& run) {
-  if (run.kind != model_kind::graph)
-    throw config_error(fmt::format("{}: a {} run, not a graph run", run.checkpoint_file.string(), to_string(run.kind)));
-  detail::graph_model<R> model(run.cfg, run.n_input, run.n_classes, run.input_shape);
+struct model_of<layered_network<R>> {
+  using type = detail::layered_model<R>;
+};
+template <class R>
+struct model_of<vector_field_network<R>> {
+  using type = detail::vector_field_model<R>;
+};
+template <class R>
+struct model_of<graph_network<R>> {
+  using type = detail::graph_model<R>;
+};
+}  // namespace
+
+template <class Net>
+Net saved_network(const saved_run& run) {
+  using M = typename model_of<Net>::type;
+  const model_kind want = std::is_same_v<M, detail::layered_model<typename M::real_type>>        ? model_kind::layered
+                          : std::is_same_v<M, detail::vector_field_model<typename M::real_type>> ? model_kind::vector_field
+                                                                                               : model_kind::graph;
+  if (run.kind != want)
+    throw config_error(fmt::format("{}: a {} run, not a {} run", run.checkpoint_file.string(), to_string(run.kind),
+                                   to_string(want)));
+  M model(run.cfg, run.n_input, run.n_classes, run.input_shape);
   restore_trained(model, run.ck, run.checkpoint_file);
   return std::move(model.net);
 }
-template graph_network<float> saved_graph_network(const saved_run&);
-template graph_network<double> saved_graph_network(const saved_run&);
+template layered_network<float> saved_network(const saved_run&);
+template layered_network<double> saved_network(const saved_run&);
+template vector_field_network<float> saved_network(const saved_run&);
+template vector_field_network<double> saved_network(const saved_run&);
+template graph_network<float> saved_network(const saved_run&);
+template graph_network<double> saved_network(const saved_run&);
 
 }  // namespace eqprop

@@ -168,28 +168,4 @@ dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long
   return split;
 }
 
-vector_field_network<double> load_vf_network(const std::filesystem::path& run_or_checkpoint, config& cfg_out) {
-  const auto file = std::filesystem::is_directory(run_or_checkpoint) ? run_or_checkpoint / "checkpoint.eqck" : run_or_checkpoint;
-  const auto ck = load_checkpoint(file);
-  cfg_out = saved_run_config(ck, file);
-  if (saved_model_kind(ck.meta.at("config")) != model_kind::vector_field)
-    throw data_error(fmt::format("`{}` is not the checkpoint of a vector_field run (model.kind = vector_field)", file.string()));
-  const auto& arr = ck.array("params");
-  std::vector<double> p;
-  if (arr.dtype == checkpoint_dtype::f32) {
-    const auto f = arr.to_vector<float>();
-    p.assign(f.begin(), f.end());
-  } else {
-    p = arr.to_vector<double>();
-  }
-  vector_field_network<double> net(make_vf_spec(cfg_out, ck.meta.at("n_input").get<int>(),
-                                                ck.meta.at("n_classes").get<int>(),
-                                                ck.meta.at("input_shape").get<std::array<int, 3>>()));
-  if (long(p.size()) != net.n_params())
-    throw data_error(fmt::format("{}: checkpoint has {} parameters, its config's network {}", file.string(), p.size(),
-                                 net.n_params()));
-  std::copy(p.begin(), p.end(), net.params().begin());
-  return net;
-}
-
 }  // namespace eqprop

@@ -227,10 +227,7 @@ deep_stability_summary run_stability(const fs::path& target, std::optional<doubl
                                  file.string()));
   deep_dynamics dyn = deep_dynamics_from_config(run.cfg);
   if (leak) dyn.leak = *leak;
-  const graph_network<double> net = run.cfg.get<std::string>("network.dtype") == "float32"
-                                        ? saved_graph_network<float>(run).cast<double>()
-                                        : saved_graph_network<double>(run);
-  return deep_stability(net, dyn, run.ck.array("probe_inputs").to_matrix<double>(),
+  return deep_stability(saved_network<graph_network<double>>(run), dyn, run.ck.array("probe_inputs").to_matrix<double>(),
                         run.cfg.get<uint64_t>("run.seed"));
 }
 

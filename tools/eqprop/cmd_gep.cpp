@@ -17,6 +17,7 @@
 #include "eqprop/dynamics/relax.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
+#include "eqprop/train/trainer.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 
 namespace eqprop::cli {
@@ -162,7 +163,9 @@ void register_gep(CLI::App& app) {
     config cfg(vector_field_schema());
     vector_field_network<double> net;
     if (fs::is_directory(dg_target)) {
-      net = load_vf_network(dg_target, cfg);
+      const saved_run run = load_saved_run(dg_target, dg_data_dir);
+      net = saved_network<vector_field_network<double>>(run);
+      cfg = run.cfg;
       for (const auto& s : dg_sets) cfg.set_override(s);
     } else {
       std::vector<std::string> sets{"model.kind=vector_field"};

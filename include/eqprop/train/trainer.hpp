@@ -18,6 +18,7 @@
 #include "eqprop/dynamics/relax_driver.hpp"
 #include "eqprop/model/graph_network.hpp"
 #include "eqprop/model/layered_network.hpp"
+#include "eqprop/model/vector_field_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/config.hpp"
@@ -92,8 +93,8 @@ eval_result evaluate_checkpoint(const std::filesystem::path& run_or_checkpoint, 
 /// written before they were recorded: those of the run's test split, read as
 /// evaluate_checkpoint reads it: same data directory choice, same checksum checks). The
 /// network is make_network_spec (layered) or make_vf_spec (vector_field) of cfg and these,
-/// its trained parameters ck.array("params"), of type network.dtype; a graph run's is
-/// saved_graph_network's. data_error for a
+/// its trained parameters ck.array("params"), of type network.dtype (saved_network builds
+/// it). data_error for a
 /// path that is not a run directory or checkpoint, or a checkpoint of another trainer (a
 /// meta "kind" other than "layered", as `eqprop gle train` writes).
 struct saved_run {
@@ -110,11 +111,13 @@ struct saved_run {
 };
 saved_run load_saved_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
-/// The trained network of a graph run (model.kind = graph), built as train() builds it from
-/// run.cfg, n_input and n_classes, holding the checkpoint's parameters and pruning mask. R
-/// must be the run's network.dtype (data_error otherwise, as for a parameter count that does
-/// not match); config_error for a run of another kind.
-template <class R>
-graph_network<R> saved_graph_network(const saved_run& run);
+/// The trained network of a run, built as train() builds it from run.cfg, n_input, n_classes
+/// and input_shape, holding the checkpoint's parameters (converted to Net's scalar type when
+/// the run's network.dtype is the other one) and the state the trainer keeps beside them (a
+/// graph network's pruning mask). Net is layered_network<R>, vector_field_network<R> or
+/// graph_network<R> (R float or double) and must be the run's kind (config_error otherwise);
+/// data_error for a parameter count that does not match.
+template <class Net>
+Net saved_network(const saved_run& run);
 
 }  // namespace eqprop

@@ -23,9 +23,5 @@ dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long
 /// Generalized-EP options from estimator.*, relax.*, homeostasis.* and run.seed.
 gep_options make_gep_options(const config& cfg);
 
-/// The trained network of a vector_field run directory (or checkpoint file), in float64,
-/// and its saved config in cfg_out. data_error for a
-/// checkpoint of another kind.
-vector_field_network<double> load_vf_network(const std::filesystem::path& run_or_checkpoint, config& cfg_out);
 
 }  // namespace eqprop
