@@ -594,15 +594,32 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
   return run;
 }
 
-template <class R>
-graph_network<R> saved_graph_network(const saved_run& run) {
-  if (run.kind != model_kind::graph)
-    throw config_error(fmt::format("{}: a {} run, not a graph run", run.checkpoint_file.string(), to_string(run.kind)));
-  detail::graph_model<R> model(run.cfg, run.n_input, run.n_classes, run.input_shape);
+namespace {
+// The network of model M (of `kind`) that train() builds from run.cfg and its sizes, holding
+// the checkpoint's parameters and state (restore_trained); config_error for a run of another kind.
+template <class M>
+typename M::network_type saved_network(const saved_run& run, model_kind kind) {
+  if (run.kind != kind)
+    throw config_error(fmt::format("{}: a {} run, not a {} run", run.checkpoint_file.string(), to_string(run.kind),
+                                   to_string(kind)));
+  M model(run.cfg, run.n_input, run.n_classes, run.input_shape);
   restore_trained(model, run.ck, run.checkpoint_file);
   return std::move(model.net);
 }
+}  // namespace
+
+template <class R>
+graph_network<R> saved_graph_network(const saved_run& run) {
+  return saved_network<detail::graph_model<R>>(run, model_kind::graph);
+}
 template graph_network<float> saved_graph_network(const saved_run&);
 template graph_network<double> saved_graph_network(const saved_run&);
+
+template <class R>
+gle_network<R> saved_gle_network(const saved_run& run) {
+  return saved_network<detail::gle_model<R>>(run, model_kind::gle);
+}
+template gle_network<float> saved_gle_network(const saved_run&);
+template gle_network<double> saved_gle_network(const saved_run&);
 
 }  // namespace eqprop

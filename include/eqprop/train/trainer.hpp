@@ -117,4 +117,15 @@ saved_run load_saved_run(const std::filesystem::path& run_or_checkpoint, const s
 template <class R>
 graph_network<R> saved_graph_network(const saved_run& run);
 
+/// The trained network of a gle run (model.kind = gle), built as train() builds it from
+/// run.cfg and n_classes (gle_network_from_config), holding the checkpoint's parameters and
+/// the neuron state training left (the state the run's evaluations start from, a copy per
+/// evaluation: gle_class_scores). R must be the run's network.dtype (data_error otherwise,
+/// as for a parameter count or state shape that does not match); config_error for a run of
+/// another kind.
+template <class R>
+class gle_network;  // eqprop/model/gle_network.hpp
+template <class R>
+gle_network<R> saved_gle_network(const saved_run& run);
+
 }  // namespace eqprop
