@@ -14,8 +14,8 @@ command-line tool computes gives the same numbers here (same seeds, same code).
 
 A trained run of any model.kind: ``run = eqprop.load_run("runs/my-run")`` gives run.kind,
 run.network (a Network, a VectorFieldNetwork for model.kind = vector_field, a GraphNetwork for
-model.kind = graph), run.config, run.metrics, run.predict(x), run.scores(x) and run.evaluate()
-(docs/python.md).
+model.kind = graph, a GleNetwork for model.kind = gle), run.config, run.metrics,
+run.predict(x), run.scores(x) and run.evaluate() (docs/python.md).
 
 DEEP networks on directed graphs (docs/deep.md): GraphNetwork, graph_relax (one phase of the
 dynamics) and graph_estimate (the DEEP estimator's gradient on a batch); their keywords are
@@ -27,14 +27,15 @@ module's types are in eqprop/_core.pyi.
 
 Generalized Latent Equilibrium (docs/gle.md): gle_operator, gle_lagline and gle_lagnet run the
 `eqprop gle` studies, eqprop.plots.gle_lagline / gle_lagnet draw them; GLE networks train with
-train(overrides={"model.kind": "gle", ...}) (config_keys("gle") lists their keys).
+train(overrides={"model.kind": "gle", ...}) (config_keys("gle") lists their keys); GleNetwork is
+such a network (GleNetwork.run runs sequences through it), load_run reads gle runs.
 """
 import math as _math
 
 from . import _core
 from ._core import (  # noqa: F401
     __version__, Error, ConfigError, ShapeError, DataError, ConvergenceError, Network, VectorFieldNetwork, GraphNetwork,
-    build_info, relax, graph_relax, graph_estimate,
+    GleNetwork, build_info, relax, graph_relax, graph_estimate,
     bptt_gradient, backprop_gradient, implicit_gradient, finite_difference_gradient, complex_step_gradient, relative_error, cosine,
     per_group_rel_error, per_group_cosine, random_batch, load_dataset, dataset_names, train, config_keys,
     load_checkpoint, evaluate, gle_operator, gle_lagline, gle_lagnet,
@@ -43,7 +44,7 @@ from .runs import Run, load_run  # noqa: F401
 
 __all__ = [
     "__version__", "Error", "ConfigError", "ShapeError", "DataError", "ConvergenceError", "Network",
-    "VectorFieldNetwork", "GraphNetwork", "build_info",
+    "VectorFieldNetwork", "GraphNetwork", "GleNetwork", "build_info",
     "relax", "graph_relax", "graph_estimate", "estimate", "gradcheck", "bptt_gradient", "backprop_gradient", "implicit_gradient",
     "finite_difference_gradient", "complex_step_gradient", "relative_error", "cosine", "per_group_rel_error",
     "per_group_cosine", "random_batch", "load_dataset", "dataset_names", "train", "config_keys", "load_checkpoint",

@@ -8,10 +8,11 @@ class Run:
     """A trained run (``eqprop train`` / ``eqprop.train``) of any model.kind, as ``load_run`` returns it.
 
     Attributes: ``path`` (pathlib.Path of the run directory), ``kind`` (the run's
-    model.kind: "layered", "vector_field" or "graph"), ``network`` (the trained network, built
-    from the saved config by the trainer's own builder: an ``eqprop.Network`` for a layered
-    run, an ``eqprop.VectorFieldNetwork`` for a vector_field run, an ``eqprop.GraphNetwork``
-    with its pruning mask for a graph run), ``config`` (the saved config, a
+    model.kind: "layered", "vector_field", "graph" or "gle"), ``network`` (the trained network,
+    built from the saved config by the trainer's own builder: an ``eqprop.Network`` for a
+    layered run, an ``eqprop.VectorFieldNetwork`` for a vector_field run, an
+    ``eqprop.GraphNetwork`` with its pruning mask for a graph run, an ``eqprop.GleNetwork``
+    with the neuron state training left for a gle run), ``config`` (the saved config, a
     dict of sections as in config.toml), ``metrics`` (one dict per row of metrics.jsonl, in
     order; empty when the file is missing), ``checkpoint`` (the checkpoint file read, str).
     """
@@ -42,6 +43,12 @@ class Run:
         from its evaluation stream, which restarts at every call as at every evaluation: a
         sample's prediction can depend on where it stands in ``x`` (the draws it gets), and
         ``predict(x_test)`` with the whole test split in order is what ``eqprop eval`` scores.
+
+        A gle run's ``x`` is (batch, steps), one sequence per row: a copy of ``network`` (the
+        state training left) runs the batches in order without teaching, its state going on
+        from batch to batch, as every evaluation runs the test split; the scores are the
+        outputs summed over time. So here too a prediction depends on what precedes it in
+        ``x``, and ``predict(x_test)`` with the whole test split is what ``eqprop eval`` scores.
         """
         return self._saved.predict(x)
 
@@ -50,7 +57,8 @@ class Run:
 
         A layered network's output layer or readout scores, a vector-field network's readout
         probabilities, a graph network's output states (one output neuron s scores the two
-        classes (1 - s, s)); computed as ``predict`` computes them.
+        classes (1 - s, s)), a gle network's outputs summed over time; computed as ``predict``
+        computes them.
         """
         return self._saved.scores(x)
 
@@ -72,7 +80,7 @@ def _read_metrics(file):
 
 
 def load_run(path, data_dir=None):
-    """Reads a run written by ``eqprop train`` or ``eqprop.train`` (model.kind layered, vector_field or graph) into a ``Run``.
+    """Reads a run written by ``eqprop train`` or ``eqprop.train`` (any model.kind) into a ``Run``.
 
     path: the run directory (or its checkpoint.eqck). data_dir: where the run's data is
     (None: as ``eqprop eval`` chooses: the config's data.dir, else the directory the run

@@ -292,6 +292,18 @@ struct py_graph_network {
   decltype(auto) visit(F&& f) const { return std::visit(std::forward<F>(f), v); }
 };
 
+/// eqprop.GleNetwork: a GLE network (model.kind = gle) with float32 or float64 parameters,
+/// and how it is fed sequences (its lag bank).
+struct py_gle_network {
+  std::variant<gle_network<float>, gle_network<double>> v;
+  gle_sequence_setup seq;
+  std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
+  template <class F>
+  decltype(auto) visit(F&& f) const { return std::visit(std::forward<F>(f), v); }
+  template <class F>
+  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), v); }
+};
+
 }  // namespace
 
 // A network object whose __init__ never ran (eqprop.Network.__new__(eqprop.Network)) holds
@@ -314,6 +326,8 @@ template <>
 struct type_caster<py_vf_network> : initialised_caster<py_vf_network> {};
 template <>
 struct type_caster<py_graph_network> : initialised_caster<py_graph_network> {};
+template <>
+struct type_caster<py_gle_network> : initialised_caster<py_gle_network> {};
 }  // namespace pybind11::detail
 
 namespace {
@@ -1164,14 +1178,161 @@ void register_graph_network(py::module_& m) {
       "without clip only), then the dynamics keywords of graph_relax.");
 }
 
+// ---------------------------------------------------------------- GLE networks
+/// The network of model.kind = gle that `eqprop train` builds for n_classes from the gle
+/// schema's defaults with overrides on top (gle_network_from_config), of network.dtype.
+py_gle_network make_gle_network(int n_classes, py::object overrides) {
+  config cfg(training_schema(model_kind::gle));
+  load_py_config(cfg, py::none(), overrides);
+  if (n_classes < 1) throw config_error(fmt::format("n_classes must be >= 1, got {}", n_classes));
+  const gle_sequence_setup seq = gle_sequence_setup_from_config(cfg);
+  if (cfg.get<std::string>("network.dtype") == "float32") return {gle_network_from_config<float>(cfg, n_classes), seq};
+  return {gle_network_from_config<double>(cfg, n_classes), seq};
+}
+
+/// Sequences x (batch, steps), one per row, as the library's steps x batch matrix of R.
+template <class R>
+matrix<R> gle_sequences(const py::handle& x) {
+  py::array a = py::array::ensure(x);
+  if (a && a.ndim() != 2)
+    throw shape_error(fmt::format("x must have shape (batch, steps): one sequence per row, got shape {}", shape_str(a)));
+  return to_batch<R>(x, a && a.shape(1) > 0 ? a.shape(1) : 1, "x");
+}
+
+/// [n_input, n_1, ..., n_output]: the widths of a GLE network's input and layers.
+template <class R>
+std::vector<int> gle_sizes(const gle_network<R>& n) {
+  std::vector<int> s{n.spec().n_input};
+  for (const auto& L : n.spec().layers) s.push_back(L.size);
+  return s;
+}
+
+/// The name of a GLE loss, as loss.kind spells it.
+const char* gle_loss_name(gle_loss l) { return l == gle_loss::mse ? "mse" : "ce"; }
+
+/// One float64 array per layer of a GLE network: tau(n, l) of its neurons.
+template <class R, class Tau>
+py::list gle_per_layer(const gle_network<R>& n, Tau tau) {
+  py::list out;
+  for (int l = 0; l < n.n_layers(); ++l) {
+    const auto t = tau(n, l);
+    out.append(vec_to_numpy(std::vector<double>(t.begin(), t.end())));
+  }
+  return out;
+}
+
+void register_gle_network(py::module_& m) {
+  const char* doc =
+      "A GLE network (Generalized Latent Equilibrium, docs/gle.md; model.kind = gle), float32 or float64.\n\n"
+      "Built exactly as `eqprop train` builds the network of a gle config for n_classes outputs: the gle\n"
+      "schema's defaults (eqprop.config_keys('gle')) with overrides on top, a dict of dotted or nested keys\n"
+      "(network.width, network.depth, network.tau_groups, dynamics.dt, run.seed, network.dtype, ...) or a\n"
+      "list of 'key=value'. The network has one input: a sample is a sequence, one feature per time step.\n"
+      "eqprop.load_run of a gle run gives the trained one, with the neuron state training left.\n"
+      "ConfigError for an invalid value.";
+  py::class_<py_gle_network> cls(m, "GleNetwork", doc);
+  def_init(cls, py::init(&make_gle_network), "n_classes"_a, "overrides"_a = py::none(), doc);
+  set_class_signature(cls);
+  auto prop = [&cls](const char* name, auto f, const char* d) {
+    cls.def_property_readonly(name, [f](const py_gle_network& n) { return n.visit(f); }, d);
+  };
+  prop("n_input", [](const auto& n) { return n.spec().n_input; }, "Inputs per time step (1 for a gle run).");
+  prop("n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the classes).");
+  prop("n_layers", [](const auto& n) { return n.n_layers(); }, "Layers: the lag bank's, the hidden ones, the output layer.");
+  prop("sizes", [](const auto& n) { return gle_sizes(n); }, "[n_input, n_1, ..., n_output]: the layer widths.");
+  prop("n_params", [](const auto& n) { return n.n_params(); }, "Number of parameters.");
+  prop("dt", [](const auto& n) { return n.spec().dt; }, "The Euler step (dynamics.dt).");
+  prop("gamma", [](const auto& n) { return n.spec().gamma; }, "The error-to-membrane coupling (dynamics.gamma).");
+  prop("loss", [](const auto& n) { return std::string(gle_loss_name(n.spec().loss)); },
+       "The output loss: 'mse' or 'ce' (loss.kind).");
+  prop("batch", [](const auto& n) { return n.batch(); }, "Columns of the neuron state (sequences it runs at once).");
+  prop("tau_m", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_m(l); }); },
+       "tau_m of every layer: a list of (n_l,) float64 arrays (copies; learned when dynamics.learn_tau_m).");
+  prop("tau_r", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_r(l); }); },
+       "tau_r of every layer: a list of (n_l,) float64 arrays (copies).");
+  cls.def_property_readonly("dtype", &py_gle_network::dtype, "'float32' or 'float64'.")
+      .def_property_readonly("lag_bank_layers", [](const py_gle_network& g) { return g.seq.bank_layers; },
+                             "Layers of the fixed lag bank (0: none): the first ones, never trained.")
+      .def_property_readonly("params", [](py::object self) {
+            return self.cast<const py_gle_network&>().visit([&](const auto& n) {
+              return readonly_view(self, n.params().data(), {py::ssize_t(n.n_params())}, {1});
+            });
+          }, "All parameters, (n_params,): W (column-major), b, [tau_m] of every layer in turn (see layout); a\n"
+             "read-only view (keeps the network alive).")
+      .def_property_readonly("layout", [](const py_gle_network& g) {
+            return g.visit([](const auto& n) { return layout_list(n.layout()); });
+          }, "The blocks of params: name, group (the layer), shape (rows, cols), offset.")
+      .def("__repr__", [](const py_gle_network& g) {
+        return g.visit([&](const auto& n) {
+          return fmt::format("GleNetwork(sizes=[{}], lag_bank_layers={}, dt={}, loss='{}', n_params={}, dtype='{}')",
+                             fmt::join(gle_sizes(n), ", "), g.seq.bank_layers, n.spec().dt,
+                             gle_loss_name(n.spec().loss), n.n_params(), g.dtype());
+        });
+      });
+  def_fn(cls, "copy", [](const py_gle_network& g) { return py_gle_network{g.v, g.seq}; },
+         "An independent copy, neuron state included.");
+  def_fn(cls, "state", [](const py_gle_network& g, int layer) {
+        return g.visit([&](const auto& n) {
+          if (layer < 0 || layer >= n.n_layers())
+            throw shape_error(fmt::format("layer must be in [0, {}), got {}", n.n_layers(), layer));
+          const auto& st = n.state(layer);
+          return py::dict("u"_a = rows_of(st.u), "v"_a = rows_of(st.v), "r"_a = rows_of(st.r),
+                          "u_breve"_a = rows_of(st.u_breve), "e"_a = rows_of(st.e));
+        });
+      }, "layer"_a,
+      "Copies of layer's neuron state, each (batch, n_layer): u and v (membranes of the representation and\n"
+      "error neurons), r (output), u_breve (prospective potential) and e (error) of the last step.");
+  def_fn(cls, "reset_state", [](py_gle_network& g, long batch) {
+        if (batch < 1) throw shape_error(fmt::format("batch must be >= 1, got {}", batch));
+        std::visit([&](auto& n) { n.reset_state(batch); }, g.v);
+      }, "batch"_a, "Restarts every neuron from the network's initial state (network.initial_state) for batch sequences.");
+  def_fn(cls, "run", [](py_gle_network& g, py::handle x, py::object y, bool record) {
+        return std::visit([&](auto& n) -> py::dict {
+          using R = real_of<decltype(n)>;
+          if (n.spec().n_input != 1) throw config_error("run feeds sequences to a network with one input");
+          const matrix<R> xm = gle_sequences<R>(x);
+          std::optional<matrix<R>> ym;
+          if (!y.is_none()) ym = to_targets<R>(y, xm.cols(), n.n_output());
+          gle_sequence_result<R> res;
+          {
+            py::gil_scoped_release nogil;
+            gle_sequence_options<R> o;
+            o.y = ym ? &*ym : nullptr;
+            o.record = record;
+            gle_run_sequences(n, g.seq, xm, o, res);
+          }
+          py::dict d("scores"_a = rows_of(res.sum_out));
+          if (ym) {
+            d["loss"] = vec_to_numpy(res.step_loss);
+            d["readout_loss"] = vec_to_numpy(res.readout);
+          }
+          if (record) {
+            py::array_t<R> out({xm.rows(), xm.cols(), long(n.n_output())});
+            for (long t = 0; t < xm.rows(); ++t)
+              std::memcpy(out.mutable_data() + t * res.outputs[t].size(), res.outputs[t].data(), sizeof(R) * res.outputs[t].size());
+            d["outputs"] = out;
+          }
+          return d;
+        }, g.v);
+      }, "x"_a, "y"_a = py::none(), "record"_a = false,
+      "Runs the sequences x (batch, steps), one per row, freely (no teaching, no learning) from the network's\n"
+      "state, which it advances (copy() first to keep it); the lag bank restarts first when network.lag_bank_reset;\n"
+      "a state of another batch size is tiled or truncated. As the evaluation of a gle run runs each batch.\n"
+      "Returns {scores: (batch, n_output), each sequence's outputs summed over its steps (the class scores)}, with\n"
+      "y (integer labels (batch,) or float targets (batch, n_output)) loss (each sequence's per-step loss averaged\n"
+      "over its steps) and readout_loss (the loss of its time-averaged output), and with record=True outputs\n"
+      "(steps, batch, n_output), the output after every step. ShapeError / TypeError for bad x or y.");
+}
+
 // ---------------------------------------------------------------- saved runs
 /// A run read back (load_saved_run) for eqprop.load_run: its trained network (a Network for
 /// a layered run, a VectorFieldNetwork for a vector_field run, a GraphNetwork for a graph
-/// run) and what predict needs to score inputs as `eqprop eval` scores the test split.
+/// run, a GleNetwork for a gle run) and what predict needs to score inputs as `eqprop eval`
+/// scores the test split.
 struct py_run {
   py::object network;               ///< the network holding the checkpoint's parameters
   py::object config;                ///< the run's saved config (dict of sections)
-  std::string kind;                 ///< model.kind: "layered" | "vector_field" | "graph"
+  std::string kind;                 ///< model.kind: "layered" | "vector_field" | "graph" | "gle"
   std::string checkpoint_file;
   std::array<int, 3> data_shape{};  ///< (C, H, W) of one sample: data.normalize_* apply per channel
   std::vector<float> mean, std;     ///< data.normalize_mean / normalize_std (empty: none)
@@ -1179,6 +1340,8 @@ struct py_run {
   deep_dynamics graph_dynamics;     ///< a graph run's dynamics (deep_dynamics_from_config)
   uint64_t seed = 0;                ///< run.seed: a graph run's evaluation draws from graph_eval_rng(seed)
   long eval_batch = 1;              ///< eqprop eval relaxes the test split in batches of run.eval_batch
+  long n_input = 0;                 ///< the data's features (a gle run's: time steps per sequence)
+  gle_sequence_setup gle_seq;       ///< a gle run's lag bank (gle_sequence_setup_from_config)
 };
 
 /// The run's trained network (saved_network) of network.dtype, as the variant holder P.
@@ -1207,8 +1370,10 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
       r.graph_dynamics = deep_dynamics_from_config(s.cfg);
       break;
     case model_kind::gle:
-      throw config_error(fmt::format("{}: load_run does not read {} runs yet; eqprop.evaluate(path) evaluates them",
-                                     s.checkpoint_file.string(), to_string(s.kind)));
+      r.gle_seq = gle_sequence_setup_from_config(s.cfg);
+      if (s.cfg.get<std::string>("network.dtype") == "float32") r.network = py::cast(py_gle_network{saved_network<gle_network<float>>(s), r.gle_seq});
+      else r.network = py::cast(py_gle_network{saved_network<gle_network<double>>(s), r.gle_seq});
+      break;
   }
   r.config = json_to_py(s.cfg.to_json());
   r.kind = std::string(to_string(s.kind));
@@ -1219,11 +1384,13 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
   r.free = s.eval_relax;
   r.seed = s.cfg.get<uint64_t>("run.seed");
   r.eval_batch = s.cfg.get<long>("run.eval_batch");
+  r.n_input = s.n_input;
   return r;
 }
 
-// What the evaluation scores each batch with: a free-phase state (layered, vector field), or
-// the generator of a graph network's initial states, restarted once per evaluation.
+// What the evaluation scores each batch with: a free-phase state (layered, vector field), the
+// generator of a graph network's initial states, restarted once per evaluation, or a copy of
+// a gle network with its training state, made once per evaluation.
 template <class R>
 relax_state<R> scoring_state(const layered_network<R>&, const py_run&) { return {}; }
 template <class R>
@@ -1231,11 +1398,15 @@ vf_state<R> scoring_state(const vector_field_network<R>&, const py_run&) { retur
 template <class R>
 rng_t scoring_state(const graph_network<R>&, const py_run& r) { return graph_eval_rng(r.seed); }
 template <class R>
-int n_inputs_of(const layered_network<R>& net) { return net.spec().sizes[0]; }
+gle_network<R> scoring_state(const gle_network<R>& net, const py_run&) { return net; }
 template <class R>
-int n_inputs_of(const vector_field_network<R>& net) { return net.spec().sizes[0]; }
+long n_inputs_of(const layered_network<R>& net, const py_run&) { return net.spec().sizes[0]; }
 template <class R>
-int n_inputs_of(const graph_network<R>& net) { return net.n_data_input(); }
+long n_inputs_of(const vector_field_network<R>& net, const py_run&) { return net.spec().sizes[0]; }
+template <class R>
+long n_inputs_of(const graph_network<R>& net, const py_run&) { return net.n_data_input(); }
+template <class R>
+long n_inputs_of(const gle_network<R>&, const py_run& r) { return r.n_input; }  // the steps of a sequence
 template <class R>
 int n_outputs_of(const layered_network<R>& net) { return net.spec().n_output(); }
 template <class R>
@@ -1253,6 +1424,13 @@ template <class R>
 void score_batch(rng_t& rng, const graph_network<R>& net, const py_run& r, const matrix<R>& x, matrix<R>& scores) {
   deep_class_scores(net, r.graph_dynamics, x, rng, scores);
 }
+/// A gle network's: the evaluation's copy runs the batch on from its state.
+template <class R>
+void score_batch(gle_network<R>& eval_net, const gle_network<R>&, const py_run& r, const matrix<R>& x, matrix<R>& scores) {
+  gle_sequence_result<R> res;
+  gle_class_scores(eval_net, r.gle_seq, x, res);
+  scores = std::move(res.sum_out);
+}
 
 /// The class scores (classes x batch) of x as `eqprop eval` scores its test split: x
 /// converted to float32 (the data pipeline's type) and normalised per channel as the trainer
@@ -1264,7 +1442,7 @@ void score_batch(rng_t& rng, const graph_network<R>& net, const py_run& r, const
 template <class Net>
 matrix<real_of<Net>> run_scores(const py_run& r, const Net& net, py::handle x) {
   using R = real_of<Net>;
-  matrix<float> xf = to_batch<float>(x, n_inputs_of(net), "x");
+  matrix<float> xf = to_batch<float>(x, n_inputs_of(net, r), "x");
   if (!r.mean.empty() || !r.std.empty()) {
     dataset d;
     d.name = "x";
@@ -1305,28 +1483,31 @@ template <class F>
 py::object visit_run_network(const py_run& r, F&& f) {
   if (py::isinstance<py_vf_network>(r.network)) return std::visit(f, r.network.cast<const py_vf_network&>().v);
   if (py::isinstance<py_graph_network>(r.network)) return std::visit(f, r.network.cast<const py_graph_network&>().v);
+  if (py::isinstance<py_gle_network>(r.network)) return std::visit(f, r.network.cast<const py_gle_network&>().v);
   return std::visit(f, r.network.cast<const py_network&>().v);
 }
 
 void register_runs(py::module_& m) {
   py::class_<py_run> cls(m, "_SavedRun", "A run read back by _load_run (eqprop.load_run wraps it).");
-  cls.def_readonly("network", &py_run::network, "The trained network: a Network or a VectorFieldNetwork.")
+  cls.def_readonly("network", &py_run::network,
+                   "The trained network: a Network, VectorFieldNetwork, GraphNetwork or GleNetwork.")
       .def_readonly("config", &py_run::config, "The run's saved config (dict of sections).")
-      .def_readonly("kind", &py_run::kind, "The run's model.kind: 'layered', 'vector_field' or 'graph'.")
+      .def_readonly("kind", &py_run::kind, "The run's model.kind: 'layered', 'vector_field', 'graph' or 'gle'.")
       .def_readonly("checkpoint", &py_run::checkpoint_file, "The checkpoint file read.");
   def_fn(cls, "predict", [](const py_run& r, py::handle x) {
         return visit_run_network(r, [&](const auto& net) -> py::object { return predictions_of(run_scores(r, net, x)); });
       }, "x"_a,
       "Class predictions (int64, (batch,)) for inputs x (batch, n_inputs) as `eqprop eval` scores its test split:\n"
       "x as float32, normalised by data.normalize_mean/std, free phase with the run's relax.* settings (a graph\n"
-      "run's dynamics.*, initial states from its evaluation stream) in batches of run.eval_batch; argmax of\n"
+      "run's dynamics.*, initial states from its evaluation stream; a gle run's sequences (batch, steps) run\n"
+      "untaught on a copy of its network with the training state) in batches of run.eval_batch; argmax of\n"
       "scores(x), ties to the lower index; -1 for a sample with NaN/Inf scores.");
   def_fn(cls, "scores", [](const py_run& r, py::handle x) {
         return visit_run_network(r, [&](const auto& net) -> py::object { return rows_of(run_scores(r, net, x)); });
       }, "x"_a,
       "The output scores (batch, n_classes) that predict takes the argmax of, in the network's dtype: the output\n"
       "layer's or readout's scores (a vector-field network's readout probabilities; a graph network's output\n"
-      "states, a single output s as (1 - s, s)).");
+      "states, a single output s as (1 - s, s); a gle network's outputs summed over time).");
   def_fn(m, "_load_run", &load_run_py, "path"_a, "data_dir"_a = py::none(),
          "Reads a run of any model.kind (directory or checkpoint file) into a _SavedRun; the network is sized\n"
          "by the checkpoint's recorded input size and classes (older runs: by the data's test split, its data\n"
@@ -1346,6 +1527,7 @@ PYBIND11_MODULE(_core, m) {
   register_gle(m);
   register_vf_network(m);
   register_graph_network(m);
+  register_gle_network(m);
   register_runs(m);
   def_fn(m, "build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 

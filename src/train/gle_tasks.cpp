@@ -493,4 +493,73 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   return spec;
 }
 
+
+template <class R>
+gle_network<R> gle_network_from_config(const config& cfg, int n_classes) {
+  gle_network<R> net(gle_spec_from_config(cfg, 1, n_classes));
+  net.set_threads(cfg.get<int>("dynamics.threads"));
+  const int bank_layers = gle_sequence_setup_from_config(cfg).bank_layers;
+  if (bank_layers > 0) net.W(0).setOnes();
+  for (int l = 1; l < bank_layers; ++l) net.W(l).setIdentity();
+  net.reset_state(cfg.get<long>("run.batch"));
+  return net;
+}
+
+gle_sequence_setup gle_sequence_setup_from_config(const config& cfg) {
+  return {cfg.get<int>("network.lag_bank") > 0 ? cfg.get<int>("network.lag_bank_stages") : 0,
+          cfg.get<bool>("network.lag_bank_reset")};
+}
+
+template <class R>
+void gle_run_sequences(gle_network<R>& net, const gle_sequence_setup& setup, const matrix<R>& x,
+                       const gle_sequence_options<R>& options, gle_sequence_result<R>& result) {
+  using mat = matrix<R>;
+  const long B = x.cols(), T = x.rows();
+  const bool learn = !options.grad.empty();
+  if (learn && options.y == nullptr) throw shape_error("GLE learning needs targets");
+  if (options.y && (options.y->rows() != net.n_output() || options.y->cols() != B))
+    throw shape_error(fmt::format("GLE targets are {}x{}, the batch needs {}x{}", options.y->rows(), options.y->cols(),
+                                  net.n_output(), B));
+  const mat xt = x.transpose();  // B x T: column t is the batch's input at step t
+  if (net.batch() != B) net.resize_batch(B);
+  if (setup.bank_layers > 0 && setup.bank_reset) net.reset_layers(0, setup.bank_layers);
+  result.sum_out.setZero(net.n_output(), B);
+  result.step_loss.assign(options.y ? std::size_t(B) : 0, 0.0);
+  result.readout.assign(options.y ? std::size_t(B) : 0, 0.0);
+  result.outputs.clear();
+  for (long t = 0; t < T; ++t) {
+    Eigen::Map<const mat> xs(xt.col(t).data(), 1, B);
+    if (learn) {
+      net.step(xs, options.y, options.beta, options.grad);
+      if (options.update) options.update();
+    } else {
+      net.step(xs, nullptr, R(0));
+    }
+    result.sum_out += net.output();
+    if (options.record) result.outputs.push_back(net.output());
+    if (options.y) gle_add_sample_losses<R>(net.spec().loss, net.output(), *options.y, result.step_loss);
+  }
+  if (!options.y) return;
+  for (double& l : result.step_loss) l /= double(T);
+  gle_add_sample_losses<R>(net.spec().loss, mat(result.sum_out / R(T)), *options.y, result.readout);
+}
+
+template <class R>
+void gle_class_scores(gle_network<R>& net, const gle_sequence_setup& setup, const matrix<R>& x,
+                      gle_sequence_result<R>& result, const matrix<R>* y) {
+  gle_sequence_options<R> free;
+  free.y = y;
+  gle_run_sequences(net, setup, x, free, result);
+}
+
+#define EQPROP_GLE_SEQUENCES(R)                                                                                       \
+  template gle_network<R> gle_network_from_config(const config&, int);                                              \
+  template void gle_run_sequences(gle_network<R>&, const gle_sequence_setup&, const matrix<R>&,                      \
+                                  const gle_sequence_options<R>&, gle_sequence_result<R>&);                         \
+  template void gle_class_scores(gle_network<R>&, const gle_sequence_setup&, const matrix<R>&, gle_sequence_result<R>&, \
+                                 const matrix<R>*);
+EQPROP_GLE_SEQUENCES(float)
+EQPROP_GLE_SEQUENCES(double)
+#undef EQPROP_GLE_SEQUENCES
+
 }  // namespace eqprop

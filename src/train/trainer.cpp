@@ -604,29 +604,35 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
 }
 
 namespace {
-// The model class of each network type (saved_network).
+// The model class of each network type, and its kind (saved_network).
 template <class Net>
 struct model_of;
 template <class R>
 struct model_of<layered_network<R>> {
   using type = detail::layered_model<R>;
+  static constexpr model_kind kind = model_kind::layered;
 };
 template <class R>
 struct model_of<vector_field_network<R>> {
   using type = detail::vector_field_model<R>;
+  static constexpr model_kind kind = model_kind::vector_field;
 };
 template <class R>
 struct model_of<graph_network<R>> {
   using type = detail::graph_model<R>;
+  static constexpr model_kind kind = model_kind::graph;
+};
+template <class R>
+struct model_of<gle_network<R>> {
+  using type = detail::gle_model<R>;
+  static constexpr model_kind kind = model_kind::gle;
 };
 }  // namespace
 
 template <class Net>
 Net saved_network(const saved_run& run) {
   using M = typename model_of<Net>::type;
-  const model_kind want = std::is_same_v<M, detail::layered_model<typename M::real_type>>        ? model_kind::layered
-                          : std::is_same_v<M, detail::vector_field_model<typename M::real_type>> ? model_kind::vector_field
-                                                                                               : model_kind::graph;
+  constexpr model_kind want = model_of<Net>::kind;
   if (run.kind != want)
     throw config_error(fmt::format("{}: a {} run, not a {} run", run.checkpoint_file.string(), to_string(run.kind),
                                    to_string(want)));
@@ -640,5 +646,7 @@ template vector_field_network<float> saved_network(const saved_run&);
 template vector_field_network<double> saved_network(const saved_run&);
 template graph_network<float> saved_network(const saved_run&);
 template graph_network<double> saved_network(const saved_run&);
+template gle_network<float> saved_network(const saved_run&);
+template gle_network<double> saved_network(const saved_run&);
 
 }  // namespace eqprop

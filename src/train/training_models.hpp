@@ -301,9 +301,8 @@ struct gle_model : model_defaults<R> {
   using mat = typename network_type::mat;
 
   const config& cfg;
-  long steps;        ///< time steps per sample (the data's features)
-  int bank_layers;   ///< layers of the fixed lag bank (0: none)
-  bool bank_reset;
+  long steps;                ///< time steps per sample (the data's features)
+  gle_sequence_setup seq;    ///< the fixed lag bank
   R beta;
   network_type net;       ///< the trained network, whose state is the training stream
   network_type eval_net;  ///< the network evaluation runs (begin_evaluation: a copy of net)
@@ -312,21 +311,12 @@ struct gle_model : model_defaults<R> {
   // checkpoints; diagnostics() reports and clears them), and of the evaluation running now.
   double train_readout = 0, test_readout = 0;
   long train_readout_n = 0, test_readout_n = 0;
-  matrix<R> sum_out;
-  std::vector<double> step_loss, readout;
+  gle_sequence_result<R> batch_result;  ///< of the last batch run
 
   static void check_config(const config& c) { network_type(gle_spec_from_config(c, 1, 2)); }
   gle_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
-      : cfg(c), steps(n_input),
-        bank_layers(c.get<int>("network.lag_bank") > 0 ? c.get<int>("network.lag_bank_stages") : 0),
-        bank_reset(c.get<bool>("network.lag_bank_reset")), beta(R(c.get<double>("loss.beta"))),
-        net(gle_spec_from_config(c, 1, n_classes)), grad(std::size_t(net.n_params())) {
-    net.set_threads(c.get<int>("dynamics.threads"));
-    // The lag bank: all-ones fan-out, then identities, never trained (spec §5.4).
-    if (bank_layers > 0) net.W(0).setOnes();
-    for (int l = 1; l < bank_layers; ++l) net.W(l).setIdentity();
-    net.reset_state(c.get<long>("run.batch"));
-  }
+      : cfg(c), steps(n_input), seq(gle_sequence_setup_from_config(c)), beta(R(c.get<double>("loss.beta"))),
+        net(gle_network_from_config<R>(c, n_classes)), grad(std::size_t(net.n_params())) {}
   std::unique_ptr<in_batch_learning> estimator() const {
     return std::make_unique<in_batch_learning>(in_batch_learning{
         cfg.get<bool>("dynamics.prospective_errors") ? "GLE (prospective errors), an update every time step"
@@ -340,44 +330,25 @@ struct gle_model : model_defaults<R> {
       o.lr *= double(ref) / double(steps);
       for (double& g : o.lr_per_group) g *= double(ref) / double(steps);
     }
-    if (bank_layers == 0) return;
+    if (seq.bank_layers == 0) return;
     if (o.lr_per_group.empty()) o.lr_per_group.assign(std::size_t(net.n_groups()), o.lr);
-    for (int l = 0; l < bank_layers && l < int(o.lr_per_group.size()); ++l) o.lr_per_group[std::size_t(l)] = 0;
+    for (int l = 0; l < seq.bank_layers && l < int(o.lr_per_group.size()); ++l) o.lr_per_group[std::size_t(l)] = 0;
   }
   void attach(optimizer<R>& opt) { opt.set_constraints(gle_tau_constraints(net)); }
   matrix<R> targets(const std::vector<int32_t>& labels) const { return one_hot<R>(labels, net.n_output()); }
 
-  /// Runs the sequences x through n from its state, teaching and stepping *opt after every
-  /// step when opt is given. Fills sum_out (outputs summed over time), step_loss (each
-  /// sample's mean per-step loss) and readout (each sample's readout loss).
-  void run_sequences(network_type& n, const matrix<R>& x, const matrix<R>& y, optimizer<R>* opt, double lr_factor) {
-    const long B = x.cols();
-    const mat xt = x.transpose();  // B x T: column t is the batch's input at step t
-    if (bank_layers > 0 && bank_reset) {
-      if (n.batch() != B) n.resize_batch(B);
-      n.reset_layers(0, bank_layers);
-    }
-    sum_out.setZero(n.n_output(), B);
-    step_loss.assign(std::size_t(B), 0.0);
-    for (long t = 0; t < xt.cols(); ++t) {
-      Eigen::Map<const mat> xs(xt.col(t).data(), 1, B);
-      if (opt) {
-        n.step(xs, &y, beta, grad);
-        opt->step(n.params(), grad, lr_factor);
-      } else {
-        n.step(xs, nullptr, R(0));
-      }
-      sum_out += n.output();
-      gle_add_sample_losses<R>(n.spec().loss, n.output(), y, step_loss);
-    }
-    for (double& l : step_loss) l /= double(xt.cols());
-    readout.assign(std::size_t(B), 0.0);
-    gle_add_sample_losses<R>(n.spec().loss, matrix<R>(sum_out / R(xt.cols())), y, readout);
-  }
   /// A training batch; its loss is NaN when a state, an output or a loss was not finite.
   grad_result train_batch(const matrix<R>& x, const matrix<R>& y, optimizer<R>& opt, double lr_factor) {
     const long bad_before = net.nonfinite_steps();
-    run_sequences(net, x, y, &opt, lr_factor);
+    gle_sequence_options<R> learning;
+    learning.y = &y;
+    learning.beta = beta;
+    learning.grad = grad;
+    learning.update = [&] { opt.step(net.params(), grad, lr_factor); };
+    gle_run_sequences(net, seq, x, learning, batch_result);
+    const auto& sum_out = batch_result.sum_out;
+    const auto& step_loss = batch_result.step_loss;
+    const auto& readout = batch_result.readout;
     grad_result g;
     g.relax_steps = x.rows();
     g.predictions.resize(std::size_t(x.cols()));
@@ -400,13 +371,14 @@ struct gle_model : model_defaults<R> {
     test_readout = 0;
     test_readout_n = 0;
   }
+  /// gle_class_scores on the evaluation's network.
   relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
-    run_sequences(eval_net, x, y, nullptr, 0);
-    scores = sum_out;
+    gle_class_scores(eval_net, seq, x, batch_result, &y);
+    scores = batch_result.sum_out;
     cost.resize(x.cols());
     for (long b = 0; b < x.cols(); ++b) {
-      cost(b) = R(step_loss[std::size_t(b)]);
-      test_readout += readout[std::size_t(b)];
+      cost(b) = R(batch_result.step_loss[std::size_t(b)]);
+      test_readout += batch_result.readout[std::size_t(b)];
     }
     test_readout_n += x.cols();
     relax_report rep;

@@ -5,9 +5,12 @@
 // the Python module share. Traces are returned so callers can plot or save them.
 #pragma once
 #include <cstdint>
+#include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
+#include "eqprop/core/scalar.hpp"
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/constraints.hpp"
@@ -99,5 +102,61 @@ const config_schema& gle_schema();
 
 /// The network a gle config describes, for n_input inputs per step and n_classes outputs.
 gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes);
+
+/// The network train() builds from a gle config before training: gle_spec_from_config(cfg,
+/// 1, n_classes) (one input: a feature per time step), the fixed lag
+/// bank's weights (all-ones fan-out, then identities, never trained: spec §5.4), threads
+/// from dynamics.threads, and the state reset for run.batch samples.
+template <class R>
+gle_network<R> gle_network_from_config(const config& cfg, int n_classes);
+
+/// How a gle run feeds a batch of sequences: the layers [0, bank_layers) are the fixed lag
+/// bank (0: none), whose state restarts at every batch when bank_reset
+/// (network.lag_bank_reset).
+struct gle_sequence_setup {
+  int bank_layers = 0;
+  bool bank_reset = false;
+};
+gle_sequence_setup gle_sequence_setup_from_config(const config& cfg);
+
+/// What gle_run_sequences does beyond running the network freely. Learning (grad non-empty):
+/// every step teaches with *y and beta, writes its gradient into grad (size n_params), then
+/// calls update() (the optimizer step on net.params()).
+template <class R>
+struct gle_sequence_options {
+  const matrix<R>* y = nullptr;  ///< targets (n_output x B): the losses, and teaching when learning
+  R beta = 0;
+  std::span<R> grad;
+  std::function<void()> update;
+  bool record = false;           ///< keep the output after every step (gle_sequence_result::outputs)
+};
+
+/// One batch's results of gle_run_sequences.
+template <class R>
+struct gle_sequence_result {
+  matrix<R> sum_out;              ///< n_output x B: each sample's outputs summed over its steps (class scores)
+  std::vector<double> step_loss;  ///< with targets: each sample's loss C(r(t), y) averaged over its steps
+  std::vector<double> readout;    ///< with targets: each sample's readout loss C(sum_out / T, y)
+  std::vector<matrix<R>> outputs; ///< with record: the output (n_output x B) after each step
+};
+
+/// Runs the sequences x (T x B: sample b is x.col(b), feature t goes in at step t; the
+/// network has one input) through net from its state, one step per row, leaving net in
+/// the state after the last step; first restarts the lag bank (setup) and resizes the
+/// state to B columns (tiled or truncated, gle_network::resize_batch). Without learning
+/// the network runs untaught. The one simulation of gle training and evaluation.
+template <class R>
+void gle_run_sequences(gle_network<R>& net, const gle_sequence_setup& setup, const matrix<R>& x,
+                       const gle_sequence_options<R>& options, gle_sequence_result<R>& result);
+
+/// The class scores the evaluation of a gle run gives the batch x (T x B), as `eqprop eval`
+/// scores each batch of the test split: gle_run_sequences without teaching or learning on
+/// the evaluation's network (a copy of the trained network with its training state, whose
+/// state then runs on through the split's batches in order). result.sum_out (n_output x B),
+/// the outputs summed over time, are the scores (argmax: the prediction); with targets y,
+/// result gets the losses too.
+template <class R>
+void gle_class_scores(gle_network<R>& net, const gle_sequence_setup& setup, const matrix<R>& x,
+                      gle_sequence_result<R>& result, const matrix<R>* y = nullptr);
 
 }  // namespace eqprop

@@ -111,12 +111,18 @@ struct saved_run {
 };
 saved_run load_saved_run(const std::filesystem::path& run_or_checkpoint, const std::string& data_dir);
 
+template <class R>
+class gle_network;  // eqprop/model/gle_network.hpp
+
 /// The trained network of a run, built as train() builds it from run.cfg, n_input, n_classes
 /// and input_shape, holding the checkpoint's parameters (converted to Net's scalar type when
-/// the run's network.dtype is the other one) and the state the trainer keeps beside them (a
-/// graph network's pruning mask). Net is layered_network<R>, vector_field_network<R> or
-/// graph_network<R> (R float or double) and must be the run's kind (config_error otherwise);
-/// data_error for a parameter count that does not match.
+/// the run's network.dtype is the other one) and the state the trainer keeps beside them: a
+/// graph network's pruning mask; a gle network's neuron state as training left it (the
+/// state its evaluations start from, a copy each: gle_class_scores; a gle Net must have the
+/// run's network.dtype). Net is layered_network<R>, vector_field_network<R>,
+/// graph_network<R> or gle_network<R> (R float or double) and must be the run's kind
+/// (config_error otherwise); data_error for a parameter count or state shape that does not
+/// match.
 template <class Net>
 Net saved_network(const saved_run& run);
 
