@@ -221,7 +221,7 @@ double hep_error(const small_convnet& c, const std::vector<double>& ref, int N, 
 }  // namespace
 
 TEST(ConvEstimator, HolomorphicEpIsExactOnSoftmaxPooledConvNet) {
-  // Issue 5: N = 4 at |beta| = 0.1 within 1e-5 of the exact gradient, falling like |beta|^N.
+  // N = 4 at |beta| = 0.1 within 1e-5 of the exact gradient, falling like |beta|^N.
   small_convnet c(pool_kind::softmax, activation_kind::holotanh, 4);
   std::vector<double> ref(c.net.n_params());
   implicit_gradient<double>(converged).estimate(c.net, c.x, c.y, ref);

@@ -1106,7 +1106,7 @@ TEST(DatasetTest, CorruptedFilesLoadOrThrowDataError) {
   EXPECT_GT(loaded, 0);
 }
 
-// Issue 5: the papers' ConvNet configs (VGG-4 on CIFAR-10/100 and ImageNet32, VGG-6 and its
+// The papers' ConvNet configs (VGG-4 on CIFAR-10/100 and ImageNet32, VGG-6 and its
 // non-holomorphic control, the BP twin) run end-to-end on small synthetic files in the
 // standard formats. Only the schedule is cut down (1 epoch, 2 free steps, 1 nudged step),
 // so the networks, data paths, normalisation and augmentation are the real ones.

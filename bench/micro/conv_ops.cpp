@@ -1,4 +1,4 @@
-// ConvNet kernels (issue 5): one conv layer forward (im2col + GEMM) and its transpose
+// ConvNet kernels: one conv layer forward (im2col + GEMM) and its transpose
 // (GEMM + col2im), for real and complex states with real weights, at a VGG-6 layer shape
 // (16x16x128 -> 16x16x128, 3x3 SAME, batch 16) and at the CPU Fashion-MNIST layer
 // (14x14x16 -> 14x14x32, batch 32).
