@@ -1,14 +1,20 @@
+# The instruction set of every eqprop target (see EQPROP_NATIVE).
+if(EQPROP_NATIVE)
+  set(EQPROP_ARCH_FLAG -march=native)
+else()
+  set(EQPROP_ARCH_FLAG -march=x86-64-v2)
+endif()
+
 # Compiler flags shared by every eqprop target.
 function(eqprop_set_flags target)
   target_compile_options(${target} PRIVATE -Wall -Wextra -Wno-unused-parameter)
   if(EQPROP_WARNINGS_AS_ERRORS)
     target_compile_options(${target} PRIVATE -Werror)
   endif()
-  if(EQPROP_NATIVE)
-    target_compile_options(${target} PRIVATE -march=native)
-  else()
-    target_compile_options(${target} PRIVATE -march=x86-64-v2)
-  endif()
+  target_compile_options(${target} PRIVATE ${EQPROP_ARCH_FLAG})
+  # Marks the target as compiled with the library's instruction set, hence with its Eigen
+  # alignment (the eqprop target's interface then adds no EIGEN_MAX_*_ALIGN_BYTES).
+  set_target_properties(${target} PROPERTIES EQPROP_ARCH "${EQPROP_ARCH_FLAG}")
   if(EQPROP_SANITIZE)
     # -fno-sanitize=alignment: Eigen 3.4's AVX-512 pset1<Packet8cf> broadcasts a
     # std::complex<float> (4-byte aligned) by loading it as one double, a misaligned-type

@@ -15,7 +15,10 @@ if ! ls build/python/eqprop/_core*.so > /dev/null 2>&1; then
   exit 1
 fi
 py_rc=0
-PYTHONPATH="$PWD/build/python" EQPROP_CLI="$PWD/build/eqprop" /usr/bin/python3 -m pytest -q tests/python || py_rc=$?
+# EQPROP_TEST_WHEEL=1: also build the wheel and install it into a fresh venv
+# (tests/python/test_wheel.py; its CMake build reuses ./build's objects through ccache).
+PYTHONPATH="$PWD/build/python" EQPROP_CLI="$PWD/build/eqprop" EQPROP_TEST_WHEEL=1 \
+  /usr/bin/python3 -m pytest -q tests/python || py_rc=$?
 if [ "$py_rc" -eq 5 ]; then
   echo "test: pytest collected no tests from tests/python: the Python test wiring is broken" >&2
 fi
