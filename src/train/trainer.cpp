@@ -556,7 +556,10 @@ config saved_run_config(const checkpoint& ck, const fs::path& file) {
                                  "run, which eval and load_run read (its run directory's metrics.csv holds the scores "
                                  "of every epoch)",
                                  file.string(), ck.meta.at("kind").dump(), kind,
-                                 kind == "gle" ? " before it became `eqprop train --set model.kind=gle`" : ""));
+                                 kind == "gle" || kind == "deep"
+                                     ? fmt::format(" before it became `eqprop train --set model.kind={}`",
+                                                   kind == "gle" ? "gle" : "graph")
+                                     : std::string()));
   }
   if (!ck.meta.contains("config"))
     throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
