@@ -1199,16 +1199,6 @@ matrix<R> gle_sequences(const py::handle& x) {
   return to_batch<R>(x, a && a.shape(1) > 0 ? a.shape(1) : 1, "x");
 }
 
-/// [n_input, n_1, ..., n_output]: the widths of a GLE network's input and layers.
-template <class R>
-std::vector<int> gle_sizes(const gle_network<R>& n) {
-  std::vector<int> s{n.spec().n_input};
-  for (const auto& L : n.spec().layers) s.push_back(L.size);
-  return s;
-}
-
-/// The name of a GLE loss, as loss.kind spells it.
-const char* gle_loss_name(gle_loss l) { return l == gle_loss::mse ? "mse" : "ce"; }
 
 /// One float64 array per layer of a GLE network: tau(n, l) of its neurons.
 template <class R, class Tau>
@@ -1239,11 +1229,11 @@ void register_gle_network(py::module_& m) {
   prop("n_input", [](const auto& n) { return n.spec().n_input; }, "Inputs per time step (1 for a gle run).");
   prop("n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the classes).");
   prop("n_layers", [](const auto& n) { return n.n_layers(); }, "Layers: the lag bank's, the hidden ones, the output layer.");
-  prop("sizes", [](const auto& n) { return gle_sizes(n); }, "[n_input, n_1, ..., n_output]: the layer widths.");
+  prop("sizes", [](const auto& n) { return n.spec().sizes(); }, "[n_input, n_1, ..., n_output]: the layer widths.");
   prop("n_params", [](const auto& n) { return n.n_params(); }, "Number of parameters.");
   prop("dt", [](const auto& n) { return n.spec().dt; }, "The Euler step (dynamics.dt).");
   prop("gamma", [](const auto& n) { return n.spec().gamma; }, "The error-to-membrane coupling (dynamics.gamma).");
-  prop("loss", [](const auto& n) { return std::string(gle_loss_name(n.spec().loss)); },
+  prop("loss", [](const auto& n) { return std::string(to_string(n.spec().loss)); },
        "The output loss: 'mse' or 'ce' (loss.kind).");
   prop("batch", [](const auto& n) { return n.batch(); }, "Columns of the neuron state (sequences it runs at once).");
   prop("tau_m", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_m(l); }); },
@@ -1265,8 +1255,8 @@ void register_gle_network(py::module_& m) {
       .def("__repr__", [](const py_gle_network& g) {
         return g.visit([&](const auto& n) {
           return fmt::format("GleNetwork(sizes=[{}], lag_bank_layers={}, dt={}, loss='{}', n_params={}, dtype='{}')",
-                             fmt::join(gle_sizes(n), ", "), g.seq.bank_layers, n.spec().dt,
-                             gle_loss_name(n.spec().loss), n.n_params(), g.dtype());
+                             fmt::join(n.spec().sizes(), ", "), g.seq.bank_layers, n.spec().dt,
+                             to_string(n.spec().loss), n.n_params(), g.dtype());
         });
       });
   def_fn(cls, "copy", [](const py_gle_network& g) { return py_gle_network{g.v, g.seq}; },

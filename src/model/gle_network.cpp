@@ -28,6 +28,14 @@ gle_loss parse_gle_loss(std::string_view name) {
   throw config_error(fmt::format("unknown GLE loss '{}': expected mse or ce", name));
 }
 
+std::string_view to_string(gle_loss l) { return l == gle_loss::mse ? "mse" : "ce"; }
+
+std::vector<int> gle_spec::sizes() const {
+  std::vector<int> s{n_input};
+  for (const auto& L : layers) s.push_back(L.size);
+  return s;
+}
+
 void set_tau_groups(gle_layer_spec& spec, const std::vector<gle_tau_group>& groups) {
   spec.tau_m.clear();
   spec.tau_r.clear();

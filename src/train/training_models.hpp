@@ -432,9 +432,8 @@ struct gle_model : model_defaults<R> {
     train_readout_n = long(r[1]);
   }
   std::string describe() const {
-    std::vector<int> sizes{net.spec().n_input};
-    for (const auto& L : net.spec().layers) sizes.push_back(L.size);
-    return fmt::format("network {} ({} parameters), {} steps per sample", fmt::join(sizes, "-"), net.n_params(), steps);
+    return fmt::format("network {} ({} parameters), {} steps per sample", fmt::join(net.spec().sizes(), "-"),
+                       net.n_params(), steps);
   }
 };
 

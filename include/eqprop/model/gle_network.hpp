@@ -29,6 +29,7 @@ namespace eqprop {
 
 enum class gle_loss { mse, ce };
 gle_loss parse_gle_loss(std::string_view name);
+std::string_view to_string(gle_loss l);  ///< "mse" | "ce", as loss.kind spells it
 
 /// One layer: `size` neurons with per-neuron time constants (tau_r = tau_m: instantaneous;
 /// tau_r < tau_m: retrospective; tau_r = dt: a leaky integrator).
@@ -80,6 +81,8 @@ struct gle_spec {
   gle_init init = gle_init::kaiming_uniform;  ///< U(+-1/sqrt(fan_in)) for W and b (PyTorch Linear)
   double init_std = 0.05;              ///< for gle_init::normal
   uint64_t seed = 1;
+  /// [n_input, n_1, ..., n_output]: the widths of the input and of every layer.
+  std::vector<int> sizes() const;
   gle_initial_state initial_state = gle_initial_state::zero;
 };
 
