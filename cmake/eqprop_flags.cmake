@@ -1,5 +1,9 @@
-# The instruction set of every eqprop target (see EQPROP_NATIVE).
-if(EQPROP_NATIVE)
+# The instruction set of every eqprop target: EQPROP_MARCH when set (any -march value, e.g.
+# x86-64-v4 to build AVX-512 code on a machine without it), else EQPROP_NATIVE.
+set(EQPROP_MARCH "" CACHE STRING "-march value of every eqprop target (empty: native, or x86-64-v2 with EQPROP_NATIVE=OFF)")
+if(EQPROP_MARCH)
+  set(EQPROP_ARCH_FLAG -march=${EQPROP_MARCH})
+elseif(EQPROP_NATIVE)
   set(EQPROP_ARCH_FLAG -march=native)
 else()
   set(EQPROP_ARCH_FLAG -march=x86-64-v2)

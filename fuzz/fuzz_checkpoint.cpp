@@ -10,10 +10,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     const eqprop::checkpoint ck = eqprop::load_checkpoint(p);
     for (const auto& [name, a] : ck.arrays) {
       switch (a.dtype) {  // every array must convert to its own type
-        case eqprop::checkpoint_dtype::f32: (void)a.to_vector<float>(); break;
-        case eqprop::checkpoint_dtype::f64: (void)a.to_vector<double>(); break;
-        case eqprop::checkpoint_dtype::i64: (void)a.to_vector<int64_t>(); break;
-        case eqprop::checkpoint_dtype::u8: (void)a.to_vector<uint8_t>(); break;
+        case eqprop::checkpoint_dtype::f32:
+          (void)a.to_vector<float>();
+          break;
+        case eqprop::checkpoint_dtype::f64:
+          (void)a.to_vector<double>();
+          break;
+        case eqprop::checkpoint_dtype::i64:
+          (void)a.to_vector<int64_t>();
+          break;
+        case eqprop::checkpoint_dtype::u8:
+          (void)a.to_vector<uint8_t>();
+          break;
       }
     }
     if (ck.meta.is_object() && ck.meta.contains("config")) {

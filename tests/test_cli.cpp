@@ -3,12 +3,12 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 #include <string>
 #include <vector>
-#include <cstring>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
@@ -57,9 +57,10 @@ std::string kill_resume_and_compare(const fs::path& dir, const std::string& comm
 TEST(Cli, RunSavedWithOldActivationNameEvaluatesAndResumes) {
   REQUIRE_CLI();
   const auto dir = temp_dir("old_names");
-  auto r = run("train -q --set data.yin_yang_train=60 --set data.yin_yang_test=40 --set network.hidden=[6] "
-               "--set run.batch=20 --set relax.free_steps=20 --set relax.nudged_steps=5 --epochs 1 --run-dir " +
-               (dir / "run").string());
+  auto r =
+      run("train -q --set data.yin_yang_train=60 --set data.yin_yang_test=40 --set network.hidden=[6] "
+          "--set run.batch=20 --set relax.free_steps=20 --set relax.nudged_steps=5 --epochs 1 --run-dir " +
+          (dir / "run").string());
   ASSERT_EQ(r.status, 0) << r.output;
   const auto ck_file = dir / "run" / "checkpoint.eqck";
   const auto before = eqprop::evaluate_checkpoint(dir / "run", "");
@@ -90,8 +91,10 @@ TEST(Cli, GradcheckJsonReportsExactScaling) {
   REQUIRE_CLI();
   const auto dir = temp_dir("gradcheck");
   const auto json = (dir / "g.json").string();
-  auto r = run("gradcheck --layers 4,5 --readout 3 --dtype float64 -N 1,2,4 --beta 0.1,0.01 --reference implicit "
-               "--free-steps 3000 --nudged-steps 3000 --tol 1e-15 --stop-early --json " + json);
+  auto r =
+      run("gradcheck --layers 4,5 --readout 3 --dtype float64 -N 1,2,4 --beta 0.1,0.01 --reference implicit "
+          "--free-steps 3000 --nudged-steps 3000 --tol 1e-15 --stop-early --json " +
+          json);
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("holomorphic EP N=4"), std::string::npos) << r.output;
   std::ifstream f(json);
@@ -168,9 +171,10 @@ TEST(Cli, GepGradcheckAndConfigErrors) {
   r = run("gep gradcheck --angle 90 --max-n 2");
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("homeostatic loss per neuron"), std::string::npos) << r.output;
-  const std::string common = "gep train --set data.name=yin_yang --set data.limit_train=200 --set data.limit_test=100 "
-                             "--set network.hidden=[8] --set network.output_size=3 --set relax.free_steps=40 "
-                             "--set homeostasis.lambda=1 --set diagnostics.samples=20 -q --epochs 1 ";
+  const std::string common =
+      "gep train --set data.name=yin_yang --set data.limit_train=200 --set data.limit_test=100 "
+      "--set network.hidden=[8] --set network.output_size=3 --set relax.free_steps=40 "
+      "--set homeostasis.lambda=1 --set diagnostics.samples=20 -q --epochs 1 ";
   r = run(common + "--run-dir " + (dir / "ok").string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_NE(r.output.find("final test accuracy"), std::string::npos) << r.output;
@@ -239,8 +243,10 @@ TEST(Cli, ResumeAfterKillEqualsUninterruptedRun) {
 TEST(Cli, PlotWritesPngLearningCurves) {
   REQUIRE_CLI();
   const auto dir = temp_dir("plot");
-  auto t = run("train -q --set data.yin_yang_train=200 --set data.yin_yang_test=100 --set network.hidden=[10] "
-               "--set relax.free_steps=10 --set relax.nudged_steps=5 --epochs 2 --run-dir " + (dir / "r").string());
+  auto t =
+      run("train -q --set data.yin_yang_train=200 --set data.yin_yang_test=100 --set network.hidden=[10] "
+          "--set relax.free_steps=10 --set relax.nudged_steps=5 --epochs 2 --run-dir " +
+          (dir / "r").string());
   ASSERT_EQ(t.status, 0) << t.output;
   const auto png = dir / "curves.png";
   auto p = run("plot " + (dir / "r").string() + " -o " + png.string() + " --title test");
@@ -299,11 +305,13 @@ TEST(Cli, SweepBetaToyNetworkWritesDataAndFigure) {
 TEST(Cli, SweepPeriodsAndStabilityWriteDataAndFigures) {
   REQUIRE_CLI();
   const auto dir = temp_dir("sweep_periods");
-  auto r = run("sweep periods --layers 4,5,4 --readout 3 --init-scale 0.5 --batch 2 --dtype float64 --T1 200 --beta 0.3 -N 8 "
-               "--steps-per-point 2,40 --periods 3 --out " + dir.string());
+  auto r = run(
+      "sweep periods --layers 4,5,4 --readout 3 --init-scale 0.5 --batch 2 --dtype float64 --T1 200 --beta 0.3 -N 8 "
+      "--steps-per-point 2,40 --periods 3 --out " +
+      dir.string());
   ASSERT_EQ(r.status, 0) << r.output;
   const auto rows = read_csv_rows(dir / "sweep_periods.csv");
-  ASSERT_EQ(rows.size(), 6u);  // 2 values of T2 x 3 periods
+  ASSERT_EQ(rows.size(), 6u);                               // 2 values of T2 x 3 periods
   EXPECT_LT(std::stod(rows[0][2]), std::stod(rows[3][2]));  // T2 = 40 beats T2 = 2 after one period
   EXPECT_GT(std::stod(rows[3][2]), 0.999);
   EXPECT_GT(fs::file_size(dir / "sweep_periods.png"), 10000u);
@@ -326,12 +334,15 @@ TEST(Cli, NoisyAndContinuousTrainingResumeExactly) {
   const auto dir = temp_dir("noise_resume");
   const std::string common =
       "train -q --set data.yin_yang_train=400 --set data.yin_yang_test=200 --set network.hidden=[20] "
-      "--set relax.free_steps=20 --set relax.nudged_steps=8 --set relax.noise_std=0.02 --set estimator.start=warm --epochs 3 ";
+      "--set relax.free_steps=20 --set relax.nudged_steps=8 --set relax.noise_std=0.02 --set estimator.start=warm "
+      "--epochs 3 ";
   const std::string out = kill_resume_and_compare(dir, common);
   EXPECT_NE(out.find("noise=0.02"), std::string::npos) << out;
 
-  auto k = run("train -q --estimator continuous --set estimator.beta=0.1 --set relax.nudged_steps=10 --epochs 4 "
-               "--set data.yin_yang_train=1000 --set data.yin_yang_test=500 --run-dir " + (dir / "k").string());
+  auto k =
+      run("train -q --estimator continuous --set estimator.beta=0.1 --set relax.nudged_steps=10 --epochs 4 "
+          "--set data.yin_yang_train=1000 --set data.yin_yang_test=500 --run-dir " +
+          (dir / "k").string());
   ASSERT_EQ(k.status, 0) << k.output;
   const auto pos = k.output.find("final test accuracy: ");
   ASSERT_NE(pos, std::string::npos) << k.output;
@@ -343,8 +354,10 @@ TEST(Cli, NoisyAndContinuousTrainingResumeExactly) {
 TEST(Cli, DivergenceStopsAndKeepsLastGoodCheckpoint) {
   REQUIRE_CLI();
   const auto dir = temp_dir("diverge");
-  auto r = run("train -q --set data.yin_yang_train=1000 --set data.yin_yang_test=200 --epochs 6 --set estimator.beta=0.2 "
-               "--set run.max_failed_fraction=0 --set estimator.fail_residual=1e-3 --run-dir " + dir.string());
+  auto r =
+      run("train -q --set data.yin_yang_train=1000 --set data.yin_yang_test=200 --epochs 6 --set estimator.beta=0.2 "
+          "--set run.max_failed_fraction=0 --set estimator.fail_residual=1e-3 --run-dir " +
+          dir.string());
   EXPECT_EQ(r.status, 4) << r.output;
   EXPECT_NE(r.output.find("diverged in epoch 2"), std::string::npos) << r.output;
   EXPECT_NE(r.output.find("last good checkpoint"), std::string::npos) << r.output;
@@ -423,7 +436,8 @@ TEST(Cli, PlainProgressLinesFit80Columns) {
   const auto dir = temp_dir("progress80");
   std::vector<std::string> cmds{
       "train --set data.yin_yang_train=60 --set data.yin_yang_test=20 --set network.hidden=[6] --set run.batch=10 "
-      "--set relax.free_steps=10 --set relax.nudged_steps=5 --epochs 1 --run-dir " + (dir / "t").string() + " ",
+      "--set relax.free_steps=10 --set relax.nudged_steps=5 --epochs 1 --run-dir " +
+          (dir / "t").string() + " ",
       "gep train --set data.name=yin_yang --set data.limit_train=60 --set data.limit_test=20 --set network.hidden=[6] "
       "--set network.output_size=3 --set relax.free_steps=10 --set run.batch=10 --epochs 1 ",
       "deep train --task xor --one-hot --T1 10 --T2 10 --epochs 5 --run-dir " + (dir / "d").string() + " "};
@@ -431,7 +445,7 @@ TEST(Cli, PlainProgressLinesFit80Columns) {
   for (const auto& c : cmds) {
     const auto r = run(c);
     const auto q = run(c.back() == ' ' && c.find("--run-dir") != std::string::npos ? c.substr(0, c.size() - 1) + "q -q"
-                                                                                    : c + "-q");
+                                                                                   : c + "-q");
     ASSERT_EQ(r.status, 0) << c << ": " << r.output;
     ASSERT_EQ(q.status, 0) << c << ": " << q.output;
     std::istringstream lines(r.output);

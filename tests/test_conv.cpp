@@ -166,7 +166,8 @@ TEST(ConvOps, SoftmaxPoolIsHolomorphic) {
   // Cauchy-Riemann: the complex derivative along i v equals i times the one along v.
   const auto g = conv_geom(2, 4, 4, 3, true, 2, pool_kind::softmax);
   using cd = std::complex<double>;
-  const matrix<cd> z = random_matrix(g.conv_size(), 1, 9).cast<cd>() + cd(0, 0.3) * random_matrix(g.conv_size(), 1, 10).cast<cd>();
+  const matrix<cd> z =
+      random_matrix(g.conv_size(), 1, 9).cast<cd>() + cd(0, 0.3) * random_matrix(g.conv_size(), 1, 10).cast<cd>();
   const matrix<cd> v = random_matrix(g.conv_size(), 1, 11).cast<cd>();
   matrix<cd> jv, p1, p0, q1, q0;
   pool_jvp(g, z, v, jv);
@@ -203,7 +204,8 @@ TEST(ConvReference, ImplicitMatchesBpttAndComplexStepAtTheFixedPoint) {
   EXPECT_LT(relative_error(bp, imp), 1e-9);
   const auto cs = complex_step_gradient(c.net, c.x, c.y, converged);
   EXPECT_LT(relative_error(cs, imp), 1e-9);
-  EXPECT_THROW((implicit_gradient<double>(converged, adjoint_solver::dense).estimate(c.net, c.x, c.y, imp)), config_error);
+  EXPECT_THROW((implicit_gradient<double>(converged, adjoint_solver::dense).estimate(c.net, c.x, c.y, imp)),
+               config_error);
 }
 
 namespace {
@@ -338,7 +340,8 @@ TEST(ConvRelax, AlternatingOrderOnPooledLayersSameFixedPoint) {
     ASSERT_TRUE(rs.converged() && ra.converged()) << to_string(pool);
     EXPECT_LT(max_diff(s.h(), a.h()), 1e-11) << to_string(pool);
     EXPECT_LT(ra.steps, rs.steps) << to_string(pool);
-    std::printf("%s pooling: alternating %ld steps, synchronous %ld\n", std::string(to_string(pool)).c_str(), ra.steps, rs.steps);
+    std::printf("%s pooling: alternating %ld steps, synchronous %ld\n", std::string(to_string(pool)).c_str(), ra.steps,
+                rs.steps);
 
     // Freezing: samples stop at tol 1e-9 and the rest compact; each frozen sample is within
     // tol-scale distance of the fixed point and the order of columns is kept.

@@ -146,9 +146,12 @@ TEST(Activation, ParseAndRuntimeRefusal) {
   EXPECT_FALSE(is_holomorphic(activation_kind::half_clamp01));
   EXPECT_TRUE(is_holomorphic(activation_kind::holotanh));
   EXPECT_THROW(dispatch_activation<cd>(activation_kind::half_clamp01, [](auto) { return 0; }), config_error);
-  EXPECT_EQ(dispatch_activation<double>(activation_kind::half_clamp01, [](auto a) { return int(decltype(a)::holomorphic); }), 0);
+  EXPECT_EQ(
+      dispatch_activation<double>(activation_kind::half_clamp01, [](auto a) { return int(decltype(a)::holomorphic); }),
+      0);
   // EP networks take the EP activations only, with a message naming them.
-  for (auto k : {activation_kind::logistic, activation_kind::clamp01, activation_kind::linear, activation_kind::softplus}) {
+  for (auto k :
+       {activation_kind::logistic, activation_kind::clamp01, activation_kind::linear, activation_kind::softplus}) {
     EXPECT_FALSE(is_ep_activation(k));
     const std::string e = error_text([&] { dispatch_activation<double>(k, [](auto) { return 0; }); });
     EXPECT_NE(e.find("not available in EP networks; use hep_sigmoid, holotanh, tanh, half_clamp01 or relu"),

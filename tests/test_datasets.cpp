@@ -17,8 +17,8 @@
 
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/trainer.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 
 #include "test_util.hpp"
 
@@ -29,9 +29,7 @@ namespace {
 
 using bytes_t = std::vector<uint8_t>;
 
-fs::path scratch_root() {
-  return fs::path(::testing::TempDir()) / ("eqprop_datasets_" + std::to_string(::getpid()));
-}
+fs::path scratch_root() { return fs::path(::testing::TempDir()) / ("eqprop_datasets_" + std::to_string(::getpid())); }
 
 // Removes this process's scratch files after the last test.
 class scratch_cleanup : public ::testing::Environment {
@@ -89,8 +87,8 @@ bytes_t npy_bytes(const std::string& descr, const std::vector<long>& shape, bool
   for (long s : shape) dims += std::to_string(s) + ", ";
   if (shape.size() > 1) dims.resize(dims.size() - 2);
   if (shape.size() == 1) dims.resize(dims.size() - 1);
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") +
-                       ", 'shape': (" + dims + "), }";
+  std::string header =
+      "{'descr': '" + descr + "', 'fortran_order': " + (fortran ? "True" : "False") + ", 'shape': (" + dims + "), }";
   const size_t pre = major == 1 ? 10 : 12;
   while ((pre + header.size() + 1) % 64 != 0) header += ' ';
   header += '\n';
@@ -207,7 +205,8 @@ std::string expect_error(F&& f, std::initializer_list<std::string> fragments) {
     f();
   } catch (const E& e) {
     const std::string msg = e.what();
-    for (const auto& frag : fragments) EXPECT_NE(msg.find(frag), std::string::npos) << "'" << frag << "' not in: " << msg;
+    for (const auto& frag : fragments)
+      EXPECT_NE(msg.find(frag), std::string::npos) << "'" << frag << "' not in: " << msg;
     return msg;
   } catch (const std::exception& e) {
     ADD_FAILURE() << "wrong exception type: " << e.what();
@@ -477,8 +476,7 @@ TEST(CifarTest, Errors) {
   expect_error([&] { read_cifar_binary(dir / "label.bin", cifar_variant::cifar10); },
                {"label.bin", "label 10 of record 1", "out of range [0, 10)"});
   write_file(dir / "c100.bin", cifar_records({{1, 5}, {25, 5}}));
-  expect_error([&] { read_cifar_binary(dir / "c100.bin", cifar_variant::cifar100); },
-               {"c100.bin", "coarse label 25"});
+  expect_error([&] { read_cifar_binary(dir / "c100.bin", cifar_variant::cifar100); }, {"c100.bin", "coarse label 25"});
   write_file(dir / "empty.bin", {});
   expect_error([&] { read_cifar_binary(dir / "empty.bin", cifar_variant::cifar10); }, {"empty.bin", "empty"});
   expect_error([&] { read_cifar_binary(dir / "none.bin", cifar_variant::cifar10); }, {"none.bin", "not found"});
@@ -524,9 +522,9 @@ bytes_t imagenet_npz(const std::vector<int64_t>& labels, int side, bool deflate_
   const bytes_t data_npy = npy_bytes("|u1", {long(n), long(cols)}, false, data);
   const bytes_t labels_npy = npy_bytes("<i8", {long(n)}, false, raw_of(labels));
   const bytes_t mean_npy = npy_bytes("<f8", {long(cols)}, false, raw_of(std::vector<double>(cols, 0.5)));
-  return zip_bytes({{"data.npy", data_npy, deflate_data}, {"labels.npy", labels_npy, deflate_labels},
-                    {"mean.npy", mean_npy, true}},
-                   zip64);
+  return zip_bytes(
+      {{"data.npy", data_npy, deflate_data}, {"labels.npy", labels_npy, deflate_labels}, {"mean.npy", mean_npy, true}},
+      zip64);
 }
 }  // namespace
 
@@ -699,7 +697,9 @@ TEST(YinYangTest, UniformHelpers) {
 
 namespace {
 void write_fake_mnist(const fs::path& dir, bool gz, uint32_t n_train, uint32_t n_test) {
-  auto put = [&](const std::string& name, const bytes_t& b) { write_file(dir / (gz ? name + ".gz" : name), gz ? gzip(b) : b); };
+  auto put = [&](const std::string& name, const bytes_t& b) {
+    write_file(dir / (gz ? name + ".gz" : name), gz ? gzip(b) : b);
+  };
   std::vector<uint8_t> ltr, lte;
   for (uint32_t i = 0; i < n_train; ++i) ltr.push_back(uint8_t(i % 10));
   for (uint32_t i = 0; i < n_test; ++i) lte.push_back(uint8_t((i * 3) % 10));
@@ -746,16 +746,17 @@ TEST(DatasetTest, IdxCountMismatchAndBadLabel) {
   const fs::path dir = scratch("mnist_mismatch");
   write_fake_mnist(dir / "mnist", false, 6, 3);
   write_file(dir / "mnist" / "t10k-labels-idx1-ubyte", idx_labels_bytes({1, 2}));
-  expect_error([&] { load_dataset("mnist", dir); }, {"t10k-images-idx3-ubyte", "3 images", "t10k-labels-idx1-ubyte", "2 labels"});
+  expect_error([&] { load_dataset("mnist", dir); },
+               {"t10k-images-idx3-ubyte", "3 images", "t10k-labels-idx1-ubyte", "2 labels"});
   write_file(dir / "mnist" / "t10k-labels-idx1-ubyte", idx_labels_bytes({1, 2, 12}));
   expect_error([&] { load_dataset("mnist", dir); }, {"t10k-labels-idx1-ubyte", "label 12", "out of range"});
 }
 
 TEST(DatasetTest, MissingFilesExplainLayout) {
   const fs::path dir = scratch("missing");
-  const std::string msg = expect_error([&] { load_dataset("mnist", dir); },
-                                       {"mnist", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "--data-dir",
-                                        "EQPROP_DATA", "does not exist"});
+  const std::string msg = expect_error(
+      [&] { load_dataset("mnist", dir); },
+      {"mnist", "train-images-idx3-ubyte", "t10k-labels-idx1-ubyte", "--data-dir", "EQPROP_DATA", "does not exist"});
   expect_error([&] { load_dataset("fashion_mnist", dir / "nowhere"); }, {"fashion-mnist", "data directory"});
   expect_error([&] { load_dataset("mnist1d", dir); }, {"mnist-1d/standard", "x_train.npy", "EQPROP_DATA"});
   expect_error([&] { load_dataset("cifar100", dir); }, {"cifar-100-binary", "train.bin", "test.bin"});
@@ -767,11 +768,12 @@ TEST(DatasetTest, MissingFilesExplainLayout) {
 }
 
 TEST(DatasetTest, UnknownNameSuggests) {
-  const std::string msg = expect_error<config_error>([] { load_dataset("mnsit", "."); },
-                                                     {"unknown dataset 'mnsit'", "Did you mean 'mnist'?", "yin_yang",
-                                                      "cifar100", "imagenet32"});
+  const std::string msg = expect_error<config_error>(
+      [] { load_dataset("mnsit", "."); },
+      {"unknown dataset 'mnsit'", "Did you mean 'mnist'?", "yin_yang", "cifar100", "imagenet32"});
   expect_error<config_error>([] { load_dataset("cifar-11", "."); }, {"Did you mean 'cifar10'?"});
-  const std::string far = expect_error<config_error>([] { load_dataset("zzzzzzzzzzzzzzzzzz", "."); }, {"Known datasets"});
+  const std::string far =
+      expect_error<config_error>([] { load_dataset("zzzzzzzzzzzzzzzzzz", "."); }, {"Known datasets"});
   EXPECT_EQ(far.find("Did you mean"), std::string::npos);
   expect_error<config_error>([] { load_dataset("yin_yang", ".", dataset_options{0, 10, 10, -5, -1}); }, {"limit"});
   const auto names = dataset_names();
@@ -942,7 +944,9 @@ TEST(DatasetTest, NormalizePerChannel) {
 TEST(DatasetTest, AugmentFlipAndCrop) {
   const int c = 2, h = 4, w = 5;
   const dataset d = counting_dataset(64, {c, h, w});
-  auto at = [&](const matrix<float>& m, long s, int ch, int i, int j) { return m(long(ch) * h * w + long(i) * w + j, s); };
+  auto at = [&](const matrix<float>& m, long s, int ch, int i, int j) {
+    return m(long(ch) * h * w + long(i) * w + j, s);
+  };
   // Flip only: every sample is either unchanged or exactly mirrored; both occur.
   {
     matrix<float> x = d.x;
@@ -1067,15 +1071,16 @@ TEST(DatasetTest, CorruptedFilesLoadOrThrowDataError) {
     std::function<void(const fs::path&)> read;
   };
   std::vector<format_case> cases;
-  cases.push_back({"img.gz", gzip(idx_images_bytes(3, 4, 4, test_pixel)), [](const fs::path& p) { read_idx_images(p); }});
+  cases.push_back(
+      {"img.gz", gzip(idx_images_bytes(3, 4, 4, test_pixel)), [](const fs::path& p) { read_idx_images(p); }});
   cases.push_back({"lbl", idx_labels_bytes({1, 2, 3, 9}), [](const fs::path& p) { read_idx_labels(p, 10); }});
   cases.push_back({"a.npy", npy_bytes("<f8", {2, 3}, true, raw_of(std::vector<double>{1, 2, 3, 4, 5, 6})),
                    [](const fs::path& p) { read_npy<int64_t>(p); }});
   cases.push_back({"b.npz", imagenet_npz({3, 4}, 4, true, false), [](const fs::path& p) { read_imagenet32_npz(p); }});
-  cases.push_back({"c.npz", imagenet_npz({3}, 4, false, true, true), [](const fs::path& p) { read_imagenet32_npz(p); }});
-  cases.push_back({"d.bin", cifar_records({{1, 2}, {3, 4}}), [](const fs::path& p) {
-                     read_cifar_binary(p, cifar_variant::cifar100);
-                   }});
+  cases.push_back(
+      {"c.npz", imagenet_npz({3}, 4, false, true, true), [](const fs::path& p) { read_imagenet32_npz(p); }});
+  cases.push_back({"d.bin", cifar_records({{1, 2}, {3, 4}}),
+                   [](const fs::path& p) { read_cifar_binary(p, cifar_variant::cifar100); }});
   std::mt19937_64 rng(2024);
   long loaded = 0, rejected = 0;
   for (const auto& c : cases) {
@@ -1098,7 +1103,8 @@ TEST(DatasetTest, CorruptedFilesLoadOrThrowDataError) {
     for (int k = 0; k < 60; ++k) {
       bytes_t b = c.bytes;
       const int flips = 1 + static_cast<int>(uniform_index(rng, 3));
-      for (int j = 0; j < flips; ++j) b[uniform_index(rng, b.size())] ^= static_cast<uint8_t>(1 + uniform_index(rng, 255));
+      for (int j = 0; j < flips; ++j)
+        b[uniform_index(rng, b.size())] ^= static_cast<uint8_t>(1 + uniform_index(rng, 255));
       attempt(b, "flip " + std::to_string(k));
     }
   }
@@ -1133,8 +1139,8 @@ TEST(PaperConvNets, ConfigsRunOnSyntheticFilesSlow) {
                            "vgg6_cifar10_hep", "vgg6_cifar10_nonholo"}) {
     config cfg(layered_schema());
     cfg.load_toml_file(fs::path(EQPROP_SOURCE_DIR) / "configs" / (std::string(name) + ".toml"));
-    for (const char* o : {"run.epochs=1", "relax.free_steps=2", "relax.nudged_steps=1", "run.batch=2", "run.eval_batch=2",
-                          "estimator.on_failure=keep"})
+    for (const char* o : {"run.epochs=1", "relax.free_steps=2", "relax.nudged_steps=1", "run.batch=2",
+                          "run.eval_batch=2", "estimator.on_failure=keep"})
       cfg.set_override(o);
     cfg.set("data.dir", (dir).string());
     train_options t;
@@ -1174,7 +1180,7 @@ TEST(PaperConvNets, GepConfigsRunOnSyntheticFilesSlow) {
     EXPECT_EQ(r.epochs_done, 1) << name << ": " << r.message << "\n" << log.str();
     EXPECT_TRUE(std::isfinite(r.test_loss)) << name;
     ASSERT_EQ(rows.size(), 2u) << name;
-    EXPECT_GT(rows[1]["symmetry_index"].get<double>(), 0.0) << name;  // probe estimate at the free states
+    EXPECT_GT(rows[1]["symmetry_index"].get<double>(), 0.0) << name;     // probe estimate at the free states
     EXPECT_NEAR(rows[0]["angle_deg"].get<double>(), 0.0, 1e-3) << name;  // alpha = 0: kernels copied
     EXPECT_TRUE(fs::exists(t.run_dir / "checkpoint.eqck")) << name;
     const auto net = saved_network<vector_field_network<double>>(load_saved_run(t.run_dir, ""));

@@ -48,14 +48,17 @@ struct graph_settings {
 };
 graph_settings config_settings(const std::string& file, uint64_t seed, std::vector<std::string> sets = {}) {
   sets.push_back("run.seed=" + std::to_string(seed));
-  graph_settings st{load_training_config({std::string(EQPROP_SOURCE_DIR) + "/configs/" + file}, sets), {}, {}, {}, seed};
+  graph_settings st{
+      load_training_config({std::string(EQPROP_SOURCE_DIR) + "/configs/" + file}, sets), {}, {}, {}, seed};
   st.cfg.set("run.checkpoint_every", int64_t(st.cfg.get<long>("run.epochs")), "test");  // one checkpoint, at the end
   st.graph = graph_spec_from_config(st.cfg, 2, graph_outputs(st.cfg, 2));
   st.dyn = deep_dynamics_from_config(st.cfg);
   st.learn = deep_learning_from_config(st.cfg);
   return st;
 }
-graph_settings xor_one_hot_settings(uint64_t seed) { return config_settings("graph_xor_onehot.toml", seed); }  // spec §7.1
+graph_settings xor_one_hot_settings(uint64_t seed) {
+  return config_settings("graph_xor_onehot.toml", seed);
+}  // spec §7.1
 // configs/graph_xor_recommended.toml (docs/deep.md, "Reliable DEEP").
 graph_settings xor_recommended_settings(uint64_t seed) { return config_settings("graph_xor_recommended.toml", seed); }
 
@@ -87,7 +90,9 @@ graph_run train_graph(const graph_settings& st) {
     else if (solved < 0) solved = row["epoch"].get<long>();
   }
   rng_t unused(1);  // a diverged run has no checkpoint: an untrained network stands in
-  graph_run g{r, rows, solved, r.diverged ? graph_network<double>(st.graph, unused) : saved_network<graph_network<double>>(load_saved_run(dir, ""))};
+  graph_run g{r, rows, solved,
+              r.diverged ? graph_network<double>(st.graph, unused)
+                         : saved_network<graph_network<double>>(load_saved_run(dir, ""))};
   std::filesystem::remove_all(dir);
   return g;
 }
@@ -273,8 +278,7 @@ TEST(DeepRule, VectorFieldUpdateIsTheRateDerivativeTimesTheNudge) {
     const double beta = 0.3;
     rng_t rng(5);
     Eigen::MatrixXd x(2, 3);
-    x << 0, 1, 1,
-         1, 0, 1;
+    x << 0, 1, 1, 1, 0, 1;
     const Eigen::MatrixXd s0 = deep_initial_state(net, x, rng);
     Eigen::MatrixXd s1 = s0;
     s1.bottomRows(net.n_free()) += 0.05 * Eigen::MatrixXd::Random(net.n_free(), 3);
@@ -289,8 +293,9 @@ TEST(DeepRule, VectorFieldUpdateIsTheRateDerivativeTimesTheNudge) {
           plus.weights()(i, j) += h;
           minus.weights()(i, j) -= h;
           for (Eigen::Index b = 0; b < 3; ++b)
-            want += (deep_rate(plus, dyn, s0.col(b)) - deep_rate(minus, dyn, s0.col(b))).dot(
-                        (s1.col(b) - s0.col(b)).tail(net.n_free())) / (2 * h) / (beta * 3);
+            want += (deep_rate(plus, dyn, s0.col(b)) - deep_rate(minus, dyn, s0.col(b)))
+                        .dot((s1.col(b) - s0.col(b)).tail(net.n_free())) /
+                    (2 * h) / (beta * 3);
         }
         worst = std::max(worst, std::abs(dw(i, j) - want));
       }
@@ -461,7 +466,10 @@ TEST(DeepXor, PublishedSettingsSolveAboutOneSeedInTenAndWhyTheOthersFail) {
     const auto st = xor_one_hot_settings(seed);
     auto g = train_graph(st);
     ASSERT_FALSE(g.r.diverged);
-    if (g.r.test_accuracy == 1.0) { ++solved; continue; }
+    if (g.r.test_accuracy == 1.0) {
+      ++solved;
+      continue;
+    }
     auto& net = g.net;
     const bool nudged_wrong = g.rows.back()["nudged_acc"].get<double>() < 1.0;
     const Eigen::MatrixXd w = net.weights();
@@ -471,9 +479,10 @@ TEST(DeepXor, PublishedSettingsSolveAboutOneSeedInTenAndWhyTheOthersFail) {
     const int h0 = net.n_input(), nh = net.n_hidden(), o0 = net.first_output();
     const auto hidden_free = step.s_free.middleRows(h0, nh).array();
     const bool hidden_clipped = ((hidden_free == 0.0) || (hidden_free == 1.0)).all();
-    const double dw_hidden = dw.middleCols(h0, nh).cwiseAbs().sum(), dw_out = dw.middleCols(o0, net.n_output()).cwiseAbs().sum();
+    const double dw_hidden = dw.middleCols(h0, nh).cwiseAbs().sum(),
+                 dw_out = dw.middleCols(o0, net.n_output()).cwiseAbs().sum();
     if (w.cwiseAbs().maxCoeff() > 1e3) ++blown;
-    else if (nudged_wrong && dw_hidden + dw_out < 0.05) ++weak;    // the nudge cannot flip the outputs
+    else if (nudged_wrong && dw_hidden + dw_out < 0.05) ++weak;  // the nudge cannot flip the outputs
     else if (!nudged_wrong && hidden_clipped && dw_hidden == 0.0 && dw_out > 1e-3) ++frozen;  // hidden layer frozen
     else ++other;
   }
@@ -591,12 +600,11 @@ TEST(Stability, DiagonalMatrix) {
 
 TEST(Stability, TriangularMatrixHurwitzButNotDiagonallyDominant) {
   Eigen::MatrixXd j(2, 2);
-  j << -1, 5,
-        0, -2;
+  j << -1, 5, 0, -2;
   const auto r = analyze_stability(j);
   EXPECT_NEAR(r.spectral_abscissa, -1, 1e-12);
-  EXPECT_DOUBLE_EQ(r.mu_inf, 4);   // -1 + 5
-  EXPECT_DOUBLE_EQ(r.mu_1, 3);     // -2 + 5
+  EXPECT_DOUBLE_EQ(r.mu_inf, 4);  // -1 + 5
+  EXPECT_DOUBLE_EQ(r.mu_1, 3);    // -2 + 5
   EXPECT_NEAR(r.mu_2, (-3 + std::sqrt(1 + 25.0)) / 2, 1e-12);
   EXPECT_FALSE(r.gershgorin_rows);
   EXPECT_TRUE(r.gershgorin_cols == false);
@@ -607,8 +615,7 @@ TEST(Stability, TriangularMatrixHurwitzButNotDiagonallyDominant) {
 TEST(Stability, RotationPlusDecayBlock) {
   const double a = 0.3, w = 2;
   Eigen::MatrixXd j(2, 2);
-  j << -a, w,
-       -w, -a;
+  j << -a, w, -w, -a;
   const auto r = analyze_stability(j);
   EXPECT_NEAR(r.spectral_abscissa, -a, 1e-12);
   EXPECT_NEAR(r.mu_2, -a, 1e-12);  // normal matrix: μ_2 = abscissa
@@ -620,9 +627,7 @@ TEST(Stability, RotationPlusDecayBlock) {
 
 TEST(Stability, ZeroColumnSumsAndActiveSet) {
   Eigen::MatrixXd j(3, 3);  // a graph Laplacian flow: columns sum to zero
-  j << -1, 0.5, 0.2,
-        0.6, -0.5, 0.3,
-        0.4, 0.0, -0.5;
+  j << -1, 0.5, 0.2, 0.6, -0.5, 0.3, 0.4, 0.0, -0.5;
   const auto r = analyze_stability(j);
   EXPECT_LE(r.max_abs_column_sum, 1e-15);
   EXPECT_NEAR(r.spectral_abscissa, 0, 1e-12);
@@ -649,9 +654,7 @@ TEST(Stability, LeakCertifiesFreshNetworkWithoutSaturation) {
   EXPECT_NEAR(r.spectral_abscissa, pub.spectral_abscissa - 1, 1e-9);
 }
 
-TEST(Stability, RejectsNonSquare) {
-  EXPECT_THROW(analyze_stability(Eigen::MatrixXd::Zero(2, 3)), shape_error);
-}
+TEST(Stability, RejectsNonSquare) { EXPECT_THROW(analyze_stability(Eigen::MatrixXd::Zero(2, 3)), shape_error); }
 
 // Runs a shell command; returns its exit status and appends stdout (and stderr) to out.
 static int run_command(const std::string& cmd, std::string& out) {
@@ -674,7 +677,8 @@ TEST(DeepCli, RecommendedConfigSolvesXorAndFlagFilesAreTranslated) {
   const std::string config = std::string(EQPROP_SOURCE_DIR) + "/configs/graph_xor_recommended.toml";
   std::string out;
   EXPECT_EQ(run_command(std::string(cli) + " deep train --config " + config + " --seed 1 --quiet --run-dir " +
-                            (dir / "a").string(), out),
+                            (dir / "a").string(),
+                        out),
             0)
       << out;
   EXPECT_NE(out.find("note: this is `eqprop train " + config + " --set model.kind=graph"), std::string::npos) << out;
@@ -688,10 +692,16 @@ TEST(DeepCli, RecommendedConfigSolvesXorAndFlagFilesAreTranslated) {
   }
   out.clear();
   EXPECT_EQ(run_command(std::string(cli) + " deep train --config " + (dir / "flags.toml").string() +
-                            " --epochs 30 --quiet --run-dir " + (dir / "b").string(), out), 0) << out;
+                            " --epochs 30 --quiet --run-dir " + (dir / "b").string(),
+                        out),
+            0)
+      << out;
   out.clear();
   EXPECT_EQ(run_command(std::string(cli) + " train " + config + " --set run.seed=1 --epochs 30 --quiet --run-dir " +
-                            (dir / "c").string(), out), 0) << out;
+                            (dir / "c").string(),
+                        out),
+            0)
+      << out;
   const auto b = load_checkpoint(dir / "b" / "checkpoint.eqck"), c = load_checkpoint(dir / "c" / "checkpoint.eqck");
   EXPECT_EQ(b.array("params").to_vector<double>(), c.array("params").to_vector<double>());
   std::filesystem::remove_all(dir);
@@ -705,8 +715,11 @@ TEST(DeepCli, SeedsCountFromSeedAndStabilityIsWritten) {
   const auto dir = std::filesystem::path(::testing::TempDir()) / ("eqprop_deep_seeds_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::string out;
-  EXPECT_EQ(run_command(std::string(cli) + " deep train --task xor --one-hot --seed 3 --seeds 2 --epochs 120 --stability "
-                            "--quiet --run-dir " + dir.string(), out),
+  EXPECT_EQ(run_command(std::string(cli) +
+                            " deep train --task xor --one-hot --seed 3 --seeds 2 --epochs 120 --stability "
+                            "--quiet --run-dir " +
+                            dir.string(),
+                        out),
             0)
       << out;
   EXPECT_NE(out.find("--seeds 3-4"), std::string::npos) << out;
@@ -764,7 +777,8 @@ TEST(DeepPresyn, HepSigmoidIsTheTableFunctionAndSigmoidIsRetired) {
     for (int i = 0; i < net.size(); ++i) want += net.weights()(i, n_in + j) * act::hep_sigmoid::value(s(i));
     EXPECT_NEAR(rate(j), want, 1e-14) << "neuron " << j;
     for (int m = 0; m < nf; ++m)
-      if (m != j) EXPECT_NEAR(jac(j, m), net.weights()(n_in + m, n_in + j) * act::hep_sigmoid::deriv(s(n_in + m)), 1e-14);
+      if (m != j)
+        EXPECT_NEAR(jac(j, m), net.weights()(n_in + m, n_in + j) * act::hep_sigmoid::deriv(s(n_in + m)), 1e-14);
   }
 }
 
@@ -784,7 +798,8 @@ TEST(DeepRule, ReciprocalNudgeNeedsVectorFieldRuleWithoutClip) {
     // The training loop refuses the config before it writes a run directory.
     const auto cfg = load_training_config({std::string(EQPROP_SOURCE_DIR) + "/configs/graph_xor_recommended.toml"},
                                           {"estimator.kind=" + std::string(to_string(rule))});
-    const auto dir = std::filesystem::path(::testing::TempDir()) / ("eqprop_deep_refused_" + std::to_string(::getpid()));
+    const auto dir =
+        std::filesystem::path(::testing::TempDir()) / ("eqprop_deep_refused_" + std::to_string(::getpid()));
     std::filesystem::remove_all(dir);
     std::ostringstream log;
     train_options o;
@@ -809,8 +824,9 @@ TEST(DeepRule, ReciprocalNudgeNeedsVectorFieldRuleWithoutClip) {
 // nudged_mse is that of the reciprocal nudged fixed point (unique: the leaky absolute decay
 // contracts), not that of the plain nudge.
 TEST(DeepTrain, NudgedScoresUseTheReciprocalNudge) {
-  const auto st = config_settings("graph_xor_recommended.toml", 2,
-                                  {"relax.tol=1e-28", "relax.free_steps=100000", "relax.nudged_steps=100000", "run.epochs=1"});
+  const auto st =
+      config_settings("graph_xor_recommended.toml", 2,
+                      {"relax.tol=1e-28", "relax.free_steps=100000", "relax.nudged_steps=100000", "run.epochs=1"});
   const auto task = make_logic_task("xor", true);
   const auto g = train_graph(st);
   const auto& net = g.net;
@@ -836,7 +852,9 @@ TEST(DeepCli, RefusesRetiredPresynAndWrongReciprocalCombinations) {
   std::filesystem::remove_all(dir);
   const std::string rec = std::string(cli) + " deep train --config " + std::string(EQPROP_SOURCE_DIR) +
                           "/configs/graph_xor_recommended.toml --epochs 1 --quiet --run-dir " + dir.string();
-  struct bad_case { std::string args, message; };
+  struct bad_case {
+    std::string args, message;
+  };
   for (const auto& c : {bad_case{" --presyn sigmoid", "hep_sigmoid"}, bad_case{" --rule trajectory", "vector_field"},
                         bad_case{" --rule endpoint", "vector_field"}}) {
     std::string out;
@@ -846,8 +864,13 @@ TEST(DeepCli, RefusesRetiredPresynAndWrongReciprocalCombinations) {
     EXPECT_FALSE(std::filesystem::exists(dir)) << c.args << ": a refused config leaves no run directory";
   }
   std::string out;
-  EXPECT_EQ(WEXITSTATUS(run_command(std::string(cli) + " deep train --task xor --one-hot --rule vector_field "
-                                        "--reciprocal-nudge --epochs 1 --quiet --run-dir " + dir.string(), out)), 2) << out;
+  EXPECT_EQ(WEXITSTATUS(run_command(std::string(cli) +
+                                        " deep train --task xor --one-hot --rule vector_field "
+                                        "--reciprocal-nudge --epochs 1 --quiet --run-dir " +
+                                        dir.string(),
+                                    out)),
+            2)
+      << out;
   EXPECT_NE(out.find("--no-clip"), std::string::npos) << out;
 }
 
@@ -861,14 +884,18 @@ TEST(DeepCli, BenchReadsTheYinYangConfig) {
   const std::string json = (dir / "b.json").string();
   std::string out;
   ASSERT_EQ(run_command("cd " + std::string(EQPROP_SOURCE_DIR) + " && " + cli +
-                            " bench -w deep_yinyang_leak --seconds 0.1 --no-peak --json " + json, out), 0) << out;
+                            " bench -w deep_yinyang_leak --seconds 0.1 --no-peak --json " + json,
+                        out),
+            0)
+      << out;
   std::ifstream f(json);
   const auto j = nlohmann::json::parse(f);
   ASSERT_EQ(j.at("workloads").size(), 1u);
   EXPECT_EQ(j.at("workloads")[0].at("edges").get<long>(), 1221);
   EXPECT_DOUBLE_EQ(j.at("workloads")[0].at("relax_steps_per_batch").get<double>(), 200.0);  // T1 + T2 = 100 + 100
   out.clear();
-  EXPECT_NE(run_command("cd " + dir.string() + " && " + cli + " bench -w deep_yinyang_leak --seconds 0.1 --no-peak", out), 0);
+  EXPECT_NE(
+      run_command("cd " + dir.string() + " && " + cli + " bench -w deep_yinyang_leak --seconds 0.1 --no-peak", out), 0);
   EXPECT_NE(out.find("configs/graph_yin_yang_leak.toml"), std::string::npos) << out;
   std::filesystem::remove_all(dir);
 }
@@ -882,27 +909,37 @@ TEST(DeepCli, StabilityReadsCheckpointsOfTheFormerTrainer) {
   const auto dir = std::filesystem::path(::testing::TempDir()) / ("eqprop_deep_old_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
   std::string out;
-  ASSERT_EQ(run_command(std::string(cli) + " train " + std::string(EQPROP_SOURCE_DIR) +
-                            "/configs/graph_xor_recommended.toml --seed 1 --epochs 20 --quiet --run-dir " + dir.string(), out),
-            0) << out;
+  ASSERT_EQ(
+      run_command(std::string(cli) + " train " + std::string(EQPROP_SOURCE_DIR) +
+                      "/configs/graph_xor_recommended.toml --seed 1 --epochs 20 --quiet --run-dir " + dir.string(),
+                  out),
+      0)
+      << out;
   const saved_run run = load_saved_run(dir, "");
   const auto net = saved_network<graph_network<double>>(run);
   const auto& cfg = run.cfg;
   checkpoint old;
   old.meta["kind"] = "deep";
   auto& st = old.meta["settings"];
-  st["graph"] = {{"n_input", net.n_data_input()}, {"n_output", net.n_output()}, {"hidden", cfg.get<std::vector<int>>("network.hidden")},
+  st["graph"] = {{"n_input", net.n_data_input()},
+                 {"n_output", net.n_output()},
+                 {"hidden", cfg.get<std::vector<int>>("network.hidden")},
                  {"topology", cfg.get<std::string>("network.topology")}};
-  st["dynamics"] = {{"dt", cfg.get<double>("dynamics.dt")}, {"free_steps", cfg.get<long>("relax.free_steps")},
-                    {"stop_tol", cfg.get<double>("relax.tol")}, {"leak", cfg.get<double>("dynamics.leak")},
-                    {"decay", cfg.get<std::string>("dynamics.decay")}, {"presyn", "sigmoid"}, {"clip", false}};
+  st["dynamics"] = {{"dt", cfg.get<double>("dynamics.dt")},
+                    {"free_steps", cfg.get<long>("relax.free_steps")},
+                    {"stop_tol", cfg.get<double>("relax.tol")},
+                    {"leak", cfg.get<double>("dynamics.leak")},
+                    {"decay", cfg.get<std::string>("dynamics.decay")},
+                    {"presyn", "sigmoid"},
+                    {"clip", false}};
   old.arrays["weights"] = checkpoint_array::from_eigen(net.weights());
   old.arrays["bias"] = checkpoint_array::from_eigen(net.bias());
   old.arrays["probe_inputs"] = run.ck.array("probe_inputs");
   save_checkpoint(dir / "old.eqck", old);
   std::string now, before;
   ASSERT_EQ(run_command(std::string(cli) + " deep stability --json " + dir.string(), now), 0) << now;
-  ASSERT_EQ(run_command(std::string(cli) + " deep stability --json " + (dir / "old.eqck").string(), before), 0) << before;
+  ASSERT_EQ(run_command(std::string(cli) + " deep stability --json " + (dir / "old.eqck").string(), before), 0)
+      << before;
   EXPECT_EQ(before, now);
   EXPECT_NE(now.find("\"n_active\": 6"), std::string::npos) << "no clip: every free neuron active: " << now;
   std::filesystem::remove_all(dir);
@@ -983,7 +1020,8 @@ TEST(DeepDriver, Float32StepAgreesWithFloat64) {
   const Eigen::MatrixXd w0 = nd.weights();
   rng_t rd(13), rf(13);
   const auto sd = deep_learning_step(nd, dyn, learn, x, y, rd);
-  const auto sf = deep_learning_step(nf, dyn, learn, Eigen::MatrixXf(x.cast<float>()), Eigen::MatrixXf(y.cast<float>()), rf);
+  const auto sf =
+      deep_learning_step(nf, dyn, learn, Eigen::MatrixXf(x.cast<float>()), Eigen::MatrixXf(y.cast<float>()), rf);
   ASSERT_TRUE(sd.finite() && sf.finite());
   EXPECT_LE((sd.s_free - sf.s_free.cast<double>()).cwiseAbs().maxCoeff(), 1e-5);
   EXPECT_LE((sd.s_nudged - sf.s_nudged.cast<double>()).cwiseAbs().maxCoeff(), 1e-5);

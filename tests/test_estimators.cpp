@@ -46,7 +46,8 @@ ep_options ep_with(int N, double beta, relax_options free, relax_options nudged)
   return o;
 }
 
-double ep_error(const toy& t, const std::vector<double>& ref, int N, double beta, ep_start start = ep_start::free_state) {
+double ep_error(const toy& t, const std::vector<double>& ref, int N, double beta,
+                ep_start start = ep_start::free_state) {
   ep_options o;
   o.n_points = N;
   o.beta = beta;
@@ -88,9 +89,12 @@ TEST(EstimatorScaling, MagnitudesAtBeta01) {
                e8 = ep_error(t, ref, 8, 0.1);
   std::printf("|beta|=0.1: N=1 %.2e  N=2 %.2e  N=4 %.2e  N=8 %.2e\n", e1, e2, e4, e8);
   // Same order as the spec's table (5.0e-2, 2.5e-3, 1.7e-5, 3.2e-9) for moderate weights.
-  EXPECT_GT(e1, 1e-2); EXPECT_LT(e1, 2.5e-1);
-  EXPECT_GT(e2, 5e-4); EXPECT_LT(e2, 1.25e-2);
-  EXPECT_GT(e4, 3e-6); EXPECT_LT(e4, 1e-4);
+  EXPECT_GT(e1, 1e-2);
+  EXPECT_LT(e1, 2.5e-1);
+  EXPECT_GT(e2, 5e-4);
+  EXPECT_LT(e2, 1.25e-2);
+  EXPECT_GT(e4, 3e-6);
+  EXPECT_LT(e4, 1e-4);
   EXPECT_LT(e8, 1e-8);
 }
 
@@ -290,8 +294,10 @@ TEST(EstimatorBfloat16, RoundingFloorAndErrorAgainstFloat32) {
   const double e32 = run(0.1, matmul_precision::float32, &r32), e16 = run(0.1, matmul_precision::bfloat16, &r16);
   double r16b;
   const double e16_wide = run(0.5, matmul_precision::bfloat16, &r16b);
-  std::printf("bfloat16 products: free residual %.2e (float32 %.2e); rel. error %.2e at |beta| = 0.1 (float32 %.2e), "
-              "%.2e at 0.5\n", r16, r32, e16, e32, e16_wide);
+  std::printf(
+      "bfloat16 products: free residual %.2e (float32 %.2e); rel. error %.2e at |beta| = 0.1 (float32 %.2e), "
+      "%.2e at 0.5\n",
+      r16, r32, e16, e32, e16_wide);
   EXPECT_LT(r32, 1e-5);
   EXPECT_GT(r16, 1e-3);  // the rounding floor: bfloat16 relaxations never reach float32's tol
   EXPECT_GT(e16, 10 * e32);
@@ -385,8 +391,8 @@ TEST(CauchyEp, EarlyStoppingSavesStepsAndKeepsTheGradient) {
   EXPECT_LT(early.relax_steps, full.relax_steps / 2);
   EXPECT_TRUE(early.free.converged());
   EXPECT_LT(relative_error(g_early, g_full), 1e-8);
-  std::printf("early stopping: %ld of %ld steps, relative gradient error %.2e\n", early.relax_steps,
-              full.relax_steps, relative_error(g_early, g_full));
+  std::printf("early stopping: %ld of %ld steps, relative gradient error %.2e\n", early.relax_steps, full.relax_steps,
+              relative_error(g_early, g_full));
 }
 
 // relax.order = alternating (even layers, then odd layers from the new even ones) reaches the

@@ -187,7 +187,10 @@ struct fixture {
   fixture() {
     for (int i = 0; i < 300000; ++i) payload += static_cast<char>((static_cast<unsigned>(i) * 7919u) >> 3);
     write_file_atomic(root / "payload.bin", payload);
-    entry = {"sub/payload.bin", {}, static_cast<int64_t>(payload.size()), checksum_kind::sha256,
+    entry = {"sub/payload.bin",
+             {},
+             static_cast<int64_t>(payload.size()),
+             checksum_kind::sha256,
              file_digest(root / "payload.bin", checksum_kind::sha256)};
     opts.log = [this](const std::string& s) { log.push_back(s); };
   }
@@ -344,8 +347,9 @@ TEST(Fetch, WrongContentLengthIsRefusedBeforeDownloading) {
   server.watch = fx.data / "sub/payload.bin.part";
   fx.entry.urls = {server.url() + "/long/payload.bin", server.url() + "/short/payload.bin"};
   const auto [msg, secs] = fetch_error(fx);
-  EXPECT_CONTAINS(msg, "/long/payload.bin: the server announced Content-Length 3000000 but sub/payload.bin is "
-                       "300000 bytes; refused before downloading");
+  EXPECT_CONTAINS(msg,
+                  "/long/payload.bin: the server announced Content-Length 3000000 but sub/payload.bin is "
+                  "300000 bytes; refused before downloading");
   EXPECT_CONTAINS(msg, "/short/payload.bin: the server announced Content-Length 150000");
   EXPECT_LE(server.max_watched, 0);  // the .part file never received a byte
   EXPECT_LT(secs, 3.0);

@@ -14,8 +14,8 @@
 #include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/learn/reference.hpp"
-#include "test_util.hpp"
 #include "eqprop/train/vf_experiment.hpp"
+#include "test_util.hpp"
 
 using namespace eqprop;
 
@@ -208,7 +208,8 @@ TEST(GeneralizedEp, AsymmetryBiasFlatInNWhileSymmetricFalls) {
   const double e0 = err(ta, ra, 0, 0.2);
   EXPECT_GT(e0, 0.1);  // the asymmetry bias is large ...
   for (double beta : {0.1, 0.2, 0.3})
-    for (int N = 2; N <= 6; ++N) EXPECT_NEAR(err(ta, ra, N, beta), e0, 0.01 * e0) << "N=" << N << " beta=" << beta;  // ... and flat
+    for (int N = 2; N <= 6; ++N)
+      EXPECT_NEAR(err(ta, ra, N, beta), e0, 0.01 * e0) << "N=" << N << " beta=" << beta;  // ... and flat
   EXPECT_LT(err(ts, rs, 0, 0.2), 1e-12);
   for (int N : {2, 4, 6}) {
     const double e1 = err(ts, rs, N, 0.1), e2 = err(ts, rs, N, 0.05);
@@ -280,7 +281,12 @@ TEST(GeneralizedEp, HomeostaticLossMonteCarloMatchesExact) {
   std::vector<double> g5(t.net.n_params(), 0.0);
   rng_t r5(11);
   homeostatic_loss_mc(t.net, 5, r5, std::span<double>(g5));
-  const double e_mc = fd_check([&] { rng_t r(11); return homeostatic_loss_mc(t.net, 5, r); }, g5);
+  const double e_mc = fd_check(
+      [&] {
+        rng_t r(11);
+        return homeostatic_loss_mc(t.net, 5, r);
+      },
+      g5);
   const double e_ex = fd_check([&] { return homeostatic_loss_exact(t.net); }, ge);
   EXPECT_LT(e_mc, 1e-8);
   EXPECT_LT(e_ex, 1e-8);
@@ -450,7 +456,8 @@ TEST(GeneralizedEp, ANonFiniteSampleNeitherEndsNorHoldsUpTheOthers) {
     EXPECT_EQ(ro.n_not_converged, 0);
     EXPECT_EQ(rw.n_not_converged, 1);
     double err = 0;
-    for (int i = 1; i <= 3; ++i) err = std::max(err, (with.u()[i](Eigen::all, others) - without.u()[i]).cwiseAbs().maxCoeff());
+    for (int i = 1; i <= 3; ++i)
+      err = std::max(err, (with.u()[i](Eigen::all, others) - without.u()[i]).cwiseAbs().maxCoeff());
     EXPECT_LT(err, 1e-13) << "stop_early " << early;
   }
   network_spec ls;

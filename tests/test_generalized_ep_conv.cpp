@@ -330,7 +330,8 @@ TEST(GeneralizedEpConv, DiagnosticsAndRefusals) {
 }
 
 // The driver on a ConvNet vector field: freezing compacts the pooled conv caches with the
-// states, so an early-stopped, frozen free phase gives the fixed-step estimate; column slices on threads give the one-thread estimate to rounding.
+// states, so an early-stopped, frozen free phase gives the fixed-step estimate; column slices on threads give the
+// one-thread estimate to rounding.
 TEST(GeneralizedEpConv, FreezingAndThreadSlicesKeepTheEstimate) {
   conv_toy t(90.0, 9, 11);
   auto fixed = converged(gep_method::cauchy, 2, 0.1);
@@ -340,7 +341,7 @@ TEST(GeneralizedEpConv, FreezingAndThreadSlicesKeepTheEstimate) {
   gep_result rf, re;
   const auto gf = grad_of(t, fixed, &rf), ge = grad_of(t, early, &re);
   EXPECT_EQ(re.free.n_not_converged, rf.free.n_not_converged);  // the slow ones ran all T1 steps
-  EXPECT_LT(re.free.sample_steps, re.free.steps * 9);              // the others froze
+  EXPECT_LT(re.free.sample_steps, re.free.steps * 9);           // the others froze
   EXPECT_LT(relative_error(ge, gf), 1e-9);
   RecordProperty("early_vs_fixed", sci(relative_error(ge, gf)));
   auto threaded = fixed;

@@ -4,19 +4,18 @@
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/learn/gle_reference.hpp"
 #include "eqprop/model/gle_network.hpp"
-#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/checkpoint.hpp"
-#include <cstring>
+#include "eqprop/train/gle_tasks.hpp"
 
 using namespace eqprop;
 using matd = Eigen::MatrixXd;
 
 namespace {
-
 
 double rel_error(const std::vector<double>& a, const std::vector<double>& b) {
   double num = 0, den = 0;
@@ -41,8 +40,8 @@ gle_spec le_spec(gle_loss loss, int n_out) {
   s.loss = loss;
   s.layers.push_back(gle_layer(5, activation_kind::tanh, {0.3, 0.5, 1.0, 2.0, 0.1}, {0.3, 0.5, 1.0, 2.0, 0.1}));
   s.layers.push_back(gle_layer(4, activation_kind::softplus, {1, 0.7, 0.2, 3}, {1, 0.7, 0.2, 3}));
-  s.layers.push_back(gle_layer(n_out, activation_kind::linear, std::vector<double>(n_out, 1.2),
-                           std::vector<double>(n_out, 1.2)));
+  s.layers.push_back(
+      gle_layer(n_out, activation_kind::linear, std::vector<double>(n_out, 1.2), std::vector<double>(n_out, 1.2)));
   s.seed = 7;
   return s;
 }

@@ -56,8 +56,7 @@ void write_sequence_dataset(const fs::path& dir, long n_train, long n_test) {
     for (long i = 0; i < n; ++i) {
       const int c = int(i % 3);
       y[size_t(i)] = c;
-      for (long t = 0; t < T; ++t)
-        x[size_t(i * T + t)] = float((i * 5 + t * 3) % 7) / 14.f + (t / 8 == c ? 1.f : 0.f);
+      for (long t = 0; t < T; ++t) x[size_t(i * T + t)] = float((i * 5 + t * 3) % 7) / 14.f + (t / 8 == c ? 1.f : 0.f);
     }
     write_npy(dir / (std::string("x_") + stem + ".npy"), "<f4", {n, T}, x.data(), x.size() * 4);
     write_npy(dir / (std::string("y_") + stem + ".npy"), "<i8", {n}, y.data(), y.size() * 8);
@@ -84,8 +83,8 @@ const std::vector<kind_case>& cases() {
       {"vector_field_dense",
        {"model.kind=vector_field", "data.name=yin_yang", "data.yin_yang_train=60", "data.yin_yang_test=30",
         "network.hidden=[6]", "network.output_size=3", "relax.free_steps=20", "relax.nudged_steps=5",
-        "homeostasis.lambda=1", "homeostasis.probes=2", "diagnostics.samples=5", "run.batch=10",
-        "optimizer.kind=adam", "optimizer.lr=0.01"},
+        "homeostasis.lambda=1", "homeostasis.probes=2", "diagnostics.samples=5", "run.batch=10", "optimizer.kind=adam",
+        "optimizer.lr=0.01"},
        nullptr},
       {"vector_field_conv",
        {"model.kind=vector_field", "data.name=npy", "network.conv=[2]", "network.hidden=[]", "network.output_size=3",
@@ -98,14 +97,14 @@ const std::vector<kind_case>& cases() {
        nullptr},
       {"graph_yin_yang",
        {"model.kind=graph", "data.name=yin_yang", "data.yin_yang_train=40", "data.yin_yang_test=20",
-        "network.one_hot=true", "network.hidden=[5]", "dynamics.leak=3", "relax.free_steps=30",
-        "relax.nudged_steps=30", "estimator.kind=endpoint", "estimator.beta=0.5", "optimizer.lr=0.3",
-        "prune.enabled=true", "prune.persistent=true", "prune.tol=0.05", "run.batch=10"},
+        "network.one_hot=true", "network.hidden=[5]", "dynamics.leak=3", "relax.free_steps=30", "relax.nudged_steps=30",
+        "estimator.kind=endpoint", "estimator.beta=0.5", "optimizer.lr=0.3", "prune.enabled=true",
+        "prune.persistent=true", "prune.tol=0.05", "run.batch=10"},
        nullptr},
       {"gle_sequences",
        {"model.kind=gle", "data.name=npy", "network.width=6", "network.depth=1",
-        R"(network.tau_groups="3:0.6:0.2, 3:1.0:1.0")", "network.output_tau=0.6", "run.batch=10",
-        "run.eval_batch=7", "optimizer.lr=0.01", "schedule.plateau_patience=0"},
+        R"(network.tau_groups="3:0.6:0.2, 3:1.0:1.0")", "network.output_tau=0.6", "run.batch=10", "run.eval_batch=7",
+        "optimizer.lr=0.01", "schedule.plateau_patience=0"},
        "sequences"},
   };
   return c;

@@ -182,8 +182,10 @@ TEST(ContinuousHep, SmoothOdeFormIsAccurateWhenAdiabatic) {
   // The transient from h = 0 is part of the average (as in the paper), so its weight
   // falls like 1/periods; the lag behind beta(t) falls with the period in units of tau.
   const double fast = err(5, 20), slow5 = err(100, 5), slow20 = err(100, 20);
-  std::printf("smooth continuous hEP, dt/tau=0.2: rel. error %.3e (period 8 tau, 20 periods), %.3e (period 160 tau, "
-              "5 periods), %.3e (period 160 tau, 20 periods)\n", fast, slow5, slow20);
+  std::printf(
+      "smooth continuous hEP, dt/tau=0.2: rel. error %.3e (period 8 tau, 20 periods), %.3e (period 160 tau, "
+      "5 periods), %.3e (period 160 tau, 20 periods)\n",
+      fast, slow5, slow20);
   EXPECT_LT(slow20, 0.015);
   EXPECT_LT(slow20, 0.5 * slow5);
   EXPECT_LT(slow20, 0.2 * fast);

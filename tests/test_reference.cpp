@@ -220,17 +220,16 @@ TEST_P(ReferenceAgree, AllReferencesAgreeAtTheFixedPoint) {
   for (size_t k = 0; k < idx.size(); ++k) EXPECT_EQ(sub[k], g_cs[idx[k]]);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Reference, ReferenceAgree,
-    ::testing::Values(agree_case{activation_kind::hep_sigmoid, output_kind::readout},
-                      agree_case{activation_kind::hep_sigmoid, output_kind::layer},
-                      agree_case{activation_kind::holotanh, output_kind::readout},
-                      agree_case{activation_kind::holotanh, output_kind::layer},
-                      agree_case{activation_kind::tanh, output_kind::readout},
-                      agree_case{activation_kind::tanh, output_kind::layer}),
-    [](const auto& info) {
-      return std::string(to_string(info.param.act)) + "_" + std::string(to_string(info.param.out));
-    });
+INSTANTIATE_TEST_SUITE_P(Reference, ReferenceAgree,
+                         ::testing::Values(agree_case{activation_kind::hep_sigmoid, output_kind::readout},
+                                           agree_case{activation_kind::hep_sigmoid, output_kind::layer},
+                                           agree_case{activation_kind::holotanh, output_kind::readout},
+                                           agree_case{activation_kind::holotanh, output_kind::layer},
+                                           agree_case{activation_kind::tanh, output_kind::readout},
+                                           agree_case{activation_kind::tanh, output_kind::layer}),
+                         [](const auto& info) {
+                           return std::string(to_string(info.param.act)) + "_" + std::string(to_string(info.param.out));
+                         });
 
 // One, two and three hidden layers (the middle layer of K = 3 is driven from both sides).
 TEST(ReferenceAgreeDepth, BpttImplicitAndComplexStepAgreeForEveryDepth) {

@@ -24,10 +24,10 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/progress.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 
 namespace fs = std::filesystem;
 using namespace eqprop;
@@ -376,7 +376,9 @@ TEST(Config, RetiredActivationNamesAndKeysAreErrorsNamingTheNewOnes) {
   EXPECT_NE(e.find("use 'half_clamp01' for clamp(x/2, 0, 1)"), npos) << e;
   EXPECT_NE(e.find("old.toml:2"), npos) << e;
   EXPECT_EQ(ep.get<std::string>("network.activation"), "hep_sigmoid");  // the default, unchanged
-  EXPECT_NE(error_message([&] { ep.load_json({{"network", {{"activation", "sigmoid"}}}}, "dict"); }).find("hep_sigmoid"),
+  EXPECT_NE(error_message([&] {
+              ep.load_json({{"network", {{"activation", "sigmoid"}}}}, "dict");
+            }).find("hep_sigmoid"),
             npos);
   ep.set_override("network.output=layer");  // the EP key keeps its meaning
   EXPECT_EQ(ep.get<std::string>("network.output"), "layer");

@@ -78,7 +78,8 @@ void write_npy_dataset(const fs::path& dir, long n_train, long n_test, int shift
     std::vector<int64_t> y(static_cast<size_t>(n));
     for (long i = 0; i < n; ++i) {
       y[size_t(i)] = (i + shift) % 3;
-      for (int j = 0; j < 4; ++j) x[size_t(i * 4 + j)] = float((i * 7 + j * 3) % 11) / 11.f + 0.3f * float(y[size_t(i)] == j);
+      for (int j = 0; j < 4; ++j)
+        x[size_t(i * 4 + j)] = float((i * 7 + j * 3) % 11) / 11.f + 0.3f * float(y[size_t(i)] == j);
     }
     write_npy(dir / (std::string("x_") + stem + ".npy"), "<f4", {n, 4}, x.data(), x.size() * 4);
     write_npy(dir / (std::string("y_") + stem + ".npy"), "<i8", {n}, y.data(), y.size() * 8);
@@ -285,10 +286,12 @@ TEST(RunSafety, SecondSigintStopsAtOnce) {
   const fs::path root = temp_dir("run_safety_second_sigint");
   // One batch of 2000 samples with 100000 free steps: far longer than the test waits.
   const std::string cmd = cli() + " train -q --set data.yin_yang_train=2000 --set run.batch=2000 " +
-                          "--set relax.free_steps=100000 --set relax.nudged_steps=4 --run-dir " +
-                          (root / "r").string();
-  FILE* f = popen(("sh -c '" + cmd + " & p=$!; sleep 1; kill -INT $p; sleep 0.2; kill -INT $p; wait $p; "
-                    "echo status=$?' 2>&1").c_str(), "r");
+                          "--set relax.free_steps=100000 --set relax.nudged_steps=4 --run-dir " + (root / "r").string();
+  FILE* f = popen(("sh -c '" + cmd +
+                   " & p=$!; sleep 1; kill -INT $p; sleep 0.2; kill -INT $p; wait $p; "
+                   "echo status=$?' 2>&1")
+                      .c_str(),
+                  "r");
   ASSERT_NE(f, nullptr);
   std::string r;
   char buf[4096];

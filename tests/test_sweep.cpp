@@ -89,9 +89,9 @@ TEST(Sweep, DirectoryNamesAreReadableAndSafe) {
 
 TEST(Sweep, PlanHasEveryCombinationAndCreatesNothing) {
   const fs::path root = temp_dir("sweep_plan") / "s";
-  const auto plan = make_sweep_plan(base_config(),
-                                    {parse_grid_axis("optimizer.lr=0.01,0.02"), parse_grid_axis("estimator.beta=0.2,0.4")},
-                                    {0, 1}, root);
+  const auto plan = make_sweep_plan(
+      base_config(), {parse_grid_axis("optimizer.lr=0.01,0.02"), parse_grid_axis("estimator.beta=0.2,0.4")}, {0, 1},
+      root);
   ASSERT_EQ(plan.points.size(), 4u);
   ASSERT_EQ(plan.runs.size(), 8u);
   EXPECT_EQ(plan.points[1].name, "optimizer.lr=0.01,estimator.beta=0.4");  // last axis fastest
@@ -132,15 +132,14 @@ TEST(Sweep, BadGridIsAConfigErrorBeforeAnything) {
 TEST(Sweep, PlanReadsTheStateOfEachRunDirectory) {
   const fs::path root = temp_dir("sweep_state");
   const auto cfg = base_config();
-  write_fake_checkpoint(root / "seed-0", cfg, 0, 2, 0);              // finished
-  write_fake_checkpoint(root / "seed-1", cfg, 1, 1, 0);              // an epoch short
-  write_fake_checkpoint(root / "seed-2", cfg, 2, 1, 3);              // mid-epoch
-  write_text(root / "seed-3" / "config.toml", cfg.to_toml());        // killed before its first checkpoint
-  fs::create_directories(root / "seed-4");                           // empty
+  write_fake_checkpoint(root / "seed-0", cfg, 0, 2, 0);        // finished
+  write_fake_checkpoint(root / "seed-1", cfg, 1, 1, 0);        // an epoch short
+  write_fake_checkpoint(root / "seed-2", cfg, 2, 1, 3);        // mid-epoch
+  write_text(root / "seed-3" / "config.toml", cfg.to_toml());  // killed before its first checkpoint
+  fs::create_directories(root / "seed-4");                     // empty
   auto plan = make_sweep_plan(cfg, {}, {0, 1, 2, 3, 4, 5}, root);
-  const std::vector<sweep_run_state> want{sweep_run_state::finished, sweep_run_state::resume,
-                                          sweep_run_state::resume,   sweep_run_state::restart,
-                                          sweep_run_state::fresh,    sweep_run_state::fresh};
+  const std::vector<sweep_run_state> want{sweep_run_state::finished, sweep_run_state::resume, sweep_run_state::resume,
+                                          sweep_run_state::restart,  sweep_run_state::fresh,  sweep_run_state::fresh};
   for (std::size_t i = 0; i < want.size(); ++i) EXPECT_EQ(plan.runs[i].state, want[i]) << i;
   EXPECT_EQ(plan.runs[1].checkpoint_epoch, 1);
 
@@ -290,7 +289,8 @@ TEST(SweepCli, JobsRunTwoAtATimeWithTheSameResults) {
     for (std::string line; std::getline(in, line);) out += line.substr(0, line.rfind(',')) + "\n";
     return out;
   };
-  EXPECT_EQ(without_time(read_file(root / "two" / "summary.csv")), without_time(read_file(root / "one" / "summary.csv")));
+  EXPECT_EQ(without_time(read_file(root / "two" / "summary.csv")),
+            without_time(read_file(root / "one" / "summary.csv")));
   const auto again = run_cli(cmd + (root / "two").string() + " --jobs 2");
   ASSERT_EQ(again.status, 0) << again.output;
   EXPECT_TRUE(contains(again.output, "(6 finished, 0 to resume, 0 new)")) << again.output;
@@ -304,9 +304,11 @@ TEST(SweepCli, InterruptStopsTheSweepAndTheSameCommandContinues) {
   if (cli().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
   const fs::path root = temp_dir("sweep_cli_int");
   const std::string dir = (root / "s").string();
-  const std::string cmd = "train -q --set run.epochs=1 --set data.yin_yang_train=200 --set data.yin_yang_test=40 "
-                          "--set network.hidden=[8] --set relax.free_steps=10 --set relax.nudged_steps=4 --seeds 0,1 "
-                          "--run-dir " + dir;
+  const std::string cmd =
+      "train -q --set run.epochs=1 --set data.yin_yang_train=200 --set data.yin_yang_test=40 "
+      "--set network.hidden=[8] --set relax.free_steps=10 --set relax.nudged_steps=4 --seeds 0,1 "
+      "--run-dir " +
+      dir;
   const auto stopped = run_cli(cmd + " --interrupt-after-batches 3");
   ASSERT_EQ(stopped.status, 130) << stopped.output;
   EXPECT_TRUE(contains(stopped.output, "sweep interrupted in run 1 of 2")) << stopped.output;

@@ -19,8 +19,8 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/vf_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
+#include "eqprop/train/vf_experiment.hpp"
 
 #include "test_util.hpp"
 
@@ -138,7 +138,8 @@ void expect_rejected(const std::function<void()>& assign, const std::string& key
   } catch (const config_error& e) {
     const std::string msg = e.what();
     EXPECT_NE(msg.find("`" + key + "`"), std::string::npos) << path << ": " << msg;
-    for (const auto& s : b.expect) EXPECT_NE(msg.find(s), std::string::npos) << path << ": `" << s << "` not in: " << msg;
+    for (const auto& s : b.expect)
+      EXPECT_NE(msg.find(s), std::string::npos) << path << ": `" << s << "` not in: " << msg;
   }
 }
 
@@ -146,8 +147,7 @@ void expect_rejected(const std::function<void()>& assign, const std::string& key
 
 TEST(TrustConfig, EveryDefaultSatisfiesItsConstraint) {
   for (const auto& [name, schema] : all_schemas())
-    for (const auto& k : schema.keys())
-      EXPECT_EQ(k.allowed.violation(k.default_value), "") << name << " " << k.key;
+    for (const auto& k : schema.keys()) EXPECT_EQ(k.allowed.violation(k.default_value), "") << name << " " << k.key;
 }
 
 TEST(TrustConfig, EveryNumericKeyHasARangeAndEveryDocIsGenerated) {
@@ -224,7 +224,8 @@ TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
   EXPECT_NE(m.find("in [0, 1]"), std::string::npos) << m;
   EXPECT_NE(m.find("override `schedule.min_factor=-0.5`"), std::string::npos) << m;
   for (const char* epochs : {"-5", "0"}) {
-    m = msg_of([&] { cfg.load_toml_string(fmt::format("[optimizer]\nlr = 0.5\n[run]\nepochs = {}\n", epochs), "run.toml"); });
+    m = msg_of(
+        [&] { cfg.load_toml_string(fmt::format("[optimizer]\nlr = 0.5\n[run]\nepochs = {}\n", epochs), "run.toml"); });
     EXPECT_NE(m.find(fmt::format("`run.epochs` = {}", epochs)), std::string::npos) << m;
     EXPECT_NE(m.find("an integer in [1, 1000000]"), std::string::npos) << m;
     EXPECT_NE(m.find("run.toml:4:10"), std::string::npos) << m;
@@ -240,7 +241,8 @@ TEST(TrustConfig, IssueExamplesNameKeyRangeAndSource) {
   EXPECT_NE(m.find("a float > 0"), std::string::npos) << m;
   m = msg_of([&] { cfg.set_override("estimator.kind=holografic"); });
   EXPECT_NE(m.find("`estimator.kind` = \"holografic\" is not allowed: must be one of classic, symmetric, holomorphic"),
-            std::string::npos) << m;
+            std::string::npos)
+      << m;
   m = msg_of([&] { cfg.set_override("optimizer.kind=adamm"); });
   EXPECT_NE(m.find("(did you mean `adam`?)"), std::string::npos) << m;
   m = msg_of([&] { cfg.set_override("network.hidden=120,0"); });
@@ -282,7 +284,7 @@ TEST(TrustConfig, ResumeAppliesChangesAndRefusesFixedKeys) {
   config req(layered_schema());
   req.set_override("run.epochs=5");
   req.set_override("optimizer.lr=0.05");
-  req.set_override("run.seed=0");        // equal to the run's: not a change
+  req.set_override("run.seed=0");          // equal to the run's: not a change
   req.set_override("network.hidden=120");  // likewise
   const auto lines = run.apply_resume_changes(req);
   ASSERT_EQ(lines.size(), 2u);
@@ -333,7 +335,8 @@ TEST(TrustCli, OutOfRangeFlagsOfEverySubcommandExitTwoNamingFlagAndRange) {
   const bad_flag cases[] = {
       {"train --epochs=-5", "--epochs = -5 is out of range: must be an integer in [1, 1000000]"},
       {"train --epochs 0", "--epochs = 0 is out of range"},
-      {"train --set schedule.min_factor=-0.5", "`schedule.min_factor` = -0.5 is out of range: must be a float in [0, 1]"},
+      {"train --set schedule.min_factor=-0.5",
+       "`schedule.min_factor` = -0.5 is out of range: must be a float in [0, 1]"},
       {"train --set run.epochs=-5", "`run.epochs` = -5"},
       {"gradcheck --tol -1", "--tol = -1 is out of range: must be a float >= 0"},
       {"gradcheck --free-steps 0", "--free-steps = 0"},
@@ -372,13 +375,15 @@ TEST(TrustCli, SetWithResumeAppliesChangesAndRefusesFixedKeys) {
   REQUIRE_CLI();
   const auto dir = temp_dir("resume");
   const std::string run_dir = (dir / "r").string();
-  const std::string tiny = "train -q --set data.yin_yang_train=40 --set data.yin_yang_test=20 --set network.hidden=8 "
-                           "--set relax.free_steps=10 --set relax.nudged_steps=5 ";
+  const std::string tiny =
+      "train -q --set data.yin_yang_train=40 --set data.yin_yang_test=20 --set network.hidden=8 "
+      "--set relax.free_steps=10 --set relax.nudged_steps=5 ";
   auto r = run_cli(tiny + "--epochs 1 --run-dir " + run_dir);
   ASSERT_EQ(r.status, 0) << r.output;
   r = run_cli("train -q --resume " + run_dir + " --epochs 2 --set optimizer.lr=0.05");
   ASSERT_EQ(r.status, 0) << r.output;
-  EXPECT_NE(r.output.find("resume: optimizer.lr: 0.1 -> 0.05 (override `optimizer.lr=0.05`)"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("resume: optimizer.lr: 0.1 -> 0.05 (override `optimizer.lr=0.05`)"), std::string::npos)
+      << r.output;
   EXPECT_NE(r.output.find("resume: run.epochs: 1 -> 2 (--epochs)"), std::string::npos) << r.output;
   const auto ck = load_checkpoint(fs::path(run_dir) / "checkpoint.eqck");
   EXPECT_EQ(ck.meta.at("epoch").get<long>(), 2);

@@ -95,7 +95,8 @@ TEST(TrustNonFinite, DataCheckNamesSplitFirstBadSampleAndFeature) {
     FAIL() << "no error for NaN data";
   } catch (const eqprop::data_error& e) {
     const std::string m = e.what();
-    EXPECT_TRUE(contains(m, "'toy'") && contains(m, "test sample 4") && contains(m, "feature 1") && contains(m, "nan")) << m;
+    EXPECT_TRUE(contains(m, "'toy'") && contains(m, "test sample 4") && contains(m, "feature 1") && contains(m, "nan"))
+        << m;
   }
   eqprop::dataset empty;
   empty.name = "toy";
@@ -104,7 +105,8 @@ TEST(TrustNonFinite, DataCheckNamesSplitFirstBadSampleAndFeature) {
     eqprop::check_split(empty, "training", "data.limit_train");
     FAIL() << "no error for an empty split";
   } catch (const eqprop::data_error& e) {
-    EXPECT_TRUE(contains(e.what(), "training split has no samples") && contains(e.what(), "data.limit_train")) << e.what();
+    EXPECT_TRUE(contains(e.what(), "training split has no samples") && contains(e.what(), "data.limit_train"))
+        << e.what();
   }
 }
 
@@ -144,8 +146,8 @@ TEST(TrustNonFinite, GleResumeFromNanCheckpointDiverges) {
   REQUIRE_CLI();
   const auto dir = temp_dir("gle_nan");
   write_npy_dataset(dir / "data", 30, 12, -1);
-  const std::string common = "gle train -q --set data.name=npy --set network.depth=1 --set run.batch=10 --data-dir " +
-                             (dir / "data").string();
+  const std::string common =
+      "gle train -q --set data.name=npy --set network.depth=1 --set run.batch=10 --data-dir " + (dir / "data").string();
   auto r = run_cli(common + " --epochs 1 --run-dir " + (dir / "run").string());
   ASSERT_EQ(r.status, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "final test accuracy")) << r.output;
@@ -198,11 +200,11 @@ TEST(TrustNonFinite, NanTestDataIsAnErrorInEveryTrainer) {
   };
   expect_error("train -q --set data.name=npy --set network.hidden=[5] --epochs 1 --run-dir " + (dir / "r1").string(),
                dir / "r1");
-  expect_error("gep train -q --set data.name=npy --set network.hidden=[5] --set network.output_size=3 --epochs 1 --run-dir " +
-                   (dir / "r2").string(),
-               dir / "r2");
-  expect_error("gle train -q --set data.name=npy --set network.depth=1 --epochs 1 --run-dir " +
-                   (dir / "r3").string(),
+  expect_error(
+      "gep train -q --set data.name=npy --set network.hidden=[5] --set network.output_size=3 --epochs 1 --run-dir " +
+          (dir / "r2").string(),
+      dir / "r2");
+  expect_error("gle train -q --set data.name=npy --set network.depth=1 --epochs 1 --run-dir " + (dir / "r3").string(),
                dir / "r3");
   expect_error("deep train -q --task npy --train-size 30 --test-size 12 --epochs 1", {});
 }
@@ -223,10 +225,15 @@ TEST(TrustNonFinite, EmptySplitsAreErrors) {
       {"train -q --set data.yin_yang_train=0 --epochs 1", "training split has no samples", "data.yin_yang_train"},
       {"train -q --set data.limit_test=0 --epochs 1", "test split has no samples", "data.limit_test"},
       {"gep train -q --set data.name=npy --set data.limit_test=0 --set network.hidden=[5] --set network.output_size=3 "
-       "--epochs 1" + data, "test split has no samples", "data.limit_test"},
+       "--epochs 1" +
+           data,
+       "test split has no samples", "data.limit_test"},
       {"gle train -q --set data.name=npy --set data.limit_train=0 --set network.depth=1 "
-       "--epochs 1" + data, "training split has no samples", "data.limit_train"},
-      {"deep train -q --task npy --train-size 30 --test-size 0 --epochs 1" + data, "test split has no samples", "data.limit_test"},
+       "--epochs 1" +
+           data,
+       "training split has no samples", "data.limit_train"},
+      {"deep train -q --task npy --train-size 30 --test-size 0 --epochs 1" + data, "test split has no samples",
+       "data.limit_test"},
       // A data set whose test files hold no samples: the split check itself, in every trainer.
       {"train -q --set data.name=npy --epochs 1" + notest, "test split has no samples", ""},
       {"gep train -q --set data.name=npy --set network.hidden=[5] --set network.output_size=3 --epochs 1" + notest,
@@ -237,7 +244,8 @@ TEST(TrustNonFinite, EmptySplitsAreErrors) {
     const auto& c = cases[i];
     const auto r = run_cli(c.args + " --run-dir " + (dir / ("r" + std::to_string(i))).string());
     EXPECT_EQ(r.status, 2) << c.args << "\n" << r.output;
-    EXPECT_TRUE(contains(r.output, c.message) || (!c.key.empty() && contains(r.output, c.key))) << c.args << "\n" << r.output;
+    EXPECT_TRUE(contains(r.output, c.message) || (!c.key.empty() && contains(r.output, c.key))) << c.args << "\n"
+                                                                                                << r.output;
     EXPECT_FALSE(contains(r.output, "nan")) << r.output;
     EXPECT_FALSE(fs::exists(dir / ("r" + std::to_string(i)) / "checkpoint.eqck"));
   }
@@ -305,8 +313,10 @@ TEST(TrustNonFinite, OutOfMemoryAndUncreatableRunDirAreClearErrors) {
 TEST(TrustNonFinite, NanDuringTrainingStopsAndKeepsAFiniteCheckpoint) {
   REQUIRE_CLI();
   const auto dir = temp_dir("nan_training");
-  auto r = run_cli("train -q --set data.yin_yang_train=100 --set data.yin_yang_test=50 --set run.batch=100 "
-                   "--set network.hidden=[10] --set optimizer.lr=2.5e38 --epochs 4 --run-dir " + (dir / "ep").string());
+  auto r = run_cli(
+      "train -q --set data.yin_yang_train=100 --set data.yin_yang_test=50 --set run.batch=100 "
+      "--set network.hidden=[10] --set optimizer.lr=2.5e38 --epochs 4 --run-dir " +
+      (dir / "ep").string());
   EXPECT_EQ(r.status, 4) << r.output;
   EXPECT_TRUE(contains(r.output, "diverged in epoch 2: 50 of 50 test samples gave non-finite outputs")) << r.output;
   EXPECT_TRUE(contains(r.output, "last good checkpoint (" + (dir / "ep" / "checkpoint.eqck").string() + ", epoch 1)"))
@@ -325,9 +335,11 @@ TEST(TrustNonFinite, NanDuringTrainingStopsAndKeepsAFiniteCheckpoint) {
     EXPECT_TRUE(contains(last, "\"epoch\":2") && contains(last, "\"test_non_finite\":50")) << last;
   }
   // Generalized EP: the same.
-  r = run_cli("gep train -q --set data.name=yin_yang --set data.limit_train=100 --set data.limit_test=50 "
-              "--set run.batch=100 --set network.hidden=[8] --set network.output_size=3 --set relax.free_steps=40 "
-              "--set diagnostics.samples=0 --set optimizer.lr=2.5e38 --epochs 4 --run-dir " + (dir / "gep").string());
+  r = run_cli(
+      "gep train -q --set data.name=yin_yang --set data.limit_train=100 --set data.limit_test=50 "
+      "--set run.batch=100 --set network.hidden=[8] --set network.output_size=3 --set relax.free_steps=40 "
+      "--set diagnostics.samples=0 --set optimizer.lr=2.5e38 --epochs 4 --run-dir " +
+      (dir / "gep").string());
   EXPECT_EQ(r.status, 4) << r.output;
   EXPECT_TRUE(contains(r.output, "diverged in epoch 2: 50 of 50 test samples gave non-finite outputs")) << r.output;
   EXPECT_TRUE(contains(r.output, "epoch 1)")) << r.output;

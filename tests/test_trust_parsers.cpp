@@ -1,9 +1,9 @@
 // Hostile inputs for every file parser: nesting depth, decompression bombs, oversized
 // header values, reads bounded by limit_*, and FIFOs/devices where a regular file is
 // expected. Each input is generated here and small; each rejection must be quick.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
-#include <fcntl.h>
 #include <unistd.h>
 #include <zlib.h>
 
@@ -45,8 +45,6 @@ using eqprop::test::append;
 using eqprop::test::error_of;
 using eqprop::test::put_be32;
 using eqprop::test::put_le;
-
-
 
 #define EXPECT_HAS(msg, frag) EXPECT_NE((msg).find(frag), std::string::npos) << "'" << (frag) << "' not in: " << (msg)
 
@@ -108,7 +106,8 @@ TEST(TrustParsers, DeepTomlRejectedBeforeParsing) {
       {"table header", header + "b]\nx = 1\n"},
       {"array-of-tables header", "[" + header + "b]]\nx = 1\n"},
       {"inline tables", inline_tables},
-      {"dotted key, 100k parts", [] {
+      {"dotted key, 100k parts",
+       [] {
          std::string s;
          for (int k = 0; k < 100000; ++k) s += "a.";
          return s + "b = 1\n";
@@ -134,16 +133,16 @@ TEST(TrustParsers, DeepTomlRejectedBeforeParsing) {
   s.load_toml_string("name = " + brackets + "\n", "str.toml");
   EXPECT_EQ(s.get<std::string>("name").size(), 200u);
   // Just inside the limit is accepted by the depth check (and then fails on its type only).
-  const std::string msg = error_of<config_error>(
-      [&] { one_key_config().load_toml_string("v = " + std::string(60, '[') + std::string(60, ']') + "\n", "ok.toml"); });
+  const std::string msg = error_of<config_error>([&] {
+    one_key_config().load_toml_string("v = " + std::string(60, '[') + std::string(60, ']') + "\n", "ok.toml");
+  });
   EXPECT_EQ(msg.find("limit is"), std::string::npos) << msg;
 }
 
 // An override value (`--set key=value`, Python overrides) is bounded the same way, and its
 // message quotes only the start of a huge assignment.
 TEST(TrustParsers, DeepOverrideValueRejectedBeforeParsing) {
-  for (const std::string& value : {std::string(20000, '[') + std::string(20000, ']'),
-                                   [] {
+  for (const std::string& value : {std::string(20000, '[') + std::string(20000, ']'), [] {
                                      std::string v;
                                      for (int k = 0; k < 20000; ++k) v += "{a=";
                                      return v + "1" + std::string(20000, '}');
@@ -170,8 +169,9 @@ bytes checkpoint_with_header(std::string header) {
 
 TEST(TrustParsers, DeepCheckpointHeaderRejected) {
   const fs::path dir = scratch_dir("deep_ck");
-  write_bytes(dir / "deep.eqck", checkpoint_with_header(R"({"meta": {"config": )" + std::string(8000, '[') +
-                                                        std::string(8000, ']') + R"(}, "arrays": [], "data_length": 0})"));
+  write_bytes(dir / "deep.eqck",
+              checkpoint_with_header(R"({"meta": {"config": )" + std::string(8000, '[') + std::string(8000, ']') +
+                                     R"(}, "arrays": [], "data_length": 0})"));
   const std::string msg = error_of<data_error>([&] { load_checkpoint(dir / "deep.eqck"); });
   EXPECT_HAS(msg, "deep.eqck");
   EXPECT_HAS(msg, "nests more than 66 levels");
@@ -187,9 +187,10 @@ TEST(TrustParsers, DeepCheckpointHeaderRejected) {
 TEST(TrustParsers, CheckpointShapeProductOverflowRejected) {
   // 2^61 f64 elements are 2^64 bytes: a product that wraps to the recorded length 0.
   const fs::path dir = scratch_dir("ck_overflow");
-  write_bytes(dir / "wrap.eqck",
-              checkpoint_with_header(R"({"meta": {}, "arrays": [{"name": "a", "dtype": "f64", "shape": [2305843009213693952], )"
-                                     R"("offset": 0, "length": 0}], "data_length": 0})"));
+  write_bytes(
+      dir / "wrap.eqck",
+      checkpoint_with_header(R"({"meta": {}, "arrays": [{"name": "a", "dtype": "f64", "shape": [2305843009213693952], )"
+                             R"("offset": 0, "length": 0}], "data_length": 0})"));
   const std::string msg = error_of<data_error>([&] { load_checkpoint(dir / "wrap.eqck"); });
   EXPECT_HAS(msg, "wrap.eqck");
   EXPECT_HAS(msg, "does not match");
@@ -356,8 +357,7 @@ TEST(TrustParsers, NpzLimitDecompressesOnlyTheRowsItKeeps) {
   const long n = 300, cols = 12;
   bytes pixels(static_cast<size_t>(n * cols));
   for (size_t k = 0; k < pixels.size(); ++k) pixels[k] = static_cast<uint8_t>(k * 7);
-  const bytes data_npy =
-      npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (300, 12), }", pixels);
+  const bytes data_npy = npy_with_header("{'descr': '|u1', 'fortran_order': False, 'shape': (300, 12), }", pixels);
   bytes labels;
   for (long i = 0; i < n; ++i) put_le(labels, static_cast<uint64_t>(1 + i % 1000), 8);
   const bytes labels_npy = npy_with_header("{'descr': '<i8', 'fortran_order': False, 'shape': (300,), }", labels);
@@ -434,10 +434,11 @@ TEST(TrustParsers, FifoOrDeviceGivenAsAFileRejectedWithoutBlocking) {
   // Through the data set loader: a FIFO in place of an MNIST file is named as such.
   const fs::path mnist = dir / "data" / "mnist";
   fs::create_directories(mnist);
-  for (const char* f : {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
-                        "t10k-labels-idx1-ubyte"})
+  for (const char* f :
+       {"train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"})
     ASSERT_EQ(::mkfifo((mnist / f).c_str(), 0600), 0);
-  const std::string loader = error_within_5s(mnist / "train-images-idx3-ubyte", [&] { load_dataset("mnist", dir / "data"); });
+  const std::string loader =
+      error_within_5s(mnist / "train-images-idx3-ubyte", [&] { load_dataset("mnist", dir / "data"); });
   EXPECT_HAS(loader, "train-images-idx3-ubyte");
   EXPECT_HAS(loader, "is a FIFO");
   // /dev/zero would never end; it is refused for what it is.

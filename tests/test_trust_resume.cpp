@@ -162,7 +162,8 @@ TEST(TrustResume, VectorFieldAndGleStepsAreBitIdenticalWhereverTheBuffersLie) {
 // at any offset from a 64-byte boundary, and on 1 or 3 threads, give the same bits.
 TEST(TrustResume, AdamUpdateIsTheSameAtEveryOffsetAndThreadCount) {
   const long rows = 301, cols = 219, n = rows * (cols + 1);  // one block of >= 2^16 entries
-  const std::vector<param_block> layout{{"b0", 0, 5, 1, 0}, {"W0", 0, rows, cols, 5}, {"b1", 0, rows, 1, 5 + rows * cols}};
+  const std::vector<param_block> layout{
+      {"b0", 0, 5, 1, 0}, {"W0", 0, rows, cols, 5}, {"b1", 0, rows, 1, 5 + rows * cols}};
   const long total = 5 + n;
   rng_t rng(11);
   std::vector<float> p0(static_cast<size_t>(total)), g0(static_cast<size_t>(2 * total));
@@ -243,7 +244,8 @@ pid_t spawn_cli(const fs::path& cwd, const std::vector<std::string>& args, const
 // Exit status, or 128 + signal.
 int wait_for(pid_t pid) {
   int st = 0;
-  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {}
+  while (waitpid(pid, &st, 0) < 0 && errno == EINTR) {
+  }
   return WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
 }
 
@@ -322,10 +324,15 @@ struct two_places {
 TEST(TrustResume, KilledAtRandomMomentsResumesBitIdentically) {
   if (cli_path().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
   two_places dirs("trust_resume");
-  const std::vector<std::string> common{"train", "-q", "--set", "data.yin_yang_train=600", "--set",
-                                        "data.yin_yang_test=200", "--set", "network.hidden=[40]", "--set",
-                                        "relax.free_steps=20", "--set", "relax.nudged_steps=8", "--set",
-                                        "optimizer.kind=adam", "--set", "optimizer.lr=0.01", "--epochs", "4"};
+  const std::vector<std::string> common{"train",    "-q",
+                                        "--set",    "data.yin_yang_train=600",
+                                        "--set",    "data.yin_yang_test=200",
+                                        "--set",    "network.hidden=[40]",
+                                        "--set",    "relax.free_steps=20",
+                                        "--set",    "relax.nudged_steps=8",
+                                        "--set",    "optimizer.kind=adam",
+                                        "--set",    "optimizer.lr=0.01",
+                                        "--epochs", "4"};
   auto with = [&](std::vector<std::string> extra) {
     auto v = common;
     v.insert(v.end(), extra.begin(), extra.end());
@@ -339,10 +346,9 @@ TEST(TrustResume, KilledAtRandomMomentsResumesBitIdentically) {
   const fs::path run_b = dirs.far / "run-of-a-longer-name";
   const std::string data_b = (dirs.far / ".." / dirs.far.filename() / "." / "data").string();
   // --overwrite: a run killed before its first checkpoint is started again in its directory.
-  const int hits = run_with_kills(dirs.far, run_b,
-                                  with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
-                                  {"train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 6, t_full,
-                                  20261206, std::string(3000, 'p'));
+  const int hits = run_with_kills(
+      dirs.far, run_b, with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
+      {"train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 6, t_full, 20261206, std::string(3000, 'p'));
   EXPECT_GE(hits, 1) << "no kill hit a running process (uninterrupted run took " << t_full << " s)";
   expect_same_arrays(dirs.near / "r", run_b);
   const auto ra = test::metrics_rows(dirs.near / "r"), rb = test::metrics_rows(run_b);
@@ -356,13 +362,27 @@ TEST(TrustResume, KilledAtRandomMomentsResumesBitIdentically) {
 TEST(TrustResume, SlowGleKilledAtRandomMomentsResumesBitIdentically) {
   if (cli_path().empty()) GTEST_SKIP() << "EQPROP_CLI not set";
   const char* env_data = std::getenv("EQPROP_DATA");
-  const fs::path data = env_data && *env_data ? fs::path(env_data) : fs::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
+  const fs::path data =
+      env_data && *env_data ? fs::path(env_data) : fs::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data";
   if (!fs::exists(data / "mnist-1d" / "gle-360" / "x_train.npy")) GTEST_SKIP() << "no MNIST-1D data";
   two_places dirs("trust_resume_gle");
-  const std::vector<std::string> common{"gle", "train", "-q", "--set", "data.limit_train=150", "--set",
-                                        "data.limit_test=60", "--set", "network.depth=2", "--set", "run.batch=50",
-                                        "--set", "run.eval_batch=30", "--set", "schedule.plateau_patience=0",
-                                        "--epochs", "3"};
+  const std::vector<std::string> common{"gle",
+                                        "train",
+                                        "-q",
+                                        "--set",
+                                        "data.limit_train=150",
+                                        "--set",
+                                        "data.limit_test=60",
+                                        "--set",
+                                        "network.depth=2",
+                                        "--set",
+                                        "run.batch=50",
+                                        "--set",
+                                        "run.eval_batch=30",
+                                        "--set",
+                                        "schedule.plateau_patience=0",
+                                        "--epochs",
+                                        "3"};
   auto with = [&](std::vector<std::string> extra) {
     auto v = common;
     v.insert(v.end(), extra.begin(), extra.end());
@@ -374,11 +394,10 @@ TEST(TrustResume, SlowGleKilledAtRandomMomentsResumesBitIdentically) {
   const double t_full = seconds_since(t0);
 
   const fs::path run_b = dirs.far / "gle-run-with-a-longer-name";
-  const std::string data_b = (data / "mnist-1d" / ".." / "." ).string();
-  const int hits = run_with_kills(dirs.far, run_b,
-                                  with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
-                                  {"gle", "train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 2, t_full,
-                                  7, std::string(5000, 'q'));
+  const std::string data_b = (data / "mnist-1d" / ".." / ".").string();
+  const int hits = run_with_kills(
+      dirs.far, run_b, with({"--data-dir", data_b, "--run-dir", run_b.string(), "--overwrite"}),
+      {"gle", "train", "-q", "--data-dir", data_b, "--resume", run_b.string()}, 2, t_full, 7, std::string(5000, 'q'));
   EXPECT_GE(hits, 1) << "no kill hit a running process (uninterrupted run took " << t_full << " s)";
   expect_same_arrays(dirs.near / "r", run_b);
   const auto ra = test::metrics_rows(dirs.near / "r"), rb = test::metrics_rows(run_b);

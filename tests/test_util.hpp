@@ -13,8 +13,8 @@
 #include <vector>
 
 #include <gtest/gtest.h>
-#include <nlohmann/json.hpp>
 #include <zlib.h>
+#include <nlohmann/json.hpp>
 
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"  // one_hot
@@ -47,8 +47,8 @@ inline std::vector<nlohmann::json> metrics_rows(const std::filesystem::path& run
 }
 
 /// A .npy file (format 1.0, C order) of raw little-endian data of the given shape.
-inline void write_npy(const std::filesystem::path& p, const std::string& descr, const std::vector<long>& shape, const void* data,
-               std::size_t bytes) {
+inline void write_npy(const std::filesystem::path& p, const std::string& descr, const std::vector<long>& shape,
+                      const void* data, std::size_t bytes) {
   std::string dims;
   for (long d : shape) dims += std::to_string(d) + ",";
   if (shape.size() > 1) dims.pop_back();
@@ -103,7 +103,9 @@ inline void put_be32(std::vector<uint8_t>& b, uint32_t v) {
 inline void put_le(std::vector<uint8_t>& b, uint64_t v, int n) {
   for (int k = 0; k < n; ++k) b.push_back(static_cast<uint8_t>(v >> (8 * k)));
 }
-inline void append(std::vector<uint8_t>& b, const std::vector<uint8_t>& more) { b.insert(b.end(), more.begin(), more.end()); }
+inline void append(std::vector<uint8_t>& b, const std::vector<uint8_t>& more) {
+  b.insert(b.end(), more.begin(), more.end());
+}
 inline void append(std::vector<uint8_t>& b, const std::string& s) { b.insert(b.end(), s.begin(), s.end()); }
 
 /// zlib deflate of `in`: window_bits 15 + 16 gives gzip, -15 a raw deflate stream; level 0

@@ -36,6 +36,7 @@
 #include <Eigen/Dense>
 #endif
 
+#include <immintrin.h>
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -46,7 +47,6 @@
 #include <cstring>
 #include <fstream>
 #include <functional>
-#include <immintrin.h>
 #include <random>
 #include <string>
 #include <thread>
@@ -80,9 +80,7 @@ int openblas_get_num_threads(void);
 using cf = std::complex<float>;
 using Clock = std::chrono::steady_clock;
 
-static double now_s() {
-  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
+static double now_s() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
 // ---------------------------------------------------------------------------
 // Timing harness: warm-up, calibrate an inner repeat count so a sample lasts
@@ -149,8 +147,7 @@ static Stat time_it(const std::function<void()>& f) {
 
 #if defined(EQ_BENCH_EIGEN)
 template <class T>
-static void gemm(bool transA, int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C,
-                 int ldc) {
+static void gemm(bool transA, int M, int N, int K, const T* A, int lda, const T* B, int ldb, T* C, int ldc) {
   using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
   using S = Eigen::OuterStride<>;
   Eigen::Map<Mat, 0, S> c(C, M, N, S(ldc));
@@ -164,8 +161,7 @@ static void gemm(bool transA, int M, int N, int K, const T* A, int lda, const T*
   }
 }
 // Row-major view of B and C (used for the zero-copy interleaved variant).
-static void sgemm_rowmajor_bc(bool transA, int M, int N, int K, const float* A, int lda,
-                              const float* B, float* C) {
+static void sgemm_rowmajor_bc(bool transA, int M, int N, int K, const float* A, int lda, const float* B, float* C) {
   using MatC = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
   using MatR = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
   using S = Eigen::OuterStride<>;
@@ -180,8 +176,7 @@ static void sgemm_rowmajor_bc(bool transA, int M, int N, int K, const float* A, 
   }
 }
 static constexpr bool kHasMixed = true;
-static void rxc_mixed(bool transA, int M, int N, int K, const float* A, int lda, const cf* B,
-                      cf* C) {
+static void rxc_mixed(bool transA, int M, int N, int K, const float* A, int lda, const cf* B, cf* C) {
   using MatF = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic>;
   using MatCF = Eigen::Matrix<cf, Eigen::Dynamic, Eigen::Dynamic>;
   using S = Eigen::OuterStride<>;
@@ -203,8 +198,8 @@ static void set_threads(int n) {
 }
 static void print_meta() {
   // Eigen's SimdInstructionSetsInUse() prints "AVX ..." even when AVX2/FMA are used.
-  std::printf("# backend=Eigen %d.%d.%d simd=%s%s%s openmp=%s nbThreads=%d\n", EIGEN_WORLD_VERSION,
-              EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse(),
+  std::printf("# backend=Eigen %d.%d.%d simd=%s%s%s openmp=%s nbThreads=%d\n", EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION,
+              EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse(),
 #if defined(EIGEN_VECTORIZE_AVX2)
               " +AVX2",
 #else
@@ -228,26 +223,22 @@ static CBLAS_TRANSPOSE tr(bool t) { return t ? CblasTrans : CblasNoTrans; }
 template <class T>
 static void gemm(bool, int, int, int, const T*, int, const T*, int, T*, int);
 template <>
-void gemm<float>(bool ta, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
-                 float* C, int ldc) {
+void gemm<float>(bool ta, int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
   cblas_sgemm(CblasColMajor, tr(ta), CblasNoTrans, M, N, K, 1.0f, A, lda, B, ldb, 0.0f, C, ldc);
 }
 template <>
-void gemm<double>(bool ta, int M, int N, int K, const double* A, int lda, const double* B, int ldb,
-                  double* C, int ldc) {
+void gemm<double>(bool ta, int M, int N, int K, const double* A, int lda, const double* B, int ldb, double* C,
+                  int ldc) {
   cblas_dgemm(CblasColMajor, tr(ta), CblasNoTrans, M, N, K, 1.0, A, lda, B, ldb, 0.0, C, ldc);
 }
 template <>
-void gemm<cf>(bool ta, int M, int N, int K, const cf* A, int lda, const cf* B, int ldb, cf* C,
-              int ldc) {
+void gemm<cf>(bool ta, int M, int N, int K, const cf* A, int lda, const cf* B, int ldb, cf* C, int ldc) {
   const cf one(1.0f, 0.0f), zero(0.0f, 0.0f);
   cblas_cgemm(CblasColMajor, tr(ta), CblasNoTrans, M, N, K, &one, A, lda, B, ldb, &zero, C, ldc);
 }
-static void sgemm_rowmajor_bc(bool ta, int M, int N, int K, const float* A, int lda,
-                              const float* B, float* C) {
+static void sgemm_rowmajor_bc(bool ta, int M, int N, int K, const float* A, int lda, const float* B, float* C) {
   // C_rm(MxN) = op(A) B_rm  <=>  C^T (col-major NxM) = B^T (col-major NxK) * op(A)^T
-  cblas_sgemm(CblasColMajor, CblasNoTrans, ta ? CblasNoTrans : CblasTrans, N, M, K, 1.0f, B, N, A,
-              lda, 0.0f, C, N);
+  cblas_sgemm(CblasColMajor, CblasNoTrans, ta ? CblasNoTrans : CblasTrans, N, M, K, 1.0f, B, N, A, lda, 0.0f, C, N);
 }
 static constexpr bool kHasMixed = false;
 static void rxc_mixed(bool, int, int, int, const float*, int, const cf*, cf*) {}
@@ -260,13 +251,12 @@ static void set_threads(int n) {
 }
 static void print_meta() {
 #if defined(EQ_BENCH_OPENBLAS)
-  std::printf("# backend=OpenBLAS core=%s threads=%d config=%s\n", openblas_get_corename(),
-              openblas_get_num_threads(), openblas_get_config());
+  std::printf("# backend=OpenBLAS core=%s threads=%d config=%s\n", openblas_get_corename(), openblas_get_num_threads(),
+              openblas_get_config());
 #else
   std::printf("# backend=generic CBLAS (whatever libblas.so.3 resolves to)\n");
 #endif
-  std::printf("# cblas_sgemm loaded from %s\n",
-              loaded_from(reinterpret_cast<const void*>(&cblas_sgemm)));
+  std::printf("# cblas_sgemm loaded from %s\n", loaded_from(reinterpret_cast<const void*>(&cblas_sgemm)));
 }
 
 #elif defined(EQ_BENCH_BLIS)
@@ -274,34 +264,29 @@ static trans_t tr(bool t) { return t ? BLIS_TRANSPOSE : BLIS_NO_TRANSPOSE; }
 template <class T>
 static void gemm(bool, int, int, int, const T*, int, const T*, int, T*, int);
 template <>
-void gemm<float>(bool ta, int M, int N, int K, const float* A, int lda, const float* B, int ldb,
-                 float* C, int ldc) {
+void gemm<float>(bool ta, int M, int N, int K, const float* A, int lda, const float* B, int ldb, float* C, int ldc) {
   float one = 1.0f, zero = 0.0f;
-  bli_sgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, const_cast<float*>(A), 1, lda,
-            const_cast<float*>(B), 1, ldb, &zero, C, 1, ldc);
+  bli_sgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, const_cast<float*>(A), 1, lda, const_cast<float*>(B), 1, ldb,
+            &zero, C, 1, ldc);
 }
 template <>
-void gemm<double>(bool ta, int M, int N, int K, const double* A, int lda, const double* B, int ldb,
-                  double* C, int ldc) {
+void gemm<double>(bool ta, int M, int N, int K, const double* A, int lda, const double* B, int ldb, double* C,
+                  int ldc) {
   double one = 1.0, zero = 0.0;
-  bli_dgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, const_cast<double*>(A), 1, lda,
-            const_cast<double*>(B), 1, ldb, &zero, C, 1, ldc);
+  bli_dgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, const_cast<double*>(A), 1, lda, const_cast<double*>(B), 1, ldb,
+            &zero, C, 1, ldc);
 }
 template <>
-void gemm<cf>(bool ta, int M, int N, int K, const cf* A, int lda, const cf* B, int ldb, cf* C,
-              int ldc) {
+void gemm<cf>(bool ta, int M, int N, int K, const cf* A, int lda, const cf* B, int ldb, cf* C, int ldc) {
   scomplex one = {1.0f, 0.0f}, zero = {0.0f, 0.0f};
-  bli_cgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one,
-            reinterpret_cast<scomplex*>(const_cast<cf*>(A)), 1, lda,
-            reinterpret_cast<scomplex*>(const_cast<cf*>(B)), 1, ldb, &zero,
-            reinterpret_cast<scomplex*>(C), 1, ldc);
+  bli_cgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, reinterpret_cast<scomplex*>(const_cast<cf*>(A)), 1, lda,
+            reinterpret_cast<scomplex*>(const_cast<cf*>(B)), 1, ldb, &zero, reinterpret_cast<scomplex*>(C), 1, ldc);
 }
-static void sgemm_rowmajor_bc(bool ta, int M, int N, int K, const float* A, int lda,
-                              const float* B, float* C) {
+static void sgemm_rowmajor_bc(bool ta, int M, int N, int K, const float* A, int lda, const float* B, float* C) {
   float one = 1.0f, zero = 0.0f;
   // BLIS takes general strides: B is K x N with rs=N, cs=1; C is M x N with rs=N, cs=1.
-  bli_sgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, const_cast<float*>(A), 1, lda,
-            const_cast<float*>(B), N, 1, &zero, C, N, 1);
+  bli_sgemm(tr(ta), BLIS_NO_TRANSPOSE, M, N, K, &one, const_cast<float*>(A), 1, lda, const_cast<float*>(B), N, 1, &zero,
+            C, N, 1);
 }
 static constexpr bool kHasMixed = true;
 static void rxc_mixed(bool ta, int M, int N, int K, const float* A, int lda, const cf* B, cf* C) {
@@ -309,8 +294,7 @@ static void rxc_mixed(bool ta, int M, int N, int K, const float* A, int lda, con
   obj_t a, b, c;
   if (ta)  // stored K x M, view it as its transpose via strides
     bli_obj_create_with_attached_buffer(BLIS_FLOAT, M, K, const_cast<float*>(A), lda, 1, &a);
-  else
-    bli_obj_create_with_attached_buffer(BLIS_FLOAT, M, K, const_cast<float*>(A), 1, lda, &a);
+  else bli_obj_create_with_attached_buffer(BLIS_FLOAT, M, K, const_cast<float*>(A), 1, lda, &a);
   bli_obj_create_with_attached_buffer(BLIS_SCOMPLEX, K, N, const_cast<cf*>(B), 1, K, &b);
   bli_obj_create_with_attached_buffer(BLIS_SCOMPLEX, M, N, C, 1, M, &c);
   bli_gemm(&BLIS_ONE, &a, &b, &BLIS_ZERO, &c);
@@ -319,10 +303,8 @@ static void set_threads(int n) { bli_thread_set_num_threads(n); }
 static void print_meta() {
   std::printf("# backend=BLIS %s arch=%s threading=%s\n", bli_info_get_version_str(),
               bli_arch_string(bli_arch_query_id()),
-              bli_info_get_enable_openmp() ? "openmp"
-                                           : (bli_info_get_enable_pthreads() ? "pthreads" : "none"));
-  std::printf("# bli_sgemm loaded from %s\n",
-              loaded_from(reinterpret_cast<const void*>(&bli_sgemm)));
+              bli_info_get_enable_openmp() ? "openmp" : (bli_info_get_enable_pthreads() ? "pthreads" : "none"));
+  std::printf("# bli_sgemm loaded from %s\n", loaded_from(reinterpret_cast<const void*>(&bli_sgemm)));
 }
 #endif
 
@@ -347,8 +329,7 @@ static CpuSnap cpu_snap() {
   s.steal = v[7] / hz;
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
-  s.self = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec +
-           ru.ru_stime.tv_usec * 1e-6;
+  s.self = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec * 1e-6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec * 1e-6;
   s.wall = now_s();
   return s;
 }
@@ -356,10 +337,11 @@ static void print_contention(const CpuSnap& a, const CpuSnap& b) {
   const double ncpu = static_cast<double>(sysconf(_SC_NPROCESSORS_ONLN));
   const double wall = b.wall - a.wall;
   const double others = std::max(0.0, (b.busy - a.busy) - (b.self - a.self));
-  std::printf("# contention: wall %.1f s; this process %.0f%% of one cpu; other processes %.0f%% "
-              "of the %d cpus; hypervisor steal %.0f%%\n",
-              wall, 100.0 * (b.self - a.self) / wall, 100.0 * others / (wall * ncpu),
-              static_cast<int>(ncpu), 100.0 * (b.steal - a.steal) / (wall * ncpu));
+  std::printf(
+      "# contention: wall %.1f s; this process %.0f%% of one cpu; other processes %.0f%% "
+      "of the %d cpus; hypervisor steal %.0f%%\n",
+      wall, 100.0 * (b.self - a.self) / wall, 100.0 * others / (wall * ncpu), static_cast<int>(ncpu),
+      100.0 * (b.steal - a.steal) / (wall * ncpu));
 }
 
 // ---------------------------------------------------------------------------
@@ -369,10 +351,8 @@ template <class T>
 static void fill(std::vector<T>& v, std::mt19937& g) {
   std::uniform_real_distribution<float> d(-1.0f, 1.0f);
   for (auto& x : v) {
-    if constexpr (std::is_same_v<T, cf>)
-      x = cf(d(g), d(g));
-    else
-      x = static_cast<T>(d(g));
+    if constexpr (std::is_same_v<T, cf>) x = cf(d(g), d(g));
+    else x = static_cast<T>(d(g));
   }
 }
 
@@ -394,9 +374,8 @@ static bool has_op(const std::string& list, const std::string& op) {
 }
 
 static void report(const std::string& op, const Shape& s, double flops, Stat st) {
-  std::printf("%s,%s,%s,%d,%d,%d,%.2f,%.2f,%.2f,%d,%.2f,%.2f\n", label.c_str(), op.c_str(),
-              s.name.c_str(), s.M, s.N, s.K, st.median_s * 1e6, flops / st.median_s * 1e-9,
-              st.min_s * 1e6, st.samples, st.cpu_median_s * 1e6,
+  std::printf("%s,%s,%s,%d,%d,%d,%.2f,%.2f,%.2f,%d,%.2f,%.2f\n", label.c_str(), op.c_str(), s.name.c_str(), s.M, s.N,
+              s.K, st.median_s * 1e6, flops / st.median_s * 1e-9, st.min_s * 1e6, st.samples, st.cpu_median_s * 1e6,
               flops / std::max(st.cpu_median_s, 1e-9) * 1e-9);
   std::fflush(stdout);
 }
@@ -433,16 +412,15 @@ static void run_rxc(const std::string& op, const Shape& s, std::mt19937& g) {
     // planar [Re | Im]: K x 2N column-major; result M x 2N = [W Re | W Im]
     std::vector<float> B(2 * KN), C(2 * MN);
     fill(B, g);
-    st = time_it(
-        [&] { gemm<float>(s.transA, s.M, 2 * s.N, s.K, A.data(), lda, B.data(), s.K, C.data(), s.M); });
+    st = time_it([&] { gemm<float>(s.transA, s.M, 2 * s.N, s.K, A.data(), lda, B.data(), s.K, C.data(), s.M); });
     checksum_sink += C[0];
   } else if (op == "rxc_interleaved") {
     // row-major interleaved complex K x N == row-major real K x 2N (zero copy)
     std::vector<cf> B(KN), C(MN);
     fill(B, g);
     st = time_it([&] {
-      sgemm_rowmajor_bc(s.transA, s.M, 2 * s.N, s.K, A.data(), lda,
-                        reinterpret_cast<const float*>(B.data()), reinterpret_cast<float*>(C.data()));
+      sgemm_rowmajor_bc(s.transA, s.M, 2 * s.N, s.K, A.data(), lda, reinterpret_cast<const float*>(B.data()),
+                        reinterpret_cast<float*>(C.data()));
     });
     checksum_sink += std::abs(C[0]);
   }
@@ -496,8 +474,7 @@ static bool self_check() {
       e3 = err([&](int i, int j) { return Y[i + j * M]; });
     }
     if (e1 > 1e-4 || e2 > 1e-4 || e3 > 1e-4) {
-      std::fprintf(stderr, "self-check FAILED (transA=%d): stacked %g interleaved %g mixed %g\n", ta,
-                   e1, e2, e3);
+      std::fprintf(stderr, "self-check FAILED (transA=%d): stacked %g interleaved %g mixed %g\n", ta, e1, e2, e3);
       return false;
     }
   }
@@ -531,18 +508,26 @@ static double measure_clock_ghz() {
 }
 
 // 12 independent accumulators: FMA latency 4 x 2 FMA pipes = 8 needed in flight.
-#define EQ_FMA_KERNEL(NAME, VT, SET1, FMADD, ADD, STORE, ST, BYTES)                       \
+#define EQ_FMA_KERNEL(NAME, VT, SET1, FMADD, ADD, STORE, ST, BYTES)                    \
   static double NAME(long iters) {                                                     \
     /* distinct start values, otherwise the compiler merges identical chains */        \
-    VT a0 = SET1(0.1), a1 = SET1(0.2), a2 = SET1(0.3), a3 = SET1(0.4), a4 = SET1(0.5);   \
-    VT a5 = SET1(0.6), a6 = SET1(0.7), a7 = SET1(0.8), a8 = SET1(0.9), a9 = SET1(1.0);   \
+    VT a0 = SET1(0.1), a1 = SET1(0.2), a2 = SET1(0.3), a3 = SET1(0.4), a4 = SET1(0.5); \
+    VT a5 = SET1(0.6), a6 = SET1(0.7), a7 = SET1(0.8), a8 = SET1(0.9), a9 = SET1(1.0); \
     VT a10 = SET1(1.1), a11 = SET1(1.2);                                               \
     const VT m = SET1(0.999999), c = SET1(1e-6);                                       \
     for (long i = 0; i < iters; ++i) {                                                 \
-      a0 = FMADD(a0, m, c); a1 = FMADD(a1, m, c); a2 = FMADD(a2, m, c);                \
-      a3 = FMADD(a3, m, c); a4 = FMADD(a4, m, c); a5 = FMADD(a5, m, c);                \
-      a6 = FMADD(a6, m, c); a7 = FMADD(a7, m, c); a8 = FMADD(a8, m, c);                \
-      a9 = FMADD(a9, m, c); a10 = FMADD(a10, m, c); a11 = FMADD(a11, m, c);            \
+      a0 = FMADD(a0, m, c);                                                            \
+      a1 = FMADD(a1, m, c);                                                            \
+      a2 = FMADD(a2, m, c);                                                            \
+      a3 = FMADD(a3, m, c);                                                            \
+      a4 = FMADD(a4, m, c);                                                            \
+      a5 = FMADD(a5, m, c);                                                            \
+      a6 = FMADD(a6, m, c);                                                            \
+      a7 = FMADD(a7, m, c);                                                            \
+      a8 = FMADD(a8, m, c);                                                            \
+      a9 = FMADD(a9, m, c);                                                            \
+      a10 = FMADD(a10, m, c);                                                          \
+      a11 = FMADD(a11, m, c);                                                          \
       /* opaque to the optimiser: every chain must really be computed */               \
       asm volatile("" : "+v"(a0), "+v"(a1), "+v"(a2), "+v"(a3), "+v"(a4), "+v"(a5));   \
       asm volatile("" : "+v"(a6), "+v"(a7), "+v"(a8), "+v"(a9), "+v"(a10), "+v"(a11)); \
@@ -553,18 +538,14 @@ static double measure_clock_ghz() {
     STORE(o, s);                                                                       \
     return o[0];                                                                       \
   }
-EQ_FMA_KERNEL(fma_kernel_sp, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps,
-              _mm256_store_ps, float, 32)
-EQ_FMA_KERNEL(fma_kernel_dp, __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd,
-              _mm256_store_pd, double, 32)
+EQ_FMA_KERNEL(fma_kernel_sp, __m256, _mm256_set1_ps, _mm256_fmadd_ps, _mm256_add_ps, _mm256_store_ps, float, 32)
+EQ_FMA_KERNEL(fma_kernel_dp, __m256d, _mm256_set1_pd, _mm256_fmadd_pd, _mm256_add_pd, _mm256_store_pd, double, 32)
 #if defined(__AVX512F__)
 // 512-bit variants: what Eigen's kernels (and a hand-written hot loop) can use
 // when compiled with -march=native on an AVX-512 CPU.
 #define EQ_HAVE_AVX512_PEAK 1
-EQ_FMA_KERNEL(fma_kernel_sp512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps,
-              _mm512_store_ps, float, 64)
-EQ_FMA_KERNEL(fma_kernel_dp512, __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd,
-              _mm512_store_pd, double, 64)
+EQ_FMA_KERNEL(fma_kernel_sp512, __m512, _mm512_set1_ps, _mm512_fmadd_ps, _mm512_add_ps, _mm512_store_ps, float, 64)
+EQ_FMA_KERNEL(fma_kernel_dp512, __m512d, _mm512_set1_pd, _mm512_fmadd_pd, _mm512_add_pd, _mm512_store_pd, double, 64)
 #endif
 #undef EQ_FMA_KERNEL
 
@@ -643,7 +624,7 @@ static int run_peak(int reps) {
   // best (max) of several runs is the estimate of what the core can do; the
   // median is printed too so that a loaded run is visible.
   std::vector<double> clk, s1, s2, d1, d2, z1, z2, e1, e2;  // z/e: 512-bit fp32/fp64
-  measure_clock_ghz();  // warm-up / let the frequency settle
+  measure_clock_ghz();                                      // warm-up / let the frequency settle
   for (int r = 0; r < reps; ++r) {
     clk.push_back(measure_clock_ghz());
     s1.push_back(fma_gflops(true, 1));
@@ -663,36 +644,38 @@ static int run_peak(int reps) {
   const double ghz = vmax(clk);
   std::printf("# cpu: %s (family %d model %d) avx512f=%s fma=%s\n", model.c_str(), family, modelno,
               avx512 ? "yes" : "no", fma ? "yes" : "no");
-  std::printf("# clock: /proc/cpuinfo %.0f MHz (nominal); measured by a dependent add chain: "
-              "best %.3f GHz, median %.3f, min %.3f (%zu runs)\n",
-              mhz, ghz, median(clk), vmin(clk), clk.size());
-  std::printf("# FMA: %d unit(s) x %d-bit -> %d SP / %d DP flop/cycle (AVX2 code: %d / %d)\n",
-              fma_units, vec_bits, flops_cyc_sp, flops_cyc_dp, flops_cyc_sp_avx2,
-              flops_cyc_dp_avx2);
-  std::printf("peak,kind,threads,theoretical_gflops,measured_best_gflops,measured_median_gflops,"
-              "best_fraction\n");
+  std::printf(
+      "# clock: /proc/cpuinfo %.0f MHz (nominal); measured by a dependent add chain: "
+      "best %.3f GHz, median %.3f, min %.3f (%zu runs)\n",
+      mhz, ghz, median(clk), vmin(clk), clk.size());
+  std::printf("# FMA: %d unit(s) x %d-bit -> %d SP / %d DP flop/cycle (AVX2 code: %d / %d)\n", fma_units, vec_bits,
+              flops_cyc_sp, flops_cyc_dp, flops_cyc_sp_avx2, flops_cyc_dp_avx2);
+  std::printf(
+      "peak,kind,threads,theoretical_gflops,measured_best_gflops,measured_median_gflops,"
+      "best_fraction\n");
   auto line = [&](const char* kind, int thr, int fpc, const std::vector<double>& m) {
     double th = fpc * ghz * thr;
-    std::printf("peak,%s,%d,%.1f,%.1f,%.1f,%.3f\n", kind, thr, th, vmax(m), median(m),
-                vmax(m) / th);
+    std::printf("peak,%s,%d,%.1f,%.1f,%.1f,%.3f\n", kind, thr, th, vmax(m), median(m), vmax(m) / th);
   };
   line("fp32_avx2", 1, flops_cyc_sp_avx2, s1);
   line("fp32_avx2", 2, flops_cyc_sp_avx2, s2);
   line("fp64_avx2", 1, flops_cyc_dp_avx2, d1);
   line("fp64_avx2", 2, flops_cyc_dp_avx2, d2);
-  std::printf("# measured fp32 AVX2 flop/cycle/core (best/best clock) = %.2f (expect %d)\n",
-              vmax(s1) / ghz, flops_cyc_sp_avx2);
+  std::printf("# measured fp32 AVX2 flop/cycle/core (best/best clock) = %.2f (expect %d)\n", vmax(s1) / ghz,
+              flops_cyc_sp_avx2);
 #if defined(EQ_HAVE_AVX512_PEAK)
   line("fp32_avx512", 1, flops_cyc_sp, z1);
   line("fp32_avx512", 2, flops_cyc_sp, z2);
   line("fp64_avx512", 1, flops_cyc_dp, e1);
   line("fp64_avx512", 2, flops_cyc_dp, e2);
-  std::printf("# measured fp32 AVX-512 flop/cycle/core (best/best clock) = %.2f (theoretical "
-              "assumes %d)\n",
-              vmax(z1) / ghz, flops_cyc_sp);
-  std::printf("# measured fp64 AVX-512 flop/cycle/core (best/best clock) = %.2f (theoretical "
-              "assumes %d)\n",
-              vmax(e1) / ghz, flops_cyc_dp);
+  std::printf(
+      "# measured fp32 AVX-512 flop/cycle/core (best/best clock) = %.2f (theoretical "
+      "assumes %d)\n",
+      vmax(z1) / ghz, flops_cyc_sp);
+  std::printf(
+      "# measured fp64 AVX-512 flop/cycle/core (best/best clock) = %.2f (theoretical "
+      "assumes %d)\n",
+      vmax(e1) / ghz, flops_cyc_dp);
 #else
   std::printf("# AVX-512 peak not measured (binary not built with AVX-512)\n");
 #endif
@@ -744,7 +727,9 @@ int main(int argc, char** argv) {
       bs.push_back(std::atoi(batches.substr(p, q - p).c_str()));
       p = q + 1;
     }
-    struct W { int out, in; };
+    struct W {
+      int out, in;
+    };
     const W ws[] = {{256, 784}, {256, 256}, {512, 784}};
     for (int B : bs)
       for (auto w : ws) {

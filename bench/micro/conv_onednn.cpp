@@ -18,9 +18,9 @@
 #ifdef EQPROP_HAVE_DNNL
 #include <benchmark/benchmark.h>
 
-#include <oneapi/dnnl/dnnl.hpp>
 #include <chrono>
 #include <cmath>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <span>
 #include <string>
 #include <unordered_map>
@@ -86,9 +86,9 @@ void dnnl_conv(benchmark::State& st, op o) {
 
   const auto algo = dnnl::algorithm::convolution_direct;
   const dnnl::convolution_forward::primitive_desc fwd_pd(
-      dnnl::convolution_forward::desc(o == op::fwd ? dnnl::prop_kind::forward_inference
-                                                   : dnnl::prop_kind::forward_training,
-                                      algo, src_q, wei_q, dst_q, strides, pad_l, pad_r),
+      dnnl::convolution_forward::desc(
+          o == op::fwd ? dnnl::prop_kind::forward_inference : dnnl::prop_kind::forward_training, algo, src_q, wei_q,
+          dst_q, strides, pad_l, pad_r),
       eng);
 
   dnnl::primitive prim;
@@ -151,8 +151,8 @@ void dnnl_conv(benchmark::State& st, op o) {
     benchmark::DoNotOptimize(res_data);
   }
   const double macs = double(g.conv_size()) * g.patch() * B;
-  st.counters["GFLOP/s"] = benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   st.counters["relerr"] = err;
   st.counters["wreorder_us"] = wreorder_us;
   static const char* names[] = {"nhwc", "nhwc+wany", "any"};
@@ -174,8 +174,8 @@ void ConvWeightGradFloat(benchmark::State& st) {
     benchmark::DoNotOptimize(gW.data());
   }
   const double macs = double(g.conv_size()) * g.patch() * B;
-  st.counters["GFLOP/s"] = benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 void dnnl_args(benchmark::internal::Benchmark* b) {

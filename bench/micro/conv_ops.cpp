@@ -28,8 +28,8 @@ void conv_layer(benchmark::State& st, bool transpose) {
   }
   // Real multiply-adds of the GEMM: complex states with real weights cost 2 per MAC.
   const double macs = double(g.conv_size()) * g.patch() * B * (is_complex_v<T> ? 2 : 1);
-  st.counters["GFLOP/s"] = benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 void args(benchmark::internal::Benchmark* b) {

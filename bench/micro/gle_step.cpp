@@ -39,8 +39,8 @@ void gle_step(benchmark::State& st, bool learn) {
   // forward only: W r per layer, i.e. (learning-step products + layer 0's W r) / 3
   const double w0 = double(net.spec().layers[0].size) * net.spec().n_input;
   const double macs = (learn ? net.macs_per_sample() : (net.macs_per_sample() + w0) / 3) * double(B);
-  st.counters["GFLOP/s"] = benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
 }
 
 void BM_GleStep15k_float_learn(benchmark::State& st) { gle_step<float>(st, true); }

@@ -29,8 +29,8 @@ void matmul_bench(benchmark::State& st) {
     }
     benchmark::DoNotOptimize(Y.data());
   }
-  st.counters["GFLOP/s"] = benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate,
-                                              benchmark::Counter::kIs1000);
+  st.counters["GFLOP/s"] =
+      benchmark::Counter(2.0 * m * k * n, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
   st.SetLabel(backend == 0 ? "eigen" : backend == 1 ? matmul_backend() : "bfloat16");
 }
 }  // namespace
@@ -40,5 +40,9 @@ void matmul_bench(benchmark::State& st) {
 BENCHMARK(matmul_bench)
     ->Name("MatMul")
     ->ArgsProduct({{512}, {512}, {25, 50, 100}, {0, 1}, {0, 1, 2}})
-    ->Args({256, 256, 10, 0, 0})->Args({256, 256, 10, 0, 1})->Args({256, 256, 10, 0, 2})
-    ->Args({256, 1152, 1024, 0, 0})->Args({256, 1152, 1024, 0, 1})->Args({256, 1152, 1024, 0, 2});
+    ->Args({256, 256, 10, 0, 0})
+    ->Args({256, 256, 10, 0, 1})
+    ->Args({256, 256, 10, 0, 2})
+    ->Args({256, 1152, 1024, 0, 0})
+    ->Args({256, 1152, 1024, 0, 1})
+    ->Args({256, 1152, 1024, 0, 2});

@@ -20,9 +20,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <iostream>
 #include <numeric>
 #include <optional>
-#include <iostream>
 #include <sstream>
 #include <tuple>
 #include <utility>
@@ -32,8 +32,10 @@
 #include <fmt/ranges.h>
 
 #include "eqprop/build_info.hpp"
+#include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/suggest.hpp"
+#include "eqprop/dynamics/vf_state.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/continuous_hep.hpp"
@@ -41,12 +43,10 @@
 #include "eqprop/learn/reference.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
-#include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
-#include "eqprop/core/atomic_file.hpp"
+#include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/trainer.hpp"
 #include "eqprop/train/vf_experiment.hpp"
-#include "eqprop/dynamics/vf_state.hpp"
 
 namespace py = pybind11;
 using namespace py::literals;
@@ -70,9 +70,11 @@ PyObject* make_exception(py::module_& m, const char* name, py::object bases, con
 
 void register_exceptions(py::module_& m) {
   const py::handle exception(PyExc_Exception), value_error(PyExc_ValueError);
-  exc_error = make_exception(m, "Error", py::reinterpret_borrow<py::object>(exception), "Any error a user can cause (eqprop::error).");
+  exc_error = make_exception(m, "Error", py::reinterpret_borrow<py::object>(exception),
+                             "Any error a user can cause (eqprop::error).");
   const py::handle base(exc_error);
-  exc_config = make_exception(m, "ConfigError", py::make_tuple(base, value_error), "An invalid configuration value or option.");
+  exc_config =
+      make_exception(m, "ConfigError", py::make_tuple(base, value_error), "An invalid configuration value or option.");
   exc_shape = make_exception(m, "ShapeError", py::make_tuple(base, value_error), "Array shapes do not match.");
   exc_data = make_exception(m, "DataError", py::make_tuple(base), "A data file is missing, truncated or corrupt.");
   exc_convergence = make_exception(m, "ConvergenceError", py::make_tuple(base),
@@ -132,21 +134,22 @@ void def_with_signature(const char* name, const char* self, Def&& def, const E&.
   [&]<std::size_t... I>(std::index_sequence<I...>) {
     const std::string doc = text_signature(name, self, std::get<I>(all)...) + std::get<n>(all);
     def(doc.c_str(), std::get<I>(all)...);  // pybind11 copies doc
-  }(std::make_index_sequence<n>{});
+  }
+  (std::make_index_sequence<n>{});
 }
 /// target.def(name, f, args..., doc) for a module's function or a class's method.
 template <class T, class F, class... E>
 void def_fn(T& target, const char* name, F&& f, const E&... extra) {
-  def_with_signature(name, std::is_same_v<T, py::module_> ? "" : "self", [&](const char* doc, const auto&... a) {
-    target.def(name, std::forward<F>(f), a..., doc);
-  }, extra...);
+  def_with_signature(
+      name, std::is_same_v<T, py::module_> ? "" : "self",
+      [&](const char* doc, const auto&... a) { target.def(name, std::forward<F>(f), a..., doc); }, extra...);
 }
 /// cls.def(init, args..., doc): a constructor, documented as __init__(self, args...).
 template <class C, class Init, class... E>
 void def_init(C& cls, Init&& init, const E&... extra) {
-  def_with_signature("__init__", "self", [&](const char* doc, const auto&... a) {
-    cls.def(std::forward<Init>(init), a..., doc);
-  }, extra...);
+  def_with_signature(
+      "__init__", "self", [&](const char* doc, const auto&... a) { cls.def(std::forward<Init>(init), a..., doc); },
+      extra...);
 }
 
 // ---------------------------------------------------------------- conversions
@@ -168,7 +171,8 @@ matrix<R> to_batch(const py::handle& obj, long n, const char* what) {
   if (a.dtype().kind() != 'f')
     throw py::type_error(fmt::format("{} must be a float32 or float64 array, got dtype {}", what, dtype_str(a)));
   if (a.ndim() != 2 || a.shape(1) != n || a.shape(0) < 1)
-    throw shape_error(fmt::format("{} must have shape (batch, {}) with batch >= 1, got shape {}", what, n, shape_str(a)));
+    throw shape_error(
+        fmt::format("{} must have shape (batch, {}) with batch >= 1, got shape {}", what, n, shape_str(a)));
   auto c = py::array_t<R, py::array::c_style | py::array::forcecast>::ensure(a);
   return const_matrix_map<R>(c.data(), n, a.shape(0));
 }
@@ -181,12 +185,14 @@ matrix<R> to_targets(const py::handle& obj, long batch, int n_out) {
   const char k = a.dtype().kind();
   if (k == 'i' || k == 'u') {
     if (a.ndim() != 1 || a.shape(0) != batch)
-      throw shape_error(fmt::format("integer labels y must have shape ({},) to match x, got shape {}", batch, shape_str(a)));
+      throw shape_error(
+          fmt::format("integer labels y must have shape ({},) to match x, got shape {}", batch, shape_str(a)));
     // Checked at full width: a label outside [0, n_out) is an error, never wrapped to a class.
     std::vector<int32_t> labels(static_cast<std::size_t>(batch));
     auto check = [&](long i, auto v) {
       if (v < 0 || static_cast<uint64_t>(v) >= static_cast<uint64_t>(n_out))
-        throw shape_error(fmt::format("y[{}] = {} is not a class label: labels must be integers in [0, {})", i, v, n_out));
+        throw shape_error(
+            fmt::format("y[{}] = {} is not a class label: labels must be integers in [0, {})", i, v, n_out));
       labels[static_cast<std::size_t>(i)] = static_cast<int32_t>(v);
     };
     if (k == 'u') {
@@ -201,8 +207,8 @@ matrix<R> to_targets(const py::handle& obj, long batch, int n_out) {
   if (k != 'f')
     throw py::type_error(fmt::format("y must hold integer labels or float targets, got dtype {}", dtype_str(a)));
   if (a.ndim() != 2)
-    throw shape_error(fmt::format("float targets y must have shape ({}, {}), got shape {} (integer labels are 1-D)", batch,
-                                  n_out, shape_str(a)));
+    throw shape_error(fmt::format("float targets y must have shape ({}, {}), got shape {} (integer labels are 1-D)",
+                                  batch, n_out, shape_str(a)));
   if (a.shape(0) != batch) throw shape_error(fmt::format("y has {} samples but x has {}", a.shape(0), batch));
   return to_batch<R>(a, n_out, "y");
 }
@@ -230,8 +236,8 @@ std::vector<double> to_doubles(const py::handle& obj, const char* what) {
 
 py::dict report_dict(const relax_report& r) {
   return py::dict("steps"_a = r.steps, "max_residual"_a = r.max_residual, "mean_residual"_a = r.mean_residual,
-                  "n_not_converged"_a = r.n_not_converged, "n_non_finite"_a = r.n_non_finite, "converged"_a = r.converged(),
-                  "sample_steps"_a = r.sample_steps, "seconds"_a = r.seconds);
+                  "n_not_converged"_a = r.n_not_converged, "n_non_finite"_a = r.n_non_finite,
+                  "converged"_a = r.converged(), "sample_steps"_a = r.sample_steps, "seconds"_a = r.seconds);
 }
 py::dict result_dict(const grad_result& g, const std::string& name) {
   py::list pts;
@@ -264,24 +270,38 @@ using real_of = typename real_of_network<std::remove_cvref_t<N>>::type;
 
 struct py_network {
   std::variant<layered_network<float>, layered_network<double>> v;
-  const network_spec& spec() const { return std::visit([](auto& n) -> const network_spec& { return n.spec(); }, v); }
+  const network_spec& spec() const {
+    return std::visit([](auto& n) -> const network_spec& { return n.spec(); }, v);
+  }
   const std::vector<param_block>& layout() const {
     return std::visit([](auto& n) -> const std::vector<param_block>& { return n.layout(); }, v);
   }
   std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
-  long n_params() const { return std::visit([](auto& n) { return n.n_params(); }, v); }
-  void* data() { return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v); }
+  long n_params() const {
+    return std::visit([](auto& n) { return n.n_params(); }, v);
+  }
+  void* data() {
+    return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v);
+  }
   /// The parameters cast to float64 (the exact references always run in float64).
-  layered_network<double> as_double() const { return std::visit([](auto& n) { return n.template cast<double>(); }, v); }
+  layered_network<double> as_double() const {
+    return std::visit([](auto& n) { return n.template cast<double>(); }, v);
+  }
 };
 
 /// eqprop.VectorFieldNetwork: a vector-field network (generalized EP) with float32 or float64 parameters.
 struct py_vf_network {
   std::variant<vector_field_network<float>, vector_field_network<double>> v;
-  const vf_spec& spec() const { return std::visit([](auto& n) -> const vf_spec& { return n.spec(); }, v); }
+  const vf_spec& spec() const {
+    return std::visit([](auto& n) -> const vf_spec& { return n.spec(); }, v);
+  }
   std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
-  long n_params() const { return std::visit([](auto& n) { return n.n_params(); }, v); }
-  void* data() { return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v); }
+  long n_params() const {
+    return std::visit([](auto& n) { return n.n_params(); }, v);
+  }
+  void* data() {
+    return std::visit([](auto& n) { return static_cast<void*>(n.params().data()); }, v);
+  }
 };
 
 /// eqprop.GraphNetwork: a DEEP network on a directed graph with float32 or float64 parameters.
@@ -289,7 +309,9 @@ struct py_graph_network {
   std::variant<graph_network<float>, graph_network<double>> v;
   std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
   template <class F>
-  decltype(auto) visit(F&& f) const { return std::visit(std::forward<F>(f), v); }
+  decltype(auto) visit(F&& f) const {
+    return std::visit(std::forward<F>(f), v);
+  }
 };
 
 /// eqprop.GleNetwork: a GLE network (model.kind = gle) with float32 or float64 parameters,
@@ -299,9 +321,13 @@ struct py_gle_network {
   gle_sequence_setup seq;
   std::string dtype() const { return v.index() == 0 ? "float32" : "float64"; }
   template <class F>
-  decltype(auto) visit(F&& f) const { return std::visit(std::forward<F>(f), v); }
+  decltype(auto) visit(F&& f) const {
+    return std::visit(std::forward<F>(f), v);
+  }
   template <class F>
-  decltype(auto) visit(F&& f) { return std::visit(std::forward<F>(f), v); }
+  decltype(auto) visit(F&& f) {
+    return std::visit(std::forward<F>(f), v);
+  }
 };
 
 }  // namespace
@@ -314,7 +340,8 @@ namespace pybind11::detail {
 template <class T>
 struct initialised_caster : type_caster_base<T> {
   bool load(handle src, bool convert) {
-    if (src && isinstance<T>(src) && !reinterpret_cast<instance*>(src.ptr())->get_value_and_holder().holder_constructed())
+    if (src && isinstance<T>(src) &&
+        !reinterpret_cast<instance*>(src.ptr())->get_value_and_holder().holder_constructed())
       throw type_error(fmt::format("this eqprop.{} was never initialised (created by __new__ without __init__)",
                                    handle(src.get_type()).attr("__name__").cast<std::string>()));
     return type_caster_base<T>::load(src, convert);
@@ -382,7 +409,8 @@ py::array param_view(py::object owner, long offset, std::vector<py::ssize_t> sha
 
 // ---------------------------------------------------------------- relaxation and estimators
 template <class S, class R>
-py::tuple relax_impl(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y, S beta, const relax_options& o) {
+py::tuple relax_impl(const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y, S beta,
+                     const relax_options& o) {
   relax_state<S> st;
   relax_report rep;
   double loss;
@@ -458,11 +486,15 @@ std::unique_ptr<grad_estimator<R>> make_est(const estimate_args& a) {
   else if (a.kind == "symmetric") o.n_points = 2;
   else if (a.kind == "holomorphic" || a.kind == "hep") o.n_points = a.n_points;
   else {
-    const auto near = suggest_closest(a.kind, {"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit"});
-    throw config_error(fmt::format("unknown estimator kind '{}': expected classic, symmetric, holomorphic, continuous, bptt or "
-                                   "implicit{}", a.kind, near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near)));
+    const auto near =
+        suggest_closest(a.kind, {"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit"});
+    throw config_error(
+        fmt::format("unknown estimator kind '{}': expected classic, symmetric, holomorphic, continuous, bptt or "
+                    "implicit{}",
+                    a.kind, near.empty() ? "" : fmt::format(" (did you mean '{}'?)", near)));
   }
-  if (a.start != "free" && a.start != "warm") throw config_error(fmt::format("start must be free or warm, got '{}'", a.start));
+  if (a.start != "free" && a.start != "warm")
+    throw config_error(fmt::format("start must be free or warm, got '{}'", a.start));
   o.beta = a.beta;
   o.free = free;
   o.nudged = nudged;
@@ -514,25 +546,28 @@ void set_key(config& cfg, const std::string& key, const py::handle& v, const std
   }
   config_value val;
   try {
-    val = std::visit([&](const auto& def) -> config_value {
-      using T = std::decay_t<decltype(def)>;
-      if constexpr (std::is_same_v<T, bool>) {
-        if (!py::isinstance<py::bool_>(v)) throw py::cast_error();
-        return v.cast<bool>();
-      } else if constexpr (std::is_same_v<T, int64_t>) {
-        if (py::isinstance<py::bool_>(v) || py::isinstance<py::float_>(v)) throw py::cast_error();
-        return v.cast<int64_t>();
-      } else if constexpr (std::is_same_v<T, std::string>) {
-        if (!py::isinstance<py::str>(v)) throw py::cast_error();
-        return v.cast<std::string>();
-      } else {
-        if (py::isinstance<py::str>(v)) throw py::cast_error();
-        return v.cast<T>();
-      }
-    }, k->default_value);
+    val = std::visit(
+        [&](const auto& def) -> config_value {
+          using T = std::decay_t<decltype(def)>;
+          if constexpr (std::is_same_v<T, bool>) {
+            if (!py::isinstance<py::bool_>(v)) throw py::cast_error();
+            return v.cast<bool>();
+          } else if constexpr (std::is_same_v<T, int64_t>) {
+            if (py::isinstance<py::bool_>(v) || py::isinstance<py::float_>(v)) throw py::cast_error();
+            return v.cast<int64_t>();
+          } else if constexpr (std::is_same_v<T, std::string>) {
+            if (!py::isinstance<py::str>(v)) throw py::cast_error();
+            return v.cast<std::string>();
+          } else {
+            if (py::isinstance<py::str>(v)) throw py::cast_error();
+            return v.cast<T>();
+          }
+        },
+        k->default_value);
   } catch (const py::cast_error&) {
-    throw config_error(fmt::format("{}: {} must be of type {}, got {} {}", source, key, config_type_name(k->default_value),
-                                   py::str(v.get_type().attr("__name__")).cast<std::string>(), py::repr(v).cast<std::string>()));
+    throw config_error(
+        fmt::format("{}: {} must be of type {}, got {} {}", source, key, config_type_name(k->default_value),
+                    py::str(v.get_type().attr("__name__")).cast<std::string>(), py::repr(v).cast<std::string>()));
   }
   cfg.set(key, val, source);
 }
@@ -540,8 +575,8 @@ void set_key(config& cfg, const std::string& key, const py::handle& v, const std
 /// config_error, raised before the recursion could exhaust the stack.
 void set_keys(config& cfg, const py::dict& d, const std::string& prefix, const std::string& source, int depth = 1) {
   if (depth > config_max_depth)
-    throw config_error(fmt::format("{}: the dict nests more than {} levels deep (at `{}...`)", source,
-                                   config_max_depth, prefix.substr(0, 60)));
+    throw config_error(fmt::format("{}: the dict nests more than {} levels deep (at `{}...`)", source, config_max_depth,
+                                   prefix.substr(0, 60)));
   for (auto [k, v] : d) {
     const std::string key = prefix + py::str(k).cast<std::string>();
     if (py::isinstance<py::dict>(v)) set_keys(cfg, v.cast<py::dict>(), key + ".", source, depth + 1);
@@ -558,7 +593,8 @@ void load_py_config(config& cfg, const py::object& cfg_in, const py::object& ove
   }
   if (!overrides.is_none()) {
     if (py::isinstance<py::dict>(overrides)) set_keys(cfg, overrides.cast<py::dict>(), "", "overrides");
-    else for (auto s : overrides) cfg.set_override(s.cast<std::string>());
+    else
+      for (auto s : overrides) cfg.set_override(s.cast<std::string>());
   }
 }
 
@@ -613,7 +649,8 @@ dataset py_split(const char* what, py::handle xh, py::handle yh, int n_classes) 
   const auto y = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(yh);
   if (!x || !y) throw shape_error(fmt::format("data: {} arrays must be numeric", what));
   if (x.ndim() != 2 && x.ndim() != 4)
-    throw shape_error(fmt::format("data: x_{} must have shape (n, dim) or (n, C, H, W), got {} dimensions", what, x.ndim()));
+    throw shape_error(
+        fmt::format("data: x_{} must have shape (n, dim) or (n, C, H, W), got {} dimensions", what, x.ndim()));
   if (y.ndim() != 1 || y.shape(0) != x.shape(0))
     throw shape_error(fmt::format("data: y_{} must have shape ({},), one label per sample", what, x.shape(0)));
   dataset d;
@@ -654,7 +691,8 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
                   py::object name, bool verbose, bool resume, py::object data, py::object on_batch) {
   train_options opt;
   opt.name = "python";
-  if (!cfg_in.is_none() && !py::isinstance<py::dict>(cfg_in)) opt.name = cfg_in.cast<std::filesystem::path>().stem().string();
+  if (!cfg_in.is_none() && !py::isinstance<py::dict>(cfg_in))
+    opt.name = cfg_in.cast<std::filesystem::path>().stem().string();
   if (!name.is_none()) opt.name = name.cast<std::string>();
   if (!run_dir.is_none()) opt.run_dir = run_dir.cast<std::filesystem::path>();
   if (!data_dir.is_none()) opt.data_dir = data_dir.cast<std::filesystem::path>().string();
@@ -699,14 +737,17 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
     py::gil_scoped_release nogil;
     r = train(cfg, opt);
   }
-  return py::dict("run_dir"_a = r.run_dir.string(), "epochs_done"_a = r.epochs_done, "test_accuracy"_a = r.test_accuracy,
-                  "test_top5"_a = r.test_top5, "test_loss"_a = r.test_loss, "train_accuracy"_a = r.train_accuracy,
-                  "diverged"_a = r.diverged, "interrupted"_a = r.interrupted, "message"_a = r.message);
+  return py::dict("run_dir"_a = r.run_dir.string(), "epochs_done"_a = r.epochs_done,
+                  "test_accuracy"_a = r.test_accuracy, "test_top5"_a = r.test_top5, "test_loss"_a = r.test_loss,
+                  "train_accuracy"_a = r.train_accuracy, "diverged"_a = r.diverged, "interrupted"_a = r.interrupted,
+                  "message"_a = r.message);
 }
 
 py::array checkpoint_array_to_numpy(const checkpoint_array& a) {
-  const char* fmt_ = a.dtype == checkpoint_dtype::f32 ? "float32" : a.dtype == checkpoint_dtype::f64 ? "float64"
-                     : a.dtype == checkpoint_dtype::i64 ? "int64" : "uint8";
+  const char* fmt_ = a.dtype == checkpoint_dtype::f32   ? "float32"
+                     : a.dtype == checkpoint_dtype::f64 ? "float64"
+                     : a.dtype == checkpoint_dtype::i64 ? "int64"
+                                                        : "uint8";
   py::array out(py::dtype(fmt_), std::vector<py::ssize_t>(a.shape.begin(), a.shape.end()));
   if (!a.bytes.empty()) std::memcpy(out.mutable_data(), a.bytes.data(), a.bytes.size());
   return out;
@@ -731,7 +772,9 @@ void check_arg(const char* name, double v, const config_constraint& allowed, boo
 }
 
 void register_gle(py::module_& m) {
-  def_fn(m, "gle_operator", [](double tau_m, double tau_r, double omega, double dt) {
+  def_fn(
+      m, "gle_operator",
+      [](double tau_m, double tau_r, double omega, double dt) {
         using cc = config_constraint;
         check_arg("tau_m", tau_m, cc::greater_than(0).at_most(1e6));
         check_arg("tau_r", tau_r, cc::greater_than(0).at_most(1e6));
@@ -742,11 +785,13 @@ void register_gle(py::module_& m) {
                         "gle_error"_a = py::make_tuple(r.gle_gain, r.gle_phase),
                         "adjoint"_a = py::make_tuple(r.adjoint_gain, r.adjoint_phase),
                         "theory_H"_a = py::make_tuple(r.theory_gain, r.theory_phase));
-      }, "tau_m"_a = 1.0, "tau_r"_a = 0.2, "omega"_a = 2.0, "dt"_a = 1e-3,
+      },
+      "tau_m"_a = 1.0, "tau_r"_a = 0.2, "omega"_a = 2.0, "dt"_a = 1e-3,
       "(gain, phase) of one neuron's forward operator, GLE error neuron and adjoint on a sine of frequency omega;\n"
       "theory_H = (|H|, arg H) with H = (1 + i omega tau_r)/(1 + i omega tau_m).");
-  def_fn(m, "gle_lagline", [](const std::string& rule, double window, double t_train, double lr, uint64_t seed,
-                          long record_every) {
+  def_fn(
+      m, "gle_lagline",
+      [](const std::string& rule, double window, double t_train, double lr, uint64_t seed, long record_every) {
         using cc = config_constraint;
         check_arg("window", window, cc::greater_than(0).at_most(1e4));
         check_arg("t_train", t_train, cc::greater_than(0).at_most(1e6));
@@ -773,10 +818,13 @@ void register_gle(py::module_& m) {
                         "w2"_a = doubles(w2), "tau_m1"_a = doubles(t1), "tau_m2"_a = doubles(t2),
                         "final_loss"_a = r.final_loss, "w_rel_error"_a = r.w_rel_error,
                         "tau_rel_error"_a = r.tau_rel_error, "seconds"_a = r.seconds);
-      }, "rule"_a = "gle", "window"_a = 1.0, "t_train"_a = 4000.0, "lr"_a = 1e-4, "seed"_a = 1, "record_every"_a = 1000,
+      },
+      "rule"_a = "gle", "window"_a = 1.0, "t_train"_a = 4000.0, "lr"_a = 1e-4, "seed"_a = 1, "record_every"_a = 1000,
       "LagLine teacher-student chain (`eqprop gle lagline`): rule gle | bp | bptt | adjoint (window in time units).\n"
       "Returns the trace (t, loss, w1, w2, tau_m1, tau_m2 as arrays) and the final errors against the teacher.");
-  def_fn(m, "gle_lagnet", [](double window, bool train, uint64_t seed) {
+  def_fn(
+      m, "gle_lagnet",
+      [](double window, bool train, uint64_t seed) {
         lagnet_options o;
         check_arg("window", window, config_constraint::greater_than(o.t_tail).at_most(1e5));
         o.t_window = window;
@@ -801,7 +849,8 @@ void register_gle(py::module_& m) {
                         "train_t"_a = doubles(r.train_t), "train_w00"_a = doubles(r.train_w00),
                         "train_loss"_a = doubles(r.train_loss), "final_w00"_a = r.final_w00,
                         "teacher_w00"_a = r.teacher_w00);
-      }, "window"_a = 200.0, "train"_a = true, "seed"_a = 1,
+      },
+      "window"_a = 200.0, "train"_a = true, "seed"_a = 1,
       "LagNet 1-2-2-1 (`eqprop gle lagnet`): GLE errors e against the adjoint's lambda per hidden neuron (traces and\n"
       "per-frequency gain/phase of e/lambda), then GLE training of hid_1 towards the teacher's w[0][0] = -0.5.");
 }
@@ -811,7 +860,8 @@ void register_gle(py::module_& m) {
 py::list layout_list(const std::vector<param_block>& layout) {
   py::list l;
   for (const auto& b : layout)
-    l.append(py::dict("name"_a = b.name, "group"_a = b.group, "shape"_a = py::make_tuple(b.rows, b.cols), "offset"_a = b.offset));
+    l.append(py::dict("name"_a = b.name, "group"_a = b.group, "shape"_a = py::make_tuple(b.rows, b.cols),
+                      "offset"_a = b.offset));
   return l;
 }
 
@@ -824,13 +874,15 @@ void set_class_signature(py::object cls) {
 }
 
 py_vf_network make_vf_network(std::vector<int> sizes, int n_classes, const std::string& topology, double angle,
-                              const std::string& activation, double init_scale, uint64_t seed, const std::string& dtype) {
+                              const std::string& activation, double init_scale, uint64_t seed,
+                              const std::string& dtype) {
   vf_spec s;
   s.sizes = std::move(sizes);
   s.n_classes = n_classes;
   s.topology = parse_vf_topology(topology);
   if (s.topology == vf_topology::edges)
-    throw config_error("topology 'edges' needs an edge list: build that network from a config (model.kind = vector_field)");
+    throw config_error(
+        "topology 'edges' needs an edge list: build that network from a config (model.kind = vector_field)");
   s.angle_deg = angle;
   s.activation = parse_activation(activation);
   s.init_scale = init_scale;
@@ -851,44 +903,62 @@ void register_vf_network(py::module_& m) {
   def_init(cls, py::init(&make_vf_network), "sizes"_a, "n_classes"_a, "topology"_a = "chain", "angle"_a = 90.0,
            "activation"_a = "hep_sigmoid", "init_scale"_a = 0.0, "seed"_a = 0, "dtype"_a = "float64", doc);
   set_class_signature(cls);
-  cls.def_property_readonly("sizes", [](const py_vf_network& n) { return n.spec().sizes; },
-                            "Layer widths [n_input, n_1, ..., n_K] (a ConvNet's conv layers as C*H*W first).")
-      .def_property_readonly("n_classes", [](const py_vf_network& n) { return n.spec().n_classes; },
-                             "Classes of the softmax readout.")
-      .def_property_readonly("topology", [](const py_vf_network& n) { return std::string(to_string(n.spec().topology)); },
-                             "'chain', 'loop' or 'edges'.")
-      .def_property_readonly("angle", [](const py_vf_network& n) { return n.spec().angle_deg; },
-                             "The feedback initialisation's angle in degrees (network.angle).")
-      .def_property_readonly("activation", [](const py_vf_network& n) { return std::string(to_string(n.spec().activation)); },
-                             "The activation's name.")
-      .def_property_readonly("conv", [](const py_vf_network& n) {
+  cls.def_property_readonly(
+         "sizes", [](const py_vf_network& n) { return n.spec().sizes; },
+         "Layer widths [n_input, n_1, ..., n_K] (a ConvNet's conv layers as C*H*W first).")
+      .def_property_readonly(
+          "n_classes", [](const py_vf_network& n) { return n.spec().n_classes; }, "Classes of the softmax readout.")
+      .def_property_readonly(
+          "topology", [](const py_vf_network& n) { return std::string(to_string(n.spec().topology)); },
+          "'chain', 'loop' or 'edges'.")
+      .def_property_readonly(
+          "angle", [](const py_vf_network& n) { return n.spec().angle_deg; },
+          "The feedback initialisation's angle in degrees (network.angle).")
+      .def_property_readonly(
+          "activation", [](const py_vf_network& n) { return std::string(to_string(n.spec().activation)); },
+          "The activation's name.")
+      .def_property_readonly(
+          "conv",
+          [](const py_vf_network& n) {
             std::vector<int> c;
             for (const auto& l : n.spec().conv) c.push_back(l.channels);
             return c;
-          }, "Channels of the conv layers (empty for an MLP).")
+          },
+          "Channels of the conv layers (empty for an MLP).")
       .def_property_readonly("dtype", &py_vf_network::dtype, "'float32' or 'float64'.")
       .def_property_readonly("n_params", &py_vf_network::n_params, "Number of parameters (the length of params).")
-      .def_property_readonly("params", [](py::object self) {
+      .def_property_readonly(
+          "params",
+          [](py::object self) {
             return param_view<py_vf_network>(self, 0, {self.cast<py_vf_network&>().n_params()}, {1});
-          }, "All parameters as a writable zero-copy 1-D array (per edge its matrix and a forward edge's bias, in\n"
-             "edge order, then the readout's W and b: see layout); keeps the network alive.")
-      .def_property_readonly("layout", [](const py_vf_network& n) {
-            return layout_list(std::visit([](auto& x) -> const auto& { return x.layout(); }, n.v));
-          }, "The blocks of params: name, group, shape (rows, cols), offset.")
+          },
+          "All parameters as a writable zero-copy 1-D array (per edge its matrix and a forward edge's bias, in\n"
+          "edge order, then the readout's W and b: see layout); keeps the network alive.")
+      .def_property_readonly(
+          "layout",
+          [](const py_vf_network& n) {
+            return layout_list(std::visit(
+                [](auto& x) -> const auto& { return x.layout(); }, n.v));
+          },
+          "The blocks of params: name, group, shape (rows, cols), offset.")
       .def("__repr__", [](const py_vf_network& n) {
         const auto& s = n.spec();
-        return fmt::format("VectorFieldNetwork(sizes=[{}], n_classes={}, topology='{}', angle={}, activation='{}', "
-                           "dtype='{}'{})", fmt::join(s.sizes, ", "), s.n_classes, to_string(s.topology), s.angle_deg,
-                           to_string(s.activation), n.dtype(), s.is_convnet() ? ", conv" : "");
+        return fmt::format(
+            "VectorFieldNetwork(sizes=[{}], n_classes={}, topology='{}', angle={}, activation='{}', "
+            "dtype='{}'{})",
+            fmt::join(s.sizes, ", "), s.n_classes, to_string(s.topology), s.angle_deg, to_string(s.activation),
+            n.dtype(), s.is_convnet() ? ", conv" : "");
       });
-  def_fn(cls, "copy", [](const py_vf_network& n) { return py_vf_network{n.v}; }, "An independent copy.");
+  def_fn(
+      cls, "copy", [](const py_vf_network& n) { return py_vf_network{n.v}; }, "An independent copy.");
 }
 
 // ---------------------------------------------------------------- graph (DEEP) networks
 /// A read-only array viewing the values of T at p, shaped `shape` with `strides` (in
 /// elements); `owner` is kept alive by the array.
 template <class T>
-py::array readonly_view(py::object owner, const T* p, std::vector<py::ssize_t> shape, std::vector<py::ssize_t> strides) {
+py::array readonly_view(py::object owner, const T* p, std::vector<py::ssize_t> shape,
+                        std::vector<py::ssize_t> strides) {
   for (auto& st : strides) st *= py::ssize_t(sizeof(T));
   py::array_t<T> a(shape, strides, p, owner);
   a.attr("setflags")("write"_a = false);
@@ -916,7 +986,8 @@ matrix<T> array_of_shape(const py::handle& obj, long rows, long cols, const char
   const bool vec = cols < 0;
   if (a.ndim() != (vec ? 1 : 2) || a.shape(0) != rows || (!vec && a.shape(1) != cols))
     throw shape_error(fmt::format("{} must have shape {}, got shape {}", what,
-                                  vec ? fmt::format("({},)", rows) : fmt::format("({}, {})", rows, cols), shape_str(a)));
+                                  vec ? fmt::format("({},)", rows) : fmt::format("({}, {})", rows, cols),
+                                  shape_str(a)));
   const auto c = py::array_t<T, py::array::f_style | py::array::forcecast>::ensure(a);
   return Eigen::Map<const matrix<T>>(c.data(), rows, vec ? 1 : cols);
 }
@@ -938,7 +1009,8 @@ py_graph_network make_graph_network(int n_input, int n_output, std::vector<int> 
     throw config_error("topology 'custom' needs adjacency: an (N, N) array, nonzero where the edge i -> j exists");
   if (!custom && !adjacency.is_none())
     throw config_error(fmt::format("adjacency is only for topology 'custom', not '{}'", topology));
-  const bool sizes_ok = n_input >= 1 && n_output >= 1 && std::all_of(g.hidden.begin(), g.hidden.end(), [](int h) { return h >= 1; });
+  const bool sizes_ok =
+      n_input >= 1 && n_output >= 1 && std::all_of(g.hidden.begin(), g.hidden.end(), [](int h) { return h >= 1; });
   if (custom && sizes_ok) {  // otherwise the constructor names the invalid size
     const long n = long(n_input) + 1 + std::accumulate(g.hidden.begin(), g.hidden.end(), 0L) + n_output;
     g.adjacency = array_of_shape<int>(adjacency, n, n, "adjacency");
@@ -1001,21 +1073,35 @@ void register_graph_network(py::module_& m) {
            "adjacency"_a = py::none(), doc);
   set_class_signature(cls);
   auto prop = [&cls](const char* name, auto f, const char* d) {
-    cls.def_property_readonly(name, [f](const py_graph_network& n) { return n.visit(f); }, d);
+    cls.def_property_readonly(
+        name, [f](const py_graph_network& n) { return n.visit(f); }, d);
   };
-  prop("n_input", [](const auto& n) { return n.n_data_input(); }, "Data inputs (the bias neuron not counted).");
-  prop("n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the last n_output neurons).");
-  prop("hidden", [](const auto& n) { return n.spec().hidden; }, "Hidden layer sizes.");
-  prop("n_hidden", [](const auto& n) { return n.n_hidden(); }, "Hidden neurons in all.");
-  prop("size", [](const auto& n) { return n.size(); }, "N, the number of neurons: the side of weights.");
-  prop("bias_index", [](const auto& n) { return n.bias_index(); }, "Index of the bias neuron (= n_input).");
-  prop("topology", [](const auto& n) { return to_string(n.spec().topology); }, "'complete', 'layered' or 'custom'.");
-  prop("init_std", [](const auto& n) { return n.spec().init_std; }, "The initial weights' standard deviation.");
-  prop("n_params", [](const auto& n) { return n.n_params(); }, "Number of parameters: N * N weights, then n_free biases.");
-  prop("n_allowed", [](const auto& n) { return n.n_allowed(); }, "Edges the topology allows (structural.sum()).");
-  prop("n_nonzero", [](const auto& n) { return n.n_nonzero(); }, "Non-zero weights.");
-  prop("sparsity", [](const auto& n) { return n.sparsity(); },
-       "1 - n_nonzero / n_allowed: the edges the topology forbids never count as sparsity.");
+  prop(
+      "n_input", [](const auto& n) { return n.n_data_input(); }, "Data inputs (the bias neuron not counted).");
+  prop(
+      "n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the last n_output neurons).");
+  prop(
+      "hidden", [](const auto& n) { return n.spec().hidden; }, "Hidden layer sizes.");
+  prop(
+      "n_hidden", [](const auto& n) { return n.n_hidden(); }, "Hidden neurons in all.");
+  prop(
+      "size", [](const auto& n) { return n.size(); }, "N, the number of neurons: the side of weights.");
+  prop(
+      "bias_index", [](const auto& n) { return n.bias_index(); }, "Index of the bias neuron (= n_input).");
+  prop(
+      "topology", [](const auto& n) { return to_string(n.spec().topology); }, "'complete', 'layered' or 'custom'.");
+  prop(
+      "init_std", [](const auto& n) { return n.spec().init_std; }, "The initial weights' standard deviation.");
+  prop(
+      "n_params", [](const auto& n) { return n.n_params(); },
+      "Number of parameters: N * N weights, then n_free biases.");
+  prop(
+      "n_allowed", [](const auto& n) { return n.n_allowed(); }, "Edges the topology allows (structural.sum()).");
+  prop(
+      "n_nonzero", [](const auto& n) { return n.n_nonzero(); }, "Non-zero weights.");
+  prop(
+      "sparsity", [](const auto& n) { return n.sparsity(); },
+      "1 - n_nonzero / n_allowed: the edges the topology forbids never count as sparsity.");
   // A property getter: a read-only view of part(net)'s values, shaped dims(net) = (rows, cols)
   // in column-major order or, with cols < 0, (rows,); the view keeps the network alive.
   auto view = [](auto part, auto dims) {
@@ -1030,69 +1116,97 @@ void register_graph_network(py::module_& m) {
   // A setter: set(net, array) checks and copies the array, then the masks are re-applied.
   auto assign = [](auto set) {
     return [set](py_graph_network& g, py::handle a) {
-      std::visit([&](auto& n) {
-        set(n, a);
-        n.apply_masks();
-      }, g.v);
+      std::visit(
+          [&](auto& n) {
+            set(n, a);
+            n.apply_masks();
+          },
+          g.v);
     };
   };
   auto square = [](const auto& n) { return std::pair<long, long>(n.size(), n.size()); };
   cls.def_property_readonly("dtype", &py_graph_network::dtype, "'float32' or 'float64'.")
-      .def_property("weights", view([](const auto& n) { return n.weights(); }, square),
-          assign([](auto& n, py::handle a) { n.weights() = array_of_shape<real_of<decltype(n)>>(a, n.size(), n.size(), "weights"); }),
+      .def_property(
+          "weights", view([](const auto& n) { return n.weights(); }, square), assign([](auto& n, py::handle a) {
+            n.weights() = array_of_shape<real_of<decltype(n)>>(a, n.size(), n.size(), "weights");
+          }),
           "The weights, (N, N): [i, j] from neuron i to neuron j; a read-only view (keeps the network alive).\n"
           "Assigning an (N, N) real array copies it, then zeroes every weight outside the graph (structural or\n"
           "pruned), as after every training update.")
-      .def_property("bias", view([](const auto& n) { return n.bias(); },
-                                 [](const auto& n) { return std::pair<long, long>(n.n_free(), -1); }),
-          assign([](auto& n, py::handle a) { n.bias() = array_of_shape<real_of<decltype(n)>>(a, n.n_free(), -1, "bias"); }),
+      .def_property(
+          "bias",
+          view([](const auto& n) { return n.bias(); },
+               [](const auto& n) { return std::pair<long, long>(n.n_free(), -1); }),
+          assign([](auto& n, py::handle a) {
+            n.bias() = array_of_shape<real_of<decltype(n)>>(a, n.n_free(), -1, "bias");
+          }),
           "The biases of the free neurons (hidden, then outputs), (N - n_input - 1,): a read-only view; zero for\n"
           "DEEP, where the bias neuron plays that role (learned only with estimator.learn_bias). Assignable.")
-      .def_property("pruned", view([](const auto& n) -> const auto& { return n.pruned(); }, square),
+      .def_property(
+          "pruned",
+          view(
+              [](const auto& n) -> const auto& { return n.pruned(); }, square),
           assign([](auto& n, py::handle a) { n.pruned() = array_of_shape<bool>(a, n.size(), n.size(), "pruned"); }),
           "The persistent pruning mask, (N, N) bool: True where an edge is pruned (its weight stays zero); a\n"
           "read-only view. Assigning an (N, N) array (nonzero: pruned) replaces it and zeroes the pruned weights.")
-      .def_property_readonly("structural", view([](const auto& n) -> const auto& { return n.structural(); }, square),
-          "The edges the topology allows, (N, N) bool (fixed): a read-only view.")
-      .def_property_readonly("params", view([](const auto& n) -> const auto& { return n.params(); },
-                                            [](const auto& n) { return std::pair<long, long>(n.n_params(), -1); }),
+      .def_property_readonly("structural",
+                             view(
+                                 [](const auto& n) -> const auto& { return n.structural(); }, square),
+                             "The edges the topology allows, (N, N) bool (fixed): a read-only view.")
+      .def_property_readonly(
+          "params",
+          view(
+              [](const auto& n) -> const auto& { return n.params(); },
+              [](const auto& n) { return std::pair<long, long>(n.n_params(), -1); }),
           "All parameters, (n_params,): weights in column-major order, then bias (see layout); a read-only\n"
           "view. A gradient of graph_estimate has this layout (split() cuts one into its blocks).")
-      .def_property_readonly("layout", [](const py_graph_network& g) {
-            return g.visit([](const auto& n) { return layout_list(n.layout()); });
-          }, "The blocks of params: name ('W', 'b'), group, shape (rows, cols), offset.")
+      .def_property_readonly(
+          "layout",
+          [](const py_graph_network& g) { return g.visit([](const auto& n) { return layout_list(n.layout()); }); },
+          "The blocks of params: name ('W', 'b'), group, shape (rows, cols), offset.")
       .def("__repr__", [](const py_graph_network& g) {
         return g.visit([&](const auto& n) {
-          return fmt::format("GraphNetwork(n_input={}, n_output={}, hidden=[{}], topology='{}', init_std={}, dtype='{}')",
-                             n.n_data_input(), n.n_output(), fmt::join(n.spec().hidden, ", "), to_string(n.spec().topology),
-                             n.spec().init_std, g.dtype());
+          return fmt::format(
+              "GraphNetwork(n_input={}, n_output={}, hidden=[{}], topology='{}', init_std={}, dtype='{}')",
+              n.n_data_input(), n.n_output(), fmt::join(n.spec().hidden, ", "), to_string(n.spec().topology),
+              n.spec().init_std, g.dtype());
         });
       });
-  def_fn(cls, "split", [](const py_graph_network& g, py::handle vec) {
+  def_fn(
+      cls, "split",
+      [](const py_graph_network& g, py::handle vec) {
         return g.visit([&](const auto& n) {
           using R = real_of<decltype(n)>;
           const matrix<R> v = array_of_shape<R>(vec, n.n_params(), -1, "vec");
           const auto& w = n.params().block(0);
           const auto& b = n.params().block(1);
-          return py::make_tuple(matrix_to_numpy<R>(v.middleRows(w.offset, long(w.rows) * w.cols).reshaped(w.rows, w.cols)),
-                                matrix_to_numpy<R>(v.middleRows(b.offset, b.rows)).attr("reshape")(b.rows));
+          return py::make_tuple(
+              matrix_to_numpy<R>(v.middleRows(w.offset, long(w.rows) * w.cols).reshaped(w.rows, w.cols)),
+              matrix_to_numpy<R>(v.middleRows(b.offset, b.rows)).attr("reshape")(b.rows));
         });
-      }, "vec"_a,
-      "(weights (N, N), bias (n_free,)): copies of the blocks of a vector laid out like params (a gradient).");
-  def_fn(cls, "copy", [](const py_graph_network& g) { return py_graph_network{g.v}; }, "An independent copy.");
-  def_fn(cls, "astype", [](const py_graph_network& g, const std::string& dtype) -> py_graph_network {
+      },
+      "vec"_a, "(weights (N, N), bias (n_free,)): copies of the blocks of a vector laid out like params (a gradient).");
+  def_fn(
+      cls, "copy", [](const py_graph_network& g) { return py_graph_network{g.v}; }, "An independent copy.");
+  def_fn(
+      cls, "astype",
+      [](const py_graph_network& g, const std::string& dtype) -> py_graph_network {
         if (dtype == "float32") return {g.visit([](const auto& n) { return n.template cast<float>(); })};
         if (dtype == "float64") return {g.visit([](const auto& n) { return n.template cast<double>(); })};
         throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
-      }, "dtype"_a, "A copy with parameters converted to 'float32' or 'float64'.");
+      },
+      "dtype"_a, "A copy with parameters converted to 'float32' or 'float64'.");
 
   const deep_dynamics dd;
   const deep_learning dl;
-  def_fn(m, "graph_relax", [](const py_graph_network& g, py::handle x, py::object y, double beta, py::object state,
-                              uint64_t seed, double dt, int64_t free_steps, int64_t nudged_steps, double tol,
-                              bool freeze_converged, double leak, std::string decay, std::string presyn, bool clip) {
+  def_fn(
+      m, "graph_relax",
+      [](const py_graph_network& g, py::handle x, py::object y, double beta, py::object state, uint64_t seed, double dt,
+         int64_t free_steps, int64_t nudged_steps, double tol, bool freeze_converged, double leak, std::string decay,
+         std::string presyn, bool clip) {
         config cfg(graph_schema());
-        set_graph_dynamics(cfg, {dt, free_steps, nudged_steps, tol, freeze_converged, leak, decay, presyn, clip}, "graph_relax");
+        set_graph_dynamics(cfg, {dt, free_steps, nudged_steps, tol, freeze_converged, leak, decay, presyn, clip},
+                           "graph_relax");
         const deep_dynamics dyn = deep_dynamics_from_config(cfg);
         if (y.is_none() && beta != 0) throw config_error("graph_relax: beta != 0 needs targets y (a nudged phase)");
         return g.visit([&](const auto& net) {
@@ -1120,7 +1234,8 @@ void register_graph_network(py::module_& m) {
           r["outputs"] = rows_of(matrix<R>(s.bottomRows(net.n_output())));
           return py::make_tuple(rows_of(s), r);
         });
-      }, "net"_a, "x"_a, "y"_a = py::none(), "beta"_a = 0.0, "state"_a = py::none(), "seed"_a = 0, "dt"_a = dd.dt,
+      },
+      "net"_a, "x"_a, "y"_a = py::none(), "beta"_a = 0.0, "state"_a = py::none(), "seed"_a = 0, "dt"_a = dd.dt,
       "free_steps"_a = dd.free_steps, "nudged_steps"_a = dd.nudged_steps, "tol"_a = dd.stop_tol,
       "freeze_converged"_a = dd.freeze, "leak"_a = dd.leak, "decay"_a = to_string(dd.decay),
       "presyn"_a = to_string(dd.presyn), "clip"_a = dd.clip,
@@ -1135,10 +1250,12 @@ void register_graph_network(py::module_& m) {
       "relax.nudged_steps, relax.tol (stop once max_b |ds_b|^2 <= tol; 0: never), relax.freeze_converged,\n"
       "dynamics.leak, dynamics.decay, dynamics.presyn, dynamics.clip (ConfigError out of their ranges).");
 
-  def_fn(m, "graph_estimate", [](const py_graph_network& g, py::handle x, py::handle y, std::string kind, double beta,
-                                 double beta0, double beta1, bool sign, bool learn_bias, bool reciprocal_nudge,
-                                 uint64_t seed, double dt, int64_t free_steps, int64_t nudged_steps, double tol,
-                                 bool freeze_converged, double leak, std::string decay, std::string presyn, bool clip) {
+  def_fn(
+      m, "graph_estimate",
+      [](const py_graph_network& g, py::handle x, py::handle y, std::string kind, double beta, double beta0,
+         double beta1, bool sign, bool learn_bias, bool reciprocal_nudge, uint64_t seed, double dt, int64_t free_steps,
+         int64_t nudged_steps, double tol, bool freeze_converged, double leak, std::string decay, std::string presyn,
+         bool clip) {
         config cfg(graph_schema());
         set_graph_dynamics(cfg, {dt, free_steps, nudged_steps, tol, freeze_converged, leak, decay, presyn, clip},
                            "graph_estimate");
@@ -1162,11 +1279,12 @@ void register_graph_network(py::module_& m) {
           info["states_nudged"] = rows_of(est.last().s_nudged);
           return out;
         });
-      }, "net"_a, "x"_a, "y"_a, "kind"_a = to_string(dl.rule), "beta"_a = dl.beta, "beta0"_a = dl.beta0,
-      "beta1"_a = dl.beta1, "sign"_a = dl.sign, "learn_bias"_a = dl.learn_bias, "reciprocal_nudge"_a = dl.reciprocal_nudge,
-      "seed"_a = 0, "dt"_a = dd.dt, "free_steps"_a = dd.free_steps, "nudged_steps"_a = dd.nudged_steps,
-      "tol"_a = dd.stop_tol, "freeze_converged"_a = dd.freeze, "leak"_a = dd.leak, "decay"_a = to_string(dd.decay),
-      "presyn"_a = to_string(dd.presyn), "clip"_a = dd.clip,
+      },
+      "net"_a, "x"_a, "y"_a, "kind"_a = to_string(dl.rule), "beta"_a = dl.beta, "beta0"_a = dl.beta0,
+      "beta1"_a = dl.beta1, "sign"_a = dl.sign, "learn_bias"_a = dl.learn_bias,
+      "reciprocal_nudge"_a = dl.reciprocal_nudge, "seed"_a = 0, "dt"_a = dd.dt, "free_steps"_a = dd.free_steps,
+      "nudged_steps"_a = dd.nudged_steps, "tol"_a = dd.stop_tol, "freeze_converged"_a = dd.freeze, "leak"_a = dd.leak,
+      "decay"_a = to_string(dd.decay), "presyn"_a = to_string(dd.presyn), "clip"_a = dd.clip,
       "The DEEP estimator (`eqprop train` with model.kind = graph) on one batch: a free phase from initial states\n"
       "drawn from seed (graph_relax with the same seed gives the same one), a nudged phase, and the learning\n"
       "rule's update dW. Returns (grad, info): grad (n_params,) = -dW in the layout of params (net.split(grad)\n"
@@ -1195,10 +1313,10 @@ template <class R>
 matrix<R> gle_sequences(const py::handle& x) {
   py::array a = py::array::ensure(x);
   if (a && a.ndim() != 2)
-    throw shape_error(fmt::format("x must have shape (batch, steps): one sequence per row, got shape {}", shape_str(a)));
+    throw shape_error(
+        fmt::format("x must have shape (batch, steps): one sequence per row, got shape {}", shape_str(a)));
   return to_batch<R>(x, a && a.shape(1) > 0 ? a.shape(1) : 1, "x");
 }
-
 
 /// One float64 array per layer of a GLE network: tau(n, l) of its neurons.
 template <class R, class Tau>
@@ -1224,34 +1342,52 @@ void register_gle_network(py::module_& m) {
   def_init(cls, py::init(&make_gle_network), "n_classes"_a, "overrides"_a = py::none(), doc);
   set_class_signature(cls);
   auto prop = [&cls](const char* name, auto f, const char* d) {
-    cls.def_property_readonly(name, [f](const py_gle_network& n) { return n.visit(f); }, d);
+    cls.def_property_readonly(
+        name, [f](const py_gle_network& n) { return n.visit(f); }, d);
   };
-  prop("n_input", [](const auto& n) { return n.spec().n_input; }, "Inputs per time step (1 for a gle run).");
-  prop("n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the classes).");
-  prop("n_layers", [](const auto& n) { return n.n_layers(); }, "Layers: the lag bank's, the hidden ones, the output layer.");
-  prop("sizes", [](const auto& n) { return n.spec().sizes(); }, "[n_input, n_1, ..., n_output]: the layer widths.");
-  prop("n_params", [](const auto& n) { return n.n_params(); }, "Number of parameters.");
-  prop("dt", [](const auto& n) { return n.spec().dt; }, "The Euler step (dynamics.dt).");
-  prop("gamma", [](const auto& n) { return n.spec().gamma; }, "The error-to-membrane coupling (dynamics.gamma).");
-  prop("loss", [](const auto& n) { return std::string(to_string(n.spec().loss)); },
-       "The output loss: 'mse' or 'ce' (loss.kind).");
-  prop("batch", [](const auto& n) { return n.batch(); }, "Columns of the neuron state (sequences it runs at once).");
-  prop("tau_m", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_m(l); }); },
-       "tau_m of every layer: a list of (n_l,) float64 arrays (copies; learned when dynamics.learn_tau_m).");
-  prop("tau_r", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_r(l); }); },
-       "tau_r of every layer: a list of (n_l,) float64 arrays (copies).");
+  prop(
+      "n_input", [](const auto& n) { return n.spec().n_input; }, "Inputs per time step (1 for a gle run).");
+  prop(
+      "n_output", [](const auto& n) { return n.n_output(); }, "Output neurons (the classes).");
+  prop(
+      "n_layers", [](const auto& n) { return n.n_layers(); },
+      "Layers: the lag bank's, the hidden ones, the output layer.");
+  prop(
+      "sizes", [](const auto& n) { return n.spec().sizes(); }, "[n_input, n_1, ..., n_output]: the layer widths.");
+  prop(
+      "n_params", [](const auto& n) { return n.n_params(); }, "Number of parameters.");
+  prop(
+      "dt", [](const auto& n) { return n.spec().dt; }, "The Euler step (dynamics.dt).");
+  prop(
+      "gamma", [](const auto& n) { return n.spec().gamma; }, "The error-to-membrane coupling (dynamics.gamma).");
+  prop(
+      "loss", [](const auto& n) { return std::string(to_string(n.spec().loss)); },
+      "The output loss: 'mse' or 'ce' (loss.kind).");
+  prop(
+      "batch", [](const auto& n) { return n.batch(); }, "Columns of the neuron state (sequences it runs at once).");
+  prop(
+      "tau_m", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_m(l); }); },
+      "tau_m of every layer: a list of (n_l,) float64 arrays (copies; learned when dynamics.learn_tau_m).");
+  prop(
+      "tau_r", [](const auto& n) { return gle_per_layer(n, [](const auto& net, int l) { return net.tau_r(l); }); },
+      "tau_r of every layer: a list of (n_l,) float64 arrays (copies).");
   cls.def_property_readonly("dtype", &py_gle_network::dtype, "'float32' or 'float64'.")
-      .def_property_readonly("lag_bank_layers", [](const py_gle_network& g) { return g.seq.bank_layers; },
-                             "Layers of the fixed lag bank (0: none): the first ones, never trained.")
-      .def_property_readonly("params", [](py::object self) {
+      .def_property_readonly(
+          "lag_bank_layers", [](const py_gle_network& g) { return g.seq.bank_layers; },
+          "Layers of the fixed lag bank (0: none): the first ones, never trained.")
+      .def_property_readonly(
+          "params",
+          [](py::object self) {
             return self.cast<const py_gle_network&>().visit([&](const auto& n) {
               return readonly_view(self, n.params().data(), {py::ssize_t(n.n_params())}, {1});
             });
-          }, "All parameters, (n_params,): W (column-major), b, [tau_m] of every layer in turn (see layout); a\n"
-             "read-only view (keeps the network alive).")
-      .def_property_readonly("layout", [](const py_gle_network& g) {
-            return g.visit([](const auto& n) { return layout_list(n.layout()); });
-          }, "The blocks of params: name, group (the layer), shape (rows, cols), offset.")
+          },
+          "All parameters, (n_params,): W (column-major), b, [tau_m] of every layer in turn (see layout); a\n"
+          "read-only view (keeps the network alive).")
+      .def_property_readonly(
+          "layout",
+          [](const py_gle_network& g) { return g.visit([](const auto& n) { return layout_list(n.layout()); }); },
+          "The blocks of params: name, group (the layer), shape (rows, cols), offset.")
       .def("__repr__", [](const py_gle_network& g) {
         return g.visit([&](const auto& n) {
           return fmt::format("GleNetwork(sizes=[{}], lag_bank_layers={}, dt={}, loss='{}', n_params={}, dtype='{}')",
@@ -1259,9 +1395,15 @@ void register_gle_network(py::module_& m) {
                              to_string(n.spec().loss), n.n_params(), g.dtype());
         });
       });
-  def_fn(cls, "copy", [](const py_gle_network& g) { return py_gle_network{g.v, g.seq}; },
-         "An independent copy, neuron state included.");
-  def_fn(cls, "state", [](const py_gle_network& g, int layer) {
+  def_fn(
+      cls, "copy",
+      [](const py_gle_network& g) {
+        return py_gle_network{g.v, g.seq};
+      },
+      "An independent copy, neuron state included.");
+  def_fn(
+      cls, "state",
+      [](const py_gle_network& g, int layer) {
         return g.visit([&](const auto& n) {
           if (layer < 0 || layer >= n.n_layers())
             throw shape_error(fmt::format("layer must be in [0, {}), got {}", n.n_layers(), layer));
@@ -1269,42 +1411,52 @@ void register_gle_network(py::module_& m) {
           return py::dict("u"_a = rows_of(st.u), "v"_a = rows_of(st.v), "r"_a = rows_of(st.r),
                           "u_breve"_a = rows_of(st.u_breve), "e"_a = rows_of(st.e));
         });
-      }, "layer"_a,
+      },
+      "layer"_a,
       "Copies of layer's neuron state, each (batch, n_layer): u and v (membranes of the representation and\n"
       "error neurons), r (output), u_breve (prospective potential) and e (error) of the last step.");
-  def_fn(cls, "reset_state", [](py_gle_network& g, long batch) {
+  def_fn(
+      cls, "reset_state",
+      [](py_gle_network& g, long batch) {
         if (batch < 1) throw shape_error(fmt::format("batch must be >= 1, got {}", batch));
         std::visit([&](auto& n) { n.reset_state(batch); }, g.v);
-      }, "batch"_a, "Restarts every neuron from the network's initial state (network.initial_state) for batch sequences.");
-  def_fn(cls, "run", [](py_gle_network& g, py::handle x, py::object y, bool record) {
-        return std::visit([&](auto& n) -> py::dict {
-          using R = real_of<decltype(n)>;
-          if (n.spec().n_input != 1) throw config_error("run feeds sequences to a network with one input");
-          const matrix<R> xm = gle_sequences<R>(x);
-          std::optional<matrix<R>> ym;
-          if (!y.is_none()) ym = to_targets<R>(y, xm.cols(), n.n_output());
-          gle_sequence_result<R> res;
-          {
-            py::gil_scoped_release nogil;
-            gle_sequence_options<R> o;
-            o.y = ym ? &*ym : nullptr;
-            o.record = record;
-            gle_run_sequences(n, g.seq, xm, o, res);
-          }
-          py::dict d("scores"_a = rows_of(res.sum_out));
-          if (ym) {
-            d["loss"] = vec_to_numpy(res.step_loss);
-            d["readout_loss"] = vec_to_numpy(res.readout);
-          }
-          if (record) {
-            py::array_t<R> out({xm.rows(), xm.cols(), long(n.n_output())});
-            for (long t = 0; t < xm.rows(); ++t)
-              std::memcpy(out.mutable_data() + t * res.outputs[t].size(), res.outputs[t].data(), sizeof(R) * res.outputs[t].size());
-            d["outputs"] = out;
-          }
-          return d;
-        }, g.v);
-      }, "x"_a, "y"_a = py::none(), "record"_a = false,
+      },
+      "batch"_a, "Restarts every neuron from the network's initial state (network.initial_state) for batch sequences.");
+  def_fn(
+      cls, "run",
+      [](py_gle_network& g, py::handle x, py::object y, bool record) {
+        return std::visit(
+            [&](auto& n) -> py::dict {
+              using R = real_of<decltype(n)>;
+              if (n.spec().n_input != 1) throw config_error("run feeds sequences to a network with one input");
+              const matrix<R> xm = gle_sequences<R>(x);
+              std::optional<matrix<R>> ym;
+              if (!y.is_none()) ym = to_targets<R>(y, xm.cols(), n.n_output());
+              gle_sequence_result<R> res;
+              {
+                py::gil_scoped_release nogil;
+                gle_sequence_options<R> o;
+                o.y = ym ? &*ym : nullptr;
+                o.record = record;
+                gle_run_sequences(n, g.seq, xm, o, res);
+              }
+              py::dict d("scores"_a = rows_of(res.sum_out));
+              if (ym) {
+                d["loss"] = vec_to_numpy(res.step_loss);
+                d["readout_loss"] = vec_to_numpy(res.readout);
+              }
+              if (record) {
+                py::array_t<R> out({xm.rows(), xm.cols(), long(n.n_output())});
+                for (long t = 0; t < xm.rows(); ++t)
+                  std::memcpy(out.mutable_data() + t * res.outputs[t].size(), res.outputs[t].data(),
+                              sizeof(R) * res.outputs[t].size());
+                d["outputs"] = out;
+              }
+              return d;
+            },
+            g.v);
+      },
+      "x"_a, "y"_a = py::none(), "record"_a = false,
       "Runs the sequences x (batch, steps), one per row, freely (no teaching, no learning) from the network's\n"
       "state, which it advances (copy() first to keep it); the lag bank restarts first when network.lag_bank_reset;\n"
       "a state of another batch size is tiled or truncated. As the evaluation of a gle run runs each batch.\n"
@@ -1320,9 +1472,9 @@ void register_gle_network(py::module_& m) {
 /// run, a GleNetwork for a gle run) and what predict needs to score inputs as `eqprop eval`
 /// scores the test split.
 struct py_run {
-  py::object network;               ///< the network holding the checkpoint's parameters
-  py::object config;                ///< the run's saved config (dict of sections)
-  std::string kind;                 ///< model.kind: "layered" | "vector_field" | "graph" | "gle"
+  py::object network;  ///< the network holding the checkpoint's parameters
+  py::object config;   ///< the run's saved config (dict of sections)
+  std::string kind;    ///< model.kind: "layered" | "vector_field" | "graph" | "gle"
   std::string checkpoint_file;
   std::array<int, 3> data_shape{};  ///< (C, H, W) of one sample: data.normalize_* apply per channel
   std::vector<float> mean, std;     ///< data.normalize_mean / normalize_std (empty: none)
@@ -1361,7 +1513,8 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
       break;
     case model_kind::gle:
       r.gle_seq = gle_sequence_setup_from_config(s.cfg);
-      if (s.cfg.get<std::string>("network.dtype") == "float32") r.network = py::cast(py_gle_network{saved_network<gle_network<float>>(s), r.gle_seq});
+      if (s.cfg.get<std::string>("network.dtype") == "float32")
+        r.network = py::cast(py_gle_network{saved_network<gle_network<float>>(s), r.gle_seq});
       else r.network = py::cast(py_gle_network{saved_network<gle_network<double>>(s), r.gle_seq});
       break;
   }
@@ -1382,25 +1535,45 @@ py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
 // generator of a graph network's initial states, restarted once per evaluation, or a copy of
 // a gle network with its training state, made once per evaluation.
 template <class R>
-relax_state<R> scoring_state(const layered_network<R>&, const py_run&) { return {}; }
+relax_state<R> scoring_state(const layered_network<R>&, const py_run&) {
+  return {};
+}
 template <class R>
-vf_state<R> scoring_state(const vector_field_network<R>&, const py_run&) { return {}; }
+vf_state<R> scoring_state(const vector_field_network<R>&, const py_run&) {
+  return {};
+}
 template <class R>
-rng_t scoring_state(const graph_network<R>&, const py_run& r) { return graph_eval_rng(r.seed); }
+rng_t scoring_state(const graph_network<R>&, const py_run& r) {
+  return graph_eval_rng(r.seed);
+}
 template <class R>
-gle_network<R> scoring_state(const gle_network<R>& net, const py_run&) { return net; }
+gle_network<R> scoring_state(const gle_network<R>& net, const py_run&) {
+  return net;
+}
 template <class R>
-long n_inputs_of(const layered_network<R>& net, const py_run&) { return net.spec().sizes[0]; }
+long n_inputs_of(const layered_network<R>& net, const py_run&) {
+  return net.spec().sizes[0];
+}
 template <class R>
-long n_inputs_of(const vector_field_network<R>& net, const py_run&) { return net.spec().sizes[0]; }
+long n_inputs_of(const vector_field_network<R>& net, const py_run&) {
+  return net.spec().sizes[0];
+}
 template <class R>
-long n_inputs_of(const graph_network<R>& net, const py_run&) { return net.n_data_input(); }
+long n_inputs_of(const graph_network<R>& net, const py_run&) {
+  return net.n_data_input();
+}
 template <class R>
-long n_inputs_of(const gle_network<R>&, const py_run& r) { return r.n_input; }  // the steps of a sequence
+long n_inputs_of(const gle_network<R>&, const py_run& r) {
+  return r.n_input;
+}  // the steps of a sequence
 template <class R>
-int n_outputs_of(const layered_network<R>& net) { return net.spec().n_output(); }
+int n_outputs_of(const layered_network<R>& net) {
+  return net.spec().n_output();
+}
 template <class R>
-int n_outputs_of(const vector_field_network<R>& net) { return net.spec().n_classes; }
+int n_outputs_of(const vector_field_network<R>& net) {
+  return net.spec().n_classes;
+}
 
 /// The free phase of one batch: relaxed from h = 0 with beta = 0 and the run's relax settings.
 template <class State, class Net, class R>
@@ -1416,7 +1589,8 @@ void score_batch(rng_t& rng, const graph_network<R>& net, const py_run& r, const
 }
 /// A gle network's: the evaluation's copy runs the batch on from its state.
 template <class R>
-void score_batch(gle_network<R>& eval_net, const gle_network<R>&, const py_run& r, const matrix<R>& x, matrix<R>& scores) {
+void score_batch(gle_network<R>& eval_net, const gle_network<R>&, const py_run& r, const matrix<R>& x,
+                 matrix<R>& scores) {
   gle_sequence_result<R> res;
   gle_class_scores(eval_net, r.gle_seq, x, res);
   scores = std::move(res.sum_out);
@@ -1484,17 +1658,24 @@ void register_runs(py::module_& m) {
       .def_readonly("config", &py_run::config, "The run's saved config (dict of sections).")
       .def_readonly("kind", &py_run::kind, "The run's model.kind: 'layered', 'vector_field', 'graph' or 'gle'.")
       .def_readonly("checkpoint", &py_run::checkpoint_file, "The checkpoint file read.");
-  def_fn(cls, "predict", [](const py_run& r, py::handle x) {
-        return visit_run_network(r, [&](const auto& net) -> py::object { return predictions_of(run_scores(r, net, x)); });
-      }, "x"_a,
+  def_fn(
+      cls, "predict",
+      [](const py_run& r, py::handle x) {
+        return visit_run_network(r,
+                                 [&](const auto& net) -> py::object { return predictions_of(run_scores(r, net, x)); });
+      },
+      "x"_a,
       "Class predictions (int64, (batch,)) for inputs x (batch, n_inputs) as `eqprop eval` scores its test split:\n"
       "x as float32, normalised by data.normalize_mean/std, free phase with the run's relax.* settings (a graph\n"
       "run's dynamics.*, initial states from its evaluation stream; a gle run's sequences (batch, steps) run\n"
       "untaught on a copy of its network with the training state) in batches of run.eval_batch; argmax of\n"
       "scores(x), ties to the lower index; -1 for a sample with NaN/Inf scores.");
-  def_fn(cls, "scores", [](const py_run& r, py::handle x) {
+  def_fn(
+      cls, "scores",
+      [](const py_run& r, py::handle x) {
         return visit_run_network(r, [&](const auto& net) -> py::object { return rows_of(run_scores(r, net, x)); });
-      }, "x"_a,
+      },
+      "x"_a,
       "The output scores (batch, n_classes) that predict takes the argmax of, in the network's dtype: the output\n"
       "layer's or readout's scores (a vector-field network's readout probabilities; a graph network's output\n"
       "states, a single output s as (1 - s, s); a gle network's outputs summed over time).");
@@ -1519,7 +1700,8 @@ PYBIND11_MODULE(_core, m) {
   register_graph_network(m);
   register_gle_network(m);
   register_runs(m);
-  def_fn(m, "build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
+  def_fn(
+      m, "build_info", [] { return json_to_py(build_info_json()); }, "Version, commit, compiler, vector ISA, backend.");
 
   const char* net_doc =
       "A layered energy-based network with float32 or float64 parameters.\n\n"
@@ -1539,117 +1721,161 @@ PYBIND11_MODULE(_core, m) {
            "pool_temperature"_a = 1.0, "feedforward"_a = false, net_doc);
   set_class_signature(net_cls);
   net_cls
-      .def_property_readonly("conv", [](const py_network& n) {
+      .def_property_readonly(
+          "conv",
+          [](const py_network& n) {
             std::vector<int> c;
             for (const auto& l : n.spec().conv) c.push_back(l.channels);
             return c;
-          }, "Channels of the conv layers (empty for an MLP).")
-      .def_property_readonly("feedforward", [](const py_network& n) { return n.spec().feedforward; },
-                             "True for the feed-forward (backprop) twin.")
-      .def_property_readonly("sizes", [](const py_network& n) { return n.spec().sizes; },
-                             "Layer widths [n_input, n_1, ..., n_K] (a ConvNet's conv layers as C*H*W first).")
-      .def_property_readonly("readout", [](const py_network& n) { return n.spec().n_readout; },
-                             "Classes of the softmax readout (0 with output='layer').")
-      .def_property_readonly("n_output", [](const py_network& n) { return n.spec().n_output(); },
-                             "Width of the output: readout classes, or the last layer's width.")
-      .def_property_readonly("output", [](const py_network& n) { return std::string(to_string(n.spec().output)); },
-                             "'readout' or 'layer'.")
-      .def_property_readonly("activation", [](const py_network& n) { return std::string(to_string(n.spec().activation)); },
-                             "The activation's name.")
-      .def_property_readonly("init_scale", [](const py_network& n) { return n.spec().init_scale; },
-                             "The initialisation scale (0: 1/sqrt(fan_in)).")
-      .def_property_readonly("seed", [](const py_network& n) { return n.spec().seed; }, "The initialisation's seed.")
+          },
+          "Channels of the conv layers (empty for an MLP).")
+      .def_property_readonly(
+          "feedforward", [](const py_network& n) { return n.spec().feedforward; },
+          "True for the feed-forward (backprop) twin.")
+      .def_property_readonly(
+          "sizes", [](const py_network& n) { return n.spec().sizes; },
+          "Layer widths [n_input, n_1, ..., n_K] (a ConvNet's conv layers as C*H*W first).")
+      .def_property_readonly(
+          "readout", [](const py_network& n) { return n.spec().n_readout; },
+          "Classes of the softmax readout (0 with output='layer').")
+      .def_property_readonly(
+          "n_output", [](const py_network& n) { return n.spec().n_output(); },
+          "Width of the output: readout classes, or the last layer's width.")
+      .def_property_readonly(
+          "output", [](const py_network& n) { return std::string(to_string(n.spec().output)); },
+          "'readout' or 'layer'.")
+      .def_property_readonly(
+          "activation", [](const py_network& n) { return std::string(to_string(n.spec().activation)); },
+          "The activation's name.")
+      .def_property_readonly(
+          "init_scale", [](const py_network& n) { return n.spec().init_scale; },
+          "The initialisation scale (0: 1/sqrt(fan_in)).")
+      .def_property_readonly(
+          "seed", [](const py_network& n) { return n.spec().seed; }, "The initialisation's seed.")
       .def_property_readonly("dtype", &py_network::dtype, "'float32' or 'float64'.")
       .def_property_readonly("n_params", &py_network::n_params, "Number of parameters (the length of params).")
-      .def_property_readonly("groups", [](const py_network& n) { return param_group_names(n.spec()); },
-                             "Parameter group names (layer0, ..., readout), the order of per-group comparisons.")
-      .def_property_readonly("params", [](py::object self) {
-            return param_view(self, 0, {self.cast<py_network&>().n_params()}, {1});
-          }, "All parameters as a writable zero-copy 1-D array (W0, b0, W1, b1, ..., Wout, bout); keeps the network alive.")
-      .def_property_readonly("layout", [](const py_network& n) { return layout_list(n.layout()); },
-                             "The blocks of params: name, group, shape (rows, cols), offset.")
+      .def_property_readonly(
+          "groups", [](const py_network& n) { return param_group_names(n.spec()); },
+          "Parameter group names (layer0, ..., readout), the order of per-group comparisons.")
+      .def_property_readonly(
+          "params", [](py::object self) { return param_view(self, 0, {self.cast<py_network&>().n_params()}, {1}); },
+          "All parameters as a writable zero-copy 1-D array (W0, b0, W1, b1, ..., Wout, bout); keeps the network "
+          "alive.")
+      .def_property_readonly(
+          "layout", [](const py_network& n) { return layout_list(n.layout()); },
+          "The blocks of params: name, group, shape (rows, cols), offset.")
       .def("__repr__", [](const py_network& n) {
         const auto& s = n.spec();
         std::string sz;
         for (int v : s.sizes) sz += (sz.empty() ? "" : ", ") + std::to_string(v);
-        return fmt::format("Network(sizes=[{}], readout={}, output='{}', activation='{}', init_scale={}, seed={}, dtype='{}')",
-                           sz, s.n_readout, to_string(s.output), to_string(s.activation), s.init_scale, s.seed, n.dtype());
+        return fmt::format(
+            "Network(sizes=[{}], readout={}, output='{}', activation='{}', init_scale={}, seed={}, dtype='{}')", sz,
+            s.n_readout, to_string(s.output), to_string(s.activation), s.init_scale, s.seed, n.dtype());
       });
-  def_fn(net_cls, "block", [](py::object self, const std::string& name) {
+  def_fn(
+      net_cls, "block",
+      [](py::object self, const std::string& name) {
         for (const auto& b : self.cast<py_network&>().layout())
           if (b.name == name) return param_view(self, b.offset, {b.rows, b.cols}, {1, b.rows});
         throw config_error(fmt::format("no parameter block '{}' (W0, b0, ..., Wout, bout)", name));
-      }, "name"_a, "A writable zero-copy view of one block: W_j is (n_{j+1}, n_j), b_j is (n_{j+1}, 1).");
-  def_fn(net_cls, "params_address", [](py_network& n) { return reinterpret_cast<uintptr_t>(n.data()); },
-         "Address of the C++ parameter buffer (equals params.__array_interface__['data'][0]).");
-  def_fn(net_cls, "copy", [](const py_network& n) { return py_network{n.v}; }, "An independent copy.");
-  def_fn(net_cls, "astype", [](const py_network& n, const std::string& dtype) -> py_network {
+      },
+      "name"_a, "A writable zero-copy view of one block: W_j is (n_{j+1}, n_j), b_j is (n_{j+1}, 1).");
+  def_fn(
+      net_cls, "params_address", [](py_network& n) { return reinterpret_cast<uintptr_t>(n.data()); },
+      "Address of the C++ parameter buffer (equals params.__array_interface__['data'][0]).");
+  def_fn(
+      net_cls, "copy", [](const py_network& n) { return py_network{n.v}; }, "An independent copy.");
+  def_fn(
+      net_cls, "astype",
+      [](const py_network& n, const std::string& dtype) -> py_network {
         if (dtype == "float32") return {std::visit([](auto& x) { return x.template cast<float>(); }, n.v)};
         if (dtype == "float64") return {n.as_double()};
         throw config_error(fmt::format("dtype must be float32 or float64, got '{}'", dtype));
-      }, "dtype"_a, "A copy with parameters converted to 'float32' or 'float64'.");
+      },
+      "dtype"_a, "A copy with parameters converted to 'float32' or 'float64'.");
 
-  def_fn(m, "relax", [](const py_network& n, py::handle x, py::object y, py::object beta, long steps, double tol,
-                    bool stop_early, double noise_std, uint64_t noise_seed) {
+  def_fn(
+      m, "relax",
+      [](const py_network& n, py::handle x, py::object y, py::object beta, long steps, double tol, bool stop_early,
+         double noise_std, uint64_t noise_seed) {
         rng_t rng(noise_seed);
         const relax_options o{steps, tol, stop_early, noise_std, noise_std > 0 ? &rng : nullptr};
         const bool cplx = PyComplex_Check(beta.ptr()) ||
                           (py::hasattr(beta, "dtype") && beta.attr("dtype").attr("kind").cast<std::string>() == "c");
         const auto b = beta.cast<std::complex<double>>();
-        return std::visit([&](const auto& net) {
-          using R = real_of<decltype(net)>;
-          const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
-          const matrix<R> ym = y.is_none() ? matrix<R>(matrix<R>::Zero(net.spec().n_output(), xm.cols()))
-                                           : to_targets<R>(y, xm.cols(), net.spec().n_output());
-          if (cplx) return relax_impl<std::complex<R>>(net, xm, ym, std::complex<R>(R(b.real()), R(b.imag())), o);
-          return relax_impl<R>(net, xm, ym, R(b.real()), o);
-        }, n.v);
-      }, "net"_a, "x"_a, "y"_a = py::none(), "beta"_a = 0.0, "steps"_a = 100, "tol"_a = 0.0, "stop_early"_a = false,
+        return std::visit(
+            [&](const auto& net) {
+              using R = real_of<decltype(net)>;
+              const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
+              const matrix<R> ym = y.is_none() ? matrix<R>(matrix<R>::Zero(net.spec().n_output(), xm.cols()))
+                                               : to_targets<R>(y, xm.cols(), net.spec().n_output());
+              if (cplx) return relax_impl<std::complex<R>>(net, xm, ym, std::complex<R>(R(b.real()), R(b.imag())), o);
+              return relax_impl<R>(net, xm, ym, R(b.real()), o);
+            },
+            n.v);
+      },
+      "net"_a, "x"_a, "y"_a = py::none(), "beta"_a = 0.0, "steps"_a = 100, "tol"_a = 0.0, "stop_early"_a = false,
       "noise_std"_a = 0.0, "noise_seed"_a = 0,
       "Relaxes from h = 0 with nudge beta (a complex beta gives complex states). Returns (states, report):\n"
       "states[j] is (batch, n_j); report has steps, max_residual, mean_residual, n_not_converged, n_non_finite,\n"
       "converged, loss, predictions (-1 for a sample with NaN/Inf outputs), outputs. y: integer labels (batch,) or\n"
       "targets (batch, n_out); None = zeros.");
 
-  def_fn(m, "estimate", [](const py_network& n, py::handle x, py::handle y, const estimate_args& a) {
-        return std::visit([&](const auto& net) {
-          using R = real_of<decltype(net)>;
-          const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
-          const matrix<R> ym = to_targets<R>(y, xm.cols(), net.spec().n_output());
-          auto est = make_est<R>(a);
-          return run_estimator<R>(*est, net, xm, ym);
-        }, n.v);
-      }, "net"_a, "x"_a, "y"_a, "args"_a,
+  def_fn(
+      m, "estimate",
+      [](const py_network& n, py::handle x, py::handle y, const estimate_args& a) {
+        return std::visit(
+            [&](const auto& net) {
+              using R = real_of<decltype(net)>;
+              const matrix<R> xm = to_batch<R>(x, net.spec().sizes[0], "x");
+              const matrix<R> ym = to_targets<R>(y, xm.cols(), net.spec().n_output());
+              auto est = make_est<R>(a);
+              return run_estimator<R>(*est, net, xm, ym);
+            },
+            n.v);
+      },
+      "net"_a, "x"_a, "y"_a, "args"_a,
       "The estimator of eqprop.estimate (which builds args, an _EstimateArgs, from its keywords) on one batch.\n"
       "Returns (grad, info): grad (n_params,) in the network's dtype, info as eqprop.estimate documents.");
 
   py::class_<estimate_args> est_cls(m, "_EstimateArgs", "The options of eqprop.estimate, in its parameter order.");
-  def_init(est_cls, py::init([](std::string kind, int n_points, double beta, long free_steps, long nudged_steps,
-                                double tol, bool stop_early, std::string start, double noise_std, uint64_t noise_seed,
-                                bool noise_free_phase, int average_last, std::string on_failure, double fail_residual,
-                                int periods, bool smooth, double alpha, long truncate, std::string order, double omega) {
-             return estimate_args{kind, n_points, beta, free_steps, nudged_steps, tol, stop_early, start, noise_std,
-                                  noise_seed, noise_free_phase, average_last, on_failure, fail_residual, periods, smooth,
-                                  alpha, truncate, order, omega};
-           }), "kind"_a, "n_points"_a, "beta"_a, "free_steps"_a, "nudged_steps"_a, "tol"_a, "stop_early"_a, "start"_a,
+  def_init(est_cls,
+           py::init([](std::string kind, int n_points, double beta, long free_steps, long nudged_steps, double tol,
+                       bool stop_early, std::string start, double noise_std, uint64_t noise_seed, bool noise_free_phase,
+                       int average_last, std::string on_failure, double fail_residual, int periods, bool smooth,
+                       double alpha, long truncate, std::string order, double omega) {
+             return estimate_args{
+                 kind,    n_points,  beta,       free_steps,       nudged_steps, tol,        stop_early,
+                 start,   noise_std, noise_seed, noise_free_phase, average_last, on_failure, fail_residual,
+                 periods, smooth,    alpha,      truncate,         order,        omega};
+           }),
+           "kind"_a, "n_points"_a, "beta"_a, "free_steps"_a, "nudged_steps"_a, "tol"_a, "stop_early"_a, "start"_a,
            "noise_std"_a, "noise_seed"_a, "noise_free_phase"_a, "average_last"_a, "on_failure"_a, "fail_residual"_a,
            "periods"_a, "smooth"_a, "alpha"_a, "truncate"_a, "order"_a, "omega"_a,
            "The options of eqprop.estimate (see its docstring).");
 
-  def_fn(m, "bptt_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, long truncate) {
+  def_fn(
+      m, "bptt_gradient",
+      [](const py_network& n, py::handle x, py::handle y, long steps, long truncate) {
         auto in = ref_in(n, x, y);
         bptt_gradient<double> est(steps, truncate);
         return run_estimator<double>(est, in.net, in.x, in.y);
-      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "truncate"_a = 0,
+      },
+      "net"_a, "x"_a, "y"_a, "steps"_a = 100, "truncate"_a = 0,
       "Exact gradient of the loss after `steps` free steps (float64). Returns (grad, info).");
-  def_fn(m, "backprop_gradient", [](const py_network& n, py::handle x, py::handle y) {
+  def_fn(
+      m, "backprop_gradient",
+      [](const py_network& n, py::handle x, py::handle y) {
         auto in = ref_in(n, x, y);
         feedforward_backprop<double> est;
         return run_estimator<double>(est, in.net, in.x, in.y);
-      }, "net"_a, "x"_a, "y"_a,
+      },
+      "net"_a, "x"_a, "y"_a,
       "Backprop gradient of a feed-forward network (Network(..., feedforward=True)), float64. Returns (grad, info).");
-  def_fn(m, "implicit_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early,
-                                const std::string& solver, const std::string& on_failure) {
+  def_fn(
+      m, "implicit_gradient",
+      [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early,
+         const std::string& solver, const std::string& on_failure) {
         auto in = ref_in(n, x, y);
         implicit_options o;
         o.free = {steps, tol, stop_early};
@@ -1660,11 +1886,14 @@ PYBIND11_MODULE(_core, m) {
         else throw config_error(fmt::format("solver must be automatic, iterative or dense, got '{}'", solver));
         implicit_gradient<double> est(o);
         return run_estimator<double>(est, in.net, in.x, in.y);
-      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "solver"_a = "automatic",
-      "on_failure"_a = "error", "Exact gradient of the fixed-point loss by implicit differentiation (float64). Returns (grad, info).");
-  def_fn(m, "finite_difference_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
-                                         bool stop_early, double h, const std::string& stencil, const std::string& target,
-                                         std::optional<std::vector<long>> indices) {
+      },
+      "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "solver"_a = "automatic",
+      "on_failure"_a = "error",
+      "Exact gradient of the fixed-point loss by implicit differentiation (float64). Returns (grad, info).");
+  def_fn(
+      m, "finite_difference_gradient",
+      [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early, double h,
+         const std::string& stencil, const std::string& target, std::optional<std::vector<long>> indices) {
         auto in = ref_in(n, x, y);
         fd_stencil st;
         if (stencil == "central2") st = fd_stencil::central2;
@@ -1679,12 +1908,14 @@ PYBIND11_MODULE(_core, m) {
                  : finite_difference_gradient_steps(in.net, in.x, in.y, steps, h, st, idx);
         }
         return vec_to_numpy(g);
-      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-6,
+      },
+      "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-6,
       "stencil"_a = "central2", "target"_a = "fixed_point", "indices"_a = py::none(),
       "Finite-difference gradient (float64) of the fixed-point loss, or of the `steps`-step loss with target='steps'.");
-  def_fn(m, "complex_step_gradient", [](const py_network& n, py::handle x, py::handle y, long steps, double tol,
-                                    bool stop_early, double h, const std::string& target,
-                                    std::optional<std::vector<long>> indices) {
+  def_fn(
+      m, "complex_step_gradient",
+      [](const py_network& n, py::handle x, py::handle y, long steps, double tol, bool stop_early, double h,
+         const std::string& target, std::optional<std::vector<long>> indices) {
         auto in = ref_in(n, x, y);
         const bool fp = fixed_point_target(target);
         const auto idx = indices_of(indices);
@@ -1695,23 +1926,34 @@ PYBIND11_MODULE(_core, m) {
                  : complex_step_gradient_steps(in.net, in.x, in.y, steps, h, idx);
         }
         return vec_to_numpy(g);
-      }, "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-30,
+      },
+      "net"_a, "x"_a, "y"_a, "steps"_a = 100, "tol"_a = 1e-12, "stop_early"_a = true, "h"_a = 1e-30,
       "target"_a = "fixed_point", "indices"_a = py::none(),
       "Complex-step gradient (float64, exact to rounding) of the fixed-point or `steps`-step loss.");
 
-  def_fn(m, "relative_error", [](py::handle a, py::handle b) {
-        return relative_error(to_doubles(a, "a"), to_doubles(b, "b"));
-      }, "a"_a, "b"_a, "|a - b| / |b| (L2).");
-  def_fn(m, "cosine", [](py::handle a, py::handle b) { return cosine(to_doubles(a, "a"), to_doubles(b, "b")); }, "a"_a, "b"_a,
-        "a.b / (|a| |b|).");
-  def_fn(m, "per_group_rel_error", [](const py_network& n, py::handle a, py::handle b) {
+  def_fn(
+      m, "relative_error",
+      [](py::handle a, py::handle b) { return relative_error(to_doubles(a, "a"), to_doubles(b, "b")); }, "a"_a, "b"_a,
+      "|a - b| / |b| (L2).");
+  def_fn(
+      m, "cosine", [](py::handle a, py::handle b) { return cosine(to_doubles(a, "a"), to_doubles(b, "b")); }, "a"_a,
+      "b"_a, "a.b / (|a| |b|).");
+  def_fn(
+      m, "per_group_rel_error",
+      [](const py_network& n, py::handle a, py::handle b) {
         return per_group_rel_error(n.layout(), to_doubles(a, "a"), to_doubles(b, "b"));
-      }, "net"_a, "a"_a, "b"_a, "relative_error per parameter group (net.groups order).");
-  def_fn(m, "per_group_cosine", [](const py_network& n, py::handle a, py::handle b) {
+      },
+      "net"_a, "a"_a, "b"_a, "relative_error per parameter group (net.groups order).");
+  def_fn(
+      m, "per_group_cosine",
+      [](const py_network& n, py::handle a, py::handle b) {
         return per_group_cosine(n.layout(), to_doubles(a, "a"), to_doubles(b, "b"));
-      }, "net"_a, "a"_a, "b"_a, "cosine per parameter group (net.groups order).");
+      },
+      "net"_a, "a"_a, "b"_a, "cosine per parameter group (net.groups order).");
 
-  def_fn(m, "random_batch", [](int n_in, int n_out, long batch, uint64_t seed) {
+  def_fn(
+      m, "random_batch",
+      [](int n_in, int n_out, long batch, uint64_t seed) {
         // Same draws as `eqprop gradcheck`: inputs uniform in [0, 1), then the labels.
         if (n_in < 1 || n_out < 1 || batch < 1) throw config_error("random_batch: n_in, n_out and batch must be >= 1");
         rng_t rng(seed ^ 0x9e3779b97f4a7c15ull);
@@ -1720,10 +1962,14 @@ PYBIND11_MODULE(_core, m) {
         std::vector<int32_t> labels(batch);
         for (auto& l : labels) l = static_cast<int32_t>(random_index(rng, n_out));
         return py::make_tuple(rows_of(x), vec_to_numpy(labels));
-      }, "n_in"_a, "n_out"_a, "batch"_a, "seed"_a = 0, "The random batch of `eqprop gradcheck`: (x (batch, n_in), labels).");
+      },
+      "n_in"_a, "n_out"_a, "batch"_a, "seed"_a = 0,
+      "The random batch of `eqprop gradcheck`: (x (batch, n_in), labels).");
 
-  def_fn(m, "load_dataset", [](const std::string& name, py::object data_dir, uint64_t seed, long yin_yang_train,
-                           long yin_yang_test, long limit_train, long limit_test) {
+  def_fn(
+      m, "load_dataset",
+      [](const std::string& name, py::object data_dir, uint64_t seed, long yin_yang_train, long yin_yang_test,
+         long limit_train, long limit_test) {
         dataset_options o{seed, yin_yang_train, yin_yang_test, limit_train, limit_test};
         const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
         dataset_split s;
@@ -1734,37 +1980,45 @@ PYBIND11_MODULE(_core, m) {
         const int n_classes = s.train.n_classes;
         const auto shape = s.train.shape;
         const std::string nm = s.train.name;
-        return py::dict("name"_a = nm, "n_classes"_a = n_classes, "shape"_a = py::make_tuple(shape[0], shape[1], shape[2]),
+        return py::dict("name"_a = nm, "n_classes"_a = n_classes,
+                        "shape"_a = py::make_tuple(shape[0], shape[1], shape[2]),
                         "train"_a = dataset_arrays(std::move(s.train)), "test"_a = dataset_arrays(std::move(s.test)));
-      }, "name"_a, "data_dir"_a = py::none(), "seed"_a = 0, "yin_yang_train"_a = 5000, "yin_yang_test"_a = 1000,
+      },
+      "name"_a, "data_dir"_a = py::none(), "seed"_a = 0, "yin_yang_train"_a = 5000, "yin_yang_test"_a = 1000,
       "limit_train"_a = -1, "limit_test"_a = -1,
       "Loads a dataset: {'name', 'n_classes', 'shape', 'train': (x, y), 'test': (x, y)} with x float32 (n, dim)\n"
       "and y int32 labels. data_dir None: $EQPROP_DATA, then ./data.");
   def_fn(m, "dataset_names", &dataset_names, "Every name load_dataset accepts (a list of str, in a stable order).");
 
   def_fn(m, "train", &train_py, "config"_a = py::none(), "overrides"_a = py::none(), "run_dir"_a = py::none(),
-        "on_epoch"_a = py::none(), "data_dir"_a = py::none(), "name"_a = py::none(), "verbose"_a = true,
-        "resume"_a = false, "data"_a = py::none(), "on_batch"_a = py::none(),
-        "Trains with the C++ loop (same results as `eqprop train`), any model.kind. config: a dict (nested or\n"
-        "dotted keys) or a TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is\n"
-        "called after every epoch with the metrics row; on_batch(epoch, batch, n_batches, loss, accuracy) after\n"
-        "every training batch (running values of the epoch). data: (x_train, y_train, x_test, y_test) NumPy\n"
-        "arrays (x (n, dim) or (n, C, H, W), y integer labels) used instead of data.name; the run records their\n"
-        "SHA-256 and resuming needs the same arrays. Ctrl-C raises KeyboardInterrupt (a checkpoint is kept).\n"
-        "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
-        "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
-  def_fn(m, "config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
-         "kind"_a = "layered",
-         "Every config key of a model.kind (layered | vector_field | graph | gle): {key: (default as TOML,\n"
-         "description)}.");
-  def_fn(m, "load_checkpoint", [](const std::filesystem::path& p) {
+         "on_epoch"_a = py::none(), "data_dir"_a = py::none(), "name"_a = py::none(), "verbose"_a = true,
+         "resume"_a = false, "data"_a = py::none(), "on_batch"_a = py::none(),
+         "Trains with the C++ loop (same results as `eqprop train`), any model.kind. config: a dict (nested or\n"
+         "dotted keys) or a TOML path; overrides: a dict of dotted keys or a list of 'key=value'; on_epoch(row) is\n"
+         "called after every epoch with the metrics row; on_batch(epoch, batch, n_batches, loss, accuracy) after\n"
+         "every training batch (running values of the epoch). data: (x_train, y_train, x_test, y_test) NumPy\n"
+         "arrays (x (n, dim) or (n, C, H, W), y integer labels) used instead of data.name; the run records their\n"
+         "SHA-256 and resuming needs the same arrays. Ctrl-C raises KeyboardInterrupt (a checkpoint is kept).\n"
+         "resume=True continues run_dir's run from its checkpoint; config and overrides then change its saved\n"
+         "config (a change of the data, network.*, optimizer.kind or run.seed raises ConfigError).");
+  def_fn(
+      m, "config_keys", [](const std::string& kind) { return schema_keys(training_schema(parse_model_kind(kind))); },
+      "kind"_a = "layered",
+      "Every config key of a model.kind (layered | vector_field | graph | gle): {key: (default as TOML,\n"
+      "description)}.");
+  def_fn(
+      m, "load_checkpoint",
+      [](const std::filesystem::path& p) {
         const auto file = std::filesystem::is_directory(p) ? p / "checkpoint.eqck" : p;
         const auto ck = load_checkpoint(file);
         py::dict arrays;
         for (const auto& [k, a] : ck.arrays) arrays[py::str(k)] = checkpoint_array_to_numpy(a);
         return py::dict("meta"_a = json_to_py(ck.meta), "arrays"_a = arrays);
-      }, "path"_a, "A checkpoint file (or run directory): {'meta': {...epoch, config...}, 'arrays': {name: ndarray}}.");
-  def_fn(m, "evaluate", [](const std::filesystem::path& p, py::object data_dir) {
+      },
+      "path"_a, "A checkpoint file (or run directory): {'meta': {...epoch, config...}, 'arrays': {name: ndarray}}.");
+  def_fn(
+      m, "evaluate",
+      [](const std::filesystem::path& p, py::object data_dir) {
         const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
         eval_result r;
         {
@@ -1774,7 +2028,8 @@ PYBIND11_MODULE(_core, m) {
         return py::dict("accuracy"_a = r.accuracy, "top5"_a = r.top5, "loss"_a = r.loss, "n"_a = r.n,
                         "n_non_finite"_a = r.n_non_finite, "n_not_converged"_a = r.n_not_converged,
                         "mean_residual"_a = r.mean_residual);
-      }, "run"_a, "data_dir"_a = py::none(),
+      },
+      "run"_a, "data_dir"_a = py::none(),
       "Evaluates a run directory or checkpoint on its test split: {accuracy, top5, loss, n, n_non_finite,\n"
       "n_not_converged, mean_residual}. A sample with NaN/Inf outputs is never correct: it counts as wrong and in\n"
       "n_non_finite, and loss is the mean over the finite samples (nan if none). DataError for an empty or\n"

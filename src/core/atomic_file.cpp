@@ -120,11 +120,11 @@ std::string read_file(const std::filesystem::path& path) {
     ~closer() { ::close(fd); }
   } guard{fd};
   struct stat st {};
-  if (::fstat(fd, &st) != 0)
-    throw data_error(fmt::format("cannot read `{}`: {}", path.string(), errno_text(errno)));
+  if (::fstat(fd, &st) != 0) throw data_error(fmt::format("cannot read `{}`: {}", path.string(), errno_text(errno)));
   if (S_ISDIR(st.st_mode)) throw data_error(fmt::format("cannot read `{}`: it is a directory", path.string()));
   if (!S_ISREG(st.st_mode))
-    throw data_error(fmt::format("cannot read `{}`: it is not a regular file (a FIFO, device or socket)", path.string()));
+    throw data_error(
+        fmt::format("cannot read `{}`: it is not a regular file (a FIFO, device or socket)", path.string()));
   std::string out;
   if (st.st_size > 0) out.reserve(static_cast<std::size_t>(st.st_size));
   char buf[1 << 16];

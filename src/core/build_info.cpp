@@ -2,11 +2,11 @@
 
 #include <thread>
 
-#include <Eigen/Core>
 #include <fmt/format.h>
+#include "eqprop/core/eigen.hpp"
 
-#include "eqprop/core/matmul.hpp"
 #include "eqprop/build_info.hpp"
+#include "eqprop/core/matmul.hpp"
 
 namespace eqprop {
 

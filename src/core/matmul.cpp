@@ -95,8 +95,8 @@ void dnnl_matmul(const_matrix_map<float> W, bool transpose, const float* X, long
     }
     e.prim.execute(p.stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
   } catch (const dnnl::error& err) {
-    throw internal_error(fmt::format("oneDNN matmul {}x{}x{}: {} (set EQPROP_MATMUL=eigen to bypass it)", m, k, n,
-                                     err.what()));
+    throw internal_error(
+        fmt::format("oneDNN matmul {}x{}x{}: {} (set EQPROP_MATMUL=eigen to bypass it)", m, k, n, err.what()));
   }
 }
 
@@ -199,8 +199,10 @@ matmul_precision parse_matmul_precision(std::string_view name, std::string_view 
   if (dtype != "float32")
     throw config_error("relax.precision = \"bfloat16\" rounds float32 products; it needs network.dtype = \"float32\"");
   if (!bfloat16_available())
-    throw config_error(fmt::format("relax.precision = \"bfloat16\" needs eqprop built with oneDNN and a CPU with "
-                                   "AVX512-BF16 (matrix products here: {})", matmul_backend()));
+    throw config_error(
+        fmt::format("relax.precision = \"bfloat16\" needs eqprop built with oneDNN and a CPU with "
+                    "AVX512-BF16 (matrix products here: {})",
+                    matmul_backend()));
   return matmul_precision::bfloat16;
 }
 

@@ -103,8 +103,8 @@ void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& d
 }
 
 template <class T, class P>
-void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col,
-                  matrix<T>& z, matmul_precision precision) {
+void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col, matrix<T>& z,
+                  matmul_precision precision) {
   check_rows(l, g.in_size(), "conv_forward");
   const long B = l.cols();
   z.resize(g.conv_size(), B);
@@ -248,12 +248,15 @@ void pool_forward(const connection_geometry& g, const matrix<T>& z, matrix<T>& p
           v = sw.p;
           break;
         }
-        case pool_kind::max: v = zd[off[argmax_real(zd, off, n, c)] + c]; break;
+        case pool_kind::max:
+          v = zd[off[argmax_real(zd, off, n, c)] + c];
+          break;
         case pool_kind::avg:
           for (int i = 0; i < n; ++i) v += zd[off[i] + c];
           v *= T(real_t<T>(1) / real_t<T>(n));
           break;
-        case pool_kind::none: break;
+        case pool_kind::none:
+          break;
       }
       pd[po + c] = v;
     }
@@ -284,11 +287,14 @@ void pool_vjp(const connection_geometry& g, const matrix<T>& z, const matrix<T>&
           for (int i = 0; i < n; ++i) dd[off[i] + c] = uo * sw.grad[i];
           break;
         }
-        case pool_kind::max: dd[off[argmax_real(zd, off, n, c)] + c] = uo; break;
+        case pool_kind::max:
+          dd[off[argmax_real(zd, off, n, c)] + c] = uo;
+          break;
         case pool_kind::avg:
           for (int i = 0; i < n; ++i) dd[off[i] + c] = uo * T(real_t<T>(1) / real_t<T>(n));
           break;
-        case pool_kind::none: break;
+        case pool_kind::none:
+          break;
       }
     }
   });
@@ -318,12 +324,15 @@ void pool_jvp(const connection_geometry& g, const matrix<T>& z, const matrix<T>&
           for (int i = 0; i < n; ++i) acc += sw.grad[i] * vd[off[i] + c];
           break;
         }
-        case pool_kind::max: acc = vd[off[argmax_real(zd, off, n, c)] + c]; break;
+        case pool_kind::max:
+          acc = vd[off[argmax_real(zd, off, n, c)] + c];
+          break;
         case pool_kind::avg:
           for (int i = 0; i < n; ++i) acc += vd[off[i] + c];
           acc *= T(real_t<T>(1) / real_t<T>(n));
           break;
-        case pool_kind::none: break;
+        case pool_kind::none:
+          break;
       }
       od[po + c] = acc;
     }
@@ -365,23 +374,24 @@ void pool_hvp(const connection_geometry& g, const matrix<T>& z, const matrix<T>&
   });
 }
 
-#define EQPROP_POOL(T)                                                                                 \
-  template void im2col<T>(const connection_geometry&, const matrix<T>&, matrix<T>&);                   \
-  template void col2im_add<T>(const connection_geometry&, const matrix<T>&, matrix<T>&);               \
-  template void pool_forward<T>(const connection_geometry&, const matrix<T>&, matrix<T>&);             \
-  template void pool_vjp<T>(const connection_geometry&, const matrix<T>&, const matrix<T>&, matrix<T>&); \
-  template void pool_jvp<T>(const connection_geometry&, const matrix<T>&, const matrix<T>&, matrix<T>&); \
-  template void pool_hvp<T>(const connection_geometry&, const matrix<T>&, const matrix<T>&, const matrix<T>&, matrix<T>&);
+#define EQPROP_POOL(T)                                                                                        \
+  template void im2col<T>(const connection_geometry&, const matrix<T>&, matrix<T>&);                          \
+  template void col2im_add<T>(const connection_geometry&, const matrix<T>&, matrix<T>&);                      \
+  template void pool_forward<T>(const connection_geometry&, const matrix<T>&, matrix<T>&);                    \
+  template void pool_vjp<T>(const connection_geometry&, const matrix<T>&, const matrix<T>&, matrix<T>&);      \
+  template void pool_jvp<T>(const connection_geometry&, const matrix<T>&, const matrix<T>&, matrix<T>&);      \
+  template void pool_hvp<T>(const connection_geometry&, const matrix<T>&, const matrix<T>&, const matrix<T>&, \
+                            matrix<T>&);
 EQPROP_POOL(float)
 EQPROP_POOL(double)
 EQPROP_POOL(std::complex<float>)
 EQPROP_POOL(std::complex<double>)
 
-#define EQPROP_CONV(T, P)                                                                                         \
-  template void conv_forward<T, P>(const connection_geometry&, const_matrix_map<P>, const matrix<T>&, matrix<T>&, \
-                                   matrix<T>&, matmul_precision);                                                  \
-  template void conv_transpose<T, P>(const connection_geometry&, const_matrix_map<P>, const matrix<T>&,          \
-                                     matrix<T>&, matrix<T>&, bool, matmul_precision);                            \
+#define EQPROP_CONV(T, P)                                                                                           \
+  template void conv_forward<T, P>(const connection_geometry&, const_matrix_map<P>, const matrix<T>&, matrix<T>&,   \
+                                   matrix<T>&, matmul_precision);                                                   \
+  template void conv_transpose<T, P>(const connection_geometry&, const_matrix_map<P>, const matrix<T>&, matrix<T>&, \
+                                     matrix<T>&, bool, matmul_precision);                                           \
   template void add_channel_bias<T, P>(const connection_geometry&, const_vector_map<P>, matrix<T>&);
 EQPROP_CONV(float, float)
 EQPROP_CONV(double, double)
@@ -389,9 +399,9 @@ EQPROP_CONV(std::complex<float>, float)
 EQPROP_CONV(std::complex<double>, double)
 EQPROP_CONV(std::complex<double>, std::complex<double>)
 
-#define EQPROP_GRAD(T, R)                                                                                     \
-  template void conv_weight_grad<T, R>(const connection_geometry&, const matrix<T>&, const matrix<T>&,       \
-                                       matrix<T>&, T, matrix_map<R>);                                        \
+#define EQPROP_GRAD(T, R)                                                                                             \
+  template void conv_weight_grad<T, R>(const connection_geometry&, const matrix<T>&, const matrix<T>&, matrix<T>&, T, \
+                                       matrix_map<R>);                                                                \
   template void channel_sum_grad<T, R>(const connection_geometry&, const matrix<T>&, T, vector_map<R>);
 EQPROP_GRAD(float, float)
 EQPROP_GRAD(double, double)

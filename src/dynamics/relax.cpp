@@ -56,6 +56,20 @@ bool is_finite(const S& v) {
 
 }  // namespace
 
+void parallel_slices(int T, const std::function<void(int)>& f) {
+  std::vector<std::exception_ptr> err(static_cast<size_t>(T));
+#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
+  for (int t = 0; t < T; ++t) {
+    try {
+      f(t);
+    } catch (...) {
+      err[size_t(t)] = std::current_exception();
+    }
+  }
+  for (auto& e : err)
+    if (e) std::rethrow_exception(e);
+}
+
 void relax_options::validate() const {
   if (max_steps < 0) throw config_error("relax: max_steps must be >= 0");
   if (!(omega > 0 && omega < 2))
@@ -166,7 +180,8 @@ template <class S, class P>
 void relax_state<S, P>::copy_columns_from(const relax_state& other, long first) {
   const long B = batch();
   if (other.h_.size() != h_.size() || first < 0 || first + B > other.batch())
-    throw shape_error(fmt::format("copy_columns_from: columns [{}, {}) of a batch of {}", first, first + B, other.batch()));
+    throw shape_error(
+        fmt::format("copy_columns_from: columns [{}, {}) of a batch of {}", first, first + B, other.batch()));
   z_current_ = false;
   for (size_t j = 0; j < h_.size(); ++j) {
     h_[j] = other.h_[j].middleCols(first, B);
@@ -209,12 +224,13 @@ void relax_state<S, P>::dC_dh(const network& net, std::vector<matrix<S>>& out) {
 }
 
 template <class S, class P>
-typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng, real alpha,
-                                                         relax_order order) {
+typename relax_state<S, P>::real relax_state<S, P>::step(const network& net, S beta, double noise_std, rng_t* rng,
+                                                         real alpha, relax_order order) {
   const int K = net.n_layers();
   const long B = batch();
   if (net.spec().feedforward) {
-    if (beta != S(0)) throw config_error("a feed-forward network (network.feedforward) cannot be nudged: train it with backprop");
+    if (beta != S(0))
+      throw config_error("a feed-forward network (network.feedforward) cannot be nudged: train it with backprop");
     return feedforward_sweep(net, noise_std, rng);
   }
   const bool alternating = order == relax_order::alternating && K > 1;
@@ -320,7 +336,8 @@ typename relax_state<S, P>::real relax_state<S, P>::finish_residuals() {
 }
 
 template <class S, class P>
-typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const network& net, double noise_std, rng_t* rng) {
+typename relax_state<S, P>::real relax_state<S, P>::feedforward_sweep(const network& net, double noise_std,
+                                                                      rng_t* rng) {
   const int K = net.n_layers();
   const long B = batch();
   residual_.setZero();
@@ -363,9 +380,9 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
   const double tol = opt.tol_for<S>();
   // A feed-forward network is exact after one sweep: its residual is then 0 by definition.
   const bool ff = net.spec().feedforward;
-  relax_report rep = relax_columns(*this, ff ? std::min<long>(opt.max_steps, 1) : opt.max_steps, opt.stop_early,
-                                   opt.freeze_converged && !ff, tol,
-                                   [&] { return step(net, beta, opt.noise_std, opt.noise_rng, real(opt.omega), opt.order); });
+  relax_report rep = relax_columns(
+      *this, ff ? std::min<long>(opt.max_steps, 1) : opt.max_steps, opt.stop_early, opt.freeze_converged && !ff, tol,
+      [&] { return step(net, beta, opt.noise_std, opt.noise_rng, real(opt.omega), opt.order); });
   if (ff) residual_.setZero();
   report_columns(*this, tol, rep);
   return rep;
@@ -514,10 +531,11 @@ void relax_state<S, P>::add_input_weight_grad(const network& net, const matrix<r
 }
 
 template <class S, class P>
-void relax_state<S, P>::dF_dtheta_impl(const network& net, S beta, S coef, const vector<real>& w,
-                                       std::span<real> grad, matrix<real>* acc0) {
+void relax_state<S, P>::dF_dtheta_impl(const network& net, S beta, S coef, const vector<real>& w, std::span<real> grad,
+                                       matrix<real>* acc0) {
   if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+    throw shape_error(
+        fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
   if (w.size() != batch()) throw shape_error("add_dF_dtheta: sample weights must have one entry per sample");
   const auto& lay = net.layout();
   const int K = net.n_layers();
@@ -537,10 +555,8 @@ void relax_state<S, P>::dF_dtheta_impl(const network& net, S beta, S coef, const
       u = &dz_;
     }
     if (to_acc) {
-      if constexpr (is_complex_v<S>)
-        acc0->array() += coef.real() * u->real().array() - coef.imag() * u->imag().array();
-      else
-        acc0->array() += coef * u->array();
+      if constexpr (is_complex_v<S>) acc0->array() += coef.real() * u->real().array() - coef.imag() * u->imag().array();
+      else acc0->array() += coef * u->array();
     } else {
       conv_weight_grad<S, real>(g, *u, tmp2_, col_, S(-1) * coef, block_view(grad, lay[2 * j]));
     }
@@ -587,7 +603,8 @@ void relax_state<S, P>::add_coupling_param_grad(const network& net, const matrix
                                                 const std::vector<matrix<S>>& h_at, const std::vector<matrix<S>>& u,
                                                 std::span<real> grad) {
   if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
+    throw shape_error(
+        fmt::format("gradient buffer has {} entries, the network {} parameters", grad.size(), net.n_params()));
   const auto& lay = net.layout();
   const int K = net.n_layers();
   const matrix<S> xs = x.template cast<S>();

@@ -14,14 +14,15 @@
 
 namespace eqprop {
 
-
 template <class S, class R>
 void vf_state<S, R>::set_input(const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y) {
   const int K = net.n_layers();
   const long B = x.cols();
-  if (x.rows() != net.size(0)) throw shape_error(fmt::format("input has {} rows, the network {} inputs", x.rows(), net.size(0)));
+  if (x.rows() != net.size(0))
+    throw shape_error(fmt::format("input has {} rows, the network {} inputs", x.rows(), net.size(0)));
   if (y.rows() != net.spec().n_classes || y.cols() != B)
-    throw shape_error(fmt::format("targets are {}x{}, expected {}x{} (one-hot)", y.rows(), y.cols(), net.spec().n_classes, B));
+    throw shape_error(
+        fmt::format("targets are {}x{}, expected {}x{} (one-hot)", y.rows(), y.cols(), net.spec().n_classes, B));
   net_ = &net;
   z_.assign(net.n_edges(), matrix<S>());
   u_.assign(K + 1, matrix<S>());
@@ -350,7 +351,8 @@ real_t<S> vf_state<S, R>::step(S beta, double noise_std, rng_t* rng, real_t<S> a
     } else {
       double acc = 0;
       for (int i = 1; i <= K; ++i) {
-        if (alpha == real(1)) acc += (u_[i].col(b).template cast<wide>() - next_[i].col(b).template cast<wide>()).squaredNorm();
+        if (alpha == real(1))
+          acc += (u_[i].col(b).template cast<wide>() - next_[i].col(b).template cast<wide>()).squaredNorm();
         else acc += next_[i].col(b).template cast<wide>().squaredNorm();
       }
       residual_(b) = real(std::sqrt(acc));  // inf only if the update's length does not fit in real (or NaN)
@@ -373,8 +375,9 @@ relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
   precision_ = opt.precision;
   if (drive_precision_ != precision_) compute_drive();  // the drive's products at this precision too
   const double tol = opt.tol_for<S>();
-  relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol,
-                                   [&] { return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega), opt.order); });
+  relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol, [&] {
+    return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega), opt.order);
+  });
   report_columns(*this, tol, rep);
   return rep;
 }
@@ -442,8 +445,8 @@ void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st, 
   block_view(grad, lb) = dz.rowwise().sum();
 }
 
-template void gep_assemble_gradient(const vector_field_network<float>&, vf_state<float>&, const std::vector<matrix<float>>&,
-                                    const vector<float>&, std::span<float>);
+template void gep_assemble_gradient(const vector_field_network<float>&, vf_state<float>&,
+                                    const std::vector<matrix<float>>&, const vector<float>&, std::span<float>);
 template void gep_assemble_gradient(const vector_field_network<double>&, vf_state<double>&,
                                     const std::vector<matrix<double>>&, const vector<double>&, std::span<double>);
 

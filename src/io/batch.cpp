@@ -13,8 +13,8 @@ batch_iterator::batch_iterator(const dataset& data, long batch_size, uint64_t se
     : data_(&data), batch_size_(batch_size), seed_(seed), shuffle_(shuffle), drop_last_(drop_last) {
   if (batch_size <= 0) throw config_error(fmt::format("batch size must be positive, got {}", batch_size));
   if (data.x.cols() != data.size())
-    throw shape_error(fmt::format("dataset '{}' has {} samples in x but {} labels", data.name, data.x.cols(),
-                                  data.size()));
+    throw shape_error(
+        fmt::format("dataset '{}' has {} samples in x but {} labels", data.name, data.x.cols(), data.size()));
   start_epoch(0);
 }
 
@@ -38,8 +38,7 @@ long batch_iterator::n_batches() const {
 }
 
 long batch_iterator::batch_length(long i) const {
-  if (i < 0 || i >= n_batches())
-    throw config_error(fmt::format("batch index {} out of range [0, {})", i, n_batches()));
+  if (i < 0 || i >= n_batches()) throw config_error(fmt::format("batch index {} out of range [0, {})", i, n_batches()));
   return std::min(batch_size_, static_cast<long>(order_.size()) - i * batch_size_);
 }
 
@@ -58,8 +57,7 @@ void batch_iterator::fill(long i, matrix<float>& x, std::vector<int32_t>& y) con
 namespace {
 
 void check_image_shape(long rows, std::array<int, 3> shape, const char* who) {
-  if (shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0 ||
-      static_cast<long>(shape[0]) * shape[1] * shape[2] != rows)
+  if (shape[0] <= 0 || shape[1] <= 0 || shape[2] <= 0 || static_cast<long>(shape[0]) * shape[1] * shape[2] != rows)
     throw shape_error(fmt::format("{}: sample shape ({}, {}, {}) does not match {} values per sample", who, shape[0],
                                   shape[1], shape[2], rows));
 }
@@ -70,15 +68,17 @@ void normalize_per_channel(dataset& data, std::span<const float> mean, std::span
   check_image_shape(data.x.rows(), data.shape, "normalize_per_channel");
   const int c = data.shape[0];
   if (static_cast<int>(mean.size()) != c || static_cast<int>(std.size()) != c)
-    throw config_error(fmt::format("normalize_per_channel: dataset '{}' has {} channels but {} means and {} stds "
-                                   "were given",
-                                   data.name, c, mean.size(), std.size()));
+    throw config_error(
+        fmt::format("normalize_per_channel: dataset '{}' has {} channels but {} means and {} stds "
+                    "were given",
+                    data.name, c, mean.size(), std.size()));
   for (int k = 0; k < c; ++k)
     if (!(std[static_cast<size_t>(k)] > 0.0f) || !std::isfinite(std[static_cast<size_t>(k)]) ||
         !std::isfinite(mean[static_cast<size_t>(k)]))
-      throw config_error(fmt::format("normalize_per_channel: channel {} has mean {} and std {}; std must be a "
-                                     "positive finite number",
-                                     k, mean[static_cast<size_t>(k)], std[static_cast<size_t>(k)]));
+      throw config_error(
+          fmt::format("normalize_per_channel: channel {} has mean {} and std {}; std must be a "
+                      "positive finite number",
+                      k, mean[static_cast<size_t>(k)], std[static_cast<size_t>(k)]));
   const long plane = static_cast<long>(data.shape[1]) * data.shape[2];
   for (int k = 0; k < c; ++k) {
     const float m = mean[static_cast<size_t>(k)], inv = 1.0f / std[static_cast<size_t>(k)];

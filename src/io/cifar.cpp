@@ -26,8 +26,7 @@ dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant varia
     const std::vector<uint8_t> compressed = in.read(0, in.size(), "file contents");
     // A CIFAR file has no header: the size is bounded by the record limit, and with
     // max_samples only the records needed are decompressed (the rest is not checked).
-    if (max_samples >= 0)
-      bytes = io_detail::gunzip_prefix(compressed, name, static_cast<size_t>(max_samples) * record);
+    if (max_samples >= 0) bytes = io_detail::gunzip_prefix(compressed, name, static_cast<size_t>(max_samples) * record);
     else
       bytes = io_detail::gunzip(compressed, name, max_bytes,
                                 fmt::format("a CIFAR file holds at most {} records", kMaxCifarRecords));
@@ -42,8 +41,8 @@ dataset read_cifar_binary(const std::filesystem::path& file, cifar_variant varia
   }
   if (bytes.empty() && max_samples != 0) throw data_error(fmt::format("{}: empty CIFAR file", name));
   if (bytes.size() > 262 && std::string_view(reinterpret_cast<const char*>(bytes.data()) + 257, 5) == "ustar")
-    throw data_error(fmt::format("{}: this is a tar archive; extract it first (tar xzf) and point at the .bin files",
-                                 name));
+    throw data_error(
+        fmt::format("{}: this is a tar archive; extract it first (tar xzf) and point at the .bin files", name));
   if (bytes.size() % record != 0)
     throw data_error(fmt::format(
         "{}: truncated or wrong CIFAR-{} file: {} bytes is not a multiple of the {}-byte record ({} label byte{} + "

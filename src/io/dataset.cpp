@@ -17,9 +17,9 @@ using io_detail::display;
 namespace {
 
 const std::vector<std::string>& names() {
-  static const std::vector<std::string> n = {"yin_yang", "mnist",    "fashion_mnist", "kmnist",     "mnist1d",
-                                             "mnist1d_gle", "cifar10", "cifar100",   "imagenet32", "npy",
-                                             "and",         "or",      "xor",        "not",        "identity"};
+  static const std::vector<std::string> n = {"yin_yang",    "mnist",   "fashion_mnist", "kmnist",     "mnist1d",
+                                             "mnist1d_gle", "cifar10", "cifar100",      "imagenet32", "npy",
+                                             "and",         "or",      "xor",           "not",        "identity"};
   return n;
 }
 
@@ -63,10 +63,8 @@ fs::path pick_dir(const fs::path& data_dir, std::initializer_list<const char*> c
 [[noreturn]] void throw_missing(const std::string& dataset_name, const fs::path& data_dir, const fs::path& dir,
                                 const std::vector<std::string>& missing, const std::string& layout) {
   std::string where;
-  if (!is_dir(data_dir))
-    where = fmt::format(" (the data directory {} does not exist)", display(data_dir));
-  else if (!is_dir(dir))
-    where = fmt::format(" (the directory {} does not exist)", display(dir));
+  if (!is_dir(data_dir)) where = fmt::format(" (the data directory {} does not exist)", display(data_dir));
+  else if (!is_dir(dir)) where = fmt::format(" (the directory {} does not exist)", display(dir));
   throw data_error(fmt::format(
       "dataset '{}': missing file(s) in {}: {}{}. Expected layout under the data directory: {}. Pass --data-dir or "
       "set EQPROP_DATA to the directory holding the data sets (see docs/datasets.md).",
@@ -114,8 +112,8 @@ dataset load_idx_pair(const std::string& name, const fs::path& images, const fs:
   const idx_images im = read_idx_images(images);
   std::vector<int32_t> y = read_idx_labels(labels, 10);
   if (static_cast<long>(y.size()) != im.count)
-    throw data_error(fmt::format("{} has {} images but {} has {} labels", display(images), im.count,
-                                 display(labels), y.size()));
+    throw data_error(
+        fmt::format("{} has {} images but {} has {} labels", display(images), im.count, display(labels), y.size()));
   const long n = limit >= 0 ? std::min(limit, im.count) : im.count;
   const long dim = static_cast<long>(im.rows) * im.cols;
   float lut[256];
@@ -145,12 +143,11 @@ dataset load_npy_pair(const std::string& name, const fs::path& xf, const fs::pat
                                  std::numeric_limits<int>::max()));
   const npy_array<int64_t> ya = read_npy<int64_t>(yf);
   if (!(ya.shape.size() == 1 || (ya.shape.size() == 2 && ya.shape[1] == 1)))
-    throw data_error(fmt::format("{}: labels must be a 1-D array, got shape ({})", display(yf),
-                                 fmt::join(ya.shape, ", ")));
+    throw data_error(
+        fmt::format("{}: labels must be a 1-D array, got shape ({})", display(yf), fmt::join(ya.shape, ", ")));
   const long n_all = h.shape[0];
   if (ya.size() != n_all)
-    throw data_error(
-        fmt::format("{} has {} samples but {} has {} labels", display(xf), n_all, display(yf), ya.size()));
+    throw data_error(fmt::format("{} has {} samples but {} has {} labels", display(xf), n_all, display(yf), ya.size()));
   const long n = limit >= 0 ? std::min(limit, n_all) : n_all;
   const long dim = io_detail::npy_row_size(h);
   dataset d;
@@ -241,8 +238,7 @@ dataset_split load_cifar(bool c100, const fs::path& data_dir, const dataset_opti
   const std::string name = c100 ? "cifar100" : "cifar10";
   const fs::path dir = data_dir / (c100 ? "cifar-100-binary" : "cifar-10-batches-bin");
   std::vector<std::string> train_names;
-  if (c100)
-    train_names = {"train.bin"};
+  if (c100) train_names = {"train.bin"};
   else
     for (int k = 1; k <= 5; ++k) train_names.push_back(fmt::format("data_batch_{}.bin", k));
   const std::string test_name = c100 ? "test.bin" : "test_batch.bin";
@@ -325,8 +321,7 @@ dataset logic_gate_dataset(const std::string& name) {
   d.n_classes = 2;
   if (name == "and" || name == "or" || name == "xor") {
     d.x.resize(2, 4);
-    d.x << 0, 0, 1, 1,
-           0, 1, 0, 1;
+    d.x << 0, 0, 1, 1, 0, 1, 0, 1;
     for (int b = 0; b < 4; ++b) {
       const int a = int(d.x(0, b)), c = int(d.x(1, b));
       d.y.push_back(name == "and" ? (a & c) : name == "or" ? (a | c) : (a ^ c));
@@ -349,8 +344,8 @@ dataset_split load_dataset(const std::string& name_in, const fs::path& data_dir,
   const std::string name = canonical_name(name_in);
   if (name == "yin_yang") {
     if (o.yin_yang_train < 0 || o.yin_yang_test < 0)
-      throw config_error(fmt::format("yin_yang sample counts must be >= 0, got train={} test={}", o.yin_yang_train,
-                                     o.yin_yang_test));
+      throw config_error(
+          fmt::format("yin_yang sample counts must be >= 0, got train={} test={}", o.yin_yang_train, o.yin_yang_test));
     dataset_split s;
     s.train = generate_yin_yang(o.yin_yang_train, o.seed);
     s.test = generate_yin_yang(o.yin_yang_test, io_detail::mix64(o.seed));
@@ -385,7 +380,8 @@ dataset_split load_dataset(const std::string& name_in, const fs::path& data_dir,
   }
   const std::string hint =
       best_d <= std::max<size_t>(2, best.size() / 3) ? fmt::format(" Did you mean '{}'?", best) : std::string();
-  throw config_error(fmt::format("unknown dataset '{}'.{} Known datasets: {}.", name_in, hint, fmt::join(names(), ", ")));
+  throw config_error(
+      fmt::format("unknown dataset '{}'.{} Known datasets: {}.", name_in, hint, fmt::join(names(), ", ")));
 }
 
 }  // namespace eqprop

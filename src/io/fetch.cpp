@@ -3,8 +3,8 @@
 #include "eqprop/io/fetch.hpp"
 
 #include <curl/curl.h>
-#include <openssl/evp.h>
 #include <fcntl.h>
+#include <openssl/evp.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -88,14 +88,14 @@ struct transfer {
   CURL* curl = nullptr;
   int fd = -1;  // the .part file
   hasher* digest = nullptr;
-  std::string file;                   // the destination, relative to the data directory
-  int64_t bytes = 0, expected = -1;   // expected: the registry's size (-1: unknown)
-  int64_t cap = 0;                    // most bytes accepted: expected, or unknown_size_limit
-  bool announced_checked = false;     // Content-Length compared with expected before the body
-  int write_errno = 0;                // set when writing the .part file failed
-  std::string abort;                  // set when a limit stopped the transfer: why
+  std::string file;                  // the destination, relative to the data directory
+  int64_t bytes = 0, expected = -1;  // expected: the registry's size (-1: unknown)
+  int64_t cap = 0;                   // most bytes accepted: expected, or unknown_size_limit
+  bool announced_checked = false;    // Content-Length compared with expected before the body
+  int write_errno = 0;               // set when writing the .part file failed
+  std::string abort;                 // set when a limit stopped the transfer: why
   double idle_s = 60, min_rate = 0;
-  int64_t window_bytes = 0;           // bytes at the start of the current idle window
+  int64_t window_bytes = 0;  // bytes at the start of the current idle window
   bool bar = false;
   std::chrono::steady_clock::time_point start = std::chrono::steady_clock::now(), last_draw{}, window_start = start;
 };
@@ -116,7 +116,8 @@ bool check_announced(transfer& t) {
   else if (t.expected < 0 && announced > t.cap)
     t.abort = fmt::format(
         "the server announced Content-Length {}, more than the limit of {} bytes for a file of unknown size; "
-        "refused before downloading", int64_t(announced), t.cap);
+        "refused before downloading",
+        int64_t(announced), t.cap);
   return t.abort.empty();
 }
 
@@ -139,8 +140,10 @@ size_t on_data(char* p, size_t size, size_t n, void* user) {
     t->abort = t->expected >= 0
                    ? fmt::format("more than the expected {} bytes of {} arrived; stopped at {} bytes", t->expected,
                                  t->file, t->bytes)
-                   : fmt::format("more than {} bytes arrived (the limit for a file of unknown size); stopped at {} "
-                                 "bytes", t->cap, t->bytes);
+                   : fmt::format(
+                         "more than {} bytes arrived (the limit for a file of unknown size); stopped at {} "
+                         "bytes",
+                         t->cap, t->bytes);
     return 0;  // makes curl stop with CURLE_WRITE_ERROR
   }
   for (size_t at = 0; at < len;) {
@@ -192,7 +195,10 @@ int open_part(const fs::path& part) {
       throw data_error(fmt::format(
           "{} exists and is {}, not a regular file; refusing to download through it (it and anything it points to "
           "were left untouched; remove it and try again)",
-          display(part), S_ISLNK(st.st_mode) ? "a symbolic link" : S_ISDIR(st.st_mode) ? "a directory" : "special"));
+          display(part),
+          S_ISLNK(st.st_mode)   ? "a symbolic link"
+          : S_ISDIR(st.st_mode) ? "a directory"
+                                : "special"));
     if (::unlink(part.c_str()) != 0 && errno != ENOENT)
       throw data_error(fmt::format("cannot remove the stale {}: {}", display(part), std::strerror(errno)));
   } else if (errno != ENOENT) {
@@ -250,8 +256,8 @@ std::string download(const std::string& url, const fs::path& part, transfer& t, 
   if (t.bar) fmt::print(stderr, "\r\033[K");
   const int close_errno = close_fd();
   if (t.write_errno != 0 || (rc == CURLE_OK && close_errno != 0))
-    throw data_error(fmt::format("cannot write {}: {}", display(part),
-                                 std::strerror(t.write_errno ? t.write_errno : close_errno)));
+    throw data_error(
+        fmt::format("cannot write {}: {}", display(part), std::strerror(t.write_errno ? t.write_errno : close_errno)));
   if (!t.abort.empty()) return t.abort;
   if (rc == CURLE_HTTP_RETURNED_ERROR) {
     long status = 0;
@@ -259,8 +265,7 @@ std::string download(const std::string& url, const fs::path& part, transfer& t, 
     return fmt::format("HTTP {}", status);
   }
   if (rc == CURLE_OPERATION_TIMEDOUT && secs >= total_s * 0.98)
-    return fmt::format("timed out: not complete within the total limit of {} s ({} bytes received)", total_s,
-                       t.bytes);
+    return fmt::format("timed out: not complete within the total limit of {} s ({} bytes received)", total_s, t.bytes);
   if (rc != CURLE_OK) return fmt::format("curl error {}: {}", int(rc), *err ? err : curl_easy_strerror(rc));
   return "";
 }
@@ -285,11 +290,11 @@ void fetch_one(const remote_file& f, const fs::path& data_dir, const fetch_optio
     const file_check c = check_file(data_dir, f);
     if (c.state == file_state::verified) return log(fmt::format("{}: ok, already present", f.path));
     if (c.state == file_state::unverified)
-      return log(fmt::format("{}: present (no published checksum, not verified); use --force to download again",
-                             f.path));
+      return log(
+          fmt::format("{}: present (no published checksum, not verified); use --force to download again", f.path));
     if (c.state == file_state::mismatch)
-      log(fmt::format("{}: present but its {} is {} (expected {}); downloading again", f.path,
-                      checksum_name(f.kind), c.actual, f.checksum));
+      log(fmt::format("{}: present but its {} is {} (expected {}); downloading again", f.path, checksum_name(f.kind),
+                      c.actual, f.checksum));
   }
   std::error_code ec;
   fs::create_directories(dest.parent_path(), ec);
@@ -328,16 +333,16 @@ void fetch_one(const remote_file& f, const fs::path& data_dir, const fetch_optio
     const std::string actual = digest.hex();
     if (f.kind != checksum_kind::none && actual != f.checksum) {
       remove_quietly(part);
-      throw data_error(fmt::format(
-          "{}: checksum mismatch for the file downloaded from {}: expected {} {}, got {} ({} bytes{}). The "
-          "partial file was removed; the mirror may be corrupt or the download was altered.",
-          display(dest), url, checksum_name(f.kind), f.checksum, actual, t.bytes,
-          f.size >= 0 ? fmt::format(", expected {}", f.size) : ""));
+      throw data_error(
+          fmt::format("{}: checksum mismatch for the file downloaded from {}: expected {} {}, got {} ({} bytes{}). The "
+                      "partial file was removed; the mirror may be corrupt or the download was altered.",
+                      display(dest), url, checksum_name(f.kind), f.checksum, actual, t.bytes,
+                      f.size >= 0 ? fmt::format(", expected {}", f.size) : ""));
     }
     if (f.kind == checksum_kind::none && f.size >= 0 && t.bytes != f.size) {
       remove_quietly(part);
-      throw data_error(fmt::format("{}: downloaded {} bytes from {} but expected {}", display(dest), t.bytes, url,
-                                   f.size));
+      throw data_error(
+          fmt::format("{}: downloaded {} bytes from {} but expected {}", display(dest), t.bytes, url, f.size));
     }
     // rename(2) replaces the directory entry at dest (a symlink there included) and never
     // writes through it.
@@ -350,15 +355,17 @@ void fetch_one(const remote_file& f, const fs::path& data_dir, const fetch_optio
     const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t.start).count();
     const std::string rate = secs > 0 ? human(double(t.bytes) / secs) + "/s" : "";
     if (f.kind == checksum_kind::none)
-      log(fmt::format("{}: WARNING: no published checksum for this file, so it was NOT verified (sha256 {}); "
-                      "{} in {:.1f} s", f.path, actual, human(double(t.bytes)), secs));
+      log(
+          fmt::format("{}: WARNING: no published checksum for this file, so it was NOT verified (sha256 {}); "
+                      "{} in {:.1f} s",
+                      f.path, actual, human(double(t.bytes)), secs));
     else
       log(fmt::format("{}: ok, {} in {:.1f} s ({}), {} verified", f.path, human(double(t.bytes)), secs, rate,
                       checksum_name(f.kind)));
     return;
   }
-  throw data_error(fmt::format("could not download {}; every address failed:\n  {}", display(dest),
-                               fmt::join(failures, "\n  ")));
+  throw data_error(
+      fmt::format("could not download {}; every address failed:\n  {}", display(dest), fmt::join(failures, "\n  ")));
 }
 
 }  // namespace
@@ -370,30 +377,24 @@ const std::vector<remote_dataset>& remote_datasets() {
   // authors' files as listed by torchvision and the Mila mirror; CIFAR: the dataset page).
   static const std::vector<remote_dataset> r = {
       {"mnist",
-       idx_files("mnist", {"https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"},
-                 k::sha256,
-                 {{"train-images-idx3-ubyte.gz", 9912422,
-                   "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"},
-                  {"train-labels-idx1-ubyte.gz", 28881,
-                   "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
-                  {"t10k-images-idx3-ubyte.gz", 1648877,
-                   "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
-                  {"t10k-labels-idx1-ubyte.gz", 4542,
-                   "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}}),
+       idx_files(
+           "mnist", {"https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"}, k::sha256,
+           {{"train-images-idx3-ubyte.gz", 9912422, "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"},
+            {"train-labels-idx1-ubyte.gz", 28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
+            {"t10k-images-idx3-ubyte.gz", 1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
+            {"t10k-labels-idx1-ubyte.gz", 4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}}),
        ""},
       {"fashion_mnist",
-       idx_files("fashion-mnist",
-                 {"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
-                  "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"},
-                 k::sha256,
-                 {{"train-images-idx3-ubyte.gz", 26421880,
-                   "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"},
-                  {"train-labels-idx1-ubyte.gz", 29515,
-                   "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"},
-                  {"t10k-images-idx3-ubyte.gz", 4422102,
-                   "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"},
-                  {"t10k-labels-idx1-ubyte.gz", 5148,
-                   "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"}}),
+       idx_files(
+           "fashion-mnist",
+           {"http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",
+            "https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/"},
+           k::sha256,
+           {{"train-images-idx3-ubyte.gz", 26421880,
+             "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"},
+            {"train-labels-idx1-ubyte.gz", 29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"},
+            {"t10k-images-idx3-ubyte.gz", 4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"},
+            {"t10k-labels-idx1-ubyte.gz", 5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"}}),
        ""},
       {"kmnist",
        idx_files("kmnist", {"http://codh.rois.ac.jp/kmnist/dataset/kmnist/"}, k::md5,
@@ -403,11 +404,17 @@ const std::vector<remote_dataset>& remote_datasets() {
                   {"t10k-labels-idx1-ubyte.gz", -1, "7320c461ea6c1c855c0b718fb2a4b134"}}),
        ""},
       {"cifar10",
-       {{"cifar-10-binary.tar.gz", {"https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"}, 170052171, k::md5,
+       {{"cifar-10-binary.tar.gz",
+         {"https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"},
+         170052171,
+         k::md5,
          "c32a1d4ab5d03f1284b67883e8d87530"}},
        "extract it with: tar -xzf DATA/cifar-10-binary.tar.gz -C DATA (gives cifar-10-batches-bin/)"},
       {"cifar100",
-       {{"cifar-100-binary.tar.gz", {"https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"}, 168513733, k::md5,
+       {{"cifar-100-binary.tar.gz",
+         {"https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"},
+         168513733,
+         k::md5,
          "03b5dce01913d631647c71ecec9e9cb8"}},
        "extract it with: tar -xzf DATA/cifar-100-binary.tar.gz -C DATA (gives cifar-100-binary/)"},
   };
@@ -464,22 +471,20 @@ std::string apply_base_url(const std::string& url, const std::string& base) {
 void fetch_options::validate() const {
   const auto seconds = [](const char* key, const char* flag, double v) {
     if (!(std::isfinite(v) && v > 0))
-      throw config_error(fmt::format("fetch option {} ({}) must be a positive, finite number of seconds; got {}", key,
-                                     flag, v));
+      throw config_error(
+          fmt::format("fetch option {} ({}) must be a positive, finite number of seconds; got {}", key, flag, v));
   };
   seconds("connect_timeout_s", "--connect-timeout", connect_timeout_s);
   if (timeout_s) seconds("timeout_s", "--timeout", *timeout_s);
   seconds("idle_timeout_s", "--idle-timeout", idle_timeout_s);
   if (!(std::isfinite(min_rate) && min_rate >= 0))
-    throw config_error(fmt::format("fetch option min_rate must be a finite number of bytes per second >= 0; got {}",
-                                   min_rate));
+    throw config_error(
+        fmt::format("fetch option min_rate must be a finite number of bytes per second >= 0; got {}", min_rate));
   if (unknown_size_limit <= 0)
     throw config_error(fmt::format("fetch option unknown_size_limit must be > 0 bytes; got {}", unknown_size_limit));
 }
 
-double auto_timeout_s(const remote_file& file) {
-  return file.size >= 0 ? 600.0 + double(file.size) / 50e3 : 3600.0;
-}
+double auto_timeout_s(const remote_file& file) { return file.size >= 0 ? 600.0 + double(file.size) / 50e3 : 3600.0; }
 
 void fetch_files(const std::vector<remote_file>& files, const fs::path& data_dir, const fetch_options& options) {
   options.validate();

@@ -49,33 +49,38 @@ std::vector<uint8_t> load_idx(const std::filesystem::path& file, uint32_t magic,
   unsigned __int128 expected = 1;
   for (int k = 0; k < ndims; ++k) expected *= load_be32(head.data() + 4 + 4 * k);
   if (ndims == 3) {
-    const uint32_t n = load_be32(head.data() + 4), rows = load_be32(head.data() + 8), cols = load_be32(head.data() + 12);
+    const uint32_t n = load_be32(head.data() + 4), rows = load_be32(head.data() + 8),
+                   cols = load_be32(head.data() + 12);
     if (rows == 0 || cols == 0 || rows > 65536 || cols > 65536 || n > (uint32_t(1) << 31) - 1)
-      throw data_error(fmt::format("{}: implausible IDX image dimensions {} x {} x {} (rows and columns must lie in "
-                                   "[1, 65536], the count below 2^31)",
-                                   display(file), n, rows, cols));
+      throw data_error(
+          fmt::format("{}: implausible IDX image dimensions {} x {} x {} (rows and columns must lie in "
+                      "[1, 65536], the count below 2^31)",
+                      display(file), n, rows, cols));
   }
   expected += header;
   const std::string announced =
-      ndims == 3 ? fmt::format("{} images of {}x{} ({} bytes in all)", load_be32(head.data() + 4),
-                               load_be32(head.data() + 8), load_be32(head.data() + 12), static_cast<uint64_t>(expected))
-                 : fmt::format("{} labels ({} bytes in all)", load_be32(head.data() + 4), static_cast<uint64_t>(expected));
+      ndims == 3
+          ? fmt::format("{} images of {}x{} ({} bytes in all)", load_be32(head.data() + 4), load_be32(head.data() + 8),
+                        load_be32(head.data() + 12), static_cast<uint64_t>(expected))
+          : fmt::format("{} labels ({} bytes in all)", load_be32(head.data() + 4), static_cast<uint64_t>(expected));
   const uint64_t have = gz ? 0 : in.size();
   if (gz) {
     // Deflate cannot expand more than ~1032:1: a larger announcement is a truncated file,
     // reported without decompressing anything.
     const uint64_t bound = io_detail::max_inflated_size(compressed.size());
     if (expected > bound)
-      throw data_error(fmt::format("{}: truncated IDX {} file: the header announces {} but {} compressed bytes "
-                                   "cannot expand to more than {}",
-                                   display(file), what, announced, compressed.size(), bound));
+      throw data_error(
+          fmt::format("{}: truncated IDX {} file: the header announces {} but {} compressed bytes "
+                      "cannot expand to more than {}",
+                      display(file), what, announced, compressed.size(), bound));
     const uint64_t exp64 = static_cast<uint64_t>(expected);
     std::vector<uint8_t> bytes =
         io_detail::gunzip(compressed, display(file), exp64, fmt::format("its IDX header announces {}", announced));
     if (bytes.size() < exp64)
-      throw data_error(fmt::format("{}: truncated IDX {} file: the header announces {} but the (decompressed) file "
-                                   "has only {} bytes",
-                                   display(file), what, announced, bytes.size()));
+      throw data_error(
+          fmt::format("{}: truncated IDX {} file: the header announces {} but the (decompressed) file "
+                      "has only {} bytes",
+                      display(file), what, announced, bytes.size()));
     return bytes;
   }
   if (have < expected)
@@ -108,8 +113,8 @@ std::vector<int32_t> read_idx_labels(const std::filesystem::path& file, int n_cl
   for (uint32_t i = 0; i < n; ++i) {
     y[i] = bytes[8 + i];
     if (n_classes > 0 && y[i] >= n_classes)
-      throw data_error(fmt::format("{}: label {} at index {} is out of range [0, {})", display(file), y[i], i,
-                                   n_classes));
+      throw data_error(
+          fmt::format("{}: label {} at index {} is out of range [0, {})", display(file), y[i], i, n_classes));
   }
   return y;
 }

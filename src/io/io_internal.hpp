@@ -59,8 +59,8 @@ std::vector<uint8_t> gunzip_prefix(std::span<const uint8_t> bytes, const std::st
 /// Decompresses a raw deflate stream (no header) that must expand to exactly
 /// expected_size bytes; with prefix < expected_size only the first prefix bytes are
 /// decompressed and returned (the caller cannot check a CRC then).
-std::vector<uint8_t> inflate_raw(std::span<const uint8_t> bytes, uint64_t expected_size,
-                                 const std::string& source, uint64_t prefix = UINT64_MAX);
+std::vector<uint8_t> inflate_raw(std::span<const uint8_t> bytes, uint64_t expected_size, const std::string& source,
+                                 uint64_t prefix = UINT64_MAX);
 
 inline uint32_t load_be32(const uint8_t* p) {
   return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | uint32_t(p[3]);
@@ -69,20 +69,18 @@ inline uint16_t load_le16(const uint8_t* p) { return static_cast<uint16_t>(p[0] 
 inline uint32_t load_le32(const uint8_t* p) {
   return uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24);
 }
-inline uint64_t load_le64(const uint8_t* p) {
-  return uint64_t(load_le32(p)) | (uint64_t(load_le32(p + 4)) << 32);
-}
+inline uint64_t load_le64(const uint8_t* p) { return uint64_t(load_le32(p)) | (uint64_t(load_le32(p + 4)) << 32); }
 
 /// A parsed and size-checked .npy header.
 struct npy_header {
-  std::string descr;        ///< as written, e.g. "<f8"
-  char kind = 0;            ///< 'b', 'i', 'u' or 'f'
+  std::string descr;  ///< as written, e.g. "<f8"
+  char kind = 0;      ///< 'b', 'i', 'u' or 'f'
   int itemsize = 0;
-  bool swap = false;        ///< data byte order differs from the host's
+  bool swap = false;  ///< data byte order differs from the host's
   bool fortran = false;
   std::vector<long> shape;
-  size_t data_offset = 0;   ///< first data byte
-  size_t count = 0;         ///< number of elements
+  size_t data_offset = 0;  ///< first data byte
+  size_t count = 0;        ///< number of elements
 };
 /// Parses and size-checks a .npy header. head holds at least the header (npy_header_end
 /// bytes) and total_size is the size of the whole .npy (file or archive member): the shape
@@ -113,8 +111,7 @@ npy_file read_npy_file(const std::filesystem::path& file, long rows);
 /// C order, writing count * (rows / shape[0]) values to out. bytes starts with the header
 /// and holds at least the data those rows need (all of it for Fortran order).
 template <class T>
-void npy_convert(const npy_header& h, std::span<const uint8_t> bytes, long rows, T* out,
-                 const std::string& source);
+void npy_convert(const npy_header& h, std::span<const uint8_t> bytes, long rows, T* out, const std::string& source);
 
 /// Product of all dimensions but the first (1 for a 1-D array).
 inline long npy_row_size(const npy_header& h) {

@@ -50,8 +50,8 @@ input_file::~input_file() {
 
 std::vector<uint8_t> input_file::read(uint64_t offset, uint64_t n, const char* what) const {
   if (offset > size_ || n > size_ - offset)
-    throw data_error(fmt::format("{}: truncated: {} at offset {} ({} bytes) is past the end of the {}-byte file",
-                                 name_, what, offset, n, size_));
+    throw data_error(fmt::format("{}: truncated: {} at offset {} ({} bytes) is past the end of the {}-byte file", name_,
+                                 what, offset, n, size_));
   std::vector<uint8_t> buf(static_cast<size_t>(n));
   size_t done = 0;
   while (done < buf.size()) {
@@ -62,8 +62,8 @@ std::vector<uint8_t> input_file::read(uint64_t offset, uint64_t n, const char* w
       throw data_error(fmt::format("{}: read error at offset {} ({})", name_, offset + done,
                                    std::generic_category().message(errno)));
     if (r == 0)
-      throw data_error(fmt::format("{}: read error after {} of {} bytes (the file shrank while being read)", name_,
-                                   done, n));
+      throw data_error(
+          fmt::format("{}: read error after {} of {} bytes (the file shrank while being read)", name_, done, n));
     done += static_cast<size_t>(r);
   }
   return buf;
@@ -109,8 +109,8 @@ std::vector<uint8_t> gunzip_bounded(std::span<const uint8_t> bytes, const std::s
     if (out_pos == out.size()) {
       if (out_pos >= cap) {
         if (prefix_only) return out;
-        throw data_error(fmt::format("{}: the gzip data decompress to more than {} bytes ({}); stopped there",
-                                     source, limit, what));
+        throw data_error(
+            fmt::format("{}: the gzip data decompress to more than {} bytes ({}); stopped there", source, limit, what));
       }
       out.resize(static_cast<size_t>(std::min<uint64_t>(std::max<uint64_t>(2 * uint64_t(out.size()), 1 << 16), cap)));
     }
@@ -133,17 +133,17 @@ std::vector<uint8_t> gunzip_bounded(std::span<const uint8_t> bytes, const std::s
       break;
     }
     if (rc == Z_DATA_ERROR)
-      throw data_error(fmt::format("{}: corrupt gzip data ({}) after {} compressed bytes", source,
-                                   zmsg(zs, rc), in_pos));
+      throw data_error(
+          fmt::format("{}: corrupt gzip data ({}) after {} compressed bytes", source, zmsg(zs, rc), in_pos));
     if (rc == Z_MEM_ERROR) throw data_error(fmt::format("{}: out of memory while decompressing", source));
     if (rc == Z_BUF_ERROR || rc == Z_OK) {
       // inflate stops only when the output is full or the input chunk is used up.
       if (zs.avail_out == 0 || in_pos < bytes.size()) continue;
       if (prefix_only) break;  // the caller checks the length it needs
-      throw data_error(fmt::format(
-          "{}: truncated gzip stream: the compressed data end after {} bytes ({} bytes decompressed) "
-          "before the end-of-stream marker",
-          source, bytes.size(), out_pos));
+      throw data_error(
+          fmt::format("{}: truncated gzip stream: the compressed data end after {} bytes ({} bytes decompressed) "
+                      "before the end-of-stream marker",
+                      source, bytes.size(), out_pos));
     }
     throw data_error(fmt::format("{}: gzip decompression failed ({})", source, zmsg(zs, rc)));
   }
@@ -163,8 +163,8 @@ std::vector<uint8_t> gunzip_prefix(std::span<const uint8_t> bytes, const std::st
   return gunzip_bounded(bytes, source, n, true, "");
 }
 
-std::vector<uint8_t> inflate_raw(std::span<const uint8_t> bytes, uint64_t expected_size,
-                                 const std::string& source, uint64_t prefix) {
+std::vector<uint8_t> inflate_raw(std::span<const uint8_t> bytes, uint64_t expected_size, const std::string& source,
+                                 uint64_t prefix) {
   if (expected_size > max_inflated_size(bytes.size()))
     throw data_error(fmt::format("{}: corrupt data: {} compressed bytes cannot expand to the recorded {} bytes", source,
                                  bytes.size(), expected_size));
@@ -190,19 +190,18 @@ std::vector<uint8_t> inflate_raw(std::span<const uint8_t> bytes, uint64_t expect
                                    source, expected_size));
     out_pos += produced;
     if (rc == Z_STREAM_END) break;
-    if (rc == Z_DATA_ERROR)
-      throw data_error(fmt::format("{}: corrupt deflate data ({})", source, zmsg(zs, rc)));
+    if (rc == Z_DATA_ERROR) throw data_error(fmt::format("{}: corrupt deflate data ({})", source, zmsg(zs, rc)));
     if (rc == Z_MEM_ERROR) throw data_error(fmt::format("{}: out of memory while decompressing", source));
     if (rc == Z_BUF_ERROR || rc == Z_OK) {
       if (zs.avail_out == 0 || in_pos < bytes.size()) continue;
-      throw data_error(fmt::format("{}: truncated deflate data ({} of {} bytes decompressed)", source,
-                                   out_pos, expected_size));
+      throw data_error(
+          fmt::format("{}: truncated deflate data ({} of {} bytes decompressed)", source, out_pos, expected_size));
     }
     throw data_error(fmt::format("{}: deflate decompression failed ({})", source, zmsg(zs, rc)));
   }
   if (out_pos != out.size())
-    throw data_error(fmt::format("{}: deflate data expand to {} bytes, the directory records {}", source, out_pos,
-                                 expected_size));
+    throw data_error(
+        fmt::format("{}: deflate data expand to {} bytes, the directory records {}", source, out_pos, expected_size));
   return out;
 }
 

@@ -36,8 +36,7 @@ class header_parser {
       expect(':');
       skip_ws();
       if (key == "descr") {
-        if (peek() == '[')
-          fail("structured dtypes (a list in 'descr') are not supported; save a plain numeric array");
+        if (peek() == '[') fail("structured dtypes (a list in 'descr') are not supported; save a plain numeric array");
         h.descr = parse_string();
         have_descr = true;
       } else if (key == "fortran_order") {
@@ -130,12 +129,9 @@ class header_parser {
 float half_to_float(uint16_t h) {
   const uint32_t sign = (h >> 15) & 1, exp = (h >> 10) & 0x1f, man = h & 0x3ff;
   float v;
-  if (exp == 0)
-    v = std::ldexp(static_cast<float>(man), -24);
-  else if (exp == 31)
-    v = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
-  else
-    v = std::ldexp(static_cast<float>(man | 0x400), static_cast<int>(exp) - 25);
+  if (exp == 0) v = std::ldexp(static_cast<float>(man), -24);
+  else if (exp == 31) v = man ? std::numeric_limits<float>::quiet_NaN() : std::numeric_limits<float>::infinity();
+  else v = std::ldexp(static_cast<float>(man | 0x400), static_cast<int>(exp) - 25);
   return sign ? -v : v;
 }
 
@@ -174,13 +170,13 @@ T convert_value(Src v, size_t index, const std::string& source) {
     const double d = static_cast<double>(v);
     if (d < static_cast<double>(std::numeric_limits<T>::min()) ||
         d >= -static_cast<double>(std::numeric_limits<T>::min()))
-      throw data_error(fmt::format("{}: element {} = {} is out of range for a {}-bit integer", source, index, d,
-                                   8 * sizeof(T)));
+      throw data_error(
+          fmt::format("{}: element {} = {} is out of range for a {}-bit integer", source, index, d, 8 * sizeof(T)));
     return static_cast<T>(v);
   } else {
     if (!std::in_range<T>(v))
-      throw data_error(fmt::format("{}: element {} = {} is out of range for a {}-bit integer", source, index, v,
-                                   8 * sizeof(T)));
+      throw data_error(
+          fmt::format("{}: element {} = {} is out of range for a {}-bit integer", source, index, v, 8 * sizeof(T)));
     return static_cast<T>(v);
   }
 }
@@ -195,8 +191,7 @@ void convert_all(const npy_header& h, const uint8_t* data, long rows, T* out, co
       return convert_value<T>(half_tag{load_elem<uint16_t>(data + src * isz, h.swap)}, src, source);
     else if constexpr (std::is_same_v<Src, bool>)
       return convert_value<T>(static_cast<uint8_t>(data[src] != 0), src, source);
-    else
-      return convert_value<T>(load_elem<Src>(data + src * isz, h.swap), src, source);
+    else return convert_value<T>(load_elem<Src>(data + src * isz, h.swap), src, source);
   };
   if (!h.fortran || h.shape.size() <= 1) {
     for (size_t k = 0; k < n; ++k) out[k] = get(k);
@@ -239,19 +234,18 @@ size_t npy_header_end(std::span<const uint8_t> bytes, const std::string& source)
     if (bytes.size() < 12) throw data_error(fmt::format("{}: truncated .npy file (no header length)", source));
     return 12 + size_t(load_le32(bytes.data() + 8));
   }
-  throw data_error(fmt::format("{}: unsupported .npy format version {}.{} (supported: 1.0, 2.0, 3.0)", source, major,
-                               minor));
+  throw data_error(
+      fmt::format("{}: unsupported .npy format version {}.{} (supported: 1.0, 2.0, 3.0)", source, major, minor));
 }
 
 npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& source, uint64_t total_size) {
   const size_t end = npy_header_end(bytes, source);
   const size_t start = bytes[6] == 1 ? 10 : 12, header_len = end - start;
   if (total_size < end)
-    throw data_error(fmt::format("{}: truncated .npy file: the header needs {} bytes, the file has {}", source, end,
-                                 total_size));
+    throw data_error(
+        fmt::format("{}: truncated .npy file: the header needs {} bytes, the file has {}", source, end, total_size));
   if (bytes.size() < end)
-    throw data_error(fmt::format("{}: truncated .npy header: {} of its {} bytes available", source, bytes.size(),
-                                 end));
+    throw data_error(fmt::format("{}: truncated .npy header: {} of its {} bytes available", source, bytes.size(), end));
   npy_header h;
   const std::string_view text(reinterpret_cast<const char*>(bytes.data() + start), header_len);
   header_parser(text, source).parse(h);
@@ -274,17 +268,24 @@ npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& s
   bool ok = size_ok;
   if (ok) {
     switch (kind) {
-      case 'b': ok = size == 1; break;
+      case 'b':
+        ok = size == 1;
+        break;
       case 'i':
-      case 'u': ok = size == 1 || size == 2 || size == 4 || size == 8; break;
-      case 'f': ok = size == 2 || size == 4 || size == 8; break;
-      default: ok = false;
+      case 'u':
+        ok = size == 1 || size == 2 || size == 4 || size == 8;
+        break;
+      case 'f':
+        ok = size == 2 || size == 4 || size == 8;
+        break;
+      default:
+        ok = false;
     }
   }
   if (!ok)
-    throw data_error(fmt::format(
-        "{}: unsupported dtype '{}' (supported: bool b1, integers i1..i8 and u1..u8, floats f2, f4, f8)", source,
-        h.descr));
+    throw data_error(
+        fmt::format("{}: unsupported dtype '{}' (supported: bool b1, integers i1..i8 and u1..u8, floats f2, f4, f8)",
+                    source, h.descr));
   h.kind = kind;
   h.itemsize = size;
   constexpr bool little = std::endian::native == std::endian::little;
@@ -317,8 +318,7 @@ npy_header parse_npy_header(std::span<const uint8_t> bytes, const std::string& s
 }
 
 template <class T>
-void npy_convert(const npy_header& h, std::span<const uint8_t> bytes, long rows, T* out,
-                 const std::string& source) {
+void npy_convert(const npy_header& h, std::span<const uint8_t> bytes, long rows, T* out, const std::string& source) {
   const long total = h.shape.empty() ? 1 : h.shape[0];
   if (rows < 0 || rows > total) rows = total;
   const uint64_t need = h.fortran && h.shape.size() > 1 ? h.count * uint64_t(h.itemsize) : npy_rows_bytes(h, rows);
@@ -327,26 +327,50 @@ void npy_convert(const npy_header& h, std::span<const uint8_t> bytes, long rows,
                                  bytes.size() - std::min(bytes.size(), h.data_offset)));
   const uint8_t* data = bytes.data() + h.data_offset;
   switch (h.kind) {
-    case 'b': convert_all<T, bool>(h, data, rows, out, source); return;
+    case 'b':
+      convert_all<T, bool>(h, data, rows, out, source);
+      return;
     case 'i':
       switch (h.itemsize) {
-        case 1: convert_all<T, int8_t>(h, data, rows, out, source); return;
-        case 2: convert_all<T, int16_t>(h, data, rows, out, source); return;
-        case 4: convert_all<T, int32_t>(h, data, rows, out, source); return;
-        default: convert_all<T, int64_t>(h, data, rows, out, source); return;
+        case 1:
+          convert_all<T, int8_t>(h, data, rows, out, source);
+          return;
+        case 2:
+          convert_all<T, int16_t>(h, data, rows, out, source);
+          return;
+        case 4:
+          convert_all<T, int32_t>(h, data, rows, out, source);
+          return;
+        default:
+          convert_all<T, int64_t>(h, data, rows, out, source);
+          return;
       }
     case 'u':
       switch (h.itemsize) {
-        case 1: convert_all<T, uint8_t>(h, data, rows, out, source); return;
-        case 2: convert_all<T, uint16_t>(h, data, rows, out, source); return;
-        case 4: convert_all<T, uint32_t>(h, data, rows, out, source); return;
-        default: convert_all<T, uint64_t>(h, data, rows, out, source); return;
+        case 1:
+          convert_all<T, uint8_t>(h, data, rows, out, source);
+          return;
+        case 2:
+          convert_all<T, uint16_t>(h, data, rows, out, source);
+          return;
+        case 4:
+          convert_all<T, uint32_t>(h, data, rows, out, source);
+          return;
+        default:
+          convert_all<T, uint64_t>(h, data, rows, out, source);
+          return;
       }
     default:
       switch (h.itemsize) {
-        case 2: convert_all<T, half_tag>(h, data, rows, out, source); return;
-        case 4: convert_all<T, float>(h, data, rows, out, source); return;
-        default: convert_all<T, double>(h, data, rows, out, source); return;
+        case 2:
+          convert_all<T, half_tag>(h, data, rows, out, source);
+          return;
+        case 4:
+          convert_all<T, float>(h, data, rows, out, source);
+          return;
+        default:
+          convert_all<T, double>(h, data, rows, out, source);
+          return;
       }
   }
 }

@@ -34,7 +34,7 @@ int yin_yang_class(double x, double y) {
   constexpr double small2 = kRSmall * kRSmall, half2 = 0.25 * kRBig * kRBig;
   const double d_right = dist2(x, y, 1.5 * kRBig, kRBig);  // right dot centre
   const double d_left = dist2(x, y, 0.5 * kRBig, kRBig);   // left dot centre
-  if (d_right < small2 || d_left < small2) return 2;        // the two dots
+  if (d_right < small2 || d_left < small2) return 2;       // the two dots
   const bool c1 = d_right <= small2 || (d_left > small2 && d_left <= half2) || (y > kRBig && d_right > half2);
   return c1 ? 1 : 0;
 }

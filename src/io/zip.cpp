@@ -18,8 +18,8 @@ using io_detail::load_le16;
 using io_detail::load_le32;
 using io_detail::load_le64;
 
-constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50,
-                   kEnd64Sig = 0x06064b50, kEnd64LocatorSig = 0x07064b50;
+constexpr uint32_t kLocalSig = 0x04034b50, kCentralSig = 0x02014b50, kEndSig = 0x06054b50, kEnd64Sig = 0x06064b50,
+                   kEnd64LocatorSig = 0x07064b50;
 
 struct zip_entry {
   std::string name;
@@ -48,8 +48,8 @@ class zip_reader {
     const std::string src = fmt::format("{} (member '{}')", name_, e.name);
     if (e.flags & 1) throw data_error(fmt::format("{}: encrypted zip members are not supported", src));
     if (e.method != 0 && e.method != 8)
-      throw data_error(fmt::format("{}: unsupported compression method {} (only 0 = stored and 8 = deflate)", src,
-                                   e.method));
+      throw data_error(
+          fmt::format("{}: unsupported compression method {} (only 0 = stored and 8 = deflate)", src, e.method));
     if (e.method == 8 && e.usize > io_detail::max_inflated_size(e.csize))
       throw data_error(fmt::format("{}: corrupt zip: {} compressed bytes cannot expand to the recorded {} bytes", src,
                                    e.csize, e.usize));
@@ -61,17 +61,18 @@ class zip_reader {
       throw data_error(fmt::format("{}: corrupt zip: no local file header signature at offset {}", src, e.offset));
     const uint64_t start = e.offset + 30 + load_le16(lh.data() + 26) + load_le16(lh.data() + 28);
     if (start > size_ || e.csize > size_ - start)
-      throw data_error(fmt::format("{}: truncated zip: the member's {} compressed bytes at offset {} extend past the "
-                                   "end of the {}-byte file",
-                                   src, e.csize, start, size_));
+      throw data_error(
+          fmt::format("{}: truncated zip: the member's {} compressed bytes at offset {} extend past the "
+                      "end of the {}-byte file",
+                      src, e.csize, start, size_));
     const bool partial = prefix < e.usize;
     std::vector<uint8_t> data = read_at(start, e.method == 0 && partial ? prefix : e.csize, "member data");
     if (e.method == 8) data = io_detail::inflate_raw(data, e.usize, src, prefix);
     if (partial) return data;
     const uint32_t crc = static_cast<uint32_t>(crc32_z(crc32_z(0, nullptr, 0), data.data(), data.size()));
     if (crc != e.crc)
-      throw data_error(fmt::format("{}: CRC mismatch (computed {:08x}, recorded {:08x}): the archive is corrupt", src,
-                                   crc, e.crc));
+      throw data_error(
+          fmt::format("{}: CRC mismatch (computed {:08x}, recorded {:08x}): the archive is corrupt", src, crc, e.crc));
     return data;
   }
 
@@ -96,8 +97,8 @@ class zip_reader {
       }
     }
     if (eocd < 0)
-      throw data_error(fmt::format("{}: not a zip archive, or truncated: no end-of-central-directory record found",
-                                   name_));
+      throw data_error(
+          fmt::format("{}: not a zip archive, or truncated: no end-of-central-directory record found", name_));
     const uint8_t* e = tail.data() + eocd;
     const uint64_t eocd_pos = tail_start + static_cast<uint64_t>(eocd);
     if (load_le16(e + 4) != 0 && load_le16(e + 4) != 0xFFFF)
@@ -117,9 +118,10 @@ class zip_reader {
       }
     }
     if (cd_offset > size_ || cd_size > size_ - cd_offset)
-      throw data_error(fmt::format("{}: truncated or corrupt zip: the central directory ({} bytes at offset {}) lies "
-                                   "outside the {}-byte file",
-                                   name_, cd_size, cd_offset, size_));
+      throw data_error(
+          fmt::format("{}: truncated or corrupt zip: the central directory ({} bytes at offset {}) lies "
+                      "outside the {}-byte file",
+                      name_, cd_size, cd_offset, size_));
     if (n_entries > cd_size / 46)
       throw data_error(fmt::format("{}: corrupt zip: {} entries cannot fit in a {}-byte central directory", name_,
                                    n_entries, cd_size));
@@ -186,8 +188,8 @@ std::vector<uint8_t> read_zip_member(const std::filesystem::path& file, const st
   if (!e) {
     std::vector<std::string> names;
     for (const auto& en : z.entries()) names.push_back("'" + en.name + "'");
-    throw data_error(fmt::format("{}: no member '{}' in the archive (members: {})", display(file), member,
-                                 fmt::join(names, ", ")));
+    throw data_error(
+        fmt::format("{}: no member '{}' in the archive (members: {})", display(file), member, fmt::join(names, ", ")));
   }
   return z.read(*e);
 }
@@ -198,8 +200,8 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
     const zip_entry* e = z.find(std::string(stem) + ".npy");
     if (!e) e = z.find(stem);
     if (!e)
-      throw data_error(fmt::format("{}: not a downsampled-ImageNet batch: no '{}.npy' member in the archive",
-                                   display(file), stem));
+      throw data_error(
+          fmt::format("{}: not a downsampled-ImageNet batch: no '{}.npy' member in the archive", display(file), stem));
     return e;
   };
   const zip_entry* de = member("data");
@@ -210,7 +212,8 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
   const std::vector<uint8_t> lbytes = z.read(*le);
   const npy_array<int64_t> labels = parse_npy<int64_t>(lbytes, lsrc);
   if (labels.shape.size() != 1 && !(labels.shape.size() == 2 && labels.shape[1] == 1))
-    throw data_error(fmt::format("{}: labels must be a 1-D array, got shape ({})", lsrc, fmt::join(labels.shape, ", ")));
+    throw data_error(
+        fmt::format("{}: labels must be a 1-D array, got shape ({})", lsrc, fmt::join(labels.shape, ", ")));
 
   // The header first (checked against the member's recorded size), then, with a limit, only
   // the rows needed: a limited read decompresses no more than it keeps.
@@ -219,8 +222,8 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
     head = z.read(*de, std::min<uint64_t>(de->usize, end));
   const io_detail::npy_header h = io_detail::parse_npy_header(head, dsrc, de->usize);
   if (h.shape.size() != 2)
-    throw data_error(fmt::format("{}: image data must be a 2-D array (N x 3*s*s), got shape ({})", dsrc,
-                                 fmt::join(h.shape, ", ")));
+    throw data_error(
+        fmt::format("{}: image data must be a 2-D array (N x 3*s*s), got shape ({})", dsrc, fmt::join(h.shape, ", ")));
   if (h.kind != 'u' || h.itemsize != 1)
     throw data_error(fmt::format("{}: image data must be uint8, got dtype '{}'", dsrc, h.descr));
   const long n = h.shape[0], cols = h.shape[1];
@@ -244,8 +247,8 @@ dataset read_imagenet32_npz(const std::filesystem::path& file, long max_samples)
   for (long i = 0; i < rows; ++i) {
     const int64_t l = labels.data[static_cast<size_t>(i)];
     if (l < 1 || l > 1000)
-      throw data_error(fmt::format("{}: label {} at index {} is out of range [1, 1000] (labels are 1-based)", lsrc, l,
-                                   i));
+      throw data_error(
+          fmt::format("{}: label {} at index {} is out of range [1, 1000] (labels are 1-based)", lsrc, l, i));
     d.y[static_cast<size_t>(i)] = static_cast<int32_t>(l - 1);
   }
   return d;

@@ -4,8 +4,8 @@
 #include <chrono>
 #include <cmath>
 #include <exception>
-#include <type_traits>
 #include <numbers>
+#include <type_traits>
 
 #include <fmt/format.h>
 
@@ -21,7 +21,8 @@ void ep_options::validate() const {
   if (!(fail_residual > 0)) throw config_error("estimator.fail_residual must be > 0");
   if (!(noise_std >= 0)) throw config_error(fmt::format("relax.noise_std must be >= 0, got {}", noise_std));
   if (average_last < 0 || average_last > std::min(free.max_steps, nudged.max_steps))
-    throw config_error(fmt::format("estimator.average_last must be in [0, min(free_steps, nudged_steps)], got {}", average_last));
+    throw config_error(
+        fmt::format("estimator.average_last must be in [0, min(free_steps, nudged_steps)], got {}", average_last));
   if (threads < 1) throw config_error(fmt::format("estimator.threads must be >= 1, got {}", threads));
 }
 
@@ -106,8 +107,7 @@ relax_report run_phase(St& st, const Net& net, typename St::scalar beta, relax_o
     // A real layered state shares its input drive with the snapshot.
     if constexpr (!is_complex_v<typename St::scalar> && requires { st.drive(); })
       snaps[t].set_input_shared(net, x, y, st.drive());
-    else
-      snaps[t].set_input(net, x, y);
+    else snaps[t].set_input(net, x, y);
     snaps[t].copy_states_from(st);
   }
   return rep;
@@ -125,7 +125,7 @@ void add_phase_term(St& st, std::vector<St>& snaps, const Net& net, typename St:
 
 template <class R, class Net>
 void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_options& free_opt,
-                               const relax_options& nudged_opt, double limit) {
+                                    const relax_options& nudged_opt, double limit) {
   s.failed.assign(s.x.cols(), 0);
   s.point_reports.clear();
   auto t0 = std::chrono::steady_clock::now();
@@ -134,8 +134,8 @@ void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_option
   s.free_report = run_phase(s.free, net, R(0), free_opt, s.free_snaps, s.x, s.y);
   mark_failed_columns(s.free, limit, s.failed);
   s.free_report.seconds = seconds_since(t0);
-  const bool stack = model::can_stack && opt_.stack_points && opt_.start == ep_start::free_state && opt_.average_last == 0 &&
-                     nudged_opt.noise_std == 0;
+  const bool stack = model::can_stack && opt_.stack_points && opt_.start == ep_start::free_state &&
+                     opt_.average_last == 0 && nudged_opt.noise_std == 0;
   // The real points, then the complex points (point_reports in that order; n_real_reports of
   // them real). The nudged points share the free phase's input drive W_0 x + b_0.
   if constexpr (model::can_stack)
@@ -173,9 +173,8 @@ void cauchy_ep<R, Net>::relax_slice(slice& s, const Net& net, const relax_option
 
 template <class R, class Net>
 template <class S>
-relax_report cauchy_ep<R, Net>::relax_stacked(slice& s, const Net& net, state<S>& stack,
-                                         std::vector<state<S>>& points, const std::vector<S>& betas,
-                                         const relax_options& opt, double limit) {
+relax_report cauchy_ep<R, Net>::relax_stacked(slice& s, const Net& net, state<S>& stack, std::vector<state<S>>& points,
+                                              const std::vector<S>& betas, const relax_options& opt, double limit) {
   const auto t0 = std::chrono::steady_clock::now();
   const long B = s.x.cols(), M = static_cast<long>(points.size());
   // M copies of m side by side (block copies: Eigen's replicate() assigns element by element).
@@ -211,13 +210,12 @@ void cauchy_ep<R, Net>::grad_slice(slice& s, const Net& net, std::span<R> grad) 
     add_phase_term<model>(s.real_points[p], s.real_snaps[p], net, real_betas_[p], real_coefs_[p], s.w, grad, s.acc0);
   for (size_t p = 0; p < s.complex_points.size(); ++p)
     add_phase_term<model>(s.complex_points[p], s.complex_snaps[p], net, complex_betas_[p], complex_coefs_[p], s.w, grad,
-                   s.acc0);
+                          s.acc0);
   model::finish(s.free, net, s.acc0, s.w, grad);
 }
 
 template <class R, class Net>
-grad_result cauchy_ep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y,
-                                   std::span<R> grad) {
+grad_result cauchy_ep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) {
   check_grad_size(net, grad, "holomorphic EP");
   grad_result out;
   const long B = x.cols();

@@ -15,7 +15,8 @@ void continuous_options::validate() const {
   if (!(beta > 0) || !std::isfinite(beta)) throw config_error(fmt::format("estimator.beta must be > 0, got {}", beta));
   if (steps_per_point < 1) throw config_error("relax.nudged_steps (steps per phase point) must be >= 1");
   if (periods < 1 && segments < 1) throw config_error(fmt::format("estimator.periods must be >= 1, got {}", periods));
-  if (!(alpha > 0 && alpha <= 1)) throw config_error(fmt::format("estimator.alpha (dt/tau) must be in (0, 1], got {}", alpha));
+  if (!(alpha > 0 && alpha <= 1))
+    throw config_error(fmt::format("estimator.alpha (dt/tau) must be in (0, 1], got {}", alpha));
   if (!(noise_std >= 0)) throw config_error(fmt::format("relax.noise_std must be >= 0, got {}", noise_std));
   if (!(fail_residual > 0)) throw config_error("estimator.fail_residual must be > 0");
   if (segments < 0) throw config_error(fmt::format("estimator.segments must be >= 0, got {}", segments));
@@ -30,9 +31,10 @@ continuous_hep<R, Net>::continuous_hep(continuous_options opt) : opt_(std::move(
 
 template <class R, class Net>
 std::string continuous_hep<R, Net>::name() const {
-  const std::string count = opt_.segments > 0 ? fmt::format("segments={}", opt_.segments) : fmt::format("periods={}", opt_.periods);
-  return fmt::format("continuous hEP N={} |beta|={} T2={} {}{}{}{}", opt_.n_points, opt_.beta, opt_.steps_per_point, count,
-                     opt_.smooth ? " smooth" : "", opt_.alpha != 1 ? fmt::format(" dt/tau={}", opt_.alpha) : "",
+  const std::string count =
+      opt_.segments > 0 ? fmt::format("segments={}", opt_.segments) : fmt::format("periods={}", opt_.periods);
+  return fmt::format("continuous hEP N={} |beta|={} T2={} {}{}{}{}", opt_.n_points, opt_.beta, opt_.steps_per_point,
+                     count, opt_.smooth ? " smooth" : "", opt_.alpha != 1 ? fmt::format(" dt/tau={}", opt_.alpha) : "",
                      opt_.noise_std > 0 ? fmt::format(" noise={}", opt_.noise_std) : "");
 }
 
@@ -65,7 +67,8 @@ void continuous_hep<R, Net>::run_slice(slice& s, const Net& net, long batch, std
   const int N = opt_.n_points;
   const long T2 = opt_.steps_per_point, n = s.x.cols(), nseg = opt_.n_segments();
   const R r = R(opt_.beta), alpha = R(opt_.alpha);
-  const double noise = opt_.noise_std, limit = opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual;
+  const double noise = opt_.noise_std,
+               limit = opt_.on_failure == nonconvergence_policy::keep ? INFINITY : opt_.fail_residual;
   rng_t* rng = noise > 0 ? &noise_rng_ : nullptr;
   const bool every_step = model::reference == continuous_reference::last_period_steps;
   s.st.set_precision(opt_.precision);
@@ -130,13 +133,14 @@ void continuous_hep<R, Net>::run_slice(slice& s, const Net& net, long batch, std
 }
 
 template <class R, class Net>
-grad_result continuous_hep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y, std::span<R> grad) {
+grad_result continuous_hep<R, Net>::estimate(const Net& net, const matrix<R>& x, const matrix<R>& y,
+                                             std::span<R> grad) {
   check_grad_size(net, grad, "continuous hEP");
   if (x.cols() != y.cols()) throw shape_error(fmt::format("{} inputs but {} targets", x.cols(), y.cols()));
   const long B = x.cols();
   grad_result out;
-  const int T = static_cast<int>(
-      std::clamp<long>(opt_.noise_std > 0 || on_period_ ? 1 : opt_.threads, 1, std::max<long>(B, 1)));
+  const int T =
+      static_cast<int>(std::clamp<long>(opt_.noise_std > 0 || on_period_ ? 1 : opt_.threads, 1, std::max<long>(B, 1)));
   slices_.resize(T);
   const std::vector<long> c0 = split_columns(x, y, slices_);
   std::vector<long> n(T);
@@ -153,8 +157,9 @@ grad_result continuous_hep<R, Net>::estimate(const Net& net, const matrix<R>& x,
   out.free = merge_reports(reps, n);  // no free phase: the last segment
   const long n_failed = std::count_if(failed.begin(), failed.end(), [](char f) { return f != 0; });
   if (n_failed > 0 && opt_.on_failure == nonconvergence_policy::error)
-    throw convergence_error(fmt::format("{}: {} of {} samples failed (non-finite or unsettled segment)", name(), n_failed, B),
-                            out.free.max_residual, out.relax_steps);
+    throw convergence_error(
+        fmt::format("{}: {} of {} samples failed (non-finite or unsettled segment)", name(), n_failed, B),
+        out.free.max_residual, out.relax_steps);
   // Dropped: non-finite samples always, unsettled ones unless the policy keeps them.
   std::vector<char> dropped(failed.size());
   for (size_t b = 0; b < failed.size(); ++b)
@@ -196,7 +201,8 @@ grad_result continuous_hep<R, Net>::estimate(const Net& net, const matrix<R>& x,
     for (long b = 0; b < n[t]; ++b) s.w(b) = (dropped[c0[t] + b] || kept == 0) ? R(0) : R(1) / R(kept);
     s.ref.cost_per_sample(net, s.cost);
     for (long b = 0; b < n[t]; ++b)
-      if (!dropped[c0[t] + b] && std::isfinite(double(real_part(s.cost(b))))) sum += double(real_part(s.cost(b))), ++counted;
+      if (!dropped[c0[t] + b] && std::isfinite(double(real_part(s.cost(b)))))
+        sum += double(real_part(s.cost(b))), ++counted;
     const auto pred = s.ref.predictions(net);
     out.predictions.insert(out.predictions.end(), pred.begin(), pred.end());
   }

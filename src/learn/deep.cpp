@@ -52,7 +52,7 @@ std::string to_string(deep_rule r) {
 std::string to_string(deep_l1 m) { return m == deep_l1::subgradient ? "subgradient" : "soft_threshold"; }
 
 activation_kind deep_presyn_activation(deep_presyn p) {
-  return p == deep_presyn::identity ? activation_kind::linear
+  return p == deep_presyn::identity      ? activation_kind::linear
          : p == deep_presyn::hep_sigmoid ? activation_kind::hep_sigmoid
                                          : activation_kind::tanh;
 }
@@ -60,13 +60,16 @@ activation_kind deep_presyn_activation(deep_presyn p) {
 void deep_check_settings(const deep_dynamics& dyn, const deep_learning& learn) {
   if (!learn.reciprocal_nudge) return;
   if (learn.rule != deep_rule::vector_field)
-    throw config_error("DEEP: the reciprocal nudge (estimator.reciprocal_nudge) needs the vector_field rule "
-                       "(estimator.kind = vector_field; deep train's --baseline sets endpoint), got `" + to_string(learn.rule) +
-                       "`: its nudge gives (s^β − s*)/β → J^{-T} ∂C/∂s, which only the vector-field rule turns into −∂C/∂W");
+    throw config_error(
+        "DEEP: the reciprocal nudge (estimator.reciprocal_nudge) needs the vector_field rule "
+        "(estimator.kind = vector_field; deep train's --baseline sets endpoint), got `" +
+        to_string(learn.rule) +
+        "`: its nudge gives (s^β − s*)/β → J^{-T} ∂C/∂s, which only the vector-field rule turns into −∂C/∂W");
   if (dyn.clip)
-    throw config_error("DEEP: the reciprocal nudge (estimator.reciprocal_nudge) needs unclipped dynamics (dynamics.clip = "
-                       "false; deep train: --no-clip): its Jacobian "
-                       "ignores the clip, so Jᵀ − J is wrong wherever a neuron is held at 0 or 1");
+    throw config_error(
+        "DEEP: the reciprocal nudge (estimator.reciprocal_nudge) needs unclipped dynamics (dynamics.clip = "
+        "false; deep train: --no-clip): its Jacobian "
+        "ignores the clip, so Jᵀ − J is wrong wherever a neuron is held at 0 or 1");
 }
 
 template <class R>
@@ -126,20 +129,24 @@ template <class R, class OnStep>
 relax_report relax_phase(const graph_network<R>& net, const deep_dynamics& dyn, matrix<R>& s, const matrix<R>* y,
                          double beta, const deep_linear_term* extra, bool freeze, OnStep&& on_step) {
   const int nf = net.n_free(), n_in = net.n_input(), n_out = net.n_output();
-  if (s.rows() != net.size()) throw shape_error("DEEP: state has " + std::to_string(s.rows()) + " rows, expected " + std::to_string(net.size()));
-  if (y && (y->rows() != n_out || y->cols() != s.cols())) throw shape_error("DEEP: nudging targets do not match the outputs");
+  if (s.rows() != net.size())
+    throw shape_error("DEEP: state has " + std::to_string(s.rows()) + " rows, expected " + std::to_string(net.size()));
+  if (y && (y->rows() != n_out || y->cols() != s.cols()))
+    throw shape_error("DEEP: nudging targets do not match the outputs");
   if (!(dyn.dt > 0)) throw config_error("DEEP: dt must be > 0");
   if (dyn.leak < 0) throw config_error("DEEP: the leak must be >= 0");
   if (!(dyn.stop_tol >= 0)) throw config_error("DEEP: stop_tol must be >= 0");
-  if (extra && (extra->s_ref.rows() != s.rows() || extra->s_ref.cols() != s.cols() ||
-                Eigen::Index(extra->k.size()) != s.cols()))
+  if (extra &&
+      (extra->s_ref.rows() != s.rows() || extra->s_ref.cols() != s.cols() || Eigen::Index(extra->k.size()) != s.cols()))
     throw shape_error("DEEP: the linear term does not match the state's " + std::to_string(s.cols()) + " samples");
   const graph_drive<R> drive(net);
   vector<R> decay(nf);
   const auto w = net.weights();
   for (int j = 0; j < nf; ++j) {
     const auto row = w.row(n_in + j);
-    decay(j) = dyn.decay == deep_decay::row_sum ? row.sum() : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum() : R(1);
+    decay(j) = dyn.decay == deep_decay::row_sum       ? row.sum()
+               : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum()
+                                                      : R(1);
   }
   decay.array() += R(dyn.leak);
   const bool has_bias = !net.bias().isZero(0.0);
@@ -159,13 +166,17 @@ relax_report relax_phase(const graph_network<R>& net, const deep_dynamics& dyn, 
   auto step = [&]() -> double {
     const Eigen::Index B = st.s.cols();
     if (dyn.presyn == deep_presyn::identity) drive.apply(st.s, drv);
-    else { apply_activation(presyn, st.s, rho, drho); drive.apply(rho, drv); }
+    else {
+      apply_activation(presyn, st.s, rho, drho);
+      drive.apply(rho, drv);
+    }
     if (has_bias) drv.colwise() += net.bias();
     drv.noalias() -= decay.asDiagonal() * st.s.bottomRows(nf);
     if (y) drv.bottomRows(n_out) += b_nudge * (st.y - st.s.bottomRows(n_out));
     if (extra)
       for (Eigen::Index b = 0; b < B; ++b)
-        drv.col(b).noalias() += const_matrix_map<R>(st.k.col(b).data(), nf, nf) * (st.s.col(b).tail(nf) - st.s_ref.col(b));
+        drv.col(b).noalias() +=
+            const_matrix_map<R>(st.k.col(b).data(), nf, nf) * (st.s.col(b).tail(nf) - st.s_ref.col(b));
     next = st.s.bottomRows(nf) + dt * drv;
     if (dyn.clip) next = next.cwiseMax(R(0)).cwiseMin(R(1));
     delta = next - st.s.bottomRows(nf);
@@ -298,23 +309,24 @@ deep_step_result<R> deep_gradient(const graph_network<R>& net, const deep_dynami
   if (learn.reciprocal_nudge) reciprocal = deep_reciprocal_term(net, dyn, r.s_free);
   r.nudged = relax_phase(net, dyn, s, &y, learn.beta, learn.reciprocal_nudge ? &reciprocal : nullptr,
                          dyn.freeze && !trajectory, [&](const matrix<R>& next, const matrix<R>& delta) {
-                           if (trajectory) acc.noalias() += next * (beta0 * next.bottomRows(nf) + beta1 * delta).transpose();
+                           if (trajectory)
+                             acc.noalias() += next * (beta0 * next.bottomRows(nf) + beta1 * delta).transpose();
                          });
   r.s_nudged = s;
   if (!r.finite()) return r;
   matrix<R> dw = matrix<R>::Zero(n, n);
-  if (trajectory)
-    dw.rightCols(nf) = acc / (B * R(std::max<long>(1, r.nudged.steps)));
+  if (trajectory) dw.rightCols(nf) = acc / (B * R(std::max<long>(1, r.nudged.steps)));
   else if (learn.rule == deep_rule::endpoint)
-    dw.rightCols(nf) = r.s_free * (r.s_nudged.bottomRows(nf) - r.s_free.bottomRows(nf)).transpose() / (R(learn.beta) * B);
-  else
-    dw = deep_vector_field_update(net, dyn, r.s_free, r.s_nudged, learn.beta);
+    dw.rightCols(nf) =
+        r.s_free * (r.s_nudged.bottomRows(nf) - r.s_free.bottomRows(nf)).transpose() / (R(learn.beta) * B);
+  else dw = deep_vector_field_update(net, dyn, r.s_free, r.s_nudged, learn.beta);
   mask_update(net, dw);
   if (learn.sign) dw = dw.cwiseSign();
   r.update_l1 = learn.lr * double(dw.cwiseAbs().sum());
   graph_network<R>::weights_of(grad, net.params()) = -dw;
   if (learn.learn_bias)
-    block_view(grad, net.params().block(1)) = -(r.s_nudged.bottomRows(nf) - r.s_free.bottomRows(nf)).rowwise().mean() / R(learn.beta);
+    block_view(grad, net.params().block(1)) =
+        -(r.s_nudged.bottomRows(nf) - r.s_free.bottomRows(nf)).rowwise().mean() / R(learn.beta);
   return r;
 }
 
@@ -409,18 +421,18 @@ grad_result deep_estimator<R>::estimate(const graph_network<R>& net, const matri
 template class deep_estimator<float>;
 template class deep_estimator<double>;
 
-#define EQPROP_DEEP_INSTANTIATE(R)                                                                               \
+#define EQPROP_DEEP_INSTANTIATE(R)                                                                                 \
   template void deep_check_batch(const graph_network<R>&, const matrix<R>&, const matrix<R>&);                     \
   template matrix<R> deep_initial_state(const graph_network<R>&, const matrix<R>&, rng_t&);                        \
-  template relax_report deep_relax(const graph_network<R>&, const deep_dynamics&, matrix<R>&, const matrix<R>*,     \
-                                   double, const deep_linear_term*);                                                \
+  template relax_report deep_relax(const graph_network<R>&, const deep_dynamics&, matrix<R>&, const matrix<R>*,    \
+                                   double, const deep_linear_term*);                                               \
   template deep_linear_term deep_reciprocal_term(const graph_network<R>&, const deep_dynamics&, const matrix<R>&); \
-  template deep_step_result<R> deep_gradient(const graph_network<R>&, const deep_dynamics&, const deep_learning&,   \
-                                             const matrix<R>&, const matrix<R>&, rng_t&, std::span<R>);             \
-  template matrix<R> deep_vector_field_update(const graph_network<R>&, const deep_dynamics&, const matrix<R>&,      \
-                                              const matrix<R>&, double);                                            \
-  template long deep_boltzmann_prune(graph_network<R>&, const deep_learning&, rng_t&);                              \
-  template deep_scores deep_score(const graph_network<R>&, const matrix<R>&, const matrix<R>&, bool);           \
+  template deep_step_result<R> deep_gradient(const graph_network<R>&, const deep_dynamics&, const deep_learning&,  \
+                                             const matrix<R>&, const matrix<R>&, rng_t&, std::span<R>);            \
+  template matrix<R> deep_vector_field_update(const graph_network<R>&, const deep_dynamics&, const matrix<R>&,     \
+                                              const matrix<R>&, double);                                           \
+  template long deep_boltzmann_prune(graph_network<R>&, const deep_learning&, rng_t&);                             \
+  template deep_scores deep_score(const graph_network<R>&, const matrix<R>&, const matrix<R>&, bool);              \
   template relax_report deep_class_scores(const graph_network<R>&, const deep_dynamics&, const matrix<R>&, rng_t&, \
                                           matrix<R>&, matrix<R>*);
 EQPROP_DEEP_INSTANTIATE(float)

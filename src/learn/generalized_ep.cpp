@@ -18,10 +18,14 @@ namespace eqprop {
 
 std::string_view to_string(gep_method m) {
   switch (m) {
-    case gep_method::cauchy: return "cauchy";
-    case gep_method::exact: return "exact";
-    case gep_method::online: return "online";
-    case gep_method::rbp: return "rbp";
+    case gep_method::cauchy:
+      return "cauchy";
+    case gep_method::exact:
+      return "exact";
+    case gep_method::online:
+      return "online";
+    case gep_method::rbp:
+      return "rbp";
   }
   return "?";
 }
@@ -31,8 +35,10 @@ gep_method parse_gep_method(std::string_view s) {
   if (s == "exact") return gep_method::exact;
   if (s == "online") return gep_method::online;
   if (s == "rbp") return gep_method::rbp;
-  throw config_error(fmt::format("unknown estimator method '{}': expected 'cauchy' (N-point hEP), 'exact' (N = 0, "
-                                 "forward-mode d r/d beta), 'online' (continuous-time) or 'rbp' (recurrent backprop)", s));
+  throw config_error(
+      fmt::format("unknown estimator method '{}': expected 'cauchy' (N-point hEP), 'exact' (N = 0, "
+                  "forward-mode d r/d beta), 'online' (continuous-time) or 'rbp' (recurrent backprop)",
+                  s));
 }
 
 void gep_options::validate() const {
@@ -116,10 +122,18 @@ generalized_ep<R>::generalized_ep(gep_options opt) : opt_(opt) {
   rng_.seed(opt_.seed);
   using VF = vector_field_network<R>;
   switch (opt_.method) {
-    case gep_method::cauchy: bind(std::make_unique<cauchy_ep<R, VF>>(opt_.cauchy_options())); break;
-    case gep_method::exact: bind(std::make_unique<forward_mode_ep<R>>(opt_.cauchy_options())); break;
-    case gep_method::online: bind(std::make_unique<continuous_hep<R, VF>>(opt_.online_options())); break;
-    case gep_method::rbp: bind(std::make_unique<recurrent_backprop<R>>(opt_.backprop_options())); break;
+    case gep_method::cauchy:
+      bind(std::make_unique<cauchy_ep<R, VF>>(opt_.cauchy_options()));
+      break;
+    case gep_method::exact:
+      bind(std::make_unique<forward_mode_ep<R>>(opt_.cauchy_options()));
+      break;
+    case gep_method::online:
+      bind(std::make_unique<continuous_hep<R, VF>>(opt_.online_options()));
+      break;
+    case gep_method::rbp:
+      bind(std::make_unique<recurrent_backprop<R>>(opt_.backprop_options()));
+      break;
   }
 }
 
@@ -138,11 +152,15 @@ template <class R>
 std::string generalized_ep<R>::name() const {
   std::string h = opt_.homeo_lambda > 0 ? fmt::format(" + homeostasis lambda={}", opt_.homeo_lambda) : "";
   switch (opt_.method) {
-    case gep_method::cauchy: return fmt::format("generalized hEP N={} |beta|={}{}", opt_.n_points, opt_.beta, h);
-    case gep_method::exact: return fmt::format("generalized hEP exact d r/d beta (N=0){}", h);
+    case gep_method::cauchy:
+      return fmt::format("generalized hEP N={} |beta|={}{}", opt_.n_points, opt_.beta, h);
+    case gep_method::exact:
+      return fmt::format("generalized hEP exact d r/d beta (N=0){}", h);
     case gep_method::online:
-      return fmt::format("continuous-time generalized hEP N={} |beta|={} T={}{}", opt_.n_points, opt_.beta, opt_.online_steps, h);
-    case gep_method::rbp: return fmt::format("recurrent backprop ({}){}", opt_.rbp_dense ? "dense" : "iterative", h);
+      return fmt::format("continuous-time generalized hEP N={} |beta|={} T={}{}", opt_.n_points, opt_.beta,
+                         opt_.online_steps, h);
+    case gep_method::rbp:
+      return fmt::format("recurrent backprop ({}){}", opt_.rbp_dense ? "dense" : "iterative", h);
   }
   return "?";
 }
@@ -175,8 +193,8 @@ gep_result generalized_ep<R>::estimate(const vector_field_network<R>& net, const
     if (net.spec().is_convnet()) {  // the Jacobian depends on the state: probes at every sample's free state
       for (int t = 0; t < T; ++t) {
         const double share = double(free_state(t).batch()) / double(B);
-        out.homeo_loss += share * homeostatic_loss_at(net, free_state(t), opt_.homeo_probes, rng_, grad,
-                                                      opt_.homeo_lambda * share);
+        out.homeo_loss +=
+            share * homeostatic_loss_at(net, free_state(t), opt_.homeo_probes, rng_, grad, opt_.homeo_lambda * share);
       }
     } else {
       out.homeo_loss = homeostatic_loss_mc(net, long(opt_.homeo_probes) * B, rng_, grad, opt_.homeo_lambda);
@@ -198,7 +216,8 @@ std::vector<long> layer_offsets(const vector_field_network<R>& net) {
 
 // out = C v (or C^T v) over layers 1..K with the network's own parameters.
 template <class R>
-void couple(const vector_field_network<R>& net, const std::vector<matrix<R>>& v, std::vector<matrix<R>>& out, bool transpose) {
+void couple(const vector_field_network<R>& net, const std::vector<matrix<R>>& v, std::vector<matrix<R>>& out,
+            bool transpose) {
   const int K = net.n_layers();
   out.resize(K + 1);
   for (int i = 1; i <= K; ++i) out[i].setZero(net.size(i), v[i].cols());
@@ -214,8 +233,9 @@ void couple(const vector_field_network<R>& net, const std::vector<matrix<R>>& v,
 template <class R>
 matrix<double> coupling_matrix(const vector_field_network<R>& net) {
   if (net.spec().is_convnet())
-    throw config_error("a ConvNet's Jacobian depends on the state: use the probe estimates at a state "
-                       "(homeostatic_loss_at, jacobian_stats_at) instead of the dense coupling matrix");
+    throw config_error(
+        "a ConvNet's Jacobian depends on the state: use the probe estimates at a state "
+        "(homeostatic_loss_at, jacobian_stats_at) instead of the dense coupling matrix");
   const auto off = layer_offsets(net);
   const long n = off[net.n_layers() + 1];
   matrix<double> Cm = matrix<double>::Zero(n, n);
@@ -228,7 +248,8 @@ matrix<double> coupling_matrix(const vector_field_network<R>& net) {
 }
 
 template <class R>
-double homeostatic_loss_mc(const vector_field_network<R>& net, long n_probes, rng_t& rng, std::span<R> grad, double coef) {
+double homeostatic_loss_mc(const vector_field_network<R>& net, long n_probes, rng_t& rng, std::span<R> grad,
+                           double coef) {
   if (n_probes < 1) throw config_error("homeostatic_loss_mc: need at least one probe");
   const int K = net.n_layers();
   const long n = net.spec().n_states();
@@ -240,11 +261,10 @@ double homeostatic_loss_mc(const vector_field_network<R>& net, long n_probes, rn
   }
   couple(net, eps, v, false);  // J eps = C eps - eps
   for (int i = 1; i <= K; ++i) v[i] -= eps[i];
-  couple(net, v, w, false);    // J (J eps)
+  couple(net, v, w, false);  // J (J eps)
   for (int i = 1; i <= K; ++i) w[i] -= v[i];
   double value = 0;
-  for (int i = 1; i <= K; ++i)
-    value += double(v[i].squaredNorm()) - double(eps[i].cwiseProduct(w[i]).sum());
+  for (int i = 1; i <= K; ++i) value += double(v[i].squaredNorm()) - double(eps[i].cwiseProduct(w[i]).sum());
   const double scale = 1.0 / (double(n) * double(n_probes));
   if (!grad.empty()) {
     couple(net, eps, c, true);  // J^T eps
@@ -274,7 +294,8 @@ double homeostatic_loss_exact(const vector_field_network<R>& net, std::span<R> g
       const auto& ed = net.edges()[e];
       if (ed.src == 0) continue;
       block_view(grad, net.weight_block(e)) +=
-          (coef * 4.0 / double(n) * A.block(off[ed.dst], off[ed.src], net.size(ed.dst), net.size(ed.src))).template cast<R>();
+          (coef * 4.0 / double(n) * A.block(off[ed.dst], off[ed.src], net.size(ed.dst), net.size(ed.src)))
+              .template cast<R>();
     }
   }
   return 2.0 * A.squaredNorm() / double(n);
@@ -342,14 +363,15 @@ struct probe_batch {
 }  // namespace
 
 template <class R>
-double homeostatic_loss_at(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample, rng_t& rng,
-                           std::span<R> grad, double coef) {
+double homeostatic_loss_at(const vector_field_network<R>& net, const vf_state<R>& at, long probes_per_sample,
+                           rng_t& rng, std::span<R> grad, double coef) {
   probe_batch<R> pb(net, at, probes_per_sample, rng);
   const int K = net.n_layers();
   std::vector<matrix<R>> JJeps;
   pb.jvp(pb.Jeps, JJeps);
   double value = 0;
-  for (int i = 1; i <= K; ++i) value += double(pb.Jeps[i].squaredNorm()) - double(pb.eps[i].cwiseProduct(JJeps[i]).sum());
+  for (int i = 1; i <= K; ++i)
+    value += double(pb.Jeps[i].squaredNorm()) - double(pb.eps[i].cwiseProduct(JJeps[i]).sum());
   const double scale = 1.0 / (double(net.spec().n_states()) * double(pb.columns()));
   if (!grad.empty()) {
     // d[|J e|^2 - e^T J J e] = 2 <Je, dJ e> - <J^T e, dJ e> - <e, dJ (J e)>
@@ -449,20 +471,19 @@ gep_diagnostics gep_diagnose(const vector_field_network<R>& net, const matrix<R>
   return d;
 }
 
-#define EQPROP_GEP_INSTANTIATE(R)                                                                                   \
-  template class generalized_ep<R>;                                                                                 \
-  template matrix<double> coupling_matrix(const vector_field_network<R>&);                                         \
-  template double homeostatic_loss_mc(const vector_field_network<R>&, long, rng_t&, std::span<R>, double);         \
-  template double homeostatic_loss_exact(const vector_field_network<R>&, std::span<R>, double);                    \
-  template double homeostatic_loss_at(const vector_field_network<R>&, const vf_state<R>&, long, rng_t&, std::span<R>,  \
-                                      double);                                                                      \
-  template jacobian_stats jacobian_stats_at(const vector_field_network<R>&, const vf_state<R>&, long, rng_t&);      \
-  template double jacobian_symmetry_index(const vector_field_network<R>&);                                         \
-  template double feedback_angle_deg(const vector_field_network<R>&);                                              \
-  template gep_diagnostics gep_diagnose(const vector_field_network<R>&, const matrix<R>&, const matrix<R>&,        \
+#define EQPROP_GEP_INSTANTIATE(R)                                                                                     \
+  template class generalized_ep<R>;                                                                                   \
+  template matrix<double> coupling_matrix(const vector_field_network<R>&);                                            \
+  template double homeostatic_loss_mc(const vector_field_network<R>&, long, rng_t&, std::span<R>, double);            \
+  template double homeostatic_loss_exact(const vector_field_network<R>&, std::span<R>, double);                       \
+  template double homeostatic_loss_at(const vector_field_network<R>&, const vf_state<R>&, long, rng_t&, std::span<R>, \
+                                      double);                                                                        \
+  template jacobian_stats jacobian_stats_at(const vector_field_network<R>&, const vf_state<R>&, long, rng_t&);        \
+  template double jacobian_symmetry_index(const vector_field_network<R>&);                                            \
+  template double feedback_angle_deg(const vector_field_network<R>&);                                                 \
+  template gep_diagnostics gep_diagnose(const vector_field_network<R>&, const matrix<R>&, const matrix<R>&,           \
                                         const gep_options&, bool);
 EQPROP_GEP_INSTANTIATE(float)
 EQPROP_GEP_INSTANTIATE(double)
-
 
 }  // namespace eqprop

@@ -150,8 +150,8 @@ gle_window_result<R> gle_reference_gradient(gle_network<R>& net, std::span<const
           Eigen::Map<vec_t<R>>(res.grad.data() + tb[l]->offset, tb[l]->rows) -=
               (q.rowwise().sum().array() / tm.array()).matrix();
         }
-        ubar[l] = (ub.array().colwise() * (R(1) - c_r.array()) + ubar[l].array().colwise() * (R(1) - c_dt.array()))
-                      .matrix();
+        ubar[l] =
+            (ub.array().colwise() * (R(1) - c_r.array()) + ubar[l].array().colwise() * (R(1) - c_dt.array())).matrix();
         accumulate(l, abar, rec[k].rin[l]);
         if (l > 0) rbar_prev[l - 1].noalias() += net.W(l).transpose() * abar;
       }
@@ -189,10 +189,10 @@ gle_window_result<R> gle_reference_gradient(gle_network<R>& net, std::span<const
 }
 
 #define EQPROP_GLE_REF(R)                                                                                          \
-  template gle_window_result<R> gle_reference_gradient<R>(gle_network<R>&, std::span<const mat_t<R>>,           \
+  template gle_window_result<R> gle_reference_gradient<R>(gle_network<R>&, std::span<const mat_t<R>>,              \
                                                           std::span<const mat_t<R>>, R, gle_reference_kind, bool); \
-  template double gle_window_loss<R>(gle_network<R>&, std::span<const mat_t<R>>, std::span<const mat_t<R>>);     \
-  template double gle_loss_value<R>(gle_loss, const mat_t<R>&, const mat_t<R>&);                                \
+  template double gle_window_loss<R>(gle_network<R>&, std::span<const mat_t<R>>, std::span<const mat_t<R>>);       \
+  template double gle_loss_value<R>(gle_loss, const mat_t<R>&, const mat_t<R>&);                                   \
   template void gle_add_sample_losses<R>(gle_loss, const mat_t<R>&, const mat_t<R>&, std::span<double>);
 EQPROP_GLE_REF(float)
 EQPROP_GLE_REF(double)

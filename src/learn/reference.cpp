@@ -12,9 +12,12 @@ namespace eqprop {
 
 std::string_view to_string(adjoint_solver s) {
   switch (s) {
-    case adjoint_solver::automatic: return "auto";
-    case adjoint_solver::iterative: return "iterative";
-    case adjoint_solver::dense: return "dense";
+    case adjoint_solver::automatic:
+      return "auto";
+    case adjoint_solver::iterative:
+      return "iterative";
+    case adjoint_solver::dense:
+      return "dense";
   }
   return "?";
 }
@@ -70,8 +73,8 @@ template <class R>
 bptt_gradient<R>::bptt_gradient(long steps, long truncate) : steps_(steps), truncate_(truncate) {
   if (steps < 1) throw config_error(fmt::format("BPTT needs at least 1 free step, got {}", steps));
   if (truncate < 0 || truncate > steps)
-    throw config_error(fmt::format("BPTT truncate must be in [0, steps = {}] (0 = no truncation), got {}", steps,
-                                   truncate));
+    throw config_error(
+        fmt::format("BPTT truncate must be in [0, steps = {}] (0 = no truncation), got {}", steps, truncate));
 }
 
 template <class R>
@@ -124,9 +127,9 @@ grad_result bptt_gradient<R>::estimate(const layered_network<R>& net, const matr
   }
   rep.steps = T;
   if (rep.n_non_finite > 0)
-    throw convergence_error(fmt::format("BPTT: {} of {} samples have non-finite states after {} free steps", rep.n_non_finite,
-                                        B, T),
-                            rep.max_residual, T);
+    throw convergence_error(
+        fmt::format("BPTT: {} of {} samples have non-finite states after {} free steps", rep.n_non_finite, B, T),
+        rep.max_residual, T);
 
   grad_result out;
   out.loss = state_.mean_cost(net);
@@ -157,8 +160,9 @@ grad_result feedforward_backprop<R>::estimate(const layered_network<R>& net, con
                                               std::span<R> grad) {
   check_grad_size(net, grad, "feed-forward backprop");
   if (!net.spec().feedforward)
-    throw config_error("estimator 'backprop' trains feed-forward networks: set network.feedforward = true (and "
-                       "usually network.activation = \"relu\"); for the recurrent network use bptt or implicit");
+    throw config_error(
+        "estimator 'backprop' trains feed-forward networks: set network.feedforward = true (and "
+        "usually network.activation = \"relu\"); for the recurrent network use bptt or implicit");
   state_.set_input(net, x, y);
   relax_options one;
   one.max_steps = 1;
@@ -301,8 +305,9 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
   if (solver == adjoint_solver::automatic)
     solver = n <= 1000 && !spec.is_convnet() ? adjoint_solver::dense : adjoint_solver::iterative;
   if (solver == adjoint_solver::dense && spec.is_convnet())
-    throw config_error("implicit gradient: the dense adjoint solver is for MLPs; ConvNets use the iterative one "
-                       "(adjoint_solver = iterative or auto)");
+    throw config_error(
+        "implicit gradient: the dense adjoint solver is for MLPs; ConvNets use the iterative one "
+        "(adjoint_solver = iterative or auto)");
   last_solver_ = solver;
 
   // Per-sample |g|.
@@ -377,8 +382,7 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
   {
     std::vector<double> rn(Bk, 0.0);
     for (int j = 0; j < K; ++j)
-      for (long b = 0; b < Bk; ++b)
-        rn[b] += double((lam_[j].col(b) - tmp_[j].col(b) - g_[j].col(b)).squaredNorm());
+      for (long b = 0; b < Bk; ++b) rn[b] += double((lam_[j].col(b) - tmp_[j].col(b) - g_[j].col(b)).squaredNorm());
     double worst = 0;
     for (long b = 0; b < Bk; ++b) {
       const double r = std::sqrt(rn[b]);
@@ -388,10 +392,11 @@ grad_result implicit_gradient<R>::estimate(const layered_network<R>& net, const 
     last_adj_residual_ = worst;
     const double limit = std::sqrt(double(scalar_traits<R>::eps));
     if (!(worst <= limit))
-      throw convergence_error(fmt::format("implicit gradient: the adjoint system (I - J D) lambda = dC/dh is singular or "
-                                          "ill-conditioned at this fixed point (relative residual {:g})",
-                                          worst),
-                              worst, last_iters_);
+      throw convergence_error(
+          fmt::format("implicit gradient: the adjoint system (I - J D) lambda = dC/dh is singular or "
+                      "ill-conditioned at this fixed point (relative residual {:g})",
+                      worst),
+          worst, last_iters_);
   }
   state_.add_coupling_param_grad(net, x_kept_, h_, v_, grad);
   accumulate_readout_grads(net, h_.back(), y_kept_, inv_b, probs_, grad);
@@ -446,8 +451,7 @@ std::vector<long> index_list(long n_params, std::span<const long> indices) {
     for (long i = 0; i < n_params; ++i) idx[i] = i;
   } else {
     for (long i : indices) {
-      if (i < 0 || i >= n_params)
-        throw shape_error(fmt::format("parameter index {} is outside [0, {})", i, n_params));
+      if (i < 0 || i >= n_params) throw shape_error(fmt::format("parameter index {} is outside [0, {})", i, n_params));
       idx.push_back(i);
     }
   }
@@ -457,7 +461,8 @@ std::vector<long> index_list(long n_params, std::span<const long> indices) {
 template <class Net>
 std::vector<double> fd_impl(const Net& net0, const matrix<double>& x, const matrix<double>& y, const loss_target& tgt,
                             double h, fd_stencil stencil, std::span<const long> indices) {
-  if (!(h > 0) || !std::isfinite(h)) throw config_error(fmt::format("finite differences: step h must be > 0, got {}", h));
+  if (!(h > 0) || !std::isfinite(h))
+    throw config_error(fmt::format("finite differences: step h must be > 0, got {}", h));
   Net net = net0;
   typename ep_model<Net>::template state<double> st;
   st.set_input(net, x, y);
@@ -544,9 +549,10 @@ std::vector<double> cs_impl(const layered_network<double>& net0, const matrix<do
                             const loss_target& tgt, double h, std::span<const long> indices) {
   if (!(h > 0) || !std::isfinite(h)) throw config_error(fmt::format("complex step: h must be > 0, got {}", h));
   if (!is_holomorphic(net0.spec().activation))
-    throw config_error(fmt::format("complex step differentiation needs a holomorphic activation, got '{}'; use "
-                                   "finite differences for it",
-                                   to_string(net0.spec().activation)));
+    throw config_error(
+        fmt::format("complex step differentiation needs a holomorphic activation, got '{}'; use "
+                    "finite differences for it",
+                    to_string(net0.spec().activation)));
   layered_network<cplx> net = net0.cast<cplx>();
   relax_state<cplx, cplx> st;
   st.set_input(net, x, y);
@@ -625,7 +631,8 @@ template double loss_at_fixed_point<float>(const layered_network<float>&, const 
                                            const relax_options&);
 template double loss_at_fixed_point<double>(const layered_network<double>&, const matrix<double>&,
                                             const matrix<double>&, const relax_options&);
-template double loss_after_steps<float>(const layered_network<float>&, const matrix<float>&, const matrix<float>&, long);
+template double loss_after_steps<float>(const layered_network<float>&, const matrix<float>&, const matrix<float>&,
+                                        long);
 template double loss_after_steps<double>(const layered_network<double>&, const matrix<double>&, const matrix<double>&,
                                          long);
 

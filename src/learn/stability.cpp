@@ -3,8 +3,8 @@
 #include <cmath>
 #include <limits>
 
-#include <Eigen/Eigenvalues>
 #include <fmt/format.h>
+#include "eqprop/core/eigen.hpp"
 
 #include "eqprop/core/error.hpp"
 
@@ -52,7 +52,8 @@ double log_norm_2(const Eigen::MatrixXd& j) {
 Eigen::MatrixXd principal_submatrix(const Eigen::MatrixXd& j, const std::vector<bool>& keep) {
   require_square(j, "principal_submatrix");
   if (Eigen::Index(keep.size()) != j.rows())
-    throw shape_error(fmt::format("principal_submatrix: mask has {} entries for a {} x {} matrix", keep.size(), j.rows(), j.cols()));
+    throw shape_error(
+        fmt::format("principal_submatrix: mask has {} entries for a {} x {} matrix", keep.size(), j.rows(), j.cols()));
   std::vector<Eigen::Index> idx;
   for (std::size_t i = 0; i < keep.size(); ++i)
     if (keep[i]) idx.push_back(Eigen::Index(i));
@@ -89,27 +90,33 @@ stability_report analyze_stability(const Eigen::MatrixXd& j, const std::vector<b
   std::string v;
   const bool zero_cols = r.n > 0 && r.max_abs_column_sum <= 1e-12 * scale;
   if (zero_cols)
-    v += fmt::format("every column of J sums to 0 (max |column sum| = {:.1e}), so 1ᵀJ = 0 and J is singular: "
-                     "the Gershgorin conditions (strict diagonal dominance) cannot hold and the spectral abscissa is >= 0 "
-                     "(here {:.3g}); ", r.max_abs_column_sum, r.spectral_abscissa);
-  v += fmt::format("Gershgorin: diagonal {}, by rows {} ({} failing), by columns {} ({} failing); "
-                   "log-norms mu_1 = {:.4g}, mu_2 = {:.4g}, mu_inf = {:.4g}; spectral abscissa {:.4g} (full, {} neurons), "
-                   "{:.4g} (active set, {} unsaturated). ",
-                   r.diagonal_negative, r.gershgorin_rows, r.rows_failing, r.gershgorin_cols, r.cols_failing,
-                   r.mu_1, r.mu_2, r.mu_inf, r.spectral_abscissa, r.n, r.active_spectral_abscissa, r.n_active);
+    v += fmt::format(
+        "every column of J sums to 0 (max |column sum| = {:.1e}), so 1ᵀJ = 0 and J is singular: "
+        "the Gershgorin conditions (strict diagonal dominance) cannot hold and the spectral abscissa is >= 0 "
+        "(here {:.3g}); ",
+        r.max_abs_column_sum, r.spectral_abscissa);
+  v += fmt::format(
+      "Gershgorin: diagonal {}, by rows {} ({} failing), by columns {} ({} failing); "
+      "log-norms mu_1 = {:.4g}, mu_2 = {:.4g}, mu_inf = {:.4g}; spectral abscissa {:.4g} (full, {} neurons), "
+      "{:.4g} (active set, {} unsaturated). ",
+      r.diagonal_negative, r.gershgorin_rows, r.rows_failing, r.gershgorin_cols, r.cols_failing, r.mu_1, r.mu_2,
+      r.mu_inf, r.spectral_abscissa, r.n, r.active_spectral_abscissa, r.n_active);
   if (r.mu_1 < neg || r.mu_2 < neg || r.mu_inf < neg) {
     r.certified = true;
     const char* which = r.mu_1 < neg ? "mu_1" : r.mu_inf < neg ? "mu_inf" : "mu_2";
-    v += fmt::format("VERDICT: stable without relying on saturation — {} < 0 certifies contraction of the linear dynamics.", which);
+    v += fmt::format(
+        "VERDICT: stable without relying on saturation — {} < 0 certifies contraction of the linear dynamics.", which);
   } else if (r.spectral_abscissa < neg) {
     r.certified = true;
     v += "VERDICT: stable without relying on saturation — the full Jacobian is Hurwitz (spectral abscissa < 0).";
   } else if (r.active_spectral_abscissa < neg) {
     r.certified = true;
-    v += r.n_active == 0 ? "VERDICT: locally stable only through saturation — every neuron is saturated (empty active set), "
-                           "the full linear system is not Hurwitz."
-                         : "VERDICT: locally stable only through saturation — the Jacobian restricted to unsaturated neurons is Hurwitz, "
-                           "the full linear system is not.";
+    v += r.n_active == 0
+             ? "VERDICT: locally stable only through saturation — every neuron is saturated (empty active set), "
+               "the full linear system is not Hurwitz."
+             : "VERDICT: locally stable only through saturation — the Jacobian restricted to unsaturated neurons is "
+               "Hurwitz, "
+               "the full linear system is not.";
   } else {
     v += "VERDICT: not certified — no log-norm is negative and the active-set Jacobian is not Hurwitz.";
   }
@@ -128,7 +135,9 @@ nlohmann::ordered_json stability_report::to_json() const {
   j["cols_failing"] = cols_failing;
   j["max_abs_column_sum"] = max_abs_column_sum;
   j["spectral_abscissa"] = spectral_abscissa;
-  j["active_spectral_abscissa"] = std::isfinite(active_spectral_abscissa) ? nlohmann::ordered_json(active_spectral_abscissa) : nlohmann::ordered_json(nullptr);
+  j["active_spectral_abscissa"] = std::isfinite(active_spectral_abscissa)
+                                      ? nlohmann::ordered_json(active_spectral_abscissa)
+                                      : nlohmann::ordered_json(nullptr);
   j["mu_1"] = mu_1;
   j["mu_2"] = mu_2;
   j["mu_inf"] = mu_inf;
@@ -138,14 +147,17 @@ nlohmann::ordered_json stability_report::to_json() const {
 }
 
 Eigen::MatrixXd deep_jacobian(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
-  if (s.size() != net.size()) throw shape_error(fmt::format("deep_jacobian: state has {} entries, expected {}", s.size(), net.size()));
+  if (s.size() != net.size())
+    throw shape_error(fmt::format("deep_jacobian: state has {} entries, expected {}", s.size(), net.size()));
   const int nf = net.n_free(), n_in = net.n_input();
   Eigen::MatrixXd rho, dr;  // ρ and ρ' of the free neurons
   apply_activation<double>(deep_presyn_activation(dyn.presyn), s.tail(nf), rho, dr);
   Eigen::MatrixXd j = net.weights().bottomRightCorner(nf, nf).transpose() * dr.col(0).asDiagonal();
   for (int k = 0; k < nf; ++k) {
     const auto row = net.weights().row(n_in + k);
-    const double d = dyn.decay == deep_decay::row_sum ? row.sum() : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum() : 1.0;
+    const double d = dyn.decay == deep_decay::row_sum       ? row.sum()
+                     : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum()
+                                                            : 1.0;
     j(k, k) -= d + dyn.leak;
   }
   return j;
@@ -164,7 +176,8 @@ std::vector<bool> deep_active_set(const graph_network<double>& net, const Eigen:
 }
 
 Eigen::VectorXd deep_rate(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::VectorXd& s) {
-  if (s.size() != net.size()) throw shape_error(fmt::format("deep_rate: state has {} entries, expected {}", s.size(), net.size()));
+  if (s.size() != net.size())
+    throw shape_error(fmt::format("deep_rate: state has {} entries, expected {}", s.size(), net.size()));
   const int n_in = net.n_input(), nf = net.n_free();
   Eigen::MatrixXd pre, dpre;  // ρ(s), the same function as the relaxation
   apply_activation<double>(deep_presyn_activation(dyn.presyn), s, pre, dpre);
@@ -172,13 +185,16 @@ Eigen::VectorXd deep_rate(const graph_network<double>& net, const deep_dynamics&
   if (net.bias().size() == nf) rate += net.bias();
   for (int j = 0; j < nf; ++j) {
     const auto row = net.weights().row(n_in + j);
-    const double d = dyn.decay == deep_decay::row_sum ? row.sum() : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum() : 1.0;
+    const double d = dyn.decay == deep_decay::row_sum       ? row.sum()
+                     : dyn.decay == deep_decay::abs_row_sum ? row.cwiseAbs().sum()
+                                                            : 1.0;
     rate(j) -= (d + dyn.leak) * s(n_in + j);
   }
   return rate;
 }
 
-deep_stability_summary deep_stability(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::MatrixXd& x, uint64_t seed) {
+deep_stability_summary deep_stability(const graph_network<double>& net, const deep_dynamics& dyn,
+                                      const Eigen::MatrixXd& x, uint64_t seed) {
   rng_t rng(seed);
   Eigen::MatrixXd s = deep_initial_state(net, x, rng);
   deep_relax(net, dyn, s, nullptr, 0.0);

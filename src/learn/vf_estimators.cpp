@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
-#include <Eigen/LU>
 #include <fmt/format.h>
+#include "eqprop/core/eigen.hpp"
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
@@ -149,7 +149,8 @@ void recurrent_backprop<R>::error_vectors(slice& s, const vector_field_network<R
   for (int i = 1; i <= K; ++i) s.eps[i].setZero(net.size(i), B);
   if (opt_.dense) {
     if (net.spec().is_convnet())
-      throw config_error("the dense RBP solve is for dense networks; a ConvNet uses the iterative adjoint (rbp_dense = false)");
+      throw config_error(
+          "the dense RBP solve is for dense networks; a ConvNet uses the iterative adjoint (rbp_dense = false)");
     const matrix<double> Cd = coupling_matrix(net);
     const long n = Cd.rows();
     std::vector<long> off(K + 1, 0);

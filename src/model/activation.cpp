@@ -16,9 +16,8 @@ constexpr std::pair<std::string_view, bool> row() {
   return {Act::name, Act::holomorphic};
 }
 constexpr std::array<std::pair<std::string_view, bool>, 9> table{
-    row<act::hep_sigmoid>(), row<act::logistic>(),     row<act::holotanh>(), row<act::tanh>(),
-    row<act::half_clamp01>(), row<act::clamp01>(),     row<act::relu>(),     row<act::linear>(),
-    row<act::softplus>()};
+    row<act::hep_sigmoid>(), row<act::logistic>(), row<act::holotanh>(), row<act::tanh>(),    row<act::half_clamp01>(),
+    row<act::clamp01>(),     row<act::relu>(),     row<act::linear>(),   row<act::softplus>()};
 
 std::size_t index(activation_kind k) {
   const auto i = static_cast<std::size_t>(k);
@@ -43,16 +42,19 @@ bool is_ep_activation(activation_kind k) {
     case activation_kind::holotanh:
     case activation_kind::tanh:
     case activation_kind::half_clamp01:
-    case activation_kind::relu: return true;
-    default: return false;
+    case activation_kind::relu:
+      return true;
+    default:
+      return false;
   }
 }
 
 void require_ep_activation(activation_kind k) {
   if (!is_ep_activation(k))
-    throw config_error(fmt::format("activation '{}' is not available in EP networks; use hep_sigmoid, holotanh, tanh, "
-                                   "half_clamp01 or relu",
-                                   to_string(k)));
+    throw config_error(
+        fmt::format("activation '{}' is not available in EP networks; use hep_sigmoid, holotanh, tanh, "
+                    "half_clamp01 or relu",
+                    to_string(k)));
 }
 
 std::optional<activation_kind> renamed_activation(std::string_view old_name, activation_family family) {

@@ -90,17 +90,17 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
                                      L.tau_m.size(), L.tau_r.size()));
     for (int i = 0; i < L.size; ++i)
       if (!(L.tau_m[i] >= spec_.dt * (1 - 1e-12)) || !(L.tau_r[i] >= spec_.dt * (1 - 1e-12)))
-        throw config_error(fmt::format("GLE layer {} neuron {}: tau_m = {}, tau_r = {} must both be >= dt = {} "
-                                       "(forward Euler is unstable otherwise)",
-                                       l, i, L.tau_m[i], L.tau_r[i], spec_.dt));
+        throw config_error(
+            fmt::format("GLE layer {} neuron {}: tau_m = {}, tau_r = {} must both be >= dt = {} "
+                        "(forward Euler is unstable otherwise)",
+                        l, i, L.tau_m[i], L.tau_r[i], spec_.dt));
     w_off_.push_back(params_.block(params_.add(fmt::format("W{}", l), l, L.size, n_prev)).offset);
     b_off_.push_back(L.bias ? params_.block(params_.add(fmt::format("b{}", l), l, L.size, 1)).offset : -1);
     vec tm = Eigen::Map<const Eigen::VectorXd>(L.tau_m.data(), L.size).cast<R>();
     tau_r_.push_back(Eigen::Map<const Eigen::VectorXd>(L.tau_r.data(), L.size).cast<R>());
     inv_tau_r_.push_back(tau_r_.back().cwiseInverse());
     inv_tau_m_.push_back(tm.cwiseInverse());
-    tau_off_.push_back(spec_.learn_tau_m ? params_.block(params_.add(tau_m_block(l), l, L.size, 1)).offset
-                                         : -1);
+    tau_off_.push_back(spec_.learn_tau_m ? params_.block(params_.add(tau_m_block(l), l, L.size, 1)).offset : -1);
     tau_fixed_.push_back(tm);
     n_prev = L.size;
   }
@@ -110,9 +110,12 @@ gle_network<R>::gle_network(gle_spec spec) : spec_(std::move(spec)) {
     const double k = 1.0 / std::sqrt(double(n_prev));
     auto draw = [&]() -> R {
       switch (spec_.init) {
-        case gle_init::kaiming_uniform: return R(k * (2 * uniform01(rng) - 1));
-        case gle_init::normal: return R(spec_.init_std * standard_normal(rng));
-        case gle_init::uniform01: return R(uniform01(rng));
+        case gle_init::kaiming_uniform:
+          return R(k * (2 * uniform01(rng) - 1));
+        case gle_init::normal:
+          return R(spec_.init_std * standard_normal(rng));
+        case gle_init::uniform01:
+          return R(uniform01(rng));
       }
       return R(0);
     };
@@ -212,8 +215,8 @@ void gle_network<R>::resize_batch(long B) {
 template <class R>
 void gle_network<R>::output_error(gle_loss loss, const mat& r, const mat& target, R beta, mat& g) {
   if (target.rows() != r.rows() || target.cols() != r.cols())
-    throw shape_error(fmt::format("GLE target is {}x{} but the output is {}x{}", target.rows(), target.cols(),
-                                  r.rows(), r.cols()));
+    throw shape_error(
+        fmt::format("GLE target is {}x{} but the output is {}x{}", target.rows(), target.cols(), r.rows(), r.cols()));
   if (loss == gle_loss::mse) {
     g = beta * (target - r);
     return;

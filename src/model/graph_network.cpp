@@ -15,9 +15,12 @@ graph_topology parse_graph_topology(const std::string& name) {
 
 std::string to_string(graph_topology t) {
   switch (t) {
-    case graph_topology::complete: return "complete";
-    case graph_topology::layered: return "layered";
-    case graph_topology::custom: return "custom";
+    case graph_topology::complete:
+      return "complete";
+    case graph_topology::layered:
+      return "layered";
+    case graph_topology::custom:
+      return "custom";
   }
   return "?";
 }
@@ -25,7 +28,8 @@ std::string to_string(graph_topology t) {
 template <class R>
 graph_network<R>::graph_network(const graph_spec& spec, rng_t& rng) : spec_(spec) {
   if (spec.n_input < 1) throw config_error("graph network: n_input must be >= 1, got " + std::to_string(spec.n_input));
-  if (spec.n_output < 1) throw config_error("graph network: n_output must be >= 1, got " + std::to_string(spec.n_output));
+  if (spec.n_output < 1)
+    throw config_error("graph network: n_output must be >= 1, got " + std::to_string(spec.n_output));
   for (int h : spec.hidden)
     if (h < 1) throw config_error("graph network: every hidden layer size must be >= 1, got " + std::to_string(h));
   n_in_ = spec.n_input + 1;
@@ -44,13 +48,16 @@ graph_network<R>::graph_network(const graph_spec& spec, rng_t& rng) : spec_(spec
       for (int h : spec.hidden) start.push_back(start.back() + h);
       if (start.back() != n_in_ + n_hidden_) throw internal_error("graph layers");
       start.push_back(n);
-      if (spec.hidden.empty()) { start.erase(start.end() - 2); start.back() = n; }
+      if (spec.hidden.empty()) {
+        start.erase(start.end() - 2);
+        start.back() = n;
+      }
       const int n_layers = static_cast<int>(start.size()) - 1;
       for (int l = 0; l + 1 < n_layers; ++l)
         for (int i = start[l]; i < start[l + 1]; ++i)
           for (int j = start[l + 1]; j < start[l + 2]; ++j) {
-            structural_(i, j) = true;                 // forward l -> l+1
-            if (l > 0) structural_(j, i) = true;      // backward l+1 -> l (never into inputs)
+            structural_(i, j) = true;             // forward l -> l+1
+            if (l > 0) structural_(j, i) = true;  // backward l+1 -> l (never into inputs)
           }
       for (int j = n_in_; j < n; ++j) structural_(bias_index(), j) = true;
       break;
@@ -58,7 +65,8 @@ graph_network<R>::graph_network(const graph_spec& spec, rng_t& rng) : spec_(spec
     case graph_topology::custom:
       if (spec.adjacency.rows() != n || spec.adjacency.cols() != n)
         throw shape_error("graph network: custom adjacency must be " + std::to_string(n) + " x " + std::to_string(n) +
-                          ", got " + std::to_string(spec.adjacency.rows()) + " x " + std::to_string(spec.adjacency.cols()));
+                          ", got " + std::to_string(spec.adjacency.rows()) + " x " +
+                          std::to_string(spec.adjacency.cols()));
       for (int i = 0; i < n; ++i)
         for (int j = 0; j < n; ++j) {
           if (spec.adjacency(i, j) == 0) continue;
@@ -90,7 +98,9 @@ void graph_network<R>::apply_masks() {
 }
 
 template <class R>
-long graph_network<R>::n_nonzero() const { return (weights().array() != R(0)).count(); }
+long graph_network<R>::n_nonzero() const {
+  return (weights().array() != R(0)).count();
+}
 
 template <class R>
 double graph_network<R>::sparsity() const {

@@ -17,16 +17,22 @@ std::string_view to_string(output_kind k) { return k == output_kind::readout ? "
 output_kind parse_output(std::string_view name) {
   if (name == "readout") return output_kind::readout;
   if (name == "layer") return output_kind::layer;
-  throw config_error(fmt::format("unknown output '{}': expected 'readout' (softmax readout, cross-entropy) "
-                                 "or 'layer' (dynamical output layer, squared error)", name));
+  throw config_error(
+      fmt::format("unknown output '{}': expected 'readout' (softmax readout, cross-entropy) "
+                  "or 'layer' (dynamical output layer, squared error)",
+                  name));
 }
 
 std::string_view to_string(pool_kind k) {
   switch (k) {
-    case pool_kind::none: return "none";
-    case pool_kind::softmax: return "softmax";
-    case pool_kind::max: return "max";
-    case pool_kind::avg: return "avg";
+    case pool_kind::none:
+      return "none";
+    case pool_kind::softmax:
+      return "softmax";
+    case pool_kind::max:
+      return "max";
+    case pool_kind::avg:
+      return "avg";
   }
   return "?";
 }
@@ -36,8 +42,10 @@ pool_kind parse_pool(std::string_view name) {
   if (name == "softmax") return pool_kind::softmax;
   if (name == "max") return pool_kind::max;
   if (name == "avg") return pool_kind::avg;
-  throw config_error(fmt::format("unknown pooling '{}': expected 'softmax' (holomorphic), 'max' (non-holomorphic "
-                                 "control), 'avg' or 'none'", name));
+  throw config_error(
+      fmt::format("unknown pooling '{}': expected 'softmax' (holomorphic), 'max' (non-holomorphic "
+                  "control), 'avg' or 'none'",
+                  name));
 }
 
 namespace {
@@ -47,7 +55,8 @@ connection_geometry conv_geometry(const network_spec& s, int i, int c, int h, in
   connection_geometry g;
   g.cin = c, g.h = h, g.w = w;
   g.k = L.kernel;
-  if (L.channels <= 0) throw config_error(fmt::format("conv layer {}: channels must be positive, got {}", i, L.channels));
+  if (L.channels <= 0)
+    throw config_error(fmt::format("conv layer {}: channels must be positive, got {}", i, L.channels));
   if (L.kernel <= 0) throw config_error(fmt::format("conv layer {}: kernel must be positive, got {}", i, L.kernel));
   if (L.same && L.kernel % 2 == 0)
     throw config_error(fmt::format("conv layer {}: SAME padding needs an odd kernel, got {}", i, L.kernel));
@@ -56,12 +65,14 @@ connection_geometry conv_geometry(const network_spec& s, int i, int c, int h, in
   g.ho = h + 2 * g.pad - g.k + 1;
   g.wo = w + 2 * g.pad - g.k + 1;
   if (g.ho <= 0 || g.wo <= 0)
-    throw config_error(fmt::format("conv layer {}: a {}x{} VALID kernel does not fit the {}x{} input", i, g.k, g.k, h, w));
+    throw config_error(
+        fmt::format("conv layer {}: a {}x{} VALID kernel does not fit the {}x{} input", i, g.k, g.k, h, w));
   g.pool = L.pool;
   g.ps = L.pool == pool_kind::none ? 1 : s.pool_size;
   g.hp = g.ho / g.ps, g.wp = g.wo / g.ps;
   if (g.hp <= 0 || g.wp <= 0)
-    throw config_error(fmt::format("conv layer {}: {}x{} pooling does not fit its {}x{} output", i, g.ps, g.ps, g.ho, g.wo));
+    throw config_error(
+        fmt::format("conv layer {}: {}x{} pooling does not fit its {}x{} output", i, g.ps, g.ps, g.ho, g.wo));
   g.planar_input = i == 0;
   g.temperature = s.pool_temperature;
   return g;
@@ -74,8 +85,8 @@ template <class T>
 std::vector<T> per_conv_layer(const std::vector<T>& v, size_t n, const char* what) {
   if (v.size() == n) return v;
   if (v.size() == 1) return std::vector<T>(n, v[0]);
-  throw config_error(fmt::format("conv {}: {} entries given; give one for every conv layer ({}) or a single one for all",
-                                 what, v.size(), n));
+  throw config_error(fmt::format(
+      "conv {}: {} entries given; give one for every conv layer ({}) or a single one for all", what, v.size(), n));
 }
 }  // namespace
 
@@ -99,8 +110,8 @@ std::vector<int> network_spec::conv_sizes() const {
   if (conv.empty()) return out;
   int c = input_shape[0], h = input_shape[1], w = input_shape[2];
   if (c <= 0 || h <= 0 || w <= 0)
-    throw config_error(fmt::format("a ConvNet needs the input image shape (channels, height, width), got ({}, {}, {})",
-                                   c, h, w));
+    throw config_error(
+        fmt::format("a ConvNet needs the input image shape (channels, height, width), got ({}, {}, {})", c, h, w));
   out.push_back(c * h * w);
   for (int i = 0; i < static_cast<int>(conv.size()); ++i) {
     const auto g = conv_geometry(*this, i, c, h, w);
@@ -129,7 +140,8 @@ void network_spec::validate() const {
     throw config_error(fmt::format("network.layers must list the input size and at least one layer, got [{}]",
                                    fmt::join(sizes, ", ")));
   for (int s : sizes)
-    if (s <= 0) throw config_error(fmt::format("network.layers: every size must be positive, got [{}]", fmt::join(sizes, ", ")));
+    if (s <= 0)
+      throw config_error(fmt::format("network.layers: every size must be positive, got [{}]", fmt::join(sizes, ", ")));
   require_ep_activation(activation);
   if (output == output_kind::readout && n_readout <= 0)
     throw config_error(fmt::format("network.readout must be positive with output = readout, got {}", n_readout));
@@ -139,8 +151,9 @@ void network_spec::validate() const {
   if (!conv.empty()) {
     const auto cs = conv_sizes();
     if (cs.size() > sizes.size() || !std::equal(cs.begin(), cs.end(), sizes.begin()))
-      throw config_error(fmt::format("network sizes [{}] do not start with the ConvNet's input and conv layer sizes [{}]",
-                                     fmt::join(sizes, ", "), fmt::join(cs, ", ")));
+      throw config_error(
+          fmt::format("network sizes [{}] do not start with the ConvNet's input and conv layer sizes [{}]",
+                      fmt::join(sizes, ", "), fmt::join(cs, ", ")));
     if (!(pool_temperature > 0) || !std::isfinite(pool_temperature))
       throw config_error(fmt::format("network.pool_temperature must be > 0, got {}", pool_temperature));
     if (pool_size < 1) throw config_error(fmt::format("network.pool_size must be >= 1, got {}", pool_size));

@@ -13,9 +13,12 @@ namespace eqprop {
 
 std::string_view to_string(vf_topology t) {
   switch (t) {
-    case vf_topology::chain: return "chain";
-    case vf_topology::loop: return "loop";
-    case vf_topology::edges: return "edges";
+    case vf_topology::chain:
+      return "chain";
+    case vf_topology::loop:
+      return "loop";
+    case vf_topology::edges:
+      return "edges";
   }
   return "?";
 }
@@ -24,9 +27,11 @@ vf_topology parse_vf_topology(std::string_view name) {
   if (name == "chain") return vf_topology::chain;
   if (name == "loop") return vf_topology::loop;
   if (name == "edges") return vf_topology::edges;
-  throw config_error(fmt::format("unknown topology '{}': expected 'chain' (forward + feedback between adjacent layers), "
-                                 "'loop' (forward chain + one feedback edge from the top to the first layer) or "
-                                 "'edges' (explicit edge list)", name));
+  throw config_error(
+      fmt::format("unknown topology '{}': expected 'chain' (forward + feedback between adjacent layers), "
+                  "'loop' (forward chain + one feedback edge from the top to the first layer) or "
+                  "'edges' (explicit edge list)",
+                  name));
 }
 
 std::vector<vf_edge> vf_spec::resolved_edges() const {
@@ -42,15 +47,19 @@ std::vector<vf_edge> vf_spec::resolved_edges() const {
       for (int i = 1; i <= K; ++i) out.push_back({i - 1, i, true});
       out.push_back({K, 1, false});
       break;
-    case vf_topology::edges: out = edges; break;
+    case vf_topology::edges:
+      out = edges;
+      break;
   }
   if (out.empty()) throw config_error("the vector-field network has no edges");
   for (size_t a = 0; a < out.size(); ++a) {
     const auto& e = out[a];
     if (e.src < 0 || e.src > K || e.dst < 1 || e.dst > K)
-      throw config_error(fmt::format("edge {} -> {}: layers are 0 (input) .. {}, and the target must be >= 1", e.src, e.dst, K));
+      throw config_error(
+          fmt::format("edge {} -> {}: layers are 0 (input) .. {}, and the target must be >= 1", e.src, e.dst, K));
     if (!e.forward && e.src == 0) throw config_error("a feedback edge cannot leave the input layer 0");
-    if (e.src == e.dst) throw config_error(fmt::format("edge {} -> {}: self-connections are not supported", e.src, e.dst));
+    if (e.src == e.dst)
+      throw config_error(fmt::format("edge {} -> {}: self-connections are not supported", e.src, e.dst));
     for (size_t b = 0; b < a; ++b)
       if (out[b].src == e.src && out[b].dst == e.dst)
         throw config_error(fmt::format("edge {} -> {} is listed twice", e.src, e.dst));
@@ -63,7 +72,8 @@ void vf_spec::validate() const {
     throw config_error(fmt::format("network.layers must list the input size and at least one layer, got [{}]",
                                    fmt::join(sizes, ", ")));
   for (int s : sizes)
-    if (s <= 0) throw config_error(fmt::format("network.layers: every size must be positive, got [{}]", fmt::join(sizes, ", ")));
+    if (s <= 0)
+      throw config_error(fmt::format("network.layers: every size must be positive, got [{}]", fmt::join(sizes, ", ")));
   require_ep_activation(activation);
   if (n_classes <= 0) throw config_error(fmt::format("network.readout must be positive, got {}", n_classes));
   if (!std::isfinite(angle_deg)) throw config_error("network.angle must be finite");
@@ -71,8 +81,8 @@ void vf_spec::validate() const {
   (void)resolved_edges();
   if (is_convnet()) {
     if (topology != vf_topology::chain)
-      throw config_error(fmt::format("a convolutional vector-field network needs network.topology = \"chain\", got \"{}\"",
-                                     to_string(topology)));
+      throw config_error(fmt::format(
+          "a convolutional vector-field network needs network.topology = \"chain\", got \"{}\"", to_string(topology)));
     layered_spec().validate();
   }
 }
@@ -114,8 +124,7 @@ vector_field_network<R>::vector_field_network(vf_spec spec) : spec_(std::move(sp
     geometry_.push_back(g);
     if (g.dense())
       w_block_.push_back(add(fmt::format("{}{}_{}", tag, e.src, e.dst), spec_.sizes[e.dst], spec_.sizes[e.src]));
-    else
-      w_block_.push_back(add(fmt::format("{}{}_{}", tag, e.src, e.dst), g.cout, g.patch()));
+    else w_block_.push_back(add(fmt::format("{}{}_{}", tag, e.src, e.dst), g.cout, g.patch()));
     b_block_.push_back(e.forward ? add(fmt::format("b{}_{}", e.src, e.dst), g.cout, 1) : -1);
   }
   group = spec_.n_layers();
@@ -157,7 +166,8 @@ const_vector_map<R> vector_field_network<R>::b(int e) const {
 template <class R>
 int vector_field_network<R>::reciprocal(int e) const {
   for (int f = 0; f < n_edges(); ++f)
-    if (f != e && edges_[f].src == edges_[e].dst && edges_[f].dst == edges_[e].src && edges_[f].forward != edges_[e].forward)
+    if (f != e && edges_[f].src == edges_[e].dst && edges_[f].dst == edges_[e].src &&
+        edges_[f].forward != edges_[e].forward)
       return f;
   return -1;
 }

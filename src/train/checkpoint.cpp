@@ -75,20 +75,28 @@ bool shape_matches(const std::vector<int64_t>& shape, checkpoint_dtype t, uint64
 
 std::string_view dtype_name(checkpoint_dtype t) {
   switch (t) {
-    case checkpoint_dtype::f32: return "f32";
-    case checkpoint_dtype::f64: return "f64";
-    case checkpoint_dtype::i64: return "i64";
-    case checkpoint_dtype::u8: return "u8";
+    case checkpoint_dtype::f32:
+      return "f32";
+    case checkpoint_dtype::f64:
+      return "f64";
+    case checkpoint_dtype::i64:
+      return "i64";
+    case checkpoint_dtype::u8:
+      return "u8";
   }
   return "?";
 }
 
 std::size_t dtype_size(checkpoint_dtype t) {
   switch (t) {
-    case checkpoint_dtype::f32: return 4;
-    case checkpoint_dtype::f64: return 8;
-    case checkpoint_dtype::i64: return 8;
-    case checkpoint_dtype::u8: return 1;
+    case checkpoint_dtype::f32:
+      return 4;
+    case checkpoint_dtype::f64:
+      return 8;
+    case checkpoint_dtype::i64:
+      return 8;
+    case checkpoint_dtype::u8:
+      return 1;
   }
   return 0;
 }
@@ -99,11 +107,10 @@ std::string checkpoint_array::shape_string() const {
 
 void checkpoint_array::check_dtype(checkpoint_dtype want) const {
   if (want != dtype)
-    throw data_error(fmt::format("checkpoint array is {}, but was requested as {}", shape_string(),
-                                 dtype_name(want)));
+    throw data_error(fmt::format("checkpoint array is {}, but was requested as {}", shape_string(), dtype_name(want)));
   if (!shape_matches(shape, dtype, bytes.size()))
-    throw data_error(fmt::format("checkpoint array {} holds {} bytes, which does not match its shape",
-                                 shape_string(), bytes.size()));
+    throw data_error(fmt::format("checkpoint array {} holds {} bytes, which does not match its shape", shape_string(),
+                                 bytes.size()));
 }
 
 const checkpoint_array& checkpoint::array(const std::string& name) const {
@@ -122,9 +129,10 @@ void save_checkpoint(const std::filesystem::path& path, const checkpoint& ck) {
   std::size_t offset = 0;
   for (const auto& [name, a] : ck.arrays) {
     if (!shape_matches(a.shape, a.dtype, a.bytes.size()))
-      throw shape_error(fmt::format("save_checkpoint `{}`: array `{}` ({}) holds {} bytes, which does not "
-                                    "match its shape",
-                                    path.string(), name, a.shape_string(), a.bytes.size()));
+      throw shape_error(
+          fmt::format("save_checkpoint `{}`: array `{}` ({}) holds {} bytes, which does not "
+                      "match its shape",
+                      path.string(), name, a.shape_string(), a.bytes.size()));
     table.push_back({{"name", name},
                      {"dtype", dtype_name(a.dtype)},
                      {"shape", a.shape},
@@ -169,12 +177,11 @@ checkpoint load_checkpoint(const std::filesystem::path& path) {
   const std::size_t n_magic = std::min(file.size(), kMagic.size());
   if (std::string_view(file).substr(0, n_magic) != kMagic.substr(0, n_magic))
     throw fail("not an eqprop checkpoint (bad magic bytes)");
-  if (file.size() < kPrefixSize + kCrcSize)
-    throw fail(fmt::format("file is truncated ({} bytes)", file.size()));
+  if (file.size() < kPrefixSize + kCrcSize) throw fail(fmt::format("file is truncated ({} bytes)", file.size()));
   const auto version = get_le<uint32_t>(file.data() + 8);
   if (version != checkpoint_format_version)
-    throw fail(fmt::format("unsupported format version {} (this build reads version {})", version,
-                           checkpoint_format_version));
+    throw fail(
+        fmt::format("unsupported format version {} (this build reads version {})", version, checkpoint_format_version));
   const auto header_length = get_le<uint64_t>(file.data() + 12);
   if (header_length > file.size() - kPrefixSize - kCrcSize)
     throw fail(fmt::format("file is truncated ({} bytes; the header alone needs {})", file.size(),
@@ -201,27 +208,26 @@ checkpoint load_checkpoint(const std::filesystem::path& path) {
     header_ok = false;
   }
   std::optional<uint64_t> data_length;
-  if (header_ok && header.is_object() && header.contains("data_length") &&
-      header["data_length"].is_number_unsigned())
+  if (header_ok && header.is_object() && header.contains("data_length") && header["data_length"].is_number_unsigned())
     data_length = header["data_length"].get<uint64_t>();
   if (data_length && *data_length > file.size() - data_start - kCrcSize)
-    throw fail(fmt::format("file is truncated ({} bytes, expected {})", file.size(),
-                           data_start + *data_length + kCrcSize));
+    throw fail(
+        fmt::format("file is truncated ({} bytes, expected {})", file.size(), data_start + *data_length + kCrcSize));
 
   const std::size_t body = file.size() - kCrcSize;
   const auto stored_crc = get_le<uint32_t>(file.data() + body);
   const auto actual_crc = static_cast<uint32_t>(crc_update(::crc32(0L, Z_NULL, 0), file.data(), body));
   if (stored_crc != actual_crc)
-    throw fail(fmt::format("CRC mismatch (stored {:08x}, computed {:08x}): the file is corrupt", stored_crc,
-                           actual_crc));
+    throw fail(
+        fmt::format("CRC mismatch (stored {:08x}, computed {:08x}): the file is corrupt", stored_crc, actual_crc));
 
   // The CRC matched, so anything wrong from here on was written that way.
   if (!header_ok || !header.is_object()) throw fail("the header is not a JSON object");
   if (!data_length) throw fail("the header has no valid `data_length`");
   if (data_start % kAlign != 0) throw fail("the data section is not 8-byte aligned");
   if (data_start + *data_length + kCrcSize != file.size())
-    throw fail(fmt::format("file has {} bytes, the header describes {}", file.size(),
-                           data_start + *data_length + kCrcSize));
+    throw fail(
+        fmt::format("file has {} bytes, the header describes {}", file.size(), data_start + *data_length + kCrcSize));
   if (!header.contains("arrays") || !header["arrays"].is_array()) throw fail("the header has no `arrays` table");
 
   checkpoint ck;

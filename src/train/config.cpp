@@ -45,11 +45,9 @@ std::vector<std::string_view> split_dots(std::string_view key) {
 
 bool valid_component(std::string_view c) {
   if (c.empty()) return false;
-  return std::all_of(c.begin(), c.end(), [](char ch) {
-    return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-';
-  });
+  return std::all_of(c.begin(), c.end(),
+                     [](char ch) { return std::isalnum(static_cast<unsigned char>(ch)) || ch == '_' || ch == '-'; });
 }
-
 
 // ---------------------------------------------------------------------------------------
 // Value formatting
@@ -59,13 +57,27 @@ std::string toml_quote(std::string_view s) {
   for (char ch : s) {
     const auto c = static_cast<unsigned char>(ch);
     switch (ch) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\b': out += "\\b"; break;
-      case '\t': out += "\\t"; break;
-      case '\n': out += "\\n"; break;
-      case '\f': out += "\\f"; break;
-      case '\r': out += "\\r"; break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\\':
+        out += "\\\\";
+        break;
+      case '\b':
+        out += "\\b";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\f':
+        out += "\\f";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
       default:
         if (c < 0x20 || c == 0x7f) out += fmt::format("\\u{:04X}", static_cast<unsigned>(c));
         else out += ch;
@@ -137,25 +149,38 @@ std::optional<config_value> from_toml(const toml::node& n, const config_value& e
     case 3:
       if (auto* s = n.as_string()) return config_value(s->get());
       return std::nullopt;
-    case 4: return array_of(std::type_identity<int64_t>{});
-    case 5: return array_of(std::type_identity<double>{});
-    case 6: return array_of(std::type_identity<std::string>{});
+    case 4:
+      return array_of(std::type_identity<int64_t>{});
+    case 5:
+      return array_of(std::type_identity<double>{});
+    case 6:
+      return array_of(std::type_identity<std::string>{});
   }
   return std::nullopt;
 }
 
 std::string toml_type_name(const toml::node& n) {
   switch (n.type()) {
-    case toml::node_type::table: return "table";
-    case toml::node_type::array: return "array";
-    case toml::node_type::string: return "string";
-    case toml::node_type::integer: return "integer";
-    case toml::node_type::floating_point: return "float";
-    case toml::node_type::boolean: return "bool";
-    case toml::node_type::date: return "date";
-    case toml::node_type::time: return "time";
-    case toml::node_type::date_time: return "date-time";
-    default: return "value";
+    case toml::node_type::table:
+      return "table";
+    case toml::node_type::array:
+      return "array";
+    case toml::node_type::string:
+      return "string";
+    case toml::node_type::integer:
+      return "integer";
+    case toml::node_type::floating_point:
+      return "float";
+    case toml::node_type::boolean:
+      return "bool";
+    case toml::node_type::date:
+      return "date";
+    case toml::node_type::time:
+      return "time";
+    case toml::node_type::date_time:
+      return "date-time";
+    default:
+      return "value";
   }
 }
 
@@ -263,13 +288,11 @@ std::string format_config_value(const config_value& v) {
         else if constexpr (std::is_same_v<T, std::string>) return toml_quote(x);
         else if constexpr (std::is_same_v<T, std::vector<int64_t>>)
           return format_array(x, [](int64_t i) { return std::to_string(i); });
-        else if constexpr (std::is_same_v<T, std::vector<double>>)
-          return format_array(x, format_double);
+        else if constexpr (std::is_same_v<T, std::vector<double>>) return format_array(x, format_double);
         else return format_array(x, [](const std::string& s) { return toml_quote(s); });
       },
       v);
 }
-
 
 // -----------------------------------------------------------------------------------------
 // config_constraint
@@ -333,11 +356,10 @@ std::string range_text(const config_constraint& c) {
   std::string r;
   const bool has_lo = std::isfinite(c.lo), has_hi = std::isfinite(c.hi);
   if (has_lo && has_hi)
-    r = fmt::format("in {}{}, {}{}", c.lo_open ? "(" : "[", format_bound(c.lo), format_bound(c.hi), c.hi_open ? ")" : "]");
-  else if (has_lo)
-    r = fmt::format("{} {}", c.lo_open ? ">" : ">=", format_bound(c.lo));
-  else if (has_hi)
-    r = fmt::format("{} {}", c.hi_open ? "<" : "<=", format_bound(c.hi));
+    r = fmt::format("in {}{}, {}{}", c.lo_open ? "(" : "[", format_bound(c.lo), format_bound(c.hi),
+                    c.hi_open ? ")" : "]");
+  else if (has_lo) r = fmt::format("{} {}", c.lo_open ? ">" : ">=", format_bound(c.lo));
+  else if (has_hi) r = fmt::format("{} {}", c.hi_open ? "<" : "<=", format_bound(c.hi));
   if (!r.empty())
     for (double v : c.special) r += fmt::format(" or {}", format_bound(v));
   return r;
@@ -430,19 +452,18 @@ config_schema& config_schema::add(std::string key, config_value default_value, c
                                   std::string doc) {
   for (std::string_view part : split_dots(key))
     if (!valid_component(part))
-      throw config_error(fmt::format(
-          "config schema: invalid key `{}` (dotted names of [A-Za-z0-9_-] components)", key));
+      throw config_error(
+          fmt::format("config schema: invalid key `{}` (dotted names of [A-Za-z0-9_-] components)", key));
   if (index_.count(key)) throw config_error(fmt::format("config schema: duplicate key `{}`", key));
   for (const config_key& k : keys_) {
     const std::string& a = k.key.size() < key.size() ? k.key : key;
     const std::string& b = k.key.size() < key.size() ? key : k.key;
     if (b.size() > a.size() && b.compare(0, a.size(), a) == 0 && b[a.size()] == '.')
-      throw config_error(fmt::format(
-          "config schema: key `{}` is both a value and the section of `{}`", a, b));
+      throw config_error(fmt::format("config schema: key `{}` is both a value and the section of `{}`", a, b));
   }
   if (const std::string why = allowed.violation(default_value); !why.empty())
-    throw config_error(fmt::format("config schema: the default of `{}` ({}) {}", key,
-                                   format_config_value(default_value), why));
+    throw config_error(
+        fmt::format("config schema: the default of `{}` ({}) {}", key, format_config_value(default_value), why));
   index_.emplace(key, keys_.size());
   keys_.push_back(config_key{std::move(key), std::move(default_value), std::move(doc), std::move(allowed)});
   return *this;
@@ -466,8 +487,8 @@ config_schema& config_schema::renamed_value(std::string key, std::string old_val
   if (!k || k->default_value.index() != 3)
     throw config_error(fmt::format("config schema: renamed_value names `{}`, which is not a string key", key));
   if (const std::string why = k->allowed.violation(replacement); !why.empty())
-    throw config_error(fmt::format("config schema: the replacement \"{}\" of `{}` = \"{}\" {}", replacement, key,
-                                   old_value, why));
+    throw config_error(
+        fmt::format("config schema: the replacement \"{}\" of `{}` = \"{}\" {}", replacement, key, old_value, why));
   renamed_values_.push_back({std::move(key), std::move(old_value), std::move(replacement), std::move(message)});
   return *this;
 }
@@ -484,7 +505,8 @@ config_schema& config_schema::saved_default(std::string key, config_value value)
   const config_key* k = find(key);
   if (!k) throw config_error(fmt::format("config schema: saved_default names `{}`, which declares no key", key));
   if (k->default_value.index() != value.index() || !k->allowed.violation(value).empty())
-    throw config_error(fmt::format("config schema: saved_default {} does not fit `{}`", format_config_value(value), key));
+    throw config_error(
+        fmt::format("config schema: saved_default {} does not fit `{}`", format_config_value(value), key));
   saved_defaults_.emplace_back(std::move(key), std::move(value));
   return *this;
 }
@@ -530,8 +552,7 @@ config::config(const config_schema& schema) : schema_(schema) {
 }
 
 std::size_t config::index_of(std::string_view key, std::string_view source) const {
-  if (const config_key* k = schema_.find(key))
-    return static_cast<std::size_t>(k - schema_.keys().data());
+  if (const config_key* k = schema_.find(key)) return static_cast<std::size_t>(k - schema_.keys().data());
 
   const std::string where = source.empty() ? std::string() : fmt::format(" ({})", source);
   if (const std::string* renamed = schema_.renamed_key_target(key))
@@ -543,8 +564,8 @@ std::size_t config::index_of(std::string_view key, std::string_view source) cons
     for (std::string_view part : split_dots(key)) {
       if (!prefix.empty()) {
         if (schema_.find(prefix))
-          throw config_error(fmt::format("config key `{}` is a value, not a table, so `{}` does not exist{}",
-                                         prefix, key, where));
+          throw config_error(
+              fmt::format("config key `{}` is a value, not a table, so `{}` does not exist{}", prefix, key, where));
         prefix += '.';
       }
       prefix += part;
@@ -555,8 +576,8 @@ std::size_t config::index_of(std::string_view key, std::string_view source) cons
   for (const auto& n : names)
     if (n.compare(0, section.size(), section) == 0) under.push_back(n.substr(section.size()));
   if (!under.empty())
-    throw config_error(fmt::format("config key `{}` is a section, not a value{}; its keys are: {}", key,
-                                   where, fmt::join(under, ", ")));
+    throw config_error(fmt::format("config key `{}` is a section, not a value{}; its keys are: {}", key, where,
+                                   fmt::join(under, ", ")));
 
   std::string msg = fmt::format("unknown config key `{}`{}", key, where);
   std::string suggestion = suggest_closest(key, names);
@@ -571,8 +592,7 @@ std::size_t config::index_of(std::string_view key, std::string_view source) cons
       sect.resize(dot);
       std::vector<std::string> known;
       for (const auto& n : names)
-        if (n.size() > sect.size() && n.compare(0, sect.size(), sect) == 0 && n[sect.size()] == '.')
-          known.push_back(n);
+        if (n.size() > sect.size() && n.compare(0, sect.size(), sect) == 0 && n[sect.size()] == '.') known.push_back(n);
       if (!known.empty()) {
         if (known.size() > 12) known.resize(12), known.back() = "...";
         msg += fmt::format("; known keys in `{}`: {}", sect, fmt::join(known, ", "));
@@ -593,8 +613,8 @@ void config::check_allowed(std::size_t index, const config_value& v, std::string
   std::string shown = format_config_value(v);
   if (shown.size() > 80) shown = shown.substr(0, 77) + "...";
   const bool text = v.index() == 3 || v.index() == 6;
-  throw config_error(fmt::format("config key `{}` = {} is {}: {} ({})", k.key, shown, text ? "not allowed" : "out of range",
-                                 why, source));
+  throw config_error(fmt::format("config key `{}` = {} is {}: {} ({})", k.key, shown,
+                                 text ? "not allowed" : "out of range", why, source));
 }
 
 void config::assign(std::size_t index, config_value v, std::string source) {
@@ -664,7 +684,9 @@ std::size_t toml_nesting_bound(std::string_view t) {
           dots = 0;
         }
         break;
-      case '.': ++dots; break;
+      case '.':
+        ++dots;
+        break;
       case '=':
         key_dots = dots;
         dots = 0;
@@ -674,7 +696,8 @@ std::size_t toml_nesting_bound(std::string_view t) {
         if (!in_header) dots = 0;
         if (c == '\n' && levels.empty()) key_dots = 0;
         break;
-      default: break;
+      default:
+        break;
     }
     max_depth = std::max(max_depth, levels.size() + level_dots + header_dots + dots + key_dots);
   }
@@ -711,15 +734,15 @@ void config::load_toml_string(std::string_view text, std::string_view source_nam
   // Scanned as the document parse_value hands toml++ below, so that dots in numbers are
   // not taken for dotted keys.
   if (const std::size_t depth = toml_nesting_bound("v = " + std::string(text)); depth > config_max_depth)
-    throw config_error(fmt::format("{}: the TOML document nests {} levels deep (tables, dotted keys, arrays); the "
-                                   "limit is {}",
-                                   source_name, depth, config_max_depth));
+    throw config_error(
+        fmt::format("{}: the TOML document nests {} levels deep (tables, dotted keys, arrays); the "
+                    "limit is {}",
+                    source_name, depth, config_max_depth));
   toml::table root;
   try {
     root = toml::parse(text, std::string(source_name));
   } catch (const toml::parse_error& e) {
-    throw config_error(fmt::format("{}: TOML parse error: {}", where_of(e.source(), source_name),
-                                   e.description()));
+    throw config_error(fmt::format("{}: TOML parse error: {}", where_of(e.source(), source_name), e.description()));
   }
   // Validate everything first, then apply: a bad file changes nothing.
   std::vector<std::pair<std::size_t, std::pair<config_value, std::string>>> pending;
@@ -736,8 +759,8 @@ void config::load_toml_string(std::string_view text, std::string_view source_nam
       auto v = from_toml(node, expected);
       if (!v)
         throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", full,
-                                       with_article(config_type_name(expected)), toml_type_name(node),
-                                       toml_text(node), where));
+                                       with_article(config_type_name(expected)), toml_type_name(node), toml_text(node),
+                                       where));
       check_allowed(idx, *v, where);  // a rejected file changes nothing
       pending.push_back({idx, {std::move(*v), where}});
     }
@@ -764,8 +787,8 @@ void config::load_json(const nlohmann::json& j, std::string_view source_name) {
         std::string text = it->dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
         if (text.size() > 80) text = text.substr(0, 77) + "...";
         throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", full,
-                                       with_article(config_type_name(expected)), json_type_name(*it),
-                                       text, source_name));
+                                       with_article(config_type_name(expected)), json_type_name(*it), text,
+                                       source_name));
       }
       check_allowed(idx, *v, source_name);  // a rejected document changes nothing
       pending.push_back({idx, std::move(*v)});
@@ -803,20 +826,18 @@ void config::load_saved_json(const nlohmann::json& j, std::string_view source_na
 
 void config::set_override(std::string_view assignment) {
   // Messages quote at most 200 characters of the assignment.
-  const std::string source = assignment.size() <= 200
-                                 ? fmt::format("override `{}`", assignment)
-                                 : fmt::format("override `{}...` ({} characters)", assignment.substr(0, 200),
-                                               assignment.size());
+  const std::string source = assignment.size() <= 200 ? fmt::format("override `{}`", assignment)
+                                                      : fmt::format("override `{}...` ({} characters)",
+                                                                    assignment.substr(0, 200), assignment.size());
   const auto eq = assignment.find('=');
-  if (eq == std::string_view::npos)
-    throw config_error(fmt::format("{} is not of the form key=value", source));
+  if (eq == std::string_view::npos) throw config_error(fmt::format("{} is not of the form key=value", source));
   const std::string_view key = trim(assignment.substr(0, eq));
   const std::string_view text = trim(assignment.substr(eq + 1));
   // Scanned as the document parse_value hands toml++ below, so that dots in numbers are
   // not taken for dotted keys.
   if (const std::size_t depth = toml_nesting_bound("v = " + std::string(text)); depth > config_max_depth)
-    throw config_error(fmt::format("{}: the value nests {} levels deep; the limit is {}", source, depth,
-                                   config_max_depth));
+    throw config_error(
+        fmt::format("{}: the value nests {} levels deep; the limit is {}", source, depth, config_max_depth));
   if (key.empty()) throw config_error(fmt::format("{} has an empty key", source));
   const std::size_t idx = index_of(key, source);
   const config_value& expected = schema_.keys()[idx].default_value;
@@ -837,8 +858,8 @@ void config::set_override(std::string_view assignment) {
     std::size_t start = 0;
     while (true) {
       auto comma = t.find(',', start);
-      std::string_view w = trim(t.substr(start, comma == std::string_view::npos ? std::string_view::npos
-                                                                               : comma - start));
+      std::string_view w =
+          trim(t.substr(start, comma == std::string_view::npos ? std::string_view::npos : comma - start));
       if (w.size() >= 2 && (w.front() == '"' || w.front() == '\'') && w.back() == w.front())
         w = w.substr(1, w.size() - 2);
       words.emplace_back(w);
@@ -850,10 +871,8 @@ void config::set_override(std::string_view assignment) {
 
   const bool is_array = expected.index() >= 4;
   std::optional<toml::table> parsed;
-  if (is_array && (text.empty() || text.front() != '['))
-    parsed = parse_value("[" + std::string(text) + "]");
-  else
-    parsed = parse_value(text);
+  if (is_array && (text.empty() || text.front() != '[')) parsed = parse_value("[" + std::string(text) + "]");
+  else parsed = parse_value(text);
 
   if (expected.index() == 3) {  // string: a TOML string, or the raw text
     const toml::node* n = parsed ? parsed->get("v") : nullptr;
@@ -873,8 +892,7 @@ void config::set_override(std::string_view assignment) {
   auto v = from_toml(node, expected);
   if (!v)
     throw config_error(fmt::format("config key `{}` expects {}, got {} `{}` ({})", key,
-                                   with_article(config_type_name(expected)), toml_type_name(node), text,
-                                   source));
+                                   with_article(config_type_name(expected)), toml_type_name(node), text, source));
   assign(idx, std::move(*v), source);
 }
 
@@ -905,8 +923,7 @@ std::vector<std::string> config::apply_resume_changes(const config& requested) {
     if (schema_.is_fixed_on_resume(keys[i].key))
       refused.push_back(fmt::format("`{}` (the run has {}, {} gives {})", keys[i].key, format_config_value(values_[i]),
                                     requested.sources_[i], format_config_value(requested.values_[i])));
-    else
-      changed.push_back(i);
+    else changed.push_back(i);
   }
   if (!refused.empty()) {
     std::vector<std::string> fixed;
@@ -937,8 +954,7 @@ void config::type_mismatch(std::string_view key, const char* requested) const {
 }
 
 void config::int_out_of_range(std::string_view key, int64_t v, const char* type) const {
-  throw config_error(fmt::format("config key `{}` = {} does not fit in {} ({})", key, v, type,
-                                 source_of(key)));
+  throw config_error(fmt::format("config key `{}` = {} does not fit in {} ({})", key, v, type, source_of(key)));
 }
 
 bool config::get_bool(std::string_view key) const {

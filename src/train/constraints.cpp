@@ -4,7 +4,7 @@
 #include <cmath>
 #include <limits>
 
-#include <Eigen/Core>
+#include "eqprop/core/eigen.hpp"
 
 #include <fmt/format.h>
 
@@ -34,9 +34,10 @@ param_constraints& param_constraints::add_box(std::string_view name, double lo, 
   const std::size_t k = block(name, "box");
   constexpr double inf = std::numeric_limits<double>::infinity();
   if (std::isnan(lo) || std::isnan(hi) || lo > hi || lo == inf || hi == -inf)
-    throw config_error(fmt::format("box constraint on block '{}': [lo, hi] = [{}, {}] must hold numbers with lo <= hi "
-                                   "(infinite only on the open side: lo = -inf, hi = +inf)",
-                                   name, lo, hi));
+    throw config_error(
+        fmt::format("box constraint on block '{}': [lo, hi] = [{}, {}] must hold numbers with lo <= hi "
+                    "(infinite only on the open side: lo = -inf, hi = +inf)",
+                    name, lo, hi));
   for (const auto& c : boxes_)
     if (c.k == k) throw config_error(fmt::format("box constraint on block '{}': the block already has one", name));
   boxes_.push_back({k, lo, hi});

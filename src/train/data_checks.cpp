@@ -10,15 +10,17 @@ namespace eqprop {
 
 void check_split(const dataset& d, std::string_view split_name, std::string_view limit_hint) {
   if (d.size() == 0 || d.x.cols() == 0)
-    throw data_error(fmt::format("data set '{}': the {} split has no samples (check {}); nothing to train or evaluate on",
-                                 d.name, split_name, limit_hint));
+    throw data_error(
+        fmt::format("data set '{}': the {} split has no samples (check {}); nothing to train or evaluate on", d.name,
+                    split_name, limit_hint));
   if (d.x.allFinite()) return;
   for (long j = 0; j < d.x.cols(); ++j)
     for (long i = 0; i < d.x.rows(); ++i)
       if (!std::isfinite(d.x(i, j)))
-        throw data_error(fmt::format("data set '{}': {} sample {} (0-based, of {}) has a non-finite input value ({} at "
-                                     "feature {}); NaN or infinite inputs cannot be trained or evaluated on",
-                                     d.name, split_name, j, d.x.cols(), d.x(i, j), i));
+        throw data_error(
+            fmt::format("data set '{}': {} sample {} (0-based, of {}) has a non-finite input value ({} at "
+                        "feature {}); NaN or infinite inputs cannot be trained or evaluated on",
+                        d.name, split_name, j, d.x.cols(), d.x(i, j), i));
 }
 
 void check_splits(const dataset_split& s, std::string_view train_hint, std::string_view test_hint) {

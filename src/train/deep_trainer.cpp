@@ -39,7 +39,8 @@ param_constraints deep_constraints(const graph_network<R>& net, const deep_learn
     for (int i = 0; i < n; ++i) keep[std::size_t(j) * std::size_t(n) + std::size_t(i)] = net.in_graph(i, j);
   param_constraints c(net.params().layout());
   c.add_mask("W", std::move(keep));
-  if (learn.l1 > 0) c.add_l1("W", learn.l1, learn.l1_mode == deep_l1::subgradient ? l1_form::subgradient : l1_form::proximal);
+  if (learn.l1 > 0)
+    c.add_l1("W", learn.l1, learn.l1_mode == deep_l1::subgradient ? l1_form::subgradient : l1_form::proximal);
   return c;
 }
 

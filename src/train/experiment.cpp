@@ -10,7 +10,7 @@ namespace eqprop {
 namespace {
 using cc = config_constraint;
 namespace lim = config_limits;
-const cc positive_size = cc::closed(1, lim::layer_size);   // a layer's neurons or channels
+const cc positive_size = cc::closed(1, lim::layer_size);  // a layer's neurons or channels
 const cc layer_sizes = positive_size.sizes(0, lim::layers);
 const cc step_count = cc::closed(1, lim::steps);
 const cc batch_size = cc::closed(1, lim::batch);
@@ -24,11 +24,14 @@ const cc per_layer = non_negative.sizes(0, lim::layers + 1);  // layers then the
 void add_optimizer_keys(config_schema& s, const optimizer_key_defaults& d) {
   s.add("optimizer.kind", std::string(d.kind), cc::one_of({"sgd", "adam", "adamw"}), "the update rule");
   s.add("optimizer.lr", d.lr, positive, "learning rate");
-  s.add("optimizer.lr_per_layer", std::vector<double>{}, per_layer, "one learning rate per layer then the readout (overrides lr)");
+  s.add("optimizer.lr_per_layer", std::vector<double>{}, per_layer,
+        "one learning rate per layer then the readout (overrides lr)");
   s.add("optimizer.momentum", d.momentum, cc::closed(0, 1).below(1), "SGD momentum");
   s.add("optimizer.weight_decay", 0.0, non_negative, "weight decay");
-  s.add("optimizer.weight_decay_per_layer", std::vector<double>{}, per_layer, "one weight decay per layer then the readout");
-  s.add("optimizer.decoupled_wd", false, "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
+  s.add("optimizer.weight_decay_per_layer", std::vector<double>{}, per_layer,
+        "one weight decay per layer then the readout");
+  s.add("optimizer.decoupled_wd", false,
+        "SGD: decoupled decay w <- (1 - lr wd) w (hEP ConvNets); adamw is always decoupled");
   s.add("optimizer.beta1", 0.9, cc::closed(0, 1).below(1), "Adam beta1");
   s.add("optimizer.beta2", 0.999, cc::closed(0, 1).below(1), "Adam beta2");
   s.add("optimizer.eps", 1e-8, positive, "Adam epsilon");
@@ -52,9 +55,12 @@ void add_optimizer_keys(config_schema& s, const optimizer_key_defaults& d) {
 void add_conv_keys(config_schema& s) {
   using iv = std::vector<int64_t>;
   using sv = std::vector<std::string>;
-  s.add("network.conv", iv{}, layer_sizes, "ConvNets: output channels of each conv layer, before the dense network.hidden layers (empty: an MLP)");
-  s.add("network.conv_kernel", iv{3}, cc::closed(1, 64).sizes(0, lim::layers), "kernel size per conv layer (one value: all layers)");
-  s.add("network.conv_padding", sv{"same"}, cc::one_of({"same", "valid"}).sizes(0, lim::layers), "padding per conv layer (one value: all layers)");
+  s.add("network.conv", iv{}, layer_sizes,
+        "ConvNets: output channels of each conv layer, before the dense network.hidden layers (empty: an MLP)");
+  s.add("network.conv_kernel", iv{3}, cc::closed(1, 64).sizes(0, lim::layers),
+        "kernel size per conv layer (one value: all layers)");
+  s.add("network.conv_padding", sv{"same"}, cc::one_of({"same", "valid"}).sizes(0, lim::layers),
+        "padding per conv layer (one value: all layers)");
   s.add("network.conv_pool", sv{"softmax"}, cc::one_of({"softmax", "max", "avg", "none"}).sizes(0, lim::layers),
         "the pooling after each conv layer (one value: all layers)");
   s.add("network.pool_temperature", 1.0, positive, "softmax pooling temperature T");
@@ -62,9 +68,12 @@ void add_conv_keys(config_schema& s) {
 }
 
 void add_image_data_keys(config_schema& s) {
-  s.add("data.normalize_mean", std::vector<double>{}, cc::any().sizes(0, 64), "per-channel mean subtracted from the inputs (empty: none)");
-  s.add("data.normalize_std", std::vector<double>{}, positive.sizes(0, 64), "per-channel std the inputs are divided by (empty: none)");
-  s.add("data.augment_pad", int64_t(0), cc::closed(0, 64), "random crop after zero-padding by this many pixels (0: off)");
+  s.add("data.normalize_mean", std::vector<double>{}, cc::any().sizes(0, 64),
+        "per-channel mean subtracted from the inputs (empty: none)");
+  s.add("data.normalize_std", std::vector<double>{}, positive.sizes(0, 64),
+        "per-channel std the inputs are divided by (empty: none)");
+  s.add("data.augment_pad", int64_t(0), cc::closed(0, 64),
+        "random crop after zero-padding by this many pixels (0: off)");
   s.add("data.augment_flip", false, "random horizontal flips");
 }
 
@@ -86,7 +95,8 @@ void add_data_limit_keys(config_schema& s) {
 
 void add_data_keys(config_schema& s, const char* default_name) {
   // data.name is checked (with a suggestion, ignoring case and '-' vs '_') by load_dataset.
-  s.add("data.name", std::string(default_name), "dataset: yin_yang | mnist | fashion_mnist | kmnist | mnist1d | mnist1d_gle | cifar10 | cifar100 | imagenet32");
+  s.add("data.name", std::string(default_name),
+        "dataset: yin_yang | mnist | fashion_mnist | kmnist | mnist1d | mnist1d_gle | cifar10 | cifar100 | imagenet32");
   s.add("data.dir", std::string(""), "data directory (empty: --data-dir, then $EQPROP_DATA, then ./data)");
   add_data_limit_keys(s);
   s.add("data.yin_yang_train", int64_t(5000), cc::closed(1, lim::samples), "Yin-Yang training samples");
@@ -102,10 +112,12 @@ void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch, lo
         "evaluate the test split every N epochs and after the last (rows of other epochs hold training metrics only)");
   s.add("run.seed", int64_t(default_seed), seed, "seed of weights, data order, augmentation, noise and probes");
   s.add("run.dir", std::string(""), "run directory (empty: runs/<config name or 'default'>-<time>)");
-  s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs), "write a checkpoint every N epochs (and at the end)");
+  s.add("run.checkpoint_every", int64_t(1), cc::closed(1, lim::epochs),
+        "write a checkpoint every N epochs (and at the end)");
   s.add("run.checkpoint_every_batches", int64_t(0), cc::closed(0, 1e9),
         "also write a checkpoint every N batches within an epoch (0: only at epoch ends); resuming from one is exact");
-  s.add("run.max_failed_fraction", 0.5, fraction, "stop as diverged when more than this fraction of a batch fails to converge");
+  s.add("run.max_failed_fraction", 0.5, fraction,
+        "stop as diverged when more than this fraction of a batch fails to converge");
 }
 
 void add_model_kind_key(config_schema& s, model_kind k) {
@@ -117,8 +129,18 @@ void add_model_kind_key(config_schema& s, model_kind k) {
 std::vector<std::string> common_fixed_on_resume() {
   // Resuming: the checkpoint holds this network, trained on this data, with this
   // optimizer's state and from this seed; everything else may change (docs/runs.md).
-  return {"model.kind", "data.name", "data.limit_train", "data.limit_test", "data.yin_yang_train", "data.yin_yang_test",
-          "data.normalize_mean", "data.normalize_std", "network.", "optimizer.kind", "run.seed", "run.dir"};
+  return {"model.kind",
+          "data.name",
+          "data.limit_train",
+          "data.limit_test",
+          "data.yin_yang_train",
+          "data.yin_yang_test",
+          "data.normalize_mean",
+          "data.normalize_std",
+          "network.",
+          "optimizer.kind",
+          "run.seed",
+          "run.dir"};
 }
 
 const config_schema& layered_schema() {
@@ -128,32 +150,49 @@ const config_schema& layered_schema() {
     add_model_kind_key(s, model_kind::layered);
     add_data_keys(s, "yin_yang");
 
-    s.add("network.hidden", iv{120}, layer_sizes, "hidden layer sizes (the input size and the classes come from the data)");
-    s.add("network.output", std::string("readout"), cc::one_of({"readout", "layer"}), "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
+    s.add("network.hidden", iv{120}, layer_sizes,
+          "hidden layer sizes (the input size and the classes come from the data)");
+    s.add("network.output", std::string("readout"), cc::one_of({"readout", "layer"}),
+          "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
     s.add("network.activation", std::string("hep_sigmoid"),
           cc::one_of({"hep_sigmoid", "holotanh", "tanh", "half_clamp01", "relu"}),
           "hep_sigmoid = logistic(4x-2) | holotanh | tanh | half_clamp01 = clamp(x/2, 0, 1) (real states only) | relu "
           "(feed-forward BP baselines)");
     add_activation_renames(s, "network.activation", activation_family::ep);
     s.add("network.init_scale", 0.0, non_negative, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
-    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
+    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}),
+          "scalar type of parameters and states");
     add_conv_keys(s);
-    s.add("network.feedforward", false, "feed-forward network trained by backprop (estimator.kind = backprop): the BP baseline");
+    s.add("network.feedforward", false,
+          "feed-forward network trained by backprop (estimator.kind = backprop): the BP baseline");
 
-    s.add("estimator.kind", std::string("holomorphic"),
-          cc::one_of({"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit", "backprop", "ep", "hep"}),
-          "classic (N=1; also ep) | symmetric (N=2) | holomorphic (N points; also hep) | continuous (rotating beta, no free phase) | bptt | implicit | backprop (feed-forward network)");
+    s.add(
+        "estimator.kind", std::string("holomorphic"),
+        cc::one_of({"classic", "symmetric", "holomorphic", "continuous", "bptt", "implicit", "backprop", "ep", "hep"}),
+        "classic (N=1; also ep) | symmetric (N=2) | holomorphic (N points; also hep) | continuous (rotating beta, no "
+        "free phase) | bptt | implicit | backprop (feed-forward network)");
     s.add("estimator.n_points", int64_t(4), cc::closed(1, 1024), "N, the points on the circle (holomorphic only)");
     s.add("estimator.beta", 0.03, positive, "|beta|, the radius of the teaching signal");
-    s.add("estimator.start", std::string("free"), cc::one_of({"free", "warm"}), "free (each point from the free state) | warm (around the circle)");
-    s.add("estimator.on_failure", std::string("drop"), cc::one_of({"drop", "error", "keep"}), "samples that do not converge: drop | error | keep");
+    s.add("estimator.start", std::string("free"), cc::one_of({"free", "warm"}),
+          "free (each point from the free state) | warm (around the circle)");
+    s.add("estimator.on_failure", std::string("drop"), cc::one_of({"drop", "error", "keep"}),
+          "samples that do not converge: drop | error | keep");
     s.add("estimator.fail_residual", 1.0, positive, "a sample fails when its residual exceeds this in any phase");
-    s.add("estimator.threads", int64_t(1), cc::closed(1, lim::threads), "classic/symmetric/holomorphic: column slices of the batch relaxed in parallel, one thread each (deterministic for a given count; counts agree to rounding; 1 with neuron noise); also the threads of the Adam update of large layers");
-    s.add("estimator.average_last", int64_t(0), cc::closed(0, lim::steps), "average dF/dtheta over the last K steps of every phase (0: read at the last step; the paper's noisy classic EP: 5)");
-    s.add("estimator.stack_points", true, "classic/symmetric/holomorphic with start = free: relax the real points, and the complex points, side by side as one wider batch each (same estimate, wider products); off with noise or average_last");
+    s.add("estimator.threads", int64_t(1), cc::closed(1, lim::threads),
+          "classic/symmetric/holomorphic: column slices of the batch relaxed in parallel, one thread each "
+          "(deterministic for a given count; counts agree to rounding; 1 with neuron noise); also the threads of the "
+          "Adam update of large layers");
+    s.add("estimator.average_last", int64_t(0), cc::closed(0, lim::steps),
+          "average dF/dtheta over the last K steps of every phase (0: read at the last step; the paper's noisy classic "
+          "EP: 5)");
+    s.add("estimator.stack_points", true,
+          "classic/symmetric/holomorphic with start = free: relax the real points, and the complex points, side by "
+          "side as one wider batch each (same estimate, wider products); off with noise or average_last");
     s.add("estimator.periods", int64_t(3), cc::closed(1, 1e4), "continuous: periods of the rotating teaching signal");
-    s.add("estimator.smooth", false, "continuous: rotate beta every step and integrate every step (else hold it for nudged_steps per point)");
-    s.add("estimator.alpha", 1.0, cc::greater_than(0).at_most(1), "continuous: Euler step dt/tau of tau dh/dt = -h + sigma(pre) (1: plain fixed-point step)");
+    s.add("estimator.smooth", false,
+          "continuous: rotate beta every step and integrate every step (else hold it for nudged_steps per point)");
+    s.add("estimator.alpha", 1.0, cc::greater_than(0).at_most(1),
+          "continuous: Euler step dt/tau of tau dh/dt = -h + sigma(pre) (1: plain fixed-point step)");
 
     s.add("relax.free_steps", int64_t(60), step_count, "free-phase steps (T1)");
     s.add("relax.nudged_steps", int64_t(20), step_count, "steps per nudged point (T2)");
@@ -170,8 +209,10 @@ const config_schema& layered_schema() {
     s.add("relax.precision", std::string("float32"), cc::one_of({"float32", "bfloat16"}),
           "operands of the relaxation's float32 matrix products: float32, or bfloat16 (rounded, float32 accumulation; "
           "needs oneDNN and AVX512-BF16; complex states stay float32)");
-    s.add("relax.noise_std", 0.0, non_negative, "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
-    s.add("relax.noise_free_phase", false, "also add the neuron noise in the free phase (the paper's training does not)");
+    s.add("relax.noise_std", 0.0, non_negative,
+          "std of Gaussian neuron noise added to every pre-activation at every step of the nudged phases");
+    s.add("relax.noise_free_phase", false,
+          "also add the neuron noise in the free phase (the paper's training does not)");
 
     add_optimizer_keys(s, {.lr = 0.1, .schedule = "cosine"});
 
@@ -187,8 +228,9 @@ network_spec conv_spec_from_config(const config& cfg, int n_input, std::array<in
   const auto channels = cfg.get<std::vector<int>>("network.conv");
   if (!channels.empty()) {
     if (input_shape[0] * input_shape[1] * input_shape[2] != n_input || input_shape[1] <= 1)
-      throw config_error(fmt::format("network.conv needs image inputs, but the data has {} features of shape ({}, {}, {})",
-                                     n_input, input_shape[0], input_shape[1], input_shape[2]));
+      throw config_error(
+          fmt::format("network.conv needs image inputs, but the data has {} features of shape ({}, {}, {})", n_input,
+                      input_shape[0], input_shape[1], input_shape[2]));
     s.input_shape = input_shape;
     s.conv = make_conv_layers(channels, cfg.get<std::vector<int>>("network.conv_kernel"),
                               cfg.get<std::vector<std::string>>("network.conv_padding"),

@@ -81,8 +81,8 @@ gle_operator_result gle_operator_response(double tau_m, double tau_r, double ome
   const cplx G = project(err, omega, dt, from, to) / ci;
   const cplx A = project(lam, omega, dt, from, to) / ci;
   const cplx Ht = cplx(1, omega * tau_r) / cplx(1, omega * tau_m);
-  return {tau_m, tau_r, omega, dt, std::abs(H), std::arg(H), std::abs(G), std::arg(G), std::abs(A), std::arg(A),
-          std::abs(Ht), std::arg(Ht)};
+  return {tau_m,       tau_r,       omega,       dt,          std::abs(H),  std::arg(H),
+          std::abs(G), std::arg(G), std::abs(A), std::arg(A), std::abs(Ht), std::arg(Ht)};
 }
 
 // ---------------------------------------------------------------------------------------
@@ -95,10 +95,14 @@ gle_rule parse_gle_rule(std::string_view s) {
 }
 std::string_view to_string(gle_rule r) {
   switch (r) {
-    case gle_rule::gle: return "gle";
-    case gle_rule::bp_instantaneous: return "bp";
-    case gle_rule::bptt: return "bptt";
-    case gle_rule::adjoint: return "adjoint";
+    case gle_rule::gle:
+      return "gle";
+    case gle_rule::bp_instantaneous:
+      return "bp";
+    case gle_rule::bptt:
+      return "bptt";
+    case gle_rule::adjoint:
+      return "adjoint";
   }
   return "?";
 }
@@ -225,9 +229,8 @@ lagline_result run_lagline(const lagline_options& o) {
           probe.step(xs[j], nullptr, 0);
           losses[j] = gle_loss_value<double>(gle_loss::mse, probe.output(), ts[j]);
         }
-        auto r = gle_reference_gradient<double>(student, xs, ts, o.beta,
-                                                o.rule == gle_rule::bptt ? gle_reference_kind::bptt
-                                                                         : gle_reference_kind::adjoint);
+        auto r = gle_reference_gradient<double>(
+            student, xs, ts, o.beta, o.rule == gle_rule::bptt ? gle_reference_kind::bptt : gle_reference_kind::adjoint);
         opt.step(student.params(), r.grad, 1.0);
       } else {
         for (long j = 0; j < n; ++j) {
@@ -410,13 +413,16 @@ const config_schema& gle_schema() {
     s.add("network.output_tau", 1.2, positive, "tau_m = tau_r of the (linear, instantaneous) output layer");
     s.add("network.lag_bank", int64_t(0), cc::closed(0, lim::layer_size),
           "channels of a fixed, untrained lag bank before the network (spec §5.4; 0: none)");
-    s.add("network.lag_bank_stages", int64_t(4), cc::closed(1, double(lim::layers)), "low-pass stages per lag-bank channel (1 -> n, then n -> n identities)");
+    s.add("network.lag_bank_stages", int64_t(4), cc::closed(1, double(lim::layers)),
+          "low-pass stages per lag-bank channel (1 -> n, then n -> n identities)");
     s.add("network.lag_bank_tau", std::vector<double>{0.2, 1.8}, positive.sizes(2, 2),
           "[tau_min, tau_max] of the lag-bank channels' tau_m (linspace, rounded to 2 decimals; tau_r = dt)");
     s.add("network.lag_bank_reset", true, "restart the lag bank from zero at every batch (as the reference)");
-    s.add("network.init", std::string("kaiming_uniform"), cc::one_of({"kaiming_uniform", "normal"}), "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
+    s.add("network.init", std::string("kaiming_uniform"), cc::one_of({"kaiming_uniform", "normal"}),
+          "kaiming_uniform (U(+-1/sqrt(fan_in))) or normal");
     s.add("network.init_std", 0.05, cc::at_least(0), "std of the normal init");
-    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
+    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}),
+          "scalar type of parameters and states");
     s.add("dynamics.dt", 0.2, positive, "Euler time step (one input sample per step)");
     s.add("dynamics.gamma", 0.0, cc::at_least(0), "error-to-membrane coupling");
     s.add("dynamics.prospective_errors", true, "GLE error neurons (false: instantaneous-error BP)");
@@ -427,7 +433,10 @@ const config_schema& gle_schema() {
     s.add("loss.kind", std::string("ce"), cc::one_of({"ce", "mse"}), "ce (softmax cross-entropy) or mse");
     s.add("loss.beta", 1.0, positive, "output nudging strength");
     // The optimizer steps every time step: optimizer.lr is a rate per step (paper: 5e-3 * 72 / 360).
-    add_optimizer_keys(s, {.lr = 1e-3, .momentum = 0.0, .kind = "adam", .plateau_patience = 2,
+    add_optimizer_keys(s, {.lr = 1e-3,
+                           .momentum = 0.0,
+                           .kind = "adam",
+                           .plateau_patience = 2,
                            .plateau_on = {"test", "train", "test_readout", "train_readout"}});
     s.add("optimizer.lr_reference_steps", int64_t(0), cc::closed(0, lim::steps),
           "> 0: lr is given per sample of this many steps and scaled by it / steps per sample (the paper's "
@@ -493,7 +502,6 @@ gle_spec gle_spec_from_config(const config& cfg, int n_input, int n_classes) {
   return spec;
 }
 
-
 template <class R>
 gle_network<R> gle_network_from_config(const config& cfg, int n_classes) {
   gle_network<R> net(gle_spec_from_config(cfg, 1, n_classes));
@@ -552,12 +560,12 @@ void gle_class_scores(gle_network<R>& net, const gle_sequence_setup& setup, cons
   gle_run_sequences(net, setup, x, free, result);
 }
 
-#define EQPROP_GLE_SEQUENCES(R)                                                                                       \
-  template gle_network<R> gle_network_from_config(const config&, int);                                              \
-  template void gle_run_sequences(gle_network<R>&, const gle_sequence_setup&, const matrix<R>&,                      \
-                                  const gle_sequence_options<R>&, gle_sequence_result<R>&);                         \
-  template void gle_class_scores(gle_network<R>&, const gle_sequence_setup&, const matrix<R>&, gle_sequence_result<R>&, \
-                                 const matrix<R>*);
+#define EQPROP_GLE_SEQUENCES(R)                                                                 \
+  template gle_network<R> gle_network_from_config(const config&, int);                          \
+  template void gle_run_sequences(gle_network<R>&, const gle_sequence_setup&, const matrix<R>&, \
+                                  const gle_sequence_options<R>&, gle_sequence_result<R>&);     \
+  template void gle_class_scores(gle_network<R>&, const gle_sequence_setup&, const matrix<R>&,  \
+                                 gle_sequence_result<R>&, const matrix<R>*);
 EQPROP_GLE_SEQUENCES(float)
 EQPROP_GLE_SEQUENCES(double)
 #undef EQPROP_GLE_SEQUENCES

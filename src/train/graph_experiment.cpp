@@ -19,11 +19,13 @@ const config_schema& graph_schema() {
     s.add("network.hidden", iv{2}, cc::closed(1, lim::layer_size).sizes(0, lim::layers),
           "hidden neurons (complete: their sum; layered: one layer each)");
     s.add("network.topology", std::string("complete"), cc::one_of({"complete", "layered"}),
-          "complete (every edge between distinct neurons, none into the inputs) | layered (input -> hidden layers -> output)");
+          "complete (every edge between distinct neurons, none into the inputs) | layered (input -> hidden layers -> "
+          "output)");
     s.add("network.init_std", 0.05, cc::greater_than(0), "weights ~ N(0, init_std^2)");
     s.add("network.one_hot", false,
           "one output neuron per class with one-hot targets (else one output with 0/1 targets, two-class data only)");
-    s.add("network.dtype", std::string("float64"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
+    s.add("network.dtype", std::string("float64"), cc::one_of({"float32", "float64"}),
+          "scalar type of parameters and states");
     s.add("dynamics.dt", 0.05, cc::greater_than(0).at_most(1), "Euler step of ds/dt");
     s.add("dynamics.leak", 0.0, cc::at_least(0), "leak gamma (0: none)");
     s.add("dynamics.decay", std::string("row_sum"), cc::one_of({"row_sum", "abs_row_sum", "unit"}),
@@ -62,9 +64,10 @@ const config_schema& graph_schema() {
 int graph_outputs(const config& cfg, int n_classes) {
   if (cfg.get<bool>("network.one_hot")) return n_classes;
   if (n_classes != 2)
-    throw config_error(fmt::format("the data has {} classes: a graph network needs network.one_hot = true for more than "
-                                   "two (one output neuron per class)",
-                                   n_classes));
+    throw config_error(
+        fmt::format("the data has {} classes: a graph network needs network.one_hot = true for more than "
+                    "two (one output neuron per class)",
+                    n_classes));
   return 1;
 }
 

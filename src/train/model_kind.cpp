@@ -31,10 +31,14 @@ model_kind parse_model_kind(std::string_view s) {
 
 const config_schema& training_schema(model_kind k) {
   switch (k) {
-    case model_kind::layered: return layered_schema();
-    case model_kind::vector_field: return vector_field_schema();
-    case model_kind::graph: return graph_schema();
-    case model_kind::gle: return gle_schema();
+    case model_kind::layered:
+      return layered_schema();
+    case model_kind::vector_field:
+      return vector_field_schema();
+    case model_kind::graph:
+      return graph_schema();
+    case model_kind::gle:
+      return gle_schema();
   }
   throw config_error("unknown model kind");
 }
@@ -82,7 +86,8 @@ model_kind saved_model_kind(const nlohmann::json& saved) {
   return model_kind::layered;
 }
 
-config load_training_config(const std::vector<std::filesystem::path>& files, const std::vector<std::string>& overrides) {
+config load_training_config(const std::vector<std::filesystem::path>& files,
+                            const std::vector<std::string>& overrides) {
   config cfg(training_schema(model_kind_of(files, overrides)));
   for (const auto& f : files) cfg.load_toml_file(f);
   for (const auto& o : overrides) cfg.set_override(o);

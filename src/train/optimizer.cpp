@@ -4,7 +4,7 @@
 #include <cmath>
 #include <numbers>
 
-#include <Eigen/Core>
+#include "eqprop/core/eigen.hpp"
 
 #include <fmt/format.h>
 
@@ -43,8 +43,8 @@ template <class R>
 void optimizer<R>::restore(std::span<const R> m, std::span<const R> v, int64_t t) {
   auto check = [](const char* name, std::size_t got, std::size_t want) {
     if (got != want)
-      throw data_error(fmt::format("checkpoint optimizer state `{}` has {} entries, this optimizer keeps {}", name, got,
-                                   want));
+      throw data_error(
+          fmt::format("checkpoint optimizer state `{}` has {} entries, this optimizer keeps {}", name, got, want));
   };
   check("opt_m", m.size(), m_.size());
   check("opt_v", v.size(), v_.size());
@@ -60,7 +60,8 @@ void optimizer<R>::set_constraints(param_constraints c) {
   const bool same = std::equal(l.begin(), l.end(), layout_.begin(), layout_.end(), [](const auto& a, const auto& b) {
     return a.name == b.name && a.rows == b.rows && a.cols == b.cols && a.offset == b.offset;
   });
-  if (!c.empty() && !same) throw internal_error("optimizer::set_constraints: constraints over another parameter layout");
+  if (!c.empty() && !same)
+    throw internal_error("optimizer::set_constraints: constraints over another parameter layout");
   cons_ = std::move(c);
 }
 
@@ -154,8 +155,16 @@ void optimizer<R>::step(std::span<R> th, std::span<const R> g, double lr_factor)
         break;
       case optimizer_kind::adam:
       case optimizer_kind::adamw: {
-        const adam_constants<R> ac{R(opt_.beta1), R(opt_.beta2), R(1 - opt_.beta1), R(1 - opt_.beta2), R(bc1), R(bc2),
-                                  R(opt_.eps), lr, wd, opt_.kind == optimizer_kind::adamw};
+        const adam_constants<R> ac{R(opt_.beta1),
+                                   R(opt_.beta2),
+                                   R(1 - opt_.beta1),
+                                   R(1 - opt_.beta2),
+                                   R(bc1),
+                                   R(bc2),
+                                   R(opt_.eps),
+                                   lr,
+                                   wd,
+                                   opt_.kind == optimizer_kind::adamw};
         R* m = m_.data() + b.offset;
         R* v = v_.data() + b.offset;
         auto update = [&](long i0, long len) {

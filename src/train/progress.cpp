@@ -129,8 +129,8 @@ std::string progress::status_line(long batch, const fields& f, double elapsed) c
   }
   line += " elapsed " + format_duration(elapsed);
   if (known) {
-    const double eta = batch > 0 ? elapsed * static_cast<double>(n_batches_ - batch) / static_cast<double>(batch)
-                                 : std::nan("");
+    const double eta =
+        batch > 0 ? elapsed * static_cast<double>(n_batches_ - batch) / static_cast<double>(batch) : std::nan("");
     line += " eta " + format_duration(eta);
   }
   return line;

@@ -71,16 +71,18 @@ void prepare_new_run_directory(const fs::path& dir, bool overwrite) {
       return e.is_regular_file() && is_run_file(name) && name.find(".tmp.") != std::string::npos;
     });
     if (!fs::is_regular_file(dir / "config.toml") && !only_temporaries)
-      throw config_error(fmt::format("--overwrite: `{}` does not look like an eqprop run directory (no config.toml); "
-                                     "refusing to clear it",
-                                     dir.string()));
+      throw config_error(
+          fmt::format("--overwrite: `{}` does not look like an eqprop run directory (no config.toml); "
+                      "refusing to clear it",
+                      dir.string()));
     std::vector<fs::path> to_remove;
     for (const auto& e : fs::directory_iterator(dir)) {
       const std::string name = e.path().filename().string();
       if (!is_run_file(name) || !e.is_regular_file())
-        throw config_error(fmt::format("--overwrite: `{}` holds `{}`, which is not a file an eqprop run writes; "
-                                       "refusing to clear the directory",
-                                       dir.string(), name));
+        throw config_error(
+            fmt::format("--overwrite: `{}` holds `{}`, which is not a file an eqprop run writes; "
+                        "refusing to clear the directory",
+                        dir.string(), name));
       to_remove.push_back(e.path());
     }
     for (const auto& p : to_remove)
@@ -100,7 +102,8 @@ data_record data_record::from_json(const nlohmann::json& j, const std::string& s
   try {
     data_record r;
     r.dir = j.at("dir").get<std::string>();
-    for (const auto& f : j.at("files")) r.files.emplace_back(f.at("path").get<std::string>(), f.at("sha256").get<std::string>());
+    for (const auto& f : j.at("files"))
+      r.files.emplace_back(f.at("path").get<std::string>(), f.at("sha256").get<std::string>());
     return r;
   } catch (const nlohmann::json::exception& e) {
     throw data_error(fmt::format("{}: malformed data record: {}", source, e.what()));
@@ -136,13 +139,14 @@ std::pair<fs::path, data_dir_source> saved_run_data_dir(const std::string& confi
 }
 
 void check_data_record(const data_record& recorded, const data_record& now, data_dir_source how) {
-  const char* chosen = how == data_dir_source::config    ? "from the config's data.dir"
+  const char* chosen = how == data_dir_source::config     ? "from the config's data.dir"
                        : how == data_dir_source::flag     ? "from --data-dir"
                        : how == data_dir_source::recorded ? "recorded when the run started"
                                                           : "the default ($EQPROP_DATA, then ./data)";
-  const std::string fix = how == data_dir_source::recorded
-                              ? "its files changed since; pass --data-dir DIR with the data the run was trained on"
-                              : "pass --data-dir DIR with the data the run was trained on (recorded: " + recorded.dir + ")";
+  const std::string fix =
+      how == data_dir_source::recorded
+          ? "its files changed since; pass --data-dir DIR with the data the run was trained on"
+          : "pass --data-dir DIR with the data the run was trained on (recorded: " + recorded.dir + ")";
   if (recorded.files.size() != now.files.size())
     throw data_error(fmt::format("data directory `{}` ({}): the run read {} data files, now {} were read; {}", now.dir,
                                  chosen, recorded.files.size(), now.files.size(), fix));
@@ -164,8 +168,9 @@ extern "C" void on_stop_signal(int) {
     [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
     ::_exit(130);
   }
-  static const char msg[] = "\ninterrupt: finishing the current batch, then writing a checkpoint "
-                            "(interrupt again to stop at once)\n";
+  static const char msg[] =
+      "\ninterrupt: finishing the current batch, then writing a checkpoint "
+      "(interrupt again to stop at once)\n";
   [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
 }
 }  // namespace

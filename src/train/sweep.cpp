@@ -29,9 +29,10 @@ uint64_t parse_seed(std::string_view s, std::string_view whole) {
   uint64_t v = 0;
   const auto [end, ec] = std::from_chars(s.data(), s.data() + s.size(), v);
   if (s.empty() || ec != std::errc() || end != s.data() + s.size())
-    throw config_error(fmt::format("--seeds {}: `{}` is not a seed (a whole number >= 0); write e.g. --seeds 0-4, "
-                                   "--seeds 3 or --seeds 0,2,5",
-                                   whole, s));
+    throw config_error(
+        fmt::format("--seeds {}: `{}` is not a seed (a whole number >= 0); write e.g. --seeds 0-4, "
+                    "--seeds 3 or --seeds 0,2,5",
+                    whole, s));
   return v;
 }
 
@@ -72,33 +73,36 @@ void inspect_checkpoint(sweep_run& r) {
   try {
     r.changes = saved.apply_resume_changes(r.cfg);
   } catch (const config_error& e) {
-    throw config_error(fmt::format("sweep run `{}` was started with another config: {}; give the sweep another "
-                                   "--run-dir, or move that run away",
-                                   r.dir.string(), e.what()));
+    throw config_error(
+        fmt::format("sweep run `{}` was started with another config: {}; give the sweep another "
+                    "--run-dir, or move that run away",
+                    r.dir.string(), e.what()));
   }
   r.cfg = saved;
   r.checkpoint_epoch = ck.meta.at("epoch").get<long>();
   const bool at_epoch_end = ck.meta.value("batch", 0L) == 0;
   r.state = at_epoch_end && r.checkpoint_epoch >= r.cfg.get<long>("run.epochs") ? sweep_run_state::finished
-                                                                                 : sweep_run_state::resume;
+                                                                                : sweep_run_state::resume;
 }
 
 void inspect_directory(sweep_run& r) {
   std::error_code ec;
   if (!fs::exists(r.dir, ec)) return;  // fresh
   if (!fs::is_directory(r.dir, ec))
-    throw config_error(fmt::format("sweep: `{}` exists and is not a directory; move it away or give the sweep another "
-                                   "--run-dir",
-                                   r.dir.string()));
+    throw config_error(
+        fmt::format("sweep: `{}` exists and is not a directory; move it away or give the sweep another "
+                    "--run-dir",
+                    r.dir.string()));
   if (fs::is_empty(r.dir, ec)) return;
   if (fs::exists(r.dir / checkpoint_file, ec)) return inspect_checkpoint(r);
   for (const auto& e : fs::directory_iterator(r.dir)) {
     const std::string name = e.path().filename().string();
     if (!is_run_file(name) || !e.is_regular_file())
-      throw config_error(fmt::format("sweep: `{}` holds `{}`, which is not a file an eqprop run writes, and no "
-                                     "checkpoint: it is not a run of this sweep; move it away or give the sweep "
-                                     "another --run-dir",
-                                     r.dir.string(), name));
+      throw config_error(
+          fmt::format("sweep: `{}` holds `{}`, which is not a file an eqprop run writes, and no "
+                      "checkpoint: it is not a run of this sweep; move it away or give the sweep "
+                      "another --run-dir",
+                      r.dir.string(), name));
   }
   r.state = sweep_run_state::restart;  // killed before its first checkpoint
 }
@@ -123,8 +127,7 @@ std::vector<uint64_t> parse_seed_list(std::string_view text) {
   for (const auto& item : split_top_level(text)) {
     if (item.empty())
       throw config_error(fmt::format("--seeds {}: an empty item; separate seeds and ranges by single commas", text));
-    if (item[0] == '-')
-      throw config_error(fmt::format("--seeds {}: `{}`: seeds are whole numbers >= 0", text, item));
+    if (item[0] == '-') throw config_error(fmt::format("--seeds {}: `{}`: seeds are whole numbers >= 0", text, item));
     const auto dash = item.find('-');
     uint64_t lo = 0, hi = 0;
     if (dash == std::string::npos) {
@@ -133,7 +136,8 @@ std::vector<uint64_t> parse_seed_list(std::string_view text) {
       lo = parse_seed(std::string_view(item).substr(0, dash), text);
       hi = parse_seed(std::string_view(item).substr(dash + 1), text);
       if (hi < lo)
-        throw config_error(fmt::format("--seeds {}: the range `{}` ends below its start; write {}-{}", text, item, hi, lo));
+        throw config_error(
+            fmt::format("--seeds {}: the range `{}` ends below its start; write {}-{}", text, item, hi, lo));
     }
     if (hi - lo >= max_seeds || seeds.size() + (hi - lo + 1) > max_seeds)
       throw config_error(fmt::format("--seeds {}: more than {} seeds", text, max_seeds));
@@ -155,8 +159,7 @@ sweep_axis parse_grid_axis(std::string_view text) {
   while (!a.key.empty() && std::isspace(static_cast<unsigned char>(a.key.back()))) a.key.pop_back();
   std::set<std::string> seen;
   for (auto& v : split_top_level(text.substr(eq + 1))) {
-    if (v.empty())
-      throw config_error(fmt::format("--grid {}: an empty value; separate values by single commas", text));
+    if (v.empty()) throw config_error(fmt::format("--grid {}: an empty value; separate values by single commas", text));
     if (!seen.insert(v).second) throw config_error(fmt::format("--grid {}: the value `{}` is given twice", text, v));
     a.values.push_back(std::move(v));
   }
@@ -185,8 +188,8 @@ sweep_plan make_sweep_plan(const config& base, std::vector<sweep_axis> axes, std
     if (a.key == "run.seed")
       throw config_error(fmt::format("{}: give the seeds with --seeds (e.g. --seeds 0-4), not --grid", grid_flag(a)));
     if (a.key == "run.dir")
-      throw config_error(fmt::format("{}: the sweep chooses each run's directory; give the sweep's with --run-dir",
-                                     grid_flag(a)));
+      throw config_error(
+          fmt::format("{}: the sweep chooses each run's directory; give the sweep's with --run-dir", grid_flag(a)));
     if (!keys.insert(a.key).second)
       throw config_error(fmt::format("--grid {}: the key is given twice; list all its values in one --grid", a.key));
   }
@@ -213,13 +216,15 @@ sweep_plan make_sweep_plan(const config& base, std::vector<sweep_axis> axes, std
   for (const auto& [values, cfg] : points) {
     sweep_point p{values, sweep_point_dir_name(values)};
     if (!names.insert(p.name).second)
-      throw config_error(fmt::format("sweep: two grid points have the directory name `{}` (characters other than "
-                                     "letters, digits and ._+- become _); give the values differently",
-                                     p.name));
+      throw config_error(
+          fmt::format("sweep: two grid points have the directory name `{}` (characters other than "
+                      "letters, digits and ._+- become _); give the values differently",
+                      p.name));
     if (p.name.size() > 200)
-      throw config_error(fmt::format("sweep: the directory name of a grid point is longer than 200 characters "
-                                     "(`{}`); use fewer or shorter --grid values",
-                                     p.name));
+      throw config_error(
+          fmt::format("sweep: the directory name of a grid point is longer than 200 characters "
+                      "(`{}`); use fewer or shorter --grid values",
+                      p.name));
     for (uint64_t s : seeds) {
       config c = cfg;
       c.set("run.seed", int64_t(s), "--seeds");  // range-checked like --seed
@@ -278,9 +283,10 @@ sweep_point_summary summarize_sweep_point(const fs::path& sweep_dir, const sweep
       best = std::max(best, last_acc);
     }
     if (last_epoch < 0)
-      throw data_error(fmt::format("{}: no row with `{}` and `{}` columns; the sweep summary needs the finished "
-                                   "run's evaluated epochs",
-                                   file.string(), sweep_columns::epoch, sweep_columns::test_acc));
+      throw data_error(
+          fmt::format("{}: no row with `{}` and `{}` columns; the sweep summary needs the finished "
+                      "run's evaluated epochs",
+                      file.string(), sweep_columns::epoch, sweep_columns::test_acc));
     final_acc.push_back(last_acc);
     best_acc.push_back(best);
     final_loss.push_back(last_loss);
@@ -296,8 +302,9 @@ sweep_point_summary summarize_sweep_point(const fs::path& sweep_dir, const sweep
 std::string sweep_summary_csv(const std::vector<sweep_axis>& axes, const std::vector<sweep_point_summary>& rows) {
   std::string out = "point";
   for (const auto& a : axes) out.append(",").append(csv_escape(a.key));
-  out += ",n_finished,final_test_acc_mean,final_test_acc_std,best_test_acc_mean,best_test_acc_std,"
-         "final_test_loss_mean,final_test_loss_std,epochs,total_time_s\n";
+  out +=
+      ",n_finished,final_test_acc_mean,final_test_acc_std,best_test_acc_mean,best_test_acc_std,"
+      "final_test_loss_mean,final_test_loss_std,epochs,total_time_s\n";
   for (const auto& r : rows) {
     out += csv_escape(r.point.name);
     for (const auto& kv : r.point.values) out.append(",").append(csv_escape(kv.second));
@@ -316,10 +323,11 @@ std::string sweep_summary_markdown(const std::vector<sweep_axis>& axes, const st
     return std::isfinite(m.mean) ? fmt::format("{:.2f} ± {:.2f}", 100 * m.mean, 100 * m.std) : std::string("n/a");
   };
   std::string out = "# Sweep summary\n\n";
-  out += fmt::format("Seeds: {}. Each row is one grid point; mean ± std over its finished runs, where std is the "
-                     "sample standard deviation (n - 1 in the denominator; 0 for a single run). Accuracies in %; "
-                     "wall time is the sum of the runs' `{}`.\n\n",
-                     fmt::join(seeds, ", "), sweep_columns::time_s);
+  out += fmt::format(
+      "Seeds: {}. Each row is one grid point; mean ± std over its finished runs, where std is the "
+      "sample standard deviation (n - 1 in the denominator; 0 for a single run). Accuracies in %; "
+      "wall time is the sum of the runs' `{}`.\n\n",
+      fmt::join(seeds, ", "), sweep_columns::time_s);
   std::string head = "|", rule = "|";
   for (const auto& a : axes) head += fmt::format(" `{}` |", a.key), rule += "---|";
   head += " n | final test acc | best test acc | final test loss | epochs | wall time (s) |\n";

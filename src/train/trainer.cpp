@@ -1,17 +1,17 @@
 #include "eqprop/train/trainer.hpp"
 
 #include <algorithm>
-#include <limits>
+#include <cctype>
 #include <chrono>
 #include <cmath>
+#include <csignal>
 #include <cstdlib>
 #include <cstring>
-#include <cctype>
-#include <tuple>
 #include <ctime>
-#include <csignal>
 #include <iostream>
+#include <limits>
 #include <optional>
+#include <tuple>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -67,17 +67,19 @@ loaded_data load_data(const config& cfg, const std::string& data_dir_flag, bool 
   data_dir_source how = cfg_dir.empty() ? data_dir_flag.empty() ? data_dir_source::default_dir : data_dir_source::flag
                                         : data_dir_source::config;
   if (recorded && recorded->dir == in_memory_dir)
-    throw data_error("the run was trained on in-memory arrays (eqprop.train(data=...)): pass the same arrays to resume "
-                     "or evaluate it");
+    throw data_error(
+        "the run was trained on in-memory arrays (eqprop.train(data=...)): pass the same arrays to resume "
+        "or evaluate it");
   if (saved_run) std::tie(dir, how) = saved_run_data_dir(cfg_dir, data_dir_flag, recorded);
   loaded_data loaded;
   try {
     loaded.split = load_dataset(cfg.get<std::string>("data.name"), dir, d);
   } catch (const data_error& e) {
     if (how != data_dir_source::recorded) throw;
-    throw data_error(fmt::format("{}\n(`{}` is the data directory recorded when the run started; pass --data-dir DIR "
-                                 "with the data the run was trained on)",
-                                 e.what(), dir.string()));
+    throw data_error(
+        fmt::format("{}\n(`{}` is the data directory recorded when the run started; pass --data-dir DIR "
+                    "with the data the run was trained on)",
+                    e.what(), dir.string()));
   }
   loaded.record = record_data(dir, loaded.split.files);
   if (recorded) check_data_record(*recorded, loaded.record, how);
@@ -93,8 +95,9 @@ data_record memory_record(const dataset_split& d) {
   data_record r;
   r.dir = in_memory_dir;
   for (const auto& [name, set] : {std::pair<const char*, const dataset*>{"train", &d.train}, {"test", &d.test}}) {
-    r.files.emplace_back(std::string("x_") + name,
-                         bytes_digest(set->x.data(), std::size_t(set->x.size()) * sizeof(float), checksum_kind::sha256));
+    r.files.emplace_back(
+        std::string("x_") + name,
+        bytes_digest(set->x.data(), std::size_t(set->x.size()) * sizeof(float), checksum_kind::sha256));
     r.files.emplace_back(std::string("y_") + name,
                          bytes_digest(set->y.data(), set->y.size() * sizeof(int32_t), checksum_kind::sha256));
   }
@@ -108,9 +111,10 @@ loaded_data memory_data(const config& cfg, const dataset_split& d, const data_re
   loaded.split = d;
   loaded.record = memory_record(d);
   if (recorded && recorded->files != loaded.record.files)
-    throw data_error(recorded->dir == in_memory_dir
-                         ? "the in-memory data differ from the arrays the run was trained on (their SHA-256 differ)"
-                         : fmt::format("the run was trained on the data in `{}`, not on in-memory arrays", recorded->dir));
+    throw data_error(
+        recorded->dir == in_memory_dir
+            ? "the in-memory data differ from the arrays the run was trained on (their SHA-256 differ)"
+            : fmt::format("the run was trained on the data in `{}`, not on in-memory arrays", recorded->dir));
   check_split(loaded.split.train, "training", "the in-memory training arrays");
   check_split(loaded.split.test, "test", "the in-memory test arrays");
   normalize_from_config(cfg, loaded.split);
@@ -174,7 +178,8 @@ eval_result evaluate(M& m, const dataset& d, long batch) {
 
 // "epoch 3" (at an epoch's end) or "epoch 4 after batch 7" (mid-epoch).
 std::string checkpoint_position(long epochs_done, long batch) {
-  return batch > 0 ? fmt::format("epoch {} after batch {}", epochs_done + 1, batch) : fmt::format("epoch {}", epochs_done);
+  return batch > 0 ? fmt::format("epoch {} after batch {}", epochs_done + 1, batch)
+                   : fmt::format("epoch {}", epochs_done);
 }
 
 std::string non_default_summary(const config& cfg) {
@@ -216,7 +221,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   plateau_state plateau_at;  // the plateau schedule's state after the last epoch
   const long epochs = cfg.get<long>("run.epochs"), batch = cfg.get<long>("run.batch");
   const uint64_t seed = cfg.get<uint64_t>("run.seed");
-  const long ck_every = cfg.get<long>("run.checkpoint_every");  // >= 1 (schema)
+  const long ck_every = cfg.get<long>("run.checkpoint_every");                  // >= 1 (schema)
   const long ck_every_batches = cfg.get<long>("run.checkpoint_every_batches");  // >= 0 (schema)
   const double max_failed = cfg.get<double>("run.max_failed_fraction");
   const int aug_pad = cfg.get<int>("data.augment_pad");
@@ -228,15 +233,16 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     const auto& ck = *resume_ck;
     const auto p = ck.array("params").to_vector<R>();
     if (static_cast<long>(p.size()) != net.n_params())
-      throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}", (dir / checkpoint_name).string(),
-                                   p.size(), net.n_params()));
+      throw data_error(fmt::format("{}: checkpoint has {} parameters, the config's network {}",
+                                   (dir / checkpoint_name).string(), p.size(), net.n_params()));
     std::copy(p.begin(), p.end(), param_values(net).begin());
     const auto m = opt.m().empty() ? std::vector<R>{} : ck.array("opt_m").to_vector<R>();
     const auto v = opt.v().empty() ? std::vector<R>{} : ck.array("opt_v").to_vector<R>();
     opt.restore(m, v, ck.array("opt_t").to_scalar<int64_t>());
     if (plateau.enabled() && ck.arrays.contains("plateau")) {  // else enabled on resume: a fresh start
       const auto p = ck.array("plateau").to_vector<double>();
-      if (p.size() != 3) throw data_error(fmt::format("{}: `plateau` must hold 3 values", (dir / checkpoint_name).string()));
+      if (p.size() != 3)
+        throw data_error(fmt::format("{}: `plateau` must hold 3 values", (dir / checkpoint_name).string()));
       plateau_at = {p[0], p[1], static_cast<long>(p[2])};
     }
     model.restore(ck);
@@ -300,7 +306,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     ck.meta["n_input"] = split.train.dim();
     ck.meta["n_classes"] = split.train.n_classes;
     ck.meta["input_shape"] = split.train.shape;
-    ck.arrays["params"] = checkpoint_array::from_vector(std::vector<R>(param_values(net).begin(), param_values(net).end()));
+    ck.arrays["params"] =
+        checkpoint_array::from_vector(std::vector<R>(param_values(net).begin(), param_values(net).end()));
     ck.arrays["opt_m"] = checkpoint_array::from_vector(opt.m());
     ck.arrays["opt_v"] = checkpoint_array::from_vector(opt.v());
     ck.arrays["opt_t"] = checkpoint_array::from_scalar<int64_t>(opt.t());
@@ -324,8 +331,10 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     if (ev.n_non_finite > 0) {
       log.append(row);
       result.diverged = true;
-      result.message = fmt::format("diverged at initialisation: {} of {} test samples gave non-finite outputs; "
-                                   "nothing was trained", ev.n_non_finite, ev.n);
+      result.message = fmt::format(
+          "diverged at initialisation: {} of {} test samples gave non-finite outputs; "
+          "nothing was trained",
+          ev.n_non_finite, ev.n);
       return result;
     }
     model.diagnostics(row);
@@ -361,8 +370,13 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     auto save_mid = [&](long batches_done) {
       nlohmann::json part{{"aug_rng", rng_state_to_string(aug_rng)},
                           {"noise_rng", noise ? rng_state_to_string(*noise) : std::string()},
-                          {"loss_sum", loss_sum}, {"res_sum", res_sum}, {"correct", correct}, {"seen", seen},
-                          {"failed", failed}, {"not_conv", not_conv}, {"steps", steps}};
+                          {"loss_sum", loss_sum},
+                          {"res_sum", res_sum},
+                          {"correct", correct},
+                          {"seen", seen},
+                          {"failed", failed},
+                          {"not_conv", not_conv},
+                          {"steps", steps}};
       save(epoch, batches_done, part);
     };
     for (long i = first; i < nb; ++i) {
@@ -391,7 +405,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       if (!finite || double(g.n_dropped) > max_failed * double(B)) {
         result.diverged = true;
         result.message = fmt::format(
-            "diverged in epoch {} batch {}: {}; stopped, {}. Try a smaller learning rate or |beta|{}.", epoch + 1, i + 1,
+            "diverged in epoch {} batch {}: {}; stopped, {}. Try a smaller learning rate or |beta|{}.", epoch + 1,
+            i + 1,
             learns_in_batch ? fmt::format("non-finite states, outputs or loss (loss {})", g.loss)
                             : fmt::format("{} of {} samples failed to converge (free residual {:.3g}), loss {}",
                                           g.n_dropped, B, g.free.max_residual, g.loss),
@@ -452,16 +467,16 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       return result;
     }
     model.diagnostics(row);
-    if (plateau.enabled() && row.contains(plateau.metric)) plateau_at.update(plateau, row[plateau.metric].get<double>());
+    if (plateau.enabled() && row.contains(plateau.metric))
+      plateau_at.update(plateau, row[plateau.metric].get<double>());
     log.append(row);
-    prog.end_epoch(fmt::format("train loss {:.4f} acc {:.2f}% | {} | {:.1f}s, {:.0f} samples/s{}{}",
-                               row["train_loss"].get<double>(), 100 * row["train_acc"].get<double>(),
-                               evaluated ? fmt::format("test loss {:.4f} acc {:.2f}% top5 {:.2f}%", ev.loss,
-                                                       100 * ev.accuracy, 100 * ev.top5)
-                                         : std::string("not evaluated"),
-                               secs, row["samples_per_s"].get<double>(),
-                               failed ? fmt::format(", {} samples dropped", failed) : std::string(),
-                               model.epoch_note(row)));
+    prog.end_epoch(fmt::format(
+        "train loss {:.4f} acc {:.2f}% | {} | {:.1f}s, {:.0f} samples/s{}{}", row["train_loss"].get<double>(),
+        100 * row["train_acc"].get<double>(),
+        evaluated ? fmt::format("test loss {:.4f} acc {:.2f}% top5 {:.2f}%", ev.loss, 100 * ev.accuracy, 100 * ev.top5)
+                  : std::string("not evaluated"),
+        secs, row["samples_per_s"].get<double>(), failed ? fmt::format(", {} samples dropped", failed) : std::string(),
+        model.epoch_note(row)));
     if (topt.on_epoch) topt.on_epoch(row);
     if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs) save(epoch + 1);
     result.epochs_done = epoch + 1;
@@ -497,14 +512,17 @@ auto with_model(const config& cfg, F&& f) {
   const bool f64 = cfg.get<std::string>("network.dtype") == "float64";
   switch (parse_model_kind(cfg.get<std::string>("model.kind"))) {
     case model_kind::layered:
-      return f64 ? f(std::type_identity<detail::layered_model<double>>{}) : f(std::type_identity<detail::layered_model<float>>{});
+      return f64 ? f(std::type_identity<detail::layered_model<double>>{})
+                 : f(std::type_identity<detail::layered_model<float>>{});
     case model_kind::vector_field:
       return f64 ? f(std::type_identity<detail::vector_field_model<double>>{})
                  : f(std::type_identity<detail::vector_field_model<float>>{});
     case model_kind::graph:
-      return f64 ? f(std::type_identity<detail::graph_model<double>>{}) : f(std::type_identity<detail::graph_model<float>>{});
+      return f64 ? f(std::type_identity<detail::graph_model<double>>{})
+                 : f(std::type_identity<detail::graph_model<float>>{});
     case model_kind::gle:
-      return f64 ? f(std::type_identity<detail::gle_model<double>>{}) : f(std::type_identity<detail::gle_model<float>>{});
+      return f64 ? f(std::type_identity<detail::gle_model<double>>{})
+                 : f(std::type_identity<detail::gle_model<float>>{});
   }
   throw config_error("unknown model.kind");
 }
@@ -552,17 +570,18 @@ eval_result evaluate_impl(const config& cfg, const checkpoint& ck, const fs::pat
 config saved_run_config(const checkpoint& ck, const fs::path& file) {
   if (ck.meta.contains("kind") && ck.meta.at("kind").is_string() && ck.meta.at("kind") != "layered") {
     const auto kind = ck.meta.at("kind").get<std::string>();
-    throw data_error(fmt::format("{}: a checkpoint of kind {} (written by `eqprop {} train`{}), not of an `eqprop train` "
-                                 "run, which eval and load_run read (its run directory's metrics.csv holds the scores "
-                                 "of every epoch)",
-                                 file.string(), ck.meta.at("kind").dump(), kind,
-                                 kind == "gle" || kind == "deep"
-                                     ? fmt::format(" before it became `eqprop train --set model.kind={}`",
-                                                   kind == "gle" ? "gle" : "graph")
-                                     : std::string()));
+    throw data_error(fmt::format(
+        "{}: a checkpoint of kind {} (written by `eqprop {} train`{}), not of an `eqprop train` "
+        "run, which eval and load_run read (its run directory's metrics.csv holds the scores "
+        "of every epoch)",
+        file.string(), ck.meta.at("kind").dump(), kind,
+        kind == "gle" || kind == "deep"
+            ? fmt::format(" before it became `eqprop train --set model.kind={}`", kind == "gle" ? "gle" : "graph")
+            : std::string()));
   }
   if (!ck.meta.contains("config"))
-    throw data_error(fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
+    throw data_error(
+        fmt::format("{}: not the checkpoint of an `eqprop train` run (it holds no config)", file.string()));
   config cfg(training_schema(saved_model_kind(ck.meta.at("config"))));
   cfg.load_saved_json(ck.meta.at("config"), file.string());
   return cfg;
@@ -574,13 +593,15 @@ eval_result evaluate_checkpoint(const fs::path& run_or_checkpoint, const std::st
   const config cfg = saved_run_config(ck, file);
   const auto recorded = saved_data_record(ck, file);
   const data_record* rec = recorded ? &*recorded : nullptr;
-  return with_model(cfg, [&]<class M>(std::type_identity<M>) { return evaluate_impl<M>(cfg, ck, file, data_dir, rec); });
+  return with_model(cfg,
+                    [&]<class M>(std::type_identity<M>) { return evaluate_impl<M>(cfg, ck, file, data_dir, rec); });
 }
 
 saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& data_dir) {
   const fs::path file = fs::is_directory(run_or_checkpoint) ? run_or_checkpoint / checkpoint_name : run_or_checkpoint;
   if (fs::is_directory(run_or_checkpoint) && !fs::exists(file))
-    throw data_error(fmt::format("{}: not a run directory: it holds no {}", run_or_checkpoint.string(), checkpoint_name));
+    throw data_error(
+        fmt::format("{}: not a run directory: it holds no {}", run_or_checkpoint.string(), checkpoint_name));
   if (!fs::exists(file)) throw data_error(fmt::format("{}: no such run directory or checkpoint file", file.string()));
   auto ck = load_checkpoint(file);
   config cfg = saved_run_config(ck, file);
@@ -600,7 +621,8 @@ saved_run load_saved_run(const fs::path& run_or_checkpoint, const std::string& d
   }
   // The model evaluate() scores with: one source for each kind's evaluation settings.
   run.eval_relax = with_model(run.cfg, [&]<class M>(std::type_identity<M>) -> relax_options {
-    if constexpr (requires(M& m) { m.eval_relax; }) return M(run.cfg, run.n_input, run.n_classes, run.input_shape).eval_relax;
+    if constexpr (requires(M & m) { m.eval_relax; })
+      return M(run.cfg, run.n_input, run.n_classes, run.input_shape).eval_relax;
     else return {};  // graph networks: their own dynamics (deep_dynamics_from_config)
   });
   return run;
@@ -637,8 +659,8 @@ Net saved_network(const saved_run& run) {
   using M = typename model_of<Net>::type;
   constexpr model_kind want = model_of<Net>::kind;
   if (run.kind != want)
-    throw config_error(fmt::format("{}: a {} run, not a {} run", run.checkpoint_file.string(), to_string(run.kind),
-                                   to_string(want)));
+    throw config_error(
+        fmt::format("{}: a {} run, not a {} run", run.checkpoint_file.string(), to_string(run.kind), to_string(want)));
   M model(run.cfg, run.n_input, run.n_classes, run.input_shape);
   restore_trained(model, run.ck, run.checkpoint_file);
   return std::move(model.net);

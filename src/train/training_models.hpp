@@ -42,10 +42,10 @@
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/deep_trainer.hpp"
+#include "eqprop/train/experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/optimizer.hpp"
-#include "eqprop/train/experiment.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 
 namespace eqprop::detail {
@@ -89,14 +89,19 @@ struct layered_model : model_defaults<R> {
   relax_state<R> state;
 
   layered_model(const config& c, int n_input, int n_classes, std::array<int, 3> shape)
-      : cfg(c), spec(make_network_spec(c, n_input, n_classes, shape)), net(spec), eval_relax(relax_from_config(c, false)) {}
+      : cfg(c),
+        spec(make_network_spec(c, n_input, n_classes, shape)),
+        net(spec),
+        eval_relax(relax_from_config(c, false)) {}
   std::unique_ptr<grad_estimator<R, network_type>> estimator() const { return make_estimator<R>(cfg); }
   int n_groups() const { return static_cast<int>(param_group_names(spec).size()); }
   matrix<R> targets(const std::vector<int32_t>& labels) const { return one_hot<R>(labels, spec.n_output()); }
   relax_report free_outputs(const matrix<R>& x, const matrix<R>& y, matrix<R>& scores, vector<R>& cost) {
     return relaxed_outputs(state, net, eval_relax, x, y, scores, cost);
   }
-  std::string describe() const { return fmt::format("network {} ({} parameters)", fmt::join(spec.sizes, "-"), net.n_params()); }
+  std::string describe() const {
+    return fmt::format("network {} ({} parameters)", fmt::join(spec.sizes, "-"), net.n_params());
+  }
 };
 
 // generalized_ep (with its homeostasis) behind the estimator interface of the loop.
@@ -131,7 +136,10 @@ struct vector_field_model : model_defaults<R> {
   vf_state<R> state;
 
   vector_field_model(const config& c, int n_input, int n_classes, std::array<int, 3> shape)
-      : cfg(c), go(make_gep_options(c)), net(make_vf_spec(c, n_input, n_classes, shape)), eval_relax(go.free_relax()),
+      : cfg(c),
+        go(make_gep_options(c)),
+        net(make_vf_spec(c, n_input, n_classes, shape)),
+        eval_relax(go.free_relax()),
         diag_dense(c.get<bool>("diagnostics.rbp_dense")) {}
   std::unique_ptr<grad_estimator<R, network_type>> estimator() const { return std::make_unique<gep_estimator<R>>(go); }
   int n_groups() const { return net.n_layers() + 1; }
@@ -197,7 +205,9 @@ struct graph_model : model_defaults<R> {
   matrix<R> probe_y;      // their targets
 
   graph_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
-      : cfg(c), dyn(deep_dynamics_from_config(c)), learn(deep_learning_from_config(c)),
+      : cfg(c),
+        dyn(deep_dynamics_from_config(c)),
+        learn(deep_learning_from_config(c)),
         net(make_net(c, n_input, graph_outputs(c, n_classes))) {}
   static network_type make_net(const config& c, int n_input, int n_output) {
     rng_t rng = graph_init_rng(c.get<uint64_t>("run.seed"));
@@ -301,8 +311,8 @@ struct gle_model : model_defaults<R> {
   using mat = typename network_type::mat;
 
   const config& cfg;
-  long steps;                ///< time steps per sample (the data's features)
-  gle_sequence_setup seq;    ///< the fixed lag bank
+  long steps;              ///< time steps per sample (the data's features)
+  gle_sequence_setup seq;  ///< the fixed lag bank
   R beta;
   network_type net;       ///< the trained network, whose state is the training stream
   network_type eval_net;  ///< the network evaluation runs (begin_evaluation: a copy of net)
@@ -315,8 +325,12 @@ struct gle_model : model_defaults<R> {
 
   static void check_config(const config& c) { network_type(gle_spec_from_config(c, 1, 2)); }
   gle_model(const config& c, int n_input, int n_classes, std::array<int, 3>)
-      : cfg(c), steps(n_input), seq(gle_sequence_setup_from_config(c)), beta(R(c.get<double>("loss.beta"))),
-        net(gle_network_from_config<R>(c, n_classes)), grad(std::size_t(net.n_params())) {}
+      : cfg(c),
+        steps(n_input),
+        seq(gle_sequence_setup_from_config(c)),
+        beta(R(c.get<double>("loss.beta"))),
+        net(gle_network_from_config<R>(c, n_classes)),
+        grad(std::size_t(net.n_params())) {}
   std::unique_ptr<in_batch_learning> estimator() const {
     return std::make_unique<in_batch_learning>(in_batch_learning{
         cfg.get<bool>("dynamics.prospective_errors") ? "GLE (prospective errors), an update every time step"
@@ -411,7 +425,8 @@ struct gle_model : model_defaults<R> {
       for (std::size_t k = 0; k < mats.size(); ++k)
         ck.arrays[fmt::format("state{}_{}", l, state_names[k])] = checkpoint_array::from_eigen(*mats[k]);
     }
-    ck.arrays["train_readout"] = checkpoint_array::from_vector(std::vector<double>{train_readout, double(train_readout_n)});
+    ck.arrays["train_readout"] =
+        checkpoint_array::from_vector(std::vector<double>{train_readout, double(train_readout_n)});
   }
   void restore(const checkpoint& ck) {
     net.reset_state(ck.array("state0_u").to_matrix<R>().cols());

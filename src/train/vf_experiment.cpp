@@ -30,43 +30,66 @@ const config_schema& vector_field_schema() {
     add_model_kind_key(s, model_kind::vector_field);
     add_data_keys(s, "fashion_mnist");
     add_conv_keys(s);
-    s.add("network.hidden", iv{256, 256}, cc::closed(1, lim::layer_size).sizes(0, lim::layers), "hidden layer sizes (the dynamical output layer follows)");
-    s.add("network.output_size", int64_t(10), cc::closed(0, lim::layer_size), "size of the dynamical output layer 'out' (a softmax readout follows; 0 with conv: the last conv layer is 'out')");
-    s.add("network.topology", std::string("chain"), cc::one_of({"chain", "loop", "edges"}), "how the dynamical layers are connected");
-    s.add("network.edges", sv{}, cc::any().sizes(0, 4096), "topology = edges: \"src>dst\" (forward, with bias) or \"fb:src>dst\" (feedback, no bias); layer 0 = input");
-    s.add("network.activation", std::string("hep_sigmoid"), cc::one_of({"hep_sigmoid", "holotanh", "tanh"}), "hep_sigmoid (= logistic(4x-2)) | holotanh | tanh");
+    s.add("network.hidden", iv{256, 256}, cc::closed(1, lim::layer_size).sizes(0, lim::layers),
+          "hidden layer sizes (the dynamical output layer follows)");
+    s.add("network.output_size", int64_t(10), cc::closed(0, lim::layer_size),
+          "size of the dynamical output layer 'out' (a softmax readout follows; 0 with conv: the last conv layer is "
+          "'out')");
+    s.add("network.topology", std::string("chain"), cc::one_of({"chain", "loop", "edges"}),
+          "how the dynamical layers are connected");
+    s.add("network.edges", sv{}, cc::any().sizes(0, 4096),
+          "topology = edges: \"src>dst\" (forward, with bias) or \"fb:src>dst\" (feedback, no bias); layer 0 = input");
+    s.add("network.activation", std::string("hep_sigmoid"), cc::one_of({"hep_sigmoid", "holotanh", "tanh"}),
+          "hep_sigmoid (= logistic(4x-2)) | holotanh | tanh");
     add_activation_renames(s, "network.activation", activation_family::ep);
     s.renamed_key("network.output", "network.output_size");
-    s.add("network.angle", 90.0, cc::closed(-360, 360), "initial rotation of the feedback weights in degrees (0: B = W^T, 90: independent)");
+    s.add("network.angle", 90.0, cc::closed(-360, 360),
+          "initial rotation of the feedback weights in degrees (0: B = W^T, 90: independent)");
     s.add("network.init_scale", 0.0, cc::at_least(0), "weight init std (0: 1/sqrt(fan_in), truncated normal)");
-    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}), "scalar type of parameters and states");
+    s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}),
+          "scalar type of parameters and states");
     s.add("estimator.kind", std::string("holomorphic"), cc::one_of({"holomorphic", "exact", "continuous", "implicit"}),
           "holomorphic (N points on the circle of radius |beta|) | exact (the N = 0 limit, forward-mode d r/d beta) | "
           "continuous (rotating beta, estimator.online_steps) | implicit (recurrent backprop, the reference)");
     s.renamed_key("estimator.method", "estimator.kind");
-    s.renamed_value("estimator.kind", "cauchy", "holomorphic", "estimator.kind 'cauchy' is now 'holomorphic' (the same N-point estimator)");
+    s.renamed_value("estimator.kind", "cauchy", "holomorphic",
+                    "estimator.kind 'cauchy' is now 'holomorphic' (the same N-point estimator)");
     s.renamed_value("estimator.kind", "online", "continuous", "estimator.kind 'online' is now 'continuous'");
     s.renamed_value("estimator.kind", "rbp", "implicit", "estimator.kind 'rbp' (recurrent backprop) is now 'implicit'");
     s.add("estimator.n_points", int64_t(2), cc::closed(1, 1024), "N (holomorphic, continuous)");
     s.add("estimator.beta", 0.5, cc::greater_than(0), "|beta|");
-    s.add("estimator.online_steps", int64_t(1200), cc::closed(1, 100 * lim::steps), "continuous: total steps (segments of relax.nudged_steps)");
-    s.add("estimator.rbp_steps", int64_t(0), cc::closed(0, lim::steps), "implicit: adjoint iterations (0: relax.free_steps)");
-    s.add("estimator.fail_residual", 1.0, cc::greater_than(0), "samples above this residual (or non-finite) are dropped from the gradient");
-    s.add("estimator.threads", int64_t(1), cc::closed(1, lim::threads), "column slices of the batch relaxed in parallel, one thread each (deterministic for a given count); also the threads of the update");
+    s.add("estimator.online_steps", int64_t(1200), cc::closed(1, 100 * lim::steps),
+          "continuous: total steps (segments of relax.nudged_steps)");
+    s.add("estimator.rbp_steps", int64_t(0), cc::closed(0, lim::steps),
+          "implicit: adjoint iterations (0: relax.free_steps)");
+    s.add("estimator.fail_residual", 1.0, cc::greater_than(0),
+          "samples above this residual (or non-finite) are dropped from the gradient");
+    s.add("estimator.threads", int64_t(1), cc::closed(1, lim::threads),
+          "column slices of the batch relaxed in parallel, one thread each (deterministic for a given count); also the "
+          "threads of the update");
     s.add("relax.free_steps", int64_t(150), steps, "T1");
     s.add("relax.nudged_steps", int64_t(20), steps, "T2");
     s.add("relax.tol", 1e-4, cc::greater_than(0), "free phases with residual above this are counted as not converged");
     s.renamed_key("estimator.tol", "relax.tol");
-    s.add("relax.stop_early", false, "end the free phase once every sample's residual is below relax.tol (nudged phases always run T2 steps)");
-    s.add("relax.freeze_converged", true, "with stop_early: samples below relax.tol stop and the others are compacted into fewer columns");
-    s.add("relax.omega", 1.0, cc::open(0, 2), "free phase: over-relaxation u <- u + omega (F(u) - u) (1: the papers' step; the fixed point does not depend on it)");
-    s.add("relax.order", std::string("synchronous"), cc::one_of({"synchronous", "alternating"}), "free phase: synchronous (every layer from the old activities, the papers' step) | alternating (odd layers, then even ones from their new activities; the same fixed points)");
-    s.add("relax.precision", std::string("float32"), cc::one_of({"float32", "bfloat16"}), "operands of the float32 products (bfloat16: oneDNN on a CPU with AVX512-BF16)");
+    s.add("relax.stop_early", false,
+          "end the free phase once every sample's residual is below relax.tol (nudged phases always run T2 steps)");
+    s.add("relax.freeze_converged", true,
+          "with stop_early: samples below relax.tol stop and the others are compacted into fewer columns");
+    s.add("relax.omega", 1.0, cc::open(0, 2),
+          "free phase: over-relaxation u <- u + omega (F(u) - u) (1: the papers' step; the fixed point does not depend "
+          "on it)");
+    s.add("relax.order", std::string("synchronous"), cc::one_of({"synchronous", "alternating"}),
+          "free phase: synchronous (every layer from the old activities, the papers' step) | alternating (odd layers, "
+          "then even ones from their new activities; the same fixed points)");
+    s.add("relax.precision", std::string("float32"), cc::one_of({"float32", "bfloat16"}),
+          "operands of the float32 products (bfloat16: oneDNN on a CPU with AVX512-BF16)");
     s.add("homeostasis.lambda", 0.0, cc::at_least(0), "coefficient of the homeostatic gradient (0: off)");
     s.add("homeostasis.probes", int64_t(5), cc::closed(1, 1024), "Gaussian probes per sample");
-    add_optimizer_keys(s, {.lr = 0.01});  // lr_per_layer: the forward edge into layer i is entry i-1, feedback shares it
+    add_optimizer_keys(s,
+                       {.lr = 0.01});  // lr_per_layer: the forward edge into layer i is entry i-1, feedback shares it
     add_run_keys(s, 50, 50, 1000);
-    s.add("diagnostics.samples", int64_t(50), cc::closed(0, lim::samples), "training samples used for the per-epoch diagnostics (0: none)");
+    s.add("diagnostics.samples", int64_t(50), cc::closed(0, lim::samples),
+          "training samples used for the per-epoch diagnostics (0: none)");
     s.add("diagnostics.rbp_dense", false, "diagnostics: dense adjoint solve instead of iterations");
     s.fixed_on_resume(common_fixed_on_resume());
     return s;
@@ -92,8 +115,10 @@ std::vector<vf_edge> parse_edges(const std::vector<std::string>& items) {
       if (p1 != gt || p2 != s.size() - gt - 1) throw std::invalid_argument("junk");
       out.push_back({a, b, fwd});
     } catch (const std::exception&) {
-      throw config_error(fmt::format("network.edges: cannot read '{}': write \"src>dst\" for a forward edge and "
-                                     "\"fb:src>dst\" for a feedback edge (layer 0 = input)", raw));
+      throw config_error(
+          fmt::format("network.edges: cannot read '{}': write \"src>dst\" for a forward edge and "
+                      "\"fb:src>dst\" for a feedback edge (layer 0 = input)",
+                      raw));
     }
   }
   return out;

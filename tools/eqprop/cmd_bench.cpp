@@ -14,7 +14,6 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "flag_checks.hpp"
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
@@ -25,10 +24,11 @@
 #include "eqprop/model/gle_network.hpp"
 #include "eqprop/train/deep_trainer.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/model_kind.hpp"
 #include "eqprop/train/vf_experiment.hpp"
-#include "eqprop/train/gle_tasks.hpp"
+#include "flag_checks.hpp"
 #include "study_util.hpp"
 
 namespace eqprop::cli {
@@ -38,11 +38,11 @@ using clock_type = std::chrono::steady_clock;
 double since(clock_type::time_point t0) { return std::chrono::duration<double>(clock_type::now() - t0).count(); }
 
 struct workload {
-  std::string name, description, unit;  // unit: "samples/s" or "steps/s"
-  double reference;                     // the reference implementation on this class of machine; 0: none measured
-  std::vector<std::string> overrides;   // EP workloads: experiment config keys
-  int kind;                             // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine,
-                                        // 4: generalized EP (overrides: gep config keys), 5: DEEP
+  std::string name, description, unit;        // unit: "samples/s" or "steps/s"
+  double reference;                           // the reference implementation on this class of machine; 0: none measured
+  std::vector<std::string> overrides;         // EP workloads: experiment config keys
+  int kind;                                   // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine,
+                                              // 4: generalized EP (overrides: gep config keys), 5: DEEP
   std::array<int, 3> input_shape{1, 28, 28};  // EP workloads: MNIST-shaped (real MNIST batches) or not (random batch)
   int warmup = 2, min_batches = 3;            // EP workloads: untimed batches, then at least min_batches timed
 };
@@ -53,47 +53,67 @@ const std::vector<workload>& workloads() {
     a.insert(a.end(), b.begin(), b.end());
     return a;
   };
-  const std::vector<std::string> mlp512x2{
-      "network.hidden=[512,512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
-      "relax.free_steps=100", "relax.nudged_steps=20", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"};
-  const std::vector<std::string> hep_table1{
-      "network.hidden=[256,256]", "estimator.kind=\"holomorphic\"", "estimator.n_points=10", "estimator.beta=0.4",
-      "relax.free_steps=200", "relax.nudged_steps=50", "run.batch=20", "optimizer.kind=\"sgd\"",
-      "optimizer.momentum=0.0", "optimizer.lr=0.05"};
+  const std::vector<std::string> mlp512x2{"network.hidden=[512,512]",
+                                          "network.output=\"layer\"",
+                                          "estimator.kind=\"symmetric\"",
+                                          "estimator.beta=0.1",
+                                          "relax.free_steps=100",
+                                          "relax.nudged_steps=20",
+                                          "run.batch=50",
+                                          "optimizer.kind=\"adam\"",
+                                          "optimizer.lr=1e-4"};
+  const std::vector<std::string> hep_table1{"network.hidden=[256,256]",
+                                            "estimator.kind=\"holomorphic\"",
+                                            "estimator.n_points=10",
+                                            "estimator.beta=0.4",
+                                            "relax.free_steps=200",
+                                            "relax.nudged_steps=50",
+                                            "run.batch=20",
+                                            "optimizer.kind=\"sgd\"",
+                                            "optimizer.momentum=0.0",
+                                            "optimizer.lr=0.05"};
   static const std::vector<workload> w{
-      {"mlp512_symmetric", "784-512-10 sigmoid, symmetric EP beta 0.1, T1 30, T2 10, batch 50, Adam", "samples/s", 2390,
+      {"mlp512_symmetric",
+       "784-512-10 sigmoid, symmetric EP beta 0.1, T1 30, T2 10, batch 50, Adam",
+       "samples/s",
+       2390,
        {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
         "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
        0},
-      {"mlp512_classic", "784-512-10 sigmoid, one-sided EP beta 0.1, T1 30, T2 10, batch 50, Adam", "samples/s", 2950,
+      {"mlp512_classic",
+       "784-512-10 sigmoid, one-sided EP beta 0.1, T1 30, T2 10, batch 50, Adam",
+       "samples/s",
+       2950,
        {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"classic\"", "estimator.beta=0.1",
         "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
        0},
-      {"mlp512x2_symmetric", "784-512-512-10 sigmoid, symmetric EP beta 0.1, T1 100, T2 20, batch 50, Adam", "samples/s",
-       555, mlp512x2, 0},
+      {"mlp512x2_symmetric", "784-512-512-10 sigmoid, symmetric EP beta 0.1, T1 100, T2 20, batch 50, Adam",
+       "samples/s", 555, mlp512x2, 0},
       {"mlp512x2_early",
        "mlp512x2_symmetric, alternating order, over-relaxation omega 1.6, every sample frozen once below tol 1e-2 "
        "(T1/T2 as maxima)",
        "samples/s", 555,
        plus(mlp512x2, {"relax.order=\"alternating\"", "relax.omega=1.6", "relax.stop_early=true", "relax.tol=1e-2"}),
        0},
-      {"hep_table1", "784-256-256 + readout, holomorphic EP N 10 |beta| 0.4, T1 200, T2 50, batch 20, SGD (hEP Table 1)",
-       "samples/s", 1350, hep_table1, 0},
-      {"hep_table1_early",
-       "hep_table1, alternating order, every sample frozen once below tol 1e-3 (T1/T2 as maxima)",
-       "samples/s", 1350,
-       plus(hep_table1, {"relax.stop_early=true", "relax.tol=1e-3", "relax.order=\"alternating\""}),
+      {"hep_table1",
+       "784-256-256 + readout, holomorphic EP N 10 |beta| 0.4, T1 200, T2 50, batch 20, SGD (hEP Table 1)", "samples/s",
+       1350, hep_table1, 0},
+      {"hep_table1_early", "hep_table1, alternating order, every sample frozen once below tol 1e-3 (T1/T2 as maxima)",
+       "samples/s", 1350, plus(hep_table1, {"relax.stop_early=true", "relax.tol=1e-3", "relax.order=\"alternating\""}),
        0},
-      {"conv_fmnist_hep", "ConvNet 28x28x1 conv16+pool conv32+pool holotanh, hEP N 2 |beta| 1, T1 30, T2 12, batch 32, SGD",
-       "samples/s", 0,
-       {"network.conv=[16,32]", "network.hidden=[]", "network.activation=\"holotanh\"", "estimator.kind=\"holomorphic\"",
-        "estimator.n_points=2", "estimator.beta=1.0", "relax.free_steps=30", "relax.nudged_steps=12", "run.batch=32",
-        "optimizer.kind=\"sgd\"", "optimizer.lr=0.05"},
+      {"conv_fmnist_hep",
+       "ConvNet 28x28x1 conv16+pool conv32+pool holotanh, hEP N 2 |beta| 1, T1 30, T2 12, batch 32, SGD",
+       "samples/s",
+       0,
+       {"network.conv=[16,32]", "network.hidden=[]", "network.activation=\"holotanh\"",
+        "estimator.kind=\"holomorphic\"", "estimator.n_points=2", "estimator.beta=1.0", "relax.free_steps=30",
+        "relax.nudged_steps=12", "run.batch=32", "optimizer.kind=\"sgd\"", "optimizer.lr=0.05"},
        0},
       {"conv32_64_classic",
        "ConvNet 28x28x1 conv32 5x5 VALID + max pool, conv64 5x5 VALID + max pool, output layer 10, hard sigmoid, "
        "one-sided EP beta 0.4, T1 200, T2 10, batch 100, SGD",
-       "samples/s", 46,
+       "samples/s",
+       46,
        {"network.conv=[32,64]", "network.conv_kernel=[5]", "network.conv_padding=[\"valid\"]",
         "network.conv_pool=[\"max\"]", "network.hidden=[]", "network.output=\"layer\"",
         "network.activation=\"half_clamp01\"", "estimator.kind=\"classic\"", "estimator.beta=0.4",
@@ -103,29 +123,41 @@ const std::vector<workload>& workloads() {
       {"vgg4_symmetric",
        "ConvNet 32x32x3 VGG-4 conv128-256-512-512 3x3 (same, same, same, valid) + max pool, readout 10, hard sigmoid, "
        "symmetric EP beta 1, T1 250, T2 25, batch 128, SGD (random CIFAR-shaped batch)",
-       "samples/s", 1.2,
+       "samples/s",
+       1.2,
        {"network.conv=[128,256,512,512]", "network.conv_kernel=[3]",
         "network.conv_padding=[\"same\",\"same\",\"same\",\"valid\"]", "network.conv_pool=[\"max\"]",
         "network.hidden=[]", "network.activation=\"half_clamp01\"", "estimator.kind=\"symmetric\"",
         "estimator.beta=1.0", "relax.free_steps=250", "relax.nudged_steps=25", "run.batch=128",
         "optimizer.kind=\"sgd\"", "optimizer.lr=0.05"},
-       0, {3, 32, 32}, 0, 1},
+       0,
+       {3, 32, 32},
+       0,
+       1},
       {"gep_fmnist_a90",
        "vector field 784-256-256-10 + readout, sigmoid(4x-2), independent feedback (90 deg), generalized hEP N 2 "
        "|beta| 0.2, T1 150, T2 20, batch 50, AdamW (configs/gep_fmnist_a90.toml)",
-       "samples/s", 0,
+       "samples/s",
+       0,
        {"network.hidden=[256,256]", "network.output_size=10", "network.angle=90.0", "estimator.kind=\"holomorphic\"",
         "estimator.n_points=2", "estimator.beta=0.2", "relax.free_steps=150", "relax.nudged_steps=20", "run.batch=50",
         "optimizer.kind=\"adamw\"", "optimizer.lr=1e-4", "optimizer.weight_decay=0.0"},
        4},
-      {"gle_mnist1d_15k", "GLE 1-6x53-10 (spec time constants), batch 100, Adam every step, 1 thread", "steps/s", 620,
-       {}, 1},
+      {"gle_mnist1d_15k",
+       "GLE 1-6x53-10 (spec time constants), batch 100, Adam every step, 1 thread",
+       "steps/s",
+       620,
+       {},
+       1},
       {"gle_mnist1d_15k_2t", "the same on 2 threads (layers in parallel)", "steps/s", 620, {}, 3},
       {"gle_lagline", "GLE teacher-student chain, 2 neurons, batch 100, Adam every step", "steps/s", 2400, {}, 2},
       {"deep_yinyang_leak",
        "DEEP complete graph 4+1-30-3 on Yin-Yang (5000 samples), leak 3, endpoint rule beta 0.5 lr 0.3, T1 100, "
        "T2 100, dt 0.1, batch 20 (configs/graph_yin_yang_leak.toml)",
-       "samples/s", 0, {}, 5},
+       "samples/s",
+       0,
+       {},
+       5},
       {"deep_yinyang_leak_f32", "the same in float32", "samples/s", 0, {"network.dtype=float32"}, 5},
   };
   return w;
@@ -146,7 +178,10 @@ struct batch_feed {
   matrix<float> x, y;
   bool real_data;
   batch_feed(const dataset& images, long n_in, long B)
-      : x(n_in, B), y(matrix<float>::Zero(10, B)), real_data(images.size() >= B && images.dim() == n_in), images_(images) {
+      : x(n_in, B),
+        y(matrix<float>::Zero(10, B)),
+        real_data(images.size() >= B && images.dim() == n_in),
+        images_(images) {
     std::mt19937_64 rng(1);
     std::uniform_real_distribution<float> U(0, 1);
     for (long i = 0; i < x.size(); ++i) x.data()[i] = U(rng);
@@ -369,7 +404,8 @@ nlohmann::ordered_json run_deep_yinyang(const config& cfg, double seconds) {
   auto t_start = clock_type::now();
   while (batches < 0 || since(t_start) < seconds || batches < 3) {
     if (next + B > x.cols()) {
-      for (std::size_t i = order.size() - 1; i > 0; --i) std::swap(order[i], order[std::size_t(random_index(rng, uint64_t(i + 1)))]);
+      for (std::size_t i = order.size() - 1; i > 0; --i)
+        std::swap(order[i], order[std::size_t(random_index(rng, uint64_t(i + 1)))]);
       next = 0;
     }
     for (long k = 0; k < B; ++k) {
@@ -400,7 +436,8 @@ nlohmann::ordered_json run_deep_yinyang(const workload& w, double seconds) {
     throw config_error(fmt::format("{} not found: run the deep_yinyang_leak workload from the source directory", file));
   const config cfg = load_training_config({file}, w.overrides);
   if (cfg.get<std::string>("model.kind") != "graph" || cfg.get<std::string>("data.name") != "yin_yang")
-    throw config_error(file + ": the deep_yinyang_leak workload needs model.kind = \"graph\" and data.name = \"yin_yang\"");
+    throw config_error(file +
+                       ": the deep_yinyang_leak workload needs model.kind = \"graph\" and data.name = \"yin_yang\"");
   return cfg.get<std::string>("network.dtype") == "float32" ? run_deep_yinyang<float>(cfg, seconds)
                                                             : run_deep_yinyang<double>(cfg, seconds);
 }
@@ -416,10 +453,12 @@ void register_bench(CLI::App& app) {
   auto* cmd = app.add_subcommand("bench", "Time training workloads and the matrix-multiply peak of this machine");
   cmd->add_option("--workload,-w", names, "Workloads to run (default: all; see --list)");
   add_checked(cmd, "--seconds", seconds, "Timed seconds per workload (after warm-up)",
-              config_constraint::greater_than(0).at_most(86400))->capture_default_str();
+              config_constraint::greater_than(0).at_most(86400))
+      ->capture_default_str();
   cmd->add_option("--json", json_file, "Also write the results as JSON to this file");
   add_checked(cmd, "--threads", threads, "EP workloads: estimator.threads, the batch slices relaxed in parallel",
-              config_constraint::closed(1, config_limits::threads))->capture_default_str();
+              config_constraint::closed(1, config_limits::threads))
+      ->capture_default_str();
   cmd->add_option("--set,-s", sets,
                   "EP and generalized-EP workloads: override a config key (KEY=VALUE, repeatable), e.g. "
                   "relax.stop_early=true; each workload takes the keys its config knows");
@@ -475,15 +514,17 @@ void register_bench(CLI::App& app) {
     dataset images;
     if (std::any_of(todo.begin(), todo.end(), [](const workload* w) { return w->kind == 0; })) {
       images = bench_images(data_dir);
-      fmt::print("EP workloads train on {}\n", images.size() > 0 ? fmt::format("consecutive MNIST training batches ({} images)", images.size())
-                                                               : std::string("one random batch (no MNIST found; see --data-dir)"));
+      fmt::print("EP workloads train on {}\n",
+                 images.size() > 0 ? fmt::format("consecutive MNIST training batches ({} images)", images.size())
+                                   : std::string("one random batch (no MNIST found; see --data-dir)"));
     }
     dataset fashion;
     if (std::any_of(todo.begin(), todo.end(), [](const workload* w) { return w->kind == 4; })) {
       fashion = bench_images(data_dir, "fashion_mnist");
       fmt::print("generalized-EP workloads train on {}\n",
-                 fashion.size() > 0 ? fmt::format("consecutive Fashion-MNIST training batches ({} images)", fashion.size())
-                                    : std::string("one random batch (no Fashion-MNIST found; see --data-dir)"));
+                 fashion.size() > 0
+                     ? fmt::format("consecutive Fashion-MNIST training batches ({} images)", fashion.size())
+                     : std::string("one random batch (no Fashion-MNIST found; see --data-dir)"));
     }
     fmt::print("{:<20} {:>12} {:>12} {:>9}  {}\n", "workload", "ours", "reference", "speedup", "unit / details");
     for (const workload* w : todo) {
@@ -497,27 +538,29 @@ void register_bench(CLI::App& app) {
       r["description"] = w->description;
       r["unit"] = w->unit;
       r["reference"] = w->reference > 0 ? nlohmann::ordered_json(w->reference) : nlohmann::ordered_json();
-      r["speedup"] = w->reference > 0 ? nlohmann::ordered_json(r["rate"].get<double>() / w->reference)
-                                      : nlohmann::ordered_json();
+      r["speedup"] =
+          w->reference > 0 ? nlohmann::ordered_json(r["rate"].get<double>() / w->reference) : nlohmann::ordered_json();
       std::string details;
       if (r.contains("free_steps_per_sample")) {
-        details = fmt::format("estimate {:.2f} ms (free {:.2f}) + optimizer {:.2f} ms per batch, {:.0f} free steps per "
-                              "sample, {:.0f} relaxation steps per batch, {} threads",
-                              r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_free"].get<double>(),
-                              r["ms_per_batch_optimizer"].get<double>(), r["free_steps_per_sample"].get<double>(),
-                              r["relax_steps_per_batch"].get<double>(), r["threads"].get<int>());
+        details = fmt::format(
+            "estimate {:.2f} ms (free {:.2f}) + optimizer {:.2f} ms per batch, {:.0f} free steps per "
+            "sample, {:.0f} relaxation steps per batch, {} threads",
+            r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_free"].get<double>(),
+            r["ms_per_batch_optimizer"].get<double>(), r["free_steps_per_sample"].get<double>(),
+            r["relax_steps_per_batch"].get<double>(), r["threads"].get<int>());
       } else if (r.contains("ms_per_batch_estimate")) {
         const double gf = r["relax_gflops"].get<double>();
         if (peak2 > 0) r["relax_fraction_of_peak"] = gf / peak2;
         std::string nudged;
-        for (const auto& v : r["ms_per_batch_nudged"]) nudged += fmt::format("{}{:.2f}", nudged.empty() ? "" : " + ", v.get<double>());
+        for (const auto& v : r["ms_per_batch_nudged"])
+          nudged += fmt::format("{}{:.2f}", nudged.empty() ? "" : " + ", v.get<double>());
         details = fmt::format(
             "estimate {:.2f} ms (free {:.2f}, nudged {}, gradient {:.2f}) + optimizer {:.2f} ms per batch, "
             "{:.0f} relaxation steps ({:.0f} per sample), {:.1f} GFLOP/s in the estimate{}, {} threads",
             r["ms_per_batch_estimate"].get<double>(), r["ms_per_batch_free"].get<double>(),
             nudged.empty() ? std::string("-") : nudged, r["ms_per_batch_gradient"].get<double>(),
-            r["ms_per_batch_optimizer"].get<double>(),
-            r["relax_steps_per_batch"].get<double>(), r["relax_steps_per_sample"].get<double>(), gf,
+            r["ms_per_batch_optimizer"].get<double>(), r["relax_steps_per_batch"].get<double>(),
+            r["relax_steps_per_sample"].get<double>(), gf,
             peak2 > 0 ? fmt::format(" ({:.0f} % of peak)", 100 * gf / peak2) : std::string(), r["threads"].get<int>());
       }
       if (r.contains("gflops"))

@@ -22,10 +22,14 @@ struct data_args {
 
 std::string state_text(const remote_file& f, const file_check& c) {
   switch (c.state) {
-    case file_state::missing: return "missing";
-    case file_state::verified: return fmt::format("ok ({} verified)", checksum_name(f.kind));
-    case file_state::unverified: return "present, NOT verified (no published checksum)";
-    case file_state::mismatch: return fmt::format("MISMATCH ({} {}, expected {})", checksum_name(f.kind), c.actual, f.checksum);
+    case file_state::missing:
+      return "missing";
+    case file_state::verified:
+      return fmt::format("ok ({} verified)", checksum_name(f.kind));
+    case file_state::unverified:
+      return "present, NOT verified (no published checksum)";
+    case file_state::mismatch:
+      return fmt::format("MISMATCH ({} {}, expected {})", checksum_name(f.kind), c.actual, f.checksum);
   }
   return "";
 }
@@ -71,8 +75,9 @@ void register_data(CLI::App& app) {
   auto* timeout = fetch->add_option("--timeout", a.timeout_s,
                                     "Seconds allowed for each file from one address (default: 600 + 1 per 50 kB of "
                                     "its size; 3600 when the size is unknown)");
-  fetch->add_option("--idle-timeout", a.idle_timeout_s,
-                    "Give up on an address when less than 1 kB/s arrives over this many seconds")
+  fetch
+      ->add_option("--idle-timeout", a.idle_timeout_s,
+                   "Give up on an address when less than 1 kB/s arrives over this many seconds")
       ->capture_default_str();
   fetch->add_option("--connect-timeout", a.connect_timeout_s, "Seconds allowed to connect to an address")
       ->capture_default_str();

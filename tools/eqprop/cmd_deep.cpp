@@ -12,8 +12,6 @@
 #include <toml++/toml.h>
 
 #include "commands.hpp"
-#include "flag_checks.hpp"
-#include "train_command.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/learn/deep.hpp"
@@ -22,6 +20,8 @@
 #include "eqprop/train/graph_experiment.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/trainer.hpp"
+#include "flag_checks.hpp"
+#include "train_command.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -97,9 +97,11 @@ std::string seed_list(const std::string& seeds, uint64_t first) {
   try {
     k = std::stol(seeds);
   } catch (const std::exception&) {
-    throw config_error(fmt::format("--seeds {}: expected a count of seeds (1 to 10000), a range like 1-10 or a list", seeds));
+    throw config_error(
+        fmt::format("--seeds {}: expected a count of seeds (1 to 10000), a range like 1-10 or a list", seeds));
   }
-  if (k < 1 || k > 10000) throw config_error(fmt::format("--seeds = {}: a count of seeds must be in [1, 10000]", seeds));
+  if (k < 1 || k > 10000)
+    throw config_error(fmt::format("--seeds = {}: a count of seeds must be in [1, 10000]", seeds));
   return k == 1 ? std::to_string(first) : fmt::format("{}-{}", first, first + uint64_t(k) - 1);
 }
 
@@ -111,8 +113,8 @@ void apply_legacy_config(const std::string& file, CLI::App& cmd, deep_alias_args
   try {
     tbl = toml::parse_file(file);
   } catch (const toml::parse_error& e) {
-    throw config_error(fmt::format("{}:{}:{}: TOML parse error: {}", file, e.source().begin.line, e.source().begin.column,
-                                   e.description()));
+    throw config_error(fmt::format("{}:{}:{}: TOML parse error: {}", file, e.source().begin.line,
+                                   e.source().begin.column, e.description()));
   }
   const bool has_tables = std::any_of(tbl.begin(), tbl.end(), [](const auto& kv) { return kv.second.is_table(); });
   if (has_tables) {
@@ -159,7 +161,8 @@ std::vector<std::string> alias_sets(const deep_alias_args& a) {
     sets.push_back(fmt::format("{}={}", flags[i].key, v));
   }
   // Data sets have one output neuron per class (as every `deep train` run on one had).
-  const bool one_hot_given = std::any_of(sets.begin(), sets.end(), [](const std::string& s) { return s.starts_with("network.one_hot="); });
+  const bool one_hot_given =
+      std::any_of(sets.begin(), sets.end(), [](const std::string& s) { return s.starts_with("network.one_hot="); });
   if (!is_logic_gate(task) && a.train.resume.empty() && !one_hot_given) sets.push_back("network.one_hot=true");
   if (a.baseline) {  // asymmetric vector-field EP (spec §4.3): unit decay, endpoint rule, learned bias
     sets.push_back("dynamics.decay=unit");
@@ -167,7 +170,8 @@ std::vector<std::string> alias_sets(const deep_alias_args& a) {
     sets.push_back("estimator.learn_bias=true");
   }
   if (!a.batch.empty())  // 0: the full batch
-    sets.push_back(fmt::format("run.batch={}", a.batch == "0" ? fmt::format("{}", long(config_limits::batch)) : a.batch));
+    sets.push_back(
+        fmt::format("run.batch={}", a.batch == "0" ? fmt::format("{}", long(config_limits::batch)) : a.batch));
   for (const auto& [size, split] : {std::pair{&a.train_size, "train"}, std::pair{&a.test_size, "test"}}) {
     if (size->empty()) continue;
     sets.push_back(fmt::format("data.limit_{}={}", split, *size));
@@ -222,19 +226,22 @@ deep_stability_summary run_stability(const fs::path& target, std::optional<doubl
     throw data_error(fmt::format("{}: a run of model.kind = {}; stability certificates are for graph networks",
                                  file.string(), to_string(run.kind)));
   if (!run.ck.arrays.contains("probe_inputs"))
-    throw data_error(fmt::format("{}: the checkpoint holds no probe inputs (written before they were saved); "
-                                 "retrain the run to analyse it",
-                                 file.string()));
+    throw data_error(
+        fmt::format("{}: the checkpoint holds no probe inputs (written before they were saved); "
+                    "retrain the run to analyse it",
+                    file.string()));
   deep_dynamics dyn = deep_dynamics_from_config(run.cfg);
   if (leak) dyn.leak = *leak;
-  return deep_stability(saved_network<graph_network<double>>(run), dyn, run.ck.array("probe_inputs").to_matrix<double>(),
-                        run.cfg.get<uint64_t>("run.seed"));
+  return deep_stability(saved_network<graph_network<double>>(run), dyn,
+                        run.ck.array("probe_inputs").to_matrix<double>(), run.cfg.get<uint64_t>("run.seed"));
 }
 
 // For runs on a logic gate (whose test split is its patterns): how many reach 0% error (test
 // accuracy 1 at the end), with the first epoch from which each stays there.
 void print_solved_summary(const std::vector<fs::path>& runs) {
-  if (runs.empty() || !is_logic_gate(saved_run_config(load_checkpoint(runs[0] / "checkpoint.eqck"), runs[0]).get<std::string>("data.name")))
+  if (runs.empty() ||
+      !is_logic_gate(
+          saved_run_config(load_checkpoint(runs[0] / "checkpoint.eqck"), runs[0]).get<std::string>("data.name")))
     return;
   long solved = 0;
   std::vector<std::string> where;
@@ -271,10 +278,9 @@ void register_deep(CLI::App& app) {
   for (std::size_t i = 0; i < flags.size(); ++i) {
     const std::string name = flags[i].flag;
     if (flags[i].value_if_set)
-      a.options.push_back(
-          t->add_flag(name)->description(fmt::format("{} ({} = {})", flags[i].help, flags[i].key, flags[i].value_if_set)));
-    else
-      a.options.push_back(t->add_option(name, a.values[i], fmt::format("{} ({})", flags[i].help, flags[i].key)));
+      a.options.push_back(t->add_flag(name)->description(
+          fmt::format("{} ({} = {})", flags[i].help, flags[i].key, flags[i].value_if_set)));
+    else a.options.push_back(t->add_option(name, a.values[i], fmt::format("{} ({})", flags[i].help, flags[i].key)));
   }
   t->add_option("--batch", a.batch, "Mini-batch size, 0: the full batch (run.batch)");
   t->add_option("--train-size", a.train_size, "Data sets: training samples (data.limit_train, data.yin_yang_train)");
@@ -282,7 +288,8 @@ void register_deep(CLI::App& app) {
   t->add_flag("--baseline", a.baseline,
               "Asymmetric vector-field EP baseline: dynamics.decay = unit, estimator.kind = endpoint, "
               "estimator.learn_bias = true");
-  t->add_flag("--stability", a.stability, "Print (and save as stability.json) the stability report of each trained run");
+  t->add_flag("--stability", a.stability,
+              "Print (and save as stability.json) the stability report of each trained run");
   t->add_option("--config", a.legacy_config,
                 "A TOML file of these flags (long names as keys), or an `eqprop train` config; the command line wins")
       ->check(CLI::ExistingFile);
@@ -310,11 +317,12 @@ void register_deep(CLI::App& app) {
   static std::string target;
   static bool as_json = false;
   static double leak_override = 0;
-  auto* s = deep->add_subcommand("stability", "Stability certificates of a trained graph network (run dir or checkpoint)");
+  auto* s =
+      deep->add_subcommand("stability", "Stability certificates of a trained graph network (run dir or checkpoint)");
   s->add_option("run", target, "Run directory or checkpoint.eqck")->required()->check(CLI::ExistingPath);
   s->add_flag("--json", as_json, "Print the worst equilibrium's report as JSON");
-  static CLI::Option* leak_opt = add_checked(s, "--leak", leak_override, "Analyse with this leak instead of the trained one",
-                                             config_constraint::at_least(0));
+  static CLI::Option* leak_opt = add_checked(
+      s, "--leak", leak_override, "Analyse with this leak instead of the trained one", config_constraint::at_least(0));
   s->callback([] {
     const auto rep = run_stability(target, leak_opt->count() > 0 ? std::optional<double>(leak_override) : std::nullopt);
     if (as_json) fmt::print("{}\n", rep.worst.to_json().dump(2));

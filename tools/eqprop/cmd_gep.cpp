@@ -10,8 +10,6 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "flag_checks.hpp"
-#include "trainer_flags.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/rng.hpp"
 #include "eqprop/dynamics/relax.hpp"
@@ -19,6 +17,8 @@
 #include "eqprop/learn/generalized_ep.hpp"
 #include "eqprop/train/trainer.hpp"
 #include "eqprop/train/vf_experiment.hpp"
+#include "flag_checks.hpp"
+#include "trainer_flags.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -35,7 +35,8 @@ std::vector<int> parse_sizes(const std::string& s) {
     } catch (...) {
       throw config_error("--sizes expects comma-separated integers like 4,5,3, got `" + s + "`");
     }
-    if (const std::string why = config_constraint::closed(1, config_limits::layer_size).number_violation(v.back(), true);
+    if (const std::string why =
+            config_constraint::closed(1, config_limits::layer_size).number_violation(v.back(), true);
         !why.empty())
       throw config_error(fmt::format("--sizes: {} is out of range: every size {}", v.back(), why));
     if (c == std::string::npos) break;
@@ -56,7 +57,7 @@ double rel_err(const std::vector<double>& a, const std::vector<double>& b) {
 void print_diag(const gep_diagnostics& d) {
   fmt::print("Jacobian symmetry index |S|/(|S|+|A|): {:.4f}\n", d.symmetry_index);
   fmt::print("angle(W, B^T): {}\n", std::isfinite(d.angle_deg) ? fmt::format("{:.2f} deg", d.angle_deg)
-                                                              : std::string("n/a (no reciprocal pair)"));
+                                                               : std::string("n/a (no reciprocal pair)"));
   fmt::print("homeostatic loss 2|A|^2/n: {:.6g}\n", d.homeo_exact);
   for (size_t i = 0; i < d.layer_cosine.size(); ++i)
     fmt::print("layer {}: cos(EP error, RBP error) = {:.4f}\n", i + 1, d.layer_cosine[i]);
@@ -68,7 +69,8 @@ void print_diag(const gep_diagnostics& d) {
 }  // namespace
 
 void register_gep(CLI::App& app) {
-  auto* gep = app.add_subcommand("gep", "Generalized EP without weight symmetry, and Jacobian homeostasis (docs/generalized-ep.md)");
+  auto* gep = app.add_subcommand(
+      "gep", "Generalized EP without weight symmetry, and Jacobian homeostasis (docs/generalized-ep.md)");
   gep->require_subcommand(1);
 
   // --- gradcheck
@@ -80,7 +82,8 @@ void register_gep(CLI::App& app) {
     uint64_t seed = 1;
   };
   static gc_args g;
-  auto* gc = gep->add_subcommand("gradcheck", "float64 toy network: EP gradient vs recurrent backprop for N = 0 (exact), 1..max-n; "
+  auto* gc = gep->add_subcommand("gradcheck",
+                                 "float64 toy network: EP gradient vs recurrent backprop for N = 0 (exact), 1..max-n; "
                                  "homeostatic loss Monte-Carlo vs exact");
   gc->add_option("--sizes", g.sizes, "Layer sizes input,hidden...,out (a readout with out classes follows)");
   using cc = config_constraint;
@@ -120,11 +123,12 @@ void register_gep(CLI::App& app) {
     std::vector<double> ref(net.n_params()), est(net.n_params());
     generalized_ep<double> rbp(o);
     const auto rr = rbp.estimate(net, x, y, ref);
-    fmt::print("{} network [{}], angle {} deg, |beta| = {}, {} samples; reference: {}\n", "float64", g.sizes, g.angle, g.beta,
-               g.batch, rbp.name());
+    fmt::print("{} network [{}], angle {} deg, |beta| = {}, {} samples; reference: {}\n", "float64", g.sizes, g.angle,
+               g.beta, g.batch, rbp.name());
     fmt::print("free phase: max residual {:.2e}, {} of {} not converged to 1e-12\n", rr.free.max_residual,
                rr.free.n_not_converged, g.batch);
-    fmt::print("symmetry index {:.4f}, angle(W, B^T) {:.2f} deg\n", jacobian_symmetry_index(net), feedback_angle_deg(net));
+    fmt::print("symmetry index {:.4f}, angle(W, B^T) {:.2f} deg\n", jacobian_symmetry_index(net),
+               feedback_angle_deg(net));
     fmt::print("{:>4}  {:>12}  {:>10}\n", "N", "rel. error", "cosine");
     for (int N = 0; N <= g.max_n; ++N) {
       gep_options e = o;
@@ -141,8 +145,10 @@ void register_gep(CLI::App& app) {
     const double mc = homeostatic_loss_mc(net, g.probes, prng, std::span<double>(gm));
     const double ex = homeostatic_loss_exact(net, std::span<double>(ge));
     if (ex > 0)
-      fmt::print("homeostatic loss per neuron: Monte-Carlo ({} probes) {:.6g}, exact 2|A|^2/n {:.6g} (ratio {:.4f}); "
-                 "gradient relative difference {:.3e}\n", g.probes, mc, ex, mc / ex, rel_err(gm, ge));
+      fmt::print(
+          "homeostatic loss per neuron: Monte-Carlo ({} probes) {:.6g}, exact 2|A|^2/n {:.6g} (ratio {:.4f}); "
+          "gradient relative difference {:.3e}\n",
+          g.probes, mc, ex, mc / ex, rel_err(gm, ge));
     else
       fmt::print("homeostatic loss per neuron: Monte-Carlo ({} probes) {:.3g}, exact 2|A|^2/n 0 (symmetric Jacobian)\n",
                  g.probes, mc);
@@ -152,10 +158,12 @@ void register_gep(CLI::App& app) {
   static std::string dg_target, dg_data_dir;
   static long dg_samples = 50;
   static std::vector<std::string> dg_sets;
-  auto* dg = gep->add_subcommand("diagnose", "Symmetry index, angle, per-layer cos(EP, RBP) of a trained run directory "
+  auto* dg = gep->add_subcommand("diagnose",
+                                 "Symmetry index, angle, per-layer cos(EP, RBP) of a trained run directory "
                                  "or of a config's network at initialisation");
   dg->add_option("target", dg_target, "Run directory of a vector_field run (`eqprop train`), or config file")
-      ->required()->check(CLI::ExistingPath);
+      ->required()
+      ->check(CLI::ExistingPath);
   add_checked(dg, "--samples", dg_samples, "Training samples used", cc::closed(1, lim::samples));
   dg->add_option("--set,-s", dg_sets, "Override a config key (estimator settings of the comparison)");
   dg->add_option("--data-dir", dg_data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
@@ -176,7 +184,8 @@ void register_gep(CLI::App& app) {
     }
     const auto split = gep_load_data(cfg, dg_data_dir, dg_samples, 1);
     if (!fs::is_directory(dg_target))
-      net = vector_field_network<double>(make_vf_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape));
+      net =
+          vector_field_network<double>(make_vf_spec(cfg, split.train.dim(), split.train.n_classes, split.train.shape));
     const matrix<double> x = split.train.x.cast<double>();
     const matrix<double> y = one_hot<double>(split.train.y, split.train.n_classes);
     const auto o = make_gep_options(cfg);

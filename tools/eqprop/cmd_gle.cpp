@@ -9,9 +9,9 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "flag_checks.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/gle_tasks.hpp"
+#include "flag_checks.hpp"
 #include "study_util.hpp"
 
 namespace eqprop::cli {
@@ -21,13 +21,15 @@ namespace {
 std::string lagline_csv(const lagline_result& r) {
   std::string s = "t,loss,w1,w2,tau_m1,tau_m2\n";
   for (const auto& row : r.trace)
-    s += fmt::format("{},{:.6e},{:.10g},{:.10g},{:.10g},{:.10g}\n", row.t, row.loss, row.w1, row.w2, row.tau1, row.tau2);
+    s +=
+        fmt::format("{},{:.6e},{:.10g},{:.10g},{:.10g},{:.10g}\n", row.t, row.loss, row.w1, row.w2, row.tau1, row.tau2);
   return s;
 }
 }  // namespace
 
 void register_gle(CLI::App& app) {
-  auto* gle = app.add_subcommand("gle", "Generalized Latent Equilibrium: continuous-time neurons learning online (docs/gle.md)");
+  auto* gle = app.add_subcommand(
+      "gle", "Generalized Latent Equilibrium: continuous-time neurons learning online (docs/gle.md)");
   gle->require_subcommand(1);
 
   // ---- operator
@@ -37,12 +39,15 @@ void register_gle(CLI::App& app) {
   const cc time_constant = cc::greater_than(0).at_most(1e6);
   add_checked(op, "--tau-m", op_tm, "membrane time constant", time_constant)->capture_default_str();
   add_checked(op, "--tau-r", op_tr, "prospective time constant", time_constant)->capture_default_str();
-  add_checked(op, "--omega", op_w, "angular frequency of the test sine", cc::greater_than(0).at_most(1e6))->capture_default_str();
+  add_checked(op, "--omega", op_w, "angular frequency of the test sine", cc::greater_than(0).at_most(1e6))
+      ->capture_default_str();
   add_checked(op, "--dt", op_dt, "Euler step", cc::greater_than(0).at_most(1))->capture_default_str();
   op->callback([] {
     if (2 * 3.141592653589793 / (op_w * op_dt) > 1e7)
-      throw config_error(fmt::format("--omega {} with --dt {} needs more than 1e7 Euler steps per period of the test sine; "
-                                     "raise --omega or --dt", op_w, op_dt));
+      throw config_error(
+          fmt::format("--omega {} with --dt {} needs more than 1e7 Euler steps per period of the test sine; "
+                      "raise --omega or --dt",
+                      op_w, op_dt));
     const auto r = gle_operator_response(op_tm, op_tr, op_w, op_dt);
     fmt::print("tau_m = {}, tau_r = {}, omega = {}, dt = {}\n", op_tm, op_tr, op_w, op_dt);
     fmt::print("{:<28} {:>10} {:>10} {:>14} {:>14}\n", "operator", "gain", "phase", "theory gain", "theory phase");
@@ -61,14 +66,16 @@ void register_gle(CLI::App& app) {
     bool compare = false, no_plot = false;
   };
   static lagline_args la;
-  auto* ll = gle->add_subcommand("lagline", "Teacher-student chain of two neurons (spec §5.1): learn weights and tau_m");
+  auto* ll =
+      gle->add_subcommand("lagline", "Teacher-student chain of two neurons (spec §5.1): learn weights and tau_m");
   ll->add_option("--rule", la.rule, "gle | bp (instantaneous errors) | bptt | adjoint")->capture_default_str();
   add_checked(ll, "--window", la.o.window, "bptt/adjoint window in time units", cc::greater_than(0).at_most(1e4))
       ->capture_default_str();
   add_checked(ll, "--t-train", la.o.t_train, "training time (time units)", cc::greater_than(0).at_most(1e6))
       ->capture_default_str();
   add_checked(ll, "--lr", la.o.lr, "Adam learning rate per step", cc::greater_than(0))->capture_default_str();
-  add_checked(ll, "--seed", la.o.seed, "student initialisation and input phases", cc::at_least(0))->capture_default_str();
+  add_checked(ll, "--seed", la.o.seed, "student initialisation and input phases", cc::at_least(0))
+      ->capture_default_str();
   ll->add_flag("--compare", la.compare, "run gle, bp and bptt with windows 4, 2, 1 side by side");
   ll->add_option("--out", la.out, "directory for lagline_<rule>.csv traces and lagline.png (default: none)");
   ll->add_flag("--no-plot", la.no_plot, "write the CSV files only");
@@ -89,10 +96,9 @@ void register_gle(CLI::App& app) {
     } else {
       auto o = la.o;
       o.rule = parse_gle_rule(la.rule);
-      runs.emplace_back(o.rule == gle_rule::bptt || o.rule == gle_rule::adjoint
-                            ? fmt::format("{}_tw{}", la.rule, o.window)
-                            : la.rule,
-                        o);
+      runs.emplace_back(
+          o.rule == gle_rule::bptt || o.rule == gle_rule::adjoint ? fmt::format("{}_tw{}", la.rule, o.window) : la.rule,
+          o);
     }
     fmt::print("teacher w = (1, 2), tau_m = (1, 2); {} time units of training, dt = {}\n", la.o.t_train, la.o.dt);
     fmt::print("{:<12} {:>12} {:>10} {:>10} {:>10} {:>10} {:>12} {:>12} {:>8}\n", "model", "final loss", "w1", "w2",
@@ -123,7 +129,8 @@ void register_gle(CLI::App& app) {
   static lagnet_options na;
   static std::string na_out;
   static bool na_no_plot = false, na_no_train = false;
-  auto* ln = gle->add_subcommand("lagnet", "1-2-2-1 network: GLE errors against the adjoint method's lambda (spec §5.2)");
+  auto* ln =
+      gle->add_subcommand("lagnet", "1-2-2-1 network: GLE errors against the adjoint method's lambda (spec §5.2)");
   add_checked(ln, "--window", na.t_window, "comparison window (time units)", cc::greater_than(na.t_tail).at_most(1e5))
       ->capture_default_str();
   ln->add_option("--out", na_out, "directory for lagnet_traces.csv, lagnet_compare.csv and lagnet.png");
@@ -132,8 +139,9 @@ void register_gle(CLI::App& app) {
   ln->callback([] {
     na.train = !na_no_train;
     const auto r = run_lagnet(na);
-    fmt::print("GLE error e against adjoint lambda, per input frequency (e/lambda; theory for one neuron: phase 0, "
-               "gain 1/|H|^2)\n");
+    fmt::print(
+        "GLE error e against adjoint lambda, per input frequency (e/lambda; theory for one neuron: phase 0, "
+        "gain 1/|H|^2)\n");
     fmt::print("{:<8} {:>6} {:>6} {:>7} {:>10} {:>10} {:>12} {:>8}\n", "neuron", "tau_m", "tau_r", "omega", "gain",
                "phase", "theory gain", "corr");
     std::string csv = "neuron,tau_m,tau_r,omega,gain,phase,theory_gain,correlation\n";
@@ -145,8 +153,9 @@ void register_gle(CLI::App& app) {
                            n.phase[i], n.theory_gain[i], n.correlation);
       }
     if (na.train)
-      fmt::print("GLE training of hid_1 ({} time units): w[0][0] {:.4f} -> {:.4f} (teacher {}), loss {:.3e} -> {:.3e}\n",
-                 na.t_train, 0.5, r.final_w00, r.teacher_w00, r.train_loss.front(), r.train_loss.back());
+      fmt::print(
+          "GLE training of hid_1 ({} time units): w[0][0] {:.4f} -> {:.4f} (teacher {}), loss {:.3e} -> {:.3e}\n",
+          na.t_train, 0.5, r.final_w00, r.teacher_w00, r.train_loss.front(), r.train_loss.back());
     if (!na_out.empty()) {
       fs::create_directories(na_out);
       write_text(fs::path(na_out) / "lagnet_compare.csv", csv);
@@ -155,7 +164,8 @@ void register_gle(CLI::App& app) {
       tr += "\n";
       for (std::size_t j = 0; j < r.t.size(); ++j) {
         tr += fmt::format("{:.4f}", r.t[j]);
-        for (std::size_t n = 0; n < r.neurons.size(); ++n) tr += fmt::format(",{:.6e},{:.6e}", r.e[n][j], r.lambda[n][j]);
+        for (std::size_t n = 0; n < r.neurons.size(); ++n)
+          tr += fmt::format(",{:.6e},{:.6e}", r.e[n][j], r.lambda[n][j]);
         tr += "\n";
       }
       write_text(fs::path(na_out) / "lagnet_traces.csv", tr);
@@ -171,7 +181,8 @@ void register_gle(CLI::App& app) {
     }
   });
 
-  add_train_alias(gle, "Train a GLE network on sequences (default: the 15k MNIST-1D network): `eqprop train --set "
+  add_train_alias(gle,
+                  "Train a GLE network on sequences (default: the 15k MNIST-1D network): `eqprop train --set "
                   "model.kind=gle`",
                   model_kind::gle);
 }

@@ -13,8 +13,6 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "flag_checks.hpp"
-#include "study_util.hpp"
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/matmul.hpp"
@@ -23,6 +21,8 @@
 #include "eqprop/learn/cauchy_ep.hpp"
 #include "eqprop/learn/continuous_hep.hpp"
 #include "eqprop/learn/reference.hpp"
+#include "flag_checks.hpp"
+#include "study_util.hpp"
 
 namespace eqprop::cli {
 namespace {
@@ -50,9 +50,9 @@ struct gradcheck_args {
   std::string data_dir;
   std::string json_path;
   double min_cosine = -2;
-  double noise_std = 0;   // neuron noise in the nudged phases (and the reference is noiseless)
+  double noise_std = 0;  // neuron noise in the nudged phases (and the reference is noiseless)
   uint64_t noise_seed = 0;
-  std::string out_dir;    // sweep beta: writes sweep_beta.{json,csv,png} here
+  std::string out_dir;  // sweep beta: writes sweep_beta.{json,csv,png} here
   // ConvNets: --conv channels (then --dense hidden sizes), on --input-shape images.
   std::vector<int> conv, conv_kernel{3}, input_shape, dense;
   std::vector<std::string> conv_padding{"same"}, conv_pool{"softmax"};
@@ -77,7 +77,11 @@ std::vector<double> parse_betas(const std::vector<std::string>& specs) {
     } else {
       std::size_t used = 0;
       double v = 0;
-      try { v = std::stod(s, &used); } catch (const std::exception&) { used = 0; }
+      try {
+        v = std::stod(s, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
       if (used != s.size() || !(v > 0) || !std::isfinite(v))
         throw config_error(fmt::format("--beta '{}': not a finite positive number or range", s));
       out.push_back(v);
@@ -96,7 +100,8 @@ void make_batch(const gradcheck_args& a, const network_spec& spec, matrix<double
     auto split = load_dataset(a.dataset, resolve_data_dir(a.data_dir), dopt);
     const auto& d = split.test;
     if (d.dim() != spec.sizes[0])
-      throw shape_error(fmt::format("dataset '{}' has {} inputs but --layers starts with {}", a.dataset, d.dim(), spec.sizes[0]));
+      throw shape_error(
+          fmt::format("dataset '{}' has {} inputs but --layers starts with {}", a.dataset, d.dim(), spec.sizes[0]));
     if (d.size() < a.batch) throw shape_error("dataset test split is smaller than the batch");
     x = d.x.leftCols(a.batch).cast<double>();
     std::vector<int32_t> labels(d.y.begin(), d.y.begin() + a.batch);
@@ -148,8 +153,7 @@ study<R> make_study(const gradcheck_args& a) {
   auto& spec = s.spec;
   spec.sizes = a.layers;
   if (!a.conv.empty()) {
-    if (a.input_shape.size() != 3)
-      throw config_error("--conv needs --input-shape C,H,W (the planar input image)");
+    if (a.input_shape.size() != 3) throw config_error("--conv needs --input-shape C,H,W (the planar input image)");
     spec.input_shape = {a.input_shape[0], a.input_shape[1], a.input_shape[2]};
     spec.conv = make_conv_layers(a.conv, a.conv_kernel, a.conv_padding, a.conv_pool);
     spec.pool_temperature = a.pool_temperature;
@@ -187,7 +191,8 @@ study<R> make_study(const gradcheck_args& a) {
     s.ref = complex_step_gradient(s.net64, s.x64, s.y64, ro);
     s.ref_name = "complex-step differences";
   } else {
-    throw config_error(fmt::format("unknown --reference '{}': expected bptt, implicit, fd or complex-step", a.reference));
+    throw config_error(
+        fmt::format("unknown --reference '{}': expected bptt, implicit, fd or complex-step", a.reference));
   }
   return s;
 }
@@ -208,25 +213,32 @@ void run(const gradcheck_args& a) {
   free.omega = nudged.omega = a.omega;
   if (a.dtype == "bfloat16") {
     if (!bfloat16_available())
-      throw config_error(fmt::format("--dtype bfloat16 needs oneDNN and AVX512-BF16 (products here: {})", matmul_backend()));
+      throw config_error(
+          fmt::format("--dtype bfloat16 needs oneDNN and AVX512-BF16 (products here: {})", matmul_backend()));
     free.precision = nudged.precision = matmul_precision::bfloat16;
   }
 
   const auto groups = param_group_names(spec);
   nlohmann::ordered_json doc;
   doc["build"] = build_info_json();
-  doc["network"] = {{"layers", spec.sizes}, {"readout", spec.n_readout}, {"output", a.output},
+  doc["network"] = {{"layers", spec.sizes},       {"readout", spec.n_readout},  {"output", a.output},
                     {"activation", a.activation}, {"init_scale", a.init_scale}, {"seed", a.seed},
-                    {"batch", a.batch}, {"dtype", a.dtype}, {"n_params", net.n_params()}};
-  doc["relax"] = {{"free_steps", a.free_steps}, {"nudged_steps", a.nudged_steps}, {"tol", a.tol}, {"stop_early", a.stop_early},
-                  {"order", a.order}, {"omega", a.omega},
-                  {"noise_std", a.noise_std}, {"noise_seed", a.noise_seed}};
+                    {"batch", a.batch},           {"dtype", a.dtype},           {"n_params", net.n_params()}};
+  doc["relax"] = {{"free_steps", a.free_steps},
+                  {"nudged_steps", a.nudged_steps},
+                  {"tol", a.tol},
+                  {"stop_early", a.stop_early},
+                  {"order", a.order},
+                  {"omega", a.omega},
+                  {"noise_std", a.noise_std},
+                  {"noise_seed", a.noise_seed}};
   doc["reference"] = {{"name", ref_name}, {"dtype", "float64"}};
 
   fmt::print("{}\n", build_info_line());
-  fmt::print("network {} -> {}, activation {}, {} parameters, batch {}, {}\n", describe_layers(spec),
-             spec.output == output_kind::readout ? fmt::format("readout {}", spec.n_readout) : std::string("output layer"),
-             a.activation, net.n_params(), a.batch, a.dtype);
+  fmt::print(
+      "network {} -> {}, activation {}, {} parameters, batch {}, {}\n", describe_layers(spec),
+      spec.output == output_kind::readout ? fmt::format("readout {}", spec.n_readout) : std::string("output layer"),
+      a.activation, net.n_params(), a.batch, a.dtype);
   fmt::print("reference: {} (float64)\n\n", ref_name);
   std::string head = fmt::format("{:<36} {:>3} {:>8} {:>10} {:>12}", "estimator", "N", "|beta|", "rel_error", "cosine");
   for (const auto& g : groups) head += fmt::format(" {:>11}", "cos " + g);
@@ -303,8 +315,8 @@ void run(const gradcheck_args& a) {
         worst = std::max(worst, p["max_residual"].is_number() ? p["max_residual"].get<double>() : INFINITY);
         nc += p["not_converged"].get<long>();
       }
-      csv += fmt::format("{},{},{},{},{},{}\n", r["n_points"].get<int>(), r["beta"].get<double>(), r["rel_error"].get<double>(),
-                         r["cosine"].get<double>(), worst, nc);
+      csv += fmt::format("{},{},{},{},{},{}\n", r["n_points"].get<int>(), r["beta"].get<double>(),
+                         r["rel_error"].get<double>(), r["cosine"].get<double>(), worst, nc);
     }
     write_text(dir / "sweep_beta.csv", csv);
     plot_with_python({"sweep-beta", (dir / "sweep_beta.csv").string(), "-o", (dir / "sweep_beta.png").string()});
@@ -321,17 +333,32 @@ void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
   namespace lim = config_limits;
   // Layer sizes: the upper bound here; the network spec reports sizes that are not positive.
   const cc size = cc::any().at_most(lim::layer_size), steps = cc::closed(1, lim::steps);
-  add_checked(cmd, "--layers", a.layers, "Input size then hidden layer sizes, e.g. 784,256,256", size)->delimiter(',')->capture_default_str();
-  add_checked(cmd, "--conv", a.conv, "ConvNet: channels of each conv layer (then --dense; --layers is ignored)", size)->delimiter(',');
-  add_checked(cmd, "--input-shape", a.input_shape, "ConvNet input image C,H,W (planar)", cc::closed(1, 4096))->delimiter(',');
-  add_checked(cmd, "--conv-kernel", a.conv_kernel, "Kernel size per conv layer (one value: all)", cc::closed(1, 64))->delimiter(',')->capture_default_str();
-  cmd->add_option("--conv-padding", a.conv_padding, "same | valid per conv layer (one value: all)")->delimiter(',')->capture_default_str();
-  cmd->add_option("--conv-pool", a.conv_pool, "softmax | max | avg | none per conv layer (one value: all)")->delimiter(',')->capture_default_str();
-  add_checked(cmd, "--pool-temperature", a.pool_temperature, "Softmax pooling temperature", cc::greater_than(0))->capture_default_str();
+  add_checked(cmd, "--layers", a.layers, "Input size then hidden layer sizes, e.g. 784,256,256", size)
+      ->delimiter(',')
+      ->capture_default_str();
+  add_checked(cmd, "--conv", a.conv, "ConvNet: channels of each conv layer (then --dense; --layers is ignored)", size)
+      ->delimiter(',');
+  add_checked(cmd, "--input-shape", a.input_shape, "ConvNet input image C,H,W (planar)", cc::closed(1, 4096))
+      ->delimiter(',');
+  add_checked(cmd, "--conv-kernel", a.conv_kernel, "Kernel size per conv layer (one value: all)", cc::closed(1, 64))
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--conv-padding", a.conv_padding, "same | valid per conv layer (one value: all)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--conv-pool", a.conv_pool, "softmax | max | avg | none per conv layer (one value: all)")
+      ->delimiter(',')
+      ->capture_default_str();
+  add_checked(cmd, "--pool-temperature", a.pool_temperature, "Softmax pooling temperature", cc::greater_than(0))
+      ->capture_default_str();
   add_checked(cmd, "--dense", a.dense, "ConvNet: dense hidden layers after the convs", size)->delimiter(',');
-  add_checked(cmd, "--readout", a.readout, "Classes of the softmax readout (output = readout)", cc::closed(0, lim::layer_size))->capture_default_str();
-  cmd->add_option("--output", a.output, "readout (softmax + cross-entropy) or layer (last layer is the output, squared error)")
-      ->check(CLI::IsMember({"readout", "layer"}))->capture_default_str();
+  add_checked(cmd, "--readout", a.readout, "Classes of the softmax readout (output = readout)",
+              cc::closed(0, lim::layer_size))
+      ->capture_default_str();
+  cmd->add_option("--output", a.output,
+                  "readout (softmax + cross-entropy) or layer (last layer is the output, squared error)")
+      ->check(CLI::IsMember({"readout", "layer"}))
+      ->capture_default_str();
   cmd->add_option("--activation", a.activation, "hep_sigmoid | holotanh | tanh | half_clamp01")
       ->check([](const std::string& name) -> std::string {
         try {
@@ -345,35 +372,50 @@ void add_gradcheck_options(CLI::App* cmd, gradcheck_args& a) {
         }
       })
       ->capture_default_str();
-  add_checked(cmd, "--init-scale", a.init_scale, "Weight init std (0: 1/sqrt(fan_in))", cc::at_least(0))->capture_default_str();
+  add_checked(cmd, "--init-scale", a.init_scale, "Weight init std (0: 1/sqrt(fan_in))", cc::at_least(0))
+      ->capture_default_str();
   add_checked(cmd, "--seed", a.seed, "Seed for weights and the random batch", cc::at_least(0))->capture_default_str();
   add_checked(cmd, "--batch", a.batch, "Batch size", cc::closed(1, lim::batch))->capture_default_str();
-  cmd->add_option("--dtype", a.dtype,
-                  "float32, float64, or bfloat16 (float32 with bfloat16 relaxation products); the reference is always float64")
-      ->check(CLI::IsMember({"float32", "float64", "bfloat16"}))->capture_default_str();
+  cmd->add_option(
+         "--dtype", a.dtype,
+         "float32, float64, or bfloat16 (float32 with bfloat16 relaxation products); the reference is always float64")
+      ->check(CLI::IsMember({"float32", "float64", "bfloat16"}))
+      ->capture_default_str();
   add_checked(cmd, "--free-steps,--T1", a.free_steps, "Free-phase steps", steps)->capture_default_str();
   add_checked(cmd, "--nudged-steps,--T2", a.nudged_steps, "Steps per nudged point", steps)->capture_default_str();
-  add_checked(cmd, "--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)", cc::at_least(0))->capture_default_str();
+  add_checked(cmd, "--tol", a.tol, "Residual tolerance (0: 1e-5 float32, 1e-12 float64)", cc::at_least(0))
+      ->capture_default_str();
   cmd->add_flag("--stop-early", a.stop_early, "Stop each relaxation once every sample is below tol");
   cmd->add_option("--order", a.order, "Update order of the estimator's steps (the reference's are synchronous)")
-      ->check(CLI::IsMember({"synchronous", "alternating"}))->capture_default_str();
-  add_checked(cmd, "--omega", a.omega, "Over-relaxation factor of the estimator's steps", cc::open(0, 2))->capture_default_str();
-  add_checked(cmd, "--n-points,-N", a.n_points, "List of N (1 = classic EP, 2 = symmetric, >2 holomorphic)", cc::closed(1, 1024))
-      ->delimiter(',')->capture_default_str();
-  cmd->add_option("--beta", a.betas, "List of |beta|, or ranges lin:A:B:COUNT / log:A:B:COUNT")->delimiter(',')->capture_default_str();
+      ->check(CLI::IsMember({"synchronous", "alternating"}))
+      ->capture_default_str();
+  add_checked(cmd, "--omega", a.omega, "Over-relaxation factor of the estimator's steps", cc::open(0, 2))
+      ->capture_default_str();
+  add_checked(cmd, "--n-points,-N", a.n_points, "List of N (1 = classic EP, 2 = symmetric, >2 holomorphic)",
+              cc::closed(1, 1024))
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--beta", a.betas, "List of |beta|, or ranges lin:A:B:COUNT / log:A:B:COUNT")
+      ->delimiter(',')
+      ->capture_default_str();
   cmd->add_option("--start", a.start, "free (each point from the free state) or warm (around the circle)")
-      ->check(CLI::IsMember({"free", "warm"}))->capture_default_str();
-  add_checked(cmd, "--noise", a.noise_std, "Neuron noise std in the nudged phases (the reference stays noiseless)", cc::at_least(0))
+      ->check(CLI::IsMember({"free", "warm"}))
+      ->capture_default_str();
+  add_checked(cmd, "--noise", a.noise_std, "Neuron noise std in the nudged phases (the reference stays noiseless)",
+              cc::at_least(0))
       ->capture_default_str();
   add_checked(cmd, "--noise-seed", a.noise_seed, "Seed of the noise stream", cc::at_least(0))->capture_default_str();
   cmd->add_option("--reference", a.reference, "bptt | implicit | fd | complex-step")
-      ->check(CLI::IsMember({"bptt", "implicit", "fd", "complex-step"}))->capture_default_str();
+      ->check(CLI::IsMember({"bptt", "implicit", "fd", "complex-step"}))
+      ->capture_default_str();
   add_checked(cmd, "--reference-steps", a.reference_steps, "Steps of the reference (0: the free-phase steps)",
-              cc::closed(0, lim::steps))->capture_default_str();
+              cc::closed(0, lim::steps))
+      ->capture_default_str();
   cmd->add_option("--dataset", a.dataset, "Take the batch from this dataset's test split instead of random inputs");
   cmd->add_option("--data-dir", a.data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   cmd->add_option("--json", a.json_path, "Also write the results as one JSON document to this file ('-' for stdout)");
-  add_checked(cmd, "--min-cosine", a.min_cosine, "Exit with status 1 if any estimator's cosine is below this", cc::closed(-2, 1))
+  add_checked(cmd, "--min-cosine", a.min_cosine, "Exit with status 1 if any estimator's cosine is below this",
+              cc::closed(-2, 1))
       ->capture_default_str();
   cmd->callback([&a] {
     if (a.dtype == "float32" || a.dtype == "bfloat16") run<float>(a);
@@ -398,8 +440,8 @@ void run_periods(const periods_args& p) {
   std::filesystem::create_directories(dir);
   const double beta = parse_betas(a.betas).front();
   const int N = a.n_points.front();
-  fmt::print("{}\nnetwork {}, batch {}, {}; reference {}\n", build_info_line(), describe_layers(st.spec), a.batch, a.dtype,
-             st.ref_name);
+  fmt::print("{}\nnetwork {}, batch {}, {}; reference {}\n", build_info_line(), describe_layers(st.spec), a.batch,
+             a.dtype, st.ref_name);
   fmt::print("{:>6} {:>7} {:>12} {:>11}\n", "T2", "period", "cosine", "rel_error");
   std::string csv = "steps_per_point,period,cosine,rel_error,n_dropped\n";
   nlohmann::ordered_json rows = nlohmann::ordered_json::array();
@@ -426,15 +468,18 @@ void run_periods(const periods_args& p) {
       csv += fmt::format("{},{},{},{},{}\n", T2, i + 1, curve[i].first, curve[i].second, res.n_dropped);
       if (i == 0 || i + 1 == curve.size() || (i + 1) % 10 == 0)
         fmt::print("{:>6} {:>7} {:>12.8f} {:>11.3e}\n", T2, i + 1, curve[i].first, curve[i].second);
-      rows.push_back({{"steps_per_point", T2}, {"period", i + 1}, {"cosine", curve[i].first}, {"rel_error", curve[i].second}});
+      rows.push_back(
+          {{"steps_per_point", T2}, {"period", i + 1}, {"cosine", curve[i].first}, {"rel_error", curve[i].second}});
     }
   }
   nlohmann::ordered_json doc;
   doc["build"] = build_info_json();
-  doc["network"] = {{"layers", st.spec.sizes}, {"readout", st.spec.n_readout}, {"init_scale", a.init_scale}, {"seed", a.seed},
-                    {"batch", a.batch}, {"dtype", a.dtype}, {"dataset", a.dataset}};
-  doc["estimator"] = {{"n_points", N}, {"beta", beta}, {"periods", p.periods}, {"smooth", p.smooth}, {"alpha", p.alpha},
-                      {"noise_std", a.noise_std}};
+  doc["network"] = {{"layers", st.spec.sizes},    {"readout", st.spec.n_readout},
+                    {"init_scale", a.init_scale}, {"seed", a.seed},
+                    {"batch", a.batch},           {"dtype", a.dtype},
+                    {"dataset", a.dataset}};
+  doc["estimator"] = {{"n_points", N},      {"beta", beta},     {"periods", p.periods},
+                      {"smooth", p.smooth}, {"alpha", p.alpha}, {"noise_std", a.noise_std}};
   doc["reference"] = st.ref_name;
   doc["rows"] = rows;
   write_text(dir / "sweep_periods.json", doc.dump(2) + "\n");
@@ -479,7 +524,8 @@ void run_stability(const stability_args& p) {
   }
   write_text(dir / "stability.csv", csv);
   fmt::print("{}\nnetwork {}, batch {}, {}: {} of {} grid points converged (residual <= tol after {} steps)\n",
-             build_info_line(), describe_layers(st.spec), a.batch, a.dtype, converged, long(p.grid) * p.grid, a.nudged_steps);
+             build_info_line(), describe_layers(st.spec), a.batch, a.dtype, converged, long(p.grid) * p.grid,
+             a.nudged_steps);
   plot_with_python({"stability", (dir / "stability.csv").string(), "-o", (dir / "stability.png").string()});
   fmt::print("wrote {}/stability.{{csv,png}}\n", dir.string());
 }
@@ -488,7 +534,8 @@ void run_stability(const stability_args& p) {
 
 void register_gradcheck(CLI::App& app) {
   static gradcheck_args a;
-  add_gradcheck_options(app.add_subcommand("gradcheck", "Compare EP / holomorphic EP estimators with an exact reference gradient"), a);
+  add_gradcheck_options(
+      app.add_subcommand("gradcheck", "Compare EP / holomorphic EP estimators with an exact reference gradient"), a);
 }
 
 void register_sweep(CLI::App& app) {
@@ -503,8 +550,9 @@ void register_sweep(CLI::App& app) {
   a.n_points = {1, 30};
   a.betas = {"lin:0.01:2:50"};
   a.out_dir = "sweep-beta";
-  auto* cmd = sweep->add_subcommand("beta", "Cosine and relative error with the exact gradient versus |beta| for several N "
-                                            "(writes sweep_beta.csv, .json and .png)");
+  auto* cmd = sweep->add_subcommand("beta",
+                                    "Cosine and relative error with the exact gradient versus |beta| for several N "
+                                    "(writes sweep_beta.csv, .json and .png)");
   add_gradcheck_options(cmd, a);
   cmd->add_option("--out", a.out_dir, "Output directory")->capture_default_str();
 
@@ -521,15 +569,20 @@ void register_sweep(CLI::App& app) {
   pa.g.n_points = {10};
   pa.g.betas = {"0.5"};
   pa.g.out_dir = "sweep-periods";
-  auto* per = sweep->add_subcommand("periods", "Continuous holomorphic EP: cosine with the exact gradient versus the number "
-                                               "of periods, for several steps per point T2");
+  auto* per = sweep->add_subcommand("periods",
+                                    "Continuous holomorphic EP: cosine with the exact gradient versus the number "
+                                    "of periods, for several steps per point T2");
   add_gradcheck_options(per, pa.g);
   using cc = config_constraint;
   add_checked(per, "--steps-per-point", pa.steps_per_point, "List of T2 (steps per phase point)",
-              cc::closed(1, config_limits::steps))->delimiter(',')->capture_default_str();
-  add_checked(per, "--periods", pa.periods, "Periods of the rotating teaching signal", cc::closed(1, 1e4))->capture_default_str();
+              cc::closed(1, config_limits::steps))
+      ->delimiter(',')
+      ->capture_default_str();
+  add_checked(per, "--periods", pa.periods, "Periods of the rotating teaching signal", cc::closed(1, 1e4))
+      ->capture_default_str();
   per->add_flag("--smooth", pa.smooth, "Rotate beta every step (ODE form) instead of holding it for T2 steps");
-  add_checked(per, "--alpha", pa.alpha, "dt/tau of the Euler step (1: plain fixed-point step)", cc::greater_than(0).at_most(1))
+  add_checked(per, "--alpha", pa.alpha, "dt/tau of the Euler step (1: plain fixed-point step)",
+              cc::greater_than(0).at_most(1))
       ->capture_default_str();
   per->add_option("--out", pa.g.out_dir, "Output directory")->capture_default_str();
   per->callback([] {
@@ -545,7 +598,8 @@ void register_sweep(CLI::App& app) {
   sa.g.nudged_steps = 200;
   sa.g.reference = "bptt";
   sa.g.out_dir = "sweep-stability";
-  auto* stab = sweep->add_subcommand("stability", "Relaxation residual over a grid of complex beta (a PNG of the complex plane)");
+  auto* stab = sweep->add_subcommand("stability",
+                                     "Relaxation residual over a grid of complex beta (a PNG of the complex plane)");
   add_gradcheck_options(stab, sa.g);
   add_checked(stab, "--extent", sa.extent, "The grid covers Re, Im in [-extent, extent]", cc::greater_than(0))
       ->capture_default_str();

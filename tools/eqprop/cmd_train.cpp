@@ -1,19 +1,16 @@
 // eqprop train / eval: run an experiment config (or the built-in Yin-Yang default).
 #include <cmath>
 #include <filesystem>
+#include <iostream>
 #include <memory>
 #include <optional>
-#include <iostream>
 #include <string>
 #include <vector>
 
 #include <fmt/format.h>
 
-#include "commands.hpp"
 #include "cmd_train_sweep.hpp"
-#include "train_command.hpp"
-#include "flag_checks.hpp"
-#include "trainer_flags.hpp"
+#include "commands.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
@@ -21,6 +18,9 @@
 #include "eqprop/train/model_kind.hpp"
 #include "eqprop/train/run_dir.hpp"
 #include "eqprop/train/trainer.hpp"
+#include "flag_checks.hpp"
+#include "train_command.hpp"
+#include "trainer_flags.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -54,8 +54,8 @@ void add_train_flags(CLI::App* cmd, train_args& a) {
                 "Replace the run in --run-dir if it exists (only a directory holding nothing but a run's files)");
   cmd->add_flag("--quiet,-q", a.quiet, trainer_help::quiet);
   cmd->add_flag("--print-config", a.print_config, trainer_help::print_config);
-  add_checked(cmd, "--kill-after-batches", a.kill_after, "Testing aid: exit abruptly (status 137) after this many batches",
-              config_constraint::at_least(1))
+  add_checked(cmd, "--kill-after-batches", a.kill_after,
+              "Testing aid: exit abruptly (status 137) after this many batches", config_constraint::at_least(1))
       ->group("");
   add_checked(cmd, "--interrupt-after-batches", a.interrupt_after,
               "Testing aid: raise SIGINT in the process after this many batches", config_constraint::at_least(1))
@@ -91,12 +91,14 @@ std::vector<fs::path> run_train(const train_args& a, const std::vector<std::stri
     return finished;
   }
   if (a.jobs_opt->count() > 0)
-    throw config_error(fmt::format("--jobs {} without --seeds or --grid: --jobs runs the runs of a sweep at a time", a.jobs));
+    throw config_error(
+        fmt::format("--jobs {} without --seeds or --grid: --jobs runs the runs of a sweep at a time", a.jobs));
   if (!a.resume.empty()) {
     if (!a.run_dir.empty())
-      throw config_error(fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory",
-                                     a.run_dir, a.resume));
-    if (a.overwrite) throw config_error(fmt::format("--overwrite with --resume {}: a resumed run keeps its work", a.resume));
+      throw config_error(
+          fmt::format("--run-dir {} with --resume {}: a resumed run stays in its own directory", a.run_dir, a.resume));
+    if (a.overwrite)
+      throw config_error(fmt::format("--overwrite with --resume {}: a resumed run keeps its work", a.resume));
     // The run's saved config, with the command line's changes on top (keys that would not
     // fit the checkpoint are refused); the changes go to the log and to config.toml.
     const fs::path ck_file = fs::path(a.resume) / "checkpoint.eqck";
@@ -190,13 +192,14 @@ void register_train(CLI::App& app) {
   ev->callback([] {
     const auto r = evaluate_checkpoint(eval_target, eval_data_dir);
     // Samples with non-finite outputs count as wrong; the loss is over the finite ones.
-    fmt::print("test accuracy {:.2f}% (top-5 {:.2f}%), loss {}, {} samples, {} non-finite (counted wrong), mean free "
-               "residual {:.2e}, {} not converged\n",
-               100 * r.accuracy, 100 * r.top5, std::isfinite(r.loss) ? fmt::format("{:.4f}", r.loss) : std::string("n/a"),
-               r.n, r.n_non_finite, r.mean_residual, r.n_not_converged);
+    fmt::print(
+        "test accuracy {:.2f}% (top-5 {:.2f}%), loss {}, {} samples, {} non-finite (counted wrong), mean free "
+        "residual {:.2e}, {} not converged\n",
+        100 * r.accuracy, 100 * r.top5, std::isfinite(r.loss) ? fmt::format("{:.4f}", r.loss) : std::string("n/a"), r.n,
+        r.n_non_finite, r.mean_residual, r.n_not_converged);
     if (r.n_non_finite > 0) {
-      report_error(fmt::format("{} of {} test samples gave non-finite outputs: the checkpoint is not usable", r.n_non_finite,
-                               r.n));
+      report_error(fmt::format("{} of {} test samples gave non-finite outputs: the checkpoint is not usable",
+                               r.n_non_finite, r.n));
       set_exit_code(4);
     }
   });

@@ -8,10 +8,10 @@
 #include <csignal>
 #include <cstdio>
 #include <cstring>
-#include <map>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -22,12 +22,12 @@
 #include <fmt/format.h>
 
 #include "commands.hpp"
-#include "study_util.hpp"
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/run_dir.hpp"
 #include "eqprop/train/sweep.hpp"
+#include "study_util.hpp"
 
 namespace eqprop::cli {
 namespace fs = std::filesystem;
@@ -78,7 +78,8 @@ std::vector<std::string> without_flags(const std::vector<std::string>& words, co
 // This process's command line, quoted for a shell, without the hidden testing flags and with
 // --run-dir DIR added when it was not given: the command that continues the sweep.
 std::string continue_command(const fs::path& dir) {
-  const auto words = without_flags(command_words(), {"--kill-after-batches", "--interrupt-after-batches", "--sweep-run"}, dir);
+  const auto words =
+      without_flags(command_words(), {"--kill-after-batches", "--interrupt-after-batches", "--sweep-run"}, dir);
   if (words.empty()) return fmt::format("the same eqprop train command with --run-dir {}", shell_quote(dir.string()));
   std::string cmd;
   for (const auto& w : words) cmd += (cmd.empty() ? "" : " ") + shell_quote(w);
@@ -96,7 +97,8 @@ extern "C" void on_sweep_signal(int sig) {
 }
 
 struct sweep_signal_guard {
-  struct sigaction old_int {}, old_term {};
+  struct sigaction old_int {
+  }, old_term{};
   sweep_signal_guard() {
     g_sweep_signals = 0;
     struct sigaction sa {};
@@ -139,15 +141,18 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
                      std::vector<fs::path>* finished_runs) {
   if (args.seeds.empty() && args.grids.empty()) return false;
   if (!args.resume.empty())
-    throw config_error(fmt::format("--resume {} with --seeds/--grid: a sweep resumes its unfinished runs itself; "
-                                   "rerun the sweep command with the same --run-dir",
-                                   args.resume));
+    throw config_error(
+        fmt::format("--resume {} with --seeds/--grid: a sweep resumes its unfinished runs itself; "
+                    "rerun the sweep command with the same --run-dir",
+                    args.resume));
   if (opt.overwrite)
-    throw config_error("--overwrite with --seeds/--grid: a sweep keeps its finished runs; remove a run's directory to "
-                       "run it again");
+    throw config_error(
+        "--overwrite with --seeds/--grid: a sweep keeps its finished runs; remove a run's directory to "
+        "run it again");
   if (args.print_config)
-    throw config_error("--print-config with --seeds/--grid: print one combination's config with --set KEY=VALUE "
-                       "--seed N --print-config");
+    throw config_error(
+        "--print-config with --seeds/--grid: print one combination's config with --set KEY=VALUE "
+        "--seed N --print-config");
   if (!args.seeds.empty() && cfg.source_of("run.seed") == "--seed")
     throw config_error("--seed with --seeds: give all the seeds with --seeds (e.g. --seeds 0-4)");
 
@@ -157,7 +162,8 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
   fs::path dir = args.run_dir;
   if (dir.empty()) dir = cfg.get<std::string>("run.dir");
   if (dir.empty())
-    dir = default_run_dir((args.config_file.empty() ? "default" : fs::path(args.config_file).stem().string()) + "-sweep");
+    dir =
+        default_run_dir((args.config_file.empty() ? "default" : fs::path(args.config_file).stem().string()) + "-sweep");
   auto plan = make_sweep_plan(cfg, std::move(axes), seeds, dir);
 
   const long n_runs = long(plan.runs.size());
@@ -175,9 +181,9 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
     o.resume = r.state == sweep_run_state::resume;
     o.overwrite = r.state == sweep_run_state::restart;
     fmt::print("{}: {}\n", tag,
-               o.resume           ? fmt::format("resuming from the checkpoint of epoch {}", r.checkpoint_epoch)
+               o.resume      ? fmt::format("resuming from the checkpoint of epoch {}", r.checkpoint_epoch)
                : o.overwrite ? std::string("no checkpoint (stopped before its first): starting it again")
-                                  : std::string("starting"));
+                             : std::string("starting"));
     if (o.resume) {
       for (const auto& c : r.changes) fmt::print("resume: {}\n", c);
       if (!r.changes.empty()) write_file_atomic(r.dir / "config.toml", r.cfg.to_toml());
@@ -195,7 +201,8 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
     return outcome::done;
   };
   if (args.only_run >= 0) {  // one run of a parallel sweep, started by the sweep's own process
-    if (args.only_run >= n_runs) throw config_error(fmt::format("--sweep-run {}: the sweep has {} runs", args.only_run, n_runs));
+    if (args.only_run >= n_runs)
+      throw config_error(fmt::format("--sweep-run {}: the sweep has {} runs", args.only_run, n_runs));
     const auto how = run_one(args.only_run);
     if (how == outcome::interrupted) set_exit_code(130);
     if (how == outcome::diverged) set_exit_code(4);
@@ -273,7 +280,8 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
       const auto& r = plan.runs[std::size_t(i)];
       if (code == 0) {
         const auto rows = read_metrics_rows(r.dir / "metrics.jsonl");
-        const auto last = std::find_if(rows.rbegin(), rows.rend(), [](const auto& row) { return row.contains("test_acc"); });
+        const auto last =
+            std::find_if(rows.rbegin(), rows.rend(), [](const auto& row) { return row.contains("test_acc"); });
         if (last != rows.rend())
           fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epochs\n", tag(i),
                      100 * (*last)["test_acc"].template get<double>(), (*last)["test_loss"].template get<double>(),
@@ -290,10 +298,11 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
       std::fflush(stdout);
     }
     if (g_sweep_signals > 0 || !stopped.empty()) {
-      fmt::print(stderr,
-                 "sweep interrupted ({} running run{} stopped with a checkpoint); continue the sweep (finished runs are "
-                 "skipped, stopped ones resume) with: {}\n",
-                 stopped.size(), stopped.size() == 1 ? "" : "s", continue_command(dir));
+      fmt::print(
+          stderr,
+          "sweep interrupted ({} running run{} stopped with a checkpoint); continue the sweep (finished runs are "
+          "skipped, stopped ones resume) with: {}\n",
+          stopped.size(), stopped.size() == 1 ? "" : "s", continue_command(dir));
       interrupted = true;
     }
     if (failed > 0) set_exit_code(2);
@@ -317,8 +326,8 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
   std::fflush(stdout);
   plot_with_python({"sweep", dir.string(), "-o", (dir / "summary.png").string()}, true);  // prints the PNG's path
   if (diverged > 0) {
-    report_error(fmt::format("{} of {} runs diverged (see above); the summary counts only finished runs", diverged,
-                             n_runs));
+    report_error(
+        fmt::format("{} of {} runs diverged (see above); the summary counts only finished runs", diverged, n_runs));
     set_exit_code(4);
   }
   return true;

@@ -9,8 +9,8 @@
 #include <type_traits>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/config.hpp"

@@ -22,8 +22,8 @@
 #include <system_error>
 #include <vector>
 
-#include <CLI/CLI.hpp>
 #include <fmt/format.h>
+#include <CLI/CLI.hpp>
 
 #include "commands.hpp"
 #include "eqprop/core/build_info.hpp"
@@ -74,8 +74,7 @@ std::string unknown_word_message(CLI::App& app) {
       std::vector<std::string> commands;
       for (const CLI::App* sub : cur->get_subcommands([](CLI::App*) { return true; }))
         if (!sub->get_name().empty()) commands.push_back(sub->get_name());
-      if (commands.empty())
-        return fmt::format("unexpected argument '{}' for '{}' (see {} --help)", word, path, path);
+      if (commands.empty()) return fmt::format("unexpected argument '{}' for '{}' (see {} --help)", word, path, path);
       const std::string best = eqprop::suggest_closest(word, commands);
       return fmt::format("unknown command '{}'{}", word,
                          best.empty() ? fmt::format(" (see {} --help)", path) : "; did you mean '" + best + "'?");
@@ -121,8 +120,9 @@ int run(int argc, char** argv) {
     report_error(fmt::format("error: {}", unknown.empty() ? e.what() : unknown));
     return 2;
   } catch (const std::bad_alloc&) {
-    report_error("error: out of memory: a size in the config, the data or a checkpoint needs more memory than this "
-                 "machine can give");
+    report_error(
+        "error: out of memory: a size in the config, the data or a checkpoint needs more memory than this "
+        "machine can give");
     return 2;
   } catch (const std::system_error& e) {  // includes std::filesystem::filesystem_error (it names the path)
     report_error(fmt::format("error: {}", e.what()));

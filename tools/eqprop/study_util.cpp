@@ -23,10 +23,11 @@ fs::path plot_script() {
   const fs::path src = fs::path(EQPROP_SOURCE_DIR) / "scripts" / "eqprop_plot.py";
   if (fs::exists(src)) return src;
   std::error_code ec;
-  const fs::path near = fs::read_symlink("/proc/self/exe", ec).parent_path().parent_path() / "scripts" / "eqprop_plot.py";
+  const fs::path near =
+      fs::read_symlink("/proc/self/exe", ec).parent_path().parent_path() / "scripts" / "eqprop_plot.py";
   if (!ec && fs::exists(near)) return near;
-  throw config_error(fmt::format("cannot find eqprop_plot.py (looked at {} and {}); set EQPROP_PLOT_SCRIPT", src.string(),
-                                 near.string()));
+  throw config_error(fmt::format("cannot find eqprop_plot.py (looked at {} and {}); set EQPROP_PLOT_SCRIPT",
+                                 src.string(), near.string()));
 }
 }  // namespace
 
@@ -35,8 +36,8 @@ void write_text(const fs::path& path, const std::string& text) { write_file_atom
 bool plot_with_python(const std::vector<std::string>& args, bool optional_figure) {
   // A missing figure is a warning and exit status 2, or (optional_figure) a note only.
   auto failed = [&](const std::string& why) {
-    fmt::print(stderr, "eqprop: {}{}; the data files are written\n", optional_figure ? "figure skipped: " : "warning: ",
-               why);
+    fmt::print(stderr, "eqprop: {}{}; the data files are written\n",
+               optional_figure ? "figure skipped: " : "warning: ", why);
     if (!optional_figure) set_exit_code(2);
     return false;
   };

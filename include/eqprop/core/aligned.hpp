@@ -37,7 +37,9 @@ struct aligned_allocator {
   void deallocate(T* p, std::size_t) noexcept { ::operator delete(p, std::align_val_t(buffer_alignment)); }
 
   template <class U>
-  bool operator==(const aligned_allocator<U>&) const noexcept { return true; }
+  bool operator==(const aligned_allocator<U>&) const noexcept {
+    return true;
+  }
 };
 
 /// The numeric buffer type: a std::vector whose data() is buffer_alignment-aligned.

@@ -30,7 +30,9 @@ const param_block* find_block(const std::vector<param_block>& layout, std::strin
 
 /// Views of a gradient (or any) buffer laid out like the parameters.
 template <class R>
-inline matrix_map<R> block_view(std::span<R> buf, const param_block& b) { return {buf.data() + b.offset, b.rows, b.cols}; }
+inline matrix_map<R> block_view(std::span<R> buf, const param_block& b) {
+  return {buf.data() + b.offset, b.rows, b.cols};
+}
 
 /// A network's parameters: the aligned flat buffer and its named blocks, in the order
 /// they were added (each block starts where the previous one ends).

@@ -32,7 +32,8 @@ inline double truncated_normal(rng_t& rng) {
 inline uint64_t random_index(rng_t& rng, uint64_t n) {
   const uint64_t limit = UINT64_MAX - UINT64_MAX % n;
   uint64_t r;
-  do r = rng(); while (r >= limit);
+  do r = rng();
+  while (r >= limit);
   return r % n;
 }
 

@@ -5,7 +5,7 @@
 #include <string_view>
 #include <type_traits>
 
-#include <Eigen/Dense>
+#include "eqprop/core/eigen.hpp"
 
 namespace eqprop {
 
@@ -48,12 +48,14 @@ using complex_t = std::complex<real_t<R>>;
 /// Real part of a real or complex scalar (identity for reals).
 template <class S>
 constexpr real_t<S> real_part(const S& x) {
-  if constexpr (is_complex_v<S>) return x.real(); else return x;
+  if constexpr (is_complex_v<S>) return x.real();
+  else return x;
 }
 /// Modulus squared |x|^2 (x^2 for reals). Never used inside holomorphic formulas.
 template <class S>
 constexpr real_t<S> abs2(const S& x) {
-  if constexpr (is_complex_v<S>) return x.real() * x.real() + x.imag() * x.imag(); else return x * x;
+  if constexpr (is_complex_v<S>) return x.real() * x.real() + x.imag() * x.imag();
+  else return x * x;
 }
 
 // Column-major dense matrices and vectors. A batch of states is a matrix with one

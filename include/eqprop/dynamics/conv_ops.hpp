@@ -9,8 +9,8 @@
 // Convolution is one GEMM, W (C_out x k*k*C_in) * col; its transpose is W^T * dz followed
 // by col2im (a scatter-add). Dense connections skip im2col (col is l itself).
 #pragma once
-#include "eqprop/core/scalar.hpp"
 #include "eqprop/core/matmul.hpp"
+#include "eqprop/core/scalar.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
@@ -25,8 +25,8 @@ void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& d
 /// z = conv(l) with weights W (C_out x k*k*C_in), no bias, before pooling. col is scratch
 /// and holds im2col(l) afterwards (conv only).
 template <class T, class P>
-void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col,
-                  matrix<T>& z, matmul_precision precision = matmul_precision::float32);
+void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col, matrix<T>& z,
+                  matmul_precision precision = matmul_precision::float32);
 /// dl (+)= conv^T(dz): the exact transpose of conv_forward (dl: in_size x B).
 template <class T, class P>
 void conv_transpose(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& dz, matrix<T>& col,
@@ -55,7 +55,6 @@ template <class T>
 void pool_jvp(const connection_geometry& g, const matrix<T>& z, const matrix<T>& v, matrix<T>& out);
 /// out = sum over outputs o of u_o * Hess(P_o)(z) v (zero unless softmax pooling).
 template <class T>
-void pool_hvp(const connection_geometry& g, const matrix<T>& z, const matrix<T>& u, const matrix<T>& v,
-              matrix<T>& out);
+void pool_hvp(const connection_geometry& g, const matrix<T>& z, const matrix<T>& u, const matrix<T>& v, matrix<T>& out);
 
 }  // namespace eqprop

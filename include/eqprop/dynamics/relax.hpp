@@ -55,8 +55,8 @@ class relax_state {
   /// Recomputes the input drive after the parameters changed (same x).
   void refresh_drive(const network& net);
 
-  void reset();                                  ///< all states to zero
-  void copy_states_from(const relax_state& other);  ///< same network and batch
+  void reset();                                                   ///< all states to zero
+  void copy_states_from(const relax_state& other);                ///< same network and batch
   void set_states_from_real(const std::vector<matrix<real>>& h);  ///< e.g. a real free state into complex states
   /// Per-column multipliers of the nudge: column b is nudged with beta * m(b) in step() and
   /// differentiated with it in add_dF_dtheta (size batch(); set_input clears them). Lets the
@@ -99,8 +99,7 @@ class relax_state {
                      matrix<real>& acc0);
   /// grad(W_0) -= conv weight gradient of acc0 against this state's input x, whose columns
   /// with w(b) == 0 are taken as zero (a dropped sample's input may be non-finite).
-  void add_input_weight_grad(const network& net, const matrix<real>& acc0, const vector<real>& w,
-                             std::span<real> grad);
+  void add_input_weight_grad(const network& net, const matrix<real>& acc0, const vector<real>& w, std::span<real> grad);
 
   /// dC/dh at the current state, per layer (zero except the last), into out.
   void dC_dh(const network& net, std::vector<matrix<S>>& out);
@@ -151,17 +150,17 @@ class relax_state {
   real feedforward_sweep(const network& net, double noise_std, rng_t* rng);  // step() of a feed-forward net
   real finish_residuals();  // residual_ (sums of squares per sample) -> norms; returns the max (inf on NaN)
   std::vector<matrix<S>> h_, pre_;
-  std::vector<matrix<S>> z_;         // per connection: conv output before pooling (pooled layers only)
-  bool z_current_ = false;           // alternating order: z_ of the odd pooled layers is conv of the current h_
-  matrix<S> col_, dz_, a_, c_;       // conv/pool scratch
-  matrix<S> drive_;                  // W_0 x + b_0
+  std::vector<matrix<S>> z_;           // per connection: conv output before pooling (pooled layers only)
+  bool z_current_ = false;             // alternating order: z_ of the odd pooled layers is conv of the current h_
+  matrix<S> col_, dz_, a_, c_;         // conv/pool scratch
+  matrix<S> drive_;                    // W_0 x + b_0
   matrix<S> logits_, probs_, grad_h_;  // readout buffers; grad_h_ = dC/dh_{K-1}
-  matrix<S> tmp_, tmp2_;             // scratch for gradients
-  std::vector<matrix<S>> next_;      // sigma(pre) of the step being taken, swapped into h_
-  vector<real> act_buf_[4];          // scratch of the vectorized activations
+  matrix<S> tmp_, tmp2_;               // scratch for gradients
+  std::vector<matrix<S>> next_;        // sigma(pre) of the step being taken, swapped into h_
+  vector<real> act_buf_[4];            // scratch of the vectorized activations
   matrix<real> x_, y_;
   vector<real> residual_;
-  vector<S> col_nudge_;              // per-column nudge multipliers (empty: all 1)
+  vector<S> col_nudge_;  // per-column nudge multipliers (empty: all 1)
   matmul_precision precision_ = matmul_precision::float32;
 };
 

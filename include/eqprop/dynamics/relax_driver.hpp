@@ -12,6 +12,7 @@
 #include <cmath>
 #include <concepts>
 #include <exception>
+#include <functional>
 #include <limits>
 #include <numeric>
 #include <span>
@@ -36,10 +37,10 @@ enum class relax_order { synchronous, alternating };
 relax_order parse_relax_order(const std::string& name);
 
 struct relax_options {
-  long max_steps = 100;    ///< steps to run (all of them unless stop_early)
-  double tol = 0;          ///< a sample has converged when its residual <= tol (0: the scalar's default_tol)
-  bool stop_early = false; ///< stop as soon as every sample has converged
-  double noise_std = 0;    ///< Gaussian noise added to every pre-activation at every step (real)
+  long max_steps = 100;     ///< steps to run (all of them unless stop_early)
+  double tol = 0;           ///< a sample has converged when its residual <= tol (0: the scalar's default_tol)
+  bool stop_early = false;  ///< stop as soon as every sample has converged
+  double noise_std = 0;     ///< Gaussian noise added to every pre-activation at every step (real)
   rng_t* noise_rng = nullptr;
   relax_order order = relax_order::synchronous;
   /// With stop_early: a sample below tol stops stepping (its state is kept) and the running
@@ -68,13 +69,13 @@ struct relax_options {
 /// whose residual stays above tol are counted.
 struct relax_report {
   long steps = 0;
-  long sample_steps = 0;      ///< steps summed over the samples (steps x batch unless frozen early)
-  double max_residual = 0;    ///< largest per-sample residual at the last step
+  long sample_steps = 0;    ///< steps summed over the samples (steps x batch unless frozen early)
+  double max_residual = 0;  ///< largest per-sample residual at the last step
   double mean_residual = 0;
-  long n_not_converged = 0;   ///< samples with residual > tol (or non-finite)
-  long n_non_finite = 0;      ///< samples with NaN/Inf states
-  double seconds = 0;         ///< wall time of the relaxation (estimators: of the whole phase,
-                              ///< set-up copies included; averaged over thread slices)
+  long n_not_converged = 0;  ///< samples with residual > tol (or non-finite)
+  long n_non_finite = 0;     ///< samples with NaN/Inf states
+  double seconds = 0;        ///< wall time of the relaxation (estimators: of the whole phase,
+                             ///< set-up copies included; averaged over thread slices)
   bool converged() const { return n_not_converged == 0; }
 };
 
@@ -110,7 +111,9 @@ class frozen_batch {
     return l[k];
   }
   template <class T>
-  void add(const T& buf) { list<T>().push_back(buf); }
+  void add(const T& buf) {
+    list<T>().push_back(buf);
+  }
   void rewind() { at_ = {}; }
 
  private:
@@ -119,7 +122,10 @@ class frozen_batch {
     if constexpr (std::is_same_v<T, matrix<S>>) return 0;
     else if constexpr (std::is_same_v<T, matrix<real>>) return 1;
     else if constexpr (std::is_same_v<T, vector<S>>) return 2;
-    else { static_assert(std::is_same_v<T, vector<real>>, "column buffers are matrix<S|real> or vector<S|real>"); return 3; }
+    else {
+      static_assert(std::is_same_v<T, vector<real>>, "column buffers are matrix<S|real> or vector<S|real>");
+      return 3;
+    }
   }
   template <class T>
   std::vector<T>& list() {
@@ -273,21 +279,9 @@ std::vector<long> split_columns(const M& x, const M& y, std::vector<Slice>& slic
 }
 
 /// Runs f(t) for t = 0 .. T-1 on T OpenMP threads (on the caller when T = 1); the first
-/// exception is rethrown after all have finished.
-template <class F>
-void parallel_slices(int T, F&& f) {
-  std::vector<std::exception_ptr> err(static_cast<size_t>(T));
-#pragma omp parallel for schedule(static, 1) num_threads(T) if (T > 1)
-  for (int t = 0; t < T; ++t) {
-    try {
-      f(t);
-    } catch (...) {
-      err[size_t(t)] = std::current_exception();
-    }
-  }
-  for (auto& e : err)
-    if (e) std::rethrow_exception(e);
-}
+/// exception is rethrown after all have finished. Defined in the library, which is the one
+/// target compiled with OpenMP.
+void parallel_slices(int T, const std::function<void(int)>& f);
 
 /// grad = the sum of the slices' gradients slices[t].grad (each sized like grad), entry by
 /// entry in slice order, so the result does not depend on the split of the entries: each of

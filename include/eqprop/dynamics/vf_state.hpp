@@ -90,7 +90,7 @@ class vf_state {
   const std::vector<matrix<S>>& u() const { return u_; }
   const std::vector<matrix<S>>& r() const { return r_; }  ///< r[0] = x
   const matrix<S>& probs() const { return probs_; }
-  const matrix<S>& dl_dr() const { return e_; }            ///< e on layer K
+  const matrix<S>& dl_dr() const { return e_; }  ///< e on layer K
   const matrix<R>& y() const { return y_; }
   const vector<R>& residual() const { return residual_; }
   long batch() const { return y_.cols(); }
@@ -120,18 +120,19 @@ class vf_state {
   bool column_finite(long b) const;
 
  private:
-  void add_coupling(std::vector<matrix<S>>& out, int parity = -1);  // out += C(r) into layers of a parity (-1: all), caching z
+  void add_coupling(std::vector<matrix<S>>& out,
+                    int parity = -1);  // out += C(r) into layers of a parity (-1: all), caching z
   [[noreturn]] static void throw_not_own_network();
-  void linearize();                                 // z at the current r (conv edges)
-  void compute_drive();                             // drive_ from x at precision_
+  void linearize();      // z at the current r (conv edges)
+  void compute_drive();  // drive_ from x at precision_
   const vector_field_network<R>* net_ = nullptr;
-  std::vector<matrix<S>> z_;                  // conv edges: conv output before pooling (forward: of r_src, feedback: of r_dst)
-  bool lin_valid_ = false;                    // z_ matches the current r
+  std::vector<matrix<S>> z_;  // conv edges: conv output before pooling (forward: of r_src, feedback: of r_dst)
+  bool lin_valid_ = false;    // z_ matches the current r
   matrix<S> col_, t1_, t2_, dz_;
-  vector<real_t<S>> act_buf_[4];              // scratch of the vectorized activations
+  vector<real_t<S>> act_buf_[4];  // scratch of the vectorized activations
   matmul_precision precision_ = matmul_precision::float32;
   matmul_precision drive_precision_ = matmul_precision::float32;  // that of the current drive_
-  std::vector<matrix<S>> u_, r_, drive_, next_;  // index 0 unused for u, drive, next
+  std::vector<matrix<S>> u_, r_, drive_, next_;                   // index 0 unused for u, drive, next
   matrix<S> logits_, probs_, e_;
   matrix<R> y_;
   vector<R> residual_;
@@ -141,8 +142,8 @@ class vf_state {
 /// Gradient assembly: grad = mean_b w_b [eps_dst r_src^T; eps_dst] over the edges, plus the
 /// readout gradient (p - y) r_K^T from st (the free state). grad is overwritten.
 template <class R>
-void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st,
-                           const std::vector<matrix<R>>& eps, const vector<R>& w, std::span<R> grad);
+void gep_assemble_gradient(const vector_field_network<R>& net, vf_state<R>& st, const std::vector<matrix<R>>& eps,
+                           const vector<R>& w, std::span<R> grad);
 
 extern template class vf_state<float>;
 extern template class vf_state<double>;

@@ -25,8 +25,8 @@ namespace eqprop {
 /// A labelled data set held in memory.
 struct dataset {
   std::string name;
-  matrix<float> x;             ///< dim x n, one column per sample
-  std::vector<int32_t> y;      ///< n labels in [0, n_classes)
+  matrix<float> x;         ///< dim x n, one column per sample
+  std::vector<int32_t> y;  ///< n labels in [0, n_classes)
   int n_classes = 0;
   std::array<int, 3> shape{};  ///< channels, height, width of one sample; {1, 1, dim} for vectors
 
@@ -41,10 +41,10 @@ struct dataset_split {
 };
 
 struct dataset_options {
-  uint64_t seed = 0;            ///< only used by generated data sets (yin_yang)
-  long yin_yang_train = 5000;   ///< yin_yang sample counts
+  uint64_t seed = 0;           ///< only used by generated data sets (yin_yang)
+  long yin_yang_train = 5000;  ///< yin_yang sample counts
   long yin_yang_test = 1000;
-  long limit_train = -1;        ///< keep only the first N samples (-1: all)
+  long limit_train = -1;  ///< keep only the first N samples (-1: all)
   long limit_test = -1;
 };
 

@@ -25,7 +25,7 @@ struct remote_file {
   std::vector<std::string> urls;  ///< canonical address first, then mirrors
   int64_t size = -1;              ///< bytes; -1 when not known
   checksum_kind kind = checksum_kind::none;
-  std::string checksum;           ///< lower-case hex digest of `kind`
+  std::string checksum;  ///< lower-case hex digest of `kind`
 };
 
 /// A named set of files, plus a note printed after fetching (e.g. how to extract).

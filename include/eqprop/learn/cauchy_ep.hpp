@@ -29,8 +29,8 @@ enum class ep_start {
 };
 
 struct ep_options {
-  int n_points = 1;        ///< N
-  double beta = 0.1;       ///< |beta|, the radius r
+  int n_points = 1;   ///< N
+  double beta = 0.1;  ///< |beta|, the radius r
   relax_options free{100, 0, false};
   relax_options nudged{100, 0, false};
   ep_start start = ep_start::free_state;
@@ -111,7 +111,9 @@ struct ep_model<layered_network<R>> {
   static constexpr bool per_sample_terms = false;
   static constexpr continuous_reference reference = continuous_reference::last_period_steps;
   template <class S>
-  static const std::vector<matrix<S>>& states(const state<S>& st) { return st.h(); }
+  static const std::vector<matrix<S>>& states(const state<S>& st) {
+    return st.h();
+  }
   static void set_reference(state<R>& ref, const layered_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                             const std::vector<matrix<R>>& mean) {
     ref.set_input(net, x, y);
@@ -151,7 +153,9 @@ struct ep_model<vector_field_network<R>> {
   static constexpr bool per_sample_terms = true;
   static constexpr continuous_reference reference = continuous_reference::segment_ends;
   template <class S>
-  static const std::vector<matrix<S>>& states(const state<S>& st) { return st.u(); }
+  static const std::vector<matrix<S>>& states(const state<S>& st) {
+    return st.u();
+  }
   static void set_reference(state<R>& ref, const vector_field_network<R>& net, const matrix<R>& x, const matrix<R>& y,
                             const std::vector<matrix<R>>& mean) {
     ref.set_input(net, x, y);
@@ -191,11 +195,11 @@ class cauchy_ep : public grad_estimator<R, Net> {
   struct slice {
     matrix<R> x, y;
     state<R> free;
-    std::vector<state<R>> real_points;        // +r and, for even N, -r
+    std::vector<state<R>> real_points;  // +r and, for even N, -r
     std::vector<state<complex>> complex_points;
-    state<R> real_stack;                      // the real points side by side (stack_points)
-    state<complex> complex_stack;             // the complex points side by side
-    matrix<R> xs, ys, drives;                 // x, y and the input drive, tiled
+    state<R> real_stack;           // the real points side by side (stack_points)
+    state<complex> complex_stack;  // the complex points side by side
+    matrix<R> xs, ys, drives;      // x, y and the input drive, tiled
     // Snapshots of the last average_last steps of each phase (free, real points, complex points).
     std::vector<state<R>> free_snaps;
     std::vector<std::vector<state<R>>> real_snaps;
@@ -205,8 +209,8 @@ class cauchy_ep : public grad_estimator<R, Net> {
     size_t n_real_reports = 0;
     std::vector<char> failed;
     vector<R> w;
-    accumulator acc0;         // the point terms model::add_point gathers outside grad
-    aligned_vector<R> grad;   // this slice's gradient (threads > 1)
+    accumulator acc0;        // the point terms model::add_point gathers outside grad
+    aligned_vector<R> grad;  // this slice's gradient (threads > 1)
     vector<R> cost;
   };
   void init_slice(slice& s) const;

@@ -29,20 +29,20 @@
 namespace eqprop {
 
 struct continuous_options {
-  int n_points = 10;            ///< N phases per period
-  double beta = 0.4;            ///< |beta|
-  long steps_per_point = 30;    ///< T2, the steps of one segment (one phase point)
-  int periods = 3;              ///< periods of the rotation (N segments each)
+  int n_points = 10;          ///< N phases per period
+  double beta = 0.4;          ///< |beta|
+  long steps_per_point = 30;  ///< T2, the steps of one segment (one phase point)
+  int periods = 3;            ///< periods of the rotation (N segments each)
   /// > 0: the run is this many segments instead (segment s at phase 2 pi (s mod N) / N), not
   /// necessarily a multiple of N; the last period may then be partial.
   long segments = 0;
   bool smooth = false;
-  double alpha = 1.0;           ///< dt / tau of the Euler step (1: plain fixed-point step)
-  double noise_std = 0;         ///< neuron noise at every step
+  double alpha = 1.0;    ///< dt / tau of the Euler step (1: plain fixed-point step)
+  double noise_std = 0;  ///< neuron noise at every step
   uint64_t noise_seed = 0;
   nonconvergence_policy on_failure = nonconvergence_policy::drop;
-  double fail_residual = 1.0;   ///< piecewise: residual at the end of a segment above this = failed
-  double tol = 0;               ///< the segment reports count residuals above this (0: the scalar's default)
+  double fail_residual = 1.0;  ///< piecewise: residual at the end of a segment above this = failed
+  double tol = 0;              ///< the segment reports count residuals above this (0: the scalar's default)
   matmul_precision precision = matmul_precision::float32;  ///< operands of the float32 products
   /// Column slices of the batch run in parallel, one thread each (as ep_options::threads);
   /// one thread with neuron noise (one stream) or a period callback.
@@ -87,9 +87,9 @@ class continuous_hep : public grad_estimator<R, Net> {
     long n_sum = 0;
     accumulator acc;
     aligned_vector<R> grad, partial;
-    vector<R> w;                       // per-sample weights (1/B during the run)
-    std::vector<char> failed;          // 1: an unsettled segment end, 2: non-finite
-    relax_report last;                 // the last segment
+    vector<R> w;               // per-sample weights (1/B during the run)
+    std::vector<char> failed;  // 1: an unsettled segment end, 2: non-finite
+    relax_report last;         // the last segment
     long relax_steps = 0;
     vector<R> cost;
   };

@@ -37,8 +37,8 @@ enum class deep_l1 { subgradient, soft_threshold };
 
 struct deep_dynamics {
   double dt = 0.05;
-  long free_steps = 1000;     ///< T1 (step budget of the free phase)
-  long nudged_steps = 1000;   ///< T2
+  long free_steps = 1000;    ///< T1 (step budget of the free phase)
+  long nudged_steps = 1000;  ///< T2
   /// Stop a phase early when max_b ‖Δs_b‖² <= stop_tol (0: never). The driver sees the
   /// per-sample residual ‖Δs_b‖ against the tolerance sqrt(stop_tol).
   double stop_tol = 0;
@@ -47,27 +47,27 @@ struct deep_dynamics {
   /// move it (by less than the tolerance per step), as published. Never in the nudged phase
   /// of the trajectory rule, which sums over every sample's steps.
   bool freeze = false;
-  double leak = 0;            ///< γ >= 0
+  double leak = 0;  ///< γ >= 0
   deep_decay decay = deep_decay::row_sum;
   deep_presyn presyn = deep_presyn::identity;
-  bool clip = true;           ///< project the free states onto [0, 1] after every step (published)
+  bool clip = true;  ///< project the free states onto [0, 1] after every step (published)
 };
 
 struct deep_learning {
   deep_rule rule = deep_rule::trajectory;
   double beta = 1;
-  double lr = 200;            ///< η
+  double lr = 200;  ///< η
   double beta0 = 0, beta1 = 1;
-  bool sign = false;          ///< Manhattan update: η sign(ΔW)
-  bool learn_bias = false;    ///< the vector-field baseline learns b with the endpoint rule
+  bool sign = false;              ///< Manhattan update: η sign(ΔW)
+  bool learn_bias = false;        ///< the vector-field baseline learns b with the endpoint rule
   bool reciprocal_nudge = false;  ///< nudged phase with deep_reciprocal_term (vector_field rule, no clip)
-  double l1 = 0;              ///< λ (0: off)
+  double l1 = 0;                  ///< λ (0: off)
   deep_l1 l1_mode = deep_l1::subgradient;
   // Boltzmann pruning after each update.
   bool prune = false;
-  double prune_tol = 0.01;    ///< |W| above this is never pruned
-  double prune_temp = 5;      ///< softmax temperature T
-  bool persistent = false;    ///< pruned edges stay pruned (graph_network::pruned())
+  double prune_tol = 0.01;          ///< |W| above this is never pruned
+  double prune_temp = 5;            ///< softmax temperature T
+  bool persistent = false;          ///< pruned edges stay pruned (graph_network::pruned())
   bool exclude_structural = false;  ///< leave structural zeros out of the softmax denominator
 };
 

@@ -27,25 +27,25 @@ enum class nonconvergence_policy {
 };
 
 struct grad_result {
-  double loss = 0;                    ///< mean cost at the free state (kept samples)
-  std::vector<int32_t> predictions;   ///< argmax of the output at the free state (-1: NaN/Inf output)
-  relax_report free;                  ///< the free phase (empty for estimators without one)
-  std::vector<relax_report> points;   ///< one per nudged relaxation actually run
-  long n_dropped = 0;                 ///< samples excluded from the gradient
-  long relax_steps = 0;               ///< total steps run, all phases (the slowest sample's)
-  long relax_sample_steps = 0;        ///< steps summed over the samples, all phases (the cost when
-                                      ///< converged samples freeze; 0 where not counted)
-  long relax_complex_sample_steps = 0; ///< of those, the steps in complex arithmetic (twice the real FLOPs)
-  double grad_seconds = 0;            ///< wall time of dF/dtheta from the relaxed states (0 where not timed);
-                                      ///< the phases' times are in free.seconds and points[k].seconds
+  double loss = 0;                      ///< mean cost at the free state (kept samples)
+  std::vector<int32_t> predictions;     ///< argmax of the output at the free state (-1: NaN/Inf output)
+  relax_report free;                    ///< the free phase (empty for estimators without one)
+  std::vector<relax_report> points;     ///< one per nudged relaxation actually run
+  long n_dropped = 0;                   ///< samples excluded from the gradient
+  long relax_steps = 0;                 ///< total steps run, all phases (the slowest sample's)
+  long relax_sample_steps = 0;          ///< steps summed over the samples, all phases (the cost when
+                                        ///< converged samples freeze; 0 where not counted)
+  long relax_complex_sample_steps = 0;  ///< of those, the steps in complex arithmetic (twice the real FLOPs)
+  double grad_seconds = 0;              ///< wall time of dF/dtheta from the relaxed states (0 where not timed);
+                                        ///< the phases' times are in free.seconds and points[k].seconds
 };
 
 /// Throws shape_error unless grad has one entry per parameter of net (any network kind).
 template <class Net, class R>
 void check_grad_size(const Net& net, std::span<R> grad, const char* who) {
   if (static_cast<long>(grad.size()) != net.n_params())
-    throw shape_error(std::string(who) + ": gradient buffer has " + std::to_string(grad.size()) + " entries, the network " +
-                      std::to_string(net.n_params()) + " parameters");
+    throw shape_error(std::string(who) + ": gradient buffer has " + std::to_string(grad.size()) +
+                      " entries, the network " + std::to_string(net.n_params()) + " parameters");
 }
 
 /// Net: the network kind (layered_network<R>, vector_field_network<R>, graph_network<R>).

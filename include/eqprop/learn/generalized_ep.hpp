@@ -50,17 +50,17 @@ gep_method parse_gep_method(std::string_view s);  ///< "cauchy" | "exact" | "onl
 
 struct gep_options {
   gep_method method = gep_method::cauchy;
-  int n_points = 2;          ///< N (cauchy, online)
-  double beta = 0.5;         ///< |beta|
-  long free_steps = 150;     ///< T1
-  long nudged_steps = 20;    ///< T2 (cauchy, exact; online: steps per segment)
-  long online_steps = 1200;  ///< online: total steps (q = online_steps / nudged_steps segments)
-  long rbp_steps = 0;        ///< rbp iterative adjoint steps (0: free_steps)
-  bool rbp_dense = false;    ///< rbp: exact dense solve per sample (small networks)
-  double tol = 1e-4;         ///< a free phase with residual above this counts as not converged
-  bool stop_early = false;   ///< end the free phase once every sample's residual is <= tol
-  bool freeze_converged = true;  ///< with stop_early: converged samples stop, the others are compacted
-  double omega = 1;          ///< free phase: over-relaxation u <- u + omega (F - u), in (0, 2)
+  int n_points = 2;                              ///< N (cauchy, online)
+  double beta = 0.5;                             ///< |beta|
+  long free_steps = 150;                         ///< T1
+  long nudged_steps = 20;                        ///< T2 (cauchy, exact; online: steps per segment)
+  long online_steps = 1200;                      ///< online: total steps (q = online_steps / nudged_steps segments)
+  long rbp_steps = 0;                            ///< rbp iterative adjoint steps (0: free_steps)
+  bool rbp_dense = false;                        ///< rbp: exact dense solve per sample (small networks)
+  double tol = 1e-4;                             ///< a free phase with residual above this counts as not converged
+  bool stop_early = false;                       ///< end the free phase once every sample's residual is <= tol
+  bool freeze_converged = true;                  ///< with stop_early: converged samples stop, the others are compacted
+  double omega = 1;                              ///< free phase: over-relaxation u <- u + omega (F - u), in (0, 2)
   relax_order order = relax_order::synchronous;  ///< free phase: the update order of a step
   matmul_precision precision = matmul_precision::float32;  ///< operands of the float32 products
   /// Column slices of the batch relaxed and differentiated in parallel, one thread each;
@@ -70,8 +70,8 @@ struct gep_options {
   double fail_residual = 1;  ///< a sample above this in any phase (or non-finite) is dropped
   // Jacobian homeostasis (spec §4), added to the gradient with coefficient lambda.
   double homeo_lambda = 0;
-  int homeo_probes = 5;      ///< Gaussian probes per sample
-  uint64_t seed = 0;         ///< probe stream
+  int homeo_probes = 5;  ///< Gaussian probes per sample
+  uint64_t seed = 0;     ///< probe stream
   void validate() const;
   /// The free phase's relaxation: free_steps, or fewer with stop_early; omega, order, precision.
   relax_options free_relax() const;

@@ -29,8 +29,8 @@ enum class gle_reference_kind { bptt, adjoint };
 template <class R>
 struct gle_window_result {
   using mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>;
-  std::vector<R> grad;   ///< dL/dtheta, laid out as net.params()
-  double loss = 0;       ///< L / beta: the mean per-step loss over the window
+  std::vector<R> grad;  ///< dL/dtheta, laid out as net.params()
+  double loss = 0;      ///< L / beta: the mean per-step loss over the window
   /// AM only, when requested: lambda[k][l] (n_l x B) for every step k and layer l.
   std::vector<std::vector<mat>> lambda;
 };
@@ -38,10 +38,10 @@ struct gle_window_result {
 /// Runs xs.size() steps (xs[k]: n_input x B, targets[k]: n_output x B, the target for the
 /// output after step k) and returns the reference gradient. keep_lambda stores AM's lambda.
 template <class R>
-gle_window_result<R> gle_reference_gradient(
-    gle_network<R>& net, std::span<const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>> xs,
-    std::span<const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>> targets, R beta, gle_reference_kind kind,
-    bool keep_lambda = false);
+gle_window_result<R> gle_reference_gradient(gle_network<R>& net,
+                                            std::span<const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>> xs,
+                                            std::span<const Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>> targets,
+                                            R beta, gle_reference_kind kind, bool keep_lambda = false);
 
 /// The window loss L / beta alone, after running the window (for finite differences).
 template <class R>

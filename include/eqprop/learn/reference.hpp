@@ -100,10 +100,10 @@ enum class adjoint_solver {
 std::string_view to_string(adjoint_solver s);
 
 struct implicit_options {
-  relax_options free{};                    ///< free phase (max_steps, tol, stop_early)
+  relax_options free{};  ///< free phase (max_steps, tol, stop_early)
   adjoint_solver solver = adjoint_solver::automatic;
-  double adjoint_tol = 0;                  ///< iterative: per sample |d lambda| <= tol |g|; 0: 50 eps of R
-  long adjoint_max_iter = 10000;           ///< iterative: convergence_error beyond this
+  double adjoint_tol = 0;         ///< iterative: per sample |d lambda| <= tol |g|; 0: 50 eps of R
+  long adjoint_max_iter = 10000;  ///< iterative: convergence_error beyond this
   /// Samples whose free phase did not converge to free.tol: error (default) throws
   /// convergence_error; drop excludes them (counted in n_dropped); keep uses them anyway
   /// (non-finite samples are always dropped).

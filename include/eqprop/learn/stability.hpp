@@ -7,8 +7,8 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Dense>
 #include <nlohmann/json.hpp>
+#include "eqprop/core/eigen.hpp"
 
 #include "eqprop/learn/deep.hpp"
 
@@ -26,18 +26,18 @@ double log_norm_inf(const Eigen::MatrixXd& j);
 Eigen::MatrixXd principal_submatrix(const Eigen::MatrixXd& j, const std::vector<bool>& keep);
 
 struct stability_report {
-  int n = 0;                          ///< size of J (free neurons)
-  int n_active = 0;                   ///< unsaturated neurons
+  int n = 0;         ///< size of J (free neurons)
+  int n_active = 0;  ///< unsaturated neurons
   // The published Gershgorin check.
-  bool diagonal_negative = false;     ///< every J_jj < 0
-  int rows_failing = 0, cols_failing = 0;  ///< |J_jj| <= Σ_{m≠j} |J_jm| (rows) / |J_mj| (columns)
+  bool diagonal_negative = false;                         ///< every J_jj < 0
+  int rows_failing = 0, cols_failing = 0;                 ///< |J_jj| <= Σ_{m≠j} |J_jm| (rows) / |J_mj| (columns)
   bool gershgorin_rows = false, gershgorin_cols = false;  ///< diagonal negative and no failing row / column
-  double max_abs_column_sum = 0;      ///< max_j |Σ_i J_ij|: zero for the published DEEP dynamics
-  double spectral_abscissa = 0;       ///< of the full J
-  double active_spectral_abscissa = 0;  ///< of J restricted to the active set (−inf if empty)
-  double mu_1 = 0, mu_2 = 0, mu_inf = 0;  ///< of the full J
-  bool certified = false;             ///< some certificate below holds
-  std::string verdict;                ///< plain words with the numbers behind them
+  double max_abs_column_sum = 0;                          ///< max_j |Σ_i J_ij|: zero for the published DEEP dynamics
+  double spectral_abscissa = 0;                           ///< of the full J
+  double active_spectral_abscissa = 0;                    ///< of J restricted to the active set (−inf if empty)
+  double mu_1 = 0, mu_2 = 0, mu_inf = 0;                  ///< of the full J
+  bool certified = false;                                 ///< some certificate below holds
+  std::string verdict;                                    ///< plain words with the numbers behind them
   nlohmann::ordered_json to_json() const;
 };
 
@@ -61,7 +61,7 @@ struct deep_stability_summary {
   stability_report worst;
   std::vector<stability_report> per_pattern;
 };
-deep_stability_summary deep_stability(const graph_network<double>& net, const deep_dynamics& dyn, const Eigen::MatrixXd& x,
-                                      uint64_t seed = 1);
+deep_stability_summary deep_stability(const graph_network<double>& net, const deep_dynamics& dyn,
+                                      const Eigen::MatrixXd& x, uint64_t seed = 1);
 
 }  // namespace eqprop

@@ -79,9 +79,9 @@ class forward_mode_ep : public vf_eps_estimator<R> {
 
 struct rbp_options {
   relax_options free{150, 1e-4, false};
-  long adjoint_steps = 0;     ///< iterative adjoint steps (0: free.max_steps)
-  bool dense = false;         ///< exact dense solve per sample (dense networks; config_error for a ConvNet)
-  double fail_residual = 1;   ///< free phase residual above this (or non-finite eps): dropped
+  long adjoint_steps = 0;    ///< iterative adjoint steps (0: free.max_steps)
+  bool dense = false;        ///< exact dense solve per sample (dense networks; config_error for a ConvNet)
+  double fail_residual = 1;  ///< free phase residual above this (or non-finite eps): dropped
   int threads = 1;
 };
 

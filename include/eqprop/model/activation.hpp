@@ -42,7 +42,9 @@ struct hep_sigmoid {
   static constexpr bool holomorphic = true;
   static constexpr std::string_view name = "hep_sigmoid";
   template <class S>
-  static S value(const S& x) { return eqprop::logistic(S(4) * x - S(2)); }
+  static S value(const S& x) {
+    return eqprop::logistic(S(4) * x - S(2));
+  }
   template <class S>
   static S deriv(const S& x) {
     const S s = eqprop::logistic(S(4) * x - S(2));
@@ -54,7 +56,9 @@ struct logistic {
   static constexpr bool holomorphic = true;
   static constexpr std::string_view name = "logistic";
   template <class S>
-  static S value(const S& x) { return eqprop::logistic(x); }
+  static S value(const S& x) {
+    return eqprop::logistic(x);
+  }
   template <class S>
   static S deriv(const S& x) {
     const S s = eqprop::logistic(x);
@@ -82,7 +86,9 @@ struct tanh {
   static constexpr bool holomorphic = true;
   static constexpr std::string_view name = "tanh";
   template <class S>
-  static S value(const S& x) { return std::tanh(x); }
+  static S value(const S& x) {
+    return std::tanh(x);
+  }
   template <class S>
   static S deriv(const S& x) {
     const S t = std::tanh(x);
@@ -94,35 +100,51 @@ struct half_clamp01 {
   static constexpr bool holomorphic = false;
   static constexpr std::string_view name = "half_clamp01";
   template <class S>
-  static S value(const S& x) { return x <= S(0) ? S(0) : (x >= S(2) ? S(1) : S(0.5) * x); }
+  static S value(const S& x) {
+    return x <= S(0) ? S(0) : (x >= S(2) ? S(1) : S(0.5) * x);
+  }
   template <class S>
-  static S deriv(const S& x) { return (x > S(0) && x < S(2)) ? S(0.5) : S(0); }
+  static S deriv(const S& x) {
+    return (x > S(0) && x < S(2)) ? S(0.5) : S(0);
+  }
 };
 /// clamp(x, 0, 1): the hard sigmoid of the LE / GLE code (real states only).
 struct clamp01 {
   static constexpr bool holomorphic = false;
   static constexpr std::string_view name = "clamp01";
   template <class S>
-  static S value(const S& x) { return x <= S(0) ? S(0) : (x >= S(1) ? S(1) : x); }
+  static S value(const S& x) {
+    return x <= S(0) ? S(0) : (x >= S(1) ? S(1) : x);
+  }
   template <class S>
-  static S deriv(const S& x) { return (x > S(0) && x < S(1)) ? S(1) : S(0); }
+  static S deriv(const S& x) {
+    return (x > S(0) && x < S(1)) ? S(1) : S(0);
+  }
 };
 /// max(0, x) (real states only). In EP networks: the feed-forward backprop baselines only.
 struct relu {
   static constexpr bool holomorphic = false;
   static constexpr std::string_view name = "relu";
   template <class S>
-  static S value(const S& x) { return x > S(0) ? x : S(0); }
+  static S value(const S& x) {
+    return x > S(0) ? x : S(0);
+  }
   template <class S>
-  static S deriv(const S& x) { return x > S(0) ? S(1) : S(0); }
+  static S deriv(const S& x) {
+    return x > S(0) ? S(1) : S(0);
+  }
 };
 struct linear {
   static constexpr bool holomorphic = true;
   static constexpr std::string_view name = "linear";
   template <class S>
-  static S value(const S& x) { return x; }
+  static S value(const S& x) {
+    return x;
+  }
   template <class S>
-  static S deriv(const S&) { return S(1); }
+  static S deriv(const S&) {
+    return S(1);
+  }
 };
 /// log(1 + e^x), derivative logistic(x). Holomorphic: log(1 + e^z) is analytic in the strip
 /// |Im z| < pi around the real axis (1 + e^z is never zero or negative real there), the
@@ -140,7 +162,9 @@ struct softplus {
     }
   }
   template <class S>
-  static S deriv(const S& x) { return eqprop::logistic(x); }
+  static S deriv(const S& x) {
+    return eqprop::logistic(x);
+  }
 };
 }  // namespace act
 
@@ -185,17 +209,19 @@ std::string renamed_activation_message(std::string_view old_name, std::optional<
 template <class S, class F>
 decltype(auto) dispatch_activation(activation_kind kind, F&& f) {
   switch (kind) {
-    case activation_kind::hep_sigmoid: return f(act::hep_sigmoid{});
-    case activation_kind::holotanh: return f(act::holotanh{});
-    case activation_kind::tanh: return f(act::tanh{});
+    case activation_kind::hep_sigmoid:
+      return f(act::hep_sigmoid{});
+    case activation_kind::holotanh:
+      return f(act::holotanh{});
+    case activation_kind::tanh:
+      return f(act::tanh{});
     case activation_kind::half_clamp01:
     case activation_kind::relu:
       if constexpr (is_complex_v<S>) {
-        throw config_error(
-            std::string("activation '") + std::string(to_string(kind)) +
-            "' is not holomorphic and cannot be used with complex states "
-            "(holomorphic EP with N > 2, continuous-time hEP); use 'hep_sigmoid', 'holotanh' or 'tanh', "
-            "or an estimator with real states only (N = 1 or N = 2)");
+        throw config_error(std::string("activation '") + std::string(to_string(kind)) +
+                           "' is not holomorphic and cannot be used with complex states "
+                           "(holomorphic EP with N > 2, continuous-time hEP); use 'hep_sigmoid', 'holotanh' or 'tanh', "
+                           "or an estimator with real states only (N = 1 or N = 2)");
       } else {
         if (kind == activation_kind::relu) return f(act::relu{});
         return f(act::half_clamp01{});
@@ -203,7 +229,8 @@ decltype(auto) dispatch_activation(activation_kind kind, F&& f) {
     case activation_kind::logistic:
     case activation_kind::clamp01:
     case activation_kind::linear:
-    case activation_kind::softplus: break;
+    case activation_kind::softplus:
+      break;
   }
   require_ep_activation(kind);
   throw internal_error("dispatch_activation: unknown activation kind");

@@ -20,7 +20,7 @@
 #include <string_view>
 #include <vector>
 
-#include <Eigen/Dense>
+#include "eqprop/core/eigen.hpp"
 
 #include "eqprop/core/params.hpp"
 #include "eqprop/model/activation.hpp"
@@ -36,7 +36,7 @@ std::string_view to_string(gle_loss l);  ///< "mse" | "ce", as loss.kind spells 
 struct gle_layer_spec {
   int size = 0;
   activation_kind phi = activation_kind::tanh;  ///< any activation of the table
-  std::vector<double> tau_m, tau_r;  ///< each of length size
+  std::vector<double> tau_m, tau_r;             ///< each of length size
   bool bias = true;
 };
 
@@ -72,14 +72,14 @@ struct gle_spec {
   int n_input = 1;
   std::vector<gle_layer_spec> layers;  ///< hidden layers, then the output layer
   double dt = 0.2;
-  double gamma = 0;                    ///< error-to-membrane coupling
-  bool prospective_errors = true;      ///< false: e = eps (instantaneous-error BP)
+  double gamma = 0;                ///< error-to-membrane coupling
+  bool prospective_errors = true;  ///< false: e = eps (instantaneous-error BP)
   gle_loss loss = gle_loss::ce;
   bool learn_tau_m = false;
-  double tau_min = 0;                  ///< bounds for learned tau_m, kept by the optimizer (0: dt)
+  double tau_min = 0;  ///< bounds for learned tau_m, kept by the optimizer (0: dt)
   double tau_max = 100;
   gle_init init = gle_init::kaiming_uniform;  ///< U(+-1/sqrt(fan_in)) for W and b (PyTorch Linear)
-  double init_std = 0.05;              ///< for gle_init::normal
+  double init_std = 0.05;                     ///< for gle_init::normal
   uint64_t seed = 1;
   /// [n_input, n_1, ..., n_output]: the widths of the input and of every layer.
   std::vector<int> sizes() const;
@@ -90,12 +90,12 @@ struct gle_spec {
 template <class R>
 struct gle_layer_state {
   using mat = Eigen::Matrix<R, Eigen::Dynamic, Eigen::Dynamic>;
-  mat u, v;        ///< membrane of representation and error neurons
-  mat r, dphi;     ///< phi(u_breve), phi'(u_breve) of the last step
-  mat u_breve;     ///< prospective potential of the last step
-  mat udot;        ///< u' of the last step
-  mat e;           ///< error e actually used in the last step (after the error neuron)
-  mat e_down;      ///< W^T e of the last step, sent to the layer below
+  mat u, v;     ///< membrane of representation and error neurons
+  mat r, dphi;  ///< phi(u_breve), phi'(u_breve) of the last step
+  mat u_breve;  ///< prospective potential of the last step
+  mat udot;     ///< u' of the last step
+  mat e;        ///< error e actually used in the last step (after the error neuron)
+  mat e_down;   ///< W^T e of the last step, sent to the layer below
 };
 
 template <class R>
@@ -126,7 +126,7 @@ class gle_network {
   int n_groups() const { return n_layers(); }  ///< one optimizer group per layer
   map W(int l);
   cmap W(int l) const;
-  R* b(int l);               ///< nullptr when the layer has no bias
+  R* b(int l);  ///< nullptr when the layer has no bias
   const R* b(int l) const;
   /// tau_m of layer l (a view into params when learned, else into the fixed copy).
   Eigen::Map<vec> tau_m(int l);

@@ -10,8 +10,7 @@
 #include <string>
 #include <vector>
 
-#include <Eigen/Dense>
-#include <Eigen/SparseCore>
+#include "eqprop/core/eigen.hpp"
 
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/core/params.hpp"
@@ -29,13 +28,13 @@ graph_topology parse_graph_topology(const std::string& name);
 std::string to_string(graph_topology t);
 
 struct graph_spec {
-  int n_input = 2;              ///< data inputs, without the bias neuron
-  std::vector<int> hidden{2};   ///< hidden layer sizes (complete mode only uses their sum)
+  int n_input = 2;             ///< data inputs, without the bias neuron
+  std::vector<int> hidden{2};  ///< hidden layer sizes (complete mode only uses their sum)
   int n_output = 1;
   graph_topology topology = graph_topology::complete;
   /// custom only: N x N, nonzero = edge i -> j allowed (N = n_input + 1 + hidden + n_output).
   Eigen::MatrixXi adjacency;
-  double init_std = 0.05;       ///< weights ~ N(0, init_std^2)
+  double init_std = 0.05;  ///< weights ~ N(0, init_std^2)
 };
 
 template <class R>
@@ -46,7 +45,7 @@ class graph_network {
   /// double, then rounded to R). Throws config_error / shape_error on an invalid spec.
   graph_network(const graph_spec& spec, rng_t& rng);
 
-  int n_input() const { return n_in_; }          ///< clamped neurons, bias included
+  int n_input() const { return n_in_; }  ///< clamped neurons, bias included
   int n_data_input() const { return n_in_ - 1; }
   int bias_index() const { return n_in_ - 1; }
   int n_hidden() const { return n_hidden_; }

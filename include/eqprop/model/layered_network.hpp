@@ -73,8 +73,8 @@ std::vector<conv_layer_spec> make_conv_layers(const std::vector<int>& channels, 
 
 /// Geometry of connection j (l_{j-1} -> h_j). Dense: cin = n_in, h = w = 1, k = 1.
 struct connection_geometry {
-  int cin = 0, h = 1, w = 1;   ///< input image
-  int k = 1, pad = 0;          ///< kernel size, zero padding
+  int cin = 0, h = 1, w = 1;     ///< input image
+  int k = 1, pad = 0;            ///< kernel size, zero padding
   int cout = 0, ho = 1, wo = 1;  ///< conv output
   pool_kind pool = pool_kind::none;
   int ps = 1, hp = 1, wp = 1;  ///< pool size and pooled output (ps = 1, hp = ho, wp = wo without pooling)
@@ -92,12 +92,12 @@ struct network_spec {
   int n_readout = 0;       ///< number of classes of the softmax readout (output_kind::readout only)
   output_kind output = output_kind::readout;
   activation_kind activation = activation_kind::hep_sigmoid;
-  double init_scale = 0;   ///< 0: truncated normal with std 1/sqrt(fan_in); > 0: that std (truncated at 2 std)
+  double init_scale = 0;  ///< 0: truncated normal with std 1/sqrt(fan_in); > 0: that std (truncated at 2 std)
   uint64_t seed = 0;
   // ConvNets only (conv empty for an MLP):
-  std::array<int, 3> input_shape{};       ///< channels, height, width of the (planar) input image
-  std::vector<conv_layer_spec> conv;      ///< the first conv.size() dynamical layers
-  double pool_temperature = 1;            ///< softmax pooling temperature T
+  std::array<int, 3> input_shape{};   ///< channels, height, width of the (planar) input image
+  std::vector<conv_layer_spec> conv;  ///< the first conv.size() dynamical layers
+  double pool_temperature = 1;        ///< softmax pooling temperature T
   int pool_size = 2;
   /// A feed-forward network (the backprop baselines): no top-down terms, one bottom-up
   /// sweep h_j = sigma(P(conv_j h_{j-1}) + b_j) is the whole relaxation.
@@ -168,8 +168,14 @@ class layered_network {
   friend class layered_network;
   matrix_map<P> block(int i) { return params_.view(i); }
   const_matrix_map<P> block(int i) const { return params_.view(i); }
-  vector_map<P> bias(int i) { auto& l = params_.block(i); return {params_.data() + l.offset, l.rows}; }
-  const_vector_map<P> bias(int i) const { auto& l = params_.block(i); return {params_.data() + l.offset, l.rows}; }
+  vector_map<P> bias(int i) {
+    auto& l = params_.block(i);
+    return {params_.data() + l.offset, l.rows};
+  }
+  const_vector_map<P> bias(int i) const {
+    auto& l = params_.block(i);
+    return {params_.data() + l.offset, l.rows};
+  }
 
   network_spec spec_;
   std::vector<connection_geometry> geometry_;

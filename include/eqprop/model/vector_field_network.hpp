@@ -63,7 +63,7 @@ struct vf_spec {
   /// Feedback init: B <- sin(a) B_init + cos(a) W^T where W is the reciprocal forward
   /// edge (spec §1.4); a feedback edge without a reciprocal forward edge keeps B_init.
   double angle_deg = 90;
-  double init_scale = 0;   ///< 0: truncated normal std 1/sqrt(fan_in); > 0: that std
+  double init_scale = 0;  ///< 0: truncated normal std 1/sqrt(fan_in); > 0: that std
   uint64_t seed = 0;
   // ConvNets only (conv empty for an MLP); sizes must then begin with layered_spec().conv_sizes().
   std::array<int, 3> input_shape{};   ///< channels, height, width of the planar input image
@@ -108,8 +108,14 @@ class vector_field_network {
   const_vector_map<R> b(int e) const;
   matrix_map<R> W_ro() { return params_.view(params_.n_blocks() - 2); }
   const_matrix_map<R> W_ro() const { return params_.view(params_.n_blocks() - 2); }
-  vector_map<R> b_ro() { auto& l = params_.block(params_.n_blocks() - 1); return {params_.data() + l.offset, l.rows}; }
-  const_vector_map<R> b_ro() const { auto& l = params_.block(params_.n_blocks() - 1); return {params_.data() + l.offset, l.rows}; }
+  vector_map<R> b_ro() {
+    auto& l = params_.block(params_.n_blocks() - 1);
+    return {params_.data() + l.offset, l.rows};
+  }
+  const_vector_map<R> b_ro() const {
+    auto& l = params_.block(params_.n_blocks() - 1);
+    return {params_.data() + l.offset, l.rows};
+  }
   const param_block& weight_block(int e) const { return params_.block(w_block_[e]); }
   /// Geometry of edge e: a forward edge's own; a feedback edge's is that of the forward
   /// connection dst -> src whose kernel shape it shares. Dense for MLPs.

@@ -96,8 +96,7 @@ struct checkpoint_array {
       for (Eigen::Index j = 0; j < c; ++j) v[static_cast<std::size_t>(i * c + j)] = m(i, j);
     if constexpr (Derived::ColsAtCompileTime == 1 || Derived::RowsAtCompileTime == 1)
       return from_vector(v, {static_cast<int64_t>(r * c)});
-    else
-      return from_vector(v, {static_cast<int64_t>(r), static_cast<int64_t>(c)});
+    else return from_vector(v, {static_cast<int64_t>(r), static_cast<int64_t>(c)});
   }
 
   /// The elements in C order (A: e.g. aligned_allocator<T>). Throws data_error unless dtype

@@ -24,8 +24,8 @@
 namespace eqprop {
 
 /// The value types a config key may have. The alternative held by a key's default is its type.
-using config_value = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>,
-                                  std::vector<double>, std::vector<std::string>>;
+using config_value = std::variant<bool, int64_t, double, std::string, std::vector<int64_t>, std::vector<double>,
+                                  std::vector<std::string>>;
 
 /// Human-readable name of a config value's type: "bool", "integer", "float", "string",
 /// "integer array", "float array", "string array".
@@ -54,16 +54,16 @@ struct config_constraint {
   std::size_t min_size = 0, max_size = std::numeric_limits<std::size_t>::max();
 
   static config_constraint any() { return {}; }
-  static config_constraint at_least(double lo);               ///< [lo, inf)
-  static config_constraint greater_than(double lo);           ///< (lo, inf)
-  static config_constraint closed(double lo, double hi);      ///< [lo, hi]
-  static config_constraint open(double lo, double hi);        ///< (lo, hi)
+  static config_constraint at_least(double lo);           ///< [lo, inf)
+  static config_constraint greater_than(double lo);       ///< (lo, inf)
+  static config_constraint closed(double lo, double hi);  ///< [lo, hi]
+  static config_constraint open(double lo, double hi);    ///< (lo, hi)
   static config_constraint one_of(std::vector<std::string> choices);
-  config_constraint at_most(double hi) const;                 ///< upper end hi, closed
-  config_constraint below(double hi) const;                   ///< upper end hi, open
-  config_constraint or_value(double v) const;                 ///< also accept v
+  config_constraint at_most(double hi) const;                       ///< upper end hi, closed
+  config_constraint below(double hi) const;                         ///< upper end hi, open
+  config_constraint or_value(double v) const;                       ///< also accept v
   config_constraint sizes(std::size_t min, std::size_t max) const;  ///< array size range
-  config_constraint allow_nonfinite() const;                  ///< NaN and +-inf accepted
+  config_constraint allow_nonfinite() const;                        ///< NaN and +-inf accepted
 
   /// The allowed values in words for a key of v's type: "an integer >= 1", "a float in (0, 2)",
   /// "one of sgd, adam, adamw", "2 elements, each a float > 0". Empty when any value of the
@@ -79,13 +79,13 @@ struct config_constraint {
 /// Upper bounds the schemas use for sizes and counts, so that an absurd value is a
 /// config_error naming the key rather than an allocation failure or a run that never ends.
 namespace config_limits {
-inline constexpr double layer_size = 1 << 16;   ///< neurons (or channels) of one layer
-inline constexpr std::size_t layers = 64;       ///< layers of a network
-inline constexpr double batch = 1 << 16;        ///< samples of one batch
-inline constexpr double steps = 1e6;            ///< relaxation / time steps of one phase
+inline constexpr double layer_size = 1 << 16;  ///< neurons (or channels) of one layer
+inline constexpr std::size_t layers = 64;      ///< layers of a network
+inline constexpr double batch = 1 << 16;       ///< samples of one batch
+inline constexpr double steps = 1e6;           ///< relaxation / time steps of one phase
 inline constexpr double epochs = 1e6;
 inline constexpr double threads = 1024;
-inline constexpr double samples = 1e9;          ///< generated or selected samples
+inline constexpr double samples = 1e9;  ///< generated or selected samples
 }  // namespace config_limits
 
 /// One declared key.
@@ -150,7 +150,6 @@ class config_schema {
   std::vector<std::pair<std::string, config_value>> saved_defaults_;
   friend class config;
 };
-
 
 /// The deepest nesting accepted in a config from a TOML document (tables, dotted-key parts,
 /// arrays, inline tables), a JSON object (a checkpoint's header) or a Python dict. Deeper

@@ -43,17 +43,18 @@ struct optimizer_key_defaults {
   double lr = 0.1;
   const char* schedule = "constant";  ///< schedule.kind
   double momentum = 0.9;
-  const char* kind = "sgd";           ///< optimizer.kind
-  long plateau_patience = -1;         ///< schedule.plateau_patience (-1: no plateau schedule)
+  const char* kind = "sgd";    ///< optimizer.kind
+  long plateau_patience = -1;  ///< schedule.plateau_patience (-1: no plateau schedule)
   /// The values of schedule.plateau_on (the first is the default): each names the metric
   /// `<value>_loss` of the epoch's metrics row.
   std::vector<std::string> plateau_on{"test", "train"};
 };
 /// optimizer.* and schedule.* (the epoch schedule and the plateau schedule: plateau_schedule):
 void add_optimizer_keys(config_schema& s, const optimizer_key_defaults& d);
-void add_conv_keys(config_schema& s);         ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
-void add_image_data_keys(config_schema& s);   ///< data.normalize_mean/std, augment_pad, augment_flip
-void add_data_limit_keys(config_schema& s);   ///< data.limit_train, data.limit_test (N >= 1, or -1: all)
+void add_conv_keys(
+    config_schema& s);  ///< network.conv, conv_kernel, conv_padding, conv_pool, pool_temperature, pool_size
+void add_image_data_keys(config_schema& s);  ///< data.normalize_mean/std, augment_pad, augment_flip
+void add_data_limit_keys(config_schema& s);  ///< data.limit_train, data.limit_test (N >= 1, or -1: all)
 /// Refuses the old activation names 'sigmoid' and 'hard_sigmoid' for the string key `key`
 /// with a message naming what they meant in configs of `family`, and reads saved run
 /// configs that used them as that activation (config_schema::renamed_value). An old name

@@ -27,10 +27,10 @@ param_constraints gle_tau_constraints(const gle_network<R>& net);
 struct gle_operator_result {
   double tau_m, tau_r, omega, dt;
   // measured transfer (gain |c|, phase arg c) of each operator on a sine of frequency omega
-  double forward_gain, forward_phase;   ///< u_breve / input:            theory H = (1+iw tr)/(1+iw tm)
-  double gle_gain, gle_phase;           ///< GLE error e / output error: theory 1/H
-  double adjoint_gain, adjoint_phase;   ///< AM lambda / output error:   theory conj(H)
-  double theory_gain, theory_phase;     ///< |H|, arg H
+  double forward_gain, forward_phase;  ///< u_breve / input:            theory H = (1+iw tr)/(1+iw tm)
+  double gle_gain, gle_phase;          ///< GLE error e / output error: theory 1/H
+  double adjoint_gain, adjoint_phase;  ///< AM lambda / output error:   theory conj(H)
+  double theory_gain, theory_phase;    ///< |H|, arg H
 };
 /// Simulates one linear neuron (W = 1) for `periods` periods of sin(omega t) and projects
 /// the responses on e^{i omega t} over the second half.
@@ -43,22 +43,22 @@ std::string_view to_string(gle_rule r);
 
 struct lagline_options {
   gle_rule rule = gle_rule::gle;
-  double window = 1;          ///< bptt / adjoint window in time units
+  double window = 1;  ///< bptt / adjoint window in time units
   double dt = 0.01;
   double t_init = 50, t_train = 4000;
   long batch = 100;
   double beta = 0.01;
-  double lr = 1e-4;           ///< Adam, per step (windowed rules: times the window steps)
-  double gamma = 1;           ///< GLE error-to-membrane coupling (0 for bptt / adjoint)
+  double lr = 1e-4;  ///< Adam, per step (windowed rules: times the window steps)
+  double gamma = 1;  ///< GLE error-to-membrane coupling (0 for bptt / adjoint)
   uint64_t seed = 1;
-  long record_every = 1000;   ///< steps between trace rows
+  long record_every = 1000;  ///< steps between trace rows
 };
 struct lagline_trace_row {
   double t, loss, w1, w2, tau1, tau2;
 };
 struct lagline_result {
   std::vector<lagline_trace_row> trace;
-  double final_loss = 0;      ///< mean per-step loss over the last 10 time units
+  double final_loss = 0;                      ///< mean per-step loss over the last 10 time units
   double w_rel_error = 0, tau_rel_error = 0;  ///< max relative error against the teacher
   double seconds = 0;
   long steps = 0;
@@ -68,18 +68,18 @@ lagline_result run_lagline(const lagline_options& o);
 // ---- G3: LagNet, GLE errors against the adjoint ---------------------------------------
 struct lagnet_options {
   double dt = 0.01;
-  double t_warmup = 80;     ///< time units before the comparison window
-  double t_window = 200;    ///< comparison window
-  double t_tail = 20;       ///< discarded end of the window (lambda is cut off there)
+  double t_warmup = 80;   ///< time units before the comparison window
+  double t_window = 200;  ///< comparison window
+  double t_tail = 20;     ///< discarded end of the window (lambda is cut off there)
   double beta = 1;
   uint64_t seed = 1;
-  bool train = true;        ///< then train hid_1 with GLE (sgd momentum 0.9) and report its weight
+  bool train = true;  ///< then train hid_1 with GLE (sgd momentum 0.9) and report its weight
   double t_train = 1001;
   double lr = 2e-4;
-  double gamma = 1e-3;      ///< during training only (the comparison runs gamma = 0)
+  double gamma = 1e-3;  ///< during training only (the comparison runs gamma = 0)
 };
 struct lagnet_neuron_compare {
-  std::string name;         ///< e.g. "hid2.r" (retrospective) or "hid1.i" (instantaneous)
+  std::string name;  ///< e.g. "hid2.r" (retrospective) or "hid1.i" (instantaneous)
   double tau_m, tau_r;
   std::vector<double> omega, gain, phase;  ///< e / lambda at each input frequency
   std::vector<double> theory_gain;         ///< 1/|H|^2 of the neuron alone
@@ -128,16 +128,16 @@ struct gle_sequence_options {
   R beta = 0;
   std::span<R> grad;
   std::function<void()> update;
-  bool record = false;           ///< keep the output after every step (gle_sequence_result::outputs)
+  bool record = false;  ///< keep the output after every step (gle_sequence_result::outputs)
 };
 
 /// One batch's results of gle_run_sequences.
 template <class R>
 struct gle_sequence_result {
-  matrix<R> sum_out;              ///< n_output x B: each sample's outputs summed over its steps (class scores)
-  std::vector<double> step_loss;  ///< with targets: each sample's loss C(r(t), y) averaged over its steps
-  std::vector<double> readout;    ///< with targets: each sample's readout loss C(sum_out / T, y)
-  std::vector<matrix<R>> outputs; ///< with record: the output (n_output x B) after each step
+  matrix<R> sum_out;               ///< n_output x B: each sample's outputs summed over its steps (class scores)
+  std::vector<double> step_loss;   ///< with targets: each sample's loss C(r(t), y) averaged over its steps
+  std::vector<double> readout;     ///< with targets: each sample's readout loss C(sum_out / T, y)
+  std::vector<matrix<R>> outputs;  ///< with record: the output (n_output x B) after each step
 };
 
 /// Runs the sequences x (T x B: sample b is x.col(b), feature t goes in at step t; the

@@ -42,9 +42,9 @@ struct optimizer_options {
 enum class schedule_kind { constant, cosine };
 struct schedule_options {
   schedule_kind kind = schedule_kind::constant;
-  bool per_step = false;      ///< cosine: anneal per step (fractional epochs) instead of per epoch
-  double min_factor = 0;      ///< cosine: final lr = lr * min_factor
-  long epochs = 0;            ///< cosine: anneal over this many epochs (0: the run's epochs)
+  bool per_step = false;  ///< cosine: anneal per step (fractional epochs) instead of per epoch
+  double min_factor = 0;  ///< cosine: final lr = lr * min_factor
+  long epochs = 0;        ///< cosine: anneal over this many epochs (0: the run's epochs)
   /// Multiplier of the base lr at (epoch, step within epoch of steps_per_epoch).
   double factor(long epoch, long step, long steps_per_epoch, long run_epochs) const;
 };
@@ -58,9 +58,9 @@ struct plateau_options {
   bool enabled() const { return patience >= 0; }
 };
 struct plateau_state {
-  double scale = 1;  ///< the lr multiplier now
+  double scale = 1;                                       ///< the lr multiplier now
   double best = std::numeric_limits<double>::infinity();  ///< the lowest watched value so far
-  long bad = 0;      ///< epochs since the last new best
+  long bad = 0;                                           ///< epochs since the last new best
   /// An epoch ends with the watched value: a value below best (1 - 1e-4) is the new best;
   /// otherwise, after more than o.patience such epochs, scale *= o.factor and the count
   /// restarts. Nothing changes when !o.enabled().

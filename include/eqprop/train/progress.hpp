@@ -13,8 +13,8 @@
 #pragma once
 #include <chrono>
 #include <ostream>
-#include <type_traits>
 #include <string>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -44,7 +44,7 @@ class progress {
   void update(long batch, const fields& f);
   /// Same, but calls make_fields() (returning fields) only when something will be shown.
   template <class F>
-    requires std::is_invocable_r_v<fields, F>
+  requires std::is_invocable_r_v<fields, F>
   void update(long batch, F&& make_fields) {
     if (due(batch)) render(batch, make_fields());
   }

@@ -16,11 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/dynamics/relax_driver.hpp"
+#include "eqprop/io/dataset.hpp"
 #include "eqprop/model/graph_network.hpp"
 #include "eqprop/model/layered_network.hpp"
 #include "eqprop/model/vector_field_network.hpp"
 #include "eqprop/train/checkpoint.hpp"
-#include "eqprop/io/dataset.hpp"
 #include "eqprop/train/config.hpp"
 #include "eqprop/train/model_kind.hpp"
 
@@ -63,7 +63,7 @@ struct train_result {
   /// evaluation was finite, and message says which.
   bool diverged = false;
   bool interrupted = false;  ///< should_stop returned true
-  std::string message;  ///< why the run stopped early, if it did
+  std::string message;       ///< why the run stopped early, if it did
 };
 
 train_result train(const config& cfg, const train_options& opt);

@@ -19,9 +19,9 @@ const config_schema& vector_field_schema();
 vf_spec make_vf_spec(const config& cfg, int n_input, int n_classes, std::array<int, 3> input_shape = {});
 /// The config's data set, normalised per channel if data.normalize_* are set (limits >= 0
 /// override data.limit_train / data.limit_test).
-dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long limit_train = -1, long limit_test = -1);
+dataset_split gep_load_data(const config& cfg, const std::string& flag_dir, long limit_train = -1,
+                            long limit_test = -1);
 /// Generalized-EP options from estimator.*, relax.*, homeostasis.* and run.seed.
 gep_options make_gep_options(const config& cfg);
-
 
 }  // namespace eqprop
