@@ -29,9 +29,10 @@ fi
 
 # ccache keeps compiled objects between builds and between checkouts in other folders
 # (paths are made relative to the checkout), so a rebuild recompiles only what changed.
+# The configuration is the CMake preset "release" (CMakePresets.json).
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
 BUILD_DIR=${EQPROP_BUILD_DIR:-build}
 if [ ! -f "$BUILD_DIR/build.ninja" ]; then
-  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release -DCMAKE_CXX_COMPILER_LAUNCHER=ccache "$@"
+  cmake --preset release -B "$BUILD_DIR" "$@"
 fi
 cmake --build "$BUILD_DIR" -j"$(nproc)"

@@ -26,11 +26,8 @@ fi
 
 echo "== unit tests under ASan + UBSan =="
 export CCACHE_BASEDIR="$PWD" CCACHE_NOHASHDIR=1
-if [ ! -f build-sanitize/build.ninja ]; then
-  cmake -S . -B build-sanitize -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DEQPROP_SANITIZE=ON \
-        -DEQPROP_BUILD_BENCH=OFF -DCMAKE_CXX_COMPILER_LAUNCHER=ccache > /dev/null
-fi
-cmake --build build-sanitize -j"$(nproc)" --target eqprop_tests eqprop_cli
+[ -f build-sanitize/build.ninja ] || cmake --preset sanitize > /dev/null
+cmake --build --preset sanitize -j"$(nproc)"
 # Slow tests (names containing "Slow") are skipped under the sanitizers.
 ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   EQPROP_CLI="$PWD/build-sanitize/eqprop" ./build-sanitize/eqprop_tests --gtest_filter='-*Slow*' --gtest_brief=1

@@ -776,9 +776,11 @@ TEST(DeepPresyn, HepSigmoidIsTheTableFunctionAndSigmoidIsRetired) {
     double want = -net.weights().row(n_in + j).sum() * s(n_in + j);
     for (int i = 0; i < net.size(); ++i) want += net.weights()(i, n_in + j) * act::hep_sigmoid::value(s(i));
     EXPECT_NEAR(rate(j), want, 1e-14) << "neuron " << j;
-    for (int m = 0; m < nf; ++m)
-      if (m != j)
+    for (int m = 0; m < nf; ++m) {
+      if (m != j) {
         EXPECT_NEAR(jac(j, m), net.weights()(n_in + m, n_in + j) * act::hep_sigmoid::deriv(s(n_in + m)), 1e-14);
+      }
+    }
   }
 }
 

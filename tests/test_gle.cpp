@@ -2,6 +2,7 @@
 #include <cmath>
 #include <numbers>
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -66,9 +67,9 @@ std::vector<double> backprop_gradient(const gle_network<double>& net, const matd
   const double B = double(x.cols());
   for (int l = L - 1; l >= 0; --l) {
     for (const auto& blk : net.layout()) {
-      if (blk.name == "W" + std::to_string(l))
+      if (blk.name == fmt::format("W{}", l))
         Eigen::Map<matd>(grad.data() + blk.offset, blk.rows, blk.cols) = -delta * r[l].transpose() / B;
-      if (blk.name == "b" + std::to_string(l))
+      if (blk.name == fmt::format("b{}", l))
         Eigen::Map<Eigen::VectorXd>(grad.data() + blk.offset, blk.rows) = -delta.rowwise().sum() / B;
     }
     if (l > 0) delta = ((net.W(l).transpose() * delta).array() * d[l - 1].array()).matrix();

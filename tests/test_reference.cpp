@@ -2,6 +2,7 @@
 // differences and complex step must agree with each other in float64 (spec hep.md §4.5, §8).
 #include "eqprop/learn/reference.hpp"
 
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -238,7 +239,7 @@ TEST(ReferenceAgreeDepth, BpttImplicitAndComplexStepAgreeForEveryDepth) {
     for (activation_kind act : {activation_kind::hep_sigmoid, activation_kind::tanh}) {
       auto net = make_net(act, output_kind::readout, 0.5, 9, 0.0, 0.3, sizes);
       const batch d = make_batch(net, 2, 4);
-      const std::string tag = "K" + std::to_string(net.n_layers()) + "_" + std::string(to_string(act));
+      const std::string tag = fmt::format("K{}_{}", net.n_layers(), to_string(act));
       implicit_gradient<double> dense(converged_opts(), adjoint_solver::dense);
       implicit_gradient<double> iter(converged_opts(), adjoint_solver::iterative);
       bptt_gradient<double> bptt(400);
