@@ -12,6 +12,7 @@ PACKAGES=(
   python3 python3-dev python3-numpy python3-matplotlib python3-pytest pybind11-dev
   python3-setuptools python3-wheel python3-build python3-venv python3-pip  # pip install . / python3 -m build
   clang-14 libclang-rt-14-dev ccache clang-format
+  doxygen  # the C++ reference: cmake --build build --target docs (about 3 s)
 )
 
 missing=()
