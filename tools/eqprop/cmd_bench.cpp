@@ -463,7 +463,7 @@ void register_bench(CLI::App& app) {
                   "EP and generalized-EP workloads: override a config key (KEY=VALUE, repeatable), e.g. "
                   "relax.stop_early=true; each workload takes the keys its config knows");
   cmd->add_option("--data-dir", data_dir,
-                  "EP workloads train on consecutive MNIST batches from here (default $EQPROP_DATA, then ./data); "
+                  "EP workloads train on consecutive MNIST batches from here (default: $EQPROP_DATA, then ./data); "
                   "without MNIST, on one random batch");
   cmd->add_flag("--list", list, "List the workloads and exit");
   cmd->add_flag("--no-peak", no_peak, "Skip the GEMM peak measurement");

@@ -83,21 +83,24 @@ void register_gep(CLI::App& app) {
   };
   static gc_args g;
   auto* gc = gep->add_subcommand("gradcheck",
-                                 "float64 toy network: EP gradient vs recurrent backprop for N = 0 (exact), 1..max-n; "
+                                 "Float64 toy network: EP gradient vs recurrent backprop for N = 0 (exact), 1..max-n; "
                                  "homeostatic loss Monte-Carlo vs exact");
-  gc->add_option("--sizes", g.sizes, "Layer sizes input,hidden...,out (a readout with out classes follows)");
+  gc->add_option("--sizes", g.sizes, "Layer sizes input,hidden...,out (a readout with out classes follows)")
+      ->capture_default_str();
   using cc = config_constraint;
   namespace lim = config_limits;
   add_checked(gc, "--angle", g.angle, "Initial feedback rotation in degrees (0: B = W^T exactly, 90: random)",
-              cc::closed(-360, 360));
-  add_checked(gc, "--beta", g.beta, "|beta|", cc::greater_than(0));
-  add_checked(gc, "--max-n", g.max_n, "Largest N", cc::closed(1, 64));
-  add_checked(gc, "--batch", g.batch, "Random samples", cc::closed(1, lim::batch));
-  add_checked(gc, "--T1", g.T1, "Free steps", cc::closed(1, lim::steps));
-  add_checked(gc, "--T2", g.T2, "Nudged steps", cc::closed(1, lim::steps));
-  add_checked(gc, "--probes", g.probes, "Homeostasis probes", cc::closed(1, 1e7));
-  add_checked(gc, "--init-scale", g.init_scale, "Weight std (0: 1/sqrt(fan_in))", cc::at_least(0));
-  add_checked(gc, "--seed", g.seed, "Seed", cc::at_least(0));
+              cc::closed(-360, 360))
+      ->capture_default_str();
+  add_checked(gc, "--beta", g.beta, "|beta|", cc::greater_than(0))->capture_default_str();
+  add_checked(gc, "--max-n", g.max_n, "Largest N", cc::closed(1, 64))->capture_default_str();
+  add_checked(gc, "--batch", g.batch, "Random samples", cc::closed(1, lim::batch))->capture_default_str();
+  add_checked(gc, "--T1", g.T1, "Free steps", cc::closed(1, lim::steps))->capture_default_str();
+  add_checked(gc, "--T2", g.T2, "Nudged steps", cc::closed(1, lim::steps))->capture_default_str();
+  add_checked(gc, "--probes", g.probes, "Homeostasis probes", cc::closed(1, 1e7))->capture_default_str();
+  add_checked(gc, "--init-scale", g.init_scale, "Weight std (0: 1/sqrt(fan_in))", cc::at_least(0))
+      ->capture_default_str();
+  add_checked(gc, "--seed", g.seed, "Seed", cc::at_least(0))->capture_default_str();
   gc->callback([] {
     vf_spec s;
     s.sizes = parse_sizes(g.sizes);
@@ -164,7 +167,7 @@ void register_gep(CLI::App& app) {
   dg->add_option("target", dg_target, "Run directory of a vector_field run (`eqprop train`), or config file")
       ->required()
       ->check(CLI::ExistingPath);
-  add_checked(dg, "--samples", dg_samples, "Training samples used", cc::closed(1, lim::samples));
+  add_checked(dg, "--samples", dg_samples, "Training samples used", cc::closed(1, lim::samples))->capture_default_str();
   dg->add_option("--set,-s", dg_sets, "Override a config key (estimator settings of the comparison)");
   dg->add_option("--data-dir", dg_data_dir, "Data directory (default: $EQPROP_DATA, then ./data)");
   dg->callback([] {

@@ -37,9 +37,9 @@ void register_gle(CLI::App& app) {
   auto* op = gle->add_subcommand("operator", "Gain and phase of one neuron's forward, GLE-error and adjoint operators");
   using cc = config_constraint;
   const cc time_constant = cc::greater_than(0).at_most(1e6);
-  add_checked(op, "--tau-m", op_tm, "membrane time constant", time_constant)->capture_default_str();
-  add_checked(op, "--tau-r", op_tr, "prospective time constant", time_constant)->capture_default_str();
-  add_checked(op, "--omega", op_w, "angular frequency of the test sine", cc::greater_than(0).at_most(1e6))
+  add_checked(op, "--tau-m", op_tm, "Membrane time constant", time_constant)->capture_default_str();
+  add_checked(op, "--tau-r", op_tr, "Prospective time constant", time_constant)->capture_default_str();
+  add_checked(op, "--omega", op_w, "Angular frequency of the test sine", cc::greater_than(0).at_most(1e6))
       ->capture_default_str();
   add_checked(op, "--dt", op_dt, "Euler step", cc::greater_than(0).at_most(1))->capture_default_str();
   op->callback([] {
@@ -66,19 +66,19 @@ void register_gle(CLI::App& app) {
     bool compare = false, no_plot = false;
   };
   static lagline_args la;
-  auto* ll =
-      gle->add_subcommand("lagline", "Teacher-student chain of two neurons (spec §5.1): learn weights and tau_m");
-  ll->add_option("--rule", la.rule, "gle | bp (instantaneous errors) | bptt | adjoint")->capture_default_str();
-  add_checked(ll, "--window", la.o.window, "bptt/adjoint window in time units", cc::greater_than(0).at_most(1e4))
+  auto* ll = gle->add_subcommand(
+      "lagline", "Teacher-student chain of two neurons (the GLE paper's LagLine): learn weights and tau_m");
+  ll->add_option("--rule", la.rule, "Gle | bp (instantaneous errors) | bptt | adjoint")->capture_default_str();
+  add_checked(ll, "--window", la.o.window, "BPTT/adjoint window in time units", cc::greater_than(0).at_most(1e4))
       ->capture_default_str();
-  add_checked(ll, "--t-train", la.o.t_train, "training time (time units)", cc::greater_than(0).at_most(1e6))
+  add_checked(ll, "--t-train", la.o.t_train, "Training time (time units)", cc::greater_than(0).at_most(1e6))
       ->capture_default_str();
   add_checked(ll, "--lr", la.o.lr, "Adam learning rate per step", cc::greater_than(0))->capture_default_str();
-  add_checked(ll, "--seed", la.o.seed, "student initialisation and input phases", cc::at_least(0))
+  add_checked(ll, "--seed", la.o.seed, "Student initialisation and input phases", cc::at_least(0))
       ->capture_default_str();
-  ll->add_flag("--compare", la.compare, "run gle, bp and bptt with windows 4, 2, 1 side by side");
-  ll->add_option("--out", la.out, "directory for lagline_<rule>.csv traces and lagline.png (default: none)");
-  ll->add_flag("--no-plot", la.no_plot, "write the CSV files only");
+  ll->add_flag("--compare", la.compare, "Run gle, bp and bptt with windows 4, 2, 1 side by side");
+  ll->add_option("--out", la.out, "Directory for lagline_<rule>.csv traces and lagline.png (default: none)");
+  ll->add_flag("--no-plot", la.no_plot, "Write the CSV files only");
   ll->callback([] {
     std::vector<std::pair<std::string, lagline_options>> runs;
     if (la.compare) {
@@ -129,13 +129,13 @@ void register_gle(CLI::App& app) {
   static lagnet_options na;
   static std::string na_out;
   static bool na_no_plot = false, na_no_train = false;
-  auto* ln =
-      gle->add_subcommand("lagnet", "1-2-2-1 network: GLE errors against the adjoint method's lambda (spec §5.2)");
-  add_checked(ln, "--window", na.t_window, "comparison window (time units)", cc::greater_than(na.t_tail).at_most(1e5))
+  auto* ln = gle->add_subcommand(
+      "lagnet", "1-2-2-1 network (the GLE paper's LagNet): GLE errors against the adjoint method's lambda");
+  add_checked(ln, "--window", na.t_window, "Comparison window (time units)", cc::greater_than(na.t_tail).at_most(1e5))
       ->capture_default_str();
-  ln->add_option("--out", na_out, "directory for lagnet_traces.csv, lagnet_compare.csv and lagnet.png");
-  ln->add_flag("--no-train", na_no_train, "only the error comparison");
-  ln->add_flag("--no-plot", na_no_plot, "write the CSV files only");
+  ln->add_option("--out", na_out, "Directory for lagnet_traces.csv, lagnet_compare.csv and lagnet.png");
+  ln->add_flag("--no-train", na_no_train, "Only the error comparison");
+  ln->add_flag("--no-plot", na_no_plot, "Write the CSV files only");
   ln->callback([] {
     na.train = !na_no_train;
     const auto r = run_lagnet(na);

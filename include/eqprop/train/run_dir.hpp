@@ -17,10 +17,10 @@ namespace eqprop {
 const std::vector<std::string>& run_file_names();
 
 /// True for a run file name (run_file_names) or the temporary of an atomic write of one
-/// (`<name>.tmp.<pid>`, pid in decimal digits).
+/// (`NAME.tmp.PID`, PID in decimal digits).
 bool is_run_file(const std::string& name);
 
-/// A new run directory's default: runs/<name>-<YYYYmmdd-HHMMSS> (local time), with -2, -3...
+/// A new run directory's default: runs/NAME-YYYYmmdd-HHMMSS (local time), with -2, -3...
 /// appended while that path exists.
 std::filesystem::path default_run_dir(const std::string& name);
 

@@ -27,7 +27,7 @@
 namespace eqprop {
 
 struct train_options {
-  std::filesystem::path run_dir;      ///< empty: from run.dir or runs/<name>-<time>
+  std::filesystem::path run_dir;      ///< empty: from run.dir or runs/NAME-TIME
   std::string name = "default";       ///< used in the default run directory name
   std::string data_dir;               ///< --data-dir (data.dir in the config wins when set)
   bool resume = false;                ///< continue the run in run_dir from its checkpoint
