@@ -6,6 +6,7 @@ import gzip
 import io
 import json
 import os
+import pickle
 import struct
 import zipfile
 import zlib
@@ -114,6 +115,21 @@ put("cifar", "c10_2.bin.gz", gz(cifar([9, 0], 1)))
 put("cifar", "c100_1.bin", cifar([99], 2))
 put("cifar", "truncated.bin", cifar([1], 1)[:1000])
 put("cifar", "bad_label.bin", cifar([10], 1))
+
+# ---- pickles of NumPy arrays (small synthetic dicts; never the MNIST-1D data file)
+def pkl(obj, protocol):
+    return pickle.dumps(obj, protocol=protocol)
+
+
+tiny = {"x": np.arange(6, dtype=np.float64).reshape(2, 3), "y": np.array([0, 1], dtype=np.int64),
+        "templates": {"x": np.zeros((2, 3)), "t": np.linspace(-1, 1, 3), "y": np.array([0, 1], dtype=np.int64)}}
+put("pickle", "tiny_mnist1d_p3.pkl", pkl(tiny, 3))
+put("pickle", "tiny_mnist1d_p4.pkl", pkl(tiny, 4))
+put("pickle", "kinds_p3.pkl", pkl({"f": np.asfortranarray(np.arange(6.0).reshape(2, 3)),
+                                   "be": np.array([1.0, 2.5], dtype=">f8"), "u": np.array([1, 255], np.uint8),
+                                   "q": np.array([True]), "z": np.zeros((0, 3)), "s": np.array(7.0), "n": 3}, 3))
+put("pickle", "truncated_p3.pkl", pkl(tiny, 3)[:150])
+put("pickle", "protocol2_codecs.pkl", pkl({"a": np.arange(3, dtype=np.int8)}, 2))
 
 # ---- TOML (the harness's schema: flag, n, x, name, net.layers, net.w, net.sub.kinds)
 put("toml", "all_keys.toml", 'flag = true\nn = 3\nx = 1.5e-3\nname = "abc"\n[net]\nlayers = [784, 256, 10]\n'

@@ -43,8 +43,8 @@ How each command is made cheap (the rule: a command keeps every word it has, so 
     seconds, grid sizes, training time); none is added or removed except `bench --no-peak`.
   * A command that names only a command (`eqprop deep train` in a sentence) runs with
     `--help`: it checks that the command exists; there is nothing else to check.
-  * `data fetch` runs only when the data set is present (it then verifies and downloads
-    nothing), and never with `--force`.
+  * `data fetch` and `data generate` run only when the data set is present (they then
+    verify and download or write nothing), and never with `--force`.
 Each command has a time limit (LIMIT_S); the whole check takes well under two minutes.
 
 Data: $EQPROP_DATA, else ../shared/data beside the repository (as the tests find it).
@@ -482,10 +482,10 @@ class Runner:
         if name in ("train", "gep train", "gle train", "deep train"):
             return self.run_trainer(box, item, text, env_words, args, name, outcome)
         data_name = flag_value(args, "--dataset") or flag_value(args, "--task") or ""
-        if name in ("data fetch", "data verify"):
+        if name in ("data fetch", "data verify", "data generate"):
             target = next((a for a in args[2:] if not a.startswith("-")), "")
-            if "--force" in args and name == "data fetch":
-                return Result(item, text, "skipped", "data fetch --force would download")
+            if "--force" in args and name != "data verify":
+                return Result(item, text, "skipped", f"{name} --force would download or write")
             if not has_data(self.data, target):
                 return Result(item, text, "skipped", f"data set '{target}' not on this machine")
             where = flag_value(args, "--data-dir")

@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-10}
 [ $# -gt 0 ] && shift
 harnesses=("$@")
-[ ${#harnesses[@]} -eq 0 ] && harnesses=(idx npy npz imagenet32 cifar toml checkpoint)
+[ ${#harnesses[@]} -eq 0 ] && harnesses=(idx npy npz imagenet32 cifar pickle toml checkpoint)
 BUILD=${EQPROP_FUZZ_BUILD_DIR:-build-fuzz}
 CLANG=${EQPROP_FUZZ_CLANG:-clang++-14}
 

@@ -505,3 +505,121 @@ TEST(FetchCli, DataFetchVerifyListEndToEnd) {
   EXPECT_NE(r.first, 0) << r.second;
   EXPECT_CONTAINS(r.second, "timed out: not complete within the total limit of 0.5 s");
 }
+
+// MNIST-1D: the pickle is downloaded and converted (fetch), or the 360-step variant is
+// generated from it (generate). The offline copy of the pickle is served locally.
+namespace {
+fs::path shared_mnist1d() {
+  const char* env = std::getenv("EQPROP_DATA");
+  return (env && *env ? fs::path(env) : fs::path(EQPROP_SOURCE_DIR) / ".." / "shared" / "data") / "mnist-1d";
+}
+}  // namespace
+
+TEST(Fetch, Mnist1dDownloadsVerifiesAndConverts) {
+  if (!fs::exists(shared_mnist1d() / "mnist1d_data.pkl")) GTEST_SKIP() << "no offline MNIST-1D (set EQPROP_DATA)";
+  fixture fx;
+  http_server server(shared_mnist1d());
+  fx.opts.base_url = server.url();
+  const remote_dataset& d = find_remote_dataset("MNIST1D");
+  ASSERT_EQ(d.name, "mnist1d");
+  ASSERT_EQ(d.files.size(), 1u);
+  EXPECT_EQ(d.files[0].urls[0],
+            "https://raw.githubusercontent.com/greydanus/mnist1d/7878d96082abd200c546a07a4101fa90b30fdf7e/"
+            "mnist1d_data.pkl");
+  fetch_dataset(d, fx.data, fx.opts);
+  EXPECT_EQ(server.requests, 1);
+  EXPECT_EQ(check_file(fx.data, d.files[0]).state, file_state::verified);
+  ASSERT_EQ(d.derived.size(), 5u);
+  for (const remote_file& f : d.derived) {
+    EXPECT_TRUE(f.urls.empty()) << f.path;  // made locally, never downloaded
+    EXPECT_EQ(f.checksum.size(), 64u) << f.path;
+    EXPECT_EQ(check_file(fx.data, f).state, file_state::verified) << f.path;
+    EXPECT_TRUE(read_file(fx.data / f.path) == read_file(shared_mnist1d() / "standard" / fs::path(f.path).filename()))
+        << f.path << " is not bit-identical to the reference";
+    EXPECT_TRUE(fx.logged(f.path + ": ok, sha256 verified (identical to the reference file)")) << f.path;
+  }
+  // Everything present: nothing downloaded or converted again.
+  fx.log.clear();
+  fetch_dataset(d, fx.data, fx.opts);
+  EXPECT_EQ(server.requests, 1);
+  EXPECT_TRUE(fx.logged("mnist-1d/mnist1d_data.pkl: ok, already present"));
+  EXPECT_TRUE(fx.logged("mnist-1d/standard/x_train.npy: ok, already present"));
+  EXPECT_FALSE(fx.logged("converted"));
+  // A damaged converted file is made again from the pickle, still without a download.
+  write_file_atomic(fx.data / "mnist-1d/standard/t.npy", "damaged");
+  fx.log.clear();
+  fetch_dataset(d, fx.data, fx.opts);
+  EXPECT_EQ(server.requests, 1);
+  EXPECT_TRUE(fx.logged("mnist1d: converted mnist-1d/mnist1d_data.pkl to .npy"));
+  EXPECT_EQ(check_file(fx.data, d.derived[4]).state, file_state::verified);
+}
+
+TEST(Fetch, Mnist1dPickleCopiedByHandIsConvertedWithoutDownload) {
+  if (!fs::exists(shared_mnist1d() / "mnist1d_data.pkl")) GTEST_SKIP() << "no offline MNIST-1D (set EQPROP_DATA)";
+  fixture fx;
+  fs::create_directories(fx.data / "mnist-1d");
+  fs::copy_file(shared_mnist1d() / "mnist1d_data.pkl", fx.data / "mnist-1d/mnist1d_data.pkl");
+  fx.opts.base_url = "http://127.0.0.1:" + std::to_string(closed_port());  // a download would fail
+  fetch_dataset(find_remote_dataset("mnist1d"), fx.data, fx.opts);
+  EXPECT_TRUE(fx.logged("mnist-1d/mnist1d_data.pkl: ok, already present"));
+  for (const remote_file& f : find_remote_dataset("mnist1d").derived)
+    EXPECT_EQ(check_file(fx.data, f).state, file_state::verified) << f.path;
+  // A different pickle at that name is not converted: it is downloaded again (and fails here).
+  write_file_atomic(fx.data / "mnist-1d/mnist1d_data.pkl", "not the pickle");
+  fs::remove(fx.data / "mnist-1d/standard/x_train.npy");
+  try {
+    fetch_dataset(find_remote_dataset("mnist1d"), fx.data, fx.opts);
+    ADD_FAILURE() << "a wrong pickle was accepted";
+  } catch (const data_error& e) {
+    EXPECT_CONTAINS(e.what(), "could not download");
+    EXPECT_CONTAINS(e.what(), "mnist1d_data.pkl");
+  }
+  EXPECT_FALSE(fs::exists(fx.data / "mnist-1d/standard/x_train.npy"));
+}
+
+TEST(FetchCli, Mnist1dFetchGenerateVerifyList) {
+  if (!std::getenv("EQPROP_CLI")) GTEST_SKIP() << "EQPROP_CLI not set (run through ctest)";
+  if (!fs::exists(shared_mnist1d() / "mnist1d_data.pkl")) GTEST_SKIP() << "no offline MNIST-1D (set EQPROP_DATA)";
+  http_server server(shared_mnist1d());
+  const std::string dir = fresh_dir("cli_mnist1d").string();
+  auto r = run_cli("data verify mnist1d --data-dir " + dir);
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "run `eqprop data fetch mnist1d`");
+  r = run_cli("data fetch mnist1d --data-dir " + dir + " --base-url " + server.url());
+  ASSERT_EQ(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "mnist-1d/mnist1d_data.pkl: ok");
+  EXPECT_CONTAINS(r.second, "mnist-1d/standard/x_train.npy: ok, sha256 verified");
+  for (const char* name : {"x_train.npy", "y_train.npy", "x_test.npy", "y_test.npy", "t.npy"})
+    EXPECT_TRUE(read_file(fs::path(dir) / "mnist-1d/standard" / name) ==
+                read_file(shared_mnist1d() / "standard" / name))
+        << name;
+  r = run_cli("data verify mnist1d --data-dir " + dir);
+  EXPECT_EQ(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "mnist1d (1 file, converted to 5 files)");
+  // The GLE variant is generated, not fetched; it starts from the pickle already present.
+  r = run_cli("data fetch mnist1d_gle --data-dir " + dir);
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "run `eqprop data generate mnist1d_gle`");
+  r = run_cli("data generate mnist1d --data-dir " + dir);
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "run `eqprop data fetch mnist1d`");
+  const int served = server.requests;
+  r = run_cli("data generate mnist1d-gle --data-dir " + dir + " --base-url " + server.url());
+  ASSERT_EQ(r.first, 0) << r.second;
+  EXPECT_EQ(server.requests, served);
+  EXPECT_CONTAINS(r.second, "generated 4000 + 1000 samples of 360 steps (seed 42)");
+  for (const char* name : {"y_train.npy", "y_test.npy", "x_train_float32.npy", "x_test_float32.npy"})
+    EXPECT_TRUE(read_file(fs::path(dir) / "mnist-1d/gle-360" / name) == read_file(shared_mnist1d() / "gle-360" / name))
+        << name;
+  r = run_cli("data list --data-dir " + dir);
+  EXPECT_EQ(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "mnist1d_gle (1 file, 7 files generated from it: eqprop data generate mnist1d_gle)");
+  EXPECT_CONTAINS(r.second, "[generated]");
+  r = run_cli("data verify mnist1d_gle --data-dir " + dir);
+  EXPECT_EQ(r.first, 0) << r.second;  // all seven identical to the reference on this platform
+  write_file_atomic(fs::path(dir) / "mnist-1d/gle-360/y_test.npy", "not the labels");
+  r = run_cli("data verify mnist1d_gle --data-dir " + dir);
+  EXPECT_NE(r.first, 0) << r.second;
+  EXPECT_CONTAINS(r.second, "MISMATCH");
+  EXPECT_CONTAINS(r.second, "run `eqprop data generate mnist1d_gle`");
+}

@@ -61,14 +61,15 @@ fs::path pick_dir(const fs::path& data_dir, std::initializer_list<const char*> c
 }
 
 [[noreturn]] void throw_missing(const std::string& dataset_name, const fs::path& data_dir, const fs::path& dir,
-                                const std::vector<std::string>& missing, const std::string& layout) {
+                                const std::vector<std::string>& missing, const std::string& layout,
+                                const std::string& hint = "") {
   std::string where;
   if (!is_dir(data_dir)) where = fmt::format(" (the data directory {} does not exist)", display(data_dir));
   else if (!is_dir(dir)) where = fmt::format(" (the directory {} does not exist)", display(dir));
   throw data_error(fmt::format(
       "dataset '{}': missing file(s) in {}: {}{}. Expected layout under the data directory: {}. Pass --data-dir or "
-      "set EQPROP_DATA to the directory holding the data sets (see docs/datasets.md).",
-      dataset_name, display(dir), fmt::join(missing, ", "), where, layout));
+      "set EQPROP_DATA to the directory holding the data sets (see docs/datasets.md).{}",
+      dataset_name, display(dir), fmt::join(missing, ", "), where, layout, hint));
 }
 
 // An IDX file, raw or gzipped, under its canonical name or the dotted variant
@@ -205,7 +206,9 @@ dataset_split load_mnist1d(const std::string& name, const fs::path& data_dir, co
     if (!is_file(f)) missing.push_back(f.filename().string());
   if (!missing.empty())
     throw_missing(name, data_dir, dir, missing,
-                  fmt::format("{}/{{x_train.npy, y_train.npy, x_test.npy, y_test.npy}}", sub));
+                  fmt::format("{}/{{x_train.npy, y_train.npy, x_test.npy, y_test.npy}}", sub),
+                  name == "mnist1d_gle" ? " Make them with `eqprop data generate mnist1d_gle`."
+                                        : " Get them with `eqprop data fetch mnist1d`.");
   dataset_split s;
   s.train = load_npy_pair(name, files[0], files[1], 10, o.limit_train);
   s.test = load_npy_pair(name, files[2], files[3], 10, o.limit_test);

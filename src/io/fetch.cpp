@@ -23,6 +23,7 @@
 
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/suggest.hpp"
+#include "eqprop/io/mnist1d.hpp"
 #include "io_internal.hpp"
 
 namespace eqprop {
@@ -32,20 +33,40 @@ using io_detail::display;
 
 namespace {
 
-// The four IDX files of an MNIST-like data set: {file name, size, checksum}.
-struct idx_entry {
+// One file of a registry entry: {file name, size, checksum}.
+struct file_entry {
   const char* name;
   int64_t size;
   const char* digest;
 };
+// The four IDX files of an MNIST-like data set.
 std::vector<remote_file> idx_files(const std::string& dir, std::vector<std::string> bases, checksum_kind kind,
-                                   std::initializer_list<idx_entry> entries) {
+                                   std::initializer_list<file_entry> entries) {
   std::vector<remote_file> out;
-  for (const idx_entry& e : entries) {
+  for (const file_entry& e : entries) {
     std::vector<std::string> urls;
     for (const auto& b : bases) urls.push_back(b + e.name);
     out.push_back({dir + "/" + e.name, urls, e.size, kind, e.digest});
   }
+  return out;
+}
+
+// The frozen MNIST-1D data set: the pickle at the upstream commit that the offline
+// copy was taken from (SHA-256 and size from ../shared/data/README.md, section 3).
+remote_file mnist1d_pickle() {
+  const std::string commit = "7878d96082abd200c546a07a4101fa90b30fdf7e";
+  return {"mnist-1d/mnist1d_data.pkl",
+          {"https://raw.githubusercontent.com/greydanus/mnist1d/" + commit + "/mnist1d_data.pkl",
+           "https://github.com/greydanus/mnist1d/raw/" + commit + "/mnist1d_data.pkl"},
+          1642012,
+          checksum_kind::sha256,
+          "e95257676e9fb04568e46dda007da22cc8664ccba1451456afde55d7f6dd6aa5"};
+}
+
+// Files made locally, with the SHA-256 of the reference files (no addresses).
+std::vector<remote_file> derived_files(const std::string& dir, std::initializer_list<file_entry> entries) {
+  std::vector<remote_file> out;
+  for (const file_entry& e : entries) out.push_back({dir + "/" + e.name, {}, e.size, checksum_kind::sha256, e.digest});
   return out;
 }
 
@@ -383,7 +404,9 @@ const std::vector<remote_dataset>& remote_datasets() {
             {"train-labels-idx1-ubyte.gz", 28881, "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"},
             {"t10k-images-idx3-ubyte.gz", 1648877, "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"},
             {"t10k-labels-idx1-ubyte.gz", 4542, "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"}}),
-       ""},
+       "",
+       {},
+       derive_kind::none},
       {"fashion_mnist",
        idx_files(
            "fashion-mnist",
@@ -395,28 +418,59 @@ const std::vector<remote_dataset>& remote_datasets() {
             {"train-labels-idx1-ubyte.gz", 29515, "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"},
             {"t10k-images-idx3-ubyte.gz", 4422102, "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"},
             {"t10k-labels-idx1-ubyte.gz", 5148, "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"}}),
-       ""},
+       "",
+       {},
+       derive_kind::none},
       {"kmnist",
        idx_files("kmnist", {"http://codh.rois.ac.jp/kmnist/dataset/kmnist/"}, k::md5,
                  {{"train-images-idx3-ubyte.gz", -1, "bdb82020997e1d708af4cf47b453dcf7"},
                   {"train-labels-idx1-ubyte.gz", -1, "e144d726b3acfaa3e44228e80efcd344"},
                   {"t10k-images-idx3-ubyte.gz", -1, "5c965bf0a639b31b8f53240b1b52f4d7"},
                   {"t10k-labels-idx1-ubyte.gz", -1, "7320c461ea6c1c855c0b718fb2a4b134"}}),
-       ""},
+       "",
+       {},
+       derive_kind::none},
       {"cifar10",
        {{"cifar-10-binary.tar.gz",
          {"https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"},
          170052171,
          k::md5,
          "c32a1d4ab5d03f1284b67883e8d87530"}},
-       "extract it with: tar -xzf DATA/cifar-10-binary.tar.gz -C DATA (gives cifar-10-batches-bin/)"},
+       "extract it with: tar -xzf DATA/cifar-10-binary.tar.gz -C DATA (gives cifar-10-batches-bin/)",
+       {},
+       derive_kind::none},
       {"cifar100",
        {{"cifar-100-binary.tar.gz",
          {"https://www.cs.toronto.edu/~kriz/cifar-100-binary.tar.gz"},
          168513733,
          k::md5,
          "03b5dce01913d631647c71ecec9e9cb8"}},
-       "extract it with: tar -xzf DATA/cifar-100-binary.tar.gz -C DATA (gives cifar-100-binary/)"},
+       "extract it with: tar -xzf DATA/cifar-100-binary.tar.gz -C DATA (gives cifar-100-binary/)",
+       {},
+       derive_kind::none},
+      {"mnist1d",
+       {mnist1d_pickle()},
+       "",
+       derived_files("mnist-1d/standard",
+                     {{"x_train.npy", 1280128, "c8161f942dad247d3ccf2fe40226ebac948db19efbac2e36aebb33f94f38f8df"},
+                      {"y_train.npy", 32128, "c718026182802e01693cbbad83b2af62a4e717da302e71815ac77fdbed4c5dde"},
+                      {"x_test.npy", 320128, "3678f56357c618af4fdf17702129d49319d043d474da771ae5eeafc35d9c6145"},
+                      {"y_test.npy", 8128, "4134144e011c5abc45fc2a1f8fcad9556a4addd3bab819f191c3245d7018c243"},
+                      {"t.npy", 448, "487aa1be630dd93f1cd503f04d22d05dcaec44b16e98e3b0afcfa64e5ffcf466"}}),
+       derive_kind::convert},
+      {"mnist1d_gle",
+       {mnist1d_pickle()},
+       "",
+       derived_files(
+           "mnist-1d/gle-360",
+           {{"x_train.npy", 11520128, "14c01bcd780db7795638b9e6b0dab2172e6eae021e8a340b298c3053f36231c6"},
+            {"y_train.npy", 32128, "c718026182802e01693cbbad83b2af62a4e717da302e71815ac77fdbed4c5dde"},
+            {"x_test.npy", 2880128, "e6aab7513959461c11ef78c6ccbceccff0ac087dcf2aceb0f4bae3250154f7cf"},
+            {"y_test.npy", 8128, "4134144e011c5abc45fc2a1f8fcad9556a4addd3bab819f191c3245d7018c243"},
+            {"t.npy", 3008, "30d33f8331a89c12ca5d23c7b3cd1ba645acba3fe00638f473d68a740a1a8e6c"},
+            {"x_train_float32.npy", 5760128, "a89ee3ebef6a53ba7703da2d0304ac41fbff6bc8c940926e84326ca254f139c0"},
+            {"x_test_float32.npy", 1440128, "3b21c76701341a0b61f2266022b3315f41ae1700dcd1c2f0ac0dbd75a36141dc"}}),
+       derive_kind::generate},
   };
   return r;
 }
@@ -489,6 +543,61 @@ double auto_timeout_s(const remote_file& file) { return file.size >= 0 ? 600.0 +
 void fetch_files(const std::vector<remote_file>& files, const fs::path& data_dir, const fetch_options& options) {
   options.validate();
   for (const remote_file& f : files) fetch_one(f, data_dir, options);
+}
+
+namespace {
+
+// Makes the derived files of d from its (verified) downloaded files.
+void derive(const remote_dataset& d, const fs::path& data_dir, const std::function<void(const std::string&)>& log) {
+  const fs::path source = data_dir / d.files.front().path;
+  const fs::path dir = data_dir / fs::path(d.derived.front().path).parent_path();
+  const auto t0 = std::chrono::steady_clock::now();
+  const auto secs = [&] { return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(); };
+  if (d.name == "mnist1d") {
+    convert_mnist1d_pickle(source, dir);
+    log(fmt::format("{}: converted {} to .npy in {:.1f} s", d.name, d.files.front().path, secs()));
+  } else if (d.name == "mnist1d_gle") {
+    mnist1d_args args;
+    args.final_seq_length = 360;
+    const mnist1d_data data = generate_mnist1d(mnist1d_templates_from(read_numpy_pickle(source)), args);
+    write_mnist1d_npy(data, dir, true);
+    log(fmt::format("{}: generated {} + {} samples of {} steps (seed {}) from the templates in {} in {:.1f} s", d.name,
+                    data.n_train, data.n_test, data.length, args.seed, d.files.front().path, secs()));
+  } else {
+    throw internal_error(fmt::format("no way to make the derived files of '{}'", d.name));
+  }
+}
+
+}  // namespace
+
+void fetch_dataset(const remote_dataset& d, const fs::path& data_dir, const fetch_options& options) {
+  fetch_files(d.files, data_dir, options);
+  if (d.derived.empty()) return;
+  const auto log = [&](const std::string& s) { options.log ? options.log(s) : fmt::print(stderr, "{}\n", s); };
+  if (!options.force) {
+    bool all = true;
+    for (const remote_file& f : d.derived) all = all && check_file(data_dir, f).state == file_state::verified;
+    if (all) {
+      for (const remote_file& f : d.derived) log(fmt::format("{}: ok, already present", f.path));
+      return;
+    }
+  }
+  derive(d, data_dir, log);
+  for (const remote_file& f : d.derived) {
+    const file_check c = check_file(data_dir, f);
+    if (c.state == file_state::verified) {
+      log(fmt::format("{}: ok, {} verified (identical to the reference file)", f.path, checksum_name(f.kind)));
+    } else if (d.derive == derive_kind::convert) {
+      throw data_error(fmt::format("{}: the converted file differs from the reference: expected {} {}, got {}",
+                                   display(data_dir / f.path), checksum_name(f.kind), f.checksum,
+                                   c.actual.empty() ? std::string("no file") : c.actual));
+    } else {
+      log(fmt::format(
+          "{}: differs from the reference file ({} {}, reference {}): generated float64 values depend in their "
+          "last bits on the math library's exp and log (see docs/datasets.md)",
+          f.path, checksum_name(f.kind), c.actual, f.checksum));
+    }
+  }
 }
 
 }  // namespace eqprop

@@ -28,14 +28,27 @@ struct remote_file {
   std::string checksum;  ///< lower-case hex digest of `kind`
 };
 
+/// How the derived files of a data set are made from its downloaded files.
+enum class derive_kind {
+  none,      ///< no derived files
+  convert,   ///< a lossless conversion, part of `eqprop data fetch` (mnist1d: pickle -> .npy)
+  generate,  ///< computed by a generator, `eqprop data generate` (mnist1d_gle)
+};
+
 /// A named set of files, plus a note printed after fetching (e.g. how to extract).
 struct remote_dataset {
   std::string name;
   std::vector<remote_file> files;
   std::string note;
+  /// Files made locally from `files` (no addresses). Their checksums are those of the
+  /// reference files: a conversion must reproduce them; a generator's float64 output may
+  /// differ in the last bits where the math library differs (see docs/datasets.md).
+  std::vector<remote_file> derived;
+  derive_kind derive = derive_kind::none;
 };
 
-/// The registry: mnist, fashion_mnist, kmnist, cifar10, cifar100 (in that order).
+/// The registry: mnist, fashion_mnist, kmnist, cifar10, cifar100, mnist1d, mnist1d_gle (in
+/// that order).
 const std::vector<remote_dataset>& remote_datasets();
 
 /// Looks a data set up by name (case-insensitive, '-' accepted for '_'). Throws
@@ -114,5 +127,13 @@ double auto_timeout_s(const remote_file& file);
 /// config_error before anything is downloaded.
 void fetch_files(const std::vector<remote_file>& files, const std::filesystem::path& data_dir,
                  const fetch_options& options = {});
+
+/// fetch_files(d.files), then the derived files of d, if any: kept when every one is
+/// present and verified (unless options.force), else made again from the downloaded
+/// files and checked against the reference checksums. A converted file that differs is a
+/// data_error (naming it and both digests); a generated file that differs is reported
+/// through options.log ("differs from the reference"), not an error. Logs one line per
+/// file.
+void fetch_dataset(const remote_dataset& d, const std::filesystem::path& data_dir, const fetch_options& options = {});
 
 }  // namespace eqprop
