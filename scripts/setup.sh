@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PACKAGES=(
   build-essential cmake ninja-build pkg-config git
   libeigen3-dev libfmt-dev nlohmann-json3-dev libtomlplusplus-dev libcli11-dev zlib1g-dev
-  libcurl4-openssl-dev libssl-dev libdnnl-dev
+  libcurl4-openssl-dev nettle-dev libdnnl-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-dev python3-numpy python3-matplotlib python3-pytest pybind11-dev
   python3-setuptools python3-wheel python3-build python3-venv python3-pip  # pip install . / python3 -m build

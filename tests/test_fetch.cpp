@@ -20,7 +20,7 @@
 #include <gtest/gtest.h>
 
 #include "eqprop/core/atomic_file.hpp"
-#include "eqprop/io/fetch.hpp"
+#include "eqprop/io/download.hpp"
 
 namespace fs = std::filesystem;
 using namespace eqprop;

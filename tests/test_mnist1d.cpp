@@ -15,7 +15,7 @@
 
 #include "eqprop/core/atomic_file.hpp"
 #include "eqprop/io/dataset.hpp"
-#include "eqprop/io/fetch.hpp"
+#include "eqprop/io/download.hpp"
 #include "eqprop/io/mnist1d.hpp"
 #include "eqprop/io/numpy_pickle.hpp"
 

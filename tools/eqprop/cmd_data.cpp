@@ -9,7 +9,7 @@
 
 #include "commands.hpp"
 #include "eqprop/io/dataset.hpp"
-#include "eqprop/io/fetch.hpp"
+#include "eqprop/io/download.hpp"
 
 namespace eqprop::cli {
 
