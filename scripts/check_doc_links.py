@@ -6,7 +6,7 @@ Usage: check_doc_links.py [-v]
 1. Every relative Markdown link `[text](path)` or `[text](path#anchor)` of README.md,
    CHANGELOG.md and docs/**/*.md must name a file or directory that exists, and an anchor must
    be one of the target's headings (GitHub's slugs: lower case, punctuation dropped, spaces to
-   `-`) or an explicit `{#id}`.
+   `-`), an explicit `{#id}` or an HTML anchor `<a id="...">`.
 2. Every `docs/<path>` written in a source, config, script or doc file (code comments, help
    strings, prose) must exist.
 Links inside code blocks and inline code spans are not links and are not checked (step 2
@@ -53,6 +53,7 @@ def anchors(path: Path, cache: dict[Path, set[str]]) -> set[str]:
         found: set[str] = set()
         counts: dict[str, int] = {}
         for line in prose(path.read_text(encoding="utf-8"), inline=False).split("\n"):
+            found.update(re.findall(r"<a\s+(?:id|name)=\"([^\"]+)\"", line))
             m = re.match(r"^#{1,6}\s+(.*?)\s*$", line)
             if not m:
                 continue
