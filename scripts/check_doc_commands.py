@@ -46,7 +46,8 @@ How each command is made cheap (the rule: a command keeps every word it has, so 
     `--help`: it checks that the command exists; there is nothing else to check.
   * `data fetch` and `data generate` run only when the data set is present (they then
     verify and download or write nothing), and never with `--force`.
-Each command has a time limit (LIMIT_S); the whole check takes well under two minutes.
+Each command has a time limit (LIMIT_S); the whole check takes a few minutes (4.5 on a
+2-core machine busy with a build).
 
 Data: $EQPROP_DATA, else ../shared/data beside the repository (as the tests find it).
 """
