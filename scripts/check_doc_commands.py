@@ -1,10 +1,11 @@
 #!/usr/bin/python3
-"""Runs every `eqprop` command line of README.md and docs/*.md, cheaply, and fails when one
+"""Runs every `eqprop` command line of README.md and docs/**/*.md, cheaply, and fails when one
 of them is wrong: an unknown command or flag, an unknown config key, a file that does not
 exist, a documented error message that is not what the tool prints.
 
 Usage: check_doc_commands.py [--cli PATH] [--data DIR] [--list] [-v] [FILE.md ...]
-(default files: README.md and docs/*.md; the CLI: --cli, else $EQPROP_CLI, else build/eqprop).
+(default files: README.md and every .md under docs/, subdirectories included: guide/, dev/,
+results/, reference/; the CLI: --cli, else $EQPROP_CLI, else build/eqprop).
 
 What counts as a command line
   A line of a fenced code block (``` with no language, sh, bash, shell or console), of an
@@ -45,7 +46,8 @@ How each command is made cheap (the rule: a command keeps every word it has, so 
     `--help`: it checks that the command exists; there is nothing else to check.
   * `data fetch` and `data generate` run only when the data set is present (they then
     verify and download or write nothing), and never with `--force`.
-Each command has a time limit (LIMIT_S); the whole check takes well under two minutes.
+Each command has a time limit (LIMIT_S); the whole check takes a few minutes (4.5 on a
+2-core machine busy with a build).
 
 Data: $EQPROP_DATA, else ../shared/data beside the repository (as the tests find it).
 """
@@ -571,13 +573,13 @@ def epochs_done(run: Path) -> int:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("files", nargs="*", help="Markdown files (default: README.md, docs/*.md)")
+    ap.add_argument("files", nargs="*", help="Markdown files (default: README.md and docs/**/*.md)")
     ap.add_argument("--cli", help="the eqprop binary (default: $EQPROP_CLI, else build/eqprop)")
     ap.add_argument("--data", help="data directory (default: $EQPROP_DATA, else ../shared/data)")
     ap.add_argument("--list", action="store_true", help="list the command lines found and exit")
     ap.add_argument("-v", "--verbose", action="store_true", help="print every command run, with its time")
     a = ap.parse_args()
-    files = [Path(f).resolve() for f in a.files] or [REPO / "README.md"] + sorted((REPO / "docs").glob("*.md"))
+    files = [Path(f).resolve() for f in a.files] or [REPO / "README.md"] + sorted((REPO / "docs").rglob("*.md"))
     items = {f: extract(f, str(f.relative_to(REPO)) if f.is_relative_to(REPO) else str(f)) for f in files}
     if a.list:
         for f, its in items.items():

@@ -7,7 +7,7 @@ prints a Markdown table (final free-phase error per seed, the epoch from which t
 stays at 0 %, solved count). --json / --csv also write the table.
 
     python3 scripts/deep_xor_compare.py --eqprop build/eqprop --seeds 10 \
-        --json docs/deep_xor_seeds.json --csv docs/deep_xor_seeds.csv
+        --json docs/results/deep_xor_seeds.json --csv docs/results/deep_xor_seeds.csv
 """
 import argparse
 import csv

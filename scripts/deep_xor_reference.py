@@ -2,7 +2,7 @@
 """Independent NumPy transcription of DEEP (spec deep.md §2-§4.1) for XOR with one-hot outputs.
 
 Written from the spec's equations only, to check that the C++ success rate of the published
-settings (docs/deep.md, "XOR success rate") is a property of the algorithm, not of the
+settings (docs/results/deep.md, "XOR, one-hot, published settings") is a property of the algorithm, not of the
 implementation. Every seed k uses its own generator numpy.random.default_rng(first + k), so
 results do not depend on how many seeds run together.
 

@@ -345,7 +345,7 @@ TEST(DeepRule, ReciprocalNudgeGivesTheLossGradient) {
   EXPECT_GT((plain + grad).cwiseAbs().maxCoeff(), 0.05 * scale) << "the plain nudge already gave the gradient";
 }
 
-// The recommended configuration solves XOR one-hot on every seed tried here (docs/deep.md:
+// The recommended configuration solves XOR one-hot on every seed tried here (docs/results/deep.md:
 // 10 of seeds 1-10, 50 of 1-50); the published settings fail on seed 1 (frozen hidden layer).
 TEST(DeepXor, RecommendedSolvesSeedsWherePublishedFails) {
   const auto task = make_logic_task("xor", true);
@@ -368,7 +368,7 @@ TEST(DeepXor, RecommendedSolvesSeedsWherePublishedFails) {
 }
 
 // Spec rung D2: XOR, one-hot, 2 hidden neurons, the published settings; seed 10 is one
-// of the seeds that succeed (see docs/deep.md for the count over 10 seeds).
+// of the seeds that succeed (see docs/results/deep.md for the count over 10 seeds).
 TEST(DeepXor, OneHotPublishedSettingsReachZeroError) {
   const auto st = xor_one_hot_settings(3);
   const auto task = make_logic_task("xor", true);
@@ -445,7 +445,7 @@ TEST(DeepXor, OneEpochMatchesNaiveTranscriptionOfTheSpec) {
   }
 }
 
-// The published one-hot settings solve XOR for about one initialisation in ten (docs/deep.md:
+// The published one-hot settings solve XOR for about one initialisation in ten (docs/results/deep.md:
 // 3 of 30 seeds of the training loop, 8 of 100 of the former trainer's random streams, 13 of
 // 100 in an independent NumPy transcription). Over seeds 1-10 the failures fall into three
 // mechanisms, each measured on one extra learning step after the 200 epochs:

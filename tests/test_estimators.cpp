@@ -400,7 +400,7 @@ TEST(CauchyEp, EarlyStoppingSavesStepsAndKeepsTheGradient) {
 // The complex point is the one continued from the free state (a homotopy in beta). At init
 // scale 1 this net's synchronous steps oscillate forever (residual ~1.8) while alternating
 // ones converge in 44 steps; at |beta| = 0.5 alternating steps from the free state reached
-// a different complex fixed point than the continued one (docs/performance.md), so the test
+// a different complex fixed point than the continued one (docs/dev/performance.md), so the test
 // keeps |beta| = 0.3 where both orders stay on the branch.
 TEST(RelaxState, AlternatingOrderSameFixedPointFewerSteps) {
   const small_net t(0.5);

@@ -1,6 +1,6 @@
 // The relaxation's float32 products, one thread: Eigen's kernel against eqprop::matmul (oneDNN
 // where the library was built with it) in float32 and bfloat16, W or W^T, at the shapes of the
-// MLP and VGG workloads (docs/linear-algebra.md, "2026-12-06: oneDNN").
+// MLP and VGG workloads (docs/dev/linear-algebra.md, "2026-12-06: oneDNN").
 //   build/eqprop_microbench --benchmark_filter=MatMul
 #include <benchmark/benchmark.h>
 

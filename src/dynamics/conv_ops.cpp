@@ -80,7 +80,7 @@ void col2im_add_samples(const connection_geometry& g, const T* col, long b0, lon
 
 // Samples per im2col chunk in conv_forward / conv_transpose: the patch matrix of a whole batch
 // of a large layer (VGG-4's second conv: 295 k entries per sample) does not fit any cache, and
-// the products run at less than half the speed of cache-sized chunks (docs/performance.md).
+// the products run at less than half the speed of cache-sized chunks (docs/dev/performance.md).
 long conv_chunk(const connection_geometry& g, long B) {
   constexpr long budget = 1L << 20;  // patch-matrix entries per chunk (2^18 and 2^21 measured slower)
   const long per_sample = g.patch() * long(g.ho) * g.wo;

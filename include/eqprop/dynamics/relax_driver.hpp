@@ -30,7 +30,7 @@ namespace eqprop {
 /// papers' fixed-point iteration). alternating: the even layers (0, 2, ...) from the old
 /// states, then the odd layers from the new even ones (Gauss-Seidel); the same fixed point at
 /// the same cost per step, without the period-2 oscillation of synchronous steps, and about
-/// twice as fast to a given residual on MNIST (docs/performance.md). Networks without a
+/// twice as fast to a given residual on MNIST (docs/dev/performance.md). Networks without a
 /// layer order (vector fields, graphs) step synchronously.
 enum class relax_order { synchronous, alternating };
 /// "synchronous" or "alternating" (config key relax.order); config_error otherwise.
@@ -49,7 +49,7 @@ struct relax_options {
   /// Over-relaxation: each step moves h <- h + omega (sigma(pre) - h), in (0, 2); 1 is the
   /// papers' fixed-point step. The fixed point does not depend on it. With the alternating
   /// order (successive over-relaxation) omega = 1.4 took 22 instead of 37 steps per sample to
-  /// tol 1e-2 on mlp512x2 (docs/performance.md). The residual is the update's length, so a
+  /// tol 1e-2 on mlp512x2 (docs/dev/performance.md). The residual is the update's length, so a
   /// given tol is stricter by the factor omega.
   double omega = 1;
   /// Operands of the float32 products (float32 states only; see matmul_precision).
