@@ -475,7 +475,8 @@ train_result train_impl(const config& cfg, const train_options& topt) {
         100 * row["train_acc"].get<double>(),
         evaluated ? fmt::format("test loss {:.4f} acc {:.2f}% top5 {:.2f}%", ev.loss, 100 * ev.accuracy, 100 * ev.top5)
                   : std::string("not evaluated"),
-        secs, row["samples_per_s"].get<double>(), failed ? fmt::format(", {} samples dropped", failed) : std::string(),
+        secs, row["samples_per_s"].get<double>(),
+        failed ? fmt::format(", {} sample{} dropped", failed, failed == 1 ? "" : "s") : std::string(),
         model.epoch_note(row)));
     if (topt.on_epoch) topt.on_epoch(row);
     if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs) save(epoch + 1);

@@ -273,6 +273,9 @@ void register_deep(CLI::App& app) {
   auto* t = deep->add_subcommand(
       "train", "Train a DEEP network: `eqprop train --set model.kind=graph` with flags for its keys (docs/deep.md)");
   add_train_flags(t, a.train);
+  t->get_option("--seeds")->description(
+      "Seeds: K runs K seeds counting from --seed (default 1); a range (1-10) or a list (1,4,7) as given "
+      "(each in DIR/seed-S)");
   const auto& flags = deep_flags();
   a.values.resize(flags.size());
   for (std::size_t i = 0; i < flags.size(); ++i) {

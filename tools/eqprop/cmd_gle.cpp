@@ -68,7 +68,8 @@ void register_gle(CLI::App& app) {
   static lagline_args la;
   auto* ll = gle->add_subcommand(
       "lagline", "Teacher-student chain of two neurons (the GLE paper's LagLine): learn weights and tau_m");
-  ll->add_option("--rule", la.rule, "Gle | bp (instantaneous errors) | bptt | adjoint")->capture_default_str();
+  ll->add_option("--rule", la.rule, "Learning rule: gle, bp (instantaneous errors), bptt or adjoint")
+      ->capture_default_str();
   add_checked(ll, "--window", la.o.window, "BPTT/adjoint window in time units", cc::greater_than(0).at_most(1e4))
       ->capture_default_str();
   add_checked(ll, "--t-train", la.o.t_train, "Training time (time units)", cc::greater_than(0).at_most(1e6))

@@ -138,8 +138,9 @@ std::vector<fs::path> run_train(const train_args& a, const std::vector<std::stri
     set_exit_code(4);
     return {};
   }
-  fmt::print("final test accuracy: {:.2f}% (top-5 {:.2f}%), test loss {:.4f}, after {} epochs; run saved in {}\n",
-             100 * r.test_accuracy, 100 * r.test_top5, r.test_loss, r.epochs_done, r.run_dir.string());
+  fmt::print("final test accuracy: {:.2f}% (top-5 {:.2f}%), test loss {:.4f}, after {} epoch{}; run saved in {}\n",
+             100 * r.test_accuracy, 100 * r.test_top5, r.test_loss, r.epochs_done, r.epochs_done == 1 ? "" : "s",
+             r.run_dir.string());
   return {r.run_dir};
 }
 

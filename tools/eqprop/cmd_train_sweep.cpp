@@ -196,8 +196,8 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
       report_error(fmt::format("{}: {}", r.dir.string(), res.message));
       return outcome::diverged;
     }
-    fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epochs\n", tag, 100 * res.test_accuracy,
-               res.test_loss, res.epochs_done);
+    fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epoch{}\n", tag, 100 * res.test_accuracy,
+               res.test_loss, res.epochs_done, res.epochs_done == 1 ? "" : "s");
     return outcome::done;
   };
   if (args.only_run >= 0) {  // one run of a parallel sweep, started by the sweep's own process
@@ -283,9 +283,9 @@ bool run_train_sweep(const train_sweep_args& args, const config& cfg, const trai
         const auto last =
             std::find_if(rows.rbegin(), rows.rend(), [](const auto& row) { return row.contains("test_acc"); });
         if (last != rows.rend())
-          fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epochs\n", tag(i),
+          fmt::print("{}: final test accuracy {:.2f}%, test loss {:.4f}, after {} epoch{}\n", tag(i),
                      100 * (*last)["test_acc"].template get<double>(), (*last)["test_loss"].template get<double>(),
-                     (*last)["epoch"].template get<long>());
+                     (*last)["epoch"].template get<long>(), (*last)["epoch"].template get<long>() == 1 ? "" : "s");
       } else if (code == 4) {
         report_error(fmt::format("{}: diverged (see {}.log)", r.dir.string(), r.dir.string()));
         ++diverged;
