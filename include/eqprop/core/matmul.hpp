@@ -1,8 +1,7 @@
 #pragma once
 // Dense matrix products of the relaxation, in one place so that the backend can be chosen by
-// measurement (docs/dev/linear-algebra.md, "2026-12-06: oneDNN"): float32 products go to oneDNN's
-// matmul where the library was built with it (EQPROP_HAVE_DNNL; 1.4-1.6x Eigen per thread at
-// the relaxation's shapes), everything else to Eigen.
+// measurement (docs/linear-algebra.md): float32 products go to oneDNN's matmul where the
+// library was built with it (EQPROP_HAVE_DNNL), everything else to Eigen.
 
 #include <string_view>
 
