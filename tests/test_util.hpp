@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -17,7 +18,8 @@
 #include <nlohmann/json.hpp>
 
 #include "eqprop/core/rng.hpp"
-#include "eqprop/dynamics/relax.hpp"  // one_hot
+#include "eqprop/dynamics/relax.hpp"   // one_hot
+#include "eqprop/io/numpy_pickle.hpp"  // npy_file_bytes
 
 namespace eqprop::test {
 
@@ -46,21 +48,13 @@ inline std::vector<nlohmann::json> metrics_rows(const std::filesystem::path& run
   return rows;
 }
 
-/// A .npy file (format 1.0, C order) of raw little-endian data of the given shape.
+/// A .npy file (C order, as numpy.save writes it) of raw little-endian data of the given shape.
 inline void write_npy(const std::filesystem::path& p, const std::string& descr, const std::vector<long>& shape,
                       const void* data, std::size_t bytes) {
-  std::string dims;
-  for (long d : shape) dims += std::to_string(d) + ",";
-  if (shape.size() > 1) dims.pop_back();
-  std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
-  while ((10 + header.size() + 1) % 64 != 0) header += ' ';
-  header += '\n';
+  const auto file =
+      eqprop::npy_file_bytes(descr, shape, false, std::span<const uint8_t>(static_cast<const uint8_t*>(data), bytes));
   std::ofstream f(p, std::ios::binary);
-  f.write("\x93NUMPY\x01\x00", 8);
-  const uint16_t len = uint16_t(header.size());
-  f.write(reinterpret_cast<const char*>(&len), 2);
-  f << header;
-  f.write(static_cast<const char*>(data), std::streamsize(bytes));
+  f.write(reinterpret_cast<const char*>(file.data()), std::streamsize(file.size()));
 }
 
 /// The eqprop command-line tool under test: $EQPROP_CLI (set by ctest), empty if unset.
