@@ -508,6 +508,12 @@ class Runner:
             return outcome(*self.exec(box, env_words, args + ["--list"]), status="validated", detail="--list")
         rc, out, err, secs = self.exec(box, [], ["bench", "--list"])
         known = {line.split()[0] for line in out.splitlines() if line.strip()}
+        if "--to-accuracy" in args:  # trains to a target accuracy (hours): the tasks must be in --list
+            tasks = [a for i, a in enumerate(args) if i > 0 and args[i - 1] in ("-w", "--workload")]
+            missing = [t for t in tasks if t not in known]
+            if missing:
+                return Result(item, text, "failed", f"no task {', '.join(missing)} in `eqprop bench --list`")
+            return Result(item, text, "validated", "--to-accuracy tasks are in --list (not run)")
         run_args, left_out = [], []
         for i, a in enumerate(args):
             if i > 0 and args[i - 1] in ("-w", "--workload") and a in HEAVY_BENCH:

@@ -150,11 +150,10 @@ TEST(Activation, ParseAndRuntimeRefusal) {
       dispatch_activation<double>(activation_kind::half_clamp01, [](auto a) { return int(decltype(a)::holomorphic); }),
       0);
   // EP networks take the EP activations only, with a message naming them.
-  for (auto k :
-       {activation_kind::logistic, activation_kind::clamp01, activation_kind::linear, activation_kind::softplus}) {
+  for (auto k : {activation_kind::logistic, activation_kind::linear, activation_kind::softplus}) {
     EXPECT_FALSE(is_ep_activation(k));
     const std::string e = error_text([&] { dispatch_activation<double>(k, [](auto) { return 0; }); });
-    EXPECT_NE(e.find("not available in EP networks; use hep_sigmoid, holotanh, tanh, half_clamp01 or relu"),
+    EXPECT_NE(e.find("not available in EP networks; use hep_sigmoid, holotanh, tanh, half_clamp01, clamp01 or relu"),
               std::string::npos)
         << e;
   }
@@ -254,6 +253,34 @@ TEST(Network, LayoutAndInit) {
   bad = small_spec();
   bad.n_readout = 0;
   EXPECT_THROW(layered_network<double>{bad}, config_error);
+}
+
+// PyTorch's default init: weights and biases U(-a, a), a = 1/sqrt(fan_in) (std a/sqrt(3)),
+// and init_scale as the weights' std.
+TEST(Network, KaimingUniformInit) {
+  network_spec s = small_spec();
+  s.sizes = {200, 300, 5};
+  s.n_readout = 2;
+  s.init = weight_init::kaiming_uniform;
+  s.init_scale = 0;  // the default a
+  const layered_network<double> net(s);
+  const double a = 1 / std::sqrt(200.0);
+  const auto W = net.W(0);
+  const auto b = net.b(0);
+  EXPECT_LE(W.cwiseAbs().maxCoeff(), a);
+  EXPECT_GT(W.cwiseAbs().maxCoeff(), 0.99 * a);
+  EXPECT_NEAR(W.mean(), 0, 0.01 * a);
+  const double sd = std::sqrt(W.squaredNorm() / double(W.size()));
+  EXPECT_NEAR(sd, a / std::sqrt(3.0), 0.01 * a);  // 60000 draws: the std of sd is about 0.2 % of a
+  EXPECT_LE(b.cwiseAbs().maxCoeff(), a);
+  EXPECT_GT(b.cwiseAbs().maxCoeff(), 0.8 * a);                      // biases are drawn too
+  EXPECT_LE(net.b(1).cwiseAbs().maxCoeff(), 1 / std::sqrt(300.0));  // fan-in of layer 1
+  s.init_scale = 0.1;
+  const layered_network<double> scaled(s);
+  EXPECT_NEAR(std::sqrt(scaled.W(0).squaredNorm() / double(W.size())), 0.1, 0.002);
+  EXPECT_LE(scaled.W(0).cwiseAbs().maxCoeff(), 0.1 * std::sqrt(3.0));
+  EXPECT_EQ(parse_weight_init("kaiming_uniform"), weight_init::kaiming_uniform);
+  EXPECT_THROW(parse_weight_init("uniform"), config_error);
 }
 
 TEST(Relax, ConvergesAndReportsResidual) {

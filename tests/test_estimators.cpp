@@ -22,11 +22,11 @@ namespace {
 struct toy {
   layered_network<double> net;
   matrix<double> x, y;
-  toy(uint64_t seed = 3, long batch = 2, double scale = 0.5) {
+  toy(uint64_t seed = 3, long batch = 2, double scale = 0.5, activation_kind act = activation_kind::hep_sigmoid) {
     network_spec s;
     s.sizes = {4, 5};
     s.n_readout = 3;
-    s.activation = activation_kind::hep_sigmoid;
+    s.activation = act;
     s.init_scale = scale;
     s.seed = seed;
     net = layered_network<double>(s);
@@ -79,6 +79,21 @@ TEST(EstimatorScaling, LogLogSlopeIsN) {
     std::printf("N=%d  err(0.1)=%.3e err(0.05)=%.3e err(0.025)=%.3e slope=%.3f\n", N, e1, e2, e3, slope);
     EXPECT_NEAR(slope, double(N), 0.15) << "N=" << N;
   }
+}
+
+// The hard sigmoid clamp(x, 0, 1) of the 2021 EP code's MNIST ConvNet: symmetric EP against
+// the exact implicit gradient, error falling like |beta|^2 while no nudge moves a unit across a
+// kink (here up to |beta| = 0.02; at 0.1 one crosses and the error is 6.6e-2).
+TEST(EstimatorScaling, Clamp01SymmetricEpMatchesTheImplicitGradient) {
+  toy t(3, 2, 1.0, activation_kind::clamp01);
+  const auto ref = exact(t);
+  double norm = 0;
+  for (double v : ref) norm += v * v;
+  ASSERT_GT(norm, 1e-6);
+  const double e1 = ep_error(t, ref, 2, 0.02), e2 = ep_error(t, ref, 2, 0.01);
+  std::printf("clamp01, N=2: err(0.02)=%.3e err(0.01)=%.3e, N=1: err(0.01)=%.3e\n", e1, e2, ep_error(t, ref, 1, 0.01));
+  EXPECT_LT(e1, 2e-3);
+  EXPECT_NEAR(std::log(e1 / e2) / std::log(2.0), 2.0, 0.2);
 }
 
 // hep.md §8 (b), (c): magnitudes of the float64 table at |beta| = 0.1 and N = 8 below 1e-8.

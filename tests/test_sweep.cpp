@@ -18,6 +18,7 @@
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/sweep.hpp"
+#include "eqprop/train/trainer.hpp"
 #include "test_util.hpp"
 
 namespace fs = std::filesystem;
@@ -159,6 +160,36 @@ TEST(Sweep, PlanReadsTheStateOfEachRunDirectory) {
   write_text(root / "seed-6" / "notes.txt", "mine");
   msg = error_of<config_error>([&] { make_sweep_plan(cfg, {}, {6}, root); });
   EXPECT_TRUE(contains(msg, "notes.txt") && contains(msg, (root / "seed-6").string())) << msg;
+}
+
+// run.target_accuracy: the run stops after the first evaluated epoch that reaches it, its
+// checkpoint says so, and a sweep counts it as finished (skipped, not resumed).
+TEST(Sweep, TargetAccuracyStopsTheRunAndFinishesIt) {
+  const fs::path root = temp_dir("sweep_target");
+  config cfg = load_training_config({}, {"data.yin_yang_train=100", "data.yin_yang_test=50", "network.hidden=[6]",
+                                         "run.epochs=4", "run.batch=20", "run.target_accuracy=0.01"});
+  std::ostringstream sink;
+  train_options o;
+  o.run_dir = root / "seed-0";
+  o.out = &sink;
+  const train_result r = train(cfg, o);
+  ASSERT_FALSE(r.diverged) << r.message << sink.str();
+  EXPECT_TRUE(r.reached_target) << sink.str();
+  EXPECT_EQ(r.epochs_done, 1);
+  EXPECT_TRUE(contains(r.message, "run.target_accuracy")) << r.message;
+  const auto ck = load_checkpoint(o.run_dir / "checkpoint.eqck");
+  EXPECT_EQ(ck.meta.at("epoch").get<long>(), 1);
+  EXPECT_TRUE(run_finished(ck, 4));
+  const auto rows = read_metrics_rows(o.run_dir / "metrics.jsonl");
+  ASSERT_EQ(rows.back().at("epoch").get<long>(), 1);
+  EXPECT_GT(rows.back().at("train_time_s").get<double>(), 0);
+  EXPECT_LE(rows.back().at("train_time_s").get<double>(), rows.back().at("time_s").get<double>());
+  EXPECT_EQ(make_sweep_plan(cfg, {}, {0}, root).runs[0].state, sweep_run_state::finished);
+  // Without the target the same checkpoint is 3 epochs short.
+  checkpoint plain = ck;
+  plain.meta.erase("reached_target");
+  EXPECT_FALSE(run_finished(plain, 4));
+  EXPECT_TRUE(run_finished(plain, 1));
 }
 
 TEST(Sweep, MeanAndSampleStd) {

@@ -42,7 +42,7 @@ inline std::vector<nlohmann::json> metrics_rows(const std::filesystem::path& run
   while (std::getline(f, line)) {
     if (line.empty()) continue;
     auto j = nlohmann::json::parse(line);
-    for (const char* k : {"time_s", "samples_per_s"}) j.erase(k);
+    for (const char* k : {"time_s", "train_time_s", "samples_per_s"}) j.erase(k);
     rows.push_back(std::move(j));
   }
   return rows;

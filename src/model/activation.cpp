@@ -42,6 +42,7 @@ bool is_ep_activation(activation_kind k) {
     case activation_kind::holotanh:
     case activation_kind::tanh:
     case activation_kind::half_clamp01:
+    case activation_kind::clamp01:
     case activation_kind::relu:
       return true;
     default:
@@ -53,7 +54,7 @@ void require_ep_activation(activation_kind k) {
   if (!is_ep_activation(k))
     throw config_error(
         fmt::format("activation '{}' is not available in EP networks; use hep_sigmoid, holotanh, tanh, "
-                    "half_clamp01 or relu",
+                    "half_clamp01, clamp01 or relu",
                     to_string(k)));
 }
 

@@ -14,6 +14,12 @@ namespace eqprop {
 
 std::string_view to_string(output_kind k) { return k == output_kind::readout ? "readout" : "layer"; }
 
+weight_init parse_weight_init(std::string_view name) {
+  if (name == "truncated_normal") return weight_init::truncated_normal;
+  if (name == "kaiming_uniform") return weight_init::kaiming_uniform;
+  throw config_error(fmt::format("unknown weight init '{}': expected 'truncated_normal' or 'kaiming_uniform'", name));
+}
+
 output_kind parse_output(std::string_view name) {
   if (name == "readout") return output_kind::readout;
   if (name == "layer") return output_kind::layer;
@@ -195,13 +201,20 @@ layered_network<P>::layered_network(network_spec spec) : spec_(std::move(spec)) 
   for (const auto& blk : param_layout(spec_)) params_.add(blk.name, blk.group, blk.rows, blk.cols);
   for (int j = 0; j < spec_.n_layers(); ++j) geometry_.push_back(spec_.geometry(j));
   if constexpr (!is_complex_v<P>) {
-    // Truncated normal (+-2 std, no rescaling: Haiku's default) with std 1/sqrt(fan_in)
-    // or init_scale; biases zero.
     rng_t rng(spec_.seed);
     for (const auto& blk : params_.layout()) {
-      if (blk.cols == 1 && blk.name[0] == 'b') continue;
-      const double std = spec_.init_scale > 0 ? spec_.init_scale : 1.0 / std::sqrt(double(blk.cols));
-      for (long i = 0; i < blk.size(); ++i) params_.data()[blk.offset + i] = P(std * truncated_normal(rng));
+      const bool bias = blk.cols == 1 && blk.name[0] == 'b';
+      P* p = params_.data() + blk.offset;
+      if (spec_.init == weight_init::truncated_normal) {
+        if (bias) continue;
+        const double std = spec_.init_scale > 0 ? spec_.init_scale : 1.0 / std::sqrt(double(blk.cols));
+        for (long i = 0; i < blk.size(); ++i) p[i] = P(std * truncated_normal(rng));
+      } else {
+        // A bias's fan-in is that of the weight block before it (the same rows).
+        const long fan_in = bias ? params_.layout()[std::size_t(&blk - params_.layout().data()) - 1].cols : blk.cols;
+        const double a = spec_.init_scale > 0 ? std::sqrt(3.0) * spec_.init_scale : 1.0 / std::sqrt(double(fan_in));
+        for (long i = 0; i < blk.size(); ++i) p[i] = P(a * (2 * uniform01(rng) - 1));
+      }
     }
   }
 }

@@ -118,6 +118,8 @@ void add_run_keys(config_schema& s, long epochs, long batch, long eval_batch, lo
         "also write a checkpoint every N batches within an epoch (0: only at epoch ends); resuming from one is exact");
   s.add("run.max_failed_fraction", 0.5, fraction,
         "stop as diverged when more than this fraction of a batch fails to converge");
+  s.add("run.target_accuracy", 0.0, fraction,
+        "stop after the first evaluated epoch whose test accuracy reaches this (0: off; time to accuracy)");
 }
 
 void add_model_kind_key(config_schema& s, model_kind k) {
@@ -155,11 +157,17 @@ const config_schema& layered_schema() {
     s.add("network.output", std::string("readout"), cc::one_of({"readout", "layer"}),
           "readout (softmax readout, cross-entropy) | layer (dynamical output layer, squared error)");
     s.add("network.activation", std::string("hep_sigmoid"),
-          cc::one_of({"hep_sigmoid", "holotanh", "tanh", "half_clamp01", "relu"}),
-          "hep_sigmoid = logistic(4x-2) | holotanh | tanh | half_clamp01 = clamp(x/2, 0, 1) (real states only) | relu "
+          cc::one_of({"hep_sigmoid", "holotanh", "tanh", "half_clamp01", "clamp01", "relu"}),
+          "hep_sigmoid = logistic(4x-2) | holotanh | tanh | half_clamp01 = clamp(x/2, 0, 1) | clamp01 = clamp(x, 0, 1) "
+          "(both real states only) | relu "
           "(feed-forward BP baselines)");
     add_activation_renames(s, "network.activation", activation_family::ep);
-    s.add("network.init_scale", 0.0, non_negative, "weight init std (0: 1/sqrt(fan_in), truncated normal)");
+    s.add("network.init", std::string("truncated_normal"), cc::one_of({"truncated_normal", "kaiming_uniform"}),
+          "weight init: truncated_normal (+-2 std, biases zero; the hEP papers') | kaiming_uniform (PyTorch's default: "
+          "weights and biases U(-a, a), a = 1/sqrt(fan_in); the 2021 EP code's)");
+    s.add("network.init_scale", 0.0, non_negative,
+          "weight init std (0: the init's default, 1/sqrt(fan_in) for truncated_normal, 1/sqrt(3 fan_in) for "
+          "kaiming_uniform)");
     s.add("network.dtype", std::string("float32"), cc::one_of({"float32", "float64"}),
           "scalar type of parameters and states");
     add_conv_keys(s);
@@ -197,6 +205,9 @@ const config_schema& layered_schema() {
     s.add("relax.free_steps", int64_t(60), step_count, "free-phase steps (T1)");
     s.add("relax.nudged_steps", int64_t(20), step_count, "steps per nudged point (T2)");
     s.add("relax.tol", 0.0, non_negative, "residual tolerance (0: 1e-5 float32, 1e-12 float64)");
+    s.add("relax.nudged_tol", 0.0, non_negative,
+          "residual tolerance of the nudged phases (0: relax.tol); with stop_early, the nudged states' error "
+          "enters the estimate divided by |beta|");
     s.add("relax.stop_early", false, "stop a relaxation once every sample is below tol");
     s.add("relax.freeze_converged", true,
           "with stop_early: a sample below tol stops stepping and the running samples are compacted (fewer FLOPs)");
@@ -266,6 +277,7 @@ network_spec make_network_spec(const config& cfg, int n_input, int n_classes, st
     s.sizes.push_back(n_classes);  // the output layer
   }
   s.activation = parse_activation(cfg.get<std::string>("network.activation"));
+  s.init = parse_weight_init(cfg.get<std::string>("network.init"));
   s.init_scale = cfg.get<double>("network.init_scale");
   s.seed = cfg.get<uint64_t>("run.seed");
   s.validate();
@@ -282,8 +294,9 @@ nonconvergence_policy parse_policy(const std::string& s) {
 }  // namespace
 
 relax_options relax_from_config(const config& cfg, bool nudged) {
-  relax_options r{cfg.get<long>(nudged ? "relax.nudged_steps" : "relax.free_steps"), cfg.get<double>("relax.tol"),
-                  cfg.get<bool>("relax.stop_early")};
+  const double tol = cfg.get<double>("relax.tol"), nudged_tol = cfg.get<double>("relax.nudged_tol");
+  relax_options r{cfg.get<long>(nudged ? "relax.nudged_steps" : "relax.free_steps"),
+                  nudged && nudged_tol > 0 ? nudged_tol : tol, cfg.get<bool>("relax.stop_early")};
   r.freeze_converged = cfg.get<bool>("relax.freeze_converged");
   r.order = parse_relax_order(cfg.get<std::string>("relax.order"));
   r.omega = cfg.get<double>("relax.omega");

@@ -16,6 +16,7 @@
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/run_dir.hpp"
+#include "eqprop/train/trainer.hpp"
 
 namespace eqprop {
 namespace fs = std::filesystem;
@@ -80,9 +81,7 @@ void inspect_checkpoint(sweep_run& r) {
   }
   r.cfg = saved;
   r.checkpoint_epoch = ck.meta.at("epoch").get<long>();
-  const bool at_epoch_end = ck.meta.value("batch", 0L) == 0;
-  r.state = at_epoch_end && r.checkpoint_epoch >= r.cfg.get<long>("run.epochs") ? sweep_run_state::finished
-                                                                                : sweep_run_state::resume;
+  r.state = run_finished(ck, r.cfg.get<long>("run.epochs")) ? sweep_run_state::finished : sweep_run_state::resume;
 }
 
 void inspect_directory(sweep_run& r) {
@@ -248,8 +247,7 @@ sweep_plan make_sweep_plan(const config& base, std::vector<sweep_axis> axes, std
 bool sweep_run_finished(const fs::path& dir, long epochs) {
   std::error_code ec;
   if (!fs::is_regular_file(dir / checkpoint_file, ec)) return false;
-  const auto ck = load_checkpoint(dir / checkpoint_file);
-  return ck.meta.value("batch", 0L) == 0 && ck.meta.at("epoch").get<long>() >= epochs;
+  return run_finished(load_checkpoint(dir / checkpoint_file), epochs);
 }
 
 mean_std mean_and_std(const std::vector<double>& xs) {

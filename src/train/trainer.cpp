@@ -224,6 +224,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
   const long ck_every = cfg.get<long>("run.checkpoint_every");                  // >= 1 (schema)
   const long ck_every_batches = cfg.get<long>("run.checkpoint_every_batches");  // >= 0 (schema)
   const double max_failed = cfg.get<double>("run.max_failed_fraction");
+  const double target_accuracy = cfg.get<double>("run.target_accuracy");
   const int aug_pad = cfg.get<int>("data.augment_pad");
   const bool aug_flip = cfg.get<bool>("data.augment_flip");
 
@@ -294,11 +295,13 @@ train_result train_impl(const config& cfg, const train_options& topt) {
 
   // epochs_done full epochs, then `batch` batches of the next one (0: at the epoch's end),
   // with `part` the state that batch needs to continue exactly (rng states, epoch sums).
+  bool reached_target = false;  // stopped at run.target_accuracy
   auto save = [&](long epochs_done, long batch = 0, const nlohmann::json& part = {}) {
     checkpoint ck;
     ck.meta["epoch"] = epochs_done;
     ck.meta["batch"] = batch;
     if (batch > 0) ck.meta["partial"] = part;
+    if (reached_target) ck.meta["reached_target"] = true;  // a finished run (run_finished)
     ck.meta["data"] = loaded.record.to_json();
     ck.meta["config"] = cfg.to_json();
     ck.meta["build"] = build_info_json();
@@ -451,6 +454,7 @@ train_result train_impl(const config& cfg, const train_options& topt) {
     }
     row["lr"] = oo.lr * lr_factor;
     row["time_s"] = secs;
+    row["train_time_s"] = train_secs;
     row["samples_per_s"] = double(seen) / train_secs;
     row["mean_residual"] = res_sum / double(seen);
     row["not_converged"] = not_conv;
@@ -479,13 +483,21 @@ train_result train_impl(const config& cfg, const train_options& topt) {
         failed ? fmt::format(", {} sample{} dropped", failed, failed == 1 ? "" : "s") : std::string(),
         model.epoch_note(row)));
     if (topt.on_epoch) topt.on_epoch(row);
-    if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs) save(epoch + 1);
+    reached_target = target_accuracy > 0 && evaluated && ev.accuracy >= target_accuracy;
+    if ((epoch + 1) % ck_every == 0 || epoch + 1 == epochs || reached_target) save(epoch + 1);
     result.epochs_done = epoch + 1;
     result.train_accuracy = row["train_acc"].get<double>();
     if (evaluated) {
       result.test_accuracy = ev.accuracy;
       result.test_top5 = ev.top5;
       result.test_loss = ev.loss;
+    }
+    if (reached_target) {
+      result.reached_target = true;
+      result.message = fmt::format("reached test accuracy {:.2f}% >= run.target_accuracy {:.2f}% in epoch {}",
+                                   100 * ev.accuracy, 100 * target_accuracy, epoch + 1);
+      out << result.message << "\n";
+      return result;
     }
   }
   if (start_epoch >= epochs) {
@@ -529,6 +541,11 @@ auto with_model(const config& cfg, F&& f) {
 }
 
 }  // namespace
+
+bool run_finished(const checkpoint& ck, long epochs) {
+  return ck.meta.value("batch", 0L) == 0 &&
+         (ck.meta.at("epoch").get<long>() >= epochs || ck.meta.value("reached_target", false));
+}
 
 train_result train(const config& cfg, const train_options& opt) {
   return with_model(cfg, [&]<class M>(std::type_identity<M>) { return train_impl<M>(cfg, opt); });

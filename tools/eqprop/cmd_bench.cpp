@@ -1,9 +1,12 @@
-// eqprop bench: named training workloads timed on this machine, beside the reference
-// implementations' throughput, plus the matrix-multiply peak measured with the
-// backend we link. Table by default, JSON with --json.
+// eqprop bench: named training workloads timed on this machine (rates, and the fraction of
+// the matrix-multiply peak measured with the backend we link, in the same run), and the
+// wall time named tasks take to reach a test accuracy (--to-accuracy). Table by default,
+// JSON with --json. Ratios against reference implementations only mean something when both
+// ran on the same machine in the same window: bench/reference/ runs them side by side.
 #include <algorithm>
 #include <chrono>
 #include <fstream>
+#include <limits>
 #include <numeric>
 #include <random>
 #include <string>
@@ -13,6 +16,7 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "cmd_train_sweep.hpp"
 #include "commands.hpp"
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/build_info.hpp"
@@ -26,7 +30,10 @@
 #include "eqprop/train/experiment.hpp"
 #include "eqprop/train/gle_tasks.hpp"
 #include "eqprop/train/graph_experiment.hpp"
+#include "eqprop/train/metrics_log.hpp"
 #include "eqprop/train/model_kind.hpp"
+#include "eqprop/train/sweep.hpp"
+#include "eqprop/train/trainer.hpp"
 #include "eqprop/train/vf_experiment.hpp"
 #include "flag_checks.hpp"
 #include "study_util.hpp"
@@ -39,7 +46,6 @@ double since(clock_type::time_point t0) { return std::chrono::duration<double>(c
 
 struct workload {
   std::string name, description, unit;        // unit: "samples/s" or "steps/s"
-  double reference;                           // the reference implementation on this class of machine; 0: none measured
   std::vector<std::string> overrides;         // EP workloads: experiment config keys
   int kind;                                   // 0: EP MLP, 1/3: GLE MNIST-1D 15k on 1/2 threads, 2: GLE LagLine,
                                               // 4: generalized EP (overrides: gep config keys), 5: DEEP
@@ -61,7 +67,7 @@ const std::vector<workload>& workloads() {
                                           "relax.nudged_steps=20",
                                           "run.batch=50",
                                           "optimizer.kind=\"adam\"",
-                                          "optimizer.lr=1e-4"};
+                                          "optimizer.lr=5e-4"};
   const std::vector<std::string> hep_table1{"network.hidden=[256,256]",
                                             "estimator.kind=\"holomorphic\"",
                                             "estimator.n_points=10",
@@ -74,57 +80,52 @@ const std::vector<workload>& workloads() {
                                             "optimizer.lr=0.05"};
   static const std::vector<workload> w{
       {"mlp512_symmetric",
-       "784-512-10 sigmoid, symmetric EP beta 0.1, T1 30, T2 10, batch 50, Adam",
+       "784-512-10 sigmoid, symmetric EP beta 0.1, T1 30, T2 10, batch 50, Adam lr 5e-4",
        "samples/s",
-       2390,
        {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"symmetric\"", "estimator.beta=0.1",
-        "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
+        "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=5e-4"},
        0},
       {"mlp512_classic",
-       "784-512-10 sigmoid, one-sided EP beta 0.1, T1 30, T2 10, batch 50, Adam",
+       "784-512-10 sigmoid, one-sided EP beta 0.1, T1 30, T2 10, batch 50, Adam lr 5e-4",
        "samples/s",
-       2950,
        {"network.hidden=[512]", "network.output=\"layer\"", "estimator.kind=\"classic\"", "estimator.beta=0.1",
-        "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=1e-4"},
+        "relax.free_steps=30", "relax.nudged_steps=10", "run.batch=50", "optimizer.kind=\"adam\"", "optimizer.lr=5e-4"},
        0},
-      {"mlp512x2_symmetric", "784-512-512-10 sigmoid, symmetric EP beta 0.1, T1 100, T2 20, batch 50, Adam",
-       "samples/s", 555, mlp512x2, 0},
+      {"mlp512x2_symmetric", "784-512-512-10 sigmoid, symmetric EP beta 0.1, T1 100, T2 20, batch 50, Adam lr 5e-4",
+       "samples/s", mlp512x2, 0},
       {"mlp512x2_early",
        "mlp512x2_symmetric, alternating order, over-relaxation omega 1.6, every sample frozen once below tol 1e-2 "
        "(T1/T2 as maxima)",
-       "samples/s", 555,
+       "samples/s",
        plus(mlp512x2, {"relax.order=\"alternating\"", "relax.omega=1.6", "relax.stop_early=true", "relax.tol=1e-2"}),
        0},
       {"hep_table1",
        "784-256-256 + readout, holomorphic EP N 10 |beta| 0.4, T1 200, T2 50, batch 20, SGD (hEP Table 1)", "samples/s",
-       1350, hep_table1, 0},
+       hep_table1, 0},
       {"hep_table1_early", "hep_table1, alternating order, every sample frozen once below tol 1e-3 (T1/T2 as maxima)",
-       "samples/s", 1350, plus(hep_table1, {"relax.stop_early=true", "relax.tol=1e-3", "relax.order=\"alternating\""}),
-       0},
+       "samples/s", plus(hep_table1, {"relax.stop_early=true", "relax.tol=1e-3", "relax.order=\"alternating\""}), 0},
       {"conv_fmnist_hep",
        "ConvNet 28x28x1 conv16+pool conv32+pool holotanh, hEP N 2 |beta| 1, T1 30, T2 12, batch 32, SGD",
        "samples/s",
-       0,
        {"network.conv=[16,32]", "network.hidden=[]", "network.activation=\"holotanh\"",
         "estimator.kind=\"holomorphic\"", "estimator.n_points=2", "estimator.beta=1.0", "relax.free_steps=30",
         "relax.nudged_steps=12", "run.batch=32", "optimizer.kind=\"sgd\"", "optimizer.lr=0.05"},
        0},
       {"conv32_64_classic",
-       "ConvNet 28x28x1 conv32 5x5 VALID + max pool, conv64 5x5 VALID + max pool, output layer 10, hard sigmoid, "
-       "one-sided EP beta 0.4, T1 200, T2 10, batch 100, SGD",
+       "ConvNet 28x28x1 conv32 5x5 VALID + max pool, conv64 5x5 VALID + max pool, output layer 10, hard sigmoid "
+       "clamp(x, 0, 1), "
+       "one-sided EP beta 0.4, T1 200, T2 10, batch 100, Adam lr 5e-5 / 1e-5 / 8e-6",
        "samples/s",
-       46,
        {"network.conv=[32,64]", "network.conv_kernel=[5]", "network.conv_padding=[\"valid\"]",
         "network.conv_pool=[\"max\"]", "network.hidden=[]", "network.output=\"layer\"",
-        "network.activation=\"half_clamp01\"", "estimator.kind=\"classic\"", "estimator.beta=0.4",
-        "relax.free_steps=200", "relax.nudged_steps=10", "run.batch=100", "optimizer.kind=\"sgd\"",
-        "optimizer.lr=0.05"},
+        "network.activation=\"clamp01\"", "estimator.kind=\"classic\"", "estimator.beta=0.4", "relax.free_steps=200",
+        "relax.nudged_steps=10", "run.batch=100", "optimizer.kind=\"adam\"", "optimizer.lr_per_layer=[5e-5,1e-5,8e-6]"},
        0},
       {"vgg4_symmetric",
-       "ConvNet 32x32x3 VGG-4 conv128-256-512-512 3x3 (same, same, same, valid) + max pool, readout 10, hard sigmoid, "
+       "ConvNet 32x32x3 VGG-4 conv128-256-512-512 3x3 (same, same, same, valid) + max pool, readout 10, hard sigmoid "
+       "clamp(x/2, 0, 1), "
        "symmetric EP beta 1, T1 250, T2 25, batch 128, SGD (random CIFAR-shaped batch)",
        "samples/s",
-       1.2,
        {"network.conv=[128,256,512,512]", "network.conv_kernel=[3]",
         "network.conv_padding=[\"same\",\"same\",\"same\",\"valid\"]", "network.conv_pool=[\"max\"]",
         "network.hidden=[]", "network.activation=\"half_clamp01\"", "estimator.kind=\"symmetric\"",
@@ -138,27 +139,24 @@ const std::vector<workload>& workloads() {
        "vector field 784-256-256-10 + readout, sigmoid(4x-2), independent feedback (90 deg), generalized hEP N 2 "
        "|beta| 0.2, T1 150, T2 20, batch 50, AdamW (configs/gep_fmnist_a90.toml)",
        "samples/s",
-       0,
        {"network.hidden=[256,256]", "network.output_size=10", "network.angle=90.0", "estimator.kind=\"holomorphic\"",
         "estimator.n_points=2", "estimator.beta=0.2", "relax.free_steps=150", "relax.nudged_steps=20", "run.batch=50",
-        "optimizer.kind=\"adamw\"", "optimizer.lr=1e-4", "optimizer.weight_decay=0.0"},
+        "optimizer.kind=\"adamw\"", "optimizer.lr=5e-4", "optimizer.weight_decay=0.0"},
        4},
       {"gle_mnist1d_15k",
        "GLE 1-6x53-10 (spec time constants), batch 100, Adam every step, 1 thread",
        "steps/s",
-       620,
        {},
        1},
-      {"gle_mnist1d_15k_2t", "the same on 2 threads (layers in parallel)", "steps/s", 620, {}, 3},
-      {"gle_lagline", "GLE teacher-student chain, 2 neurons, batch 100, Adam every step", "steps/s", 2400, {}, 2},
+      {"gle_mnist1d_15k_2t", "the same on 2 threads (layers in parallel)", "steps/s", {}, 3},
+      {"gle_lagline", "GLE teacher-student chain, 2 neurons, batch 100, Adam every step", "steps/s", {}, 2},
       {"deep_yinyang_leak",
        "DEEP complete graph 4+1-30-3 on Yin-Yang (5000 samples), leak 3, endpoint rule beta 0.5 lr 0.3, T1 100, "
        "T2 100, dt 0.1, batch 20 (configs/graph_yin_yang_leak.toml)",
        "samples/s",
-       0,
        {},
        5},
-      {"deep_yinyang_leak_f32", "the same in float32", "samples/s", 0, {"network.dtype=float32"}, 5},
+      {"deep_yinyang_leak_f32", "the same in float32", "samples/s", {"network.dtype=float32"}, 5},
   };
   return w;
 }
@@ -441,6 +439,157 @@ nlohmann::ordered_json run_deep_yinyang(const workload& w, double seconds) {
   return cfg.get<std::string>("network.dtype") == "float32" ? run_deep_yinyang<float>(cfg, seconds)
                                                             : run_deep_yinyang<double>(cfg, seconds);
 }
+
+// The entries of `all` named in `names`, in that order (all of them when names is empty);
+// config_error for a name that is not there.
+template <class T>
+std::vector<const T*> select_by_name(const std::vector<T>& all, const std::vector<std::string>& names,
+                                     const char* what) {
+  std::vector<const T*> out;
+  for (const auto& n : names) {
+    const auto it = std::find_if(all.begin(), all.end(), [&](const T& e) { return e.name == n; });
+    if (it == all.end()) throw config_error(fmt::format("unknown {} '{}'; run `eqprop bench --list`", what, n));
+    out.push_back(&*it);
+  }
+  if (names.empty())
+    for (const auto& e : all) out.push_back(&e);
+  return out;
+}
+
+// The processor, its hardware threads and memory, for the JSON record.
+nlohmann::ordered_json machine_json() {
+  nlohmann::ordered_json m;
+  m["hardware_threads"] = std::thread::hardware_concurrency();
+  std::ifstream cpu("/proc/cpuinfo");
+  std::string line;
+  while (std::getline(cpu, line))
+    if (line.rfind("model name", 0) == 0) {
+      m["cpu"] = line.substr(line.find(':') + 2);
+      break;
+    }
+  std::ifstream mem("/proc/meminfo");
+  if (std::getline(mem, line)) m["memory"] = line;
+  return m;
+}
+
+// A task of --to-accuracy: a shipped config with the speed options that win on this measure,
+// trained until its test accuracy reaches `target` (or run.epochs of the config ends it).
+struct accuracy_task {
+  std::string name, description, config;  // config: a file under configs/ (the source directory)
+  std::vector<std::string> overrides;     // on top of the config
+  double target;
+};
+
+const std::vector<accuracy_task>& accuracy_tasks() {
+  static const std::vector<accuracy_task> t{
+      {"mnist_mlp512",
+       "MNIST 784-512-10, symmetric EP, Adam lr 5e-4 (configs/mnist_mlp512.toml)",
+       "configs/mnist_mlp512.toml",
+       {},
+       0.975},
+      {"mnist_mlp512x2",
+       "MNIST 784-512-512-10, symmetric EP, Adam lr 5e-4 (configs/mnist_mlp512x2.toml)",
+       "configs/mnist_mlp512x2.toml",
+       {},
+       0.975},
+      {"mnist_hep_table1",
+       "MNIST 784-256-256 + readout, holomorphic EP N 10 (hEP Table 1: configs/mnist_table1_hep_n10.toml), "
+       "alternating order, samples frozen below tol 1e-3",
+       "configs/mnist_table1_hep_n10.toml",
+       {"relax.stop_early=true", "relax.tol=1e-3", "relax.order=\"alternating\""},
+       0.975},
+      {"mnist_conv32_64",
+       "MNIST ConvNet conv32-conv64 5x5 + max pool, one-sided EP (configs/mnist_conv32_64.toml)",
+       "configs/mnist_conv32_64.toml",
+       {},
+       0.985},
+      {"fmnist_conv",
+       "Fashion-MNIST ConvNet conv16-conv32, holomorphic EP N 2 (configs/fmnist_conv_hep.toml)",
+       "configs/fmnist_conv_hep.toml",
+       {},
+       0.90},
+      {"mnist1d_gle",
+       "MNIST-1D, GLE 1-6x53-10 (configs/gle_mnist1d_15k.toml)",
+       "configs/gle_mnist1d_15k.toml",
+       {},
+       0.85},
+  };
+  return t;
+}
+
+// One run of a task: epochs until the target (or the end), training seconds (evaluation
+// excluded) and wall seconds (included), from its metrics.jsonl.
+nlohmann::ordered_json accuracy_run_summary(const std::filesystem::path& dir, uint64_t seed, double target) {
+  long epochs = 0;
+  double train_s = 0, wall_s = 0, acc = std::numeric_limits<double>::quiet_NaN();
+  bool reached = false;
+  for (const auto& row : read_metrics_rows(dir / "metrics.jsonl")) {
+    if (!row.contains("epoch") || row["epoch"].get<long>() < 1 || !row.contains("time_s")) continue;
+    epochs = row["epoch"].get<long>();
+    wall_s += row["time_s"].get<double>();
+    train_s += row.value("train_time_s", row["time_s"].get<double>());
+    if (row.contains("test_acc")) {
+      acc = row["test_acc"].get<double>();
+      reached = reached || acc >= target;
+    }
+    if (reached) break;
+  }
+  nlohmann::ordered_json j;
+  j["seed"] = seed;
+  j["dir"] = dir.string();
+  j["reached"] = reached;
+  j["epochs"] = epochs;
+  j["train_s"] = train_s;
+  j["wall_s"] = wall_s;
+  j["test_acc"] = acc;
+  return j;
+}
+
+// --to-accuracy: each task as a sweep over `seeds` in out/<task> (finished runs are skipped,
+// stopped ones resume), then the time each run took to reach the target.
+nlohmann::ordered_json run_to_accuracy(const accuracy_task& t, const std::string& seeds, const std::string& out,
+                                       const std::vector<std::string>& sets, const std::string& data_dir,
+                                       long max_epochs) {
+  if (!std::filesystem::is_regular_file(t.config))
+    throw config_error(
+        fmt::format("{} not found: run `eqprop bench --to-accuracy` from the source directory", t.config));
+  std::vector<std::string> o = t.overrides;
+  o.insert(o.end(), sets.begin(), sets.end());
+  o.push_back(fmt::format("run.target_accuracy={}", t.target));
+  if (max_epochs > 0) o.push_back(fmt::format("run.epochs={}", max_epochs));
+  const config cfg = load_training_config({t.config}, o);
+  const std::filesystem::path dir = std::filesystem::path(out) / t.name;
+  train_options opt;
+  opt.data_dir = data_dir;
+  opt.quiet = true;
+  opt.handle_signals = true;
+  fmt::print("== {}: to {:.2f}% test accuracy, seeds {}, in {}\n", t.name, 100 * t.target, seeds, dir.string());
+  std::fflush(stdout);
+  run_train_sweep({seeds, {}, t.config, dir.string(), "", false, 1, -1}, cfg, opt);
+  nlohmann::ordered_json j;
+  j["name"] = t.name;
+  j["description"] = t.description;
+  j["config"] = t.config;
+  j["overrides"] = o;
+  j["target"] = t.target;
+  std::vector<double> train_s, epochs;
+  long reached = 0;
+  for (uint64_t s : parse_seed_list(seeds)) {
+    const auto r = accuracy_run_summary(dir / sweep_seed_dir_name(s), s, t.target);
+    if (r["reached"].get<bool>()) {
+      ++reached;
+      train_s.push_back(r["train_s"].get<double>());
+      epochs.push_back(double(r["epochs"].get<long>()));
+    }
+    j["runs"].push_back(r);
+  }
+  const mean_std ts = mean_and_std(train_s), ep = mean_and_std(epochs);
+  j["reached"] = reached;
+  j["train_s_mean"] = ts.mean;
+  j["train_s_std"] = ts.std;
+  j["epochs_mean"] = ep.mean;
+  return j;
+}
 }  // namespace
 
 void register_bench(CLI::App& app) {
@@ -449,9 +598,21 @@ void register_bench(CLI::App& app) {
   static std::string json_file, data_dir;
   static std::vector<std::string> sets;
   static int threads = 1;
-  static bool list = false, no_peak = false;
+  static bool list = false, no_peak = false, to_accuracy = false;
+  static std::string seeds = "0,1,2", out_dir = "runs/bench-to-accuracy";
+  static long max_epochs = 0;
   auto* cmd = app.add_subcommand("bench", "Time training workloads and the matrix-multiply peak of this machine");
-  cmd->add_option("--workload,-w", names, "Workloads to run (default: all; see --list)");
+  cmd->add_option("--workload,-w", names, "Workloads (or with --to-accuracy, tasks) to run (default: all; see --list)");
+  cmd->add_flag("--to-accuracy", to_accuracy,
+                "Time to accuracy: train each task (-w; default all) until its target test accuracy, once per seed, "
+                "and report the epochs and training seconds it took (a rerun skips finished runs and resumes "
+                "stopped ones)");
+  cmd->add_option("--seeds", seeds, "--to-accuracy: the seeds (e.g. 0,1,2 or 0-4)")->capture_default_str();
+  cmd->add_option("--out", out_dir, "--to-accuracy: the directory of the runs, one sweep per task")
+      ->capture_default_str();
+  add_checked(cmd, "--max-epochs", max_epochs,
+              "--to-accuracy: stop a run after this many epochs (0: the config's run.epochs)",
+              config_constraint::closed(0, config_limits::epochs));
   add_checked(cmd, "--seconds", seconds, "Timed seconds per workload (after warm-up)",
               config_constraint::greater_than(0).at_most(86400))
       ->capture_default_str();
@@ -470,6 +631,32 @@ void register_bench(CLI::App& app) {
   cmd->callback([] {
     if (list) {
       for (const auto& w : workloads()) fmt::print("{:<20} {}\n", w.name, w.description);
+      fmt::print("\n--to-accuracy tasks:\n");
+      for (const auto& t : accuracy_tasks()) fmt::print("{:<20} {:.1f}%  {}\n", t.name, 100 * t.target, t.description);
+      return;
+    }
+    if (to_accuracy) {
+      const auto todo = select_by_name(accuracy_tasks(), names, "--to-accuracy task");
+      parse_seed_list(seeds);  // a bad list fails before anything runs
+      nlohmann::ordered_json doc;
+      doc["build"] = nlohmann::ordered_json::parse(build_info_json().dump());
+      doc["machine"] = machine_json();
+      for (const accuracy_task* t : todo)
+        doc["to_accuracy"].push_back(run_to_accuracy(*t, seeds, out_dir, sets, data_dir, max_epochs));
+      fmt::print("\n{:<18} {:>7} {:>8} {:>10} {:>16}  {}\n", "task", "target", "reached", "epochs", "train seconds",
+                 "per seed: epochs / train s / test acc");
+      for (const auto& j : doc["to_accuracy"]) {
+        std::string per;
+        for (const auto& r : j["runs"])
+          per += fmt::format("{}{}{} / {:.0f} / {:.2f}%", per.empty() ? "" : ", ",
+                             r["reached"].get<bool>() ? "" : "not reached ", r["epochs"].get<long>(),
+                             r["train_s"].get<double>(), 100 * r["test_acc"].get<double>());
+        fmt::print("{:<18} {:>6.1f}% {:>4}/{:<3} {:>10.1f} {:>9.0f} +- {:<4.0f}  {}\n", j["name"].get<std::string>(),
+                   100 * j["target"].get<double>(), j["reached"].get<long>(), j["runs"].size(),
+                   j["epochs_mean"].get<double>(), j["train_s_mean"].get<double>(), j["train_s_std"].get<double>(),
+                   per);
+      }
+      if (!json_file.empty()) write_text(json_file, doc.dump(2) + "\n");
       return;
     }
     for (const auto& o : sets) {  // a key no workload knows is a typo, not a no-op
@@ -477,30 +664,10 @@ void register_bench(CLI::App& app) {
       if (layered_schema().find(key) == nullptr && vector_field_schema().find(key) == nullptr)
         throw config_error(fmt::format("--set {}: no EP or generalized-EP config has the key '{}'", o, key));
     }
-    std::vector<const workload*> todo;
-    for (const auto& n : names) {
-      const workload* found = nullptr;
-      for (const auto& w : workloads())
-        if (w.name == n) found = &w;
-      if (!found) throw config_error(fmt::format("unknown workload '{}'; run `eqprop bench --list`", n));
-      todo.push_back(found);
-    }
-    if (todo.empty())
-      for (const auto& w : workloads()) todo.push_back(&w);
+    const auto todo = select_by_name(workloads(), names, "workload");
     nlohmann::ordered_json doc;
     doc["build"] = nlohmann::ordered_json::parse(build_info_json().dump());
-    doc["machine"]["hardware_threads"] = std::thread::hardware_concurrency();
-    {
-      std::ifstream cpu("/proc/cpuinfo");
-      std::string line;
-      while (std::getline(cpu, line))
-        if (line.rfind("model name", 0) == 0) {
-          doc["machine"]["cpu"] = line.substr(line.find(':') + 2);
-          break;
-        }
-      std::ifstream mem("/proc/meminfo");
-      if (std::getline(mem, line)) doc["machine"]["memory"] = line;
-    }
+    doc["machine"] = machine_json();
     double peak2 = 0;  // the peak on the workloads' thread count
     if (!no_peak) {
       const double p1 = matmul_peak_gflops(1024, 1, gemm_seconds), p2 = matmul_peak_gflops(1024, 2, gemm_seconds);
@@ -526,7 +693,7 @@ void register_bench(CLI::App& app) {
                      ? fmt::format("consecutive Fashion-MNIST training batches ({} images)", fashion.size())
                      : std::string("one random batch (no Fashion-MNIST found; see --data-dir)"));
     }
-    fmt::print("{:<20} {:>12} {:>12} {:>9}  {}\n", "workload", "ours", "reference", "speedup", "unit / details");
+    fmt::print("{:<20} {:>12}  {}\n", "workload", "rate", "unit / details");
     for (const workload* w : todo) {
       nlohmann::ordered_json r = w->kind == 0   ? run_ep(*w, seconds, threads, sets, images)
                                  : w->kind == 4 ? run_gep(*w, seconds, threads, sets, fashion)
@@ -537,9 +704,6 @@ void register_bench(CLI::App& app) {
       r["name"] = w->name;
       r["description"] = w->description;
       r["unit"] = w->unit;
-      r["reference"] = w->reference > 0 ? nlohmann::ordered_json(w->reference) : nlohmann::ordered_json();
-      r["speedup"] =
-          w->reference > 0 ? nlohmann::ordered_json(r["rate"].get<double>() / w->reference) : nlohmann::ordered_json();
       std::string details;
       if (r.contains("free_steps_per_sample")) {
         details = fmt::format(
@@ -567,12 +731,8 @@ void register_bench(CLI::App& app) {
         details = fmt::format("{:.0f} us dynamics + {:.0f} us Adam per step, {:.1f} GFLOP/s, {} threads",
                               r["us_per_step_dynamics"].get<double>(), r["us_per_step_optimizer"].get<double>(),
                               r["gflops"].get<double>(), r["threads"].get<int>());
-      if (w->reference > 0)
-        fmt::print("{:<20} {:>12} {:>12} {:>8.2f}x  {} {}\n", w->name, fmt_rate(r["rate"].get<double>()),
-                   fmt_rate(w->reference), r["speedup"].get<double>(), w->unit, details);
-      else
-        fmt::print("{:<20} {:>12} {:>12} {:>9}  {} {}\n", w->name, fmt_rate(r["rate"].get<double>()), "-", "-", w->unit,
-                   details);
+      fmt::print("{:<20} {:>12}  {} {}\n", w->name, fmt_rate(r["rate"].get<double>()), w->unit, details);
+      std::fflush(stdout);
       doc["workloads"].push_back(r);
     }
     if (!json_file.empty()) write_text(json_file, doc.dump(2) + "\n");

@@ -5,7 +5,8 @@
 //   hep_sigmoid   logistic(4x-2), the MLP activation of the hEP / generalized-EP papers
 //   holotanh      (alias dsilu) a holomorphic smooth clip(x/2, 0, 1)
 //   tanh, relu, linear, softplus = log(1+e^x)
-//   clamp01       clamp(x, 0, 1), the hard sigmoid of the LE / GLE code
+//   clamp01       clamp(x, 0, 1), the hard sigmoid of the LE / GLE code and of the 2021 EP
+//                 code's MNIST ConvNet
 //   half_clamp01  clamp(x/2, 0, 1), the non-holomorphic control of the hEP papers
 // Each is tagged holomorphic or not: a non-holomorphic activation applied to complex
 // states is refused at compile time (activate<Act>) or, when the activation is chosen at
@@ -187,7 +188,7 @@ activation_kind parse_activation(std::string_view name);
 std::vector<std::string> activation_names();
 
 /// The activations a layered or vector-field EP network takes, i.e. those
-/// dispatch_activation instantiates: hep_sigmoid, holotanh, tanh, half_clamp01, relu.
+/// dispatch_activation instantiates: hep_sigmoid, holotanh, tanh, half_clamp01, clamp01, relu.
 bool is_ep_activation(activation_kind k);
 /// Throws config_error naming the EP activations unless is_ep_activation(k).
 void require_ep_activation(activation_kind k);
@@ -216,6 +217,7 @@ decltype(auto) dispatch_activation(activation_kind kind, F&& f) {
     case activation_kind::tanh:
       return f(act::tanh{});
     case activation_kind::half_clamp01:
+    case activation_kind::clamp01:
     case activation_kind::relu:
       if constexpr (is_complex_v<S>) {
         throw config_error(std::string("activation '") + std::string(to_string(kind)) +
@@ -224,10 +226,10 @@ decltype(auto) dispatch_activation(activation_kind kind, F&& f) {
                            "or an estimator with real states only (N = 1 or N = 2)");
       } else {
         if (kind == activation_kind::relu) return f(act::relu{});
+        if (kind == activation_kind::clamp01) return f(act::clamp01{});
         return f(act::half_clamp01{});
       }
     case activation_kind::logistic:
-    case activation_kind::clamp01:
     case activation_kind::linear:
     case activation_kind::softplus:
       break;

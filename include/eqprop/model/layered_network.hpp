@@ -46,6 +46,13 @@ enum class output_kind { readout, layer };
 std::string_view to_string(output_kind k);
 output_kind parse_output(std::string_view name);  ///< "readout" | "layer"
 
+/// How the weights are drawn at construction. truncated_normal: N(0, std^2) truncated at
+/// +-2 std (Haiku's default, the hEP papers'), biases zero. kaiming_uniform: PyTorch's default for
+/// Linear and Conv2d layers (the 2021 EP code's): weights and biases U(-a, a) with
+/// a = 1/sqrt(fan_in), i.e. std 1/sqrt(3 fan_in).
+enum class weight_init { truncated_normal, kaiming_uniform };
+weight_init parse_weight_init(std::string_view name);  ///< "truncated_normal" | "kaiming_uniform"
+
 /// Pooling inside the energy (windows of pool_size x pool_size, stride pool_size, VALID).
 enum class pool_kind {
   none,
@@ -92,7 +99,10 @@ struct network_spec {
   int n_readout = 0;       ///< number of classes of the softmax readout (output_kind::readout only)
   output_kind output = output_kind::readout;
   activation_kind activation = activation_kind::hep_sigmoid;
-  double init_scale = 0;  ///< 0: truncated normal with std 1/sqrt(fan_in); > 0: that std (truncated at 2 std)
+  weight_init init = weight_init::truncated_normal;
+  /// > 0: the weights' std (kaiming_uniform: a = sqrt(3) init_scale, biases too); 0: the init's
+  /// default (truncated_normal: 1/sqrt(fan_in); kaiming_uniform: a = 1/sqrt(fan_in)).
+  double init_scale = 0;
   uint64_t seed = 0;
   // ConvNets only (conv empty for an MLP):
   std::array<int, 3> input_shape{};   ///< channels, height, width of the (planar) input image

@@ -67,7 +67,7 @@ enum class sweep_run_state {
   fresh,     ///< missing or empty: a new run
   restart,   ///< a run killed before its first checkpoint (only run files, no checkpoint): replaced by a new run
   resume,    ///< a checkpoint before the last epoch (or mid-epoch): continued as `eqprop train --resume` does
-  finished,  ///< a checkpoint of at least run.epochs epochs at an epoch's end: skipped
+  finished,  ///< run_finished (trainer.hpp): run.epochs done, or run.target_accuracy reached: skipped
 };
 
 struct sweep_run {
@@ -109,8 +109,8 @@ struct sweep_plan {
 sweep_plan make_sweep_plan(const config& base, std::vector<sweep_axis> axes, std::vector<uint64_t> seeds,
                            const std::filesystem::path& dir);
 
-/// True when dir holds a checkpoint.eqck of at least `epochs` epochs at an epoch's end
-/// (meta "epoch" >= epochs, "batch" 0 or absent).
+/// True when dir holds a checkpoint.eqck of a finished run (run_finished in trainer.hpp:
+/// `epochs` epochs done at an epoch's end, or run.target_accuracy reached).
 bool sweep_run_finished(const std::filesystem::path& dir, long epochs);
 
 /// Mean and sample standard deviation (n - 1 in the denominator; 0 for one value; both NaN

@@ -62,11 +62,16 @@ struct train_result {
   /// non-finite outputs: the run stopped; its checkpoint (if any) is of the last epoch whose
   /// evaluation was finite, and message says which.
   bool diverged = false;
-  bool interrupted = false;  ///< should_stop returned true
-  std::string message;       ///< why the run stopped early, if it did
+  bool interrupted = false;     ///< should_stop returned true
+  bool reached_target = false;  ///< stopped at run.target_accuracy (epochs_done: the epoch that reached it)
+  std::string message;          ///< why the run stopped early, if it did
 };
 
 train_result train(const config& cfg, const train_options& opt);
+
+/// Whether a run's checkpoint is of a finished run: written at an epoch's end after `epochs`
+/// epochs (run.epochs) or when the run reached run.target_accuracy.
+bool run_finished(const checkpoint& ck, long epochs);
 
 /// The saved config of a checkpoint written by train(), with its model.kind's schema
 /// (config::load_saved_json). data_error for a checkpoint of another trainer (`gle train`,
