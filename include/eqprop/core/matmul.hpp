@@ -1,7 +1,9 @@
 #pragma once
 // Dense matrix products of the relaxation, in one place so that the backend can be chosen by
 // measurement (docs/linear-algebra.md): float32 products go to oneDNN's matmul where the
-// library was built with it (EQPROP_HAVE_DNNL), everything else to Eigen.
+// library was built with it (EQPROP_HAVE_DNNL), and so do float32 weights times complex<float>
+// states (as one real product over the states' stacked real and imaginary parts); everything
+// else, and products below a size where oneDNN's fixed cost dominates, goes to Eigen.
 
 #include <string_view>
 
