@@ -54,20 +54,20 @@ import time
 RATE_WORKLOADS = {
     "mlp512_symmetric": dict(
         args="--model MLP --task MNIST --archi 784 512 10 --act mysig --loss mse --alg EP "
-        "--betas 0.0 0.1 --thirdphase --T1 30 --T2 10 --mbs 50 --optim adam --lrs 1e-4 1e-4",
+        "--betas 0.0 0.1 --thirdphase --T1 30 --T2 10 --mbs 50 --optim adam --lrs 5e-4 5e-4",
         data="mnist", warmup=2, min_batches=3),
     "mlp512_classic": dict(
         args="--model MLP --task MNIST --archi 784 512 10 --act mysig --loss mse --alg EP "
-        "--betas 0.0 0.1 --T1 30 --T2 10 --mbs 50 --optim adam --lrs 1e-4 1e-4",
+        "--betas 0.0 0.1 --T1 30 --T2 10 --mbs 50 --optim adam --lrs 5e-4 5e-4",
         data="mnist", warmup=2, min_batches=3),
     "mlp512x2_symmetric": dict(
         args="--model MLP --task MNIST --archi 784 512 512 10 --act mysig --loss mse --alg EP "
-        "--betas 0.0 0.1 --thirdphase --T1 100 --T2 20 --mbs 50 --optim adam --lrs 1e-4 1e-4 1e-4",
+        "--betas 0.0 0.1 --thirdphase --T1 100 --T2 20 --mbs 50 --optim adam --lrs 5e-4 5e-4 5e-4",
         data="mnist", warmup=2, min_batches=3),
     "conv32_64_classic": dict(
         args="--model CNN --task MNIST --channels 32 64 --kernels 5 5 --strides 1 1 --paddings 0 0 "
-        "--pools mm --fc 10 --act my_hard_sig --loss mse --alg EP --betas 0.0 0.4 --T1 200 --T2 10 "
-        "--mbs 100 --optim sgd --mmt 0.9 --lrs 0.05 0.05 0.05",
+        "--pools mm --fc 10 --act hard_sigmoid --loss mse --alg EP --betas 0.0 0.4 --T1 200 --T2 10 "
+        "--mbs 100 --optim adam --lrs 5e-5 1e-5 8e-6",
         data="mnist", warmup=2, min_batches=3),
     "vgg4_symmetric": dict(
         args="--model CNN --task CIFAR10 --channels 128 256 512 512 --kernels 3 3 3 3 --strides 1 1 1 1 "
