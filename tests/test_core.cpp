@@ -232,7 +232,8 @@ TEST(MatMul, Float32AndBfloat16MatchFloat64Product) {
 // Real weights times complex states (oneDNN over the stacked real and imaginary parts where
 // built with it and the product is large enough, else Eigen's mixed product) against Eigen's
 // mixed product, in every mode, on both sides of the size where the stacked path takes over
-// (n 1, odd sizes, a 10-wide W). float: within float rounding; double: always Eigen's.
+// (n 1, odd sizes, a 10-wide W, columns in blocks with a tail). float: within float rounding;
+// double: always Eigen's.
 template <class R>
 void check_real_times_complex(double tol) {
   using C = std::complex<R>;
@@ -243,7 +244,8 @@ void check_real_times_complex(double tol) {
                                {301, 129, 9},
                                {64, 256, 5},
                                {10, 256, 40},
-                               {7, 5, 1}}) {
+                               {7, 5, 1},
+                               {32, 144, 300}}) {
     for (bool transpose : {false, true}) {
       for (bool accumulate : {false, true}) {
         const long rows = transpose ? k : m, cols = transpose ? m : k;
