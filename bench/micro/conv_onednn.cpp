@@ -1,6 +1,7 @@
-// ConvNet kernels with oneDNN (float32), for comparison with our im2col + Eigen GEMM
-// convolution (conv_ops.cpp). Compiled only where CMake found oneDNN (EQPROP_HAVE_DNNL).
-// Same shapes and the same FLOP count (2 * MACs) as conv_ops.cpp:
+// oneDNN's convolution primitives (float32) in each layout, primitive alone, for comparison
+// with the im2col path (conv_ops.cpp; src/dynamics/conv_dnnl.cpp runs variant 1, or variant
+// 2 with the reorders of the activations). Compiled only where CMake found oneDNN
+// (EQPROP_HAVE_DNNL). The same FLOP count (2 * MACs) as conv_ops.cpp:
 //   (C_in, side, C_out, batch) = (128, 16, 128, 16) [VGG-6 layer, 3x3 SAME]
 //                              = (16, 14, 32, 32)   [CPU Fashion-MNIST layer]
 // Ops: forward (z = conv(l)), backward-data (dl = conv^T(dz), our conv_transpose) and
@@ -11,9 +12,9 @@
 //                  outside the loop: weights are fixed during a relaxation);
 //   2 "any":      every tensor in oneDNN's preferred format, primitive only (best case,
 //                  reorders from/to our buffers not timed).
-// Every benchmark checks oneDNN's result against ours once (counter "relerr", Frobenius)
-// and labels itself with the implementation oneDNN picked. Threads: oneDNN uses OpenMP
-// (set OMP_NUM_THREADS); our conv is single-threaded (EIGEN_DONT_PARALLELIZE).
+// Every benchmark checks oneDNN's result against the im2col path once (counter "relerr",
+// Frobenius) and labels itself with the implementation oneDNN picked. Threads: oneDNN uses OpenMP
+// (set OMP_NUM_THREADS=1 to compare with conv_ops.cpp, which is single-threaded).
 //   eqprop_microbench --benchmark_filter='Conv.*Float/'
 #ifdef EQPROP_HAVE_DNNL
 #include <benchmark/benchmark.h>
@@ -60,7 +61,9 @@ void dnnl_conv(benchmark::State& st, op o) {
   const int variant = int(st.range(4));
   const auto g = bench::conv_layer_3x3(c_in, side, c_out);
 
-  // Our buffers and our reference result.
+  // Our buffers and our reference result (the im2col path).
+  const conv_backend before = conv_backend_in_use();
+  set_conv_backend(conv_backend::im2col);
   matrix<float> W = matrix<float>::Random(g.cout, g.patch());
   const const_matrix_map<float> Wm(W.data(), W.rows(), W.cols());
   matrix<float> l = matrix<float>::Random(g.in_size(), B), z = matrix<float>::Random(g.conv_size(), B), col, ref;
@@ -70,6 +73,7 @@ void dnnl_conv(benchmark::State& st, op o) {
     ref.setZero(g.cout, g.patch());
     conv_weight_grad<float, float>(g, z, l, col, 1.0f, matrix_map<float>(ref.data(), ref.rows(), ref.cols()));
   }
+  set_conv_backend(before);
   matrix<float> out_l(g.in_size(), B), out_z(g.conv_size(), B), out_w(g.cout, g.patch());
 
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -162,22 +166,6 @@ void dnnl_conv(benchmark::State& st, op o) {
   st.SetLabel(std::string(names[variant]) + " " + impl + " reord[" + re + "]");
 }
 
-// Our weight gradient (conv_ops.cpp has no benchmark for it), same FLOP count.
-void ConvWeightGradFloat(benchmark::State& st) {
-  const int c_in = int(st.range(0)), side = int(st.range(1)), c_out = int(st.range(2));
-  const long B = st.range(3);
-  const auto g = bench::conv_layer_3x3(c_in, side, c_out);
-  matrix<float> l = matrix<float>::Random(g.in_size(), B), z = matrix<float>::Random(g.conv_size(), B), col;
-  matrix<float> gW = matrix<float>::Zero(g.cout, g.patch());
-  for (auto _ : st) {
-    conv_weight_grad<float, float>(g, z, l, col, 1.0f, matrix_map<float>(gW.data(), gW.rows(), gW.cols()));
-    benchmark::DoNotOptimize(gW.data());
-  }
-  const double macs = double(g.conv_size()) * g.patch() * B;
-  st.counters["GFLOP/s"] =
-      benchmark::Counter(2 * macs, benchmark::Counter::kIsIterationInvariantRate, benchmark::Counter::kIs1000);
-}
-
 void dnnl_args(benchmark::internal::Benchmark* b) {
   for (int v = 0; v < 3; ++v) b->Args({128, 16, 128, 16, v})->Args({16, 14, 32, 32, v});
   b->Unit(benchmark::kMillisecond);
@@ -189,6 +177,5 @@ void DnnlConvBackwardWeightsFloat(benchmark::State& st) { dnnl_conv(st, op::bwd_
 BENCHMARK(DnnlConvForwardFloat)->Apply(dnnl_args);
 BENCHMARK(DnnlConvBackwardDataFloat)->Apply(dnnl_args);
 BENCHMARK(DnnlConvBackwardWeightsFloat)->Apply(dnnl_args);
-BENCHMARK(ConvWeightGradFloat)->Args({128, 16, 128, 16})->Args({16, 14, 32, 32})->Unit(benchmark::kMillisecond);
 }  // namespace
 #endif  // EQPROP_HAVE_DNNL

@@ -7,6 +7,7 @@
 
 #include "eqprop/build_info.hpp"
 #include "eqprop/core/matmul.hpp"
+#include "eqprop/dynamics/conv_ops.hpp"
 
 namespace eqprop {
 
@@ -37,8 +38,9 @@ std::string vector_isa_cpu() {
 }
 
 std::string linalg_backend() {
-  return fmt::format("Eigen {}.{}.{} (built-in kernels, {}); float32 products: {}", EIGEN_WORLD_VERSION,
-                     EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse(), matmul_backend());
+  return fmt::format("Eigen {}.{}.{} (built-in kernels, {}); float32 products: {}; float32 convolutions: {}",
+                     EIGEN_WORLD_VERSION, EIGEN_MAJOR_VERSION, EIGEN_MINOR_VERSION, Eigen::SimdInstructionSetsInUse(),
+                     matmul_backend(), conv_backend_name());
 }
 
 nlohmann::json build_info_json() {

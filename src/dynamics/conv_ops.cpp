@@ -1,8 +1,12 @@
 #include "eqprop/dynamics/conv_ops.hpp"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <cstdlib>
+#include <string_view>
 
+#include "conv_dnnl.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/matmul.hpp"
 
@@ -88,6 +92,38 @@ long conv_chunk(const connection_geometry& g, long B) {
 }
 }  // namespace
 
+namespace {
+conv_backend built_best() { return detail::dnnl_conv_built() ? conv_backend::onednn : conv_backend::im2col; }
+std::atomic<conv_backend>& backend_setting() {
+  static std::atomic<conv_backend> b = [] {
+    const char* e = std::getenv("EQPROP_CONV");
+    return e && std::string_view(e) == "im2col" ? conv_backend::im2col : built_best();
+  }();
+  return b;
+}
+
+// Whether the convolutions of states T, weights P at this precision try oneDNN first.
+template <class T, class P>
+bool try_dnnl(const connection_geometry& g, matmul_precision precision) {
+  if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, std::complex<float>>)&&std::is_same_v<P, float>)
+    return precision == matmul_precision::float32 && !(g.k == 1 && g.h == 1 && g.w == 1) &&
+           backend_setting().load(std::memory_order_relaxed) == conv_backend::onednn;
+  else return false;
+}
+}  // namespace
+
+conv_backend conv_backend_in_use() { return backend_setting().load(); }
+void set_conv_backend(conv_backend b) { backend_setting().store(b == conv_backend::onednn ? built_best() : b); }
+conv_onednn_ops conv_onednn_serves(const connection_geometry& g, long B) {
+  if (!try_dnnl<float, float>(g, matmul_precision::float32)) return {};
+  const auto s = detail::dnnl_conv_serves(g, B);
+  return {s.forward, s.backward_data, s.backward_weights};
+}
+const char* conv_backend_name() { return conv_backend_in_use() == conv_backend::onednn ? "onednn" : "im2col"; }
+
+conv_weights_unchanged::conv_weights_unchanged() { detail::dnnl_weights_scope_enter(); }
+conv_weights_unchanged::~conv_weights_unchanged() { detail::dnnl_weights_scope_leave(); }
+
 template <class T>
 void im2col(const connection_geometry& g, const matrix<T>& l, matrix<T>& col) {
   check_rows(l, g.in_size(), "im2col");
@@ -109,6 +145,8 @@ void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const mat
   const long B = l.cols();
   z.resize(g.conv_size(), B);
   if (g.k == 1 && g.h == 1 && g.w == 1) return matmul<T, P>(W, false, l.data(), B, z.data(), false, precision);
+  if constexpr (std::is_same_v<P, float>)
+    if (try_dnnl<T, P>(g, precision) && detail::dnnl_conv_forward(g, W.data(), l.data(), B, z.data())) return;
   const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
   col.resize(K, per * chunk);
   for (long b0 = 0; b0 < B; b0 += chunk) {
@@ -128,6 +166,13 @@ void conv_transpose(const connection_geometry& g, const_matrix_map<P> W, const m
     else dl.resize(g.in_size(), B);
     return matmul<T, P>(W, true, dz.data(), B, dl.data(), accumulate, precision);
   }
+  if constexpr (std::is_same_v<P, float>) {
+    if (accumulate) check_rows(dl, g.in_size(), "conv_transpose");
+    else dl.resize(g.in_size(), B);
+    if (try_dnnl<T, P>(g, precision) &&
+        detail::dnnl_conv_backward_data(g, W.data(), dz.data(), B, dl.data(), accumulate))
+      return;
+  }
   if (!accumulate) dl.setZero(g.in_size(), B);
   check_rows(dl, g.in_size(), "conv_transpose");
   const long per = long(g.ho) * g.wo, K = g.patch(), chunk = conv_chunk(g, B);
@@ -143,6 +188,10 @@ template <class T, class R>
 void conv_weight_grad(const connection_geometry& g, const matrix<T>& dz, const matrix<T>& l, matrix<T>& col, T coef,
                       matrix_map<R> gW) {
   const long B = dz.cols();
+  if constexpr (std::is_same_v<R, float>)
+    if (try_dnnl<T, R>(g, matmul_precision::float32) &&
+        detail::dnnl_conv_backward_weights(g, dz.data(), l.data(), B, coef, gW.data()))
+      return;
   const matrix<T>* c = &l;
   if (!(g.k == 1 && g.h == 1 && g.w == 1)) {
     im2col(g, l, col);

@@ -380,6 +380,7 @@ relax_report relax_state<S, P>::relax(const network& net, S beta, const relax_op
   const double tol = opt.tol_for<S>();
   // A feed-forward network is exact after one sweep: its residual is then 0 by definition.
   const bool ff = net.spec().feedforward;
+  const conv_weights_unchanged fixed;  // net is const: its weights do not change during the steps
   relax_report rep = relax_columns(
       *this, ff ? std::min<long>(opt.max_steps, 1) : opt.max_steps, opt.stop_early, opt.freeze_converged && !ff, tol,
       [&] { return step(net, beta, opt.noise_std, opt.noise_rng, real(opt.omega), opt.order); });

@@ -375,6 +375,7 @@ relax_report vf_state<S, R>::relax(S beta, const relax_options& opt) {
   precision_ = opt.precision;
   if (drive_precision_ != precision_) compute_drive();  // the drive's products at this precision too
   const double tol = opt.tol_for<S>();
+  const conv_weights_unchanged fixed;  // net_ is const: its weights do not change during the steps
   relax_report rep = relax_columns(*this, opt.max_steps, opt.stop_early, opt.freeze_converged, tol, [&] {
     return step(beta, opt.noise_std, opt.noise_rng, real_t<S>(opt.omega), opt.order);
   });

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 
 #include "eqprop/core/error.hpp"
+#include "eqprop/dynamics/conv_ops.hpp"
 
 namespace eqprop {
 
@@ -99,6 +100,7 @@ void continuous_hep<R, Net>::run_slice(slice& s, const Net& net, long batch, std
     if (every_step && k == 0) clear_sum();  // the mean over the last period only
     const complex beta_k = std::polar(r, R(2 * std::numbers::pi * k / N));
     long t = 0;
+    const conv_weights_unchanged fixed;  // net is const during the segment's steps
     s.last = relax_columns(s.st, T2, false, false, tol, [&] {
       const complex beta =
           opt_.smooth ? std::polar(r, R(2 * std::numbers::pi * double(k * T2 + t) / double(steps_per_period))) : beta_k;

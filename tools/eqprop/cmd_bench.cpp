@@ -22,6 +22,7 @@
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/matmul.hpp"
+#include "eqprop/dynamics/conv_ops.hpp"
 #include "eqprop/io/dataset.hpp"
 #include "eqprop/learn/deep.hpp"
 #include "eqprop/learn/generalized_ep.hpp"
@@ -678,6 +679,7 @@ void register_bench(CLI::App& app) {
       fmt::print("matrix-multiply peak (float32 1024^2, {}): {:.1f} GFLOP/s on 1 thread, {:.1f} on 2\n",
                  matmul_backend(), p1, p2);
     }
+    fmt::print("float32 convolutions: {} (EQPROP_CONV=im2col for the im2col path)\n", conv_backend_name());
     dataset images;
     if (std::any_of(todo.begin(), todo.end(), [](const workload* w) { return w->kind == 0; })) {
       images = bench_images(data_dir);

@@ -7,13 +7,52 @@
 //  - z = conv(l): conv_size x B (before pooling); p = P(z): out_size x B.
 //  - col = im2col(l): (k*k*C_in) x (H_out*W_out*B), rows ordered C_in fastest, then kx, ky.
 // Convolution is one GEMM, W (C_out x k*k*C_in) * col; its transpose is W^T * dz followed
-// by col2im (a scatter-add). Dense connections skip im2col (col is l itself).
+// by col2im (a scatter-add). Dense connections skip im2col (col is l itself). float32
+// convolutions run on oneDNN's convolution primitives instead where eqprop was built with
+// oneDNN (conv_backend); the col argument is then left alone.
 #pragma once
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
+
+/// The kernels of the float32 convolutions (float or complex<float> states, float weights,
+/// float32 products) of conv_forward, conv_transpose and conv_weight_grad:
+///  - onednn: oneDNN's convolution primitives on our buffers, the weights in the primitives'
+///    blocked format (see conv_weights_unchanged); the default where eqprop was built with
+///    oneDNN, unless the environment has EQPROP_CONV=im2col;
+///  - im2col: im2col + matmul (then col2im), the path of float64, complex<double>, bfloat16
+///    products and dense connections, and of any shape oneDNN has no kernel for.
+/// Both give the same results up to float rounding.
+enum class conv_backend { im2col, onednn };
+/// The backend in use (process-wide).
+conv_backend conv_backend_in_use();
+/// Sets it for the whole process (A/B runs, tests); onednn without oneDNN stays im2col.
+void set_conv_backend(conv_backend b);
+/// "onednn" or "im2col".
+const char* conv_backend_name();
+/// Which float32 convolutions of geometry g at batch B (real states; complex ones run as 2B)
+/// take oneDNN's kernels (conv_backend::onednn in use, g not dense, and a fast kernel for the
+/// operation); the others take the im2col path.
+struct conv_onednn_ops {
+  bool forward = false, transpose = false, weight_grad = false;
+};
+conv_onednn_ops conv_onednn_serves(const connection_geometry& g, long B);
+
+/// A promise, for the lifetime of this object, that the weights of the convolutions this
+/// thread runs do not change: wherever a weight matrix W is passed, it holds the same values at
+/// every call. The oneDNN kernels then reorder each weight matrix into their format once and
+/// reuse it until the outermost such scope of the thread closes; without a scope they reorder
+/// it at every call (always correct, slower for small batches). relax_state::relax opens one
+/// around its steps, during which the network is const. Scopes nest.
+class conv_weights_unchanged {
+ public:
+  conv_weights_unchanged();
+  ~conv_weights_unchanged();
+  conv_weights_unchanged(const conv_weights_unchanged&) = delete;
+  conv_weights_unchanged& operator=(const conv_weights_unchanged&) = delete;
+};
 
 /// col = im2col(l) for connection geometry g (l: in_size x B).
 template <class T>
@@ -22,8 +61,7 @@ void im2col(const connection_geometry& g, const matrix<T>& l, matrix<T>& col);
 template <class T>
 void col2im_add(const connection_geometry& g, const matrix<T>& col, matrix<T>& dl);
 
-/// z = conv(l) with weights W (C_out x k*k*C_in), no bias, before pooling. col is scratch
-/// and holds im2col(l) afterwards (conv only).
+/// z = conv(l) with weights W (C_out x k*k*C_in), no bias, before pooling. col is scratch.
 template <class T, class P>
 void conv_forward(const connection_geometry& g, const_matrix_map<P> W, const matrix<T>& l, matrix<T>& col, matrix<T>& z,
                   matmul_precision precision = matmul_precision::float32);
