@@ -401,6 +401,17 @@ TEST(Optimizer, SgdMomentumAndDecay) {
   EXPECT_NEAR(r[net.layout()[4].offset], -0.15, 1e-15);
   o.lr_per_group = {0.1};
   EXPECT_THROW(optimizer<double>(o, net.layout(), G), config_error);
+  // Output = layer: the empty readout blocks lie outside the per-layer groups.
+  const auto spec = small_spec(output_kind::layer);
+  layered_network<double> no_readout(spec);
+  ASSERT_EQ(param_group_names(spec).size(), 2u);
+  o.lr_per_group = {0.1, 0.2};
+  o.wd_per_group = {0.0, 0.5};
+  optimizer<double> lay(o, no_readout.layout(), 2);
+  std::vector<double> s(no_readout.n_params(), 1.0), gs(no_readout.n_params(), 0.5);
+  lay.step(s, gs, 1.0);
+  EXPECT_NEAR(s[no_readout.layout()[0].offset], 1 - 0.1 * 0.5, 1e-15);
+  EXPECT_NEAR(s[no_readout.layout()[2].offset], 1 - 0.2 * (0.5 + 0.5), 1e-15);
 }
 
 TEST(Optimizer, AdamFirstStepIsLrTimesSign) {

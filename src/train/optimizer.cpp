@@ -78,9 +78,11 @@ optimizer<R>::optimizer(optimizer_options opt, const std::vector<param_block>& l
   if (!(opt_.lr > 0) && opt_.lr_per_group.empty()) throw config_error("optimizer.lr must be > 0");
   if (opt_.momentum < 0 || opt_.momentum >= 1) throw config_error("optimizer.momentum must be in [0, 1)");
   for (const auto& b : layout_) {
-    const int g = b.group;
-    lr_.push_back(opt_.lr_per_group.empty() ? opt_.lr : opt_.lr_per_group.at(g));
-    wd_.push_back(opt_.wd_per_group.empty() ? opt_.weight_decay : opt_.wd_per_group.at(g));
+    // Empty blocks (the readout of a network whose last layer is the output) hold no
+    // parameter and may lie outside the groups: any rate does.
+    const bool per_group = b.size() > 0;
+    lr_.push_back(per_group && !opt_.lr_per_group.empty() ? opt_.lr_per_group.at(b.group) : opt_.lr);
+    wd_.push_back(per_group && !opt_.wd_per_group.empty() ? opt_.wd_per_group.at(b.group) : opt_.weight_decay);
   }
   long n = 0;
   for (const auto& b : layout_) n = std::max(n, b.offset + b.size());
