@@ -3,11 +3,17 @@
 // the data it read so that resuming and evaluating need no --data-dir (and refuse other
 // data), and an interrupted or mid-epoch checkpoint resumes bit-identically. Tiny Yin-Yang
 // and .npy data sets keep all of these together well under a few seconds.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -15,6 +21,7 @@
 #include "eqprop/core/error.hpp"
 #include "eqprop/train/checkpoint.hpp"
 #include "eqprop/train/experiment.hpp"
+#include "eqprop/train/run_dir.hpp"
 #include "eqprop/train/trainer.hpp"
 #include "test_util.hpp"
 
@@ -301,4 +308,51 @@ TEST(RunSafety, SecondSigintStopsAtOnce) {
   EXPECT_NE(r.find("second interrupt"), std::string::npos) << r;
   EXPECT_FALSE(fs::exists(root / "r" / "checkpoint.eqck"));
   fs::remove_all(root);
+}
+
+namespace {
+std::atomic<pid_t> g_handler_tid{0};
+extern "C" void record_handler_thread(int) { g_handler_tid = ::gettid(); }
+
+// The body of StopSignalsRunOnAThreadOfTheirOwn, in a process of its own: 0 when every SIGINT
+// sent to the process ran its handler on neither the main thread nor a thread started after
+// confine_stop_signals (both compute in eqprop: oneDNN kernels run there).
+int stop_signals_confined() {
+  confine_stop_signals();
+  struct sigaction sa {};
+  sa.sa_handler = record_handler_thread;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  std::atomic<pid_t> worker{0};
+  std::atomic<bool> stop{false}, worker_blocks{false};
+  std::thread w([&] {
+    sigset_t m;
+    pthread_sigmask(SIG_BLOCK, nullptr, &m);
+    worker_blocks = sigismember(&m, SIGINT) == 1 && sigismember(&m, SIGTERM) == 1;
+    worker = ::gettid();
+    volatile double x = 0;
+    while (!stop) x = x + 1;  // busy, like a relaxation
+  });
+  while (worker == 0) std::this_thread::yield();
+  int bad = worker_blocks ? 0 : 1;
+  for (int i = 0; i < 20 && bad == 0; ++i) {
+    g_handler_tid = 0;
+    ::kill(::getpid(), SIGINT);
+    for (int t = 0; t < 5000 && g_handler_tid == 0; ++t) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    const pid_t h = g_handler_tid;
+    if (h == 0 || h == ::gettid() || h == worker) bad = 2;
+  }
+  stop = true;
+  w.join();
+  return bad;
+}
+}  // namespace
+
+// After confine_stop_signals (the CLI's first step), SIGINT and SIGTERM are blocked in the
+// main thread and in the threads it starts, and their handler runs on a thread of its own:
+// a signal frame pushed onto a thread inside a oneDNN 2.x JIT GEMM kernel corrupts the heap
+// (an interrupted training run then aborted in about one of three tries).
+TEST(RunSafety, StopSignalsRunOnAThreadOfTheirOwn) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(std::_Exit(stop_signals_confined()), ::testing::ExitedWithCode(0), "");
 }

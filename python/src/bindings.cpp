@@ -17,6 +17,8 @@
 #include <pybind11/stl.h>
 #include <pybind11/stl/filesystem.h>
 
+#include <signal.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -53,6 +55,40 @@ using namespace py::literals;
 using namespace eqprop;
 
 namespace {
+
+// ---------------------------------------------------------------- compute sections
+// SIGINT and SIGTERM as a blocked set.
+sigset_t stop_signals() {
+  sigset_t s;
+  sigemptyset(&s);
+  sigaddset(&s, SIGINT);
+  sigaddset(&s, SIGTERM);
+  return s;
+}
+
+// The GIL released and SIGINT/SIGTERM blocked in this thread (so in the threads it starts,
+// e.g. the OpenMP pool) for the lifetime of the object: a signal frame pushed on a thread
+// inside a oneDNN 2.x JIT GEMM kernel corrupts the heap (see confine_stop_signals). A signal
+// that arrives meanwhile stays pending; it is delivered, to Python's handler, when the section
+// ends (or at python_interrupted), and Python raises KeyboardInterrupt.
+class compute_section {
+ public:
+  compute_section() {
+    const sigset_t s = stop_signals();
+    pthread_sigmask(SIG_BLOCK, &s, &old_);
+    nogil_.emplace();
+  }
+  ~compute_section() {
+    nogil_.reset();
+    pthread_sigmask(SIG_SETMASK, &old_, nullptr);
+  }
+  compute_section(const compute_section&) = delete;
+  compute_section& operator=(const compute_section&) = delete;
+
+ private:
+  sigset_t old_{};
+  std::optional<py::gil_scoped_release> nogil_;
+};
 
 // ---------------------------------------------------------------- exceptions
 PyObject *exc_error, *exc_config, *exc_shape, *exc_data, *exc_convergence;
@@ -417,7 +453,7 @@ py::tuple relax_impl(const layered_network<R>& net, const matrix<R>& x, const ma
   std::vector<int32_t> pred;
   matrix<R> scores;
   {
-    py::gil_scoped_release nogil;
+    compute_section nogil;
     st.set_input(net, x, y);
     rep = st.relax(net, beta, o);
     loss = st.mean_cost(net);
@@ -513,7 +549,7 @@ py::tuple run_estimator(grad_estimator<R, Net>& est, const Net& net, const matri
   aligned_vector<R> g(net.n_params());
   grad_result res;
   {
-    py::gil_scoped_release nogil;
+    compute_section nogil;
     res = est.estimate(net, x, y, g);
   }
   return py::make_tuple(vec_to_numpy(g), result_dict(res, est.name()));
@@ -601,6 +637,13 @@ void load_py_config(config& cfg, const py::object& cfg_in, const py::object& ove
 /// A training loop's should_stop hook: Ctrl-C raises KeyboardInterrupt out of the C++ call.
 bool python_interrupted() {
   py::gil_scoped_acquire gil;
+  // Inside a compute_section the signals wait as pending: deliver them to Python's handler
+  // here, on this thread, between two batches.
+  sigset_t pending, stop = stop_signals(), old;
+  if (sigpending(&pending) == 0 && (sigismember(&pending, SIGINT) == 1 || sigismember(&pending, SIGTERM) == 1)) {
+    pthread_sigmask(SIG_UNBLOCK, &stop, &old);
+    pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
   return false;
 }
@@ -734,7 +777,7 @@ py::dict train_py(py::object cfg_in, py::object overrides, py::object run_dir, p
   opt.should_stop = python_interrupted;
   train_result r;
   {
-    py::gil_scoped_release nogil;
+    compute_section nogil;
     r = train(cfg, opt);
   }
   return py::dict("run_dir"_a = r.run_dir.string(), "epochs_done"_a = r.epochs_done,
@@ -806,7 +849,7 @@ void register_gle(py::module_& m) {
         o.record_every = record_every;
         lagline_result r;
         {
-          py::gil_scoped_release nogil;
+          compute_section nogil;
           r = run_lagline(o);
         }
         std::vector<double> t, loss, w1, w2, t1, t2;
@@ -832,7 +875,7 @@ void register_gle(py::module_& m) {
         o.seed = seed;
         lagnet_result r;
         {
-          py::gil_scoped_release nogil;
+          compute_section nogil;
           r = run_lagnet(o);
         }
         py::list neurons;
@@ -1227,7 +1270,7 @@ void register_graph_network(py::module_& m) {
           if (!y.is_none()) ym = graph_targets<R>(y, xm.cols(), net.n_output());
           relax_report rep;
           {
-            py::gil_scoped_release nogil;
+            compute_section nogil;
             rep = deep_relax(net, dyn, s, ym ? &*ym : nullptr, ym ? beta : 0.0);
           }
           py::dict r = report_dict(rep);
@@ -1434,7 +1477,7 @@ void register_gle_network(py::module_& m) {
               if (!y.is_none()) ym = to_targets<R>(y, xm.cols(), n.n_output());
               gle_sequence_result<R> res;
               {
-                py::gil_scoped_release nogil;
+                compute_section nogil;
                 gle_sequence_options<R> o;
                 o.y = ym ? &*ym : nullptr;
                 o.record = record;
@@ -1496,7 +1539,7 @@ P saved_network_of_dtype(const saved_run& s) {
 py_run load_run_py(const std::filesystem::path& path, py::object data_dir) {
   const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
   auto s = [&] {
-    py::gil_scoped_release nogil;
+    compute_section nogil;
     return load_saved_run(path, dd);
   }();
   py_run r;
@@ -1616,7 +1659,7 @@ matrix<real_of<Net>> run_scores(const py_run& r, const Net& net, py::handle x) {
     xf = std::move(d.x);
   }
   matrix<R> all;
-  py::gil_scoped_release nogil;
+  compute_section nogil;
   auto st = scoring_state(net, r);
   matrix<R> scores;
   for (long first = 0; first < xf.cols(); first += r.eval_batch) {
@@ -1903,7 +1946,7 @@ PYBIND11_MODULE(_core, m) {
         const auto idx = indices_of(indices);
         std::vector<double> g;
         {
-          py::gil_scoped_release nogil;
+          compute_section nogil;
           g = fp ? finite_difference_gradient(in.net, in.x, in.y, relax_options{steps, tol, stop_early}, h, st, idx)
                  : finite_difference_gradient_steps(in.net, in.x, in.y, steps, h, st, idx);
         }
@@ -1921,7 +1964,7 @@ PYBIND11_MODULE(_core, m) {
         const auto idx = indices_of(indices);
         std::vector<double> g;
         {
-          py::gil_scoped_release nogil;
+          compute_section nogil;
           g = fp ? complex_step_gradient(in.net, in.x, in.y, relax_options{steps, tol, stop_early}, h, idx)
                  : complex_step_gradient_steps(in.net, in.x, in.y, steps, h, idx);
         }
@@ -1974,7 +2017,7 @@ PYBIND11_MODULE(_core, m) {
         const auto dir = resolve_data_dir(data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string());
         dataset_split s;
         {
-          py::gil_scoped_release nogil;
+          compute_section nogil;
           s = load_dataset(name, dir, o);
         }
         const int n_classes = s.train.n_classes;
@@ -2022,7 +2065,7 @@ PYBIND11_MODULE(_core, m) {
         const std::string dd = data_dir.is_none() ? "" : data_dir.cast<std::filesystem::path>().string();
         eval_result r;
         {
-          py::gil_scoped_release nogil;
+          compute_section nogil;
           r = evaluate_checkpoint(p, dd);
         }
         return py::dict("accuracy"_a = r.accuracy, "top5"_a = r.top5, "loss"_a = r.loss, "n"_a = r.n,

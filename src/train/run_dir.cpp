@@ -9,7 +9,9 @@
 #include <cctype>
 #include <cstring>
 #include <ctime>
+#include <mutex>
 #include <system_error>
+#include <thread>
 
 #include <fmt/format.h>
 
@@ -174,6 +176,21 @@ extern "C" void on_stop_signal(int) {
   [[maybe_unused]] auto n = ::write(2, msg, sizeof msg - 1);
 }
 }  // namespace
+
+void confine_stop_signals() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop, nullptr);
+    std::thread([stop] {
+      pthread_sigmask(SIG_UNBLOCK, &stop, nullptr);
+      while (true) ::pause();  // handlers run here; the process ends with the other threads
+    }).detach();
+  });
+}
 
 stop_signal_guard::stop_signal_guard() {
   g_signals = 0;

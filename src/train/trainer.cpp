@@ -1,5 +1,7 @@
 #include "eqprop/train/trainer.hpp"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cctype>
 #include <chrono>
@@ -11,6 +13,7 @@
 #include <iostream>
 #include <limits>
 #include <optional>
+#include <thread>
 #include <tuple>
 
 #include <fmt/format.h>
@@ -436,7 +439,12 @@ train_result train_impl(const config& cfg, const train_options& topt) {
       });
       if (ck_every_batches > 0 && (i + 1) % ck_every_batches == 0 && i + 1 < nb) save_mid(i + 1);
       if (topt.kill_after_batches >= 0 && ++batches_seen >= topt.kill_after_batches) std::_Exit(137);
-      if (interrupt_countdown > 0 && --interrupt_countdown == 0) std::raise(SIGINT);
+      if (interrupt_countdown > 0 && --interrupt_countdown == 0) {
+        ::kill(::getpid(), SIGINT);  // to the process, not this thread: see confine_stop_signals
+        // Its handler may run on another thread: wait for it, so the stop is at this batch.
+        for (int w = 0; signals && w < 10000 && !stop_signal_guard::requested(); ++w)
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
     }
     const double train_secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     const bool evaluated = (epoch + 1) % eval_every == 0 || epoch + 1 == epochs;

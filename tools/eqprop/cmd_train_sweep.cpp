@@ -96,9 +96,13 @@ extern "C" void on_sweep_signal(int sig) {
   g_sweep_signals.fetch_add(1);
 }
 
+// This thread only waits for its runs (it computes nothing), so it takes the two signals
+// itself while the guard lives: the kernel prefers the thread a signal was sent to, here the
+// main one, and its waitpid then returns on them.
 struct sweep_signal_guard {
   struct sigaction old_int {
   }, old_term{};
+  sigset_t old_mask{};
   sweep_signal_guard() {
     g_sweep_signals = 0;
     struct sigaction sa {};
@@ -107,8 +111,14 @@ struct sweep_signal_guard {
     sa.sa_flags = 0;  // no SA_RESTART: waitpid returns on a signal
     sigaction(SIGINT, &sa, &old_int);
     sigaction(SIGTERM, &sa, &old_term);
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGTERM);
+    pthread_sigmask(SIG_UNBLOCK, &stop, &old_mask);
   }
   ~sweep_signal_guard() {
+    pthread_sigmask(SIG_SETMASK, &old_mask, nullptr);
     sigaction(SIGINT, &old_int, nullptr);
     sigaction(SIGTERM, &old_term, nullptr);
   }
@@ -126,6 +136,9 @@ pid_t spawn_logged(const std::vector<std::string>& words, const fs::path& log) {
     ::dup2(fd, 1);
     ::dup2(fd, 2);
     ::close(fd);
+    sigset_t none;  // the child sets up its own signals (confine_stop_signals)
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, nullptr);
     std::vector<char*> argv;
     for (const auto& w : words) argv.push_back(const_cast<char*>(w.c_str()));
     argv.push_back(nullptr);

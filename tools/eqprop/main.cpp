@@ -29,6 +29,7 @@
 #include "eqprop/core/build_info.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/suggest.hpp"
+#include "eqprop/train/run_dir.hpp"
 
 namespace {
 
@@ -153,6 +154,7 @@ void report_error(const std::string& message) {
 
 int main(int argc, char** argv) {
   occupy_closed_std_fds();
+  eqprop::confine_stop_signals();  // before any thread starts
   int code = 70;
   try {
     code = run(argc, argv);

@@ -1,5 +1,6 @@
 #include "study_util.hpp"
 
+#include <signal.h>
 #include <spawn.h>
 #include <sys/wait.h>
 
@@ -55,7 +56,15 @@ bool plot_with_python(const std::vector<std::string>& args, bool optional_figure
   argv.push_back(nullptr);
   pid_t pid;
   int status = 0;
-  if (int e = posix_spawn(&pid, argv[0], nullptr, nullptr, argv.data(), environ); e != 0)
+  posix_spawnattr_t attr;  // the child starts with no signal blocked (see confine_stop_signals)
+  posix_spawnattr_init(&attr);
+  sigset_t none;
+  sigemptyset(&none);
+  posix_spawnattr_setsigmask(&attr, &none);
+  posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETSIGMASK);
+  const int e = posix_spawn(&pid, argv[0], nullptr, &attr, argv.data(), environ);
+  posix_spawnattr_destroy(&attr);
+  if (e != 0)
     return failed(fmt::format("cannot start {} for the figure: {} (set EQPROP_PYTHON to a python3 with matplotlib)",
                               all[0], std::strerror(e)));
   waitpid(pid, &status, 0);

@@ -70,6 +70,19 @@ std::pair<std::filesystem::path, data_dir_source> saved_run_data_dir(const std::
 /// and how it was chosen, and how to pass --data-dir with the data the run was trained on.
 void check_data_record(const data_record& recorded, const data_record& now, data_dir_source how);
 
+/// Routes SIGINT and SIGTERM, for the rest of the process, to a thread of their own that
+/// computes nothing: blocks both in the calling thread (so in every thread it starts from then
+/// on) and starts a thread that only waits, with both unblocked. Their handlers
+/// (stop_signal_guard's) or default action (ending the process) then run there. Why: the kernel
+/// pushes a handler's frame below the stack pointer of the thread it interrupts, and oneDNN
+/// 2.x's JIT GEMM kernels point the stack pointer into the heap while they run, so a signal
+/// landing on a thread inside one corrupts the heap (fixed in later oneDNN releases).
+/// Call it first in main, before any other thread exists; later calls do nothing. Children
+/// inherit the blocked mask: a child that is not eqprop should get an empty mask at exec.
+/// A test or tool that signals itself must use kill(getpid(), ...), not raise(): raise()
+/// targets the calling thread, where the signals are blocked.
+void confine_stop_signals();
+
 /// While alive, SIGINT and SIGTERM request a clean stop instead of killing the process:
 /// the first one sets requested() (the trainer finishes its batch, writes a checkpoint and
 /// returns); a second one ends the process at once (exit status 130). The previous

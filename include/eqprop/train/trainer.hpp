@@ -34,7 +34,7 @@ struct train_options {
   std::ostream* out = nullptr;        ///< progress and messages (nullptr: std::cout)
   bool quiet = false;                 ///< no progress display (status or periodic lines); epoch lines still print
   long kill_after_batches = -1;       ///< testing aid: _Exit(137) after this many batches (a simulated kill)
-  long interrupt_after_batches = -1;  ///< testing aid: raise(SIGINT) after this many batches of this process
+  long interrupt_after_batches = -1;  ///< testing aid: SIGINT to this process after this many batches of it
   bool overwrite = false;             ///< a new run may replace the run in run_dir (prepare_new_run_directory)
   /// While training, SIGINT/SIGTERM stop the run cleanly (stop_signal_guard): the batch
   /// finishes, a checkpoint is written, train_result::interrupted; a second one exits at once.
