@@ -13,9 +13,9 @@
 #include "eqprop/core/error.hpp"
 
 #ifdef EQPROP_HAVE_DNNL
-#include <omp.h>
-
 #include <oneapi/dnnl/dnnl.hpp>
+
+#include "one_omp_thread.hpp"
 #endif
 
 namespace eqprop {
@@ -67,17 +67,7 @@ struct dnnl_products {
   }
 };
 
-// OpenMP's thread count at 1 for its lifetime (oneDNN reads it; inside our parallel regions
-// it runs single-threaded anyway, and outside them the caller asked for one thread).
-struct one_omp_thread {
-  const int before = omp_get_max_threads();
-  one_omp_thread() {
-    if (before != 1) omp_set_num_threads(1);
-  }
-  ~one_omp_thread() {
-    if (before != 1) omp_set_num_threads(before);
-  }
-};
+using detail::one_omp_thread;
 
 void dnnl_matmul(const_matrix_map<float> W, bool transpose, const float* X, long n, float* Y, bool accumulate,
                  bool bf16) {

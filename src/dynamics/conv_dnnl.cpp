@@ -8,12 +8,11 @@
 #include <vector>
 
 #ifdef EQPROP_HAVE_DNNL
-#include <omp.h>
-
 #include <fmt/format.h>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "../core/one_omp_thread.hpp"
 #include "eqprop/core/aligned.hpp"
 #include "eqprop/core/error.hpp"
 #include "eqprop/core/scalar.hpp"
@@ -27,17 +26,7 @@ using dt = dnnl::memory::data_type;
 using tag = dnnl::memory::format_tag;
 enum class op : long { forward, backward_data, backward_weights };
 
-// OpenMP's thread count at 1 for its lifetime: oneDNN reads it, and these kernels run
-// single-threaded (the callers parallelise over samples).
-struct one_omp_thread {
-  const int before = omp_get_max_threads();
-  one_omp_thread() {
-    if (before != 1) omp_set_num_threads(1);
-  }
-  ~one_omp_thread() {
-    if (before != 1) omp_set_num_threads(before);
-  }
-};
+using detail::one_omp_thread;
 
 // An activation operand of a primitive: our layout (user) and the primitive's; when they
 // differ, the reorders between them (from_user; to_user, and to_user_add, which adds).
