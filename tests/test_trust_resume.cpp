@@ -14,6 +14,7 @@
 #include <fstream>
 #include <memory>
 #include <random>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
@@ -233,12 +234,20 @@ pid_t spawn_cli(const fs::path& cwd, const std::vector<std::string>& args, const
   const pid_t pid = fork();
   if (pid == 0) {
     if (chdir(cwd.c_str()) != 0) _exit(126);
-    if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("/dev/null", "w", stderr)) _exit(126);
+    // stderr kept (the last attempt's) for the failure messages of run_with_kills
+    if (!std::freopen("/dev/null", "w", stdout) || !std::freopen("cli-stderr.log", "w", stderr)) _exit(126);
     setenv("EQPROP_TEST_PADDING", padding.c_str(), 1);
     execv(argv[0], argv.data());
     _exit(127);
   }
   return pid;
+}
+
+std::string file_text(const fs::path& p) {
+  std::ifstream f(p);
+  std::ostringstream s;
+  s << f.rdbuf();
+  return s.str();
 }
 
 // Exit status, or 128 + signal.
@@ -267,7 +276,7 @@ int run_with_kills(const fs::path& cwd, const fs::path& run_dir, const std::vect
     const bool have_checkpoint = fs::exists(run_dir / "checkpoint.eqck");
     const pid_t pid = spawn_cli(cwd, have_checkpoint ? resume : start, padding);
     if (i >= kills) {
-      EXPECT_EQ(wait_for(pid), 0) << "final attempt";
+      EXPECT_EQ(wait_for(pid), 0) << "final attempt, its stderr:\n" << file_text(cwd / "cli-stderr.log");
       return hits;
     }
     const double delay = max_delay * (0.05 + 0.55 * double(rng() >> 11) * 0x1.0p-53);
@@ -283,7 +292,7 @@ int run_with_kills(const fs::path& cwd, const fs::path& run_dir, const std::vect
       max_delay /= 4;
       i = -1;
     } else {
-      EXPECT_EQ(st, 0) << "attempt " << i;
+      EXPECT_EQ(st, 0) << "attempt " << i << ", its stderr:\n" << file_text(cwd / "cli-stderr.log");
       return hits;  // finished before the kill
     }
   }
