@@ -6,8 +6,8 @@
 #include "eqprop/core/eigen.hpp"
 
 #include "eqprop/build_info.hpp"
+#include "eqprop/core/conv_backend.hpp"
 #include "eqprop/core/matmul.hpp"
-#include "eqprop/dynamics/conv_ops.hpp"
 
 namespace eqprop {
 

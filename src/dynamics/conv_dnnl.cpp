@@ -333,8 +333,6 @@ bool dnnl_conv_backward_weights(const connection_geometry& g, const T* dz, const
   return true;
 }
 
-bool dnnl_conv_built() { return true; }
-
 dnnl_ops dnnl_conv_serves(const connection_geometry& g, long B) {
   if (B <= 0) return {};
   auto& th = this_thread();
@@ -367,7 +365,6 @@ template <class T>
 bool dnnl_conv_backward_weights(const connection_geometry&, const T*, const T*, long, T, float*) {
   return false;
 }
-bool dnnl_conv_built() { return false; }
 dnnl_ops dnnl_conv_serves(const connection_geometry&, long) { return {}; }
 void dnnl_weights_scope_enter() {}
 void dnnl_weights_scope_leave() {}

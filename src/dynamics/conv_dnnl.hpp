@@ -18,9 +18,6 @@
 
 namespace eqprop::detail {
 
-/// Whether eqprop was built with oneDNN (else every function below returns false).
-bool dnnl_conv_built();
-
 /// z = conv(l): l in_size x B, z conv_size x B (both contiguous, z sized by the caller).
 template <class T>
 bool dnnl_conv_forward(const connection_geometry& g, const float* W, const T* l, long B, T* z);

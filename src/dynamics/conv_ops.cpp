@@ -1,10 +1,7 @@
 #include "eqprop/dynamics/conv_ops.hpp"
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
-#include <cstdlib>
-#include <string_view>
 
 #include "conv_dnnl.hpp"
 #include "eqprop/core/error.hpp"
@@ -93,33 +90,22 @@ long conv_chunk(const connection_geometry& g, long B) {
 }  // namespace
 
 namespace {
-conv_backend built_best() { return detail::dnnl_conv_built() ? conv_backend::onednn : conv_backend::im2col; }
-std::atomic<conv_backend>& backend_setting() {
-  static std::atomic<conv_backend> b = [] {
-    const char* e = std::getenv("EQPROP_CONV");
-    return e && std::string_view(e) == "im2col" ? conv_backend::im2col : built_best();
-  }();
-  return b;
-}
 
 // Whether the convolutions of states T, weights P at this precision try oneDNN first.
 template <class T, class P>
 bool try_dnnl(const connection_geometry& g, matmul_precision precision) {
   if constexpr ((std::is_same_v<T, float> || std::is_same_v<T, std::complex<float>>)&&std::is_same_v<P, float>)
     return precision == matmul_precision::float32 && !(g.k == 1 && g.h == 1 && g.w == 1) &&
-           backend_setting().load(std::memory_order_relaxed) == conv_backend::onednn;
+           conv_backend_in_use() == conv_backend::onednn;
   else return false;
 }
 }  // namespace
 
-conv_backend conv_backend_in_use() { return backend_setting().load(); }
-void set_conv_backend(conv_backend b) { backend_setting().store(b == conv_backend::onednn ? built_best() : b); }
 conv_onednn_ops conv_onednn_serves(const connection_geometry& g, long B) {
   if (!try_dnnl<float, float>(g, matmul_precision::float32)) return {};
   const auto s = detail::dnnl_conv_serves(g, B);
   return {s.forward, s.backward_data, s.backward_weights};
 }
-const char* conv_backend_name() { return conv_backend_in_use() == conv_backend::onednn ? "onednn" : "im2col"; }
 
 conv_weights_unchanged::conv_weights_unchanged() { detail::dnnl_weights_scope_enter(); }
 conv_weights_unchanged::~conv_weights_unchanged() { detail::dnnl_weights_scope_leave(); }

@@ -11,27 +11,13 @@
 // convolutions run on oneDNN's convolution primitives instead where eqprop was built with
 // oneDNN (conv_backend); the col argument is then left alone.
 #pragma once
+#include "eqprop/core/conv_backend.hpp"
 #include "eqprop/core/matmul.hpp"
 #include "eqprop/core/scalar.hpp"
 #include "eqprop/model/layered_network.hpp"
 
 namespace eqprop {
 
-/// The kernels of the float32 convolutions (float or complex<float> states, float weights,
-/// float32 products) of conv_forward, conv_transpose and conv_weight_grad:
-///  - onednn: oneDNN's convolution primitives on our buffers, the weights in the primitives'
-///    blocked format (see conv_weights_unchanged); the default where eqprop was built with
-///    oneDNN, unless the environment has EQPROP_CONV=im2col;
-///  - im2col: im2col + matmul (then col2im), the path of float64, complex<double>, bfloat16
-///    products and dense connections, and of any shape oneDNN has no kernel for.
-/// Both give the same results up to float rounding.
-enum class conv_backend { im2col, onednn };
-/// The backend in use (process-wide).
-conv_backend conv_backend_in_use();
-/// Sets it for the whole process (A/B runs, tests); onednn without oneDNN stays im2col.
-void set_conv_backend(conv_backend b);
-/// "onednn" or "im2col".
-const char* conv_backend_name();
 /// Which float32 convolutions of geometry g at batch B (real states; complex ones run as 2B)
 /// take oneDNN's kernels (conv_backend::onednn in use, g not dense, and a fast kernel for the
 /// operation); the others take the im2col path.
